@@ -1,0 +1,3 @@
+from aictl.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""Audit log: append-only events written in the same transaction as the change they record."""

@@ -1,0 +1,66 @@
+"""Per-invocation state shared by commands: settings, store, output mode.
+
+Built lazily, so `aictl --help` never opens a database.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aictl.cli.output import FORMATS, Output
+from aictl.domain.errors import UsageError
+
+
+class CliState:
+    def __init__(self) -> None:
+        self.project: str | None = None
+        self.overrides: dict[str, Any] = {}
+        self.output_mode: str | None = None
+        self._settings = None
+        self._store = None
+
+    def settings(self):
+        if self._settings is None:
+            from aictl.config import load_settings
+
+            self._settings = load_settings(self.project, self.overrides)
+        return self._settings
+
+    def store(self):
+        if self._store is None:
+            from aictl.store import open_store
+
+            s = self.settings()
+            self._store = open_store(s.resolved_database_url, busy_timeout_ms=s.busy_timeout_ms)
+        return self._store
+
+    def output(self, flag: str | None) -> Output:
+        mode = flag or os.environ.get("AICTL_OUTPUT") or None
+        if mode is None:
+            try:
+                mode = self.settings().output
+            except Exception:  # a broken config must not hide the real error behind it
+                mode = "table"
+        if mode not in FORMATS:
+            raise UsageError(f"unknown output format {mode!r}", hint=f"use one of: {', '.join(FORMATS)}")
+        self.output_mode = mode
+        return Output(mode)
+
+    def tasks(self):
+        from aictl.tasks.service import TaskService
+
+        return TaskService(self.store(), self.settings())
+
+    def queries(self):
+        from aictl.tasks.queries import TaskQueries
+
+        return TaskQueries(self.store())
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+state = CliState()

@@ -1,0 +1,123 @@
+"""The `aictl` entry point: global options, sub-apps, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+try:  # typer >= 0.20 vendors click; older typer depends on it
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
+from aictl import __version__
+from aictl.cli import audit, config, task
+from aictl.cli.context import state
+from aictl.domain.errors import AictlError, ExitCode
+
+app = typer.Typer(
+    name="aictl",
+    help="Control plane for AI coding agents: tasks, leases, path locks, policy and audit on one repository.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(task.app, name="task")
+app.add_typer(audit.app, name="audit")
+app.add_typer(config.app, name="config")
+app.command("init")(config.init)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"aictl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    project: Annotated[
+        Optional[str], typer.Option("--project", "-C", help="Project directory (default: nearest with .ai/). Env AICTL_PROJECT.")
+    ] = None,
+    database_url: Annotated[
+        Optional[str], typer.Option("--database-url", help="Store URL (env AICTL_DATABASE_URL).", show_default=False)
+    ] = None,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = None,
+) -> None:
+    state.project = project
+    state.overrides = {"database_url": database_url}
+
+
+def _output_mode_guess(argv: list[str]) -> str:
+    """The output mode even when the error came before the command parsed its options."""
+    if state.output_mode:
+        return state.output_mode
+    for i, a in enumerate(argv):
+        if a in ("-o", "--output") and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--output="):
+            return a.split("=", 1)[1]
+        if a.startswith("-o") and len(a) > 2:
+            return a[2:]
+    return os.environ.get("AICTL_OUTPUT", "table")
+
+
+def _report(err: AictlError, argv: list[str]) -> None:
+    if _output_mode_guess(argv) == "json":
+        sys.stderr.write(json.dumps({"error": err.to_dict()}, ensure_ascii=False) + "\n")
+        return
+    sys.stderr.write(f"error: {err.message}\n")
+    if err.hint:
+        sys.stderr.write(f"hint: {err.hint}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("AICTL_DEBUG") not in (None, "", "0")
+    command = typer.main.get_command(app)
+    code = ExitCode.OK
+    try:
+        rv = command.main(args=argv, prog_name="aictl", standalone_mode=False)
+        code = rv if isinstance(rv, int) else ExitCode.OK
+    except AictlError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _report(e, argv)
+        code = e.exit_code
+    except typer.Exit as e:
+        code = e.exit_code
+    except click_exceptions.ClickException as e:
+        e.show()
+        code = ExitCode.USAGE if isinstance(e, click_exceptions.UsageError) else ExitCode.FAILURE
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+        code = ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (| head): exit quietly, as coreutils do.
+        sys.stderr.close()
+        code = ExitCode.OK
+    except Exception as e:  # a bug, not a user error: one line unless AICTL_DEBUG
+        if debug:
+            raise
+        err = AictlError(f"internal error: {type(e).__name__}: {e}",
+                         hint="rerun with AICTL_DEBUG=1 for the traceback, and report it")
+        _report(err, argv)
+        code = ExitCode.FAILURE
+    finally:
+        state.close()
+    return code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

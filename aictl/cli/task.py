@@ -1,0 +1,350 @@
+"""`aictl task …`: parse, call the task service, render."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from aictl.cli.context import state
+from aictl.cli.options import DryRunOpt, EpochOpt, OutputOpt, OwnerOpt, TaskIdArg
+from aictl.cli.output import ago, cell, info
+from aictl.domain.errors import NotFound, UsageError
+
+app = typer.Typer(help="Create, claim and finish tasks.", no_args_is_help=True)
+
+TASK_COLUMNS = [
+    ("id", lambda t: t.id),
+    ("status", lambda t: t.status),
+    ("pri", lambda t: t.priority),
+    ("title", lambda t: t.title),
+    ("labels", lambda t: t.labels),
+    ("deps", lambda t: t.dependencies),
+    ("locks", lambda t: t.lock_paths),
+    ("owner", lambda t: t.owner if t.status in ("claimed", "running", "awaiting_approval") else None),
+    ("epoch", lambda t: t.lease_epoch or None),
+    ("lease", lambda t: ago(t.lease_expires_at)),
+]
+
+
+def _task_human(t: Any) -> str:
+    lines = [f"task {t.id}: {t.title}", f"  status:       {t.status}", f"  priority:     {t.priority}"]
+    if t.description:
+        lines.append(f"  description:  {t.description}")
+    for label, value in (
+        ("type", t.type), ("labels", t.labels), ("capabilities", t.required_capabilities),
+        ("depends on", t.dependencies), ("locks", t.lock_paths + (["(exclusive)"] if t.exclusive else [])),
+        ("owner", t.owner), ("lease epoch", t.lease_epoch), ("lease expires", ago(t.lease_expires_at)),
+        ("attempts", f"{t.attempts}/{t.max_attempts}"), ("next run", ago(t.next_run_at)),
+    ):
+        if value not in (None, [], "-", 0) or label == "attempts":
+            lines.append(f"  {label + ':':<13} {cell(value)}")
+    if t.result is not None:
+        lines.append(f"  result:       {json.dumps(t.result)}")
+    return "\n".join(lines)
+
+
+def _emit_task(out: Any, task: Any, dry_run: bool = False) -> None:
+    if dry_run:
+        info("dry run: nothing was changed")
+    out.emit(task, columns=TASK_COLUMNS, human=_task_human)
+
+
+def _owner(owner: Optional[str]) -> str:
+    return owner or state.settings().actor
+
+
+def _split(values: Optional[list[str]]) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@app.command("create")
+def create(
+    title: Annotated[Optional[str], typer.Argument(help="Task title.", show_default=False)] = None,
+    description: Annotated[str, typer.Option("--description", "-d", help="Longer description / instructions.")] = "",
+    type_: Annotated[str, typer.Option("--type", help="Task type, e.g. feature, bugfix, chore.")] = "task",
+    priority: Annotated[int, typer.Option("--priority", "-p", help="Higher runs first.")] = 0,
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Label (repeatable, or comma list).")] = None,
+    capability: Annotated[
+        Optional[list[str]], typer.Option("--capability", "-c", help="Capability the claimer must have (repeatable).")
+    ] = None,
+    depends_on: Annotated[
+        Optional[list[int]], typer.Option("--depends-on", "--dep", help="Task id this one waits for (repeatable).")
+    ] = None,
+    lock: Annotated[
+        Optional[list[str]], typer.Option("--lock", help="Gitignore-style glob this task may change (repeatable).")
+    ] = None,
+    exclusive: Annotated[bool, typer.Option("--exclusive", help="Run alone: no other task may hold a claim.")] = False,
+    max_attempts: Annotated[Optional[int], typer.Option("--max-attempts", min=1, help="Attempts before failing.")] = None,
+    file: Annotated[
+        Optional[Path], typer.Option("--file", "-f", help="Create a batch of tasks from a YAML/JSON file ('-' = stdin).")
+    ] = None,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = None,
+) -> None:
+    """Create a task (or a batch with -f). Tasks with unfinished dependencies start blocked."""
+    from aictl.tasks.service import TaskSpec
+
+    out = state.output(output)
+    if file is not None:
+        specs = _load_batch(file)
+    elif title:
+        specs = [TaskSpec(title=title, description=description, type=type_, priority=priority, labels=_split(label),
+                          required_capabilities=_split(capability), depends_on=depends_on or [],
+                          lock_paths=lock or [], exclusive=exclusive, max_attempts=max_attempts)]
+    else:
+        raise UsageError("give a TITLE or --file", hint='aictl task create "Fix the login bug" --lock "src/auth/**"')
+    tasks = state.tasks().create_many(specs, dry_run=dry_run)
+    if dry_run:
+        info("dry run: nothing was changed")
+    out.emit(tasks if file is not None else tasks[0], columns=TASK_COLUMNS,
+             human=_task_human if file is None else None)
+
+
+def _load_batch(path: Path) -> list[Any]:
+    import yaml
+    from pydantic import ValidationError
+
+    from aictl.domain.errors import ConfigError
+    from aictl.tasks.service import TaskSpec
+
+    name = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{name}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        m = e.problem_mark
+        raise ConfigError(f"{name}:{m.line + 1}:{m.column + 1}: invalid YAML: {e.problem}") from None
+    items = data.get("tasks") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ConfigError(f"{name}: expected a list of tasks (or a mapping with key 'tasks')")
+    specs = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            item = dict(item)
+            for short, full in (("locks", "lock_paths"), ("capabilities", "required_capabilities")):
+                if short in item:
+                    item[full] = item.pop(short)
+            if "depends_on" in item:
+                item["depends_on"] = [str(d) for d in item["depends_on"]]
+        try:
+            specs.append(TaskSpec.model_validate(item))
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(f"{name}: task {i + 1}: {where}: {err['msg']}") from None
+    return specs
+
+
+@app.command("list")
+def list_(
+    status: Annotated[Optional[list[str]], typer.Option("--status", "-s", help="Filter by status (repeatable).")] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Must carry this label.")] = None,
+    owner: Annotated[Optional[str], typer.Option("--owner", help="Filter by (last) owner.")] = None,
+    capability: Annotated[Optional[list[str]], typer.Option("--capability", "-c", help="Requires this capability.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-L", min=0, help="At most this many (0 = all).")] = None,
+    output: OutputOpt = None,
+) -> None:
+    """List tasks, oldest first. An empty list is not an error."""
+    from aictl.domain.status import TaskStatus
+
+    out = state.output(output)
+    statuses = _split(status)
+    bad = [s for s in statuses if s not in {x.value for x in TaskStatus}]
+    if bad:
+        raise UsageError(f"unknown status {bad[0]!r}", hint=f"use one of: {', '.join(x.value for x in TaskStatus)}")
+    tasks = state.queries().list(statuses=statuses or None, label=_split(label) or None, owner=owner,
+                                 capability=_split(capability) or None, limit=limit or None)
+    out.emit(tasks, columns=TASK_COLUMNS)
+
+
+@app.command("get")
+def get(task_id: TaskIdArg, output: OutputOpt = None) -> None:
+    """Show one task."""
+    out = state.output(output)
+    out.emit(state.queries().get(task_id), columns=TASK_COLUMNS, human=_task_human)
+
+
+def _claim_human(r: Any) -> str:
+    return (f"claimed task {r['task'].id}: {r['task'].title}\n  owner {r['lease'].owner}, lease epoch "
+            f"{r['lease'].lease_epoch}, expires {ago(r['lease'].lease_expires_at)}\n"
+            f"  finish with: aictl task complete {r['task'].id} --owner {r['lease'].owner} "
+            f"--epoch {r['lease'].lease_epoch}")
+
+
+@app.command("claim")
+def claim(
+    owner: OwnerOpt = None,
+    capability: Annotated[
+        Optional[list[str]], typer.Option("--capability", "-c", help="Capabilities the claimer has (repeatable).")
+    ] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only tasks with this label.")] = None,
+    task_id: Annotated[Optional[int], typer.Option("--id", help="Claim this task, not the next one.")] = None,
+    ttl: Annotated[Optional[float], typer.Option("--ttl", help="Lease seconds (default lease_ttl).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until a task can be claimed.")] = False,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="With --wait: give up after N seconds.")] = None,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = None,
+) -> None:
+    """Claim the highest-priority ready task under a lease. Exit 3 when there is none."""
+    out = state.output(output)
+    svc = state.tasks()
+    caps = _split(capability) if capability is not None else None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        result = svc.claim(_owner(owner), capabilities=caps, labels=_split(label) or None, task_id=task_id,
+                           ttl=ttl, dry_run=dry_run)
+        if result is not None or not wait or (deadline is not None and time.monotonic() >= deadline):
+            break
+        # Short poll with backoff: new work is seen within a second, idle costs ~nothing.
+        time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(1.0, delay * 2)
+    if result is None:
+        raise NotFound("nothing to claim" + (f" within {timeout:g}s" if wait else ""),
+                       hint="see why with: aictl task ready")
+    if dry_run:
+        info("dry run: nothing was claimed")
+    out.emit({"task": result.task, "lease": result.lease}, name=lambda r: r["task"].id, human=_claim_human)
+
+
+@app.command("heartbeat")
+def heartbeat(task_id: TaskIdArg, epoch: EpochOpt, owner: OwnerOpt = None,
+              ttl: Annotated[Optional[float], typer.Option("--ttl", help="New lease length in seconds.")] = None,
+              output: OutputOpt = None) -> None:
+    """Extend a lease you hold."""
+    out = state.output(output)
+    lease = state.tasks().heartbeat(task_id, _owner(owner), epoch, ttl=ttl)
+    out.emit(lease, name=lambda x: x.task_id,
+             human=lambda x: f"lease on task {x.task_id} (epoch {x.lease_epoch}) expires {ago(x.lease_expires_at)}")
+
+
+@app.command("start")
+def start(task_id: TaskIdArg, epoch: EpochOpt, owner: OwnerOpt = None, dry_run: DryRunOpt = False,
+          output: OutputOpt = None) -> None:
+    """Mark a claimed task as running."""
+    out = state.output(output)
+    _emit_task(out, state.tasks().start(task_id, _owner(owner), epoch, dry_run=dry_run), dry_run)
+
+
+def _parse_result(result: Optional[str]) -> Any:
+    if result is None:
+        return None
+    text = Path(result[1:]).read_text(encoding="utf-8") if result.startswith("@") else result
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return {"message": text}
+
+
+@app.command("complete")
+def complete(
+    task_id: TaskIdArg, epoch: EpochOpt, owner: OwnerOpt = None,
+    result: Annotated[Optional[str], typer.Option("--result", help="Result as JSON, text, or @FILE.")] = None,
+    dry_run: DryRunOpt = False, output: OutputOpt = None,
+) -> None:
+    """Finish a task you hold; dependents whose dependencies are all done become queued."""
+    out = state.output(output)
+    _emit_task(out, state.tasks().complete(task_id, _owner(owner), epoch, result=_parse_result(result),
+                                           dry_run=dry_run), dry_run)
+
+
+@app.command("fail")
+def fail(
+    task_id: TaskIdArg, epoch: EpochOpt, owner: OwnerOpt = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why it failed.")] = "",
+    retryable: Annotated[bool, typer.Option("--retryable", help="Transient: requeue with backoff while attempts remain.")] = False,
+    dry_run: DryRunOpt = False, output: OutputOpt = None,
+) -> None:
+    """Fail an attempt of a task you hold."""
+    out = state.output(output)
+    _emit_task(out, state.tasks().fail(task_id, _owner(owner), epoch, reason=reason, retryable=retryable,
+                                       dry_run=dry_run), dry_run)
+
+
+@app.command("release")
+def release(
+    task_id: TaskIdArg, epoch: EpochOpt, owner: OwnerOpt = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why you give it back.")] = "",
+    dry_run: DryRunOpt = False, output: OutputOpt = None,
+) -> None:
+    """Give a claimed task back to the queue (no attempt counted); its locks are freed."""
+    out = state.output(output)
+    _emit_task(out, state.tasks().release(task_id, _owner(owner), epoch, reason=reason, dry_run=dry_run), dry_run)
+
+
+@app.command("cancel")
+def cancel(
+    task_id: TaskIdArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is cancelled.")] = "",
+    dry_run: DryRunOpt = False, output: OutputOpt = None,
+) -> None:
+    """Cancel a task in any unfinished state (undo with: aictl task retry)."""
+    out = state.output(output)
+    _emit_task(out, state.tasks().cancel(task_id, reason=reason, dry_run=dry_run), dry_run)
+
+
+@app.command("retry")
+def retry(task_id: TaskIdArg, dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
+    """Queue a failed or cancelled task again with a fresh attempt budget."""
+    out = state.output(output)
+    _emit_task(out, state.tasks().retry(task_id, dry_run=dry_run), dry_run)
+
+
+@app.command("deps")
+def deps(
+    task_id: TaskIdArg,
+    add: Annotated[Optional[list[int]], typer.Option("--add", help="Make the task depend on this id too.")] = None,
+    dry_run: DryRunOpt = False, output: OutputOpt = None,
+) -> None:
+    """Show what a task waits for and what waits for it; --add adds a dependency (cycles are refused)."""
+    out = state.output(output)
+    for dep in add or []:
+        state.tasks().add_dependency(task_id, dep, dry_run=dry_run)
+    nodes = state.queries().deps(task_id)
+    out.emit(nodes, columns=[("direction", lambda n: n.direction), ("depth", lambda n: n.depth),
+                             ("id", lambda n: n.id), ("status", lambda n: n.status), ("title", lambda n: n.title)])
+
+
+@app.command("ready")
+def ready(
+    capability: Annotated[
+        Optional[list[str]], typer.Option("--capability", "-c", help="Judge as a claimer with these capabilities.")
+    ] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only tasks with this label.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-L", min=1, help="At most N ready and N waiting tasks.")] = 20,
+    output: OutputOpt = None,
+) -> None:
+    """What could be claimed now, in claim order, and why the rest cannot."""
+    out = state.output(output)
+    entries = state.queries().ready(capabilities=_split(capability) if capability is not None else None,
+                                    labels=_split(label) or None, limit=limit)
+    out.emit(entries, columns=[("id", lambda e: e.id), ("ready", lambda e: e.ready), ("pri", lambda e: e.priority),
+                               ("status", lambda e: e.status), ("title", lambda e: e.title),
+                               ("why not", lambda e: "; ".join(e.reasons) or None)])
+
+
+@app.command("reap")
+def reap(output: OutputOpt = None) -> None:
+    """Return tasks whose lease expired to the queue (or fail them after max attempts)."""
+    out = state.output(output)
+    tasks = state.tasks().reap()
+    if out.mode == "table":
+        info(f"reaped {len(tasks)} expired lease(s)")
+    out.emit(tasks, columns=TASK_COLUMNS)
+
+
+@app.command("locks")
+def locks(output: OutputOpt = None) -> None:
+    """Path locks held right now, with the task, owner and epoch holding each."""
+    out = state.output(output)
+    out.emit(state.queries().locks(), name=lambda l: l.pattern,
+             columns=[("task", lambda l: l.task_id), ("pattern", lambda l: l.pattern), ("owner", lambda l: l.owner),
+                      ("epoch", lambda l: l.lease_epoch), ("since", lambda l: ago(l.acquired_at))])

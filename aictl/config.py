@@ -1,0 +1,151 @@
+"""Settings: flag > AICTL_* environment > project .ai/config.yaml > user config > default.
+
+One pydantic model; `load_settings` records where each value came from so
+`aictl config show` can say it. Deliberately not pydantic-settings: importing it
+costs ~0.3 s, more than the whole budget of a CLI command.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aictl.domain.errors import ConfigError, NotInitialized
+
+PROJECT_DIR_NAME = ".ai"
+CONFIG_FILE = "config.yaml"
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    database_url: str | None = Field(None, description="SQLAlchemy-style URL; default sqlite at <home>/state.db")
+    output: Literal["table", "json", "yaml", "name"] = Field("table", description="default output format")
+    actor: str = Field(default_factory=default_actor, description="who this process acts as (audit log, default owner)")
+    lease_ttl: float = Field(60.0, gt=0, description="seconds a claim lives without a heartbeat")
+    heartbeat_interval: float = Field(20.0, gt=0, description="seconds between heartbeats of a running worker")
+    max_attempts: int = Field(3, ge=1, description="default attempts before a task fails for good")
+    backoff_base: float = Field(5.0, ge=0, description="first retry delay in seconds (doubles each attempt)")
+    backoff_max: float = Field(300.0, ge=0, description="cap of the retry delay in seconds")
+    on_dependency_failure: Literal["block", "fail"] = Field(
+        "block", description="what a failed dependency does to its dependents"
+    )
+    busy_timeout_ms: int = Field(30000, ge=0, description="SQLite busy timeout")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="stderr log level")
+
+    # Resolved locations, not user settings.
+    project_dir: Path | None = Field(None, exclude=True)
+    home: Path | None = Field(None, exclude=True)
+    sources: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        if self.home is None:
+            raise NotInitialized(
+                "not inside an aictl project (no .ai/ directory here or above)",
+                hint="create one with: aictl init",
+            )
+        return f"sqlite:///{self.home / 'state.db'}"
+
+
+USER_KEYS = [
+    name for name in Settings.model_fields if name not in ("project_dir", "home", "sources")
+]
+
+
+def user_config_dir() -> Path:
+    if os.environ.get("AICTL_CONFIG_DIR"):
+        return Path(os.environ["AICTL_CONFIG_DIR"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "aictl"
+
+
+def find_project(start: Path | None = None) -> Path | None:
+    """The nearest directory at or above `start` holding a .ai/ directory."""
+    cur = (start or Path.cwd()).resolve()
+    for d in (cur, *cur.parents):
+        if (d / PROJECT_DIR_NAME).is_dir():
+            return d
+    return None
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {e.problem}", hint=f"fix the file: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1:1: expected a mapping of settings, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(USER_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s): {', '.join(unknown)}",
+            hint=f"known settings: {', '.join(USER_KEYS)}",
+        )
+    return data
+
+
+def load_settings(project: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the effective settings and remember the source of every value."""
+    env = os.environ
+    project = project or env.get("AICTL_PROJECT")
+    project_dir = Path(project).resolve() if project else find_project()
+    home: Path | None
+    if env.get("AICTL_HOME"):
+        home = Path(env["AICTL_HOME"]).resolve()
+        project_dir = project_dir or home.parent
+    else:
+        home = project_dir / PROJECT_DIR_NAME if project_dir else None
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    layers: list[tuple[str, dict[str, Any]]] = []
+    user_file = user_config_dir() / CONFIG_FILE
+    if user_file.is_file():
+        layers.append((str(user_file), _read_yaml_mapping(user_file)))
+    if home is not None and (home / CONFIG_FILE).is_file():
+        layers.append((str(home / CONFIG_FILE), _read_yaml_mapping(home / CONFIG_FILE)))
+    env_layer = {k: env[f"AICTL_{k.upper()}"] for k in USER_KEYS if f"AICTL_{k.upper()}" in env}
+    layers.append(("env", {k: v for k, v in env_layer.items() if v != ""}))
+    layers.append(("flag", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    for source, layer in layers:
+        for k, v in layer.items():
+            values[k] = v
+            sources[k] = f"env AICTL_{k.upper()}" if source == "env" else source
+    try:
+        settings = Settings(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(
+            f"invalid setting {key}={values.get(key)!r} (from {sources.get(key, 'default')}): {err['msg']}"
+        ) from None
+    for k in USER_KEYS:
+        sources.setdefault(k, "default")
+    settings.project_dir = project_dir
+    settings.home = home
+    settings.sources = sources
+    return settings

@@ -1,0 +1,49 @@
+"""The Store: one connection, explicit write/read transactions, two dialects.
+
+Services write SQL once with `:name` parameters; the PostgreSQL side rewrites
+them to psycopg's `%(name)s`. Hot paths use the DB-API drivers directly
+(stdlib sqlite3, psycopg 3) because importing SQLAlchemy/SQLModel costs more
+than a whole CLI command is allowed to take; `aictl.store.tables` declares the
+same schema in SQLModel for Python users and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Any, Protocol
+
+
+class Tx(Protocol):
+    dialect: str
+
+    def all(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+    def one(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None: ...
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> int: ...
+
+
+class Store(abc.ABC):
+    """Base class; see SqliteStore and PostgresStore."""
+
+    dialect: str = ""
+    url: str = ""
+
+    @abc.abstractmethod
+    def write(self) -> contextlib.AbstractContextManager[Tx]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE), committed on success."""
+
+    @abc.abstractmethod
+    def read(self) -> contextlib.AbstractContextManager[Tx]:
+        """A read-only transaction with one consistent snapshot."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,92 @@
+"""The schema in SQLModel, for Python users who want ORM access to the store.
+
+aictl's own hot paths use plain SQL (see aictl.store.base for why); the
+migrations in aictl.store.schema create these tables, and
+tests/store/test_tables.py fails if the two ever disagree. Importing this
+module costs ~0.6 s (SQLAlchemy), so nothing on the CLI's path imports it.
+
+    from sqlmodel import Session, create_engine, select
+    from aictl.store.tables import TaskRow
+    engine = create_engine("sqlite:///.ai/state.db")
+    with Session(engine) as s:
+        for t in s.exec(select(TaskRow).where(TaskRow.status == "failed")):
+            print(t.id, t.title)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sqlmodel import Field, SQLModel
+
+
+class TaskRow(SQLModel, table=True):
+    __tablename__ = "tasks"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    title: str
+    description: str = ""
+    type: str = "task"
+    priority: int = 0
+    status: str
+    labels: str = "[]"  # JSON array
+    required_capabilities: str = "[]"  # JSON array
+    lock_paths: str = "[]"  # JSON array of globs
+    exclusive: int = 0
+    owner: Optional[str] = None
+    lease_epoch: int = 0
+    lease_expires_at: Optional[float] = None
+    heartbeat_at: Optional[float] = None
+    attempts: int = 0
+    max_attempts: int = 3
+    next_run_at: Optional[float] = None
+    created_at: float
+    updated_at: float
+    result: Optional[str] = None  # JSON
+
+
+class TaskDepRow(SQLModel, table=True):
+    __tablename__ = "task_deps"
+
+    task_id: int = Field(primary_key=True, foreign_key="tasks.id")
+    depends_on: int = Field(primary_key=True, foreign_key="tasks.id")
+
+
+class TaskConflictRow(SQLModel, table=True):
+    __tablename__ = "task_conflicts"
+
+    task_id: int = Field(primary_key=True, foreign_key="tasks.id")
+    other_id: int = Field(primary_key=True, foreign_key="tasks.id")
+
+
+class LockRow(SQLModel, table=True):
+    __tablename__ = "locks"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="tasks.id")
+    pattern: str
+    owner: str
+    lease_epoch: int
+    acquired_at: float
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "events"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    ts: float
+    actor: str
+    action: str
+    task_id: Optional[int] = None
+    lease_epoch: Optional[int] = None
+    before: Optional[str] = None
+    after: Optional[str] = None
+    data: Optional[str] = None
+
+
+class SchemaMigrationRow(SQLModel, table=True):
+    __tablename__ = "schema_migrations"
+
+    version: int = Field(primary_key=True)
+    name: str
+    applied_at: float

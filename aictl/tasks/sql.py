@@ -1,0 +1,121 @@
+"""SQL shared by the task service and its queries: row mapping and the claimable predicate."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from aictl.domain.models import Task
+from aictl.store.base import Tx
+
+# A task in these states holds its locks (and counts as "running" for exclusive tasks).
+HELD = "('claimed', 'running', 'awaiting_approval')"
+LIVE = "('queued', 'blocked', 'claimed', 'running', 'awaiting_approval')"
+
+
+def as_json_list(values: Iterable[Any]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def row_to_task(row: dict[str, Any], deps: list[int]) -> Task:
+    return Task(
+        id=row["id"],
+        title=row["title"],
+        description=row["description"],
+        type=row["type"],
+        priority=row["priority"],
+        status=row["status"],
+        labels=json.loads(row["labels"]),
+        required_capabilities=json.loads(row["required_capabilities"]),
+        dependencies=deps,
+        lock_paths=json.loads(row["lock_paths"]),
+        exclusive=bool(row["exclusive"]),
+        owner=row["owner"],
+        lease_epoch=row["lease_epoch"],
+        lease_expires_at=row["lease_expires_at"],
+        heartbeat_at=row["heartbeat_at"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        next_run_at=row["next_run_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        result=None if row["result"] is None else json.loads(row["result"]),
+    )
+
+
+def deps_of(tx: Tx, ids: list[int] | None) -> dict[int, list[int]]:
+    """Dependencies of the given tasks (all tasks when ids is None)."""
+    if ids is not None and not ids:
+        return {}
+    if ids is None:
+        rows = tx.all("SELECT task_id, depends_on FROM task_deps ORDER BY task_id, depends_on")
+    elif len(ids) == 1:
+        rows = tx.all(
+            "SELECT task_id, depends_on FROM task_deps WHERE task_id = :id ORDER BY depends_on", {"id": ids[0]}
+        )
+    else:
+        rows = tx.all(
+            f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN ({in_list(tx, 'ids')})"
+            " ORDER BY task_id, depends_on",
+            {"ids": as_json_list(ids)},
+        )
+    out: dict[int, list[int]] = {}
+    for r in rows:
+        out.setdefault(r["task_id"], []).append(r["depends_on"])
+    return out
+
+
+def in_list(tx: Tx, param: str, *, text: bool = False) -> str:
+    """A subquery yielding the elements (ids, or strings if text) of the JSON array bound to `param`."""
+    if tx.dialect == "sqlite":
+        return f"SELECT value FROM json_each(:{param})"
+    cast = "" if text else "::bigint"
+    return f"SELECT jsonb_array_elements_text(CAST(:{param} AS jsonb)){cast}"
+
+
+def json_subset(tx: Tx, column: str, param: str) -> str:
+    """SQL true when every element of the JSON array `column` is in the array bound to `param`."""
+    if tx.dialect == "sqlite":
+        return (
+            f"NOT EXISTS (SELECT 1 FROM json_each({column}) j"
+            f" WHERE j.value NOT IN (SELECT value FROM json_each(:{param})))"
+        )
+    return f"(CAST({column} AS jsonb) <@ CAST(:{param} AS jsonb))"
+
+
+def json_superset(tx: Tx, column: str, param: str) -> str:
+    """SQL true when the JSON array `column` contains every element bound to `param`."""
+    if tx.dialect == "sqlite":
+        return (
+            f"NOT EXISTS (SELECT 1 FROM json_each(:{param}) w"
+            f" WHERE w.value NOT IN (SELECT value FROM json_each({column})))"
+        )
+    return f"(CAST({column} AS jsonb) @> CAST(:{param} AS jsonb))"
+
+
+def claimable_where(
+    tx: Tx, *, capabilities: list[str] | None, labels: list[str] | None, task_id: int | None
+) -> tuple[str, dict[str, Any]]:
+    """WHERE clause (over alias t) selecting tasks a claimer could take right now."""
+    parts = [
+        "t.status = 'queued'",
+        "(t.next_run_at IS NULL OR t.next_run_at <= :now)",
+        # No held lock overlaps this task's globs.
+        "NOT EXISTS (SELECT 1 FROM task_conflicts c JOIN locks l ON l.task_id = c.other_id WHERE c.task_id = t.id)",
+        # Exclusive tasks run alone: none may be held, and an exclusive one needs an empty floor.
+        f"NOT EXISTS (SELECT 1 FROM tasks x WHERE x.status IN {HELD} AND (x.exclusive = 1 OR t.exclusive = 1))",
+    ]
+    params: dict[str, Any] = {}
+    if capabilities is not None:
+        parts.append(json_subset(tx, "t.required_capabilities", "caps"))
+        params["caps"] = as_json_list(capabilities)
+    if labels:
+        parts.append(json_superset(tx, "t.labels", "labels"))
+        params["labels"] = as_json_list(labels)
+    if task_id is not None:
+        parts.append("t.id = :only_id")
+        params["only_id"] = task_id
+    return " AND ".join(parts), params
+
+
+CLAIM_ORDER = "ORDER BY t.priority DESC, t.created_at, t.id"

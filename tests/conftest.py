@@ -1,0 +1,87 @@
+"""Shared fixtures: isolated projects, and one store per backend (SQLite, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.pg_fixtures"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """No test sees the developer's AICTL_* settings or user config."""
+    for k in list(os.environ):
+        if k.startswith("AICTL_") and k not in ("AICTL_REQUIRE_POSTGRES",):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AICTL_CONFIG_DIR", str(tmp_path_factory.mktemp("userconf")))
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """An initialised aictl project in a temp dir, made the working directory."""
+    from aictl.cli.main import main
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    assert main(["init", "-o", "json"]) == 0
+    return root
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path) -> str:
+    """A fresh store URL on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def make_settings(tmp_path):
+    from aictl.config import Settings
+
+    def make(**kw):
+        kw.setdefault("actor", "tester@host")
+        kw.setdefault("backoff_base", 0.0)
+        return Settings(**kw)
+
+    return make
+
+
+@pytest.fixture
+def services(store_url, make_settings):
+    """(TaskService, TaskQueries, store) on a fresh store; `services.make(**settings)` for variants."""
+    from aictl.store import open_store
+    from aictl.tasks.queries import TaskQueries
+    from aictl.tasks.service import TaskService
+
+    store = open_store(store_url)
+
+    class Bundle:
+        def __init__(self, **kw):
+            self.settings = make_settings(database_url=store_url, **kw)
+            self.store = store
+            self.svc = TaskService(store, self.settings)
+            self.q = TaskQueries(store)
+
+        def make(self, **kw):
+            return Bundle(**kw)
+
+    yield Bundle()
+    store.close()
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the real `aictl` in a subprocess (a whole process, as a user runs it)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "aictl", *args], cwd=cwd, env=full_env, input=input,
+                          capture_output=True, text=True, timeout=timeout)
