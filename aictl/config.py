@@ -85,16 +85,9 @@ def find_project(start: Path | None = None) -> Path | None:
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
-    import yaml
+    from aictl.yamlfile import read_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {e.problem}", hint=f"fix the file: {path}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

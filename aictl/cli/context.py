@@ -14,6 +14,10 @@ from aictl.domain.errors import UsageError
 
 class CliState:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything from a previous invocation (tests call main() many times)."""
         self.project: str | None = None
         self.overrides: dict[str, Any] = {}
         self.output_mode: str | None = None

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("AICTL_DEBUG") not in (None, "", "0")
     command = typer.main.get_command(app)
+    state.reset()
     code = ExitCode.OK
     try:
         rv = command.main(args=argv, prog_name="aictl", standalone_mode=False)

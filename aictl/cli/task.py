@@ -106,22 +106,18 @@ def create(
 
 
 def _load_batch(path: Path) -> list[Any]:
-    import yaml
     from pydantic import ValidationError
 
     from aictl.domain.errors import ConfigError
     from aictl.tasks.service import TaskSpec
+    from aictl.yamlfile import parse_yaml
 
     name = "<stdin>" if str(path) == "-" else str(path)
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     except OSError as e:
         raise UsageError(f"{name}: cannot read: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        m = e.problem_mark
-        raise ConfigError(f"{name}:{m.line + 1}:{m.column + 1}: invalid YAML: {e.problem}") from None
+    data = parse_yaml(text, name)
     items = data.get("tasks") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ConfigError(f"{name}: expected a list of tasks (or a mapping with key 'tasks')")

@@ -461,17 +461,27 @@ class TaskService:
     # -- internals --------------------------------------------------------------
 
     def _reap(self, tx: Tx, now: float) -> list[dict[str, Any]]:
+        lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
+        expired = tx.all(
+            "SELECT id, status FROM tasks WHERE status IN ('claimed', 'running') AND lease_expires_at < :now"
+            f" ORDER BY id{lock}", {"now": now},
+        )
+        if not expired:
+            return []
+        old_status = {r["id"]: r["status"] for r in expired}
         rows = tx.all(
             "UPDATE tasks SET"
             " status = CASE WHEN attempts + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,"
             " attempts = attempts + 1, lease_expires_at = NULL, updated_at = :now,"
             " result = CASE WHEN attempts + 1 >= max_attempts THEN :res ELSE result END"
-            " WHERE status IN ('claimed', 'running') AND lease_expires_at < :now RETURNING *",
-            {"now": now, "res": canonical_json({"error": "lease expired; attempts exhausted"})},
+            f" WHERE id IN ({in_list(tx, 'ids')}) AND status IN ('claimed', 'running') AND lease_expires_at < :now"
+            " RETURNING *",
+            {"now": now, "ids": as_json_list(old_status), "res": canonical_json({"error": "lease expired; attempts exhausted"})},
         )
         for row in rows:
             self._free_locks(tx, row["id"])
-            self._event(tx, now, "lease_expired", row, "running", owner=row["owner"], attempts=row["attempts"])
+            self._event(tx, now, "lease_expired", row, old_status[row["id"]], owner=row["owner"],
+                        attempts=row["attempts"])
             if row["status"] == S.FAILED:
                 self._dependency_failed(tx, now, row["id"])
         return rows

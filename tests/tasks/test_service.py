@@ -61,6 +61,8 @@ def test_stale_epoch_is_rejected_and_names_the_winner(services):
             op()
     assert b.svc.complete(t.id, "new", 2).status == "done"
     assert events_of(b, t.id) == ["create", "claim", "lease_expired", "claim", "complete"]
+    expired = b.q.events(task_id=t.id)[2]
+    assert expired.before == {"status": "claimed"} and expired.after["status"] == "queued"
 
 
 def test_expired_but_unreaped_lease_reports_expiry(services):

@@ -1,0 +1,180 @@
+"""The CLI as users and CI drive it: exit codes, JSON on stdout, JSON errors on stderr."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aictl.cli.main import main
+from tests.conftest import run_cli
+
+
+def cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def j(capsys, *args):
+    code, out, err = cli(capsys, *args, "-o", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_create_claim_complete_round_trip(project, capsys):
+    t = j(capsys, "task", "create", "Fix login", "-p", "3", "--label", "auth,backend", "--lock", "src/auth/**")
+    assert t["status"] == "queued" and t["labels"] == ["auth", "backend"] and t["lock_paths"] == ["src/auth/**"]
+    r = j(capsys, "task", "claim", "--owner", "w1")
+    assert r["task"]["id"] == t["id"] and r["lease"]["lease_epoch"] == 1 and r["lease"]["owner"] == "w1"
+    assert j(capsys, "task", "start", str(t["id"]), "--owner", "w1", "--epoch", "1")["status"] == "running"
+    hb = j(capsys, "task", "heartbeat", str(t["id"]), "--owner", "w1", "--epoch", "1")
+    assert hb["lease_epoch"] == 1
+    done = j(capsys, "task", "complete", str(t["id"]), "--owner", "w1", "--epoch", "1", "--result", '{"pr": 7}')
+    assert done["status"] == "done" and done["result"] == {"pr": 7}
+    events = j(capsys, "audit", "log", "--task", str(t["id"]))
+    assert [e["action"] for e in events] == ["create", "claim", "start", "complete"]
+
+
+def test_list_filters_and_empty_list_is_not_an_error(project, capsys):
+    assert j(capsys, "task", "list") == []
+    j(capsys, "task", "create", "a", "-l", "fe")
+    j(capsys, "task", "create", "b", "-l", "be", "-c", "gpu")
+    assert [t["title"] for t in j(capsys, "task", "list", "--label", "fe")] == ["a"]
+    assert [t["title"] for t in j(capsys, "task", "list", "--capability", "gpu")] == ["b"]
+    assert [t["title"] for t in j(capsys, "task", "list", "--status", "queued,done")] == ["a", "b"]
+    j(capsys, "task", "claim", "--owner", "zed")
+    assert [t["title"] for t in j(capsys, "task", "list", "--owner", "zed")] == ["a"]
+    code, out, err = cli(capsys, "task", "list", "--status", "bogus")
+    assert code == 2 and "unknown status" in err
+
+
+def test_stale_epoch_exit_4_with_json_error(project, capsys):
+    j(capsys, "task", "create", "x")
+    j(capsys, "task", "claim", "--owner", "a", "--ttl", "0.05")
+    import time
+
+    time.sleep(0.1)
+    j(capsys, "task", "claim", "--owner", "b")
+    code, out, err = cli(capsys, "task", "complete", "1", "--owner", "a", "--epoch", "1", "-o", "json")
+    assert code == 4 and out == ""
+    e = json.loads(err)["error"]
+    assert e["code"] == "lease_lost" and e["details"]["current_epoch"] == 2 and "epoch 2" in e["message"]
+
+
+def test_error_codes(project, capsys):
+    assert cli(capsys, "task", "get", "42")[0] == 3
+    code, out, err = cli(capsys, "task", "claim")
+    assert code == 3 and "nothing to claim" in err and "aictl task ready" in err
+    j(capsys, "task", "create", "a")
+    j(capsys, "task", "create", "b", "--dep", "1")
+    code, _, err = cli(capsys, "task", "deps", "1", "--add", "2")
+    assert code == 4 and "#1 → #2 → #1" in err
+    assert cli(capsys, "task", "create", "bad", "--lock", "!x")[0] == 2
+    assert cli(capsys, "task", "frobnicate")[0] == 2
+    assert cli(capsys, "task", "create", "x", "-o", "xml")[0] == 2
+
+
+def test_name_and_yaml_outputs(project, capsys):
+    code, out, _ = cli(capsys, "task", "create", "a", "-o", "name")
+    assert code == 0 and out.strip() == "1"
+    code, out, _ = cli(capsys, "task", "get", "1", "-o", "yaml")
+    import yaml
+
+    assert yaml.safe_load(out)["title"] == "a"
+    code, out, _ = cli(capsys, "task", "list")  # piped: tab-separated, no header
+    assert out.split("\t")[:2] == ["1", "queued"]
+
+
+def test_dry_run_writes_nothing(project, capsys):
+    t = j(capsys, "task", "create", "a", "--dry-run")
+    assert t["title"] == "a"
+    assert j(capsys, "task", "list") == [] and j(capsys, "audit", "log") == []
+
+
+def test_batch_file_and_ready(project, capsys, tmp_path):
+    f = tmp_path / "tasks.yaml"
+    f.write_text("tasks:\n  - {key: a, title: A, priority: 2, locks: ['src/**']}\n"
+                 "  - {key: b, title: B, depends_on: [a]}\n  - {title: C, locks: ['src/x.py']}\n")
+    tasks = j(capsys, "task", "create", "-f", str(f))
+    assert [t["status"] for t in tasks] == ["queued", "blocked", "queued"]
+    j(capsys, "task", "claim", "--owner", "w")
+    ready = {e["id"]: e for e in j(capsys, "task", "ready")}
+    assert ready[2]["reasons"] == ["blocked by #1 (claimed)"]
+    assert ready[3]["reasons"][0].startswith("locked by #1 (src/**")
+    f.write_text("tasks:\n  - {title: A, bogus: 1}\n")
+    code, _, err = cli(capsys, "task", "create", "-f", str(f))
+    assert code == 2 and "bogus" in err and str(f) in err
+    f.write_text("tasks:\n  - {title: A\n")
+    code, _, err = cli(capsys, "task", "create", "-f", str(f))
+    assert code == 2 and f"{f}:" in err
+
+
+def test_reap_cancel_retry(project, capsys):
+    j(capsys, "task", "create", "a", "--max-attempts", "1")
+    j(capsys, "task", "claim", "--owner", "w", "--ttl", "0.05")
+    import time
+
+    time.sleep(0.1)
+    reaped = j(capsys, "task", "reap")
+    assert reaped[0]["status"] == "failed"
+    assert j(capsys, "task", "retry", "1")["status"] == "queued"
+    assert j(capsys, "task", "cancel", "1", "--reason", "dup")["status"] == "cancelled"
+
+
+def test_claim_wait_times_out(project, capsys):
+    code, _, err = cli(capsys, "task", "claim", "--wait", "--timeout", "0.3")
+    assert code == 3 and "within 0.3s" in err
+
+
+def test_not_initialized_has_a_hint(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, "task", "list")
+    assert code == 1 and "aictl init" in err
+
+
+def test_config_show_names_sources(project, capsys, monkeypatch):
+    (project / ".ai" / "config.yaml").write_text("lease_ttl: 15\nmax_attempts: 7\n")
+    monkeypatch.setenv("AICTL_MAX_ATTEMPTS", "9")
+    cfg = j(capsys, "config", "show")
+    assert cfg["lease_ttl"] == {"value": 15.0, "source": str(project / ".ai" / "config.yaml")}
+    assert cfg["max_attempts"] == {"value": 9, "source": "env AICTL_MAX_ATTEMPTS"}
+    assert cfg["backoff_max"]["source"] == "default"
+    (project / ".ai" / "config.yaml").write_text("lease_ttl: [oops\n")
+    code, _, err = cli(capsys, "config", "show")
+    assert code == 2 and "config.yaml:2:1" in err and "line 1, column 12" in err
+
+
+def test_whole_process_no_traceback_and_stdin_closed(project):
+    r = run_cli("task", "get", "7", cwd=project, input="")
+    assert r.returncode == 3 and "Traceback" not in r.stderr and r.stdout == ""
+    r = run_cli("task", "create", "hello", "-o", "json", cwd=project, input="")
+    assert r.returncode == 0 and json.loads(r.stdout)["title"] == "hello"
+    r = run_cli("task", "get", "7", "-o", "json", cwd=project, env={"AICTL_DEBUG": "1"})
+    assert r.returncode == 3 and "Traceback" in r.stderr
+
+
+def test_project_and_home_relocate_state(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "elsewhere"
+    monkeypatch.setenv("AICTL_HOME", str(home))
+    assert main(["init", str(tmp_path)]) == 0
+    capsys.readouterr()
+    j(capsys, "task", "create", "a")
+    assert (home / "state.db").exists() and not (tmp_path / ".ai" / "state.db").exists()
+
+
+@pytest.mark.parametrize("path", [["task"], ["audit"], ["config"]])
+def test_every_command_has_help(path, capsys):
+    import typer
+
+    from aictl.cli.main import app
+
+    group = typer.main.get_command(app)
+    for name in path:
+        group = group.commands[name]
+    for name, cmd in group.commands.items():
+        assert cmd.help and cmd.help.strip(), f"{' '.join(path)} {name} has no help text"
+        code = main([*path, name, "--help"])
+        assert code == 0
+    capsys.readouterr()
