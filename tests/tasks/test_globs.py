@@ -1,0 +1,212 @@
+"""Tests for the symbolic lock-pattern overlap check, cross-checked against pathspec."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aictl.tasks import globs
+from aictl.tasks.globs import (
+    GlobError,
+    normalize_pattern,
+    normalize_patterns,
+    overlap_witness,
+    path_matches,
+    pattern_overlap,
+    patterns_overlap,
+)
+
+OVERLAPPING = [
+    ("src/**", "src/a.py"),
+    ("*.py", "docs/**"),  # docs/x.py
+    ("src/api/", "src/api/v1/x.py"),
+    ("setup.py", "pkg/setup.py"),  # unanchored matches at any depth
+    ("a/*/c", "a/b/*"),
+    ("[ab].txt", "[!a].txt"),  # b.txt
+    ("**", "docs/readme.md"),
+    ("**", "*.py"),
+    ("**", "/setup.py"),
+    ("src", "src/x"),  # a lock on a directory covers what is beneath it
+    ("src/api", "src/api/x.py"),
+    ("src/", "src"),
+    ("/src/", "src/a"),
+    ("/setup.py", "setup.py"),
+    ("docs/", "*.md"),
+    ("a/**/b", "a/b"),  # '**' may match zero directories
+    ("a/**/b", "a/x/y/b"),
+    ("a/**/b", "a/c"),  # a/c/b: the lock on a/c covers it
+    ("**/b", "a/x/b"),
+    ("a/**", "**/c"),
+    ("**/", "a/b"),
+    ("*/", "x/y"),
+    ("a?c", "abc"),
+    ("[a-c]*", "b*"),
+    ("[^a]x", "bx"),
+    ("\\*.py", "*.py"),  # the literal file '*.py'
+    ("src/*.py", "src/**/x.py"),
+    ("src/**/test_*.py", "src/pkg/tests/test_a.py"),
+    ("*.py", "/Makefile"),  # Makefile/x.py: unanchored patterns reach into any directory
+    # gitignore semantics: '*.md' also covers a *directory* named x.md and all beneath it,
+    # so x.md/x.py is covered by both. Unanchored patterns therefore overlap everything.
+    ("*.md", "*.py"),
+    ("[a].txt", "[!a].txt"),  # a.txt/x.txt, same reason
+    # pathspec (unlike git) lets a negated class match '/': we follow pathspec, which is
+    # the conservative choice for locks.
+    ("x/a[!a]a", "/x/a/a"),
+]
+
+DISJOINT = [
+    ("src/**", "docs/**"),
+    ("/*.md", "/*.py"),
+    ("/setup.py", "pkg/setup.py"),
+    ("a/?", "a/bb"),
+    ("/[a].txt", "/[!a].txt"),
+    ("/[a-c]", "/[d-f]"),
+    ("/[!a-y]", "/[a-y]"),
+    ("src/a", "src/ab"),
+    ("src/a", "src/b/**"),
+    ("/a", "/b"),
+    ("a/**", "/b"),
+    ("x/*.py", "x/*.md"),
+    ("/a/b", "/a/c"),
+    ("a/b/**", "a/c/**"),
+    ("/Makefile", "/setup.py"),
+    ("src/**/*.py", "docs/**"),
+    ("a/*/c", "a/b/d"),
+    ("/?", "/ab"),
+    ("/a\\*", "/ab"),  # escaped star is a literal '*'
+    ("/a/", "/b"),
+    ("/.github/**", "/src/**"),
+]
+
+
+def _both_orders(pairs):
+    return [(p, q) for p, q in pairs] + [(q, p) for p, q in pairs]
+
+
+@pytest.mark.parametrize(("p", "q"), _both_orders(OVERLAPPING))
+def test_overlapping_pairs(p: str, q: str) -> None:
+    assert pattern_overlap(p, q)
+    w = overlap_witness(p, q)
+    assert w is not None and path_matches([p], w) and path_matches([q], w), w
+
+
+@pytest.mark.parametrize(("p", "q"), _both_orders(DISJOINT))
+def test_disjoint_pairs(p: str, q: str) -> None:
+    assert not pattern_overlap(p, q)
+    assert overlap_witness(p, q) is None
+
+
+def test_witnesses_are_readable() -> None:
+    assert overlap_witness("*.py", "docs/**") == "docs/x.py"
+    assert overlap_witness("src/api/", "src/api/**") == "src/api/x"
+    assert overlap_witness("[ab].txt", "[!a].txt") == "b.txt"
+
+
+def test_patterns_overlap_any_pair() -> None:
+    assert patterns_overlap(["/docs/**", "src/api/**"], ["src/api/v1/x.py"])
+    assert not patterns_overlap(["/docs/**", "src/api/**"], ["src/web/**", "/README.md"])
+    assert not patterns_overlap([], ["**"])
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("src/api", "src/api/x.py", True),
+        ("src/api/", "src/api/v1/x.py", True),
+        ("src/api/", "src/api", False),  # pathspec cannot know a bare path is a directory
+        ("*.py", "x/y/a.py", True),
+        ("/setup.py", "pkg/setup.py", False),
+        ("a/**/b", "a/b", True),
+        ("a/**", "a", False),
+        ("[!a].txt", "a.txt", False),
+    ],
+)
+def test_path_matches(pattern: str, path: str, expected: bool) -> None:
+    assert path_matches([pattern], path) is expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["!x", "", "   ", "../x", "a/../b", "a/./b", "#x", "C:\\x", "c:/x", "a\0b", "a//b", "/",
+     "a[b", "[z-a]", "a\\"],
+)
+def test_invalid_patterns_are_rejected(bad: str) -> None:
+    with pytest.raises(GlobError) as exc:
+        normalize_pattern(bad)
+    assert repr(bad) in str(exc.value)
+    with pytest.raises(GlobError):
+        pattern_overlap(bad, "**")
+
+
+def test_normalization() -> None:
+    assert normalize_pattern("/src/api") == "src/api"  # anchored either way
+    assert normalize_pattern("/setup.py") == "/setup.py"  # the slash is what anchors it
+    assert normalize_pattern("/**") == "**"
+    assert normalize_pattern("docs/  ") == "docs/"  # git drops unescaped trailing spaces
+    assert normalize_pattern("\\#x") == "\\#x"
+    assert normalize_patterns(["/src/a", "src/a", "x", "x"]) == ["src/a", "x"]
+    with pytest.raises(GlobError):
+        normalize_patterns("src/**")  # a bare string is a common mistake
+
+
+# ---- property tests: the automaton against pathspec ----------------------------------
+
+_TOKENS = ["a", "b", "*", "?", "**", "[ab]", "[!a]"]
+_segment = st.one_of(st.just("**"), st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=3).map("".join))
+
+
+@st.composite
+def patterns(draw) -> str:
+    segs = draw(st.lists(_segment, min_size=1, max_size=3))
+    lead = draw(st.sampled_from(["", "/"]))
+    trail = draw(st.sampled_from(["", "/"]))
+    return lead + "/".join(segs) + trail
+
+
+_path_segment = st.text(alphabet="ab.", min_size=1, max_size=3).filter(lambda s: s not in (".", ".."))
+paths = st.lists(_path_segment, min_size=1, max_size=4).map("/".join)
+
+
+def _accepts(pattern: str, path: str) -> bool:
+    """Run the compiled NFA directly on a concrete path."""
+    nfa = globs._compile(normalize_pattern(pattern))
+    cur = {0}
+    for ch in path:
+        cur = {t for s in cur for cs, t in nfa.edges[s] if any(lo <= ord(ch) <= hi for lo, hi in cs)}
+    return bool(cur & nfa.accept)
+
+
+_settings = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_settings
+@given(patterns(), paths)
+def test_automaton_agrees_with_pathspec(p: str, path: str) -> None:
+    assert _accepts(p, path) == path_matches([p], path)
+
+
+@_settings
+@given(patterns(), patterns(), paths)
+def test_common_path_implies_overlap(p: str, q: str, path: str) -> None:
+    if path_matches([p], path) and path_matches([q], path):
+        assert pattern_overlap(p, q)
+
+
+@_settings
+@given(patterns(), patterns())
+def test_overlap_has_valid_witness(p: str, q: str) -> None:
+    w = overlap_witness(p, q)
+    assert (w is not None) == pattern_overlap(q, p)  # symmetric
+    if w is not None:
+        assert path_matches([p], w) and path_matches([q], w), w
+        assert ".." not in w.split("/") and not w.startswith("/") and not w.endswith("/")
+
+
+@_settings
+@given(patterns())
+def test_normalize_is_idempotent(p: str) -> None:
+    n = normalize_pattern(p)
+    assert normalize_pattern(n) == n
+    assert pattern_overlap(p, n)
