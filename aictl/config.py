@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aictl.domain.errors import ConfigError, NotInitialized
 
@@ -44,12 +45,26 @@ class Settings(BaseModel):
         "block", description="what a failed dependency does to its dependents"
     )
     busy_timeout_ms: int = Field(30000, ge=0, description="SQLite busy timeout")
+    secret_patterns: list[str] = Field(
+        default_factory=list, description="extra regexes whose matches are redacted from logs and evidence"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="stderr log level")
 
     # Resolved locations, not user settings.
     project_dir: Path | None = Field(None, exclude=True)
     home: Path | None = Field(None, exclude=True)
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("secret_patterns", mode="before")
+    @classmethod
+    def _patterns(cls, v: Any) -> Any:
+        items = [p for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+        for p in items or []:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"secret pattern {p!r} is not a valid regex: {e}") from None
+        return items
 
     @property
     def resolved_database_url(self) -> str:
@@ -141,4 +156,8 @@ def load_settings(project: str | Path | None = None, overrides: dict[str, Any] |
     settings.project_dir = project_dir
     settings.home = home
     settings.sources = sources
+    if settings.secret_patterns:
+        from aictl.audit import redact
+
+        redact.configure(settings.secret_patterns)
     return settings

@@ -1,16 +1,33 @@
-"""Append one audit event inside the caller's transaction."""
+"""Append audit events inside the caller's transaction, hash-chained at commit.
+
+Events are buffered on the transaction and written by one hook just before
+COMMIT: it locks the chain head (one row, `audit_head`), numbers the events
+after the last one and sets ``hash = sha256(prev_hash || canonical_json(event))``.
+Taking the head lock last keeps it out of every lock-order cycle on
+PostgreSQL, and makes event ids gapless and in commit order on both backends.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from aictl.store.base import Tx
 
+GENESIS = "0" * 64
+HASHED_FIELDS = ("id", "ts", "actor", "action", "task_id", "lease_epoch", "before", "after", "data")
+
 
 def canonical_json(value: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def event_hash(prev_hash: str, record: dict[str, Any]) -> str:
+    """The chain link of one stored event row (JSON columns as their stored text)."""
+    body = canonical_json({k: record.get(k) for k in HASHED_FIELDS})
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
 def append_event(
@@ -24,19 +41,42 @@ def append_event(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
-) -> int:
-    row = tx.one(
-        "INSERT INTO events (ts, actor, action, task_id, lease_epoch, before, after, data)"
-        " VALUES (:ts, :actor, :action, :task_id, :epoch, :before, :after, :data) RETURNING id",
-        {
-            "ts": ts,
-            "actor": actor,
-            "action": action,
-            "task_id": task_id,
-            "epoch": lease_epoch,
-            "before": None if before is None else canonical_json(before),
-            "after": None if after is None else canonical_json(after),
-            "data": None if data is None else canonical_json(data),
-        },
-    )
-    return row["id"]
+) -> None:
+    """Queue one event; it is written (redacted, numbered, chained) when the transaction commits."""
+    from aictl.audit.redact import redact
+
+    pending = getattr(tx, "_aictl_events", None)
+    if pending is None:
+        pending = tx._aictl_events = []  # type: ignore[attr-defined]
+        tx.before_commit.append(_flush)
+    pending.append({
+        "ts": ts,
+        "actor": redact(actor),
+        "action": action,
+        "task_id": task_id,
+        "lease_epoch": lease_epoch,
+        "before": None if before is None else canonical_json(redact(before)),
+        "after": None if after is None else canonical_json(redact(after)),
+        "data": None if data is None else canonical_json(redact(data)),
+    })
+
+
+def _flush(tx: Tx) -> None:
+    pending = tx._aictl_events  # type: ignore[attr-defined]
+    if not pending:
+        return
+    lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
+    head = tx.one(f"SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}")
+    last_id, prev = head["last_id"], head["last_hash"]
+    for ev in pending:
+        last_id += 1
+        record = {**ev, "id": last_id}
+        h = event_hash(prev, record)
+        tx.run(
+            "INSERT INTO events (id, ts, actor, action, task_id, lease_epoch, before, after, data, prev_hash, hash)"
+            " VALUES (:id, :ts, :actor, :action, :task_id, :lease_epoch, :before, :after, :data, :prev, :hash)",
+            {**record, "prev": prev, "hash": h},
+        )
+        prev = h
+    tx.run("UPDATE audit_head SET last_id = :id, last_hash = :h WHERE id = 1", {"id": last_id, "h": prev})
+    pending.clear()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from aictl.cli.context import state
 from aictl.cli.options import OutputOpt
-from aictl.cli.output import iso
-from aictl.domain.errors import NotFound
+from aictl.cli.output import info, iso
+from aictl.domain.errors import AictlError, NotFound
 
 app = typer.Typer(help="Read the audit log of every state change.", no_args_is_help=True)
 
@@ -46,3 +47,48 @@ def show(event_id: Annotated[int, typer.Argument(help="Event id.")], output: Out
     if event is None:
         raise NotFound(f"event {event_id} not found", hint="list events with: aictl audit log")
     out.emit(event, columns=EVENT_COLUMNS)
+
+
+class ChainBroken(AictlError):
+    code = "audit_chain_broken"
+
+
+@app.command("verify")
+def verify(
+    against: Annotated[
+        Optional[Path], typer.Option("--against", help="Also check every event of an earlier export is unchanged.")
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Recompute the hash chain; exit 1 naming the first broken entry if anything was tampered with."""
+    from aictl.audit.chain import verify as run_verify
+
+    out = state.output(output)
+    report = run_verify(state.store(), against=against)
+    if out.mode in ("json", "yaml"):
+        out.emit(report)
+    elif report.ok:
+        info(f"audit log intact: {report.checked} events, head {report.last_hash[:16]}…"
+             + (f", {report.anchored} confirmed against {against}" if against else ""))
+    if not report.ok:
+        raise ChainBroken(f"audit log tampered: {report.first_break.reason}",
+                          hint="compare with an exported copy: aictl audit verify --against FILE",
+                          details={"event_id": report.first_break.event_id})
+
+
+@app.command("export")
+def export(
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Write to this file (default: stdout).")] = None,
+    since: Annotated[int, typer.Option("--since-id", help="Only events after this id.")] = 0,
+) -> None:
+    """Export the chain as JSON Lines (with prev_hash and hash) to keep a copy elsewhere."""
+    import sys
+
+    from aictl.audit.chain import export as run_export
+
+    if file is None:
+        n = run_export(state.store(), sys.stdout, since_id=since)
+    else:
+        with file.open("w", encoding="utf-8") as f:
+            n = run_export(state.store(), f, since_id=since)
+    info(f"exported {n} events")

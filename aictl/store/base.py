@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 class Tx(Protocol):
     dialect: str
+    before_commit: list  # callables(tx) run just before COMMIT, in order
 
     def all(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
 

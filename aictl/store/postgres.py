@@ -29,6 +29,7 @@ class PgTx:
 
     def __init__(self, conn: Any):
         self._conn = conn
+        self.before_commit: list = []  # callbacks(tx) run just before COMMIT (audit chain)
 
     def all(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         cur = self._conn.execute(to_pyformat(sql), params or {})
@@ -65,7 +66,10 @@ class PostgresStore(Store):
     def _tx(self) -> Iterator[PgTx]:
         try:
             with self._conn.transaction():
-                yield PgTx(self._conn)
+                tx = PgTx(self._conn)
+                yield tx
+                for hook in tx.before_commit:
+                    hook(tx)
         except self._psycopg.OperationalError as e:
             raise StoreError(f"PostgreSQL error: {str(e).strip()}", hint="retry; check the server") from None
 

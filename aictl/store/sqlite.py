@@ -20,6 +20,7 @@ class SqliteTx:
 
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
+        self.before_commit: list = []  # callbacks(tx) run just before COMMIT (audit chain)
 
     def all(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._conn.execute(sql, params or {}).fetchall()
@@ -61,8 +62,11 @@ class SqliteStore(Store):
                 f"SQLite store {self.path} is busy: {e}",
                 hint="another process holds a long write transaction; retry, or raise busy_timeout_ms",
             ) from None
+        tx = SqliteTx(self._conn)
         try:
-            yield SqliteTx(self._conn)
+            yield tx
+            for hook in tx.before_commit:
+                hook(tx)
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise

@@ -82,6 +82,61 @@ class EventRow(SQLModel, table=True):
     before: Optional[str] = None
     after: Optional[str] = None
     data: Optional[str] = None
+    prev_hash: Optional[str] = None
+    hash: Optional[str] = None  # sha256(prev_hash || canonical_json(event))
+
+
+class AuditHeadRow(SQLModel, table=True):
+    __tablename__ = "audit_head"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    last_id: int
+    last_hash: str
+
+
+class DecisionRow(SQLModel, table=True):
+    """A Policy Decision Record."""
+
+    __tablename__ = "decisions"
+
+    decision_id: str = Field(primary_key=True)
+    ts: float
+    ai: Optional[str] = None
+    actor: Optional[str] = None
+    task_id: Optional[int] = None
+    lease_epoch: Optional[int] = None
+    action: str
+    resource: str  # JSON
+    input: str  # JSON, secrets masked
+    effect: str
+    matched_rules: str  # JSON
+    reasons: str  # JSON
+    limits: str  # JSON
+    sources: str  # JSON: [{path, sha256}]
+    eval_ms: float
+    enforced: int = 1
+
+
+class EvidenceRow(SQLModel, table=True):
+    __tablename__ = "evidence"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: Optional[int] = Field(default=None, foreign_key="tasks.id")
+    lease_epoch: Optional[int] = None
+    kind: str
+    name: str
+    digest: str
+    size: int
+    media_type: str
+    summary: Optional[str] = None  # JSON
+    created_at: float
+
+
+class EvidenceBlobRow(SQLModel, table=True):
+    __tablename__ = "evidence_blobs"
+
+    digest: str = Field(primary_key=True)
+    content: bytes
 
 
 class SchemaMigrationRow(SQLModel, table=True):

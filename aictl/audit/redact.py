@@ -1,0 +1,69 @@
+"""Redaction: secrets never reach events, decision records or evidence.
+
+Known key formats (Anthropic, OpenAI, GitHub, AWS, Slack, bearer tokens, private
+key blocks, `password=`-style assignments), extra regexes from the
+`secret_patterns` setting (AICTL_SECRET_PATTERNS, comma-separated), and the
+literal values of this process's environment variables whose names say they
+hold a secret (…_API_KEY, …_TOKEN, …SECRET…, …PASSWORD…).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from typing import Any
+
+MASK = "[REDACTED]"
+
+BUILTIN = [
+    r"sk-ant-[A-Za-z0-9_\-]{16,}",  # Anthropic
+    r"sk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{20,}",  # OpenAI
+    r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
+    r"github_pat_[A-Za-z0-9_]{40,}",
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key id
+    r"xox[abprs]-[A-Za-z0-9\-]{10,}",  # Slack
+    r"glpat-[A-Za-z0-9_\-]{20,}",  # GitLab
+    r"(?i:bearer)\s+[A-Za-z0-9._~+/\-]{16,}=*",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    r"(?<![A-Za-z])(?i:password|passwd|secret|api[_-]?key|access[_-]?token)\s*[=:]\s*[\"']?[^\s\"',;]{6,}",
+]
+_configured: tuple[str, ...] = ()
+_SECRET_ENV = re.compile(r"(?i)(api_?key|token|secret|password|passwd|credential)")
+
+
+@lru_cache(maxsize=8)
+def _compiled(extra: tuple[str, ...], env_values: tuple[str, ...]) -> re.Pattern[str]:
+    parts = [f"(?:{p})" for p in (*BUILTIN, *extra)]
+    parts += [re.escape(v) for v in sorted(env_values, key=len, reverse=True)]
+    return re.compile("|".join(parts))
+
+
+def configure(patterns: list[str]) -> None:
+    """Add the `secret_patterns` setting (validated regexes) to the built-in ones."""
+    global _configured
+    _configured = tuple(patterns)
+
+
+def _pattern() -> re.Pattern[str]:
+    extra = _configured + tuple(p for p in os.environ.get("AICTL_SECRET_PATTERNS", "").split(",") if p.strip())
+    env_values = tuple(
+        v for k, v in os.environ.items()
+        if _SECRET_ENV.search(k) and len(v) >= 8 and not k.startswith("AICTL_SECRET_PATTERNS")
+    )
+    return _compiled(extra, env_values)
+
+
+def redact_text(text: str) -> str:
+    return _pattern().sub(MASK, text)
+
+
+def redact(value: Any) -> Any:
+    """A copy of value with every secret in every string masked (dict keys kept)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
