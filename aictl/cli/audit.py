@@ -92,3 +92,13 @@ def export(
         with file.open("w", encoding="utf-8") as f:
             n = run_export(state.store(), f, since_id=since)
     info(f"exported {n} events")
+
+
+@app.command("evidence")
+def evidence(digest: Annotated[str, typer.Argument(help="sha256 digest (or a unique prefix).")]) -> None:
+    """Print one piece of evidence, checked against its digest."""
+    import sys
+
+    data = state.evidence().get(digest)
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()

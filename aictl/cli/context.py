@@ -61,6 +61,11 @@ class CliState:
 
         return TaskQueries(self.store())
 
+    def evidence(self):
+        from aictl.audit.evidence import EvidenceStore
+
+        return EvidenceStore(self.store(), self.settings().home, actor=self.settings().actor)
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()

@@ -344,3 +344,46 @@ def locks(output: OutputOpt = None) -> None:
     out.emit(state.queries().locks(), name=lambda l: l.pattern,
              columns=[("task", lambda l: l.task_id), ("pattern", lambda l: l.pattern), ("owner", lambda l: l.owner),
                       ("epoch", lambda l: l.lease_epoch), ("since", lambda l: ago(l.acquired_at))])
+
+
+EVIDENCE_COLUMNS = [
+    ("id", lambda e: e.id), ("epoch", lambda e: e.lease_epoch), ("kind", lambda e: e.kind), ("name", lambda e: e.name),
+    ("digest", lambda e: e.digest[:16]), ("size", lambda e: e.size),
+    ("summary", lambda e: json.dumps(e.summary, sort_keys=True) if e.summary else None),
+]
+
+
+@app.command("evidence")
+def evidence(task_id: TaskIdArg, output: OutputOpt = None) -> None:
+    """Evidence recorded for a task (diffs, test reports, transcripts, logs)."""
+    out = state.output(output)
+    state.queries().get(task_id)  # NotFound for a wrong id, not an empty list
+    out.emit(state.evidence().list(task_id), columns=EVIDENCE_COLUMNS, name=lambda e: e.digest)
+
+
+@app.command("attach")
+def attach(
+    task_id: TaskIdArg, epoch: EpochOpt,
+    file: Annotated[Path, typer.Argument(help="File to attach ('-' = stdin).", show_default=False)],
+    kind: Annotated[str, typer.Option("--kind", "-k", help="diff, test_report, transcript, log, …")] = "log",
+    name: Annotated[Optional[str], typer.Option("--name", help="Name shown in listings (default: file name).")] = None,
+    media_type: Annotated[Optional[str], typer.Option("--media-type", help="Default: from the file extension.")] = None,
+    owner: OwnerOpt = None, output: OutputOpt = None,
+) -> None:
+    """Attach evidence to a task you hold (JUnit XML as --kind test_report is parsed to counts)."""
+    import mimetypes
+
+    out = state.output(output)
+    if str(file) == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            raise UsageError(f"{file}: cannot read: {e.strerror}") from None
+    mt = media_type or mimetypes.guess_type(str(file))[0] or "text/plain"
+    if mt == "text/xml":
+        mt = "application/xml"
+    ref = state.evidence().put(data, kind=kind, name=name or file.name, media_type=mt, task_id=task_id,
+                               owner=_owner(owner), lease_epoch=epoch)
+    out.emit(ref, columns=EVIDENCE_COLUMNS, name=lambda e: e.digest)

@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 from pydantic import BaseModel, Field, field_validator
 
 from aictl.audit.events import append_event, canonical_json
+from aictl.audit.redact import redact
 from aictl.domain.errors import (
     AictlError,
     CycleError,
@@ -372,7 +373,7 @@ class TaskService:
             row, before = self._lease_update(
                 tx, task_id, owner, epoch, "complete", LEASED,
                 "status = 'done', lease_expires_at = NULL, next_run_at = NULL, result = :result, updated_at = :now",
-                {"now": now, "result": None if result is None else canonical_json(result)},
+                {"now": now, "result": None if result is None else canonical_json(redact(result))},
             )
             self._free_locks(tx, task_id)
             self._event(tx, now, "complete", row, before, actor=owner)
@@ -395,7 +396,7 @@ class TaskService:
                 "status = :st, attempts = attempts + 1, lease_expires_at = NULL, next_run_at = :nra,"
                 " result = :result, updated_at = :now",
                 {"st": S.QUEUED.value if again else S.FAILED.value, "nra": now + delay if again else None,
-                 "now": now, "result": canonical_json({"error": reason, "retryable": retryable})},
+                 "now": now, "result": canonical_json(redact({"error": reason, "retryable": retryable}))},
             )
             self._free_locks(tx, task_id)
             self._event(tx, now, "fail", row, before, actor=owner, reason=reason, retryable=retryable,

@@ -1,0 +1,196 @@
+"""Evidence: content-addressed blobs (sha256) referenced from the audit log.
+
+Blobs live under `<home>/evidence/sha256/ab/<digest>` for SQLite projects and
+in the `evidence_blobs` table for PostgreSQL deployments (several machines
+share the database, not a disk). Text evidence is redacted before it is
+hashed, so a secret never reaches the store. Evidence written for a task
+presents the lease (owner, epoch) like every other task write; its digest
+goes into a hash-chained event, so a swapped blob is detected on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, field_serializer
+
+from aictl.audit.events import append_event, canonical_json
+from aictl.audit.redact import redact, redact_text
+from aictl.domain.errors import AictlError, LeaseLost, NotFound, UsageError
+from aictl.domain.models import ts_to_dt
+from aictl.store.base import Store, Tx
+
+TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-ndjson")
+
+
+class EvidenceRef(BaseModel):
+    id: int
+    task_id: int | None
+    lease_epoch: int | None
+    kind: str  # diff, test_report, transcript, log, usage, …
+    name: str
+    digest: str
+    size: int
+    media_type: str
+    summary: dict[str, Any] | None = None
+    created_at: float
+
+    @field_serializer("created_at")
+    def _iso(self, v: float) -> str:
+        return ts_to_dt(v).isoformat(timespec="milliseconds")
+
+
+class EvidenceTampered(AictlError):
+    code = "evidence_tampered"
+
+
+class EvidenceStore:
+    def __init__(self, store: Store, home: Path | None, *, actor: str = "aictl"):
+        self.store = store
+        self.home = home
+        self.actor = actor
+        if store.dialect == "sqlite" and home is None:
+            raise UsageError("a SQLite store keeps evidence files under its project home; none is set")
+
+    # -- writing ---------------------------------------------------------------
+
+    def put(
+        self,
+        content: bytes | str,
+        *,
+        kind: str,
+        name: str,
+        media_type: str = "text/plain",
+        task_id: int | None = None,
+        owner: str | None = None,
+        lease_epoch: int | None = None,
+        summary: dict[str, Any] | None = None,
+        tx: Tx | None = None,
+    ) -> EvidenceRef:
+        """Store content (redacted if text) and record it; for a task, (owner, epoch) must hold its lease."""
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        if media_type.startswith(TEXT_TYPES):
+            data = redact_text(data.decode("utf-8", errors="replace")).encode("utf-8")
+        if kind == "test_report" and summary is None and media_type == "application/xml":
+            summary = parse_junit(data)
+        digest = hashlib.sha256(data).hexdigest()
+        if tx is not None:
+            return self._record(tx, data, digest, kind, name, media_type, task_id, owner, lease_epoch, summary)
+        with self.store.write() as wtx:
+            return self._record(wtx, data, digest, kind, name, media_type, task_id, owner, lease_epoch, summary)
+
+    def _record(self, tx: Tx, data: bytes, digest: str, kind: str, name: str, media_type: str,
+                task_id: int | None, owner: str | None, epoch: int | None, summary: dict | None) -> EvidenceRef:
+        now = time.time()
+        if task_id is not None:
+            self._check_lease(tx, task_id, owner, epoch)
+        self._write_blob(tx, digest, data)
+        summary = redact(summary) if summary else None
+        row = tx.one(
+            "INSERT INTO evidence (task_id, lease_epoch, kind, name, digest, size, media_type, summary, created_at)"
+            " VALUES (:t, :e, :k, :n, :d, :s, :m, :sum, :now) RETURNING *",
+            {"t": task_id, "e": epoch, "k": kind, "n": name, "d": digest, "s": len(data), "m": media_type,
+             "sum": None if summary is None else canonical_json(summary), "now": now},
+        )
+        append_event(tx, ts=now, actor=owner or self.actor, action="evidence", task_id=task_id, lease_epoch=epoch,
+                     data={"kind": kind, "name": name, "digest": digest, "size": len(data),
+                           **({"summary": summary} if summary else {})})
+        return _ref(row)
+
+    def _check_lease(self, tx: Tx, task_id: int, owner: str | None, epoch: int | None) -> None:
+        row = tx.one("SELECT status, owner, lease_epoch FROM tasks WHERE id = :id", {"id": task_id})
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        if owner is None or epoch is None:
+            raise UsageError("evidence for a task must present the lease: owner and epoch")
+        if row["lease_epoch"] != epoch or row["owner"] != owner or row["status"] not in ("claimed", "running"):
+            raise LeaseLost(
+                f"lease lost: cannot attach evidence to task {task_id} with epoch {epoch}: it is "
+                f"{row['status']} at lease epoch {row['lease_epoch']} (owner {row['owner']})",
+                details={"task_id": task_id, "presented_epoch": epoch, "current_epoch": row["lease_epoch"]},
+            )
+
+    def _write_blob(self, tx: Tx, digest: str, data: bytes) -> None:
+        if tx.dialect == "postgresql":
+            tx.run("INSERT INTO evidence_blobs (digest, content) VALUES (:d, :c) ON CONFLICT DO NOTHING",
+                   {"d": digest, "c": data})
+            return
+        path = self._path(digest)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written blob under its digest
+
+    def _path(self, digest: str) -> Path:
+        assert self.home is not None
+        return self.home / "evidence" / "sha256" / digest[:2] / digest
+
+    # -- reading -----------------------------------------------------------------
+
+    def get(self, digest: str) -> bytes:
+        """The blob, checked against its digest (a swapped or edited file is reported, not returned)."""
+        if len(digest) < 6 or any(c not in "0123456789abcdef" for c in digest):
+            raise UsageError(f"not a sha256 digest (or prefix of one): {digest!r}")
+        with self.store.read() as tx:
+            rows = tx.all("SELECT DISTINCT digest FROM evidence WHERE digest LIKE :p", {"p": digest + "%"})
+            if not rows:
+                raise NotFound(f"no evidence with digest {digest}", hint="list a task's evidence: aictl task evidence ID")
+            if len(rows) > 1:
+                raise UsageError(f"digest prefix {digest} is ambiguous ({len(rows)} matches); give more characters")
+            full = rows[0]["digest"]
+            if tx.dialect == "postgresql":
+                row = tx.one("SELECT content FROM evidence_blobs WHERE digest = :d", {"d": full})
+                data = bytes(row["content"]) if row else None
+            else:
+                path = self._path(full)
+                data = path.read_bytes() if path.exists() else None
+        if data is None:
+            raise EvidenceTampered(f"evidence {full[:16]}… is recorded but its content is gone")
+        if hashlib.sha256(data).hexdigest() != full:
+            raise EvidenceTampered(f"evidence {full[:16]}… was modified: its content no longer matches its digest")
+        return data
+
+    def list(self, task_id: int) -> list[EvidenceRef]:
+        with self.store.read() as tx:
+            rows = tx.all("SELECT * FROM evidence WHERE task_id = :t ORDER BY id", {"t": task_id})
+        return [_ref(r) for r in rows]
+
+    def kinds_for(self, tx: Tx, task_id: int, epoch: int) -> dict[str, list[dict[str, Any]]]:
+        """Evidence of one attempt by kind, with summaries (for completion requirements)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in tx.all("SELECT kind, summary FROM evidence WHERE task_id = :t AND lease_epoch = :e",
+                        {"t": task_id, "e": epoch}):
+            out.setdefault(r["kind"], []).append(json.loads(r["summary"]) if r["summary"] else {})
+        return out
+
+
+def _ref(row: dict[str, Any]) -> EvidenceRef:
+    return EvidenceRef(**{**row, "summary": json.loads(row["summary"]) if row["summary"] else None})
+
+
+def parse_junit(data: bytes) -> dict[str, Any]:
+    """Counts from a JUnit XML report (pytest --junitxml, surefire, …); never raises."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        return {"parse_error": str(e)}
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for s in suites:
+        for k in totals:
+            try:
+                totals[k] += int(s.get(k, 0) or 0)
+            except ValueError:
+                pass
+    totals["passed"] = totals["tests"] - totals["failures"] - totals["errors"] - totals["skipped"]
+    totals["ok"] = totals["tests"] > 0 and totals["failures"] == 0 and totals["errors"] == 0
+    return totals
