@@ -29,6 +29,10 @@ class CliState:
             from aictl.config import load_settings
 
             self._settings = load_settings(self.project, self.overrides)
+            if self._settings.sources.get("log_level", "default") != "default":
+                from aictl import logging
+
+                logging.configure(level=self._settings.log_level)
         return self._settings
 
     def store(self):

@@ -257,4 +257,8 @@ def migrate(store: Store) -> list[int]:
                 {"v": m.version, "n": m.name, "t": time.time()},
             )
             applied.append(m.version)
+    if applied:
+        from aictl.logging import get_logger
+
+        get_logger("aictl.store").info("store migrated", url=store.url, applied=applied)
     return applied

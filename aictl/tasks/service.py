@@ -479,6 +479,9 @@ class TaskService:
             " RETURNING *",
             {"now": now, "ids": as_json_list(old_status), "res": canonical_json({"error": "lease expired; attempts exhausted"})},
         )
+        from aictl.logging import get_logger
+
+        get_logger("aictl.tasks").info("reaped expired leases", tasks=[r["id"] for r in rows])
         for row in rows:
             self._free_locks(tx, row["id"])
             self._event(tx, now, "lease_expired", row, old_status[row["id"]], owner=row["owner"],
