@@ -1,0 +1,208 @@
+"""Rules compiled for evaluation: globs to regexes, paths to pathspecs, conditions to CEL programs.
+
+Everything expensive happens once per rule at load time; `CompiledRule.check` is the hot path.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import pathspec
+
+from aictl.policy.conditions import VARIABLES, FieldTree, compile_condition, new_activation, project, run_condition
+from aictl.policy.schema import Effect, Rule
+
+if TYPE_CHECKING:
+    from aictl.policy.engine import PolicyRequest
+
+
+class PathMatcher:
+    """gitignore-style patterns (via pathspec) compiled into Python regexes, ~10x faster than PathSpec.match_file.
+
+    Without negations one alternation answers; with `!pattern`s the last matching pattern decides, as in git.
+    """
+
+    __slots__ = ("_any", "_ordered", "match")
+
+    def __init__(self, patterns: tuple[str, ...]):
+        compiled = pathspec.PathSpec.from_lines("gitignore", patterns).patterns
+        rules = [(p.include, p.regex.pattern) for p in compiled if p.include is not None and p.regex is not None]
+        if all(include for include, _ in rules):
+            self._any = re.compile("|".join(f"(?:{regex})" for _, regex in rules) or r"(?!)")
+            self._ordered: list[tuple[bool, re.Pattern[str]]] | None = None
+        else:
+            self._any = None
+            self._ordered = [(include, re.compile(regex)) for include, regex in reversed(rules)]
+        # The hot path calls `match` once per path and rule: without negations it is the bare regex search.
+        self.match = self._any.search if self._any is not None else self._match_ordered
+
+    def _match_ordered(self, path: str) -> bool:
+        for include, regex in self._ordered or ():
+            if regex.search(path) is not None:
+                return include
+        return False
+
+
+@lru_cache(maxsize=1024)
+def compile_paths(patterns: tuple[str, ...]) -> PathMatcher:
+    """A gitignore-style matcher; raises ValueError for a pattern pathspec cannot parse."""
+    try:
+        return PathMatcher(patterns)
+    except Exception as exc:
+        raise ValueError(f"invalid path pattern: {exc}") from None
+
+
+@lru_cache(maxsize=1024)
+def compile_globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def normalize_path(path: str) -> str:
+    """Repository-relative POSIX form, so `docs/../.env` and `./.env` are both `.env`."""
+    path = posixpath.normpath(path.replace("\\", "/"))
+    return path.lstrip("/")
+
+
+def normalize_command(command: str) -> str:
+    """Collapse whitespace, so `rm  -rf /` matches the pattern `rm -rf *`."""
+    return " ".join(command.split())
+
+
+class RequestView:
+    """The request reduced to what matching needs, computed once per evaluation.
+
+    `cel_fields` is the union of the fields the policy's conditions select; only those are
+    converted to CEL values (conversion, not evaluation, is what costs time).
+    """
+
+    __slots__ = ("request", "ai", "ai_labels", "action", "paths", "command", "task_labels", "task_type",
+                 "_cel_fields", "_activation")
+
+    def __init__(self, request: PolicyRequest, cel_fields: FieldTree | None = None):
+        self.request = request
+        subject, resource = request.subject, request.resource
+        self.ai = subject.ai
+        self.ai_labels = frozenset(subject.ai_labels)
+        self.action = request.action
+        raw_paths = ([resource.path] if resource.path else []) + list(resource.paths)
+        self.paths = [normalize_path(p) for p in raw_paths if p]
+        self.command = normalize_command(resource.command) if resource.command is not None else None
+        task = resource.task or {}
+        labels = task.get("labels") or ()
+        self.task_labels = frozenset(labels) if isinstance(labels, (list, tuple, set, frozenset)) else frozenset()
+        task_type = task.get("type")
+        self.task_type = task_type if isinstance(task_type, str) else None
+        self._cel_fields = cel_fields
+        self._activation: Any = None
+
+    def activation(self) -> Any:
+        if self._activation is None:
+            fields = self._cel_fields
+            if fields is None:
+                variables = {name: self.cel_variable(name) for name in VARIABLES}
+            else:
+                variables = {name: project(self.cel_variable(name), tree) for name, tree in fields.items()}
+            self._activation = new_activation(variables)
+        return self._activation
+
+    def cel_variable(self, name: str) -> Any:
+        """One CEL variable as plain dicts and lists; paths normalized like for `match.paths`."""
+        request = self.request
+        if name == "subject":
+            s = request.subject
+            return {"ai": s.ai, "ai_labels": s.ai_labels, "task_id": s.task_id,
+                    "lease_epoch": s.lease_epoch, "actor": s.actor}
+        if name == "resource":
+            r = request.resource
+            return {"task": r.task or {}, "path": self.paths[0] if r.path else None, "paths": self.paths,
+                    "command": r.command, "extra": r.extra}
+        if name == "action":
+            return request.action
+        return request.context
+
+
+class CompiledRule:
+    """One rule ready to match. `scope` is the AI glob of the `ai:` section or per-AI file it came from."""
+
+    __slots__ = (
+        "rule", "id", "effect", "is_deny", "scope", "ai", "ai_labels", "actions", "paths", "commands",
+        "task_labels", "task_types", "program",
+    )
+
+    def __init__(self, rule: Rule, scope: str | None = None):
+        m = rule.match
+        self.rule = rule
+        self.id = rule.id
+        self.effect = rule.effect
+        self.is_deny = rule.effect is Effect.deny
+        self.scope = scope
+        self.ai = compile_globs(tuple(m.ai)) if m.ai is not None else None
+        self.ai_labels = frozenset(m.ai_labels) if m.ai_labels is not None else None
+        self.actions = frozenset(m.actions) if m.actions is not None else None
+        self.paths = compile_paths(tuple(m.paths)) if m.paths is not None else None
+        self.commands = compile_globs(tuple(m.commands)) if m.commands is not None else None
+        self.task_labels = frozenset(m.task_labels) if m.task_labels is not None else None
+        self.task_types = frozenset(m.task_types) if m.task_types is not None else None
+        self.program = compile_condition(rule.when) if rule.when is not None else None
+
+    def check(self, view: RequestView) -> tuple[bool, str | None, str | None]:
+        """(matched, the first field that failed, condition error). A condition error on a deny rule matches."""
+        if self.actions is not None and view.action not in self.actions:
+            return False, "actions", None
+        if self.ai is not None and (view.ai is None or self.ai.match(view.ai) is None):
+            return False, "ai", None
+        if self.ai_labels is not None and not self.ai_labels <= view.ai_labels:
+            return False, "ai_labels", None
+        if self.task_types is not None and view.task_type not in self.task_types:
+            return False, "task_types", None
+        if self.task_labels is not None and self.task_labels.isdisjoint(view.task_labels):
+            return False, "task_labels", None
+        if self.commands is not None and (view.command is None or self.commands.match(view.command) is None):
+            return False, "commands", None
+        if self.paths is not None:
+            match_path = self.paths.match
+            for path in view.paths:
+                if match_path(path):
+                    break
+            else:
+                return False, "paths", None
+        if self.program is not None:
+            result, error = run_condition(self.program, view.activation())
+            if error is not None:
+                return self.is_deny, "when", error
+            if not result:
+                return False, "when", None
+        return True, None, None
+
+    def explain_failure(self, field: str, view: RequestView, error: str | None) -> str:
+        m = self.rule.match
+        if field == "actions":
+            return f"action {view.action!r} is not one of {m.actions}"
+        if field == "ai":
+            if view.ai is None:
+                return f"the request names no AI (subject.ai), and the rule needs ai {m.ai}"
+            return f"AI {view.ai!r} matches none of ai {m.ai}"
+        if field == "ai_labels":
+            missing = sorted(set(m.ai_labels or ()) - view.ai_labels)
+            return f"the AI lacks label(s) {missing} (it has {sorted(view.ai_labels)})"
+        if field == "task_types":
+            return f"task type {view.task_type!r} is not one of {m.task_types}"
+        if field == "task_labels":
+            return f"task labels {sorted(view.task_labels)} include none of {m.task_labels}"
+        if field == "commands":
+            if view.command is None:
+                return f"the request has no command, and the rule needs commands {m.commands}"
+            return f"command {view.command!r} matches none of {m.commands}"
+        if field == "paths":
+            if not view.paths:
+                return f"the request has no path, and the rule needs paths {m.paths}"
+            return f"no path of {view.paths} matches paths {m.paths}"
+        if field == "when":
+            if error is not None:
+                return f"condition error ({error}); a non-deny rule fails open to 'not matched'"
+            return f"condition is false: {self.rule.when}"
+        return field
