@@ -50,11 +50,13 @@ from aictl.policy.schema import (
     export_json_schema,
     write_json_schema,
 )
+from aictl.policy.testing import CaseResult, TestReport, run_policy_tests
 
 __all__ = [
     "KNOWN_ACTIONS",
     "SUPPORTED_VERSIONS",
     "AISection",
+    "CaseResult",
     "Decision",
     "Effect",
     "EffectivePolicy",
@@ -71,6 +73,7 @@ __all__ = [
     "RuleTrace",
     "Sandbox",
     "Subject",
+    "TestReport",
     "default_global_policy_path",
     "evaluate",
     "explain",
@@ -79,6 +82,7 @@ __all__ = [
     "load_policy_file",
     "load_policy_text",
     "merge_policies",
+    "run_policy_tests",
     "validate_policy_file",
     "validate_policy_text",
     "write_json_schema",
