@@ -178,3 +178,12 @@ def test_every_command_has_help(path, capsys):
         code = main([*path, name, "--help"])
         assert code == 0
     capsys.readouterr()
+
+
+def test_cli_reference_is_current():
+    from pathlib import Path
+
+    from aictl.cli.docgen import render
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert doc.read_text() == render(), "regenerate: python -m aictl.cli.docgen > docs/cli.md"
