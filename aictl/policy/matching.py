@@ -93,20 +93,28 @@ class RequestView:
         self.command = normalize_command(resource.command) if resource.command is not None else None
         task = resource.task or {}
         labels = task.get("labels") or ()
-        self.task_labels = frozenset(labels) if isinstance(labels, (list, tuple, set, frozenset)) else frozenset()
+        self.task_labels = frozenset(
+            label for label in (labels if isinstance(labels, (list, tuple, set, frozenset)) else ()) if isinstance(label, str)
+        )
         task_type = task.get("type")
         self.task_type = task_type if isinstance(task_type, str) else None
         self._cel_fields = cel_fields
         self._activation: Any = None
 
-    def activation(self) -> Any:
+    def activation(self) -> tuple[Any, str | None]:
+        """(the CEL context, None), or (None, why the request's values cannot be given to CEL)."""
         if self._activation is None:
             fields = self._cel_fields
-            if fields is None:
-                variables = {name: self.cel_variable(name) for name in VARIABLES}
-            else:
-                variables = {name: project(self.cel_variable(name), tree) for name, tree in fields.items()}
-            self._activation = new_activation(variables)
+            try:
+                if fields is None:
+                    variables = {name: self.cel_variable(name) for name in VARIABLES}
+                else:
+                    variables = {name: project(self.cel_variable(name), tree) for name, tree in fields.items()}
+                self._activation = (new_activation(variables), None)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # e.g. an int beyond 64 bits, or a set, in context or resource.extra
+                self._activation = (None, f"the request cannot be converted for CEL: {type(exc).__name__}: {exc}")
         return self._activation
 
     def cel_variable(self, name: str) -> Any:
@@ -171,7 +179,9 @@ class CompiledRule:
             else:
                 return False, "paths", None
         if self.program is not None:
-            result, error = run_condition(self.program, view.activation())
+            activation, error = view.activation()
+            if error is None:
+                result, error = run_condition(self.program, activation)
             if error is not None:
                 return self.is_deny, "when", error
             if not result:

@@ -180,6 +180,13 @@ def test_type_mismatch_in_condition_does_not_raise():
     assert evaluate(p, request(task={"priority": 3})).effect == "deny"
 
 
+def test_values_cel_cannot_hold_fail_closed_for_deny_rules():
+    p = policy("  - id: guard\n    effect: deny\n    when: 'context.n > 1'\n" + ALLOW_WRITES)
+    r = request(path="x").model_copy(update={"context": {"n": {1, 2}}})  # a set has no CEL type
+    decision = evaluate(p, r)
+    assert decision.effect == "deny" and "cannot be converted for CEL" in " ".join(decision.reasons)
+
+
 def test_eval_ms_is_measured():
     decision = evaluate(policy(ALLOW_WRITES), request(path="x"))
     assert 0 < decision.eval_ms < 1000

@@ -27,6 +27,8 @@ CONDITIONS = [
     "resource.task.priority",  # not a bool
     'resource.command.startsWith("git")',  # errors when there is no command
     "1 / 0 == 1",
+    "context.big > 1",  # big may be text, NaN, a huge int or a set (which CEL cannot hold)
+    'resource.extra.tags.exists(t, t == "x")',
 ]
 
 some = lambda values: st.lists(st.sampled_from(values), min_size=1, max_size=3, unique=True)  # noqa: E731
@@ -78,7 +80,7 @@ paths_st = st.lists(st.sampled_from(PATH_PARTS), min_size=1, max_size=4).map("/"
 def requests(draw):
     task = draw(st.one_of(st.none(), st.fixed_dictionaries({}, optional={
         "priority": st.one_of(st.integers(-5, 20), st.text(max_size=3)),
-        "labels": some(["migration", "ui", "other"]),
+        "labels": st.lists(st.one_of(st.sampled_from(["migration", "ui", "other"]), st.integers(), st.just([1]))),
         "type": st.sampled_from(["bugfix", "feature"]),
     })))
     return PolicyRequest.model_validate({
@@ -89,8 +91,13 @@ def requests(draw):
             "path": draw(st.one_of(st.none(), paths_st)),
             "paths": draw(st.lists(paths_st, max_size=3)),
             "command": draw(st.one_of(st.none(), st.sampled_from(["rm -rf /", "git push origin", "pytest -q", ""]))),
+            "extra": draw(st.fixed_dictionaries({}, optional={"tags": st.one_of(st.lists(st.text(max_size=2)), st.none(),
+                                                                                 st.integers())})),
         },
-        "context": draw(st.fixed_dictionaries({}, optional={"hour": st.integers(0, 23)})),
+        "context": draw(st.fixed_dictionaries({}, optional={
+            "hour": st.integers(0, 23),
+            "big": st.one_of(st.integers(), st.integers(2**63, 2**80), st.floats(allow_nan=True), st.text(), st.just({1})),
+        })),
     })
 
 
@@ -104,7 +111,7 @@ def reference_match(rule, request) -> bool:
         m.ai is None or (subject.ai is not None and any(fnmatchcase(subject.ai, g) for g in m.ai)),
         m.ai_labels is None or set(m.ai_labels) <= set(subject.ai_labels),
         m.task_types is None or task.get("type") in m.task_types,
-        m.task_labels is None or bool(set(m.task_labels) & set(task.get("labels") or [])),
+        m.task_labels is None or any(label in m.task_labels for label in task.get("labels") or []),
         m.commands is None or (resource.command is not None
                                and any(fnmatchcase(" ".join(resource.command.split()), g) for g in m.commands)),
         m.paths is None or any(pathspec.PathSpec.from_lines("gitignore", m.paths).match_file(p) for p in paths),
