@@ -233,7 +233,7 @@ def export_json_schema() -> dict[str, Any]:
     schema = PolicyFile.model_json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://aictl.dev/schemas/policy-v1.json",
+        "$id": "urn:aictl:schema:policy:1",
         "title": "aictl policy file (version 1)",
         **{k: v for k, v in schema.items() if k != "title"},
     }

@@ -31,3 +31,10 @@ def test_example_loads_and_has_passing_cases(path):
 def test_the_whole_directory_passes():
     report = run_policy_tests(POLICIES)
     assert report.ok, report.summary()
+
+
+def test_the_policy_that_aictl_init_writes_is_valid():
+    template = Path(__file__).resolve().parents[2] / "aictl" / "templates" / "policy.yaml"
+    if not template.is_file():
+        pytest.skip("no policy template in this checkout")
+    merge_policies([load_policy_file(template)])
