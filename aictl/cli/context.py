@@ -55,10 +55,17 @@ class CliState:
         self.output_mode = mode
         return Output(mode)
 
-    def tasks(self):
+    def gate(self):
+        """The project's policy gate (None without any policy file): loaded only by commands that enforce."""
+        from aictl.policy.gate import load_gate
+
+        settings = self.settings()
+        return load_gate(settings.project_dir) if settings.project_dir else None
+
+    def tasks(self, *, enforce: bool = False):
         from aictl.tasks.service import TaskService
 
-        return TaskService(self.store(), self.settings())
+        return TaskService(self.store(), self.settings(), policy=self.gate() if enforce else None)
 
     def queries(self):
         from aictl.tasks.queries import TaskQueries

@@ -184,6 +184,8 @@ def claim(
     label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only tasks with this label.")] = None,
     task_id: Annotated[Optional[int], typer.Option("--id", help="Claim this task, not the next one.")] = None,
     ttl: Annotated[Optional[float], typer.Option("--ttl", help="Lease seconds (default lease_ttl).")] = None,
+    ai: Annotated[Optional[str], typer.Option("--ai", help="AI id the policy judges (default: the owner).")] = None,
+    ai_label: Annotated[Optional[list[str]], typer.Option("--ai-label", help="Labels of that AI, for the policy.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until a task can be claimed.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="With --wait: give up after N seconds.")] = None,
     dry_run: DryRunOpt = False,
@@ -191,13 +193,13 @@ def claim(
 ) -> None:
     """Claim the highest-priority ready task under a lease. Exit 3 when there is none."""
     out = state.output(output)
-    svc = state.tasks()
+    svc = state.tasks(enforce=True)
     caps = _split(capability) if capability is not None else None
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.05
     while True:
         result = svc.claim(_owner(owner), capabilities=caps, labels=_split(label) or None, task_id=task_id,
-                           ttl=ttl, dry_run=dry_run)
+                           ttl=ttl, ai=ai, ai_labels=_split(ai_label) or None, dry_run=dry_run)
         if result is not None or not wait or (deadline is not None and time.monotonic() >= deadline):
             break
         # Short poll with backoff: new work is seen within a second, idle costs ~nothing.
@@ -227,7 +229,7 @@ def start(task_id: TaskIdArg, epoch: EpochOpt, owner: OwnerOpt = None, dry_run: 
           output: OutputOpt = None) -> None:
     """Mark a claimed task as running."""
     out = state.output(output)
-    _emit_task(out, state.tasks().start(task_id, _owner(owner), epoch, dry_run=dry_run), dry_run)
+    _emit_task(out, state.tasks(enforce=True).start(task_id, _owner(owner), epoch, dry_run=dry_run), dry_run)
 
 
 def _parse_result(result: Optional[str]) -> Any:
@@ -248,7 +250,7 @@ def complete(
 ) -> None:
     """Finish a task you hold; dependents whose dependencies are all done become queued."""
     out = state.output(output)
-    _emit_task(out, state.tasks().complete(task_id, _owner(owner), epoch, result=_parse_result(result),
+    _emit_task(out, state.tasks(enforce=True).complete(task_id, _owner(owner), epoch, result=_parse_result(result),
                                            dry_run=dry_run), dry_run)
 
 
@@ -273,7 +275,7 @@ def release(
 ) -> None:
     """Give a claimed task back to the queue (no attempt counted); its locks are freed."""
     out = state.output(output)
-    _emit_task(out, state.tasks().release(task_id, _owner(owner), epoch, reason=reason, dry_run=dry_run), dry_run)
+    _emit_task(out, state.tasks(enforce=True).release(task_id, _owner(owner), epoch, reason=reason, dry_run=dry_run), dry_run)
 
 
 @app.command("cancel")

@@ -170,6 +170,7 @@ M0002 = Migration(
             reasons {json} NOT NULL,
             limits {json} NOT NULL,
             sources {json} NOT NULL,
+            policy_digest TEXT NOT NULL,
             eval_ms {float} NOT NULL,
             enforced INTEGER NOT NULL DEFAULT 1
         )""",

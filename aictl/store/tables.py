@@ -113,6 +113,7 @@ class DecisionRow(SQLModel, table=True):
     reasons: str  # JSON
     limits: str  # JSON
     sources: str  # JSON: [{path, sha256}]
+    policy_digest: str  # sha256 over the sources: "same policy" for replay and de-duplication
     eval_ms: float
     enforced: int = 1
 

@@ -68,6 +68,13 @@ class _ClaimRace(Exception):
     """PostgreSQL only: a concurrent claim took a conflicting lock first; try again."""
 
 
+class _Refused(Exception):
+    """The policy refused an action: roll back, then keep the decision record."""
+
+    def __init__(self, record: Any):
+        self.record = record
+
+
 @dataclass
 class ClaimResult:
     lease: Lease
@@ -75,11 +82,13 @@ class ClaimResult:
 
 
 class TaskService:
-    def __init__(self, store: Store, settings: Any, *, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, settings: Any, *, clock: Callable[[], float] = time.time,
+                 policy: Any = None):
         self.store = store
         self.settings = settings
         self.actor: str = settings.actor
         self.clock = clock
+        self.policy = policy  # aictl.policy.gate.PolicyGate, or None: no enforcement
 
     # -- plumbing -----------------------------------------------------------
 
@@ -93,6 +102,35 @@ class TaskService:
                 return result
         except _DryRun as d:
             return d.result
+        except _Refused as refused:
+            self._keep_record(refused.record, dry_run)
+            from aictl.policy.gate import denied_error
+
+            raise denied_error(refused.record) from None
+
+    def _keep_record(self, record: Any, dry_run: bool) -> None:
+        if dry_run:
+            return
+        from aictl.policy.records import write_record
+
+        with self.store.write() as tx:
+            write_record(tx, record)
+
+    def _enforce(self, tx: Tx, action: str, row: dict[str, Any], owner: str | None, *,
+                 ai: str | None = None, ai_labels: list[str] | None = None, extra_check: Any = None) -> Any:
+        """Ask the policy about `action` on this task; keep the record, or refuse (rolling back)."""
+        if self.policy is None:
+            return None
+        from aictl.policy.records import write_record
+
+        record = self.policy.check(action, ai=ai or owner, actor=owner or self.actor, ai_labels=ai_labels,
+                                   task=task_facts(row), epoch=row["lease_epoch"] or None)
+        if record.effect == "allow" and extra_check is not None:
+            extra_check(record)
+        if record.effect != "allow":
+            raise _Refused(record)
+        write_record(tx, record)
+        return record
 
     def _row(self, tx: Tx, task_id: int) -> dict[str, Any]:
         row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task_id})
@@ -227,22 +265,43 @@ class TaskService:
         labels: list[str] | None = None,
         task_id: int | None = None,
         ttl: float | None = None,
+        ai: str | None = None,
+        ai_labels: list[str] | None = None,
         dry_run: bool = False,
     ) -> ClaimResult | None:
-        """Atomically claim the best ready task (or `task_id`); None when nothing is claimable."""
+        """Atomically claim the best ready task (or `task_id`); None when nothing is claimable.
+
+        With a policy, a task the policy refuses to this AI is skipped (its decision
+        record kept) and the next one is tried; the refusal stands until the task
+        or the policy changes.
+        """
         ttl = ttl or self.settings.lease_ttl
+        ai = ai or owner
         for _ in range(100):
             try:
-                return self._write(lambda tx, now: self._claim(tx, now, owner, capabilities, labels, task_id, ttl),
-                                   dry_run)
+                with self.store.write() as tx:
+                    result = self._claim(tx, self.clock(), owner, capabilities, labels, task_id, ttl, ai, ai_labels)
+                    if dry_run:
+                        raise _DryRun(result)
+                    return result
+            except _DryRun as d:
+                return d.result
             except _ClaimRace:
                 continue
-        raise AictlError("could not claim: too much contention on conflicting locks; try again")
+            except _Refused as refused:
+                self._keep_record(refused.record, dry_run)
+                if task_id is not None or dry_run:
+                    from aictl.policy.gate import denied_error
+
+                    raise denied_error(refused.record) from None
+        raise AictlError("could not claim: too much contention on conflicting locks or policy refusals; try again")
 
     def _claim(self, tx: Tx, now: float, owner: str, caps: list[str] | None, labels: list[str] | None,
-               task_id: int | None, ttl: float) -> ClaimResult | None:
+               task_id: int | None, ttl: float, ai: str, ai_labels: list[str] | None) -> ClaimResult | None:
         self._reap(tx, now)
-        where, params = claimable_where(tx, capabilities=caps, labels=labels, task_id=task_id)
+        refused_for = (ai, self.policy.digest) if self.policy is not None and task_id is None else None
+        where, params = claimable_where(tx, capabilities=caps, labels=labels, task_id=task_id,
+                                        refused_for=refused_for)
         skip = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
         row = tx.one(
             "UPDATE tasks SET status = 'claimed', owner = :owner, lease_epoch = lease_epoch + 1,"
@@ -258,6 +317,7 @@ class TaskService:
         patterns = json.loads(row["lock_paths"])
         if tx.dialect == "postgresql":
             self._pg_recheck(tx, row, bool(patterns))
+        self._enforce(tx, "claim", row, owner, ai=ai, ai_labels=ai_labels)
         for p in patterns + (["**"] if row["exclusive"] else []):
             tx.run(
                 "INSERT INTO locks (task_id, pattern, owner, lease_epoch, acquired_at)"
@@ -363,6 +423,7 @@ class TaskService:
             row, before = self._lease_update(tx, task_id, owner, epoch, "start", frozenset({S.CLAIMED}),
                                              "status = 'running', heartbeat_at = :now, updated_at = :now",
                                              {"now": now})
+            self._enforce(tx, "start", row, owner)
             self._event(tx, now, "start", row, before, actor=owner)
             return self._task(tx, row)
 
@@ -375,6 +436,8 @@ class TaskService:
                 "status = 'done', lease_expires_at = NULL, next_run_at = NULL, result = :result, updated_at = :now",
                 {"now": now, "result": None if result is None else canonical_json(redact(result))},
             )
+            self._enforce(tx, "complete", row, owner,
+                          extra_check=lambda record: _require_evidence(tx, record, task_id, epoch))
             self._free_locks(tx, task_id)
             self._event(tx, now, "complete", row, before, actor=owner)
             self._unblock_dependents(tx, now, task_id)
@@ -414,6 +477,7 @@ class TaskService:
             row, before = self._lease_update(tx, task_id, owner, epoch, "release", LEASED,
                                              "status = 'queued', lease_expires_at = NULL, updated_at = :now",
                                              {"now": now})
+            self._enforce(tx, "release", row, owner)
             self._free_locks(tx, task_id)
             self._event(tx, now, "release", row, before, actor=owner, reason=reason or None)
             return self._task(tx, row)
@@ -539,6 +603,36 @@ class TaskService:
         for row in rows:
             self._event(tx, now, "dependency_retried", row, S.FAILED, dependency=task_id)
             self._revive_failed_dependents(tx, now, row["id"])
+
+
+def task_facts(row: dict[str, Any]) -> dict[str, Any]:
+    """What a policy sees of a task (resource.task)."""
+    return {
+        "id": row["id"], "title": row["title"], "type": row["type"], "priority": row["priority"],
+        "status": row["status"], "labels": json.loads(row["labels"]),
+        "required_capabilities": json.loads(row["required_capabilities"]),
+        "lock_paths": json.loads(row["lock_paths"]), "exclusive": bool(row["exclusive"]),
+        "attempts": row["attempts"], "max_attempts": row["max_attempts"],
+    }
+
+
+def _require_evidence(tx: Tx, record: Any, task_id: int, epoch: int) -> None:
+    """limits.require_evidence: this attempt must carry each named kind (a test report must pass)."""
+    needed = record.limits.get("require_evidence") or []
+    if not needed:
+        return
+    have: dict[str, list[dict[str, Any]]] = {}
+    for r in tx.all("SELECT kind, summary FROM evidence WHERE task_id = :t AND lease_epoch = :e",
+                    {"t": task_id, "e": epoch}):
+        have.setdefault(r["kind"], []).append(json.loads(r["summary"]) if r["summary"] else {})
+    missing = [k for k in needed if k not in have]
+    failing = [k for k in needed if k == "test_report" and k in have and not any(s.get("ok") for s in have[k])]
+    if missing or failing:
+        record.effect = "deny"
+        if missing:
+            record.reasons.append(f"completion requires evidence: {', '.join(missing)} (none attached to epoch {epoch})")
+        if failing:
+            record.reasons.append("completion requires a passing test_report; the attached report has failures")
 
 
 _VERB_TARGET = {"start": S.RUNNING, "complete": S.DONE, "fail": S.FAILED, "release": S.QUEUED,

@@ -94,7 +94,8 @@ def json_superset(tx: Tx, column: str, param: str) -> str:
 
 
 def claimable_where(
-    tx: Tx, *, capabilities: list[str] | None, labels: list[str] | None, task_id: int | None
+    tx: Tx, *, capabilities: list[str] | None, labels: list[str] | None, task_id: int | None,
+    refused_for: tuple[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """WHERE clause (over alias t) selecting tasks a claimer could take right now."""
     parts = [
@@ -115,6 +116,14 @@ def claimable_where(
     if task_id is not None:
         parts.append("t.id = :only_id")
         params["only_id"] = task_id
+    if refused_for is not None:
+        # A refusal stands until the task or the policy changes: skip it instead of asking again.
+        parts.append(
+            "NOT EXISTS (SELECT 1 FROM decisions d WHERE d.task_id = t.id AND d.action = 'claim'"
+            " AND d.ai = :refused_ai AND d.effect != 'allow' AND d.policy_digest = :refused_digest"
+            " AND d.ts >= t.updated_at)"
+        )
+        params["refused_ai"], params["refused_digest"] = refused_for
     return " AND ".join(parts), params
 
 

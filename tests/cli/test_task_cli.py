@@ -33,7 +33,11 @@ def test_create_claim_complete_round_trip(project, capsys):
     done = j(capsys, "task", "complete", str(t["id"]), "--owner", "w1", "--epoch", "1", "--result", '{"pr": 7}')
     assert done["status"] == "done" and done["result"] == {"pr": 7}
     events = j(capsys, "audit", "log", "--task", str(t["id"]))
-    assert [e["action"] for e in events] == ["create", "claim", "start", "complete"]
+    assert [e["action"] for e in events if e["action"] != "decision"] == ["create", "claim", "start", "complete"]
+    # the project's policy (aictl init's default) judged each lease action, and each judgment is on record
+    decisions = [e["data"] for e in events if e["action"] == "decision"]
+    assert [(d["policy_action"], d["effect"]) for d in decisions] == [
+        ("claim", "allow"), ("start", "allow"), ("complete", "allow")]
 
 
 def test_list_filters_and_empty_list_is_not_an_error(project, capsys):

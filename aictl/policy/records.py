@@ -1,0 +1,146 @@
+"""Policy Decision Records: every enforced decision, stored, queryable, replayable.
+
+A record holds who asked (subject), what (action, resource), the whole input
+with secrets masked, the effect, the matched rule ids, reasons, limits, the
+policy files with their content hashes, and how long evaluation took. Each
+record also appends a `decision` event whose data carries the record's sha256,
+so the hash-chained audit log vouches for the decision table too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field, field_serializer
+
+from aictl.audit.events import append_event, canonical_json
+from aictl.audit.redact import redact
+from aictl.domain.errors import NotFound, UsageError
+from aictl.domain.models import ts_to_dt
+from aictl.store.base import Store, Tx
+
+
+class DecisionRecord(BaseModel):
+    decision_id: str
+    ts: float
+    ai: str | None = None
+    actor: str | None = None
+    task_id: int | None = None
+    lease_epoch: int | None = None
+    action: str
+    resource: dict[str, Any] = Field(default_factory=dict)
+    input: dict[str, Any]
+    effect: str
+    matched_rules: list[str] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+    limits: dict[str, Any] = Field(default_factory=dict)
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    policy_digest: str = ""
+    eval_ms: float
+    enforced: bool = True
+
+    @field_serializer("ts")
+    def _iso(self, v: float) -> str:
+        return ts_to_dt(v).isoformat(timespec="milliseconds")
+
+    def digest(self) -> str:
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
+
+
+def policy_digest(sources: list[dict[str, Any]]) -> str:
+    """One hash for the exact set of policy files a decision was made under."""
+    return hashlib.sha256(canonical_json(sorted(f"{s['path']}:{s['sha256']}" for s in sources)).encode()).hexdigest()
+
+
+def make_record(request: Any, decision: Any, sources: list[dict[str, Any]], *, enforced: bool = True,
+                ts: float | None = None) -> DecisionRecord:
+    """A record from a PolicyRequest and the engine's Decision (input masked before it is stored)."""
+    req = redact(request.model_dump(mode="json"))
+    limits = decision.limits.model_dump(mode="json", exclude_none=True) if decision.limits is not None else {}
+    return DecisionRecord(
+        decision_id=uuid.uuid4().hex,
+        ts=time.time() if ts is None else ts,
+        ai=request.subject.ai,
+        actor=request.subject.actor,
+        task_id=request.subject.task_id,
+        lease_epoch=request.subject.lease_epoch,
+        action=request.action,
+        resource=req.get("resource", {}),
+        input=req,
+        effect=decision.effect,
+        matched_rules=list(decision.matched_rules),
+        reasons=list(decision.reasons),
+        limits={k: v for k, v in limits.items() if v not in (None, [], {})},
+        sources=sources,
+        policy_digest=policy_digest(sources),
+        eval_ms=round(decision.eval_ms, 4),
+        enforced=enforced,
+    )
+
+
+def write_record(tx: Tx, record: DecisionRecord) -> None:
+    tx.run(
+        "INSERT INTO decisions (decision_id, ts, ai, actor, task_id, lease_epoch, action, resource, input, effect,"
+        " matched_rules, reasons, limits, sources, policy_digest, eval_ms, enforced)"
+        " VALUES (:decision_id, :ts, :ai, :actor, :task_id, :lease_epoch, :action, :resource, :input, :effect,"
+        " :matched_rules, :reasons, :limits, :sources, :policy_digest, :eval_ms, :enforced)",
+        {
+            **{k: getattr(record, k) for k in ("decision_id", "ts", "ai", "actor", "task_id", "lease_epoch",
+                                               "action", "effect", "policy_digest", "eval_ms")},
+            "resource": canonical_json(record.resource),
+            "input": canonical_json(record.input),
+            "matched_rules": canonical_json(record.matched_rules),
+            "reasons": canonical_json(record.reasons),
+            "limits": canonical_json(record.limits),
+            "sources": canonical_json(record.sources),
+            "enforced": int(record.enforced),
+        },
+    )
+    append_event(tx, ts=record.ts, actor=record.actor or record.ai or "aictl", action="decision",
+                 task_id=record.task_id, lease_epoch=record.lease_epoch,
+                 data={"decision_id": record.decision_id, "policy_action": record.action, "effect": record.effect,
+                       "rules": record.matched_rules, "sha256": record.digest()})
+
+
+def _from_row(row: dict[str, Any]) -> DecisionRecord:
+    data = dict(row)
+    for k in ("resource", "input", "matched_rules", "reasons", "limits", "sources"):
+        data[k] = json.loads(data[k])
+    data["enforced"] = bool(data["enforced"])
+    return DecisionRecord(**data)
+
+
+class DecisionLog:
+    """Read decision records back."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def get(self, decision_id: str) -> DecisionRecord:
+        with self.store.read() as tx:
+            rows = tx.all("SELECT * FROM decisions WHERE decision_id LIKE :p", {"p": decision_id + "%"})
+        if not rows:
+            raise NotFound(f"decision {decision_id} not found", hint="list decisions with: aictl audit decisions")
+        if len(rows) > 1:
+            raise UsageError(f"decision id prefix {decision_id} is ambiguous; give more characters")
+        return _from_row(rows[0])
+
+    def list(self, *, task_id: int | None = None, ai: str | None = None, effect: str | None = None,
+             action: str | None = None, since: float | None = None, limit: int | None = None) -> list[DecisionRecord]:
+        where, params = ["1 = 1"], {}
+        for col, val in (("task_id", task_id), ("ai", ai), ("effect", effect), ("action", action)):
+            if val is not None:
+                where.append(f"{col} = :{col}")
+                params[col] = val
+        if since is not None:
+            where.append("ts >= :since")
+            params["since"] = since
+        sql = f"SELECT * FROM decisions WHERE {' AND '.join(where)} ORDER BY ts, decision_id"
+        if limit:
+            sql = f"SELECT * FROM ({sql.replace(' ORDER BY ts, decision_id', '')} ORDER BY ts DESC LIMIT {int(limit)}) d ORDER BY ts"
+        with self.store.read() as tx:
+            return [_from_row(r) for r in tx.all(sql, params)]
