@@ -167,7 +167,7 @@ def load_effective_policy(
             ai_files[path.stem] = policy
     if issues:
         files = sorted({issue.file for issue in issues})
-        raise issues_error(", ".join(files), issues)
+        raise issues_error(", ".join(files), issues, what="policy files" if len(files) > 1 else "policy file")
     return merge_policies(loaded, ai_files=ai_files, ai_id=ai_id, levels=[level for _, level in candidates])
 
 
