@@ -118,7 +118,7 @@ def load_model_text(
     try:
         result = model.model_validate(data)
     except ValidationError as exc:
-        issues += [_from_pydantic(source, node, data, model, err) for err in exc.errors()]
+        issues += _merge_union_issues([_from_pydantic(source, node, data, model, err) for err in exc.errors()])
     if issues:
         return None, sorted(issues, key=lambda i: (i.line or 0, i.column or 0))
     assert result is not None
@@ -226,16 +226,32 @@ def _rule_prefix(loc: tuple[Any, ...], data: Any) -> tuple[str | None, int]:
     return (rule_id if isinstance(rule_id, str) else None), len(prefix)
 
 
+_UNION_TAGS = {"[key]", "str", "int", "float", "bool", "list", "dict", "none"}
+
+
 def _dotted(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("[key]",) or "[" in str(part):
-            continue
+        elif part in _UNION_TAGS or "[" in str(part):
+            continue  # pydantic names the union member it tried: ('policy', 'list[str]')
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def _merge_union_issues(issues: list[PolicyIssue]) -> list[PolicyIssue]:
+    """One issue per position: a value that fits no member of a union gets one error per member."""
+    merged: dict[tuple[int | None, int | None, str], PolicyIssue] = {}
+    for issue in issues:
+        where, _, text = issue.message.partition(": ")
+        key = (issue.line, issue.column, where)
+        if key in merged and issue.line is not None:
+            merged[key].message += f", or {text}"
+        else:
+            merged[key] = issue.model_copy()
+    return list(merged.values())
 
 
 def _from_pydantic(source: str, root: Node, data: Any, model: type[BaseModel], err: Any) -> PolicyIssue:

@@ -204,3 +204,13 @@ def test_rule_id_shape_is_checked():
 def test_negative_limits_are_rejected():
     issue = only_issue("version: 1\nrules:\n  - id: a\n    effect: allow\n    limits: {max_runtime_s: -1}\n")
     assert issue.line == 5 and "limits.max_runtime_s" in issue.message
+
+
+def test_a_value_that_fits_no_union_member_is_one_issue():
+    from aictl.policy.loader import load_model_text
+    from aictl.policy.schema import PolicyTestFile
+
+    _, issues = load_model_text("policy: 3\ntests: []\n", "t_test.yaml", PolicyTestFile)
+    [issue] = issues
+    assert (issue.line, issue.column) == (1, 9)
+    assert issue.message == "policy: Input should be a valid string, got 3, or Input should be a valid list, got 3"
