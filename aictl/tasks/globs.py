@@ -4,13 +4,22 @@ Two tasks may not run at once if their lock patterns could both cover one path,
 including paths that do not exist yet, so we intersect the pattern *languages*
 instead of testing files on disk.
 
-Each pattern is compiled (mirroring pathspec's gitignore translation, including
-"a match covers everything beneath it") into a small NFA whose edges carry
-character sets as code-point intervals; literal chars, "anything but '/'",
-"anything" and (negated) classes are then one kind of predicate, and intersecting
-two of them is exact. A shortest-path search over the product of both NFAs and an
-automaton of normalized repo paths (non-empty segments, no '.'/'..', no
-leading/trailing '/') decides emptiness and yields a witness path.
+Lock patterns name files, and directories only where they look like directories
+(docs/locks.md). A pattern covers the paths it matches itself (gitignore/pathspec
+matching of the path); it also covers everything beneath a matched path only if
+it is "dir-like": it ends in '/' or '/**' or is '**', or its last segment is a
+plain name (no '*', '?', '[' and no '.' after the first character: "src/api",
+"docs", ".github", "Makefile"). Plain gitignore gives every pattern directory
+semantics, so "*.md" would cover x.md/y.py and overlap every other lock.
+
+Each pattern is compiled (mirroring pathspec's gitignore translation) into a small
+NFA whose edges carry character sets as code-point intervals; literal chars,
+"anything but '/'", "anything" and (negated) classes are then one kind of
+predicate, and intersecting two of them is exact. A shortest-path search over the
+product of both NFAs and an automaton of normalized repo paths (non-empty
+segments, no '.'/'..', no leading/trailing '/') decides emptiness and yields a
+witness path. `path_matches` runs the same NFAs over a concrete path, so "is this
+changed file inside the locks?" and "do these locks overlap?" always agree.
 """
 
 from __future__ import annotations
@@ -19,13 +28,6 @@ import heapq
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-
-import pathspec
-
-try:  # pathspec >= 1.0: the non-deprecated class behind "gitwildmatch"
-    from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern as _PathspecPattern
-except ImportError:  # pathspec 0.12
-    from pathspec.patterns.gitwildmatch import GitWildMatchPattern as _PathspecPattern
 
 __all__ = ["GlobError", "normalize_pattern", "normalize_patterns", "patterns_overlap",
            "pattern_overlap", "overlap_witness", "path_matches"]
@@ -210,9 +212,27 @@ def _segments(p: str) -> tuple[list[str], bool]:
     return [s for k, s in enumerate(segs) if not (k and s == "**" == segs[k - 1])], is_dir
 
 
+_ESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def _looks_like_dir(seg: str) -> bool:
+    """Is a last segment a plain name ("docs", ".github", "Makefile"), not a file glob?
+
+    Judged on the name as written with backslash escapes removed: any '*', '?' or '['
+    (escaped or not), or a '.' after the first character ("README.md", "setup.py"),
+    makes it file-like.
+    """
+    name = _ESCAPE.sub(r"\1", seg)
+    return not any(c in name for c in "*?[") and "." not in name[1:]
+
+
 @lru_cache(maxsize=4096)
 def _compile(p: str) -> _NFA:
-    """NFA for the set of paths a (normalized) pattern covers, descendants included."""
+    """NFA for the set of paths a (normalized) pattern covers.
+
+    Every pattern covers the paths it matches itself; a dir-like one (see the module
+    docstring) also covers everything beneath them.
+    """
     segs, is_dir = _segments(p)
     b, s, accept = _Builder(), 0, set()
     if segs == ["**"]:  # "**" is everything; "**/" is everything inside some directory
@@ -234,8 +254,10 @@ def _compile(p: str) -> _NFA:
             if k > 1 or (k == 1 and segs[0] != "**"):  # leading "**/" already ate its '/'
                 s = b.step(s, _lit("/"))
             s = _segment(b, s, seg, p)
-            if k == last:  # matches the path itself, or (as a directory) anything below
-                accept.update((s, b.loop(b.step(s, _lit("/")), ANY)))
+            if k == last:  # the path itself; if it names a directory, also anything below
+                accept.add(s)
+                if _looks_like_dir(seg):
+                    accept.add(b.loop(b.step(s, _lit("/")), ANY))
     return _NFA(b.edges, accept)
 
 
@@ -349,14 +371,20 @@ def patterns_overlap(a: Sequence[str], b: Sequence[str]) -> bool:
     return any(pattern_overlap(p, q) for p in na for q in nb)
 
 
-@lru_cache(maxsize=1024)
-def _spec(patterns: tuple[str, ...]) -> pathspec.PathSpec:
-    return pathspec.PathSpec([_PathspecPattern(p) for p in patterns])
+def _accepts(nfa: _NFA, path: str) -> bool:
+    """Run an NFA over a concrete string."""
+    cur = {0}
+    for ch in map(ord, path):
+        cur = {t for s in cur for cs, t in nfa.edges[s] if any(lo <= ch <= hi for lo, hi in cs)}
+        if not cur:
+            return False
+    return not cur.isdisjoint(nfa.accept)
 
 
 def path_matches(patterns: Sequence[str], path: str) -> bool:
-    """Does a concrete repo-relative path fall under the lock patterns (via pathspec)?"""
-    spec = _spec(tuple(normalize_patterns(patterns)))
-    parts = [s for s in path.strip("/").split("/") if s]
-    # A lock on a directory covers everything beneath it: test the path and its ancestors.
-    return any(spec.match_file("/".join(parts[:k])) for k in range(len(parts), 0, -1))
+    """Is a concrete repo-relative path covered by the lock patterns?
+
+    Uses the very NFAs the overlap check intersects, so the two can never disagree.
+    """
+    norm = "/".join(s for s in path.split("/") if s)  # "/a//b/" -> "a/b"
+    return bool(norm) and any(_accepts(_compile(p), norm) for p in normalize_patterns(patterns))
