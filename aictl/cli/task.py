@@ -40,6 +40,7 @@ def _task_human(t: Any) -> str:
         ("depends on", t.dependencies), ("locks", t.lock_paths + (["(exclusive)"] if t.exclusive else [])),
         ("owner", t.owner), ("lease epoch", t.lease_epoch), ("lease expires", ago(t.lease_expires_at)),
         ("attempts", f"{t.attempts}/{t.max_attempts}"), ("next run", ago(t.next_run_at)),
+        ("command", t.command), ("verify", t.verify),
     ):
         if value not in (None, [], "-", 0) or label == "attempts":
             lines.append(f"  {label + ':':<13} {cell(value)}")
@@ -80,6 +81,12 @@ def create(
     ] = None,
     exclusive: Annotated[bool, typer.Option("--exclusive", help="Run alone: no other task may hold a claim.")] = False,
     max_attempts: Annotated[Optional[int], typer.Option("--max-attempts", min=1, help="Attempts before failing.")] = None,
+    command: Annotated[
+        Optional[str], typer.Option("--command", help="Shell command the `command` connector runs in the workspace.")
+    ] = None,
+    verify: Annotated[
+        Optional[str], typer.Option("--verify", help="Verification command run after the agent, e.g. 'pytest -q'.")
+    ] = None,
     file: Annotated[
         Optional[Path], typer.Option("--file", "-f", help="Create a batch of tasks from a YAML/JSON file ('-' = stdin).")
     ] = None,
@@ -95,7 +102,8 @@ def create(
     elif title:
         specs = [TaskSpec(title=title, description=description, type=type_, priority=priority, labels=_split(label),
                           required_capabilities=_split(capability), depends_on=depends_on or [],
-                          lock_paths=lock or [], exclusive=exclusive, max_attempts=max_attempts)]
+                          lock_paths=lock or [], exclusive=exclusive, max_attempts=max_attempts,
+                          command=command, verify=verify)]
     else:
         raise UsageError("give a TITLE or --file", hint='aictl task create "Fix the login bug" --lock "src/auth/**"')
     tasks = state.tasks().create_many(specs, dry_run=dry_run)

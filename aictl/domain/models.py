@@ -40,6 +40,8 @@ class Task(_Model):
     created_at: float
     updated_at: float
     result: Any = None
+    command: str | None = None
+    verify: str | None = None
 
     @field_serializer("lease_expires_at", "heartbeat_at", "next_run_at", "created_at", "updated_at")
     def _iso(self, v: float | None) -> str | None:

@@ -198,7 +198,16 @@ M0002 = Migration(
     after=_m0002_after,
 )
 
-MIGRATIONS: list[Migration] = [M0001, M0002]
+M0003 = Migration(
+    3,
+    "how a task is executed: command (for the command connector) and verification command",
+    common=[
+        "ALTER TABLE tasks ADD COLUMN command TEXT",
+        "ALTER TABLE tasks ADD COLUMN verify TEXT",
+    ],
+)
+
+MIGRATIONS: list[Migration] = [M0001, M0002, M0003]
 
 
 def latest_version() -> int:

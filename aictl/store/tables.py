@@ -43,6 +43,8 @@ class TaskRow(SQLModel, table=True):
     created_at: float
     updated_at: float
     result: Optional[str] = None  # JSON
+    command: Optional[str] = None  # shell command run by the `command` connector
+    verify: Optional[str] = None  # verification command run after the agent
 
 
 class TaskDepRow(SQLModel, table=True):

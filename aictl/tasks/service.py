@@ -51,6 +51,8 @@ class TaskSpec(BaseModel):
     lock_paths: list[str] = Field(default_factory=list)
     exclusive: bool = False
     max_attempts: int | None = Field(None, ge=1)
+    command: str | None = None  # what the `command` connector runs
+    verify: str | None = None  # verification run after the agent (e.g. "pytest -q")
     key: str | None = None  # local name inside a batch file, for depends_on
 
     @field_validator("labels", "required_capabilities")
@@ -205,15 +207,15 @@ class TaskService:
                 status = S.BLOCKED if undone else S.QUEUED
                 row = tx.one(
                     "INSERT INTO tasks (title, description, type, priority, status, labels, required_capabilities,"
-                    " lock_paths, exclusive, max_attempts, created_at, updated_at)"
+                    " lock_paths, exclusive, max_attempts, command, verify, created_at, updated_at)"
                     " VALUES (:title, :description, :type, :priority, :status, :labels, :caps, :locks, :excl,"
-                    " :max_attempts, :now, :now) RETURNING *",
+                    " :max_attempts, :command, :verify, :now, :now) RETURNING *",
                     {
                         "title": s.title, "description": s.description, "type": s.type, "priority": s.priority,
                         "status": status.value, "labels": as_json_list(s.labels),
                         "caps": as_json_list(s.required_capabilities), "locks": as_json_list(locks[i]),
                         "excl": int(s.exclusive), "max_attempts": s.max_attempts or self.settings.max_attempts,
-                        "now": now,
+                        "command": s.command, "verify": s.verify, "now": now,
                     },
                 )
                 ids[i] = row["id"]

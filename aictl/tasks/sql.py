@@ -40,6 +40,8 @@ def row_to_task(row: dict[str, Any], deps: list[int]) -> Task:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         result=None if row["result"] is None else json.loads(row["result"]),
+        command=row.get("command"),
+        verify=row.get("verify"),
     )
 
 
