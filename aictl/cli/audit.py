@@ -102,3 +102,69 @@ def evidence(digest: Annotated[str, typer.Argument(help="sha256 digest (or a uni
     data = state.evidence().get(digest)
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
+
+
+DECISION_COLUMNS = [
+    ("id", lambda d: d.decision_id[:12]),
+    ("time", lambda d: iso(d.ts)),
+    ("ai", lambda d: d.ai),
+    ("action", lambda d: d.action),
+    ("task", lambda d: d.task_id),
+    ("effect", lambda d: d.effect),
+    ("rules", lambda d: d.matched_rules),
+    ("reasons", lambda d: "; ".join(d.reasons) or None),
+]
+
+
+def _decision_human(d) -> str:
+    lines = [f"decision {d.decision_id}", f"  time:      {iso(d.ts)}", f"  effect:    {d.effect}"
+             + ("" if d.enforced else " (not enforced)")]
+    for label, value in (("ai", d.ai), ("actor", d.actor), ("task", d.task_id), ("epoch", d.lease_epoch),
+                         ("action", d.action), ("rules", ", ".join(d.matched_rules) or None)):
+        if value is not None:
+            lines.append(f"  {label + ':':<10} {value}")
+    lines += [f"  reason:    {reason}" for reason in d.reasons]
+    if d.limits:
+        lines.append(f"  limits:    {json.dumps(d.limits, sort_keys=True)}")
+    lines.append(f"  input:     {json.dumps(d.input, sort_keys=True)}")
+    lines += [f"  policy:    {s['path']} (sha256 {s['sha256'][:16]}…)" for s in d.sources]
+    lines.append(f"  eval:      {d.eval_ms:.3f} ms")
+    return "\n".join(lines)
+
+
+@app.command("decisions")
+def decisions(
+    task_id: Annotated[Optional[int], typer.Option("--task", "-t", help="Only decisions on this task.")] = None,
+    ai: Annotated[Optional[str], typer.Option("--ai", help="Only decisions about this AI id.")] = None,
+    effect: Annotated[
+        Optional[str], typer.Option("--effect", "-e", help="Only this effect: allow, deny or require_approval.")
+    ] = None,
+    action: Annotated[Optional[str], typer.Option("--action", "-a", help="Only this action, e.g. claim.")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Only at or after: ISO 8601 or 30m, 2h, 7d.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-L", min=1, help="Only the last N decisions.")] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Policy decision records, oldest first: who asked for what, the effect and the rules behind it."""
+    from aictl.domain.errors import UsageError
+    from aictl.policy.records import DecisionLog
+    from aictl.policy.replay import parse_when
+
+    out = state.output(output)
+    if effect is not None and effect not in ("allow", "deny", "require_approval"):
+        raise UsageError(f"unknown effect {effect!r}", hint="use one of: allow, deny, require_approval")
+    records = DecisionLog(state.store()).list(task_id=task_id, ai=ai, effect=effect, action=action,
+                                              since=parse_when(since) if since else None, limit=limit)
+    out.emit(records, columns=DECISION_COLUMNS, name=lambda d: d.decision_id)
+
+
+@app.command("decision")
+def decision(
+    decision_id: Annotated[str, typer.Argument(help="Decision id (or a unique prefix).", show_default=False)],
+    output: OutputOpt = None,
+) -> None:
+    """One decision record in full: input (secrets masked), rules, reasons, limits, policy files and hashes."""
+    from aictl.policy.records import DecisionLog
+
+    out = state.output(output)
+    out.emit(DecisionLog(state.store()).get(decision_id), columns=DECISION_COLUMNS, human=_decision_human,
+             name=lambda d: d.decision_id)

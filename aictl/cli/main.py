@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover
 
 from aictl import __version__
 from aictl.cli import audit, config, task
+from aictl.cli import policy as policy_cli
 from aictl.cli.context import state
 from aictl.domain.errors import AictlError, ExitCode
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(task.app, name="task")
 app.add_typer(audit.app, name="audit")
+app.add_typer(policy_cli.app, name="policy")
 app.add_typer(config.app, name="config")
 app.command("init")(config.init)
 
