@@ -60,10 +60,14 @@ def redact_text(text: str) -> str:
 
 def redact(value: Any) -> Any:
     """A copy of value with every secret in every string masked (dict keys kept)."""
+    return _redact(value, _pattern())  # one environment scan per call, not per string
+
+
+def _redact(value: Any, pattern: re.Pattern[str]) -> Any:
     if isinstance(value, str):
-        return redact_text(value)
+        return pattern.sub(MASK, value)
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        return {k: _redact(v, pattern) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
+        return [_redact(v, pattern) for v in value]
     return value

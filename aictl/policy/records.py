@@ -122,7 +122,8 @@ class DecisionLog:
 
     def get(self, decision_id: str) -> DecisionRecord:
         with self.store.read() as tx:
-            rows = tx.all("SELECT * FROM decisions WHERE decision_id LIKE :p", {"p": decision_id + "%"})
+            rows = tx.all("SELECT * FROM decisions WHERE substr(decision_id, 1, :n) = :p",
+                          {"n": len(decision_id), "p": decision_id})
         if not rows:
             raise NotFound(f"decision {decision_id} not found", hint="list decisions with: aictl audit decisions")
         if len(rows) > 1:

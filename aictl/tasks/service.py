@@ -119,14 +119,18 @@ class TaskService:
             write_record(tx, record)
 
     def _enforce(self, tx: Tx, action: str, row: dict[str, Any], owner: str | None, *,
-                 ai: str | None = None, ai_labels: list[str] | None = None, extra_check: Any = None) -> Any:
+                 ai: str | None = None, ai_labels: list[str] | None = None, extra_check: Any = None,
+                 before: str | None = None) -> Any:
         """Ask the policy about `action` on this task; keep the record, or refuse (rolling back)."""
         if self.policy is None:
             return None
         from aictl.policy.records import write_record
 
+        facts = task_facts(row)
+        if before is not None:
+            facts["status"] = before  # the policy judges the task as it is when asked, not after the change
         record = self.policy.check(action, ai=ai or owner, actor=owner or self.actor, ai_labels=ai_labels,
-                                   task=task_facts(row), epoch=row["lease_epoch"] or None)
+                                   task=facts, epoch=row["lease_epoch"] or None)
         if record.effect == "allow" and extra_check is not None:
             extra_check(record)
         if record.effect != "allow":
@@ -319,7 +323,7 @@ class TaskService:
         patterns = json.loads(row["lock_paths"])
         if tx.dialect == "postgresql":
             self._pg_recheck(tx, row, bool(patterns))
-        self._enforce(tx, "claim", row, owner, ai=ai, ai_labels=ai_labels)
+        self._enforce(tx, "claim", row, owner, ai=ai, ai_labels=ai_labels, before=S.QUEUED.value)
         for p in patterns + (["**"] if row["exclusive"] else []):
             tx.run(
                 "INSERT INTO locks (task_id, pattern, owner, lease_epoch, acquired_at)"
@@ -420,25 +424,26 @@ class TaskService:
 
         return self._write(run)
 
-    def start(self, task_id: int, owner: str, epoch: int, *, dry_run: bool = False) -> Task:
+    def start(self, task_id: int, owner: str, epoch: int, *, ai: str | None = None, dry_run: bool = False) -> Task:
         def run(tx: Tx, now: float) -> Task:
             row, before = self._lease_update(tx, task_id, owner, epoch, "start", frozenset({S.CLAIMED}),
                                              "status = 'running', heartbeat_at = :now, updated_at = :now",
                                              {"now": now})
-            self._enforce(tx, "start", row, owner)
+            self._enforce(tx, "start", row, owner, ai=ai, before=before)
             self._event(tx, now, "start", row, before, actor=owner)
             return self._task(tx, row)
 
         return self._write(run, dry_run)
 
-    def complete(self, task_id: int, owner: str, epoch: int, *, result: Any = None, dry_run: bool = False) -> Task:
+    def complete(self, task_id: int, owner: str, epoch: int, *, result: Any = None, ai: str | None = None,
+                 dry_run: bool = False) -> Task:
         def run(tx: Tx, now: float) -> Task:
             row, before = self._lease_update(
                 tx, task_id, owner, epoch, "complete", LEASED,
                 "status = 'done', lease_expires_at = NULL, next_run_at = NULL, result = :result, updated_at = :now",
                 {"now": now, "result": None if result is None else canonical_json(redact(result))},
             )
-            self._enforce(tx, "complete", row, owner,
+            self._enforce(tx, "complete", row, owner, ai=ai, before=before,
                           extra_check=lambda record: _require_evidence(tx, record, task_id, epoch))
             self._free_locks(tx, task_id)
             self._event(tx, now, "complete", row, before, actor=owner)
@@ -472,21 +477,87 @@ class TaskService:
 
         return self._write(run, dry_run)
 
-    def release(self, task_id: int, owner: str, epoch: int, *, reason: str = "", dry_run: bool = False) -> Task:
+    def release(self, task_id: int, owner: str, epoch: int, *, reason: str = "", ai: str | None = None,
+                dry_run: bool = False) -> Task:
         """Give the task back to the queue without counting an attempt."""
 
         def run(tx: Tx, now: float) -> Task:
             row, before = self._lease_update(tx, task_id, owner, epoch, "release", LEASED,
                                              "status = 'queued', lease_expires_at = NULL, updated_at = :now",
                                              {"now": now})
-            self._enforce(tx, "release", row, owner)
+            self._enforce(tx, "release", row, owner, ai=ai, before=before)
             self._free_locks(tx, task_id)
             self._event(tx, now, "release", row, before, actor=owner, reason=reason or None)
             return self._task(tx, row)
 
         return self._write(run, dry_run)
 
+    def await_approval(self, task_id: int, owner: str, epoch: int, *, record: Any = None,
+                       reason: str = "") -> Task:
+        """The policy wants a human: park the task (lease and locks given up) until approved or rejected."""
+
+        def run(tx: Tx, now: float) -> Task:
+            row, before = self._lease_update(tx, task_id, owner, epoch, "await approval", LEASED,
+                                             "status = 'awaiting_approval', lease_expires_at = NULL,"
+                                             " updated_at = :now", {"now": now})
+            if record is not None:
+                from aictl.policy.records import write_record
+
+                write_record(tx, record)
+            self._free_locks(tx, task_id)
+            self._event(tx, now, "await_approval", row, before, actor=owner, reason=reason or None,
+                        decision_id=getattr(record, "decision_id", None))
+            return self._task(tx, row)
+
+        return self._write(run)
+
     # -- administrative changes (no lease needed) -----------------------------
+
+    def approve(self, task_id: int, *, comment: str = "", dry_run: bool = False) -> Task:
+        """A human approves a parked task: it goes back to the queue, and the approval is on record."""
+        return self._decide_approval(task_id, "approve", S.QUEUED, comment, dry_run)
+
+    def reject(self, task_id: int, *, comment: str = "", dry_run: bool = False) -> Task:
+        return self._decide_approval(task_id, "reject", S.FAILED, comment, dry_run)
+
+    def _decide_approval(self, task_id: int, verb: str, target: TaskStatus, comment: str, dry_run: bool) -> Task:
+        def run(tx: Tx, now: float) -> Task:
+            cur = self._row(tx, task_id)
+            if cur["status"] != S.AWAITING_APPROVAL:
+                raise IllegalTransition(f"cannot {verb} task {task_id}: it is {cur['status']}, not awaiting approval",
+                                        hint="see the approval inbox: aictl task list --status awaiting_approval")
+            if self.policy is not None:  # who may approve is itself a policy question
+                record = self.policy.check("approve", ai=self.actor, actor=self.actor, task=task_facts(cur),
+                                           context={"verdict": verb}, now=now)
+                if record.effect != "allow":
+                    raise _Refused(record)
+                from aictl.policy.records import write_record
+
+                write_record(tx, record)
+            result = canonical_json({"error": f"rejected by {self.actor}: {comment}"}) if target == S.FAILED else None
+            row = tx.one("UPDATE tasks SET status = :st, result = COALESCE(:res, result), updated_at = :now"
+                         " WHERE id = :id RETURNING *", {"st": target.value, "res": result, "now": now, "id": task_id})
+            self._event(tx, now, verb, row, cur["status"], comment=comment or None)
+            if target == S.FAILED:
+                self._dependency_failed(tx, now, task_id)
+            return self._task(tx, row)
+
+        return self._write(run, dry_run)
+
+    def store_status(self, task_id: int) -> str:
+        """The task's current status (a cheap read, polled by running executors)."""
+        with self.store.read() as tx:
+            return self._row(tx, task_id)["status"]
+
+    def approved_since(self, task_id: int, since: float) -> dict[str, Any] | None:
+        """The latest approval of a task at or after `since` (who and why), if any."""
+        with self.store.read() as tx:
+            row = tx.one("SELECT actor, ts, data FROM events WHERE task_id = :t AND action = 'approve' AND ts >= :s"
+                         " ORDER BY id DESC LIMIT 1", {"t": task_id, "s": since})
+        if row is None:
+            return None
+        return {"by": row["actor"], "at": row["ts"], "comment": (json.loads(row["data"]) or {}).get("comment")
+                if row["data"] else None}
 
     def cancel(self, task_id: int, *, reason: str = "", dry_run: bool = False) -> Task:
         def run(tx: Tx, now: float) -> Task:
