@@ -44,6 +44,14 @@ class Settings(BaseModel):
     on_dependency_failure: Literal["block", "fail"] = Field(
         "block", description="what a failed dependency does to its dependents"
     )
+    sandbox_backend: Literal["local", "docker"] = Field("local", description="where agents run: local or docker")
+    sandbox_image: str = Field("aictl-sandbox:latest", description="docker image for the sandbox (aictl sandbox build)")
+    sandbox_network: bool = Field(False, description="let sandboxed runs reach the network (policy may tighten)")
+    sandbox_memory_mb: int = Field(2048, ge=16, description="docker memory limit")
+    sandbox_cpus: float = Field(2.0, gt=0, description="docker CPU limit")
+    sandbox_pids: int = Field(512, ge=8, description="docker pids limit")
+    execution_timeout: float = Field(1800.0, gt=0, description="hard timeout of one agent run, seconds")
+    workspace_base: str = Field("HEAD", description="git ref new task workspaces start from")
     busy_timeout_ms: int = Field(30000, ge=0, description="SQLite busy timeout")
     secret_patterns: list[str] = Field(
         default_factory=list, description="extra regexes whose matches are redacted from logs and evidence"

@@ -25,8 +25,8 @@ S = TaskStatus
 
 # A lease is held in these states; the reaper returns them to the queue when it expires.
 LEASED = frozenset({S.CLAIMED, S.RUNNING})
-# A task in these states holds its path locks.
-HOLDING_LOCKS = LEASED | {S.AWAITING_APPROVAL}
+# A task in these states holds its path locks (only under a lease, so every lock can expire).
+HOLDING_LOCKS = LEASED
 TERMINAL = frozenset({S.DONE, S.CANCELLED})
 # Dependents wait while a dependency is in any state but done.
 FINISHED_OK = frozenset({S.DONE})

@@ -8,8 +8,9 @@ from typing import Any, Iterable
 from aictl.domain.models import Task
 from aictl.store.base import Tx
 
-# A task in these states holds its locks (and counts as "running" for exclusive tasks).
-HELD = "('claimed', 'running', 'awaiting_approval')"
+# A task in these states holds its locks (and counts as "running" for exclusive tasks). A task
+# awaiting approval has no lease, so it holds nothing: a lock without a lease could never expire.
+HELD = "('claimed', 'running')"
 LIVE = "('queued', 'blocked', 'claimed', 'running', 'awaiting_approval')"
 
 
