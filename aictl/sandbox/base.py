@@ -52,7 +52,7 @@ class SandboxSpec(BaseModel):
     pids: int = Field(256, ge=1)
     timeout_s: float = Field(600.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict, description="extra env for the process; secrets go here")
-    mount: str = Field("/workspace", description="where the workspace appears inside docker")
+    mount: str = Field("/workspace", pattern=r"^/[^:]+$", description="where the workspace appears inside docker")
 
 
 class RunResult(BaseModel):

@@ -1,0 +1,288 @@
+"""The docker backend: one throwaway container per run.
+
+Only the workspace is writable (bind-mounted read-write at spec.mount, the
+working directory); the image's filesystem is read-only with a small /tmp
+tmpfs; no network unless spec.network; every capability dropped,
+no-new-privileges, limits on processes, memory (no swap) and CPU; the process
+runs as the invoking uid:gid, so files it writes belong to the user who ran
+aictl. Output is streamed over an attach made before start (nothing is kept in
+docker's log files), and the container is removed in every case, including
+KeyboardInterrupt. Containers carry the label aictl.managed=true plus the
+owner's host and pid, so `cleanup_containers()` can find the ones whose owner
+died before its `finally` ran.
+
+The docker SDK (and requests under it) is imported only inside these functions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from aictl.sandbox.base import (
+    COMMAND_NOT_FOUND,
+    OutputCallback,
+    OutputSink,
+    RunResult,
+    SandboxError,
+    SandboxSpec,
+    check_run_args,
+)
+
+MANAGED_LABEL = "aictl.managed"
+TMPFS = {"/tmp": "rw,size=64m,mode=1777"}
+CAP_DROP = ["ALL"]
+SECURITY_OPT = ["no-new-privileges"]
+POLL_S = 0.05
+API_TIMEOUT_S = 60
+ENGINE_HINT = "start it: dockerd > /var/log/dockerd.log 2>&1 & (install it: apt-get install -y docker.io)"
+
+
+class EngineUnavailable(SandboxError):
+    code = "docker_unavailable"
+
+
+def connect(timeout: float = API_TIMEOUT_S) -> Any:
+    """A docker client that has answered once (the API version handshake), or EngineUnavailable."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:  # pragma: no cover - docker is a dependency
+        raise EngineUnavailable("the docker Python SDK is not installed", hint="pip install 'docker>=7'") from None
+    try:
+        return docker.from_env(timeout=timeout)
+    except DockerException as e:
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise EngineUnavailable(f"docker engine not reachable at {where}: {_short(e)}", hint=ENGINE_HINT) from None
+
+
+def _short(e: BaseException) -> str:
+    text = str(getattr(e, "explanation", None) or e)
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def owner_labels(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    labels = {MANAGED_LABEL: "true", "aictl.host": socket.gethostname(), "aictl.owner_pid": str(os.getpid()),
+              "aictl.started": str(int(time.time()))}
+    for k, v in (extra or {}).items():
+        labels[k if k.startswith("aictl.") else f"aictl.{k}"] = str(v)
+    return labels
+
+
+def isolation_settings(spec: SandboxSpec, workdir: Path) -> dict[str, Any]:
+    """The effective settings, recorded as evidence (env names only: values may be secrets)."""
+    return {
+        "backend": "docker", "sandboxed": True, "image": spec.image,
+        "network": "bridge" if spec.network else "none",
+        "cpus": spec.cpus, "memory_mb": spec.memory_mb, "memswap_mb": spec.memory_mb, "pids": spec.pids,
+        "user": f"{os.getuid()}:{os.getgid()}", "read_only": True, "tmpfs": dict(TMPFS),
+        "cap_drop": list(CAP_DROP), "security_opt": list(SECURITY_OPT),
+        "mount": spec.mount, "workdir": str(workdir), "timeout_s": spec.timeout_s,
+        "env_keys": sorted(_environment(spec)),
+    }
+
+
+def _environment(spec: SandboxSpec) -> dict[str, str]:
+    return {"HOME": "/tmp", "LANG": "C.UTF-8", **spec.env}
+
+
+class DockerSandbox:
+    name = "docker"
+
+    def run(self, argv: list[str], *, workdir: Path, spec: SandboxSpec,
+            on_output: OutputCallback | None = None, cancel: threading.Event | None = None,
+            labels: Mapping[str, str] | None = None) -> RunResult:
+        workdir = check_run_args(argv, workdir)
+        settings = isolation_settings(spec, workdir)
+        started = time.monotonic()
+        sink = OutputSink(on_output)
+
+        def result(**kw: Any) -> RunResult:
+            out, err = sink.texts()
+            return RunResult(backend=self.name, sandboxed=True, stdout=out, stderr=err,
+                             duration_s=time.monotonic() - started, settings=settings, **kw)
+
+        try:
+            client = connect()
+        except EngineUnavailable as e:
+            return result(exit_code=None, start_error=f"{e.message}; {e.hint}")
+        from docker.errors import APIError, DockerException, ImageNotFound
+
+        api = client.api
+        container_id: str | None = None
+        try:
+            try:
+                container_id = self._create(api, argv, workdir, spec, labels)
+                stream = api.attach(container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
+            except ImageNotFound:
+                return result(exit_code=None, start_error=f"image {spec.image} not found in the local docker engine; "
+                                                          "build it with: aictl sandbox build")
+            except DockerException as e:
+                return result(exit_code=None, start_error=f"docker could not create the container: {_short(e)}")
+            reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True, name="aictl-docker-attach")
+            reader.start()
+            try:
+                api.start(container_id)
+            except APIError as e:
+                stream.close()
+                code = _exec_failure(e)
+                if code is not None:  # the command, not the sandbox, is at fault: report it like a shell does
+                    sink.note("stderr", _short(e))
+                    return result(exit_code=code)
+                return result(exit_code=None, start_error=f"docker could not start the container: {_short(e)}")
+            settings["container"] = container_id[:12]
+            timed_out, cancelled = self._wait(api, container_id, reader, spec, started, cancel)
+            if timed_out or cancelled:
+                sink.note("stderr", f"timed out after {spec.timeout_s:g}s: container killed" if timed_out
+                          else "cancelled: container killed")
+            try:
+                status = api.wait(container_id, timeout=None)
+                state = api.inspect_container(container_id)["State"]
+            except DockerException as e:
+                return result(exit_code=None, timed_out=timed_out, cancelled=cancelled,
+                              start_error=f"lost the docker engine during the run: {_short(e)}")
+            reader.join(5)
+            oom = bool(state.get("OOMKilled"))
+            if oom:
+                sink.note("stderr", f"out of memory: the kernel killed a process at the {spec.memory_mb} MB limit")
+            return result(exit_code=status.get("StatusCode"), timed_out=timed_out, cancelled=cancelled,
+                          oom_killed=oom)
+        finally:
+            if container_id is not None:
+                _remove(api, container_id)
+            client.close()
+
+    @staticmethod
+    def _create(api: Any, argv: list[str], workdir: Path, spec: SandboxSpec,
+                labels: Mapping[str, str] | None) -> str:
+        from docker.types import LogConfig
+
+        host_config = api.create_host_config(
+            binds={str(workdir): {"bind": spec.mount, "mode": "rw"}},
+            read_only=True, tmpfs=dict(TMPFS),
+            network_mode="bridge" if spec.network else "none",
+            cap_drop=list(CAP_DROP), security_opt=list(SECURITY_OPT),
+            pids_limit=spec.pids, mem_limit=f"{spec.memory_mb}m", memswap_limit=f"{spec.memory_mb}m",
+            nano_cpus=int(spec.cpus * 1e9),
+            # Output travels over the attach stream; a chatty agent must not fill the engine's disk with logs.
+            log_config=LogConfig(type="none"),
+        )
+        created = api.create_container(
+            spec.image, command=list(argv), working_dir=spec.mount, user=f"{os.getuid()}:{os.getgid()}",
+            environment=_environment(spec), labels=owner_labels(labels), host_config=host_config,
+            stdin_open=False, tty=False,
+            name=f"aictl-run-{uuid.uuid4().hex[:10]}",
+        )
+        return created["Id"]
+
+    @staticmethod
+    def _wait(api: Any, container_id: str, reader: threading.Thread, spec: SandboxSpec, started: float,
+              cancel: threading.Event | None) -> tuple[bool, bool]:
+        """Until the attach stream ends (the container stopped), the deadline passes, or cancel is set."""
+        deadline = started + spec.timeout_s
+        while True:
+            reader.join(max(0.0, min(POLL_S, deadline - time.monotonic())))
+            if not reader.is_alive():
+                return False, False
+            cancelled = cancel is not None and cancel.is_set()
+            timed_out = not cancelled and time.monotonic() >= deadline
+            if cancelled or timed_out:
+                _kill(api, container_id)
+                return timed_out, cancelled
+
+
+def _pump(stream: Any, sink: OutputSink) -> None:
+    try:
+        for out, err in stream:
+            if out:
+                sink.feed("stdout", out)
+            if err:
+                sink.feed("stderr", err)
+    except Exception:  # noqa: BLE001 - the stream breaks when the container is removed under it
+        pass
+    finally:
+        sink.close("stdout")
+        sink.close("stderr")
+
+
+def _exec_failure(e: Exception) -> int | None:
+    """126/127 when docker failed to exec the command itself, None when the sandbox failed."""
+    text = str(e).lower()
+    if "executable file not found" in text or "no such file or directory" in text:
+        return COMMAND_NOT_FOUND
+    if "permission denied" in text and "exec" in text:
+        return 126
+    return None
+
+
+def _kill(api: Any, container_id: str) -> None:
+    from docker.errors import DockerException
+
+    try:
+        api.kill(container_id)
+    except DockerException:  # already stopped
+        pass
+
+
+def _remove(api: Any, container_id: str) -> None:
+    from docker.errors import DockerException, NotFound
+
+    for _ in range(3):
+        try:
+            api.remove_container(container_id, force=True, v=True)
+            return
+        except NotFound:
+            return
+        except DockerException:  # "removal already in progress" and friends
+            time.sleep(0.2)
+
+
+def list_containers(client: Any = None) -> list[dict[str, Any]]:
+    """Every aictl-managed container the engine knows, with its owner and whether that owner still lives."""
+    client = client or connect()
+    host = socket.gethostname()
+    rows = []
+    for c in client.api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
+        labels = c.get("Labels") or {}
+        pid = labels.get("aictl.owner_pid", "")
+        same_host = labels.get("aictl.host") == host
+        alive = _pid_alive(int(pid)) if same_host and pid.isdigit() else None
+        rows.append({
+            "id": c["Id"][:12], "name": (c.get("Names") or ["?"])[0].lstrip("/"), "image": c.get("Image"),
+            "state": c.get("State"), "status": c.get("Status"), "created": c.get("Created"),
+            "owner_host": labels.get("aictl.host"), "owner_pid": int(pid) if pid.isdigit() else None,
+            "owner_alive": alive,
+            "labels": {k: v for k, v in labels.items() if k.startswith("aictl.") and k != MANAGED_LABEL},
+        })
+    return rows
+
+
+def cleanup_containers(*, all_: bool = False, dry_run: bool = False, client: Any = None) -> list[dict[str, Any]]:
+    """Remove stray aictl containers: those whose owner process on this host is gone (or every one with all_).
+
+    A container owned by a live process, or by another host, is in use (or
+    cannot be judged from here) and is kept unless all_ is set.
+    """
+    client = client or connect()
+    removed = []
+    for row in list_containers(client):
+        if all_ or row["owner_alive"] is False:
+            if not dry_run:
+                _remove(client.api, row["id"])
+            removed.append(row)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

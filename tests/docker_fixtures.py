@@ -1,0 +1,141 @@
+"""pytest fixtures for a real Docker engine and the sandbox image built on it (no registry, nothing pulled).
+
+Enabled from the top-level conftest with ``pytest_plugins = [..., "tests.docker_fixtures"]``.
+
+- ``docker_engine`` (session): a docker client that answers. If no engine
+  answers and we are root with ``dockerd`` installed, one is started in the
+  background (its own log and pid files in a temp dir) and stopped at the end
+  of the session. If that is impossible the tests that need it are skipped --
+  except in CI (``CI=true``) or with ``AICTL_REQUIRE_DOCKER=1``, where they
+  fail, so a broken CI machine can never pass by skipping.
+- ``sandbox_image`` (session): the sandbox image built once by
+  ``aictl.sandbox.image.build_image`` from the host's static busybox.
+- ``aictl_containers(label_value)``: aictl-managed containers carrying a label,
+  to prove none is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+TEST_IMAGE = "aictl-sandbox:pytest"
+DOCKERD_WAIT_S = 60
+# Read at import, before any test's monkeypatching can hide it.
+_REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("AICTL_REQUIRE_DOCKER") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "docker: needs a real Docker engine (started by the tests when possible)")
+
+
+def docker_required() -> bool:
+    return _REQUIRED or os.environ.get("CI", "").lower() == "true" or os.environ.get("AICTL_REQUIRE_DOCKER") == "1"
+
+
+def _unavailable(reason: str):
+    if docker_required():
+        pytest.fail(f"Docker is required here but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"Docker unavailable: {reason}")
+
+
+class _Dockerd:
+    """A dockerd we started ourselves, on the default socket, stopped at session end."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="aictl-dockerd-"))
+        self.log = self.dir / "dockerd.log"
+        self.pidfile = self.dir / "dockerd.pid"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, dockerd: str) -> None:
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([dockerd, "--host", "unix:///var/run/docker.sock", "--pidfile",
+                                          str(self.pidfile)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _try_connect():
+    from aictl.sandbox.docker import EngineUnavailable, connect
+
+    try:
+        return connect(timeout=30), None
+    except EngineUnavailable as e:
+        return None, e.message
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    client, why = _try_connect()
+    started: _Dockerd | None = None
+    if client is None:
+        dockerd = shutil.which("dockerd")
+        if os.geteuid() != 0 or dockerd is None:
+            _unavailable(f"{why}; and cannot start one here ("
+                         + ("not root" if os.geteuid() != 0 else "dockerd not installed: apt-get install -y docker.io")
+                         + ")")
+        started = _Dockerd()
+        started.start(dockerd)
+        deadline = time.monotonic() + DOCKERD_WAIT_S
+        while client is None and time.monotonic() < deadline:
+            if started.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+            client, why = _try_connect()
+        if client is None:
+            tail = started.log_tail()
+            started.stop()
+            _unavailable(f"started dockerd but it did not answer within {DOCKERD_WAIT_S}s: {why}\n{tail}")
+    try:
+        yield client
+    finally:
+        client.close()
+        if started is not None:
+            started.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_engine) -> str:
+    from aictl.sandbox.base import SandboxError
+    from aictl.sandbox.image import build_image
+
+    try:
+        build_image(TEST_IMAGE, client=docker_engine)
+    except SandboxError as e:
+        _unavailable(f"cannot build the sandbox image: {e.message} ({e.hint})")
+    return TEST_IMAGE
+
+
+@pytest.fixture
+def aictl_containers(docker_engine):
+    """Names of aictl-managed containers (running or not) with the label aictl.test=<value>."""
+
+    def list_(test_label: str) -> list[str]:
+        found = docker_engine.api.containers(
+            all=True, filters={"label": ["aictl.managed=true", f"aictl.test={test_label}"]})
+        return [c["Names"][0].lstrip("/") for c in found]
+
+    return list_
