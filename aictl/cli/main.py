@@ -32,6 +32,7 @@ app.add_typer(task.app, name="task")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(config.app, name="config")
+app.add_typer(__import__("aictl.cli.sandbox", fromlist=["app"]).app, name="sandbox")
 app.command("init")(config.init)
 
 

@@ -1,0 +1,160 @@
+"""`aictl sandbox …`: build the image, check the engine, clean up, try a command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from aictl.cli.context import state
+from aictl.cli.options import DryRunOpt, OutputOpt
+from aictl.cli.output import cell, info
+from aictl.domain.errors import ExitCode, UsageError
+
+app = typer.Typer(help="Sandbox backends (local, docker): build the image, check the engine, run a command.",
+                  no_args_is_help=True)
+
+DEFAULT_IMAGE = "aictl-sandbox:latest"  # keep in step with aictl.sandbox.image.DEFAULT_IMAGE (not imported: speed)
+
+CONTAINER_COLUMNS = [
+    ("id", lambda c: c["id"]), ("name", lambda c: c["name"]), ("state", lambda c: c["state"]),
+    ("owner", lambda c: f"{c['owner_host']}:{c['owner_pid']}"),
+    ("owner_alive", lambda c: c["owner_alive"]), ("status", lambda c: c["status"]),
+]
+
+
+@app.command("build")
+def build(
+    tag: Annotated[str, typer.Option("--tag", "-t", help="Name of the image to build.")] = DEFAULT_IMAGE,
+    base: Annotated[Optional[str], typer.Option(
+        "--base", help="Build FROM this image already in the local engine, e.g. a Debian made with "
+                       "`debootstrap bookworm dir && tar -C dir -c . | docker import - debian:local`.")] = None,
+    rootfs: Annotated[Optional[Path], typer.Option(
+        "--rootfs", help="Import this root filesystem tarball as the base (aictl-base:rootfs).")] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Build the sandbox image locally, with no registry: by default from the host's static busybox."""
+    from aictl.sandbox.image import build_image
+
+    out = state.output(output)
+    image = build_image(tag, base=base, rootfs=rootfs, progress=info)
+    out.emit(image, name=lambda i: i.tag,
+             human=lambda i: f"built {i.tag} ({i.id[7:19]}, {i.size_bytes / 1e6:.1f} MB) from {i.base} "
+                             f"[{i.base_source}]")
+
+
+def _status_human(s: dict[str, Any]) -> str:
+    if not s["reachable"]:
+        return f"docker engine: not reachable: {s.get('error')}\n  hint: {s.get('hint')}"
+    lines = [f"docker engine: {s['version']} (API {s['api_version']}, cgroup v{s['cgroup_version']}, "
+             f"{s['cgroup_driver']} driver)",
+             f"image {s['image']}: " + (f"present ({s['image_id'][7:19]})" if s["image_present"]
+                                        else "missing; build it with: aictl sandbox build")]
+    lines += [f"warning: {w}" for w in s.get("warnings", [])]
+    containers = s.get("containers", [])
+    lines.append(f"aictl containers: {len(containers)}" + (" (remove strays: aictl sandbox cleanup)" if any(
+        c["owner_alive"] is False for c in containers) else ""))
+    lines += [f"  {c['id']} {c['name']} {c['state']} owner {c['owner_host']}:{c['owner_pid']} "
+              f"alive={cell(c['owner_alive'])}" for c in containers]
+    return "\n".join(lines)
+
+
+@app.command("status")
+def status(
+    image: Annotated[str, typer.Option("--image", help="Image to look for.")] = DEFAULT_IMAGE,
+    output: OutputOpt = None,
+) -> None:
+    """Engine reachable? Version, cgroup version, image present, containers left behind. Exit 1 if unreachable."""
+    from aictl.sandbox.image import engine_status
+
+    out = state.output(output)
+    s = engine_status(image)
+    out.emit(s, name=lambda s: s.get("version") or "unreachable", human=_status_human)
+    if not s["reachable"]:
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+@app.command("cleanup")
+def cleanup(
+    all_: Annotated[bool, typer.Option("--all", help="Also containers of live runs (stops them); needs --yes.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --all.")] = False,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = None,
+) -> None:
+    """Remove aictl containers whose owner process on this host has died. Nothing to remove is not an error."""
+    from aictl.sandbox.docker import cleanup_containers
+
+    out = state.output(output)
+    if all_ and not (yes or dry_run):
+        raise UsageError("--all also stops the containers of runs in progress", hint="aictl sandbox cleanup --all --yes")
+    removed = cleanup_containers(all_=all_, dry_run=dry_run)
+    if dry_run:
+        info(f"dry run: would remove {len(removed)} container(s)")
+    elif out.mode == "table":
+        info(f"removed {len(removed)} container(s)")
+    out.emit(removed, columns=CONTAINER_COLUMNS, name=lambda c: c["id"])
+
+
+def _env(items: Optional[list[str]]) -> dict[str, str]:
+    env = {}
+    for item in items or []:
+        name, eq, value = item.partition("=")
+        if not name:
+            raise UsageError(f"bad --env {item!r}", hint="--env NAME=VALUE, or --env NAME to pass aictl's own value")
+        if not eq:
+            if name not in os.environ:
+                raise UsageError(f"--env {name}: not set in aictl's environment")
+            value = os.environ[name]
+        env[name] = value
+    return env
+
+
+@app.command("run", context_settings={"allow_interspersed_args": False})
+def run(
+    command: Annotated[list[str], typer.Argument(help="Command and its arguments (put them after --).",
+                                                 show_default=False)],
+    backend: Annotated[str, typer.Option("--backend", "-b", help="local (not isolated) or docker.")] = "docker",
+    workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Workspace directory (default: current).")] = Path("."),
+    image: Annotated[str, typer.Option("--image", help="Docker image.")] = DEFAULT_IMAGE,
+    network: Annotated[bool, typer.Option("--network", help="Allow network (docker: bridge).")] = False,
+    cpus: Annotated[float, typer.Option("--cpus", help="CPU limit (docker).")] = 1.0,
+    memory_mb: Annotated[int, typer.Option("--memory-mb", help="Memory limit in MB, no swap (docker).")] = 1024,
+    pids: Annotated[int, typer.Option("--pids", help="Process limit (docker).")] = 256,
+    timeout: Annotated[float, typer.Option("--timeout", help="Kill after this many seconds.")] = 600.0,
+    env: Annotated[Optional[list[str]], typer.Option(
+        "--env", "-e", help="NAME=VALUE, or NAME to pass aictl's value (repeatable). Nothing else is passed.")] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Run a command in a sandbox, as the executor would: `aictl sandbox run -- sh -c 'make test'`.
+
+    Output streams as it comes; with -o json the RunResult is printed at the end instead.
+    Exit code: the command's, or 1 when the sandbox could not start.
+    """
+    from aictl.sandbox import SandboxSpec, get_sandbox
+
+    out = state.output(output)
+    spec = SandboxSpec(backend=backend, image=image, network=network, cpus=cpus, memory_mb=memory_mb, pids=pids,
+                       timeout_s=timeout, env=_env(env))
+
+    def echo(stream: str, line: str) -> None:
+        stream_file = sys.stdout if stream == "stdout" else sys.stderr
+        stream_file.write(line + "\n")
+        stream_file.flush()
+
+    result = get_sandbox(spec.backend).run(list(command), workdir=workdir, spec=spec,
+                                           on_output=echo if out.mode == "table" else None)
+    if out.mode == "table":
+        notes = [ln for ln in result.stderr.splitlines() if ln.startswith("[aictl: ")]
+        for note in notes:
+            info(note)
+        info(f"{result.backend}: exit {result.exit_code} in {result.duration_s:.2f}s"
+             + ("" if result.sandboxed else " (not sandboxed)"))
+    else:
+        out.emit(result, name=lambda r: r.exit_code)
+    if result.start_error:
+        info(f"error: {result.start_error}")
+        raise typer.Exit(ExitCode.FAILURE)
+    raise typer.Exit(result.exit_code if result.exit_code is not None else ExitCode.FAILURE)
