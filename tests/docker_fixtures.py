@@ -46,20 +46,27 @@ def _unavailable(reason: str):
     pytest.skip(f"Docker unavailable: {reason}")
 
 
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
 class _Dockerd:
-    """A dockerd we started ourselves, on the default socket, stopped at session end."""
+    """A dockerd we started ourselves on the default socket (its log in a temp dir), stopped at session end.
+
+    It keeps dockerd's default pid file on purpose: if another engine is
+    merely unresponsive, the new one refuses to start instead of fighting it
+    over /var/lib/docker and the socket.
+    """
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="aictl-dockerd-"))
         self.log = self.dir / "dockerd.log"
-        self.pidfile = self.dir / "dockerd.pid"
         self.proc: subprocess.Popen | None = None
 
     def start(self, dockerd: str) -> None:
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([dockerd, "--host", "unix:///var/run/docker.sock", "--pidfile",
-                                          str(self.pidfile)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen([dockerd, "--host", DEFAULT_SOCKET], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, start_new_session=True)
+        (self.dir / "dockerd.pid").write_text(f"{self.proc.pid}\n")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -93,6 +100,8 @@ def docker_engine():
     started: _Dockerd | None = None
     if client is None:
         dockerd = shutil.which("dockerd")
+        if os.environ.get("DOCKER_HOST", DEFAULT_SOCKET) != DEFAULT_SOCKET:
+            _unavailable(f"{why}; DOCKER_HOST names another engine, which the tests do not start")
         if os.geteuid() != 0 or dockerd is None:
             _unavailable(f"{why}; and cannot start one here ("
                          + ("not root" if os.geteuid() != 0 else "dockerd not installed: apt-get install -y docker.io")

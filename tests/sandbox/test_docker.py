@@ -162,7 +162,7 @@ def test_missing_command_is_exit_127_not_a_start_error(box, ws, spec, tag, aictl
     assert aictl_containers(tag) == []
 
 
-def test_unreachable_engine_is_a_start_error(box, ws, spec, monkeypatch, tmp_path):
+def test_unreachable_engine_is_a_start_error(box, ws, monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-    r = box.run(["true"], workdir=ws, spec=spec())
+    r = box.run(["true"], workdir=ws, spec=SandboxSpec(backend="docker"))
     assert r.exit_code is None and "not reachable" in r.start_error and "dockerd" in r.start_error
