@@ -76,18 +76,37 @@ def _start_sleeping_run(image: str, cwd) -> tuple[subprocess.Popen, str]:
                              "sh", "-c", "echo started; sleep 100"], cwd=cwd, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout.readline() == "started\n"
-    client = docker.from_env()
-    (c,) = client.api.containers(filters={"label": f"aictl.owner_pid={proc.pid}"})
+    try:
+        assert proc.stdout.readline() == "started\n"
+        # all=True: the process can print before the engine lists the container as running.
+        (c,) = docker.from_env().api.containers(all=True, filters={"label": f"aictl.owner_pid={proc.pid}"})
+    except BaseException:
+        proc.kill()
+        raise
     return proc, c["Id"]
+
+
+def _reap(proc: subprocess.Popen, client, container_id: str) -> None:
+    """Whatever the test did: no aictl process and no container outlives it."""
+    import docker.errors
+
+    proc.kill()
+    proc.communicate()
+    try:
+        client.api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        pass
 
 
 @pytest.mark.docker
 def test_ctrl_c_removes_the_container(sandbox_image, docker_engine, tmp_path):
     proc, cid = _start_sleeping_run(sandbox_image, tmp_path)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 130
-    assert docker_engine.api.containers(all=True, filters={"id": cid}) == []
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert docker_engine.api.containers(all=True, filters={"id": cid}) == []
+    finally:
+        _reap(proc, docker_engine, cid)
 
 
 @pytest.mark.docker
@@ -97,12 +116,10 @@ def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(san
 
     proc, stray = _start_sleeping_run(sandbox_image, tmp_path)
     proc.kill()  # no finally runs: the container is left behind
-    proc.wait(30)
-    proc.stdout.close()
-    proc.stderr.close()
-    assert docker_engine.api.containers(all=True, filters={"id": stray}) != []
+    proc.communicate()
     live = docker_engine.api.create_container(sandbox_image, command=["true"], labels=owner_labels())["Id"]
     try:
+        assert docker_engine.api.containers(all=True, filters={"id": stray}) != []
         dry = j(capsys, "sandbox", "cleanup", "--dry-run", "-o", "json")
         assert stray[:12] in [c["id"] for c in dry] and live[:12] not in [c["id"] for c in dry]
         assert docker_engine.api.containers(all=True, filters={"id": stray}) != []
@@ -112,6 +129,7 @@ def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(san
         assert docker_engine.api.containers(all=True, filters={"id": stray}) == []
         assert docker_engine.api.containers(all=True, filters={"id": live}) != []
     finally:
+        _reap(proc, docker_engine, stray)
         docker_engine.api.remove_container(live, force=True)
 
 
