@@ -419,6 +419,7 @@ def test_sigkill_in_the_middle_of_git_worktree_add(repo, mgr, slow_checkout, rm,
         assert_clean(repo, mgr, kept=[ws])
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_prune_leaves_a_consistent_state(repo, mgr):
     rng = random.Random(4)
     finished = 0
