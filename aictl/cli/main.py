@@ -15,8 +15,9 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
 from aictl import __version__
-from aictl.cli import audit, config, task
+from aictl.cli import audit, config, task, workspace
 from aictl.cli import policy as policy_cli
+from aictl.cli import sandbox as sandbox_cli
 from aictl.cli.context import state
 from aictl.domain.errors import AictlError, ExitCode
 
@@ -32,7 +33,8 @@ app.add_typer(task.app, name="task")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(config.app, name="config")
-app.add_typer(__import__("aictl.cli.sandbox", fromlist=["app"]).app, name="sandbox")
+app.add_typer(sandbox_cli.app, name="sandbox")
+app.add_typer(workspace.app, name="workspace")
 app.command("init")(config.init)
 
 

@@ -397,3 +397,112 @@ def attach(
     ref = state.evidence().put(data, kind=kind, name=name or file.name, media_type=mt, task_id=task_id,
                                owner=_owner(owner), lease_epoch=epoch)
     out.emit(ref, columns=EVIDENCE_COLUMNS, name=lambda e: e.digest)
+
+
+def _progress_printer(out: Any) -> Any:
+    """Progress on stderr while it runs (phase, elapsed, last output line); JSON lines on stdout with -o json."""
+    started = time.monotonic()
+    last_line = {"text": ""}
+
+    def emit(event: dict) -> None:
+        if out.mode == "json":
+            sys.stdout.write(json.dumps(event, default=str) + "\n")
+            sys.stdout.flush()
+            return
+        elapsed = time.monotonic() - started
+        if event["type"] == "phase":
+            extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "task_id", "phase", "ts"))
+            info(f"[{elapsed:6.1f}s] task {event['task_id']}: {event['phase']}" + (f" ({extra})" if extra else ""))
+        elif event["type"] == "output":
+            last_line["text"] = event["line"]
+            info(f"[{elapsed:6.1f}s]   {event['stream']}: {event['line'][:200]}")
+
+    return emit
+
+
+@app.command("execute")
+def execute(
+    task_id: Annotated[Optional[int], typer.Argument(help="Task id (default: the next ready task).")] = None,
+    owner: OwnerOpt = None,
+    ai: Annotated[Optional[str], typer.Option("--ai", help="AI id the policy judges (default: the owner).")] = None,
+    connector: Annotated[str, typer.Option("--connector", help="Connector that does the work.")] = "command",
+    command: Annotated[Optional[str], typer.Option("--command", help="Shell command (command connector).")] = None,
+    verify: Annotated[Optional[str], typer.Option("--verify", help="Verification command, e.g. 'pytest -q'.")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="Sandbox: local or docker.")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Git ref the workspace starts from.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Hard timeout of the run, seconds.")] = None,
+    ttl: Annotated[Optional[float], typer.Option("--ttl", help="Lease seconds (heartbeats keep it alive).")] = None,
+    epoch: Annotated[Optional[int], typer.Option("--epoch", help="Adopt your existing claim instead of claiming.")] = None,
+    keep: Annotated[bool, typer.Option("--keep-workspace", help="Keep the workspace even on success.")] = False,
+    output: OutputOpt = None,
+) -> None:
+    """Run a task end to end: claim, policy, git worktree, agent in a sandbox, evidence, checks, complete/fail."""
+    from aictl.execution.executor import ExecuteOptions, Executor
+
+    out = state.output(output)
+    if backend not in (None, "local", "docker"):
+        raise UsageError(f"unknown backend {backend!r}", hint="use --backend local or --backend docker")
+    executor = Executor(state.store(), state.settings(), policy=state.gate(), on_event=_progress_printer(out))
+    report = executor.execute(task_id, ExecuteOptions(
+        owner=_owner(owner), ai=ai, connector=connector, command=command, verify=verify, backend=backend, base=base,
+        timeout_s=timeout, ttl=ttl, epoch=epoch, keep_workspace=keep))
+    if out.mode == "json":
+        sys.stdout.write(json.dumps({"type": "report", **report.model_dump(mode="json")}) + "\n")
+    else:
+        out.emit(report, name=lambda r: r.task.id, human=_report_human)
+    if report.outcome not in ("done",):
+        code = {"awaiting_approval": 5, "lease_lost": 4, "cancelled": 1}.get(report.outcome, 1)
+        raise typer.Exit(code)
+
+
+def _report_human(r: Any) -> str:
+    lines = [f"task {r.task.id}: {r.outcome}" + (f" — {r.reason}" if r.reason else "")]
+    if r.changed_paths:
+        lines.append(f"  changed:   {', '.join(r.changed_paths[:20])}")
+    if r.commit:
+        lines.append(f"  commit:    {r.commit[:12]} on {r.branch}  (aictl task diff {r.task.id})")
+    if r.workspace:
+        lines.append(f"  workspace: {r.workspace}")
+    lines.append(f"  evidence:  {len(r.evidence)} item(s)  (aictl task evidence {r.task.id})")
+    return "\n".join(lines)
+
+
+@app.command("workspace")
+def workspace(task_id: TaskIdArg, output: OutputOpt = None) -> None:
+    """Print the path of a task's kept workspace (kept after a failure, for inspection)."""
+    from aictl.sandbox.workspace import WorkspaceManager
+
+    out = state.output(output)
+    s = state.settings()
+    ws = WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces").get(task_id)
+    if ws is None:
+        raise NotFound(f"task {task_id} has no workspace (removed after success, or never executed)",
+                       hint=f"see its changes with: aictl task diff {task_id}")
+    out.emit(ws, name=lambda w: w.path, human=lambda w: str(w.path))
+
+
+@app.command("diff")
+def diff(task_id: TaskIdArg) -> None:
+    """The changes on the task's branch (aictl/task-ID) against the base it started from."""
+    from aictl.sandbox.workspace import WorkspaceManager
+
+    s = state.settings()
+    sys.stdout.write(WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces").diff(task_id))
+
+
+@app.command("approve")
+def approve(task_id: TaskIdArg,
+            comment: Annotated[str, typer.Option("--comment", "-m", help="Why (recorded).")] = "",
+            dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
+    """Approve a task awaiting approval: it returns to the queue and may run."""
+    out = state.output(output)
+    _emit_task(out, state.tasks(enforce=True).approve(task_id, comment=comment, dry_run=dry_run), dry_run)
+
+
+@app.command("reject")
+def reject(task_id: TaskIdArg,
+           comment: Annotated[str, typer.Option("--comment", "-m", help="Why (recorded).")] = "",
+           dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
+    """Reject a task awaiting approval: it fails, with your reason."""
+    out = state.output(output)
+    _emit_task(out, state.tasks(enforce=True).reject(task_id, comment=comment, dry_run=dry_run), dry_run)

@@ -1,0 +1,40 @@
+"""The `command` connector: a shell command acts as the agent, in the workspace, inside the sandbox.
+
+Used for scripted steps, CI jobs and tests: `aictl task create "format" --command "ruff format ."`.
+"""
+
+from __future__ import annotations
+
+from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.domain.errors import UsageError
+
+
+class CommandConnector:
+    name = "command"
+
+    def run(self, ctx: RunContext) -> ConnectorResult:
+        command = ctx.command or ctx.task.command
+        if not command:
+            raise UsageError(
+                f"task {ctx.task.id} has no command for the command connector",
+                hint=f"give one: aictl task execute {ctx.task.id} --command 'make fmt'",
+            )
+        res = ctx.sandbox.run(["/bin/sh", "-c", command], workdir=ctx.workdir, spec=ctx.spec,
+                              on_output=ctx.on_output, cancel=ctx.cancel)
+        if res.start_error:
+            return ConnectorResult(ok=False, error=f"sandbox did not start: {res.start_error}", transient=True,
+                                   duration_s=res.duration_s, sandbox=res.settings)
+        if res.timed_out:
+            error = f"command timed out after {ctx.spec.timeout_s:g}s"
+        elif res.cancelled:
+            error = "cancelled"
+        elif res.exit_code != 0:
+            error = f"command exited with {res.exit_code}"
+        else:
+            error = None
+        transcript = f"$ {command}\n{res.stdout}" + (f"\n[stderr]\n{res.stderr}" if res.stderr else "")
+        return ConnectorResult(
+            ok=error is None, exit_code=res.exit_code, summary=f"ran: {command}", error=error,
+            transient=res.timed_out, timed_out=res.timed_out, cancelled=res.cancelled, transcript=transcript,
+            stdout=res.stdout, stderr=res.stderr, duration_s=res.duration_s, sandbox=res.settings,
+        )

@@ -1,0 +1,42 @@
+"""`aictl workspace …`: task workspaces (git worktrees) on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from aictl.cli.context import state
+from aictl.cli.options import OutputOpt
+from aictl.cli.output import info, iso
+
+app = typer.Typer(help="Task workspaces (git worktrees) on this machine.", no_args_is_help=True)
+
+
+def _manager():
+    from aictl.sandbox.workspace import WorkspaceManager
+
+    s = state.settings()
+    return WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces")
+
+
+@app.command("list")
+def list_(output: OutputOpt = None) -> None:
+    """Workspaces present, with their task, attempt and branch."""
+    out = state.output(output)
+    out.emit(_manager().list(), name=lambda w: w.path,
+             columns=[("task", lambda w: w.task_id), ("epoch", lambda w: w.lease_epoch), ("branch", lambda w: w.branch),
+                      ("created", lambda w: iso(w.created_at)), ("path", lambda w: w.path)])
+
+
+@app.command("prune")
+def prune(output: OutputOpt = None) -> None:
+    """Remove workspaces no live lease needs (kept failures of earlier attempts, crashed runs, half-made ones)."""
+    from aictl.execution.executor import workspace_keep_rule
+
+    out = state.output(output)
+    removed = _manager().prune(workspace_keep_rule(state.store()))
+    if out.mode == "table":
+        info(f"removed {len(removed)} workspace(s)")
+    out.emit(removed, name=lambda w: w.path,
+             columns=[("task", lambda w: w.task_id), ("epoch", lambda w: w.lease_epoch), ("path", lambda w: w.path)])

@@ -1,0 +1,1 @@
+"""Execution: run one task end to end (see executor.py)."""
