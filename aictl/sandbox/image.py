@@ -31,6 +31,8 @@ ROOTFS_BASE = "aictl-base:rootfs"
 BUSYBOX_HINT = "install it: apt-get install -y busybox-static"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PT_INTERP = 3
+# Where Debian's busybox-static (and busybox) put the binary, after whatever `busybox` PATH finds.
+BUSYBOX_PATHS = ["/bin/busybox", "/usr/bin/busybox", "/usr/lib/busybox/busybox"]
 
 Progress = Callable[[str], None]
 
@@ -69,7 +71,7 @@ def is_static_elf(path: Path) -> bool:
 
 
 def find_static_busybox() -> Path:
-    candidates = [shutil.which("busybox"), "/bin/busybox", "/usr/bin/busybox", "/usr/lib/busybox/busybox"]
+    candidates = [shutil.which("busybox"), *BUSYBOX_PATHS]
     seen = []
     for c in candidates:
         if c and os.path.isfile(c) and c not in seen:

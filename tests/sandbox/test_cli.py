@@ -53,6 +53,13 @@ def test_status_reports_an_unreachable_engine_with_a_hint(tmp_path, capsys, monk
     assert s["reachable"] is False and "dockerd" in s["hint"]
 
 
+def test_build_without_an_engine_exits_1_with_how_to_start_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    assert main(["sandbox", "build"]) == 1
+    err = capsys.readouterr().err
+    assert "not reachable" in err and "hint: start it: dockerd" in err and "apt-get install -y docker.io" in err
+
+
 @pytest.mark.docker
 def test_status_sees_engine_and_image(sandbox_image, capsys):
     s = j(capsys, "sandbox", "status", "--image", sandbox_image, "-o", "json")

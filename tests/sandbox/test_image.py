@@ -21,6 +21,23 @@ def test_static_busybox_is_told_apart_from_dynamic_binaries():
     assert not is_static_elf(__file__)  # not ELF at all
 
 
+def test_no_static_busybox_says_what_to_install(tmp_path, monkeypatch):
+    import shutil
+
+    from aictl.sandbox import image
+
+    monkeypatch.setattr(image, "BUSYBOX_PATHS", [])
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SandboxError) as e:
+        find_static_busybox()
+    assert "no busybox" in e.value.message and "busybox-static" in e.value.hint
+    dynamic = shutil.which("true", path="/usr/bin:/bin")
+    shutil.copy(dynamic, tmp_path / "busybox")
+    with pytest.raises(SandboxError) as e:
+        find_static_busybox()
+    assert "dynamically linked" in e.value.message and "busybox-static" in e.value.hint
+
+
 def test_rootfs_has_applets_tmp_workspace_and_the_invoking_user(tmp_path):
     tar_path = tmp_path / "rootfs.tar"
     n = write_busybox_rootfs(tar_path, find_static_busybox(), uid=1234, gid=4321)
