@@ -74,12 +74,19 @@ def owner_labels(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return labels
 
 
+def effective_cpus(spec: SandboxSpec) -> float:
+    """The engine refuses more CPUs than the machine has (a config error no retry would fix): cap at that."""
+    return min(spec.cpus, float(os.cpu_count() or 1))
+
+
 def isolation_settings(spec: SandboxSpec, workdir: Path) -> dict[str, Any]:
     """The effective settings, recorded as evidence (env names only: values may be secrets)."""
+    capped = {"cpus_requested": spec.cpus} if effective_cpus(spec) != spec.cpus else {}
     return {
         "backend": "docker", "sandboxed": True, "image": spec.image,
         "network": "bridge" if spec.network else "none",
-        "cpus": spec.cpus, "memory_mb": spec.memory_mb, "memswap_mb": spec.memory_mb, "pids": spec.pids,
+        "cpus": effective_cpus(spec), **capped,
+        "memory_mb": spec.memory_mb, "memswap_mb": spec.memory_mb, "pids": spec.pids,
         "user": f"{os.getuid()}:{os.getgid()}", "read_only": True, "tmpfs": dict(TMPFS),
         "cap_drop": list(CAP_DROP), "security_opt": list(SECURITY_OPT),
         "mount": spec.mount, "workdir": str(workdir), "timeout_s": spec.timeout_s,
@@ -160,15 +167,16 @@ class DockerSandbox:
     @staticmethod
     def _create(api: Any, argv: list[str], workdir: Path, spec: SandboxSpec,
                 labels: Mapping[str, str] | None) -> str:
-        from docker.types import LogConfig
+        from docker.types import LogConfig, Mount
 
         host_config = api.create_host_config(
-            binds={str(workdir): {"bind": spec.mount, "mode": "rw"}},
+            # A structured mount, not "src:dst:rw": a workspace path may contain a colon.
+            mounts=[Mount(target=spec.mount, source=str(workdir), type="bind", read_only=False)],
             read_only=True, tmpfs=dict(TMPFS),
             network_mode="bridge" if spec.network else "none",
             cap_drop=list(CAP_DROP), security_opt=list(SECURITY_OPT),
             pids_limit=spec.pids, mem_limit=f"{spec.memory_mb}m", memswap_limit=f"{spec.memory_mb}m",
-            nano_cpus=int(spec.cpus * 1e9),
+            nano_cpus=int(effective_cpus(spec) * 1e9),
             # Output travels over the attach stream; a chatty agent must not fill the engine's disk with logs.
             log_config=LogConfig(type="none"),
         )

@@ -106,6 +106,15 @@ def test_limits_are_applied_and_recorded(box, ws, spec, docker_engine, tag, aict
     assert seen["SecurityOpt"] == ["no-new-privileges"] and seen["CapDrop"] == ["ALL"]
 
 
+def test_more_cpus_than_the_machine_has_are_capped_and_recorded(box, tmp_path, spec):
+    ws = tmp_path / "a:b"  # a colon would break the "src:dst:mode" bind syntax
+    ws.mkdir()
+    r = box.run(["sh", "-c", "echo hi > f"], workdir=ws, spec=spec(cpus=1000))
+    assert r.ok, r.stderr or r.start_error
+    assert (ws / "f").read_text() == "hi\n"
+    assert r.settings["cpus"] == os.cpu_count() and r.settings["cpus_requested"] == 1000
+
+
 def test_fork_bomb_is_contained_by_the_pids_limit(box, ws, spec, tag, aictl_containers):
     t0 = time.monotonic()
     r = box.run(["sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 60"], workdir=ws,
