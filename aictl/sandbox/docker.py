@@ -148,11 +148,14 @@ class DockerSandbox:
                 sink.note("stderr", f"timed out after {spec.timeout_s:g}s: container killed" if timed_out
                           else "cancelled: container killed")
             try:
-                status = api.wait(container_id, timeout=None)
+                status, late = self._exit_status(api, container_id, started + spec.timeout_s)
                 state = api.inspect_container(container_id)["State"]
-            except DockerException as e:
+            except (DockerException, OSError) as e:  # requests' errors are OSErrors
                 return result(exit_code=None, timed_out=timed_out, cancelled=cancelled,
                               start_error=f"lost the docker engine during the run: {_short(e)}")
+            if late:
+                timed_out = True
+                sink.note("stderr", f"timed out after {spec.timeout_s:g}s: container killed")
             reader.join(5)
             oom = bool(state.get("OOMKilled"))
             if oom:
@@ -202,6 +205,22 @@ class DockerSandbox:
             if cancelled or timed_out:
                 _kill(api, container_id)
                 return timed_out, cancelled
+
+
+    @staticmethod
+    def _exit_status(api: Any, container_id: str, deadline: float) -> tuple[dict, bool]:
+        """The exit status, and whether the container had to be killed for outliving the deadline.
+
+        The attach stream normally ends because the container stopped, so this
+        returns at once; should the stream break early, the deadline still holds.
+        """
+        from requests.exceptions import ConnectionError, ReadTimeout
+
+        try:
+            return api.wait(container_id, timeout=max(1.0, deadline - time.monotonic()) + 5), False
+        except (ReadTimeout, ConnectionError):
+            _kill(api, container_id)
+            return api.wait(container_id, timeout=30), True
 
 
 def _pump(stream: Any, sink: OutputSink) -> None:
