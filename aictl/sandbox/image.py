@@ -174,6 +174,9 @@ def build_image(tag: str = DEFAULT_IMAGE, *, base: str | None = None, rootfs: Pa
     client = client or connect()
     from docker.errors import BuildError, DockerException, ImageNotFound
 
+    imported_base = ROOTFS_BASE if rootfs else None if base else BUSYBOX_BASE
+    replaced = [i for i in (_image_id(client, tag), _image_id(client, imported_base)) if i]
+
     if rootfs is not None:
         if not Path(rootfs).is_file():
             raise SandboxError(f"root filesystem tarball {rootfs} not found")
@@ -204,7 +207,29 @@ def build_image(tag: str = DEFAULT_IMAGE, *, base: str | None = None, rootfs: Pa
             raise SandboxError(f"docker build of {tag} failed: {e.msg}") from None
         except DockerException as e:
             raise SandboxError(f"docker build of {tag} failed: {e}") from None
+    _remove_untagged(client, replaced)
     return ImageInfo(tag=tag, id=image.id, base=base, base_source=source, size_bytes=image.attrs.get("Size", 0))
+
+
+def _image_id(client: Any, name: str | None) -> str | None:
+    from docker.errors import ImageNotFound
+
+    try:
+        return client.images.get(name).id if name else None
+    except ImageNotFound:
+        return None
+
+
+def _remove_untagged(client: Any, image_ids: list[str]) -> None:
+    """Rebuilding moves the tags; the images they left would pile up untagged. Remove them (not if still in use)."""
+    from docker.errors import DockerException
+
+    for image_id in image_ids:  # the sandbox image before its base, which it depends on
+        try:
+            if not client.images.get(image_id).tags:
+                client.images.remove(image_id)
+        except DockerException:  # gone already, or a container still uses it
+            pass
 
 
 def engine_status(image: str = DEFAULT_IMAGE) -> dict[str, Any]:

@@ -92,3 +92,14 @@ def test_a_base_that_is_not_local_is_a_clear_error(docker_engine):
     with pytest.raises(SandboxError) as e:
         build_image("aictl-sandbox:never", base="aictl-no-such-base:0", client=docker_engine)
     assert "not in the local docker engine" in e.value.message and "docker images" in e.value.hint
+
+
+@pytest.mark.docker
+def test_rebuilding_leaves_no_untagged_images_behind(docker_engine, sandbox_image):
+    def untagged() -> set[str]:
+        return {i.id for i in docker_engine.images.list(filters={"dangling": True, "label": "aictl.base=true"})}
+
+    before = untagged()
+    build_image(sandbox_image, client=docker_engine)
+    build_image(sandbox_image, client=docker_engine)
+    assert untagged() <= before
