@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.pg_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.docker_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _isolated_env(monkeypatch, tmp_path_factory):
     """No test sees the developer's AICTL_* settings or user config."""
     for k in list(os.environ):
-        if k.startswith("AICTL_") and k not in ("AICTL_REQUIRE_POSTGRES",):
+        if k.startswith("AICTL_") and k not in ("AICTL_REQUIRE_POSTGRES", "AICTL_REQUIRE_DOCKER"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("AICTL_CONFIG_DIR", str(tmp_path_factory.mktemp("userconf")))
     monkeypatch.setenv("NO_COLOR", "1")

@@ -68,11 +68,11 @@ M0001 = Migration(
             updated_at {float} NOT NULL,
             result {json}
         )""",
-        # Claim order, restricted to what can be claimed.
-        "CREATE INDEX ix_tasks_claim ON tasks (priority DESC, created_at, id) WHERE status = 'queued'",
+        # Claim order within a status: the claim reads it in order and stops at the first
+        # eligible row (no sort); the status prefix also serves every lookup by status.
+        "CREATE INDEX ix_tasks_status_claim ON tasks (status, priority DESC, created_at, id)",
         # The reaper's own index: only leased rows, by expiry.
         "CREATE INDEX ix_tasks_lease_expiry ON tasks (lease_expires_at) WHERE status IN ('claimed', 'running')",
-        "CREATE INDEX ix_tasks_status ON tasks (status)",
         "CREATE INDEX ix_tasks_owner ON tasks (owner)",
         """CREATE TABLE task_deps (
             task_id {bigint} NOT NULL REFERENCES tasks (id),

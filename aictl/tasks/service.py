@@ -231,7 +231,14 @@ class TaskService:
                             waiting_on=undone or None)
             return [self._task(tx, self._row(tx, ids[i])) for i in range(len(specs))]
 
-        return self._write(run, dry_run)
+        created = self._write(run, dry_run)
+        if len(specs) >= 200 and not dry_run and self.store.dialect == "postgresql":
+            # A bulk load leaves the planner without statistics until autovacuum runs (up to a
+            # minute); without them it sorts the whole queue on every claim instead of reading
+            # the claim index in order.
+            with self.store.write() as tx:
+                tx.run("ANALYZE tasks")
+        return created
 
     def add_dependency(self, task_id: int, depends_on: int, *, dry_run: bool = False) -> Task:
         def run(tx: Tx, now: float) -> Task:
