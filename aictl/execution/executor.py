@@ -262,7 +262,8 @@ class Executor:
         ctx = RunContext(task=task, workdir=workdir, sandbox=get_sandbox(spec.backend), spec=spec,
                          on_output=lambda stream, line: self.emit(
                              {"type": "output", "task_id": task.id, "stream": stream, "line": line}),
-                         cancel=stop, command=opts.command, instructions=task.description)
+                         cancel=stop, command=opts.command, instructions=task.description,
+                         labels={"task": str(task.id), "epoch": str(task.lease_epoch)})
         return connector.run(ctx)
 
     def _put(self, report: ExecutionReport, task: Task, opts: ExecuteOptions, epoch: int, content: Any, *,
@@ -310,6 +311,7 @@ class Executor:
         mount = spec.mount if spec.backend == "docker" else str(workdir)
         vspec = spec.model_copy(update={"env": {**spec.env, "AICTL_REPORT_DIR": f"{mount}/{reports_rel}"}})
         res = get_sandbox(spec.backend).run(["/bin/sh", "-c", command], workdir=workdir, spec=vspec, cancel=stop,
+                                            labels={"task": str(task.id), "epoch": str(epoch), "step": "verify"},
                                             on_output=lambda s, line: self.emit(
                                                 {"type": "output", "task_id": task.id, "stream": f"verify:{s}",
                                                  "line": line}))

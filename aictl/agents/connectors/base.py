@@ -39,6 +39,7 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     instructions: str = ""  # task context and skills, for agents that take a prompt
     command: str | None = None  # for the command connector
+    labels: dict[str, str] = field(default_factory=dict)  # tag sandbox resources (task, epoch)
 
 
 class Connector(Protocol):

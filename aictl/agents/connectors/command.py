@@ -20,7 +20,7 @@ class CommandConnector:
                 hint=f"give one: aictl task execute {ctx.task.id} --command 'make fmt'",
             )
         res = ctx.sandbox.run(["/bin/sh", "-c", command], workdir=ctx.workdir, spec=ctx.spec,
-                              on_output=ctx.on_output, cancel=ctx.cancel)
+                              on_output=ctx.on_output, cancel=ctx.cancel, labels=ctx.labels)
         if res.start_error:
             return ConnectorResult(ok=False, error=f"sandbox did not start: {res.start_error}", transient=True,
                                    duration_s=res.duration_s, sandbox=res.settings)
