@@ -129,10 +129,13 @@ class Executor:
                 "summary": result.summary, "changed_paths": changes.paths, "commit": changes.commit,
                 "branch": ws.branch, "evidence": [e["digest"] for e in report.evidence]})
             report.outcome = "done"
+            report.timings["until_complete"] = round(time.monotonic() - t0, 4)
+            t = time.monotonic()
             if not opts.keep_workspace:
                 self.workspaces.remove(ws)
             else:
                 report.workspace = str(ws.path)
+            report.timings["cleanup"] = round(time.monotonic() - t, 4)
             self._phase(task.id, "done", elapsed=round(time.monotonic() - t0, 3))
             return report
         except _Stop as stop:
@@ -267,31 +270,40 @@ class Executor:
         return connector.run(ctx)
 
     def _put(self, report: ExecutionReport, task: Task, opts: ExecuteOptions, epoch: int, content: Any, *,
-             kind: str, name: str, media_type: str = "text/plain", summary: dict | None = None) -> Any:
+             kind: str, name: str, media_type: str = "text/plain", summary: dict | None = None,
+             tx: Any = None) -> Any:
         ref = self.evidence.put(content, kind=kind, name=name, media_type=media_type, task_id=task.id,
-                                owner=opts.owner, lease_epoch=epoch, summary=summary)
+                                owner=opts.owner, lease_epoch=epoch, summary=summary, tx=tx)
         report.evidence.append({"kind": kind, "name": name, "digest": ref.digest, "size": ref.size,
                                 **({"summary": ref.summary} if ref.summary else {})})
         return ref
 
     def _store_run_evidence(self, task: Task, opts: ExecuteOptions, epoch: int, result: Any, changes: Any,
                             spec: Any, report: ExecutionReport) -> None:
+        with self.store.write() as tx:  # one transaction for all of the run's evidence
+            self._run_evidence(tx, task, opts, epoch, result, changes, spec, report)
+
+    def _run_evidence(self, tx: Any, task: Task, opts: ExecuteOptions, epoch: int, result: Any, changes: Any,
+                      spec: Any, report: ExecutionReport) -> None:
+        import functools
+
+        put = functools.partial(self._put, tx=tx)
         if changes.diff:
-            self._put(report, task, opts, epoch, changes.diff, kind="diff", name="changes.diff",
+            put(report, task, opts, epoch, changes.diff, kind="diff", name="changes.diff",
                       media_type="text/x-diff", summary=changes.stats)
-        self._put(report, task, opts, epoch, json.dumps({"paths": changes.paths, "commit": changes.commit}),
+        put(report, task, opts, epoch, json.dumps({"paths": changes.paths, "commit": changes.commit}),
                   kind="changes", name="changed_paths.json", media_type="application/json")
         if result.stdout:
-            self._put(report, task, opts, epoch, result.stdout, kind="log", name="stdout.txt")
+            put(report, task, opts, epoch, result.stdout, kind="log", name="stdout.txt")
         if result.stderr:
-            self._put(report, task, opts, epoch, result.stderr, kind="log", name="stderr.txt")
+            put(report, task, opts, epoch, result.stderr, kind="log", name="stderr.txt")
         if result.transcript:
-            self._put(report, task, opts, epoch, result.transcript, kind="transcript", name="transcript.txt")
+            put(report, task, opts, epoch, result.transcript, kind="transcript", name="transcript.txt")
         run = {"connector": opts.connector, "ok": result.ok, "exit_code": result.exit_code, "error": result.error,
                "timed_out": result.timed_out, "duration_s": round(result.duration_s, 4), "usage": result.usage,
                "cost_usd": result.cost_usd, "sandbox": result.sandbox or spec.model_dump(),
                "sandboxed": spec.backend != "local"}
-        self._put(report, task, opts, epoch, json.dumps(run, sort_keys=True), kind="run", name="run.json",
+        put(report, task, opts, epoch, json.dumps(run, sort_keys=True), kind="run", name="run.json",
                   media_type="application/json", summary={"ok": result.ok, "exit_code": result.exit_code,
                                                           "backend": spec.backend, "sandboxed": spec.backend != "local"})
 
