@@ -156,6 +156,15 @@ def assert_consistent(url: str) -> dict[str, int]:
     return {"tasks": len(tasks), "events": len(events), "held": sum(t["status"] in HOLDING_LOCKS for t in tasks)}
 
 
+def _event_count(store_url: str) -> int:
+    store = open_store(store_url)
+    try:
+        with store.read() as tx:
+            return tx.one("SELECT COUNT(*) AS n FROM events")["n"]
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
 def test_sigkill_during_a_storm_of_writes_leaves_consistent_state(store_url):
     store = open_store(store_url)
@@ -173,7 +182,11 @@ def test_sigkill_during_a_storm_of_writes_leaves_consistent_state(store_url):
         try:
             for w in workers:
                 assert read_msg(w) == {"ready": True}
-            time.sleep(rnd.uniform(0.2, 0.6))
+            # Let them get going (a loaded machine may take a while), then kill at a random moment.
+            deadline = time.monotonic() + 60
+            while _event_count(store_url) <= before["events"] + 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rnd.uniform(0.0, 0.4))
         finally:
             kill(*workers)
         after = assert_consistent(store_url)
