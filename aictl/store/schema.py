@@ -74,6 +74,8 @@ M0001 = Migration(
         # The reaper's own index: only leased rows, by expiry.
         "CREATE INDEX ix_tasks_lease_expiry ON tasks (lease_expires_at) WHERE status IN ('claimed', 'running')",
         "CREATE INDEX ix_tasks_owner ON tasks (owner)",
+        # Conflict indexing reads only tasks that declare locks.
+        "CREATE INDEX ix_tasks_lock_paths ON tasks (lock_paths, status) WHERE lock_paths != '[]'",
         """CREATE TABLE task_deps (
             task_id {bigint} NOT NULL REFERENCES tasks (id),
             depends_on {bigint} NOT NULL REFERENCES tasks (id),

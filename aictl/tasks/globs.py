@@ -360,8 +360,22 @@ def overlap_witness(p: str, q: str) -> str | None:
     return _pair_witness(*sorted((p, q)))  # sorted: one cache entry per unordered pair
 
 
+def _anchored_prefix(p: str) -> str | None:
+    """The literal text every path under an anchored pattern starts with (None: unanchored)."""
+    body = p[1:] if p.startswith("/") else p
+    if not p.startswith("/") and "/" not in p.rstrip("/"):
+        return None  # no inner slash: matches at any depth
+    m = re.search(r"[*?\[\\]", body)
+    return body if m is None else body[: m.start()]
+
+
 def pattern_overlap(p: str, q: str) -> bool:
     """True if some (possibly not yet existing) path is covered by both patterns."""
+    # Cheap exit: two anchored patterns whose literal prefixes diverge share no path
+    # (grp1/** vs grp2/**); the automaton product costs ~0.3 ms per new pair.
+    a, b = _anchored_prefix(p), _anchored_prefix(q)
+    if a is not None and b is not None and not (a.startswith(b) or b.startswith(a)):
+        return False
     return overlap_witness(p, q) is not None
 
 

@@ -57,6 +57,9 @@ def test_junit_parsed_to_counts(services, ev):
 
 def test_secrets_redacted_before_hashing(services, ev, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123")
+    from aictl.audit import redact as redact_mod
+
+    redact_mod.refresh()
     ref = ev.put("calling with sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123 and ghp_" + "a" * 36,
                  kind="transcript", name="t.txt")
     text = ev.get(ref.digest).decode()

@@ -29,6 +29,7 @@ def test_builtin_formats_are_masked():
 
 def test_env_values_and_configured_patterns(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_TOKEN", "plainvalue-123456")
+    redact_mod.refresh()
     assert redact_text("x plainvalue-123456 y") == f"x {MASK} y"
     redact_mod.configure([r"corp-[0-9]{6}"])
     try:
