@@ -108,9 +108,15 @@ def find_project(start: Path | None = None) -> Path | None:
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
-    from aictl.yamlfile import read_yaml
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        return {}  # only comments (as `aictl init` writes it): no need to import a YAML parser
+    from aictl.yamlfile import parse_yaml
 
-    data = read_yaml(path)
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,6 +1,5 @@
 """`aictl audit …`: read the append-only event log."""
 
-from __future__ import annotations
 
 import json
 from pathlib import Path

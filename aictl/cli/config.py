@@ -1,6 +1,5 @@
 """`aictl init` and `aictl config show`."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional

@@ -1,6 +1,5 @@
 """Reusable option aliases, so every command spells a flag the same way."""
 
-from __future__ import annotations
 
 from typing import Annotated, Optional
 

@@ -1,6 +1,5 @@
 """`aictl policy …`: check, explain, test and replay policies. None of these commands enforces anything."""
 
-from __future__ import annotations
 
 import json
 import sys

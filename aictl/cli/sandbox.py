@@ -1,6 +1,5 @@
 """`aictl sandbox …`: build the image, check the engine, clean up, try a command."""
 
-from __future__ import annotations
 
 import os
 import sys

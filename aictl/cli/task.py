@@ -1,6 +1,5 @@
 """`aictl task …`: parse, call the task service, render."""
 
-from __future__ import annotations
 
 import json
 import sys

@@ -1,6 +1,5 @@
 """`aictl workspace …`: task workspaces (git worktrees) on this machine."""
 
-from __future__ import annotations
 
 from pathlib import Path
 
