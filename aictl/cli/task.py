@@ -152,10 +152,10 @@ def list_(
     label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Must carry this label.")] = None,
     owner: Annotated[Optional[str], typer.Option("--owner", help="Filter by (last) owner.")] = None,
     capability: Annotated[Optional[list[str]], typer.Option("--capability", "-c", help="Requires this capability.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", "-L", min=0, help="At most this many (0 = all).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-L", min=0, help="At most this many (0 = all).")] = 500,
     output: OutputOpt = None,
 ) -> None:
-    """List tasks, oldest first. An empty list is not an error."""
+    """List tasks, oldest first (the first 500 unless --limit says otherwise). An empty list is not an error."""
     from aictl.domain.status import TaskStatus
 
     out = state.output(output)
@@ -164,7 +164,10 @@ def list_(
     if bad:
         raise UsageError(f"unknown status {bad[0]!r}", hint=f"use one of: {', '.join(x.value for x in TaskStatus)}")
     tasks = state.queries().list(statuses=statuses or None, label=_split(label) or None, owner=owner,
-                                 capability=_split(capability) or None, limit=limit or None)
+                                 capability=_split(capability) or None, limit=limit + 1 if limit else None)
+    if limit and len(tasks) > limit:
+        tasks = tasks[:limit]
+        info(f"showing the first {limit} tasks; see all with --limit 0, or filter with --status/--label")
     out.emit(tasks, columns=TASK_COLUMNS)
 
 

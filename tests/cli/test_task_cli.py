@@ -191,3 +191,13 @@ def test_cli_reference_is_current():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
     assert doc.read_text() == render(), "regenerate: python -m aictl.cli.docgen > docs/cli.md"
+
+
+def test_list_limit_says_when_it_cuts(project, capsys):
+    for t in "abc":
+        main(["task", "create", t, "-o", "name"])
+    capsys.readouterr()
+    code, out, err = cli(capsys, "task", "list", "--limit", "2", "-o", "json")
+    assert code == 0 and [t["title"] for t in json.loads(out)] == ["a", "b"] and "--limit 0" in err
+    code, out, err = cli(capsys, "task", "list", "--limit", "0", "-o", "json")
+    assert len(json.loads(out)) == 3 and err == ""
