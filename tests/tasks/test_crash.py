@@ -171,7 +171,7 @@ def test_sigkill_during_a_storm_of_writes_leaves_consistent_state(store_url):
     svc = TaskService(store, Settings(database_url=store_url, actor="test"))
     globs = [["a/**"], ["a/x.py"], ["b/**", "c/*.md"], ["c/**"], ["**/*.md"], [], ["d/**"], ["d/e/**"]]
     svc.create_many([TaskSpec(title=f"t{i}", lock_paths=globs[i % len(globs)], max_attempts=10**6,
-                              exclusive=(i % 50 == 7)) for i in range(150)])
+                              exclusive=(i % 50 == 7)) for i in range(400)])
     store.close()
     before = assert_consistent(store_url)
     rnd = random.Random()
