@@ -162,13 +162,13 @@ class EvidenceStore:
             rows = tx.all("SELECT * FROM evidence WHERE task_id = :t ORDER BY id", {"t": task_id})
         return [_ref(r) for r in rows]
 
-    def kinds_for(self, tx: Tx, task_id: int, epoch: int) -> dict[str, list[dict[str, Any]]]:
-        """Evidence of one attempt by kind, with summaries (for completion requirements)."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        for r in tx.all("SELECT kind, summary FROM evidence WHERE task_id = :t AND lease_epoch = :e",
-                        {"t": task_id, "e": epoch}):
-            out.setdefault(r["kind"], []).append(json.loads(r["summary"]) if r["summary"] else {})
-        return out
+def evidence_by_kind(tx: Tx, task_id: int, epoch: int) -> dict[str, list[dict[str, Any]]]:
+    """Evidence of one attempt by kind, with summaries (for completion requirements)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in tx.all("SELECT kind, summary FROM evidence WHERE task_id = :t AND lease_epoch = :e",
+                    {"t": task_id, "e": epoch}):
+        out.setdefault(r["kind"], []).append(json.loads(r["summary"]) if r["summary"] else {})
+    return out
 
 
 def _ref(row: dict[str, Any]) -> EvidenceRef:

@@ -1,6 +1,6 @@
 """Versioned migrations, recorded in `schema_migrations`.
 
-Each migration is a list of statements written once with dialect placeholders
+Each migration is a list of statements written once with dialect slots
 ({pk}, {float}, {json}); statements that only one dialect needs are listed per
 dialect. A newer aictl upgrades an older store on open; an older aictl refuses
 a store whose version it does not know.

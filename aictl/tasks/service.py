@@ -701,10 +701,9 @@ def _require_evidence(tx: Tx, record: Any, task_id: int, epoch: int) -> None:
     needed = record.limits.get("require_evidence") or []
     if not needed:
         return
-    have: dict[str, list[dict[str, Any]]] = {}
-    for r in tx.all("SELECT kind, summary FROM evidence WHERE task_id = :t AND lease_epoch = :e",
-                    {"t": task_id, "e": epoch}):
-        have.setdefault(r["kind"], []).append(json.loads(r["summary"]) if r["summary"] else {})
+    from aictl.audit.evidence import evidence_by_kind
+
+    have = evidence_by_kind(tx, task_id, epoch)
     missing = [k for k in needed if k not in have]
     failing = [k for k in needed if k == "test_report" and k in have and not any(s.get("ok") for s in have[k])]
     if missing or failing:
