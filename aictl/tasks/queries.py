@@ -84,11 +84,19 @@ class TaskQueries:
                 params,
             )
             ready_ids = [r["id"] for r in ready_rows]
-            waiting = tx.all(
-                f"SELECT t.* FROM tasks t WHERE t.status IN ('queued', 'blocked') AND NOT ({where})"
-                f" {CLAIM_ORDER} LIMIT {int(limit)}",
-                params,
-            )
+            # One query per status, so each reads the (status, priority, created, id) index in
+            # order and stops at `limit`; `status IN (…)` made PostgreSQL sort every waiting row.
+            waiting = [
+                row
+                for status in ("queued", "blocked")
+                for row in tx.all(
+                    f"SELECT t.* FROM tasks t WHERE t.status = '{status}' AND NOT ({where})"
+                    f" {CLAIM_ORDER} LIMIT {int(limit)}",
+                    params,
+                )
+            ]
+            waiting.sort(key=lambda r: (-r["priority"], r["created_at"], r["id"]))
+            waiting = waiting[:limit]
             reasons = reasons_not_ready(tx, waiting, now, capabilities=capabilities, labels=labels)
         out = [ReadyEntry(id=r["id"], title=r["title"], status=r["status"], priority=r["priority"], ready=True)
                for r in ready_rows]
