@@ -25,6 +25,12 @@ class ConnectorResult(BaseModel):
     cost_usd: float | None = None
     duration_s: float = 0.0
     sandbox: dict[str, Any] = Field(default_factory=dict)  # the isolation settings used
+    # Why it failed, for the router and the retry rule: rate_limit | overloaded | auth | timeout | other.
+    error_kind: str | None = None
+    retry_at: float | None = None  # unix time a rate/usage limit resets, when the provider said
+    session_id: str | None = None  # the agent's own session, for --resume style follow-ups
+    model: str | None = None  # the model that actually answered
+    events: list[dict[str, Any]] = Field(default_factory=list)  # the normalized event stream (see AgentEvent)
 
 
 @dataclass
@@ -40,6 +46,27 @@ class RunContext:
     instructions: str = ""  # task context and skills, for agents that take a prompt
     command: str | None = None  # for the command connector
     labels: dict[str, str] = field(default_factory=dict)  # tag sandbox resources (task, epoch)
+    # For AI connectors (unused by `command`):
+    ai: Any = None  # aictl.domain.models.AIRecord: model, config (base_url, binary, args, api_key_env, prices…)
+    prompt: str = ""  # the task, written as the user's request
+    system: str = ""  # task context and skills: system prompt (SDKs) or appended system prompt (CLIs)
+    allowed_tools: list[str] | None = None  # aictl tool names the policy allows: read, write, list, run; None = all
+    resume_session: str | None = None  # continue this agent session (follow-up instructions on the same task)
+    state_dir: Path | None = None  # private, persistent per (ai, task) dir for agent config/sessions (HOME, CODEX_HOME…)
+    max_turns: int | None = None
+    budget_usd: float | None = None
+    on_event: Callable[[dict[str, Any]], None] | None = None  # normalized AgentEvent dicts, as they happen
+
+
+# The normalized event stream every AI connector emits (ctx.on_event and ConnectorResult.events):
+#   {"type": "init", "session_id", "model", "tools"}
+#   {"type": "message", "role": "assistant", "text"}
+#   {"type": "tool_call", "id", "name", "input"}          name in aictl terms where it maps (read/write/list/run)
+#   {"type": "tool_result", "id", "ok", "output"}        output truncated to a few KB
+#   {"type": "usage", "input_tokens", "output_tokens", "cache_read_tokens", "cost_usd"}
+#   {"type": "error", "kind", "message", "retry_at"}
+#   {"type": "result", "ok", "turns", "summary"}
+AGENT_EVENT_TYPES = ("init", "message", "tool_call", "tool_result", "usage", "error", "result")
 
 
 class Connector(Protocol):
