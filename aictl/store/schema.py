@@ -209,7 +209,71 @@ M0003 = Migration(
     ],
 )
 
-MIGRATIONS: list[Migration] = [M0001, M0002, M0003]
+M0004 = Migration(
+    4,
+    "AI registry; which AI holds a task and what it is doing",
+    common=[
+        """CREATE TABLE ais (
+            id TEXT PRIMARY KEY,
+            connector TEXT NOT NULL,
+            model TEXT,
+            capabilities {json} NOT NULL DEFAULT '[]',
+            labels {json} NOT NULL DEFAULT '[]',
+            max_concurrency INTEGER NOT NULL DEFAULT 1,
+            config {json} NOT NULL DEFAULT '{{}}',
+            enabled INTEGER NOT NULL DEFAULT 1,
+            paused_until {float},
+            pause_reason TEXT,
+            last_assigned_at {float},
+            created_at {float} NOT NULL,
+            updated_at {float} NOT NULL
+        )""",
+        # The AI a claim was made for (concurrency limits count held tasks per AI).
+        "ALTER TABLE tasks ADD COLUMN ai TEXT",
+        # The running agent's latest action, one line, for `task watch`.
+        "ALTER TABLE tasks ADD COLUMN activity TEXT",
+        "CREATE INDEX ix_tasks_ai ON tasks (ai, status)",
+    ],
+)
+
+M0005 = Migration(
+    5,
+    "recurring tasks: cron schedules that create a task each time they fire",
+    common=[
+        """CREATE TABLE schedules (
+            id {pk},
+            cron TEXT NOT NULL,
+            spec {json} NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            next_at {float} NOT NULL,
+            last_task_id {bigint},
+            created_at {float} NOT NULL,
+            updated_at {float} NOT NULL
+        )""",
+        "CREATE INDEX ix_schedules_next ON schedules (next_at)",
+        "ALTER TABLE tasks ADD COLUMN schedule_id {bigint}",
+    ],
+)
+
+M0006 = Migration(
+    6,
+    "daemons: each running daemon registers and heartbeats, so status is visible across machines",
+    common=[
+        """CREATE TABLE daemons (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            project TEXT,
+            status TEXT NOT NULL,
+            started_at {float} NOT NULL,
+            heartbeat_at {float} NOT NULL,
+            stopped_at {float},
+            info {json} NOT NULL DEFAULT '{{}}'
+        )""",
+    ],
+)
+
+MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006]
 
 
 def latest_version() -> int:

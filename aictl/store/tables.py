@@ -45,6 +45,9 @@ class TaskRow(SQLModel, table=True):
     result: Optional[str] = None  # JSON
     command: Optional[str] = None  # shell command run by the `command` connector
     verify: Optional[str] = None  # verification command run after the agent
+    ai: Optional[str] = None  # the AI the current/last claim was made for
+    activity: Optional[str] = None  # the running agent's latest action
+    schedule_id: Optional[int] = None  # the schedule that created this task
 
 
 class TaskDepRow(SQLModel, table=True):
@@ -140,6 +143,51 @@ class EvidenceBlobRow(SQLModel, table=True):
 
     digest: str = Field(primary_key=True)
     content: bytes
+
+
+class AIRow(SQLModel, table=True):
+    __tablename__ = "ais"
+
+    id: str = Field(primary_key=True)
+    connector: str
+    model: Optional[str] = None
+    capabilities: str = "[]"  # JSON array
+    labels: str = "[]"  # JSON array
+    max_concurrency: int = 1
+    config: str = "{}"  # JSON object; secrets only by env var name
+    enabled: int = 1
+    paused_until: Optional[float] = None
+    pause_reason: Optional[str] = None
+    last_assigned_at: Optional[float] = None
+    created_at: float
+    updated_at: float
+
+
+class ScheduleRow(SQLModel, table=True):
+    __tablename__ = "schedules"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    cron: str
+    spec: str  # JSON TaskSpec of the task each firing creates
+    enabled: int = 1
+    next_at: float
+    last_task_id: Optional[int] = None
+    created_at: float
+    updated_at: float
+
+
+class DaemonRow(SQLModel, table=True):
+    __tablename__ = "daemons"
+
+    id: str = Field(primary_key=True)
+    host: str
+    pid: int
+    project: Optional[str] = None
+    status: str
+    started_at: float
+    heartbeat_at: float
+    stopped_at: Optional[float] = None
+    info: str = "{}"  # JSON
 
 
 class SchemaMigrationRow(SQLModel, table=True):

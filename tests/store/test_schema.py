@@ -116,4 +116,4 @@ def test_migration_statements_render_for_both_dialects():
     for m in schema.MIGRATIONS:
         for dialect in ("sqlite", "postgresql"):
             stmts = m.statements(dialect)
-            assert stmts and all("{" not in s or "$$" in s for s in stmts), dataclasses.asdict(m)["name"]
+            assert stmts and all("{" not in s.replace("'{}'", "") or "$$" in s for s in stmts), dataclasses.asdict(m)["name"]
