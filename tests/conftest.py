@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.pg_fixtures", "tests.docker_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.docker_fixtures", "tests.fakeprovider.plugin"]
 
 REPO = Path(__file__).resolve().parent.parent
 
