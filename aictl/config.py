@@ -8,13 +8,14 @@ costs ~0.3 s, more than the whole budget of a CLI command.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aictl.domain.errors import ConfigError, NotInitialized
 
@@ -28,6 +29,53 @@ def default_actor() -> str:
     except Exception:  # no passwd entry in some containers
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+NOTIFY_EVENTS = ("task.failed", "task.awaiting_approval", "task.done", "task.rate_limited",
+                 "daemon.started", "daemon.stopped", "test")
+
+
+class NotificationChannel(BaseModel):
+    """One entry of `notifications:` (delivery lives in aictl.daemon.notify; this is only its shape)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="label in logs and `aictl notify test` (default: type + target)")
+    on: list[str] = Field(default_factory=lambda: ["*"], description="event types, or '*' for all")
+    type: Literal["console", "webhook", "command"]
+    url: str | None = Field(None, description="webhook: http(s) URL the event is POSTed to")
+    secret_env: str | None = Field(None, description="webhook: NAME of the env var holding the HMAC secret")
+    command: list[str] | str | None = Field(None, description="command: argv list, or a string run by /bin/sh -c")
+    timeout_s: float = Field(10.0, gt=0, description="seconds one attempt may take")
+    retries: int = Field(3, ge=0, le=20, description="attempts after the first one fails")
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _on(cls, v: Any) -> Any:
+        items = [v] if isinstance(v, str) else v
+        for e in items or []:
+            if e != "*" and e not in NOTIFY_EVENTS:
+                raise ValueError(f"unknown event {e!r} (known: *, {', '.join(NOTIFY_EVENTS)})")
+        return items
+
+    @model_validator(mode="after")
+    def _needs(self) -> "NotificationChannel":
+        if self.type == "webhook":
+            if not self.url:
+                raise ValueError("a webhook needs url")
+            if not re.match(r"^https?://[^/\s]+", self.url):
+                raise ValueError(f"webhook url {self.url!r} must start with http:// or https://")
+        elif self.url is not None:
+            raise ValueError(f"url is only for webhooks, not {self.type}")
+        if self.type == "command" and not self.command:
+            raise ValueError("a command hook needs command (an argv list or a shell string)")
+        if self.type != "command" and self.command is not None:
+            raise ValueError(f"command is only for command hooks, not {self.type}")
+        if self.secret_env is not None and self.type != "webhook":
+            raise ValueError("secret_env is only for webhooks")
+        if self.secret_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.secret_env):
+            raise ValueError(f"secret_env must be the NAME of an environment variable, not {self.secret_env!r}")
+        return self
 
 
 class Settings(BaseModel):
@@ -57,6 +105,11 @@ class Settings(BaseModel):
         default_factory=list, description="extra regexes whose matches are redacted from logs and evidence"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="stderr log level")
+    daemon_workers: int = Field(2, ge=1, description="tasks a daemon runs at once (aictl daemon start --workers)")
+    daemon_grace_s: float = Field(30.0, ge=0, description="on stop, seconds running tasks get to finish before release")
+    notifications: list[NotificationChannel] = Field(
+        default_factory=list, description="where events (task.failed, task.done, …) are sent: console, webhook, command"
+    )
 
     # Resolved locations, not user settings.
     project_dir: Path | None = Field(None, exclude=True)
@@ -73,6 +126,19 @@ class Settings(BaseModel):
             except re.error as e:
                 raise ValueError(f"secret pattern {p!r} is not a valid regex: {e}") from None
         return items
+
+    @field_validator("notifications", mode="before")
+    @classmethod
+    def _notifications(cls, v: Any) -> Any:
+        if isinstance(v, str):  # AICTL_NOTIFICATIONS holds a JSON list
+            try:
+                return json.loads(v) if v.strip() else []
+            except json.JSONDecodeError as e:
+                raise ValueError(f"expected a JSON list of channels: {e}") from None
+        if isinstance(v, list):  # YAML 1.1 reads the key `on:` as the boolean true
+            v = [{("on" if k is True else k): x for k, x in item.items()} if isinstance(item, dict) else item
+                 for item in v]
+        return v
 
     @property
     def resolved_database_url(self) -> str:
@@ -162,6 +228,9 @@ def load_settings(project: str | Path | None = None, overrides: dict[str, Any] |
     except ValidationError as e:
         err = e.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else "?"
+        if len(err["loc"]) > 1:  # inside a list/mapping setting: name the exact entry and field
+            where = key + "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in err["loc"][1:])
+            raise ConfigError(f"{sources.get(key, 'default')}: invalid setting {where}: {err['msg']}") from None
         raise ConfigError(
             f"invalid setting {key}={values.get(key)!r} (from {sources.get(key, 'default')}): {err['msg']}"
         ) from None
