@@ -1,0 +1,151 @@
+"""The `anthropic` connector: a Claude model through the Messages API (official SDK), in aictl's tool loop.
+
+Config (``aictl ai register … --connector anthropic``): ``base_url`` (default
+https://api.anthropic.com; a trailing /v1 is dropped, the SDK adds it),
+``api_key_env`` (default ANTHROPIC_API_KEY), ``max_tokens`` (default 8192),
+``temperature``, ``max_turns``, ``prices`` and the loop's retry settings
+(see toolloop.py). Responses are streamed (SSE); each text or tool_use block
+becomes an event as soon as it is complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.toolloop import (
+    LoopRun,
+    ModelTurn,
+    ProviderError,
+    Setup,
+    ToolCall,
+    Usage,
+    api_key,
+    connection_error,
+    error_type,
+    http_error,
+    probe_models,
+    provider_message,
+    run_tool_loop,
+    transport_errors,
+)
+from aictl.domain.errors import UsageError
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+KEY_ENV = "ANTHROPIC_API_KEY"
+DEFAULT_MAX_TOKENS = 8192
+API_VERSION = "2023-06-01"
+
+
+def base_url(ai: Any) -> str:
+    url = str((ai.config or {}).get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
+def key_env(ai: Any) -> str:
+    return (ai.config or {}).get("api_key_env") or KEY_ENV
+
+
+class AnthropicConnector:
+    name = "anthropic"
+
+    def run(self, ctx: RunContext) -> ConnectorResult:
+        url = base_url(ctx.ai) if ctx.ai is not None else DEFAULT_BASE_URL
+        env = key_env(ctx.ai) if ctx.ai is not None else KEY_ENV
+        return run_tool_loop(ctx, connector=self.name, base_url=url, key_env=env,
+                             open_session=lambda setup, run: _MessagesSession(setup, run, url))
+
+
+class _MessagesSession:
+    def __init__(self, setup: Setup, run: LoopRun, url: str):
+        _, key = api_key(run.ctx.ai, KEY_ENV)
+        try:
+            import anthropic
+        except ImportError as e:
+            raise UsageError("the anthropic connector needs the anthropic package", hint="pip install anthropic") from e
+        self.sdk, self.setup, self.url, self.env = anthropic, setup, url, key_env(run.ctx.ai)
+        # Retries are the loop's (toolloop._Retry), so the SDK makes exactly one attempt per call.
+        self.client = anthropic.Anthropic(api_key=key, base_url=url, max_retries=0)
+        self.messages: list[dict[str, Any]] = [{"role": "user", "content": setup.prompt}]
+        self.tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
+                      for t in setup.tools]
+        self._content: list[dict[str, Any]] = []
+
+    def request(self, run: LoopRun, timeout: float) -> ModelTurn:
+        s = self.setup
+        kwargs: dict[str, Any] = {"model": s.model, "max_tokens": s.max_tokens or DEFAULT_MAX_TOKENS,
+                                  "messages": self.messages, "timeout": timeout}
+        if s.system:
+            kwargs["system"] = s.system
+        if self.tools:
+            kwargs["tools"] = self.tools
+        if s.temperature is not None:
+            kwargs["temperature"] = s.temperature
+        turn = ModelTurn()
+        sdk = self.sdk
+        try:
+            with self.client.messages.stream(**kwargs) as stream:
+                with run.watch(stream.close):
+                    for event in stream:
+                        run.check()
+                        if event.type != "content_block_stop":
+                            continue
+                        block = event.content_block
+                        if block.type == "text":
+                            run.message(block.text)
+                        elif block.type == "tool_use":
+                            call = ToolCall(id=block.id, name=block.name, input=block.input)
+                            turn.calls.append(call)
+                            run.tool_call(call)
+                    message = stream.get_final_message()
+        except sdk.APIStatusError as e:
+            raise http_error(e.status_code, connector="anthropic", base_url=self.url, key_env=self.env,
+                             message=provider_message(e.body, e.message), headers=e.response.headers,
+                             error_type=error_type(e.body)) from None
+        except sdk.APITimeoutError as e:
+            raise connection_error(e, connector="anthropic", base_url=self.url, timed_out=True) from None
+        except sdk.APIConnectionError as e:
+            raise connection_error(e, connector="anthropic", base_url=self.url) from None
+        except transport_errors() as e:  # the stream broke after it started
+            raise connection_error(e, connector="anthropic", base_url=self.url) from None
+        self._content = []
+        texts = []
+        for block in message.content:
+            if block.type == "text":
+                texts.append(block.text)
+                self._content.append({"type": "text", "text": block.text})
+            elif block.type == "tool_use":
+                self._content.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+            elif block.type == "thinking":
+                self._content.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
+        u = message.usage
+        turn.text = "\n".join(texts)
+        turn.usage = Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
+                           cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
+                           cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0)
+        turn.stop_reason, turn.model = message.stop_reason, message.model
+        return turn
+
+    def add_results(self, turn: ModelTurn, results: list) -> None:
+        self.messages.append({"role": "assistant", "content": self._content})
+        self.messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": call.id, "content": outcome.output or "(no output)",
+             **({} if outcome.ok else {"is_error": True})} for call, outcome in results]})
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def health(ai: Any, *, timeout: float = 3.0) -> dict[str, Any]:
+    """GET /v1/models at the AI's base_url (what a run would reach) and whether its model is listed."""
+    import os
+
+    env = key_env(ai)
+    key = os.environ.get(env)
+    headers = {"anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})}
+    return probe_models(f"{base_url(ai)}/v1/models?limit=1000", headers, ai.model,
+                        lambda body: [m.get("id") for m in (body or {}).get("data") or []], timeout=timeout,
+                        key_problem=None if key else f"${env} is not set")
+
+
+__all__ = ["AnthropicConnector", "ProviderError", "base_url", "health"]

@@ -1,0 +1,162 @@
+"""The `ollama` connector: a local (or hosted) Ollama model through the official SDK, in aictl's tool loop.
+
+Config: ``base_url`` (default http://127.0.0.1:11434), ``api_key_env`` (none
+by default; set it for a hosted Ollama that wants a bearer token),
+``max_tokens`` (Ollama's ``num_predict``), ``temperature``, ``num_ctx``,
+``keep_alive``, ``max_turns``, ``prices`` (local models cost nothing unless
+prices say otherwise). ``/api/chat`` is streamed (NDJSON); Ollama sends each
+tool call whole, so it becomes an event as soon as its line arrives.
+
+The ollama SDK has no retries and its errors carry no headers, so the
+session records each response's headers (an httpx event hook) to honour
+``retry-after`` on a 429 or 503.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.toolloop import (
+    LoopRun,
+    ModelTurn,
+    Setup,
+    ToolCall,
+    Usage,
+    api_key,
+    connection_error,
+    http_error,
+    probe_models,
+    run_tool_loop,
+    transport_errors,
+)
+from aictl.domain.errors import UsageError
+
+DEFAULT_BASE_URL = "http://127.0.0.1:11434"
+
+
+def base_url(ai: Any) -> str:
+    url = str((ai.config or {}).get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+    for suffix in ("/api", "/v1"):
+        if url.endswith(suffix):
+            url = url[: -len(suffix)]
+    return url
+
+
+def key_env(ai: Any) -> str | None:
+    return (ai.config or {}).get("api_key_env") or None
+
+
+class OllamaConnector:
+    name = "ollama"
+
+    def run(self, ctx: RunContext) -> ConnectorResult:
+        url = base_url(ctx.ai) if ctx.ai is not None else DEFAULT_BASE_URL
+        return run_tool_loop(ctx, connector=self.name, base_url=url, key_env=key_env(ctx.ai) if ctx.ai else None,
+                             open_session=lambda setup, run: _ChatSession(setup, run, url))
+
+
+class _ChatSession:
+    def __init__(self, setup: Setup, run: LoopRun, url: str):
+        env, key = api_key(run.ctx.ai, None)
+        try:
+            import ollama
+        except ImportError as e:
+            raise UsageError("the ollama connector needs the ollama package", hint="pip install ollama") from e
+        self.sdk, self.setup, self.url, self.env = ollama, setup, url, env
+        self.last_headers: dict[str, str] = {}
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self.request_timeout = float(setup.config.get("request_timeout_s", 600.0))
+        # kwargs beyond host/headers/timeout go to the httpx client: the hook keeps the headers ResponseError drops.
+        self.client = ollama.Client(host=url, headers=headers, timeout=self.request_timeout,
+                                    event_hooks={"response": [self._keep_headers]})
+        self.messages: list[dict[str, Any]] = ([{"role": "system", "content": setup.system}] if setup.system else [])
+        self.messages.append({"role": "user", "content": setup.prompt})
+        self.tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                         "parameters": t.parameters}} for t in setup.tools]
+        self._assistant: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        if setup.max_tokens:
+            options["num_predict"] = setup.max_tokens
+        if setup.temperature is not None:
+            options["temperature"] = setup.temperature
+        if setup.config.get("num_ctx"):
+            options["num_ctx"] = setup.config["num_ctx"]
+        self.options = options or None
+
+    def _keep_headers(self, response: Any) -> None:
+        self.last_headers = dict(response.headers)
+
+    def request(self, run: LoopRun, timeout: float) -> ModelTurn:
+        turn = ModelTurn()
+        text: list[str] = []
+        raw_calls: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"model": self.setup.model, "messages": self.messages, "stream": True,
+                                  "options": self.options}
+        if self.tools:
+            kwargs["tools"] = self.tools
+        if self.setup.config.get("keep_alive") is not None:
+            kwargs["keep_alive"] = self.setup.config["keep_alive"]
+        sdk = self.sdk
+        self.last_headers = {}
+        try:
+            # The SDK's stream is a generator that cannot be closed from another thread; closing the
+            # client's connections makes its blocked read fail instead.
+            with run.watch(self.client.close):
+                for part in self.client.chat(**kwargs):
+                    run.check()
+                    message = part.message
+                    if message is not None and message.content:
+                        text.append(message.content)
+                    for tc in (message.tool_calls or []) if message is not None else []:
+                        if not raw_calls:
+                            run.message("".join(text))
+                        call = ToolCall(id=f"call_{len(raw_calls) + 1}", name=tc.function.name,
+                                        input=dict(tc.function.arguments or {}))
+                        raw_calls.append({"function": {"name": call.name, "arguments": call.input}})
+                        turn.calls.append(call)
+                        run.tool_call(call)
+                    if part.done:
+                        turn.stop_reason, turn.model = part.done_reason, part.model
+                        turn.usage = Usage(input_tokens=part.prompt_eval_count or 0,
+                                           output_tokens=part.eval_count or 0)
+        except sdk.ResponseError as e:
+            status = e.status_code if e.status_code and e.status_code > 0 else None
+            if status is None:  # an error line in the middle of the stream
+                raise connection_error(RuntimeError(e.error), connector="ollama", base_url=self.url) from None
+            raise http_error(status, connector="ollama", base_url=self.url, key_env=self.env, message=str(e.error),
+                             headers=self.last_headers) from None
+        except ConnectionError as e:  # the SDK's "Failed to connect to Ollama"
+            raise connection_error(e, connector="ollama", base_url=self.url) from None
+        except transport_errors() as e:
+            timed_out = "Timeout" in type(e).__name__
+            raise connection_error(e, connector="ollama", base_url=self.url, timed_out=timed_out) from None
+        if not raw_calls:
+            run.message("".join(text))
+        turn.text = "".join(text)
+        self._assistant = {"role": "assistant", "content": turn.text}
+        if raw_calls:
+            self._assistant["tool_calls"] = raw_calls
+        return turn
+
+    def add_results(self, turn: ModelTurn, results: list) -> None:
+        self.messages.append(self._assistant)
+        for call, outcome in results:
+            self.messages.append({"role": "tool", "content": outcome.output or "(no output)", "tool_name": call.name})
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def health(ai: Any, *, timeout: float = 3.0) -> dict[str, Any]:
+    """GET /api/tags at the AI's base_url (what a run would reach) and whether its model is pulled."""
+    import os
+
+    env = key_env(ai)
+    key = os.environ.get(env) if env else None
+    return probe_models(f"{base_url(ai)}/api/tags", {"Authorization": f"Bearer {key}"} if key else {}, ai.model,
+                        lambda body: [m.get("name") or m.get("model") for m in (body or {}).get("models") or []],
+                        timeout=timeout, key_problem=f"${env} is not set" if env and not key else None)
+
+
+__all__ = ["OllamaConnector", "base_url", "health"]

@@ -1,0 +1,539 @@
+"""aictl's own tool loop, shared by the API connectors (anthropic, openai, ollama).
+
+A raw model cannot change code by itself, so the loop offers it the
+workspace tools (`tools.py`) and runs whatever it calls, turn after turn:
+
+    request (streamed) → text and tool calls → run the tools → send the results → …
+
+until the model answers without calling a tool (success), or a limit ends
+the run: ``max_turns`` (default 30), the budget (cost of the tokens so far
+≥ ``budget_usd``), the run's deadline (the sandbox spec's timeout), or
+``ctx.cancel``. A connector only supplies a `Session`: one streamed request in
+its provider's wire format, and how tool results are sent back.
+
+Retries are aictl's, not the SDKs' (the SDKs are built with ``max_retries=0``):
+429, 408/409, 5xx and 529 are retried with capped exponential backoff and
+jitter, honouring ``retry-after``/``retry-after-ms`` — unless the provider asks
+for a longer wait than ``max_retry_wait_s`` (60 s): then the run ends at once,
+transient, with ``retry_at`` so the router can pause the AI instead of blocking
+a worker. 401/403 end the run at once (``error_kind="auth"``), naming the
+environment variable that holds the key, never the key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import random
+import re
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterator, Mapping, Protocol
+
+from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.tools import SHORT_NAMES, SandboxUnavailable, ToolOutcome, ToolSpec, WorkspaceTools
+from aictl.agents.pricing import cost_usd, prices_for
+from aictl.domain.errors import UsageError
+
+DEFAULT_MAX_TURNS = 30
+DEFAULT_MAX_RETRIES = 4
+MAX_RETRY_WAIT_S = 60.0  # a longer retry-after ends the run (transient, retry_at) instead of sleeping
+RETRY_BACKOFF_S = 0.5  # first backoff without retry-after; doubles per attempt
+RETRY_BACKOFF_CAP_S = 8.0
+REQUEST_TIMEOUT_S = 600.0
+EVENT_OUTPUT_LIMIT = 4096  # characters of a tool result kept in its event
+SUMMARY_LIMIT = 2000
+WATCH_POLL_S = 0.05  # how often a streaming request looks at the cancel event and the deadline
+
+ENV_NOTE = ("You are working in a checkout of a software repository and have tools to {tools}. Paths are relative "
+            "to the repository root. Make the change you are asked for. When you are done, reply with a short "
+            "summary of what you did, without calling a tool.")
+TOOL_PHRASES = {"read": "read files", "write": "write files", "list": "list files", "run": "run shell commands"}
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    input: Any  # the arguments, normally a dict
+    error: str | None = None  # the arguments could not be parsed; the model is told so
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0  # excluding cache reads and writes (the Anthropic convention)
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def add(self, other: "Usage") -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cache_read_tokens": self.cache_read_tokens, "cache_write_tokens": self.cache_write_tokens}
+
+
+@dataclass
+class ModelTurn:
+    text: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str | None = None
+    model: str | None = None
+
+
+@dataclass
+class Setup:
+    """What a connector opens its session with."""
+
+    model: str
+    system: str
+    prompt: str
+    tools: list[ToolSpec]
+    config: dict[str, Any]
+    max_tokens: int | None
+    temperature: float | None
+
+
+class ProviderError(Exception):
+    """A request failed; `kind` is the ConnectorResult.error_kind (rate_limit, overloaded, auth, timeout, other)."""
+
+    def __init__(self, message: str, *, kind: str = "other", status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None, retry_at: float | None = None):
+        super().__init__(message)
+        self.message, self.kind, self.status, self.retryable = message, kind, status, retryable
+        self.retry_after, self.retry_at = retry_after, retry_at
+
+
+class Stopped(Exception):
+    """The run must end now (cancelled, out of time)."""
+
+
+class Cancelled(Stopped):
+    pass
+
+
+class TimedOut(Stopped):
+    pass
+
+
+class Session(Protocol):
+    def request(self, run: "LoopRun", timeout: float) -> ModelTurn:
+        """One streamed model request: call run.message/run.tool_call as blocks complete, raise ProviderError."""
+
+    def add_results(self, turn: ModelTurn, results: list[tuple[ToolCall, ToolOutcome]]) -> None:
+        """Append the model's turn and the tool results to the conversation."""
+
+    def close(self) -> None: ...
+
+
+# -- provider errors ---------------------------------------------------------------------------
+
+
+def _lower(headers: Mapping[str, str] | None) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the provider asks us to wait: retry-after-ms, else retry-after (seconds or an HTTP date)."""
+    h = _lower(headers)
+    try:
+        return max(0.0, float(h["retry-after-ms"]) / 1000)
+    except (KeyError, ValueError):
+        pass
+    value = h.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def reset_at(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """When the provider's rate limit resets (unix time), from its reset headers; the latest one wins."""
+    h, now = _lower(headers), time.time() if now is None else now
+    found: list[float] = []
+    for name, value in h.items():
+        if not ((name.startswith("anthropic-ratelimit-") and name.endswith("-reset"))
+                or name.startswith("x-ratelimit-reset")):
+            continue
+        value = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", value):  # unix seconds (anthropic-ratelimit-unified-reset)
+            found.append(float(value))
+        elif re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+", value):  # OpenAI durations: 6m0s, 1.5s, 20ms
+            scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+            found.append(now + sum(float(n) * scale[u] for n, u in _DURATION.findall(value)))
+        else:
+            try:
+                found.append(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+            except ValueError:
+                continue
+    return max(found) if found else None
+
+
+def http_error(status: int | None, *, connector: str, base_url: str, key_env: str | None, message: str = "",
+               headers: Mapping[str, str] | None = None, error_type: str | None = None) -> ProviderError:
+    """The ProviderError for an HTTP error (or an error event in a stream, by its `error_type`)."""
+    after = retry_after_s(headers)
+    where = f"{connector} at {base_url}"
+    detail = f": {message}" if message else ""
+    if status in (401, 403) or error_type in ("authentication_error", "permission_error"):
+        what = "rejected the API key" if status != 403 else "refused access (HTTP 403)"
+        env = f"the key in ${key_env}" if key_env else "the API key"
+        return ProviderError(f"{where} {what}{detail}; check {env}", kind="auth", status=status)
+    if status == 429 or error_type == "rate_limit_error":
+        at = time.time() + after if after is not None else reset_at(headers)
+        return ProviderError(f"{where}: rate limited (HTTP 429){detail}", kind="rate_limit", status=status,
+                             retryable=True, retry_after=after, retry_at=at)
+    if status in (503, 529) or error_type == "overloaded_error":
+        return ProviderError(f"{where}: overloaded (HTTP {status}){detail}", kind="overloaded", status=status,
+                             retryable=True, retry_after=after,
+                             retry_at=time.time() + after if after is not None else None)
+    if (status is not None and (status in (408, 409) or status >= 500)) or error_type in ("api_error", "server_error"):
+        return ProviderError(f"{where}: server error (HTTP {status}){detail}", status=status, retryable=True,
+                             retry_after=after)
+    hint = "; is the model name right?" if status == 404 else ""
+    return ProviderError(f"{where}: request refused (HTTP {status}){detail}{hint}", status=status)
+
+
+def connection_error(exc: BaseException, *, connector: str, base_url: str, timed_out: bool = False) -> ProviderError:
+    if timed_out:
+        return ProviderError(f"{connector} at {base_url}: no answer in time ({type(exc).__name__})", kind="timeout",
+                             retryable=True)
+    return ProviderError(f"{connector}: cannot reach {base_url}: {exc}", retryable=True)
+
+
+def provider_message(body: Any, fallback: str = "") -> str:
+    """The human part of an error body ({"error": {"message"}}, {"error": "…"}, …), one line, short."""
+    msg: Any = body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        msg = err.get("message") if isinstance(err, dict) else err
+    text = str(msg if isinstance(msg, str) and msg else fallback).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def error_type(body: Any) -> str | None:
+    """The provider's error type in an error body ({"error": {"type"}} or {"type"}), if any."""
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error", body)
+    kind = err.get("type") if isinstance(err, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The transport error classes of the HTTP libraries the SDKs use (httpx, httpx2), as loaded."""
+    import sys
+
+    found = [getattr(sys.modules.get(m), "TransportError", None) for m in ("httpx", "httpx2")]
+    return tuple(c for c in found if isinstance(c, type))
+
+
+def api_key(ai: Any, default_env: str | None) -> tuple[str | None, str | None]:
+    """(env var name, key) for this AI; ProviderError(auth) when the variable it names is not set."""
+    env = (ai.config or {}).get("api_key_env") or default_env
+    if not env:
+        return None, None
+    key = os.environ.get(env)
+    if not key:
+        raise ProviderError(f"{ai.connector}: the API key variable ${env} is not set (AI {ai.id})", kind="auth")
+    return env, key
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "[REDACTED]")
+    return text
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+class LoopRun:
+    """One run's state: events, transcript, counters, and the cancel/deadline checks sessions use."""
+
+    def __init__(self, ctx: RunContext, connector: str, deadline: float | None):
+        self.ctx, self.connector, self.deadline = ctx, connector, deadline
+        self.cancel = ctx.cancel
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self.requests = 0
+        self.retries = 0
+        self._on_event = ctx.on_event
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception as e:  # noqa: BLE001 - a broken consumer must not end the run
+                self._on_event = None
+                self.lines.append(f"[aictl: on_event raised {type(e).__name__}: {e}; events no longer streamed]")
+
+    def note(self, line: str) -> None:
+        self.lines.append(line)
+
+    # called by sessions while a response streams
+    def message(self, text: str) -> None:
+        if text.strip():
+            self.emit({"type": "message", "role": "assistant", "text": text})
+            self.note(f"assistant: {text}")
+
+    def tool_call(self, call: ToolCall) -> None:
+        self.emit({"type": "tool_call", "id": call.id, "name": SHORT_NAMES.get(call.name, call.name),
+                   "input": call.input})
+        args = call.input if isinstance(call.input, str) else json.dumps(call.input, ensure_ascii=False)
+        self.note(f"tool {call.name} {args}")
+
+    def check(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("cancelled")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimedOut("timed out")
+
+    @contextmanager
+    def watch(self, close: Callable[[], None]) -> Iterator[None]:
+        """While a response streams, close it on cancel or deadline so a blocked read fails at once."""
+        done, fired = threading.Event(), threading.Event()
+
+        def waiter() -> None:
+            while not done.wait(WATCH_POLL_S):
+                if self.cancel.is_set() or (self.deadline is not None and time.monotonic() > self.deadline):
+                    fired.set()
+                    try:
+                        close()
+                    except Exception:  # noqa: BLE001 - closing is best effort; the read fails either way
+                        pass
+                    return
+
+        thread = threading.Thread(target=waiter, name="aictl-stream-watch", daemon=True)
+        thread.start()
+        try:
+            yield
+        except Exception:
+            if fired.is_set():
+                self.check()
+            raise
+        finally:
+            done.set()
+            thread.join()
+
+    def request_timeout(self, configured: float) -> float:
+        if self.deadline is None:
+            return configured
+        return max(1.0, min(configured, self.deadline - time.monotonic()))
+
+
+def _number(config: dict[str, Any], key: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise UsageError(f"AI config {key!r} must be a number >= 0, not {value!r}")
+    return float(value)
+
+
+def _limit(*values: Any) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _system_prompt(ctx: RunContext, tools: list[ToolSpec]) -> str:
+    parts = []
+    if tools:
+        phrases = [TOOL_PHRASES[SHORT_NAMES[t.name]] for t in tools]
+        listed = ", ".join(phrases[:-1]) + (" and " if len(phrases) > 1 else "") + phrases[-1]
+        parts.append(ENV_NOTE.format(tools=listed))
+    if ctx.system.strip():
+        parts.append(ctx.system.strip())
+    return "\n\n".join(parts)
+
+
+def _prompt(ctx: RunContext) -> str:
+    if ctx.prompt.strip():
+        return ctx.prompt
+    task = ctx.task
+    text = "\n\n".join(p for p in (getattr(task, "title", ""), getattr(task, "description", "")) if p)
+    if not text.strip():
+        raise UsageError("an AI run needs a prompt: the task has no title or description")
+    return text
+
+
+def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Setup, LoopRun], Session],
+                  base_url: str, key_env: str | None) -> ConnectorResult:
+    """Run the loop to its end; always returns a ConnectorResult (raises only UsageError for a bad AI config)."""
+    t0 = time.monotonic()
+    ai = ctx.ai
+    if ai is None or not ai.model:
+        raise UsageError(f"the {connector} connector needs an AI with a model",
+                         hint=f"aictl ai register NAME --connector {connector} --model MODEL")
+    config = dict(ai.config or {})
+    prices = prices_for(ai.model, connector=connector, override=config.get("prices"))
+    max_turns = int(_limit(ctx.max_turns, config.get("max_turns")) or DEFAULT_MAX_TURNS)
+    timeout_s = _limit(getattr(ctx.spec, "timeout_s", None), config.get("timeout_s"))
+    deadline = t0 + float(timeout_s) if timeout_s is not None else None
+    run = LoopRun(ctx, connector, deadline)
+    tools = WorkspaceTools(ctx.workdir, sandbox=ctx.sandbox, spec=ctx.spec, cancel=ctx.cancel, labels=ctx.labels,
+                           on_output=ctx.on_output, allowed=ctx.allowed_tools, deadline=deadline,
+                           command_timeout_s=_number(config, "command_timeout_s", 300.0))
+    specs = tools.specs()
+    setup = Setup(model=ai.model, system=_system_prompt(ctx, specs), prompt=_prompt(ctx), tools=specs, config=config,
+                  max_tokens=config.get("max_tokens"), temperature=config.get("temperature"))
+    retry = _Retry(run, max_retries=int(_number(config, "max_retries", DEFAULT_MAX_RETRIES)),
+                   max_wait_s=_number(config, "max_retry_wait_s", MAX_RETRY_WAIT_S),
+                   backoff_s=_number(config, "retry_backoff_s", RETRY_BACKOFF_S))
+    request_timeout = _number(config, "request_timeout_s", REQUEST_TIMEOUT_S)
+    usage = Usage()
+    turn_no = 0
+    model_seen: str | None = None
+    summary = ""
+
+    def cost() -> float | None:
+        return cost_usd(usage.as_dict(), prices)
+
+    def finish(ok: bool, error: str | None = None, *, kind: str | None = None, transient: bool = False,
+               retry_at: float | None = None, cancelled: bool = False, timed_out: bool = False) -> ConnectorResult:
+        spent = cost()
+        if error:
+            run.emit({"type": "error", "kind": kind or "other", "message": error, "retry_at": retry_at})
+        run.emit({"type": "result", "ok": ok, "turns": turn_no, "summary": summary[:SUMMARY_LIMIT]})
+        tokens = f"{usage.input_tokens} in / {usage.output_tokens} out tokens"
+        run.note(f"== {'ok' if ok else 'failed: ' + (error or '')} after {turn_no} turn(s), {tokens}"
+                 + (f", ${spent:.6f}" if spent is not None else ", cost unknown"))
+        return ConnectorResult(
+            ok=ok, summary=summary[:SUMMARY_LIMIT], error=error, error_kind=kind if not ok else None,
+            transient=transient, retry_at=retry_at, cancelled=cancelled, timed_out=timed_out,
+            transcript="\n".join(run.lines) + "\n", usage={**usage.as_dict(), "turns": turn_no,
+                                                          "requests": run.requests, "retries": run.retries},
+            cost_usd=spent, duration_s=time.monotonic() - t0, sandbox=tools.sandbox_settings,
+            model=model_seen or ai.model, events=run.events)
+
+    run.note(f"== {connector} model {ai.model} at {base_url}; tools: "
+             f"{', '.join(s.name for s in specs) or 'none'}; up to {max_turns} turns")
+    if setup.system:
+        run.note("== system\n" + setup.system)
+    run.note("== user\n" + setup.prompt)
+    run.emit({"type": "init", "session_id": None, "model": ai.model, "tools": [SHORT_NAMES[s.name] for s in specs]})
+    if ctx.budget_usd is not None and prices is None:
+        return finish(False, f"a budget of ${ctx.budget_usd:g} is set but the price of {ai.model} is unknown, so it "
+                             "cannot be enforced; set the AI's config prices (USD per million tokens)", kind="other")
+    session: Session | None = None
+    try:
+        session = open_session(setup, run)
+        while True:
+            run.check()
+            if ctx.budget_usd is not None and (cost() or 0.0) >= ctx.budget_usd:
+                return finish(False, f"stopped: the budget of ${ctx.budget_usd:g} is spent (${cost():.4f} after "
+                                     f"{turn_no} turns)", kind="other")
+            turn_no += 1
+            run.note(f"== turn {turn_no}")
+            turn = retry.call(lambda: session.request(run, run.request_timeout(request_timeout)))
+            usage.add(turn.usage)
+            model_seen = turn.model or model_seen
+            if turn.text.strip():
+                summary = turn.text.strip()
+            run.emit({"type": "usage", **usage.as_dict(), "cost_usd": cost(), "turn": turn_no})
+            if not turn.calls:
+                return finish(True)
+            if turn_no >= max_turns:
+                run.note(f"(not run: {', '.join(c.name for c in turn.calls)}; no turns left)")
+                return finish(False, f"stopped after {max_turns} turns: the model still wanted to call tools",
+                              kind="other")
+            results = []
+            for call in turn.calls:
+                run.check()
+                outcome = ToolOutcome(False, call.error) if call.error else tools.call(call.name, call.input)
+                run.emit({"type": "tool_result", "id": call.id, "ok": outcome.ok,
+                          "output": outcome.output[:EVENT_OUTPUT_LIMIT]})
+                run.note(f"  -> {'ok' if outcome.ok else 'error'}: {outcome.output}")
+                results.append((call, outcome))
+            session.add_results(turn, results)
+    except ProviderError as e:
+        return finish(False, redact(e.message, os.environ.get(key_env) if key_env else None),
+                      kind=e.kind, transient=e.retryable or e.kind in ("rate_limit", "overloaded", "timeout"),
+                      retry_at=e.retry_at)
+    except Cancelled:
+        return finish(False, "cancelled", kind="other", cancelled=True)
+    except TimedOut:
+        return finish(False, f"timed out after {timeout_s:g}s", kind="timeout", transient=True, timed_out=True)
+    except SandboxUnavailable as e:
+        return finish(False, f"sandbox did not start: {e}", kind="other", transient=True)
+    finally:
+        if session is not None:
+            session.close()
+
+
+class _Retry:
+    def __init__(self, run: LoopRun, *, max_retries: int, max_wait_s: float, backoff_s: float):
+        self.run, self.max_retries, self.max_wait_s, self.backoff_s = run, max_retries, max_wait_s, backoff_s
+
+    def call(self, request: Callable[[], ModelTurn]) -> ModelTurn:
+        attempt = 0
+        while True:
+            self.run.requests += 1
+            try:
+                return request()
+            except ProviderError as e:
+                if not e.retryable or attempt >= self.max_retries:
+                    raise
+                if e.retry_after is not None:
+                    delay = e.retry_after
+                else:
+                    delay = min(self.backoff_s * 2 ** attempt, RETRY_BACKOFF_CAP_S) * (1 - 0.25 * random.random())
+                if delay > self.max_wait_s:
+                    raise  # a long wait: give the worker back and let the router pause this AI until retry_at
+                deadline = self.run.deadline
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise
+                attempt += 1
+                self.run.retries += 1
+                self.run.emit({"type": "error", "kind": e.kind, "message": f"{e.message}; retry {attempt} of "
+                               f"{self.max_retries} in {delay:.2f}s", "retry_at": None, "retrying": True})
+                self.run.note(f"[{e.message}; retry {attempt} of {self.max_retries} in {delay:.2f}s]")
+                if self.run.cancel.wait(delay):
+                    raise Cancelled("cancelled") from None
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+def probe_models(url: str, headers: dict[str, str], model: str | None, names: Callable[[Any], list[str]], *,
+                 timeout: float = 3.0, key_problem: str | None = None) -> dict[str, Any]:
+    """GET a provider's model list: {"ok", "detail", "url", "models", "model_listed"}; never raises."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the AI's own base_url
+            listed = names(json.loads(resp.read().decode("utf-8") or "null"))
+    except urllib.error.HTTPError as e:
+        detail = f"GET {url}: HTTP {e.code}"
+        if e.code in (401, 403):
+            detail += f" (check the API key{': ' + key_problem if key_problem else ''})"
+        return {"ok": False, "detail": detail, "url": url}
+    except (OSError, ValueError) as e:
+        return {"ok": False, "detail": f"GET {url}: {getattr(e, 'reason', None) or e}", "url": url}
+    found = model is None or model in listed or (":" not in model and f"{model}:latest" in listed)
+    detail = f"{url}: {len(listed)} model(s)" + (f", {model} {'listed' if found else 'NOT listed'}" if model else "")
+    if key_problem:
+        detail += f"; {key_problem}"
+    return {"ok": found and not key_problem, "detail": detail, "url": url, "models": listed, "model_listed": found}
+
+
+__all__ = ["Cancelled", "ModelTurn", "ProviderError", "Session", "Setup", "TimedOut", "ToolCall", "Usage",
+           "api_key", "connection_error", "error_type", "http_error", "probe_models", "provider_message", "reset_at",
+           "retry_after_s", "run_tool_loop", "transport_errors"]
