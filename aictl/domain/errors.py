@@ -10,6 +10,7 @@ Hierarchy (the CLI maps each class to one exit code; nothing else does)::
     │   ├── IllegalTransition     exit 4  e.g. complete a task that is queued
     │   ├── LeaseLost             exit 4  (owner, epoch) no longer holds the lease
     │   ├── LockConflict          exit 4  path locks overlap a held lock
+    │   ├── AILimitReached        exit 4  the AI already holds max_concurrency tasks
     │   └── CycleError            exit 4  a dependency would close a cycle
     ├── PolicyDenied              exit 5  the policy said deny
     ├── NotInitialized            exit 1  no .ai/ project here
@@ -83,6 +84,10 @@ class LeaseLost(Conflict):
 
 class LockConflict(Conflict):
     code = "lock_conflict"
+
+
+class AILimitReached(Conflict):
+    code = "ai_limit_reached"
 
 
 class CycleError(Conflict):
