@@ -12,14 +12,17 @@ import sys
 from typing import Any
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-_state: dict[str, Any] = {"configured": False, "json": False, "level": None}
+_state: dict[str, Any] = {"configured": False, "json": False, "level": None, "stream": None}
 
 
-def configure(*, level: str | None = None, json: bool | None = None) -> None:
+def configure(*, level: str | None = None, json: bool | None = None, stream: Any = None) -> None:
+    """`stream`: where lines go instead of stderr (the daemon passes its rotating log file)."""
     if level is not None:
         _state["level"] = LEVELS[level]
     if json is not None:
         _state["json"] = json
+    if stream is not None:
+        _state["stream"] = stream
     _state["configured"] = False  # rebuild structlog config on next use
 
 
@@ -39,7 +42,7 @@ def _structlog() -> Any:
             processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
                         renderer],
             wrapper_class=structlog.make_filtering_bound_logger(_level()),
-            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+            logger_factory=structlog.PrintLoggerFactory(file=_state["stream"] or sys.stderr),
             cache_logger_on_first_use=False,
         )
         _state["configured"] = True

@@ -28,6 +28,7 @@ NOUNS = {
     "config": "aictl.cli.config",
     "sandbox": "aictl.cli.sandbox",
     "workspace": "aictl.cli.workspace",
+    "daemon": "aictl.cli.daemon",
     "notify": "aictl.cli.notify",
 }
 COMMANDS = {"init": ("aictl.cli.config", "init")}

@@ -1,0 +1,428 @@
+"""Process control for the daemon: its files, the pid file under a lock, detaching, signals, logs.
+
+Everything lives in ``<home>/daemon/``:
+
+    daemon.lock   flock held for the daemon's whole life (freed by the kernel, even on SIGKILL)
+    daemon.pid    the pid, for humans and `systemd PIDFile=`; trusted only while the lock is held
+    status.json   what the daemon is doing now (rewritten atomically), read by `aictl daemon status`
+    daemon.log    JSON lines, rotated (daemon.log.1 … .5)
+    daemon.out    the detached process's stdout/stderr: only what bypasses the logger (a crash)
+
+A pid file whose lock is free is stale: its daemon died (SIGKILL, power loss) and the
+next start takes over and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from aictl.domain.errors import AictlError, Conflict
+
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 5
+DAEMON_UMASK = 0o027  # group may read what the daemon writes; others nothing
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DaemonPaths:
+    dir: Path
+
+    @classmethod
+    def for_home(cls, home: Path) -> "DaemonPaths":
+        return cls(Path(home) / "daemon")
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / "daemon.lock"
+
+    @property
+    def pid(self) -> Path:
+        return self.dir / "daemon.pid"
+
+    @property
+    def status(self) -> Path:
+        return self.dir / "status.json"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "daemon.log"
+
+    @property
+    def out(self) -> Path:
+        return self.dir / "daemon.out"
+
+
+def _file_lock(path: Path) -> Any:
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hard flock only: a soft (file-exists) lock would outlive a SIGKILLed daemon.
+    return FileLock(str(path), timeout=0, thread_local=False, fallback_to_soft=False, preserve_lock_file=True)
+
+
+def read_pid(paths: DaemonPaths) -> int | None:
+    try:
+        return int(paths.pid.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def lock_is_held(paths: DaemonPaths) -> bool:
+    """True while some process holds the daemon lock (probe: try to take it, give it back at once)."""
+    from filelock import Timeout
+
+    if not paths.lock.exists():
+        return False
+    lock = _file_lock(paths.lock)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+@dataclass
+class LocalDaemon:
+    """What this host knows about the project's daemon without asking the store."""
+
+    running: bool
+    pid: int | None
+    stale_pid_file: bool  # a pid file is there, but nothing holds the lock
+
+
+def local_daemon(paths: DaemonPaths) -> LocalDaemon:
+    pid = read_pid(paths)
+    held = lock_is_held(paths)
+    return LocalDaemon(running=held, pid=pid if held else None,
+                       stale_pid_file=paths.pid.exists() and not held)
+
+
+class PidFile:
+    """The daemon's claim on the project for this host: flock on daemon.lock, pid in daemon.pid."""
+
+    def __init__(self, paths: DaemonPaths):
+        self.paths = paths
+        self._lock = _file_lock(paths.lock)
+        self.stale: dict[str, Any] | None = None  # what we took over, if anything
+
+    def acquire(self) -> "PidFile":
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            pid = read_pid(self.paths)
+            raise Conflict(
+                f"a daemon is already running for this project (pid {pid if pid else 'unknown'},"
+                f" lock {self.paths.lock})",
+                hint="see it with: aictl daemon status; stop it with: aictl daemon stop",
+                details={"pid": pid},
+            ) from None
+        old = read_pid(self.paths)
+        if old is not None and old != os.getpid():
+            self.stale = {"pid": old, "pid_alive": pid_alive(old), "previous": _read_json(self.paths.status)}
+        tmp = self.paths.pid.with_suffix(".pid.tmp")
+        tmp.write_text(f"{os.getpid()}\n")
+        os.replace(tmp, self.paths.pid)
+        return self
+
+    def release(self) -> None:
+        try:
+            if read_pid(self.paths) == os.getpid():
+                self.paths.pid.unlink()
+        except OSError:
+            pass
+        self._lock.release(force=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_status(paths: DaemonPaths) -> dict[str, Any] | None:
+    return _read_json(paths.status)
+
+
+def write_status(paths: DaemonPaths, data: dict[str, Any]) -> None:
+    """Atomically replace status.json (readers never see half a file)."""
+    tmp = paths.status.with_name(f".status.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, paths.status)
+
+
+# -- logs -------------------------------------------------------------------------------
+
+
+class RotatingLogStream:
+    """A file-like sink for structlog's JSON lines that rotates like logging's RotatingFileHandler (it is one)."""
+
+    def __init__(self, path: Path, *, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS,
+                 tee: Any = None):
+        import logging
+        import logging.handlers
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._logging = logging
+        self.handler = logging.handlers.RotatingFileHandler(str(path), maxBytes=max_bytes, backupCount=backups,
+                                                            encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        self.tee = tee
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line:
+                self.handler.handle(self._logging.makeLogRecord({"msg": line, "levelno": 20, "levelname": "INFO"}))
+                if self.tee is not None:
+                    try:
+                        self.tee.write(line + "\n")
+                        self.tee.flush()
+                    except (OSError, ValueError):
+                        pass
+        return len(text)
+
+    def flush(self) -> None:
+        pass  # the handler flushes every record
+
+    def close(self) -> None:
+        self.handler.close()
+
+
+def setup_logging(paths: DaemonPaths, settings: Any, *, tee_stderr: bool) -> RotatingLogStream:
+    """JSON lines into daemon.log (rotated); info level unless log_level was set explicitly."""
+    import threading
+
+    from aictl import logging as alog
+
+    stream = RotatingLogStream(paths.log, tee=sys.stderr if tee_stderr else None)
+    explicit = settings.sources.get("log_level", "default") != "default"
+    alog.configure(level=settings.log_level if explicit else "info", json=True, stream=stream)
+    log = alog.get_logger("aictl.daemon")
+
+    def excepthook(args: Any) -> None:  # a thread that dies says why in the log, not on a lost stderr
+        import traceback
+
+        log.error("thread crashed", thread=args.thread.name if args.thread else None,
+                  error=f"{args.exc_type.__name__}: {args.exc_value}",
+                  traceback="".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+
+    threading.excepthook = excepthook
+    return stream
+
+
+def iter_log_lines(paths: DaemonPaths, *, lines: int, follow: bool,
+                   stop: Callable[[], bool] = lambda: False, poll: float = 0.2) -> Iterator[str]:
+    """The last `lines` lines of daemon.log, then (follow) each new one, across rotations."""
+    from collections import deque
+
+    state: dict[str, Any] = {"f": None, "inode": None}
+
+    def reopen() -> bool:
+        if state["f"] is not None:
+            state["f"].close()
+            state["f"] = None
+        try:
+            state["f"] = open(paths.log, encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return False
+        state["inode"] = os.fstat(state["f"].fileno()).st_ino
+        return True
+
+    try:
+        if reopen():
+            yield from deque((line.rstrip("\n") for line in state["f"]), maxlen=max(lines, 0))
+        if not follow:
+            return
+        partial = ""
+        while not stop():
+            chunk = state["f"].read() if state["f"] is not None else ""
+            if chunk:
+                partial += chunk
+                *done, partial = partial.split("\n")
+                yield from done
+                continue
+            try:
+                st = os.stat(paths.log)
+            except FileNotFoundError:
+                st = None
+            f = state["f"]
+            if st is not None and (f is None or st.st_ino != state["inode"] or st.st_size < f.tell()):
+                if partial:  # the old file is read to its end: what is left was its last line
+                    yield partial
+                    partial = ""
+                reopen()  # rotated (or first created): the new file from its top
+                continue
+            time.sleep(poll)
+    finally:
+        if state["f"] is not None:
+            state["f"].close()
+
+
+# -- detaching ----------------------------------------------------------------------------
+
+
+def detach(paths: DaemonPaths, body: Callable[[Callable[[dict[str, Any]], None]], int],
+           *, ready_timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
+    """Run `body(ready)` in a detached grandchild; return the message it passes to `ready`.
+
+    Classic double fork: the child calls setsid (new session, no controlling terminal)
+    and forks again, so the daemon is not a session leader and can never acquire a
+    terminal; the middle process exits at once and is reaped here. The daemon keeps the
+    project as its working directory (its paths are relative to it), sets a fixed umask,
+    and points stdin at /dev/null and stdout/stderr at daemon.out. It reports through a
+    pipe once it holds the pid lock (or why it could not start).
+    """
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(w)
+        os.waitpid(pid, 0)
+        return _read_ready(r, ready_timeout, paths)
+    code = 1
+    try:
+        os.close(r)
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        os.umask(DAEMON_UMASK)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        out = os.open(str(paths.out), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(devnull)
+        os.close(out)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the daemon installs its own handlers
+        sent = {"done": False}
+
+        def ready(msg: dict[str, Any]) -> None:
+            if sent["done"]:
+                return
+            sent["done"] = True
+            try:
+                os.write(w, (json.dumps(msg, default=str) + "\n").encode())
+                os.close(w)
+            except OSError:
+                pass  # the starter gave up waiting; carry on
+
+        try:
+            code = body(ready)
+        except AictlError as e:
+            ready({"ok": False, "error": e.to_dict()})
+            code = e.exit_code
+        except BaseException as e:  # noqa: BLE001 - the starter must hear about it; then exit
+            import traceback
+
+            traceback.print_exc()
+            ready({"ok": False, "error": {"code": "error", "message": f"{type(e).__name__}: {e}", "exit_code": 1}})
+            code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _read_ready(fd: int, timeout: float, paths: DaemonPaths) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    try:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return {"ok": False, "error": {"code": "error", "exit_code": 1, "message":
+                        f"the daemon did not report within {timeout:g}s", "hint": f"see {paths.log} and {paths.out}"}}
+            readable, _, _ = select.select([fd], [], [], left)
+            if not readable:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        os.close(fd)
+    if not buf.strip():
+        return {"ok": False, "error": {"code": "error", "exit_code": 1,
+                                       "message": "the daemon exited before it was ready",
+                                       "hint": f"see {paths.out} and {paths.log}"}}
+    return json.loads(buf.split(b"\n", 1)[0])
+
+
+# -- signals ----------------------------------------------------------------------------
+
+
+def install_signals(on_stop: Callable[[bool], None], on_reload: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT: drain (a second one: stop now). SIGQUIT: stop now. SIGHUP: reload the policy."""
+    seen = {"n": 0}
+
+    def drain(signum: int, frame: Any) -> None:
+        seen["n"] += 1
+        on_stop(seen["n"] > 1)
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+    signal.signal(signal.SIGQUIT, lambda s, f: on_stop(True))
+    signal.signal(signal.SIGHUP, lambda s, f: on_reload())
+
+
+def stop_signal(now: bool) -> int:
+    return signal.SIGQUIT if now else signal.SIGTERM
+
+
+# -- one daemon's life -------------------------------------------------------------------
+
+
+def serve(settings: Any, options: Any, paths: DaemonPaths, *, foreground: bool,
+          ready: Callable[[dict[str, Any]], None]) -> int:
+    """Take the pid lock, set up logs, prepare, report ready, run until stopped. Foreground or detached."""
+    from aictl.daemon.loop import Daemon
+    from aictl.logging import get_logger
+
+    pidfile = PidFile(paths).acquire()
+    try:
+        setup_logging(paths, settings, tee_stderr=foreground)
+        log = get_logger("aictl.daemon")
+        daemon = Daemon(settings, options, status_path=paths.status)
+        if pidfile.stale is not None:
+            previous = pidfile.stale.get("previous") or {}
+            daemon.previous_daemon = previous.get("daemon_id")
+            log.warning("stale pid file: its daemon is gone; taking over", pid=pidfile.stale["pid"],
+                        pid_alive=pidfile.stale["pid_alive"], previous_daemon=daemon.previous_daemon)
+        daemon.prepare()
+        install_signals(lambda now: daemon.request_stop(now=now), daemon.request_reload)
+        write_status(paths, daemon.snapshot())  # who holds the pid file, even if we die in the next instant
+        store = daemon.snapshot()["store"]
+        ready({"ok": True, "pid": os.getpid(), "daemon_id": daemon.id, "workers": len(daemon.workers),
+               "log": str(paths.log), "took_over": pidfile.stale and {"pid": pidfile.stale["pid"],
+                                                                      "daemon_id": daemon.previous_daemon},
+               "store": {"reachable": store["reachable"], "error": store["error"]}})
+        daemon.run()
+        return 0
+    finally:
+        pidfile.release()
