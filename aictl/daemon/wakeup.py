@@ -103,8 +103,8 @@ class ListenWakeup(PollWakeup):
                 conn.execute(f"LISTEN {CHANNEL}")
                 if not self.listening and self.last_error:
                     log.info("listening for task notifications again", channel=CHANNEL)
-                self.listening, self.last_error, backoff = True, None, 0.5
                 self.wake()  # whatever was notified while we were not listening
+                self.listening, self.last_error, backoff = True, None, 0.5
                 while not self._closed.is_set():
                     for _ in conn.notifies(timeout=1.0):
                         self.notifications += 1

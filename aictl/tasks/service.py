@@ -158,6 +158,8 @@ class TaskService:
             before=None if before is None else {"status": before},
             after=after, data={k: v for k, v in data.items() if v is not None} or None,
         )
+        if action not in _QUIET_ACTIONS:
+            notify_daemons(tx)
 
     # -- create ---------------------------------------------------------------
 
@@ -683,6 +685,17 @@ class TaskService:
         for row in rows:
             self._event(tx, now, "dependency_retried", row, S.FAILED, dependency=task_id)
             self._revive_failed_dependents(tx, now, row["id"])
+
+
+# After these no task can have become claimable, so no daemon needs waking.
+_QUIET_ACTIONS = frozenset({"claim", "start", "add_dependency"})
+
+
+def notify_daemons(tx: Tx) -> None:
+    """PostgreSQL: wake the LISTENing daemons (aictl.daemon.wakeup) when this transaction commits; once per tx."""
+    if tx.dialect == "postgresql" and not getattr(tx, "_aictl_notified", False):
+        tx._aictl_notified = True  # type: ignore[attr-defined]
+        tx.run("NOTIFY aictl_tasks")
 
 
 def task_facts(row: dict[str, Any]) -> dict[str, Any]:
