@@ -42,6 +42,8 @@ class Task(_Model):
     result: Any = None
     command: str | None = None
     verify: str | None = None
+    ai: str | None = None  # the registered AI the latest claim was made for
+    activity: str | None = None  # the running agent's latest action, one line
 
     @field_serializer("lease_expires_at", "heartbeat_at", "next_run_at", "created_at", "updated_at")
     def _iso(self, v: float | None) -> str | None:

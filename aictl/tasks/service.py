@@ -18,6 +18,7 @@ from aictl.audit.events import append_event, canonical_json
 from aictl.audit.redact import redact
 from aictl.domain.errors import (
     AictlError,
+    AILimitReached,
     CycleError,
     IllegalTransition,
     LeaseLost,
@@ -34,6 +35,7 @@ from aictl.tasks.sql import CLAIM_ORDER, HELD, as_json_list, claimable_where, de
 T = TypeVar("T")
 S = TaskStatus
 _PG_CLAIM_LOCK = 727274002  # advisory lock key: claims that could conflict through locks
+_PG_AI_LOCK = 727274003  # with hashtext(ai id): claims for one AI, so its concurrency limit holds
 
 
 class TaskSpec(BaseModel):
@@ -168,6 +170,21 @@ class TaskService:
 
     def create_many(self, specs: list[TaskSpec], *, dry_run: bool = False) -> list[Task]:
         """Create tasks in one transaction; depends_on may name earlier or later keys of the batch."""
+        created = self._write(self._creator(specs), dry_run)
+        if len(specs) >= 200 and not dry_run and self.store.dialect == "postgresql":
+            # A bulk load leaves the planner without statistics until autovacuum runs (up to a
+            # minute); without them it sorts the whole queue on every claim instead of reading
+            # the claim index in order.
+            with self.store.write() as tx:
+                tx.run("ANALYZE tasks")
+        return created
+
+    def create_in(self, tx: Tx, now: float, specs: list[TaskSpec]) -> list[Task]:
+        """Create tasks inside the caller's write transaction (a schedule firing moves its schedule in the same one)."""
+        return self._creator(specs)(tx, now)
+
+    def _creator(self, specs: list[TaskSpec]) -> Callable[[Tx, float], list[Task]]:
+        """Check a batch, and return the function that inserts it in a transaction."""
         from aictl.tasks.globs import GlobError, normalize_patterns
 
         keys = [s.key for s in specs if s.key]
@@ -233,14 +250,7 @@ class TaskService:
                             waiting_on=undone or None)
             return [self._task(tx, self._row(tx, ids[i])) for i in range(len(specs))]
 
-        created = self._write(run, dry_run)
-        if len(specs) >= 200 and not dry_run and self.store.dialect == "postgresql":
-            # A bulk load leaves the planner without statistics until autovacuum runs (up to a
-            # minute); without them it sorts the whole queue on every claim instead of reading
-            # the claim index in order.
-            with self.store.write() as tx:
-                tx.run("ANALYZE tasks")
-        return created
+        return run
 
     def add_dependency(self, task_id: int, depends_on: int, *, dry_run: bool = False) -> Task:
         def run(tx: Tx, now: float) -> Task:
@@ -282,6 +292,7 @@ class TaskService:
         ttl: float | None = None,
         ai: str | None = None,
         ai_labels: list[str] | None = None,
+        ai_limit: int | None = None,
         dry_run: bool = False,
     ) -> ClaimResult | None:
         """Atomically claim the best ready task (or `task_id`); None when nothing is claimable.
@@ -289,13 +300,20 @@ class TaskService:
         With a policy, a task the policy refuses to this AI is skipped (its decision
         record kept) and the next one is tried; the refusal stands until the task
         or the policy changes.
+
+        With `ai`, the claim is made for that AI: the task records it (tasks.ai), its
+        `ai:<x>` labels must name the AI or one of `ai_labels`, and with `ai_limit`
+        the AI may hold at most that many tasks — counted inside this transaction
+        (PostgreSQL: under an advisory lock per AI), so racing claimers cannot exceed it.
         """
         ttl = ttl or self.settings.lease_ttl
+        for_ai = ai
         ai = ai or owner
         for _ in range(100):
             try:
                 with self.store.write() as tx:
-                    result = self._claim(tx, self.clock(), owner, capabilities, labels, task_id, ttl, ai, ai_labels)
+                    result = self._claim(tx, self.clock(), owner, capabilities, labels, task_id, ttl, ai, ai_labels,
+                                         for_ai, ai_limit)
                     if dry_run:
                         raise _DryRun(result)
                     return result
@@ -312,23 +330,29 @@ class TaskService:
         raise AictlError("could not claim: too much contention on conflicting locks or policy refusals; try again")
 
     def _claim(self, tx: Tx, now: float, owner: str, caps: list[str] | None, labels: list[str] | None,
-               task_id: int | None, ttl: float, ai: str, ai_labels: list[str] | None) -> ClaimResult | None:
+               task_id: int | None, ttl: float, ai: str, ai_labels: list[str] | None,
+               for_ai: str | None = None, ai_limit: int | None = None) -> ClaimResult | None:
         self._reap(tx, now)
+        if for_ai is not None and ai_limit is not None and not self._ai_has_room(tx, for_ai, ai_limit, task_id):
+            return None
         refused_for = (ai, self.policy.digest) if self.policy is not None and task_id is None else None
         where, params = claimable_where(tx, capabilities=caps, labels=labels, task_id=task_id,
-                                        refused_for=refused_for)
+                                        refused_for=refused_for,
+                                        for_ai=(for_ai, ai_labels or []) if for_ai is not None else None)
         skip = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
         row = tx.one(
             "UPDATE tasks SET status = 'claimed', owner = :owner, lease_epoch = lease_epoch + 1,"
-            " lease_expires_at = :expires, heartbeat_at = :now, updated_at = :now"
+            " lease_expires_at = :expires, heartbeat_at = :now, updated_at = :now, ai = :for_ai, activity = NULL"
             f" WHERE id = (SELECT t.id FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT 1{skip})"
             " AND status = 'queued' RETURNING *",
-            {**params, "owner": owner, "expires": now + ttl, "now": now},
+            {**params, "owner": owner, "expires": now + ttl, "now": now, "for_ai": for_ai},
         )
         if row is None:
             if task_id is not None:
-                self._explain_unclaimable(tx, task_id)
+                self._explain_unclaimable(tx, task_id, caps, for_ai, ai_labels)
             return None
+        if for_ai is not None:
+            tx.run("UPDATE ais SET last_assigned_at = :now WHERE id = :ai", {"now": now, "ai": for_ai})
         patterns = json.loads(row["lock_paths"])
         if tx.dialect == "postgresql":
             self._pg_recheck(tx, row, bool(patterns))
@@ -339,7 +363,7 @@ class TaskService:
                 " VALUES (:t, :p, :o, :e, :now)",
                 {"t": row["id"], "p": p, "o": owner, "e": row["lease_epoch"], "now": now},
             )
-        self._event(tx, now, "claim", row, S.QUEUED, actor=owner, ttl=ttl)
+        self._event(tx, now, "claim", row, S.QUEUED, actor=owner, ttl=ttl, ai=for_ai)
         lease = Lease(task_id=row["id"], owner=owner, lease_epoch=row["lease_epoch"],
                       lease_expires_at=row["lease_expires_at"])
         return ClaimResult(lease=lease, task=self._task(tx, row))
@@ -370,13 +394,36 @@ class TaskService:
         if clash is not None:
             raise _ClaimRace()
 
-    def _explain_unclaimable(self, tx: Tx, task_id: int) -> None:
+    def _ai_has_room(self, tx: Tx, ai: str, limit: int, task_id: int | None) -> bool:
+        """Does `ai` hold fewer than `limit` tasks? Counted under a per-AI lock, so concurrent claims queue here."""
+        if tx.dialect == "postgresql":
+            # Held until commit: the next claimer for this AI counts after this claim is visible.
+            tx.one(f"SELECT pg_advisory_xact_lock({_PG_AI_LOCK}, hashtext(:ai))", {"ai": ai})
+        held = tx.one(f"SELECT COUNT(*) AS n FROM tasks WHERE ai = :ai AND status IN {HELD}", {"ai": ai})["n"]
+        if held < limit:
+            return True
+        if task_id is not None:
+            raise AILimitReached(f"AI {ai!r} is at its concurrency limit: {held}/{limit} tasks held",
+                                 hint=f"wait for one to finish, or raise it: aictl ai register {ai} … "
+                                      "--max-concurrency N --replace",
+                                 details={"ai": ai, "held": held, "limit": limit})
+        return False
+
+    def _explain_unclaimable(self, tx: Tx, task_id: int, caps: list[str] | None = None, for_ai: str | None = None,
+                             ai_labels: list[str] | None = None) -> None:
         from aictl.tasks.queries import reasons_not_ready
+        from aictl.tasks.sql import ai_label_values
 
         row = self._row(tx, task_id)
         if row["status"] != S.QUEUED:
             check_transition(task_id, row["status"], S.CLAIMED, "claim")
-        reasons = reasons_not_ready(tx, [row], self.clock()).get(task_id) or ["it is not claimable"]
+        reasons = reasons_not_ready(tx, [row], self.clock(), capabilities=caps).get(task_id) or []
+        if for_ai is not None:
+            accepts = set(ai_label_values(for_ai, ai_labels))
+            unmet = [x for x in json.loads(row["labels"]) if x.startswith("ai:") and x not in accepts]
+            if unmet:
+                reasons.append(f"it wants {', '.join(unmet)}, and AI {for_ai} is not that")
+        reasons = reasons or ["it is not claimable"]
         from aictl.domain.errors import LockConflict
 
         raise LockConflict(f"cannot claim task {task_id}: {'; '.join(reasons)}",

@@ -43,6 +43,8 @@ def row_to_task(row: dict[str, Any], deps: list[int]) -> Task:
         result=None if row["result"] is None else json.loads(row["result"]),
         command=row.get("command"),
         verify=row.get("verify"),
+        ai=row.get("ai"),
+        activity=row.get("activity"),
     )
 
 
@@ -98,9 +100,13 @@ def json_superset(tx: Tx, column: str, param: str) -> str:
 
 def claimable_where(
     tx: Tx, *, capabilities: list[str] | None, labels: list[str] | None, task_id: int | None,
-    refused_for: tuple[str, str] | None = None,
+    refused_for: tuple[str, str] | None = None, for_ai: tuple[str, list[str]] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """WHERE clause (over alias t) selecting tasks a claimer could take right now."""
+    """WHERE clause (over alias t) selecting tasks a claimer could take right now.
+
+    `for_ai` = (AI id, its labels): the claim is made for that AI, so every task label
+    `ai:<x>` must name it (x is its id or one of its labels), as the router decides.
+    """
     parts = [
         "t.status = 'queued'",
         "(t.next_run_at IS NULL OR t.next_run_at <= :now)",
@@ -130,7 +136,28 @@ def claimable_where(
             " AND d.ts >= t.updated_at)"
         )
         params["refused_ai"], params["refused_digest"] = refused_for
+    if for_ai is not None:
+        parts.append(ai_labels_met(tx, "t.labels", "ai_accepts"))
+        params["ai_accepts"] = as_json_list(ai_label_values(*for_ai))
     return " AND ".join(parts), params
+
+
+def ai_label_values(ai_id: str, ai_labels: list[str] | None) -> list[str]:
+    """The `ai:<x>` task labels an AI satisfies: its id and each of its labels."""
+    return sorted({f"ai:{ai_id}", *(f"ai:{label}" for label in ai_labels or [])})
+
+
+def ai_labels_met(tx: Tx, column: str, param: str) -> str:
+    """SQL true when every `ai:` label in the JSON array `column` is in the array bound to `param`."""
+    if tx.dialect == "sqlite":
+        return (
+            f"NOT EXISTS (SELECT 1 FROM json_each({column}) j WHERE substr(j.value, 1, 3) = 'ai:'"
+            f" AND j.value NOT IN (SELECT value FROM json_each(:{param})))"
+        )
+    return (
+        f"NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(CAST({column} AS jsonb)) j(v)"
+        f" WHERE substr(j.v, 1, 3) = 'ai:' AND j.v NOT IN (SELECT jsonb_array_elements_text(CAST(:{param} AS jsonb))))"
+    )
 
 
 CLAIM_ORDER = "ORDER BY t.priority DESC, t.created_at, t.id"
