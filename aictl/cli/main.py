@@ -30,6 +30,7 @@ NOUNS = {
     "workspace": "aictl.cli.workspace",
     "daemon": "aictl.cli.daemon",
     "notify": "aictl.cli.notify",
+    "schedule": "aictl.cli.schedule",
 }
 COMMANDS = {"init": ("aictl.cli.config", "init")}
 

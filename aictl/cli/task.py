@@ -89,6 +89,13 @@ def create(
     file: Annotated[
         Optional[Path], typer.Option("--file", "-f", help="Create a batch of tasks from a YAML/JSON file ('-' = stdin).")
     ] = None,
+    every: Annotated[
+        Optional[str], typer.Option("--every", help='Cron expression: create a schedule that creates this task each '
+                                                    'time it fires, e.g. "0 * * * *" (see: aictl schedule).')
+    ] = None,
+    tz: Annotated[
+        Optional[str], typer.Option("--tz", help="Time zone of --every, e.g. Europe/Berlin (default: this machine's).")
+    ] = None,
     dry_run: DryRunOpt = False,
     output: OutputOpt = None,
 ) -> None:
@@ -96,6 +103,18 @@ def create(
     from aictl.tasks.service import TaskSpec
 
     out = state.output(output)
+    if every is not None or tz is not None:
+        from aictl.cli.schedule import create_schedule
+
+        if every is None or file is not None or not title:
+            raise UsageError("--every needs a TITLE (not --file); --tz needs --every",
+                             hint='aictl task create "Nightly dependency bump" --every "0 3 * * *"')
+        create_schedule(out, TaskSpec(title=title, description=description, type=type_, priority=priority,
+                                      labels=_split(label), required_capabilities=_split(capability),
+                                      depends_on=depends_on or [], lock_paths=lock or [], exclusive=exclusive,
+                                      max_attempts=max_attempts, command=command, verify=verify),
+                        every, tz, dry_run)
+        return
     if file is not None:
         specs = _load_batch(file)
     elif title:
@@ -341,11 +360,16 @@ def ready(
 
 @app.command("reap")
 def reap(output: OutputOpt = None) -> None:
-    """Return tasks whose lease expired to the queue (or fail them after max attempts)."""
+    """Return tasks whose lease expired to the queue (or fail them after max attempts), and fire due schedules."""
+    from aictl.tasks.schedules import fire_due
+
     out = state.output(output)
     tasks = state.tasks().reap()
+    fired = fire_due(state.store(), state.settings())
     if out.mode == "table":
         info(f"reaped {len(tasks)} expired lease(s)")
+        if fired:
+            info(f"fired {len(fired)} due schedule(s): created task(s) {', '.join(map(str, fired))}")
     out.emit(tasks, columns=TASK_COLUMNS)
 
 
