@@ -213,8 +213,10 @@ def claim(
     label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only tasks with this label.")] = None,
     task_id: Annotated[Optional[int], typer.Option("--id", help="Claim this task, not the next one.")] = None,
     ttl: Annotated[Optional[float], typer.Option("--ttl", help="Lease seconds (default lease_ttl).")] = None,
-    ai: Annotated[Optional[str], typer.Option("--ai", help="AI id the policy judges (default: the owner).")] = None,
-    ai_label: Annotated[Optional[list[str]], typer.Option("--ai-label", help="Labels of that AI, for the policy.")] = None,
+    ai: Annotated[Optional[str], typer.Option(
+        "--ai", help="Claim for this AI: the policy judges it, ai:<x> task labels must name it, a registered AI's "
+                     "labels, capabilities and concurrency limit apply (default: the owner).")] = None,
+    ai_label: Annotated[Optional[list[str]], typer.Option("--ai-label", help="Labels of that AI (default: its registered ones).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until a task can be claimed.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="With --wait: give up after N seconds.")] = None,
     dry_run: DryRunOpt = False,
@@ -224,11 +226,20 @@ def claim(
     out = state.output(output)
     svc = state.tasks(enforce=True)
     caps = _split(capability) if capability is not None else None
+    ai_labels, ai_limit = _split(ai_label) or None, None
+    if ai:  # a registered AI claims with its own labels, capabilities and concurrency limit
+        from aictl.agents.registry import Registry
+
+        record = Registry(state.store()).find(ai)
+        if record is not None:
+            ai_labels = ai_labels if ai_labels is not None else record.labels
+            caps = caps if caps is not None else record.capabilities
+            ai_limit = record.max_concurrency
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.05
     while True:
         result = svc.claim(_owner(owner), capabilities=caps, labels=_split(label) or None, task_id=task_id,
-                           ttl=ttl, ai=ai, ai_labels=_split(ai_label) or None, dry_run=dry_run)
+                           ttl=ttl, ai=ai, ai_labels=ai_labels, ai_limit=ai_limit, dry_run=dry_run)
         if result is not None or not wait or (deadline is not None and time.monotonic() >= deadline):
             break
         # Short poll with backoff: new work is seen within a second, idle costs ~nothing.
@@ -353,6 +364,13 @@ def ready(
     out = state.output(output)
     entries = state.queries().ready(capabilities=_split(capability) if capability is not None else None,
                                     labels=_split(label) or None, limit=limit)
+    if capability is None and any(e.ready for e in entries):
+        from aictl.agents.registry import Registry
+
+        if Registry(state.store()).list():  # with AIs registered, "ready" means some AI can take it
+            from aictl.agents.router import Router
+
+            entries = Router(state.store(), state.settings(), policy=state.gate()).annotate_ready(entries)
     out.emit(entries, columns=[("id", lambda e: e.id), ("ready", lambda e: e.ready), ("pri", lambda e: e.priority),
                                ("status", lambda e: e.status), ("title", lambda e: e.title),
                                ("why not", lambda e: "; ".join(e.reasons) or None)])
@@ -442,6 +460,14 @@ def _progress_printer(out: Any) -> Any:
         elif event["type"] == "output":
             last_line["text"] = event["line"]
             info(f"[{elapsed:6.1f}s]   {event['stream']}: {event['line'][:200]}")
+        elif event["type"] == "agent":
+            from aictl.agents.context import activity_line
+
+            line = activity_line(event["event"])
+            if line:
+                info(f"[{elapsed:6.1f}s]   agent: {line}")
+        elif event["type"] == "ai_paused":
+            info(f"[{elapsed:6.1f}s] {event['ai']} paused: {event['reason']}")
 
     return emit
 
@@ -450,8 +476,10 @@ def _progress_printer(out: Any) -> Any:
 def execute(
     task_id: Annotated[Optional[int], typer.Argument(help="Task id (default: the next ready task).")] = None,
     owner: OwnerOpt = None,
-    ai: Annotated[Optional[str], typer.Option("--ai", help="AI id the policy judges (default: the owner).")] = None,
-    connector: Annotated[str, typer.Option("--connector", help="Connector that does the work.")] = "command",
+    ai: Annotated[Optional[str], typer.Option(
+        "--ai", help="Registered AI that runs it (default: the router picks; a task with a command runs it).")] = None,
+    connector: Annotated[Optional[str], typer.Option(
+        "--connector", help="Connector that does the work (default: the AI's; `command` for command tasks).")] = None,
     command: Annotated[Optional[str], typer.Option("--command", help="Shell command (command connector).")] = None,
     verify: Annotated[Optional[str], typer.Option("--verify", help="Verification command, e.g. 'pytest -q'.")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Sandbox: local or docker.")] = None,
@@ -460,18 +488,35 @@ def execute(
     ttl: Annotated[Optional[float], typer.Option("--ttl", help="Lease seconds (heartbeats keep it alive).")] = None,
     epoch: Annotated[Optional[int], typer.Option("--epoch", help="Adopt your existing claim instead of claiming.")] = None,
     keep: Annotated[bool, typer.Option("--keep-workspace", help="Keep the workspace even on success.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the agent session of the task's last run.")] = False,
+    message: Annotated[Optional[str], typer.Option(
+        "--message", "-m", help="Follow-up instructions for the agent (resumes its last session if any).")] = None,
     output: OutputOpt = None,
 ) -> None:
-    """Run a task end to end: claim, policy, git worktree, agent in a sandbox, evidence, checks, complete/fail."""
+    """Run a task end to end: claim, policy, git worktree, agent in a sandbox, evidence, checks, complete/fail.
+
+    Without --ai the router picks the AI (see: aictl route ID); when that AI hits a rate
+    limit it is paused and the task goes to the next eligible AI at once.
+    """
     from aictl.execution.executor import ExecuteOptions, Executor
 
     out = state.output(output)
     if backend not in (None, "local", "docker"):
         raise UsageError(f"unknown backend {backend!r}", hint="use --backend local or --backend docker")
     executor = Executor(state.store(), state.settings(), policy=state.gate(), on_event=_progress_printer(out))
-    report = executor.execute(task_id, ExecuteOptions(
-        owner=_owner(owner), ai=ai, connector=connector, command=command, verify=verify, backend=backend, base=base,
-        timeout_s=timeout, ttl=ttl, epoch=epoch, keep_workspace=keep))
+    opts = ExecuteOptions(owner=_owner(owner), ai=ai, connector=connector, command=command, verify=verify,
+                          backend=backend, base=base, timeout_s=timeout, ttl=ttl, epoch=epoch, keep_workspace=keep,
+                          resume=resume, message=message)
+    tried: set[str] = set()
+    while True:
+        report = executor.execute(task_id, opts)
+        # A routed AI hit its rate limit and was paused: the next eligible AI takes the task now.
+        if report.outcome != "released" or report.ai is None or report.ai in tried or epoch is not None:
+            break
+        tried.add(report.ai)
+        if out.mode != "json":
+            info(f"task {report.task.id}: {report.reason}; routing it again")
+        task_id = report.task.id
     if out.mode == "json":
         sys.stdout.write(json.dumps({"type": "report", **report.model_dump(mode="json")}) + "\n")
     else:
@@ -483,6 +528,8 @@ def execute(
 
 def _report_human(r: Any) -> str:
     lines = [f"task {r.task.id}: {r.outcome}" + (f" — {r.reason}" if r.reason else "")]
+    if r.ai:
+        lines.append(f"  ai:        {r.ai} ({r.connector})")
     if r.changed_paths:
         lines.append(f"  changed:   {', '.join(r.changed_paths[:20])}")
     if r.commit:

@@ -23,8 +23,9 @@ Emit = Callable[[dict[str, Any]], None]
 
 class ExecuteOptions(BaseModel):
     owner: str
-    ai: str | None = None
-    connector: str = "command"
+    ai: str | None = None  # a registered AI runs it (pinned); otherwise the id the policy judges
+    # None: the registered AI's connector; `command` for a task with a command; else the router picks an AI.
+    connector: str | None = None
     command: str | None = None  # overrides task.command
     verify: str | None = None  # overrides task.verify
     backend: str | None = None  # local | docker; default from settings (policy may tighten)
@@ -33,12 +34,17 @@ class ExecuteOptions(BaseModel):
     ttl: float | None = None
     epoch: int | None = None  # adopt an existing claim held by (owner, epoch) instead of claiming
     keep_workspace: bool = False
+    resume: bool = False  # continue the agent session of the task's latest run
+    message: str | None = None  # follow-up instructions (resumes the latest session when there is one)
 
 
 class ExecutionReport(BaseModel):
     task: Task
-    outcome: str  # done | failed | retrying | cancelled | lease_lost | awaiting_approval
+    # done | failed | retrying | cancelled | lease_lost | awaiting_approval | released (rate-limited, back in the queue)
+    outcome: str
     lease_epoch: int
+    ai: str | None = None
+    connector: str | None = None
     reason: str | None = None
     changed_paths: list[str] = Field(default_factory=list)
     commit: str | None = None
@@ -47,6 +53,10 @@ class ExecutionReport(BaseModel):
     evidence: list[dict[str, Any]] = Field(default_factory=list)
     decisions: list[dict[str, Any]] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
+
+
+RATE_LIMITED = ("rate_limit", "overloaded")
+DEFAULT_PAUSE_S = 60.0
 
 
 class _Stop(Exception):
@@ -82,13 +92,20 @@ class Executor:
     def execute(self, task_id: int | None, opts: ExecuteOptions) -> ExecutionReport:
         t0 = time.monotonic()
         timings: dict[str, float] = {}
-        lease = self._claim_or_adopt(task_id, opts)
+        lease, plan = self._claim_or_adopt(task_id, opts)
+        if plan.ai is not None:
+            opts = opts.model_copy(update={"ai": plan.ai.id, "connector": plan.connector})
+        else:
+            opts = opts.model_copy(update={"connector": plan.connector})
         task, epoch = lease.task, lease.lease.lease_epoch
-        report = ExecutionReport(task=task, outcome="failed", lease_epoch=epoch)
-        self._phase(task.id, "claimed", epoch=epoch, owner=opts.owner)
+        report = ExecutionReport(task=task, outcome="failed", lease_epoch=epoch, ai=opts.ai if plan.ai else None,
+                                 connector=plan.connector)
+        self._phase(task.id, "claimed", epoch=epoch, owner=opts.owner,
+                    **({"ai": plan.ai.id, "routed": plan.routed} if plan.ai is not None else {}))
         timings["claim"] = time.monotonic() - t0
         keeper = None
         ws = None
+        activity = None
         try:
             spec = self._sandbox_spec(opts)
             limits = self._policy_execute(task, opts, epoch, spec, report)
@@ -103,7 +120,15 @@ class Executor:
             keeper = self._keep_lease(task.id, opts.owner, epoch, opts.ttl)
             self._phase(task.id, "running", backend=spec.backend, connector=opts.connector)
             t = time.monotonic()
-            result = self._run_connector(task, ws.path, spec, opts, keeper.stop)
+            if plan.ai is not None:
+                from aictl.execution.activity import ActivityWriter
+
+                activity = ActivityWriter(self._open_store, task.id, opts.owner, epoch, self.emit)
+            result = self._run_connector(task, ws.path, spec, opts, keeper.stop, plan=plan, limits=limits,
+                                         activity=activity)
+            if activity is not None:
+                activity.finish()
+                activity = None
             timings["run"] = time.monotonic() - t
             if keeper.stop.is_set():
                 raise _Stop("cancelled" if keeper.cancelled else "lease_lost", keeper.lost_reason or "lease lost")
@@ -111,7 +136,11 @@ class Executor:
             changes = self.workspaces.collect(ws, message=f"aictl: task {task.id}: {task.title}\n\n{result.summary}")
             report.changed_paths, report.commit = changes.paths, changes.commit
             self._phase(task.id, "evidence", changed=len(changes.paths))
-            self._store_run_evidence(task, opts, epoch, result, changes, spec, report)
+            self._store_run_evidence(task, opts, epoch, result, changes, spec, report, plan)
+            if not result.ok and result.error_kind in RATE_LIMITED and plan.ai is not None:
+                keeper.finish()
+                keeper = None
+                return self._rate_limited(report, opts, epoch, plan, result, ws)
             verify = self._verify(task, ws.path, spec, opts, epoch, keeper.stop, report)
             timings["collect"] = time.monotonic() - t
             if keeper.stop.is_set():
@@ -158,25 +187,18 @@ class Executor:
             self._release_quietly(task.id, opts.owner, epoch, f"executor error: {type(e).__name__}: {e}")
             raise
         finally:
+            if activity is not None:
+                activity.finish()
             if keeper is not None:
                 keeper.finish()
             report.timings = report.timings or {k: round(v, 4) for k, v in timings.items()}
 
     # -- steps -------------------------------------------------------------------
 
-    def _claim_or_adopt(self, task_id: int | None, opts: ExecuteOptions) -> Any:
-        from aictl.domain.errors import NotFound
-        from aictl.tasks.service import ClaimResult
+    def _claim_or_adopt(self, task_id: int | None, opts: ExecuteOptions) -> tuple[Any, Any]:
+        from aictl.execution.assign import claim_and_assign
 
-        if opts.epoch is not None:
-            if task_id is None:
-                raise UsageError("adopting a claim (--epoch) needs the task id")
-            lease = self.svc.heartbeat(task_id, opts.owner, opts.epoch, ttl=opts.ttl)
-            return ClaimResult(lease=lease, task=self.svc_read(task_id))
-        claimed = self.svc.claim(opts.owner, task_id=task_id, ttl=opts.ttl, ai=opts.ai)
-        if claimed is None:
-            raise NotFound("nothing to execute: no task is ready", hint="see why with: aictl task ready")
-        return claimed
+        return claim_and_assign(self, task_id, opts)
 
     def svc_read(self, task_id: int) -> Task:
         from aictl.tasks.queries import TaskQueries
@@ -257,17 +279,45 @@ class Executor:
         return keeper
 
     def _run_connector(self, task: Task, workdir: Path, spec: Any, opts: ExecuteOptions,
-                       stop: threading.Event) -> Any:
+                       stop: threading.Event, *, plan: Any = None, limits: dict[str, Any] | None = None,
+                       activity: Any = None) -> Any:
         from aictl.agents.connectors import RunContext, get_connector
         from aictl.sandbox import get_sandbox
 
-        connector = get_connector(opts.connector)
+        connector = get_connector(opts.connector or "command")
         ctx = RunContext(task=task, workdir=workdir, sandbox=get_sandbox(spec.backend), spec=spec,
                          on_output=lambda stream, line: self.emit(
                              {"type": "output", "task_id": task.id, "stream": stream, "line": line}),
                          cancel=stop, command=opts.command, instructions=task.description,
                          labels={"task": str(task.id), "epoch": str(task.lease_epoch)})
+        if plan is not None and plan.ai is not None:
+            from aictl.execution.assign import agent_context
+
+            agent_context(self, ctx, task, opts, plan, limits or {}, activity)
         return connector.run(ctx)
+
+    def _rate_limited(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, plan: Any, result: Any,
+                      ws: Any) -> ExecutionReport:
+        """A usage or rate limit: pause the AI; a routed task goes straight back for another AI, a pinned one retries."""
+        from aictl.agents.registry import Registry
+        from aictl.agents.router import when
+
+        now = time.time()
+        until = result.retry_at if result.retry_at and result.retry_at > now else now + DEFAULT_PAUSE_S
+        why = f"{result.error_kind}: {result.error or 'the provider refused'}"
+        Registry(self.store, actor=opts.owner).pause(plan.ai.id, until, why)
+        self.emit({"type": "ai_paused", "task_id": report.task.id, "ai": plan.ai.id, "until": until, "reason": why})
+        reason = f"{plan.ai.id} is rate-limited until {when(until, now)} ({why})"
+        if not plan.routed:
+            return self._fail(report, opts, epoch, reason, True, ws)
+        report.task = self.svc.release(report.task.id, opts.owner, epoch, reason=reason, ai=opts.ai)
+        report.outcome, report.reason = "released", reason + "; released for another AI"
+        if opts.keep_workspace:
+            report.workspace = str(ws.path)
+        else:
+            self.workspaces.remove(ws)
+        self._phase(report.task.id, "released", reason=report.reason)
+        return report
 
     def _put(self, report: ExecutionReport, task: Task, opts: ExecuteOptions, epoch: int, content: Any, *,
              kind: str, name: str, media_type: str = "text/plain", summary: dict | None = None,
@@ -279,12 +329,12 @@ class Executor:
         return ref
 
     def _store_run_evidence(self, task: Task, opts: ExecuteOptions, epoch: int, result: Any, changes: Any,
-                            spec: Any, report: ExecutionReport) -> None:
+                            spec: Any, report: ExecutionReport, plan: Any = None) -> None:
         with self.store.write() as tx:  # one transaction for all of the run's evidence
-            self._run_evidence(tx, task, opts, epoch, result, changes, spec, report)
+            self._run_evidence(tx, task, opts, epoch, result, changes, spec, report, plan)
 
     def _run_evidence(self, tx: Any, task: Task, opts: ExecuteOptions, epoch: int, result: Any, changes: Any,
-                      spec: Any, report: ExecutionReport) -> None:
+                      spec: Any, report: ExecutionReport, plan: Any = None) -> None:
         import functools
 
         put = functools.partial(self._put, tx=tx)
@@ -299,10 +349,20 @@ class Executor:
             put(report, task, opts, epoch, result.stderr, kind="log", name="stderr.txt")
         if result.transcript:
             put(report, task, opts, epoch, result.transcript, kind="transcript", name="transcript.txt")
+        ai = plan.ai if plan is not None else None
+        model = result.model or (ai.model if ai is not None else None)
         run = {"connector": opts.connector, "ok": result.ok, "exit_code": result.exit_code, "error": result.error,
                "timed_out": result.timed_out, "duration_s": round(result.duration_s, 4), "usage": result.usage,
                "cost_usd": result.cost_usd, "sandbox": result.sandbox or spec.model_dump(),
-               "sandboxed": spec.backend != "local"}
+               "sandboxed": spec.backend != "local", "ai": ai.id if ai is not None else None, "model": model,
+               "session_id": result.session_id, "error_kind": result.error_kind, "retry_at": result.retry_at}
+        if ai is not None or result.usage or result.cost_usd is not None:
+            from aictl.execution.assign import usage_record
+
+            usage = usage_record(result, opts.connector, ai.id if ai is not None else None, model)
+            put(report, task, opts, epoch, json.dumps(usage, sort_keys=True), kind="usage", name="usage.json",
+                media_type="application/json",
+                summary={k: usage[k] for k in ("model", "turns", "cost_usd")} | {"tokens": usage["tokens"]["total"]})
         put(report, task, opts, epoch, json.dumps(run, sort_keys=True), kind="run", name="run.json",
                   media_type="application/json", summary={"ok": result.ok, "exit_code": result.exit_code,
                                                           "backend": spec.backend, "sandboxed": spec.backend != "local"})

@@ -214,6 +214,10 @@ def test_nothing_to_execute_exit_3(git_project, capsys):
 
 def test_task_without_command_is_a_usage_error_and_releases(git_project, capsys):
     tid = create(capsys, "no command", "--lock", "src/**")
-    code, out, err = run(capsys, "task", "execute", str(tid))
+    code, out, err = run(capsys, "task", "execute", str(tid), "--connector", "command")
     assert code == 2 and "--command" in err
+    assert json.loads(run(capsys, "task", "get", str(tid), "-o", "json")[1])["status"] == "queued"
+    # without --connector a task with no command is routed to an AI: none is registered, so nothing is claimed
+    code, out, err = run(capsys, "task", "execute", str(tid))
+    assert code == 3 and "no AI is registered" in err and "aictl ai register" in err
     assert json.loads(run(capsys, "task", "get", str(tid), "-o", "json")[1])["status"] == "queued"
