@@ -4,6 +4,7 @@
     url = srv.create_database()       # "postgresql+psycopg://postgres@127.0.0.1:PORT/NAME"
     ...
     srv.drop_database(url_or_name)
+    srv.pause(); srv.resume()         # an outage: stopped and started again on the same port
     srv.stop()                        # idempotent; also runs at exit
 
 The server lives in a private temp dir (data, socket, log), listens on a free
@@ -173,6 +174,15 @@ class PgServer:
             self.dir = self.data_dir = self.sock_dir = None
             self._port = None
 
+    def pause(self) -> None:
+        """Stop the server but keep its data, port and directory: a database outage (undo with resume())."""
+        self._run(["pg_ctl", "stop", "-D", self.data_dir, "-m", "fast", "-w", "-t", "30"], timeout=40)
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port."""
+        self._run(["pg_ctl", "start", "-D", self.data_dir, "-l", self.log_file, "-w", "-t", "60",
+                   "-o", self._server_opts(self.port)], timeout=90)
+
     # -- databases ----------------------------------------------------------
     def _admin(self):
         import psycopg
@@ -277,10 +287,8 @@ class PgServer:
         last = ""
         for _attempt in range(5):  # the free port can be taken before we bind it
             port = _free_port()
-            opts = (f"-p {port} -k {shlex.quote(self.sock_dir)} -c listen_addresses=127.0.0.1"
-                    " -c fsync=off -c max_connections=200 -c shared_buffers=64MB")
             r = self._run(["pg_ctl", "start", "-D", self.data_dir, "-l", self.log_file,
-                           "-w", "-t", "60", "-o", opts], timeout=90, check=False)
+                           "-w", "-t", "60", "-o", self._server_opts(port)], timeout=90, check=False)
             if r is not None and r.returncode == 0:
                 self._port = port
                 return
@@ -288,6 +296,10 @@ class PgServer:
             if "already in use" not in self._log_tail():
                 break
         raise PgUnavailable(f"pg_ctl start failed: {last[-2000:]}" + self._log_tail())
+
+    def _server_opts(self, port: int) -> str:
+        return (f"-p {port} -k {shlex.quote(self.sock_dir)} -c listen_addresses=127.0.0.1"
+                " -c fsync=off -c max_connections=200 -c shared_buffers=64MB")
 
     def _log_tail(self) -> str:
         try:

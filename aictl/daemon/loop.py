@@ -112,6 +112,7 @@ class Worker:
         self._store: Any = None
         self._executor: Any = None
         self._executor_gate: int = -1
+        self._store_generation = 0
         self.thread = threading.Thread(target=self._run, name=f"aictl-daemon-w{n}", daemon=True)
 
     @property
@@ -137,18 +138,37 @@ class Worker:
                 log.error("task run failed in the daemon", task_id=job.task_id, epoch=job.epoch, worker=self.n,
                           error=f"{type(e).__name__}: {getattr(e, 'message', e)}")
                 self.daemon._count("error")
+                self._give_back(job, f"daemon worker error: {type(e).__name__}: {getattr(e, 'message', e)}")
             finally:
                 self.job = None
                 self.runs += 1
                 self.daemon._worker_idle()
         self._drop_store()
 
+    def _give_back(self, job: Job, reason: str) -> None:
+        """After a crash of the run, release its lease now (with its epoch) rather than wait for expiry."""
+        from aictl.tasks.service import TaskService
+
+        try:
+            with self.daemon.open_store() as store:
+                TaskService(store, self.daemon.settings).release(job.task_id, self.owner, job.epoch,
+                                                                 reason=reason[:500])
+            log.info("released the task after the error", task_id=job.task_id, epoch=job.epoch)
+        except (LeaseLost, Conflict):
+            pass  # already finished, released or taken over: nothing to give back
+        except Exception as e:  # noqa: BLE001 - store still down: the lease expires instead
+            log.warning("could not release the task after the error; its lease will expire", task_id=job.task_id,
+                        error=getattr(e, "message", str(e)))
+
     def _executor_for(self) -> Any:
         from aictl.execution.executor import Executor
 
         d = self.daemon
+        if self._store is not None and self._store_generation != d.store_generation:
+            self._drop_store()  # the store went away since we opened it: this connection is likely dead
         if self._store is None:
             self._store = d.open_store()
+            self._store_generation = d.store_generation
             self._executor = None
         if self._executor is None or self._executor_gate != d.gate_generation:
             self._executor = Executor(self._store, d.settings, policy=d.gate,
@@ -228,6 +248,7 @@ class Daemon:
         self._store_retry_at = 0.0
         self._store_backoff = self.options.store_retry_min_s
         self._last_store_ok: float | None = None
+        self.store_generation = 0  # bumped on every store failure: workers reopen their connections
         self._registered = False
         self._stop = threading.Event()
         self._stop_now = threading.Event()
@@ -304,6 +325,7 @@ class Daemon:
             self._store_down_since = time.time()
         log.warning("store unreachable; retrying", error=msg, retry_in_s=self._store_backoff)
         self._store_error = msg
+        self.store_generation += 1
         self._store_retry_at = time.monotonic() + self._store_backoff
         self._store_backoff = min(self.options.store_retry_max_s, self._store_backoff * 2)
         self._status_dirty = True
