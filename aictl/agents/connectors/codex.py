@@ -1,0 +1,244 @@
+"""The `codex` connector: the real Codex CLI (`codex exec`), headless, in the task's workspace.
+
+    codex exec --json --skip-git-repo-check --sandbox MODE [-m MODEL] [config args…] [resume SESSION] -- PROMPT
+
+CODEX_HOME is `<state dir>/codex-home` (sessions live there, so `resume` works
+on a later run; Codex wants it outside TMPDIR). aictl writes its config.toml
+before every run: a custom model provider `aictl` (base_url = config base_url
++ "/v1", default the OpenAI API; env_key = the variable the AI names in
+api_key_env, default OPENAI_API_KEY; wire_api = "responses"), approval_policy
+"never" (nobody is there to approve), the system context as
+developer_instructions (Codex sends it as a developer message after its own
+instructions), web search off unless the sandbox spec allows network, plugins
+off (their sync looks up api.github.com), and retries from config max_retries.
+
+Tools: Codex's own sandbox is kept on, because it works here and is the only
+isolation the local backend has: `workspace-write` when the policy allows
+`write`, else `read-only` (its apply_patch is then refused and shell writes
+fail); when `run` is not allowed the shell tool is switched off
+(features.shell_tool = false). Where Codex's sandbox cannot start (no user
+namespaces), set config codex_sandbox = "danger-full-access" and rely on
+aictl's sandbox instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.cli_common import (
+    StateDir,
+    StreamParser,
+    api_key,
+    base_url,
+    clip,
+    config_value,
+    cost_from_prices,
+    finish,
+    kind_from_text,
+    refuse,
+    require_binary,
+    retry_at_from_text,
+    run_cli,
+)
+from aictl.agents.connectors.claude_code import prompt_of
+from aictl.domain.errors import UsageError
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_BASE_URL = "https://api.openai.com"
+PROVIDER = "aictl"
+SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
+AICTL_TOOLS = ("read", "list", "write", "run")
+_REFUSED = re.compile(r"ERROR codex_core::tools::router: error=(.*)")
+
+
+def sandbox_mode(allowed_tools: list[str] | None, override: str | None = None) -> str:
+    """Codex's --sandbox for the aictl tools the policy allows: no `write`, no writing."""
+    if allowed_tools is not None:
+        unknown = sorted(set(allowed_tools) - set(AICTL_TOOLS))
+        if unknown:
+            raise UsageError(f"unknown tool(s) {', '.join(unknown)} for codex",
+                             hint=f"aictl tools are: {', '.join(AICTL_TOOLS)}")
+    if override and override not in SANDBOX_MODES:
+        raise UsageError(f"codex_sandbox must be one of {', '.join(SANDBOX_MODES)}, not {override!r}")
+    if allowed_tools is not None and "write" not in allowed_tools:
+        return "read-only"  # config may loosen Codex's own sandbox where it cannot start, never the policy
+    return override or "workspace-write"
+
+
+def toml_str(value: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's, except that TOML also wants DEL escaped)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def config_toml(ctx: RunContext, key_env: str) -> str:
+    url = (base_url(ctx.ai) or DEFAULT_BASE_URL) + "/v1"
+    allowed = ctx.allowed_tools
+    lines = []
+    if ctx.ai is not None and ctx.ai.model:
+        lines.append(f"model = {toml_str(ctx.ai.model)}")
+    lines += [f"model_provider = {toml_str(PROVIDER)}", 'approval_policy = "never"',
+              f"web_search = {toml_str('live' if ctx.spec.network else 'disabled')}",
+              "check_for_update_on_startup = false"]
+    if ctx.system:
+        lines.append(f"developer_instructions = {toml_str(ctx.system)}")
+    lines += ["", "[features]", "plugins = false"]
+    if allowed is not None and "run" not in allowed:
+        lines.append("shell_tool = false")
+    lines += ["", f"[model_providers.{PROVIDER}]", f"name = {toml_str(PROVIDER)}", f"base_url = {toml_str(url)}",
+              f"env_key = {toml_str(key_env)}", 'wire_api = "responses"']
+    retries = config_value(ctx, "max_retries")
+    if retries is not None:
+        lines += [f"request_max_retries = {int(retries)}", f"stream_max_retries = {int(retries)}"]
+    lines += ["", "[sandbox_workspace_write]", f"network_access = {'true' if ctx.spec.network else 'false'}"]
+    return "\n".join(lines) + "\n"
+
+
+def build_argv(binary: str, ctx: RunContext) -> list[str]:
+    argv = [binary, "exec", "--json", "--skip-git-repo-check",
+            "--sandbox", sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox"))]
+    if ctx.ai is not None and ctx.ai.model:
+        argv += ["--model", ctx.ai.model]
+    argv += [str(a) for a in config_value(ctx, "args", []) or []]
+    if ctx.resume_session:
+        argv += ["resume", ctx.resume_session]
+    return argv + ["--", prompt_of(ctx)]
+
+
+class CodexStream(StreamParser):
+    """`codex exec --json` events → normalized events. Seen on 0.169.0: thread.started, turn.started,
+    item.started/completed (agent_message, reasoning, command_execution, file_change, error, …),
+    error (also "Reconnecting… n/m" notices), turn.completed (usage), turn.failed."""
+
+    def __init__(self, on_event: Any = None, *, model: str | None = None, prices: Any = None):
+        super().__init__(on_event)
+        self.model = model
+        self.prices = prices
+        self._called: set[str] = set()
+        self._last_error: str | None = None
+        self._totals = {"input": 0, "cached": 0, "output": 0}
+
+    def handle(self, obj: dict[str, Any]) -> None:
+        kind = obj.get("type")
+        if kind == "thread.started":
+            self.session_id = obj.get("thread_id") or self.session_id
+            self.emit({"type": "init", "session_id": self.session_id, "model": self.model, "tools": []})
+        elif kind in ("item.started", "item.completed"):
+            self._item(obj.get("item") or {}, done=kind == "item.completed")
+        elif kind == "turn.completed":
+            self.finished = True
+            self.turns += 1
+            self._add_usage(obj.get("usage") or {})
+            self.emit({"type": "result", "ok": not self.failed, "turns": self.turns, "summary": self.summary})
+        elif kind == "turn.failed":
+            self.finished = self.failed = True
+            message = ((obj.get("error") or {}).get("message")) or self._last_error or "turn failed"
+            self.fail(kind_from_text(message), message, retry_at_from_text(message))
+            self.emit({"type": "result", "ok": False, "turns": self.turns, "summary": self.summary})
+        elif kind == "error":
+            message = str(obj.get("message") or "")
+            if message.startswith("Reconnecting"):
+                self.transcript.append(f"[retry] {message}")
+            else:
+                self._last_error = message
+
+    def feed_stderr(self, line: str) -> None:
+        # A refused apply_patch (read-only sandbox, approval "never") leaves no item in the JSON stream;
+        # Codex only logs it: "ERROR codex_core::tools::router: error=patch rejected: …".
+        match = _REFUSED.search(line)
+        if match:
+            self.transcript.append(f"[refused] {match.group(1).strip()}")
+
+    def _item(self, item: dict[str, Any], *, done: bool) -> None:
+        kind, item_id = item.get("type"), item.get("id")
+        if kind == "agent_message":
+            if done and item.get("text"):
+                self.summary = item["text"]
+                self.emit({"type": "message", "role": "assistant", "text": item["text"]})
+        elif kind == "reasoning":
+            if done and item.get("text"):
+                self.transcript.append(f"[reasoning] {item['text']}")
+        elif kind in ("command_execution", "file_change", "mcp_tool_call", "web_search"):
+            if item_id not in self._called:
+                self._called.add(item_id)
+                self.emit({"type": "tool_call", "id": item_id, **_call_of(item)})
+            if done:
+                self.emit({"type": "tool_result", "id": item_id, **_result_of(item)})
+        elif kind == "error":
+            if done:  # a warning from Codex; a failure comes as turn.failed
+                self.transcript.append(f"[warning] {item.get('message')}")
+
+    def _add_usage(self, usage: dict[str, Any]) -> None:
+        self._totals["input"] += int(usage.get("input_tokens") or 0)
+        self._totals["cached"] += int(usage.get("cached_input_tokens") or 0)
+        self._totals["output"] += int(usage.get("output_tokens") or 0)
+        # OpenAI counts cached tokens inside input_tokens; aictl counts them apart (as Anthropic does).
+        self.usage = {"input_tokens": self._totals["input"] - self._totals["cached"],
+                      "output_tokens": self._totals["output"], "cache_read_tokens": self._totals["cached"]}
+        self.cost_usd = cost_from_prices(self.usage, self.prices)
+        self.emit({"type": "usage", **self.usage, "cost_usd": self.cost_usd})
+
+
+def _call_of(item: dict[str, Any]) -> dict[str, Any]:
+    kind = item.get("type")
+    if kind == "command_execution":
+        return {"name": "run", "raw_name": kind, "input": clip({"command": item.get("command")})}
+    if kind == "file_change":
+        return {"name": "write", "raw_name": kind, "input": clip({"changes": item.get("changes") or []})}
+    if kind == "mcp_tool_call":
+        return {"name": f"{item.get('server')}.{item.get('tool')}", "raw_name": kind,
+                "input": clip(item.get("arguments"))}
+    return {"name": kind, "raw_name": kind, "input": clip({"query": item.get("query")})}
+
+
+def _result_of(item: dict[str, Any]) -> dict[str, Any]:
+    kind, status = item.get("type"), item.get("status")
+    if kind == "command_execution":
+        return {"ok": status == "completed" and item.get("exit_code") == 0,
+                "output": clip(item.get("aggregated_output") or ""), "exit_code": item.get("exit_code")}
+    if kind == "file_change":
+        changes = ", ".join(f"{c.get('kind')} {c.get('path')}" for c in item.get("changes") or [])
+        return {"ok": status == "completed", "output": changes}
+    return {"ok": status in (None, "completed"), "output": clip(json.dumps(item.get("result") or item.get("error")
+                                                                           or "", default=str))}
+
+
+def health(ai: Any) -> dict[str, Any]:
+    from aictl.agents.connectors.cli_common import health as cli_health
+
+    return cli_health(ai, "codex", "codex")
+
+
+class CodexConnector:
+    name = "codex"
+
+    def run(self, ctx: RunContext) -> ConnectorResult:
+        if ctx.spec.backend != "local":
+            return refuse(ctx, f"the codex connector runs the CLI on this machine: backend {ctx.spec.backend!r}"
+                               " would need an image with Codex in it (execute with --backend local; Codex's own"
+                               " sandbox confines its commands)")
+        try:
+            binary = require_binary(ctx.ai, self.name, "codex")
+        except UsageError as e:
+            return refuse(ctx, f"{e.message} ({e.hint})")
+        key_name, key = api_key(ctx.ai, DEFAULT_KEY_ENV)
+        if key is None:
+            return refuse(ctx, f"{key_name} is not set: Codex needs an API key (name another variable with"
+                               " config api_key_env)", kind="auth")
+        argv = build_argv(binary, ctx)
+        state = StateDir(ctx, "aictl-codex-")
+        try:
+            home = state.path / "codex-home"
+            home.mkdir(parents=True, exist_ok=True)
+            (home / "config.toml").write_text(config_toml(ctx, key_name))
+            model = ctx.ai.model if ctx.ai is not None else None
+            parser = CodexStream(ctx.on_event, model=model, prices=config_value(ctx, "prices"))
+            res = run_cli(ctx, argv, {"CODEX_HOME": str(home), key_name: key}, parser)
+            return finish(ctx, res, parser, cli="codex", model=model)
+        finally:
+            state.close()
+
+
+__all__ = ["CodexConnector", "CodexStream", "build_argv", "config_toml", "health", "sandbox_mode", "toml_str"]

@@ -1,0 +1,203 @@
+"""The codex connector running the real Codex CLI (pinned, from npm) against the fake provider."""
+
+from __future__ import annotations
+
+import json
+import threading
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from aictl.agents.connectors.codex import CodexConnector, build_argv, config_toml, sandbox_mode
+from tests.agents.cli_fixtures import make_ai, make_ctx, processes_in
+from tests.fakeprovider import error, reply, tool
+
+KEY_ENV = "FAKE_OPENAI_KEY"
+KEY = "sk-proj-fakeKEYforTESTS0123456789abcdefghijklmnopqrstuv"
+MODEL = "gpt-5.5"  # a slug Codex knows: it offers apply_patch as a freeform tool
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n"
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return KEY
+
+
+@pytest.fixture
+def ws(tmp_path) -> Path:
+    path = tmp_path / "ws"
+    path.mkdir()
+    (path / "README.md").write_text("readme\n")
+    return path
+
+
+def run(codex_bin, fake_provider, ws, tmp_path, **kw):
+    ai = make_ai("codex", codex_bin, fake_provider, model=MODEL, key_env=KEY_ENV, **kw.pop("config", {}))
+    kw.setdefault("prompt", "create hello.txt containing hi")
+    kw.setdefault("state_dir", tmp_path / "state")
+    return CodexConnector().run(make_ctx(ws, ai, **kw))
+
+
+# -- argv and config (no CLI needed) -----------------------------------------------------------------------------
+
+
+def test_sandbox_mode_follows_the_allowed_tools():
+    assert sandbox_mode(None) == "workspace-write"
+    assert sandbox_mode(["read", "list", "run"]) == "read-only"
+    assert sandbox_mode(["write"]) == "workspace-write"
+    assert sandbox_mode(None, "danger-full-access") == "danger-full-access"
+    assert sandbox_mode(["read"], "danger-full-access") == "read-only"  # config never loosens the policy
+    with pytest.raises(Exception, match="codex_sandbox"):
+        sandbox_mode(None, "yolo")
+    with pytest.raises(Exception, match="unknown tool"):
+        sandbox_mode(["fly"])
+
+
+def test_config_toml_names_the_provider_key_variable_and_instructions(tmp_path):
+    from aictl.domain.models import AIRecord
+
+    ai = AIRecord(id="x", connector="codex", model="gpt-5.5",
+                  config={"base_url": "http://127.0.0.1:9/v1/", "max_retries": 2})
+    ctx = make_ctx(tmp_path, ai, state_dir=None, prompt="p", system='say "hi"\n\tthen \x7f stop — ok',
+                   allowed_tools=["read", "write"])
+    config = tomllib.loads(config_toml(ctx, "MY_KEY"))
+    assert config["model_provider"] == "aictl" and config["approval_policy"] == "never"
+    assert config["model_providers"]["aictl"] == {"name": "aictl", "base_url": "http://127.0.0.1:9/v1",
+                                                  "env_key": "MY_KEY", "wire_api": "responses",
+                                                  "request_max_retries": 2, "stream_max_retries": 2}
+    assert config["developer_instructions"] == 'say "hi"\n\tthen \x7f stop — ok'
+    assert config["features"] == {"plugins": False, "shell_tool": False}  # run not allowed: no shell tool
+    assert config["web_search"] == "disabled" and config["sandbox_workspace_write"]["network_access"] is False
+    argv = build_argv("codex", ctx)
+    assert argv[:4] == ["codex", "exec", "--json", "--skip-git-repo-check"]
+    assert argv[argv.index("--sandbox") + 1] == "workspace-write" and argv[-2:] == ["--", "p"]
+
+
+def test_cached_tokens_are_counted_apart_from_input():
+    # The fake provider reports no cached tokens, so this checks the parser on the CLI's own turn.completed shape.
+    from aictl.agents.connectors.codex import CodexStream
+
+    parser = CodexStream(prices={"input": 2.0, "output": 8.0, "cache_read": 0.5})
+    parser.feed(json.dumps({"type": "turn.completed", "usage": {
+        "input_tokens": 14000, "cached_input_tokens": 12000, "cache_write_input_tokens": 0, "output_tokens": 30,
+        "reasoning_output_tokens": 10}}))
+    assert parser.usage == {"input_tokens": 2000, "output_tokens": 30, "cache_read_tokens": 12000}
+    assert parser.cost_usd == pytest.approx((2000 * 2 + 30 * 8 + 12000 * 0.5) / 1e6)
+
+
+# -- the real CLI ------------------------------------------------------------------------------------------------
+
+
+def test_apply_patch_creates_the_file_with_events_usage_and_cost(codex_bin, fake_provider, ws, tmp_path, key):
+    fake_provider.script(reply("I'll add it.", [tool("apply_patch", PATCH)], usage=(1000, 20)),
+                         reply("Added hello.txt.", usage=(1200, 5)))
+    events: list[dict] = []
+    res = run(codex_bin, fake_provider, ws, tmp_path, events=events, system="SYSTEM-MARKER: stay in the workspace",
+              config={"prices": {"input": 2.0, "output": 8.0}})
+    assert res.ok, res.error
+    assert (ws / "hello.txt").read_text() == "hi\n"
+    assert res.summary == "Added hello.txt." and res.exit_code == 0 and res.session_id and res.model == MODEL
+    assert res.usage == {"input_tokens": 2200, "output_tokens": 25, "cache_read_tokens": 0, "turns": 1}
+    assert res.cost_usd == pytest.approx((2200 * 2 + 25 * 8) / 1e6)
+    types = [e["type"] for e in res.events]
+    assert types[0] == "init" and types[-1] == "result" and events == res.events
+    call = next(e for e in res.events if e["type"] == "tool_call")
+    assert (call["name"], call["raw_name"]) == ("write", "file_change")
+    assert call["input"]["changes"][0]["path"].endswith("hello.txt")
+    assert next(e for e in res.events if e["type"] == "tool_result")["ok"] is True
+    assert "→ write (file_change)" in res.transcript and "assistant: Added hello.txt." in res.transcript
+    calls = fake_provider.calls()
+    assert len(calls) == 2 and {r.path for r in calls} == {"/v1/responses"}
+    assert {r.headers.get("authorization") for r in calls} == {f"Bearer {KEY}"}
+    assert "apply_patch" in calls[0].tools and "web_search" not in calls[0].tools
+    assert "SYSTEM-MARKER" in json.dumps(calls[0].body["input"])  # developer_instructions reached the model
+    assert {r.protocol for r in fake_provider.requests} <= {"openai-responses", "models"}
+    assert KEY not in res.transcript + res.stdout + res.stderr
+
+
+def test_shell_command_runs_in_the_workspace(codex_bin, fake_provider, ws, tmp_path, key):
+    fake_provider.script(reply("", [tool("exec_command", {"cmd": "echo hi > hello.txt; cat README.md"})]),
+                         reply("done"))
+    res = run(codex_bin, fake_provider, ws, tmp_path)
+    assert res.ok, res.error
+    assert (ws / "hello.txt").read_text() == "hi\n"
+    call = next(e for e in res.events if e["type"] == "tool_call")
+    assert (call["name"], call["raw_name"]) == ("run", "command_execution")
+    result = next(e for e in res.events if e["type"] == "tool_result")
+    assert result["ok"] and result["exit_code"] == 0 and "readme" in result["output"]
+
+
+def test_without_write_codex_sandbox_is_read_only(codex_bin, fake_provider, ws, tmp_path, key):
+    fake_provider.script(reply("", [tool("apply_patch", PATCH)]),
+                         reply("", [tool("exec_command", {"cmd": "echo hi > hello.txt"})]), reply("could not"))
+    res = run(codex_bin, fake_provider, ws, tmp_path, allowed_tools=["read", "list", "run"])
+    assert res.ok, res.error
+    assert not (ws / "hello.txt").exists()
+    # Codex's own sandbox refused both; it tells the model, but its JSON stream shows neither (a quirk of 0.169):
+    told = json.dumps(fake_provider.calls()[-1].body["input"])
+    assert "patch rejected: writing is blocked by read-only sandbox" in told and "Read-only file system" in told
+    assert "[refused] patch rejected" in res.transcript  # from Codex's log on stderr
+
+
+def test_without_run_there_is_no_shell_tool(codex_bin, fake_provider, ws, tmp_path, key):
+    fake_provider.script(reply("nothing to do"))
+    res = run(codex_bin, fake_provider, ws, tmp_path, allowed_tools=["read", "write"])
+    assert res.ok, res.error
+    offered = fake_provider.calls()[0].tools
+    assert "apply_patch" in offered and "exec_command" not in offered
+
+
+@pytest.mark.parametrize("status, kind, transient", [(401, "auth", False), (529, "overloaded", True),
+                                                     (500, "overloaded", True), (429, "rate_limit", True)])
+def test_api_errors_are_classified(codex_bin, fake_provider, ws, tmp_path, key, status, kind, transient):
+    fake_provider.script(error(status, "scripted failure", retry_after=1))
+    res = run(codex_bin, fake_provider, ws, tmp_path)
+    assert not res.ok and res.exit_code == 1
+    assert (res.error_kind, res.transient) == (kind, transient), res.error
+    assert res.retry_at is None  # Codex does not pass a retry-after on to its events
+    assert any(e["type"] == "error" and e["kind"] == kind for e in res.events)
+    assert len(fake_provider.calls()) == 1  # max_retries 0 reached Codex's provider config
+
+
+def test_resume_continues_the_thread_from_another_workspace(codex_bin, fake_provider, tmp_path, key):
+    first, second = tmp_path / "task-1-e1", tmp_path / "task-1-e2"
+    first.mkdir()
+    second.mkdir()
+    fake_provider.script(reply("Noted: the magic word is XYZZY."))
+    res1 = run(codex_bin, fake_provider, first, tmp_path, prompt="remember the magic word XYZZY")
+    assert res1.ok and res1.session_id
+    fake_provider.script(reply("It was XYZZY."))
+    res2 = run(codex_bin, fake_provider, second, tmp_path, prompt="what was the magic word?",
+               resume=res1.session_id)
+    assert res2.ok, res2.error
+    assert res2.session_id == res1.session_id
+    history = json.dumps(fake_provider.calls()[-1].body["input"])
+    assert "remember the magic word XYZZY" in history and "Noted: the magic word is XYZZY." in history
+
+
+def test_timeout_kills_the_cli(codex_bin, fake_provider, ws, tmp_path, key):
+    fake_provider.script(reply("x" * 200, delay_s=2.0))
+    res = run(codex_bin, fake_provider, ws, tmp_path, timeout_s=3)
+    assert res.timed_out and not res.ok
+    assert (res.error_kind, res.transient) == ("timeout", True)
+    assert processes_in(ws) == []
+
+
+def test_cancel_stops_the_cli(codex_bin, fake_provider, ws, tmp_path, key):
+    fake_provider.script(reply("y" * 200, delay_s=2.0))
+    cancel = threading.Event()
+    ai = make_ai("codex", codex_bin, fake_provider, model=MODEL, key_env=KEY_ENV)
+    ctx = make_ctx(ws, ai, state_dir=tmp_path / "state", prompt="slow", cancel=cancel)
+    ctx.on_event = lambda event: cancel.set() if event["type"] == "init" else None
+    res = CodexConnector().run(ctx)
+    assert res.cancelled and not res.ok and res.error == "cancelled"
+    assert processes_in(ws) == []
+
+
+def test_missing_key_is_an_auth_failure(codex_bin, fake_provider, ws, tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    res = run(codex_bin, fake_provider, ws, tmp_path)
+    assert not res.ok and res.error_kind == "auth" and KEY_ENV in res.error and not res.transient
+    assert fake_provider.requests == []
