@@ -285,6 +285,9 @@ class Daemon:
             unknown = [a for a in self.options.ai_ids if registry_cls(store).find(a) is None]
             if unknown:
                 raise NotFound(f"no AI registered as {', '.join(unknown)}", hint="see them with: aictl ai list")
+        if store is not None:  # run() may be on another thread, and a SQLite connection belongs to its thread
+            store.close()
+            self._store = None
 
     def _try_store(self, *, fatal_config: bool = False) -> Any:
         if self._store is not None:

@@ -1,0 +1,142 @@
+"""The scheduler loop in-process (a thread), where what it decides is clearer to see than through the CLI."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from aictl.config import load_settings
+from aictl.daemon.loop import Daemon, DaemonOptions
+from aictl.daemon.process import DaemonPaths, RotatingLogStream, iter_log_lines
+from aictl.domain.errors import UsageError
+from aictl.store import open_store
+from aictl.tasks.queries import TaskQueries
+from aictl.tasks.service import TaskService, TaskSpec
+from tests.daemon.conftest import make_project, wait_for
+
+
+class Running:
+    """A Daemon on a thread; stops it (and waits) on exit."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
+
+    def __enter__(self) -> Daemon:
+        self.daemon.prepare()
+        self.thread.start()
+        return self.daemon
+
+    def __exit__(self, *exc) -> None:
+        self.daemon.request_stop(now=True)
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the daemon did not stop"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    root = make_project(tmp_path / "repo")
+    monkeypatch.chdir(root)
+    settings = load_settings(root)
+    store = open_store(settings.resolved_database_url)
+    yield settings, store
+    store.close()
+
+
+def test_runs_command_tasks_and_leaves_tasks_without_a_command_to_an_ai(project):
+    settings, store = project
+    svc, q = TaskService(store, settings), TaskQueries(store)
+    runnable = [svc.create(TaskSpec(title=f"cmd {i}", command="true")).id for i in range(3)]
+    needs_ai = svc.create(TaskSpec(title="write the docs", priority=9)).id  # no command, no AI registered
+    with Running(Daemon(settings, DaemonOptions(workers=2))) as d:
+        wait_for(lambda: all(q.get(t).status == "done" for t in runnable), 60, "the command tasks to finish")
+        assert q.get(needs_ai).status == "queued" and q.get(needs_ai).lease_epoch == 0
+        owners = {q.get(t).owner for t in runnable}
+        assert owners <= {f"{settings.actor}/daemon-{d.id}/w1", f"{settings.actor}/daemon-{d.id}/w2"}
+        assert d.counts == {"done": 3}
+
+
+def test_a_task_waiting_for_its_retry_time_is_picked_up_when_due_without_fast_polling(project):
+    """Polls back off to a minute here, and sweeps are a minute apart: only the task's own due time
+    (next_run_at) can wake the daemon in time."""
+    settings, store = project
+    settings.backoff_base = 1.0
+    svc, q = TaskService(store, settings), TaskQueries(store)
+    tid = svc.create(TaskSpec(title="flaky", command="true")).id
+    claim = svc.claim("someone")
+    retry_at = svc.fail(tid, "someone", claim.lease.lease_epoch, reason="flaky", retryable=True).next_run_at
+    assert retry_at is not None and retry_at > time.time()
+    opts = DaemonOptions(workers=1, poll_min_s=60, poll_max_s=60, sweep_interval_s=60, heartbeat_interval_s=60)
+    with Running(Daemon(settings, opts)) as d:
+        wait_for(lambda: q.get(tid).status == "done", 30, "the daemon to run the task once it was due")
+        claim_ts = [e.ts for e in q.events(task_id=tid) if e.action == "claim"][-1]
+        assert claim_ts >= retry_at and d.counts == {"done": 1}
+
+
+def test_status_snapshot_shows_running_tasks_and_busy_workers(project):
+    settings, store = project
+    svc, q = TaskService(store, settings), TaskQueries(store)
+    tid = svc.create(TaskSpec(title="slow", command="sleep 30")).id
+    with Running(Daemon(settings, DaemonOptions(workers=3))) as d:
+        snap = wait_for(lambda: (s := d.snapshot())["running"] and s, 60, "a worker to take the task")
+        assert snap["workers"] == {"total": 3, "busy": 1, "idle": 2}
+        run = snap["running"][0]
+        assert (run["task_id"], run["title"], run["connector"], run["worker"]) == (tid, "slow", "command", 1)
+        assert run["since"] <= time.time() and snap["store"]["reachable"] is True
+        assert snap["wakeup"]["mode"] == "poll" and snap["last_sweep_at"] is not None
+    t = q.get(tid)  # stopped with --now semantics: released, with a reason
+    assert t.status == "queued" and d.counts == {"released": 1}
+
+
+def test_unreachable_store_at_start_is_retried_not_fatal(tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = make_project(tmp_path / "repo")
+    monkeypatch.chdir(root)
+    settings = load_settings(root, {"database_url": f"postgresql+psycopg://nobody@127.0.0.1:{port}/none"})
+    d = Daemon(settings, DaemonOptions(workers=1, store_retry_min_s=0.05, store_retry_max_s=0.2))
+    runner = Running(d)
+    with runner:
+        snap = d.snapshot()
+        assert snap["store"]["reachable"] is False and "cannot connect" in snap["store"]["error"]
+        wait_for(lambda: d.store_generation >= 3, 30, "the daemon to retry the store a few times")
+        assert runner.thread.is_alive()
+    assert d.state == "stopped"
+
+
+def test_a_store_url_that_can_never_work_fails_at_start(tmp_path, monkeypatch):
+    root = make_project(tmp_path / "repo")
+    monkeypatch.chdir(root)
+    settings = load_settings(root, {"database_url": "mysql://db/aictl"})
+    with pytest.raises(UsageError, match="unsupported database URL"):
+        Daemon(settings, DaemonOptions()).prepare()
+
+
+def test_log_stream_rotates_and_follow_reads_across_rotations(tmp_path):
+    paths = DaemonPaths(tmp_path / "daemon")
+    stream = RotatingLogStream(paths.log, max_bytes=300, backups=3)
+    stream.write('{"n": 0}\n')
+    seen: list[str] = []
+    stop = threading.Event()
+    follower = threading.Thread(target=lambda: seen.extend(
+        iter_log_lines(paths, lines=10, follow=True, stop=stop.is_set, poll=0.01)))
+    follower.start()
+    try:
+        for n in range(1, 40):
+            stream.write(f'{{"n": {n}, "pad": "{"x" * 20}"}}\n')
+            time.sleep(0.005)
+        wait_for(lambda: seen and '"n": 39' in seen[-1], 10, "the follower to read the last line")
+    finally:
+        stop.set()
+        follower.join(5)
+        stream.close()
+    assert (paths.dir / "daemon.log.1").exists() and (paths.dir / "daemon.log.3").exists()
+    numbers = [int(x.split('"n": ')[1].split(",")[0].rstrip("}")) for x in seen]
+    assert numbers == sorted(set(numbers))  # in order, none twice
+    # Rotation keeps only 3 backups, but a follower that keeps up misses nothing it was there for.
+    assert numbers[0] == 0 and numbers[-1] == 39 and len(numbers) == 40
+    assert list(iter_log_lines(paths, lines=2, follow=False)) == [x for x in seen[-2:]]
