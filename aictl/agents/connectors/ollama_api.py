@@ -23,6 +23,7 @@ from aictl.agents.connectors.toolloop import (
     Setup,
     ToolCall,
     Usage,
+    abort_response,
     api_key,
     connection_error,
     http_error,
@@ -65,6 +66,7 @@ class _ChatSession:
             raise UsageError("the ollama connector needs the ollama package", hint="pip install ollama") from e
         self.sdk, self.setup, self.url, self.env = ollama, setup, url, env
         self.last_headers: dict[str, str] = {}
+        self.response: Any = None  # the response being read, for abort_response
         headers = {"Authorization": f"Bearer {key}"} if key else None
         self.request_timeout = float(setup.config.get("request_timeout_s", 600.0))
         # kwargs beyond host/headers/timeout go to the httpx client: the hook keeps the headers ResponseError drops.
@@ -85,6 +87,7 @@ class _ChatSession:
         self.options = options or None
 
     def _keep_headers(self, response: Any) -> None:
+        self.response = response
         self.last_headers = dict(response.headers)
 
     def request(self, run: LoopRun, timeout: float) -> ModelTurn:
@@ -98,11 +101,10 @@ class _ChatSession:
         if self.setup.config.get("keep_alive") is not None:
             kwargs["keep_alive"] = self.setup.config["keep_alive"]
         sdk = self.sdk
-        self.last_headers = {}
+        self.last_headers, self.response = {}, None
         try:
-            # The SDK's stream is a generator that cannot be closed from another thread; closing the
-            # client's connections makes its blocked read fail instead.
-            with run.watch(self.client.close):
+            # The SDK's stream is a generator that hides its response; the event hook caught it.
+            with run.watch(lambda: abort_response(self.response)):
                 for part in self.client.chat(**kwargs):
                     run.check()
                     message = part.message

@@ -23,6 +23,7 @@ from aictl.agents.connectors.toolloop import (
     Setup,
     ToolCall,
     Usage,
+    abort_response,
     api_key,
     connection_error,
     error_type,
@@ -85,7 +86,7 @@ class _Base:
         sdk = self.sdk
         try:
             with open_stream() as stream:
-                with run.watch(stream.close):
+                with run.watch(lambda: abort_response(stream.response)):
                     for event in stream:
                         run.check()
                         on_event(event)

@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -254,6 +255,21 @@ def api_key(ai: Any, default_env: str | None) -> tuple[str | None, str | None]:
     return env, key
 
 
+def abort_response(response: Any) -> None:
+    """Make a read blocked on this HTTP response fail now: shut its socket down.
+
+    Closing the response from another thread is not enough: on Linux a recv()
+    already blocked on a socket is not woken by close(), only by shutdown().
+    """
+    stream = (getattr(response, "extensions", None) or {}).get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def redact(text: str, *secrets: str | None) -> str:
     for s in secrets:
         if s:
@@ -308,18 +324,21 @@ class LoopRun:
 
     @contextmanager
     def watch(self, close: Callable[[], None]) -> Iterator[None]:
-        """While a response streams, close it on cancel or deadline so a blocked read fails at once."""
+        """While a response streams, abort it on cancel or deadline so a blocked read fails at once.
+
+        The headers must have arrived for there to be a response to abort; until then the request's
+        own timeout bounds the wait.
+        """
         done, fired = threading.Event(), threading.Event()
 
         def waiter() -> None:
             while not done.wait(WATCH_POLL_S):
                 if self.cancel.is_set() or (self.deadline is not None and time.monotonic() > self.deadline):
                     fired.set()
-                    try:
+                    try:  # again on every poll: the response may not have existed the first time
                         close()
-                    except Exception:  # noqa: BLE001 - closing is best effort; the read fails either way
+                    except Exception:  # noqa: BLE001 - best effort; check() ends the run at the next event anyway
                         pass
-                    return
 
         thread = threading.Thread(target=waiter, name="aictl-stream-watch", daemon=True)
         thread.start()
@@ -534,6 +553,6 @@ def probe_models(url: str, headers: dict[str, str], model: str | None, names: Ca
     return {"ok": found and not key_problem, "detail": detail, "url": url, "models": listed, "model_listed": found}
 
 
-__all__ = ["Cancelled", "ModelTurn", "ProviderError", "Session", "Setup", "TimedOut", "ToolCall", "Usage",
+__all__ = ["Cancelled", "abort_response", "ModelTurn", "ProviderError", "Session", "Setup", "TimedOut", "ToolCall", "Usage",
            "api_key", "connection_error", "error_type", "http_error", "probe_models", "provider_message", "reset_at",
            "retry_after_s", "run_tool_loop", "transport_errors"]
