@@ -1,7 +1,7 @@
 """The anthropic, openai (chat and responses) and ollama connectors: the real SDKs, over real HTTP, against the
 fake provider (tests/fakeprovider), editing a real directory through aictl's tool loop.
 
-RunContext is built directly here; the whole path through the executor is in test_connector_executor.py.
+RunContext is built directly here; the whole path through the CLI and the executor is in test_sdk_executor.py.
 """
 
 from __future__ import annotations
