@@ -24,7 +24,7 @@ from aictl.agents.connectors.tools import (
     WorkspaceTools,
     clip,
 )
-from aictl.agents.connectors.toolloop import http_error, provider_message, reset_at, retry_after_s
+from aictl.agents.connectors.apicommon import http_error, provider_message, reset_at, retry_after_s
 from aictl.agents.pricing import cost_usd, prices_for
 from aictl.domain.errors import ConfigError
 from aictl.sandbox.base import SandboxSpec, get_sandbox

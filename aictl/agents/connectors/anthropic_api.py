@@ -12,14 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aictl.agents.connectors.base import ConnectorResult, RunContext
-from aictl.agents.connectors.toolloop import (
-    LoopRun,
-    ModelTurn,
-    ProviderError,
-    Setup,
-    ToolCall,
-    Usage,
+from aictl.agents.connectors.apicommon import (
     abort_response,
     api_key,
     connection_error,
@@ -27,9 +20,10 @@ from aictl.agents.connectors.toolloop import (
     http_error,
     probe_models,
     provider_message,
-    run_tool_loop,
     transport_errors,
 )
+from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
 from aictl.domain.errors import UsageError
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -149,4 +143,4 @@ def health(ai: Any, *, timeout: float = 3.0) -> dict[str, Any]:
                         key_problem=None if key else f"${env} is not set")
 
 
-__all__ = ["AnthropicConnector", "ProviderError", "base_url", "health"]
+__all__ = ["AnthropicConnector", "base_url", "health"]

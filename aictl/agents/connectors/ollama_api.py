@@ -16,21 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aictl.agents.connectors.base import ConnectorResult, RunContext
-from aictl.agents.connectors.toolloop import (
-    LoopRun,
-    ModelTurn,
-    Setup,
-    ToolCall,
-    Usage,
+from aictl.agents.connectors.apicommon import (
     abort_response,
     api_key,
     connection_error,
     http_error,
     probe_models,
-    run_tool_loop,
     transport_errors,
 )
+from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
 from aictl.domain.errors import UsageError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"

@@ -16,13 +16,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from aictl.agents.connectors.base import ConnectorResult, RunContext
-from aictl.agents.connectors.toolloop import (
-    LoopRun,
-    ModelTurn,
-    Setup,
-    ToolCall,
-    Usage,
+from aictl.agents.connectors.apicommon import (
     abort_response,
     api_key,
     connection_error,
@@ -30,9 +24,10 @@ from aictl.agents.connectors.toolloop import (
     http_error,
     probe_models,
     provider_message,
-    run_tool_loop,
     transport_errors,
 )
+from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
 from aictl.domain.errors import UsageError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

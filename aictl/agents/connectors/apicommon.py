@@ -1,0 +1,192 @@
+"""What the API connectors share besides the loop: provider errors and their kinds, retry and reset
+headers, the API key, aborting a streamed response, and the model-list probe behind `health(ai)`.
+
+Only the standard library is imported here; the SDKs stay in the connectors' run paths.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+import socket
+import time
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+
+class ProviderError(Exception):
+    """A request failed; `kind` is the ConnectorResult.error_kind (rate_limit, overloaded, auth, timeout, other)."""
+
+    def __init__(self, message: str, *, kind: str = "other", status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None, retry_at: float | None = None):
+        super().__init__(message)
+        self.message, self.kind, self.status, self.retryable = message, kind, status, retryable
+        self.retry_after, self.retry_at = retry_after, retry_at
+
+
+def _lower(headers: Mapping[str, str] | None) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the provider asks us to wait: retry-after-ms, else retry-after (seconds or an HTTP date)."""
+    h = _lower(headers)
+    try:
+        return max(0.0, float(h["retry-after-ms"]) / 1000)
+    except (KeyError, ValueError):
+        pass
+    value = h.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def reset_at(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """When the provider's rate limit resets (unix time), from its reset headers; the latest one wins."""
+    h, now = _lower(headers), time.time() if now is None else now
+    found: list[float] = []
+    for name, value in h.items():
+        if not ((name.startswith("anthropic-ratelimit-") and name.endswith("-reset"))
+                or name.startswith("x-ratelimit-reset")):
+            continue
+        value = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", value):  # unix seconds (anthropic-ratelimit-unified-reset)
+            found.append(float(value))
+        elif re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+", value):  # OpenAI durations: 6m0s, 1.5s, 20ms
+            scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+            found.append(now + sum(float(n) * scale[u] for n, u in _DURATION.findall(value)))
+        else:
+            try:
+                found.append(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+            except ValueError:
+                continue
+    return max(found) if found else None
+
+
+def http_error(status: int | None, *, connector: str, base_url: str, key_env: str | None, message: str = "",
+               headers: Mapping[str, str] | None = None, error_type: str | None = None) -> ProviderError:
+    """The ProviderError for an HTTP error (or an error event in a stream, by its `error_type`)."""
+    after = retry_after_s(headers)
+    where = f"{connector} at {base_url}"
+    detail = f": {message}" if message else ""
+    if status in (401, 403) or error_type in ("authentication_error", "permission_error"):
+        what = "rejected the API key" if status != 403 else "refused access (HTTP 403)"
+        env = f"the key in ${key_env}" if key_env else "the API key"
+        return ProviderError(f"{where} {what}{detail}; check {env}", kind="auth", status=status)
+    if status == 429 or error_type == "rate_limit_error":
+        at = time.time() + after if after is not None else reset_at(headers)
+        return ProviderError(f"{where}: rate limited (HTTP 429){detail}", kind="rate_limit", status=status,
+                             retryable=True, retry_after=after, retry_at=at)
+    if status in (503, 529) or error_type == "overloaded_error":
+        return ProviderError(f"{where}: overloaded (HTTP {status}){detail}", kind="overloaded", status=status,
+                             retryable=True, retry_after=after,
+                             retry_at=time.time() + after if after is not None else None)
+    if (status is not None and (status in (408, 409) or status >= 500)) or error_type in ("api_error", "server_error"):
+        return ProviderError(f"{where}: server error (HTTP {status}){detail}", status=status, retryable=True,
+                             retry_after=after)
+    hint = "; is the model name right?" if status == 404 else ""
+    return ProviderError(f"{where}: request refused (HTTP {status}){detail}{hint}", status=status)
+
+
+def connection_error(exc: BaseException, *, connector: str, base_url: str, timed_out: bool = False) -> ProviderError:
+    if timed_out:
+        return ProviderError(f"{connector} at {base_url}: no answer in time ({type(exc).__name__})", kind="timeout",
+                             retryable=True)
+    return ProviderError(f"{connector}: cannot reach {base_url}: {exc}", retryable=True)
+
+
+def provider_message(body: Any, fallback: str = "") -> str:
+    """The human part of an error body ({"error": {"message"}}, {"error": "…"}, …), one line, short."""
+    msg: Any = body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        msg = err.get("message") if isinstance(err, dict) else err
+    text = str(msg if isinstance(msg, str) and msg else fallback).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def error_type(body: Any) -> str | None:
+    """The provider's error type in an error body ({"error": {"type"}} or {"type"}), if any."""
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error", body)
+    kind = err.get("type") if isinstance(err, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The transport error classes of the HTTP libraries the SDKs use (httpx, httpx2), as loaded."""
+    import sys
+
+    found = [getattr(sys.modules.get(m), "TransportError", None) for m in ("httpx", "httpx2")]
+    return tuple(c for c in found if isinstance(c, type))
+
+
+def api_key(ai: Any, default_env: str | None) -> tuple[str | None, str | None]:
+    """(env var name, key) for this AI; ProviderError(auth) when the variable it names is not set."""
+    env = (ai.config or {}).get("api_key_env") or default_env
+    if not env:
+        return None, None
+    key = os.environ.get(env)
+    if not key:
+        raise ProviderError(f"{ai.connector}: the API key variable ${env} is not set (AI {ai.id})", kind="auth")
+    return env, key
+
+
+def abort_response(response: Any) -> None:
+    """Make a read blocked on this HTTP response fail now: shut its socket down.
+
+    Closing the response from another thread is not enough: on Linux a recv()
+    already blocked on a socket is not woken by close(), only by shutdown().
+    """
+    stream = (getattr(response, "extensions", None) or {}).get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "[REDACTED]")
+    return text
+
+
+def probe_models(url: str, headers: dict[str, str], model: str | None, names: Callable[[Any], list[str]], *,
+                 timeout: float = 3.0, key_problem: str | None = None) -> dict[str, Any]:
+    """GET a provider's model list: {"ok", "detail", "url", "models", "model_listed"}; never raises."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the AI's own base_url
+            listed = names(json.loads(resp.read().decode("utf-8") or "null"))
+    except urllib.error.HTTPError as e:
+        detail = f"GET {url}: HTTP {e.code}"
+        if e.code in (401, 403):
+            detail += f" (check the API key{': ' + key_problem if key_problem else ''})"
+        return {"ok": False, "detail": detail, "url": url}
+    except (OSError, ValueError) as e:
+        return {"ok": False, "detail": f"GET {url}: {getattr(e, 'reason', None) or e}", "url": url}
+    found = model is None or model in listed or (":" not in model and f"{model}:latest" in listed)
+    detail = f"{url}: {len(listed)} model(s)" + (f", {model} {'listed' if found else 'NOT listed'}" if model else "")
+    if key_problem:
+        detail += f"; {key_problem}"
+    return {"ok": found and not key_problem, "detail": detail, "url": url, "models": listed, "model_listed": found}
+
+
+__all__ = ["ProviderError", "abort_response", "api_key", "connection_error", "error_type", "http_error",
+           "probe_models", "provider_message", "redact", "reset_at", "retry_after_s", "transport_errors"]
