@@ -3,7 +3,9 @@
 SQLite has no way to tell another process that something changed, so the daemon
 polls with backoff: 50 ms after activity, doubling to 1 s while nothing happens
 (new work is seen within a second; an idle daemon does ~1 cheap read a second).
-Activity — a claimed task, a finished worker, a signal — resets the delay.
+Activity — a claimed task, a finished worker, a signal — resets the delay. Between
+polls it watches `PRAGMA data_version` (10 probes a second, microseconds each),
+which moves when any other connection commits, so a new task usually wakes it at once.
 
 PostgreSQL tells: TaskService sends `NOTIFY aictl_tasks` in every transaction that
 can make a task claimable (delivered at commit), and a thread here LISTENs on its own
@@ -60,6 +62,69 @@ class PollWakeup:
 
     def close(self) -> None:
         pass
+
+
+class SqliteWakeup(PollWakeup):
+    """Backoff poll, plus a cheap change detector: `PRAGMA data_version` on a read-only connection of its
+    own changes whenever another connection (any process) commits. Probing it every `probe_s` costs a few
+    microseconds, so a new task is seen within ~0.1 s while the full look for work still backs off to 1 s."""
+
+    mode = "poll+data_version"
+
+    def __init__(self, path: str, *, poll_min: float = 0.05, poll_max: float = 1.0, probe_s: float = 0.1):
+        super().__init__(poll_min=poll_min, poll_max=poll_max)
+        self.path, self.probe_s = path, probe_s
+        self.changes = 0
+        self._conn: Any = None
+        self._version: int | None = None
+
+    def _probe(self) -> bool:
+        """True when someone committed since the last probe (or the probe cannot tell)."""
+        import sqlite3
+
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            self.close()
+            return False  # plain backoff polling still finds the work
+        changed = self._version is not None and version != self._version
+        self._version = version
+        return changed
+
+    def wait(self, cap: float | None = None) -> bool:
+        import time
+
+        delay = self.next_delay() if cap is None else max(0.0, min(self.next_delay(), cap))
+        end = time.monotonic() + delay
+        self._probe()
+        woken = False
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            if self._event.wait(min(self.probe_s, left)) or self._probe():
+                woken = True
+                break
+        self._event.clear()
+        if woken:
+            self.changes += 1
+            self.delay = self.poll_min
+        else:
+            self.delay = min(self.max_delay(), self.delay * 2)
+        return woken
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "changes_seen": self.changes}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._conn = None
 
 
 class ListenWakeup(PollWakeup):
@@ -135,4 +200,7 @@ class ListenWakeup(PollWakeup):
 def make_wakeup(url: str, **kw: Any) -> PollWakeup:
     if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
         return ListenWakeup(url, **kw)
-    return PollWakeup(**{k: v for k, v in kw.items() if k in ("poll_min", "poll_max")})
+    poll = {k: v for k, v in kw.items() if k in ("poll_min", "poll_max")}
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return SqliteWakeup(url[len("sqlite:///"):], **poll)
+    return PollWakeup(**poll)

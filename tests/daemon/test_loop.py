@@ -86,7 +86,7 @@ def test_status_snapshot_shows_running_tasks_and_busy_workers(project):
         run = snap["running"][0]
         assert (run["task_id"], run["title"], run["connector"], run["worker"]) == (tid, "slow", "command", 1)
         assert run["since"] <= time.time() and snap["store"]["reachable"] is True
-        assert snap["wakeup"]["mode"] == "poll" and snap["last_sweep_at"] is not None
+        assert snap["wakeup"]["mode"] == "poll+data_version" and snap["last_sweep_at"] is not None
     t = q.get(tid)  # stopped with --now semantics: released, with a reason
     assert t.status == "queued" and d.counts == {"released": 1}
 

@@ -33,9 +33,30 @@ def test_wake_from_another_thread_ends_a_long_wait():
     assert w.wait() is True  # returned on the wake, not after 30 s (the test's timeout would catch that)
 
 
+def test_sqlite_wakes_when_another_connection_commits(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = open_store(url)
+    w = make_wakeup(url, poll_min=30, poll_max=30)
+    try:
+        assert w.mode == "poll+data_version"
+        assert w.wait(cap=0.3) is False  # nothing committed: no wake-up
+        def create_elsewhere() -> None:  # another connection, as another process would have
+            with open_store(url) as other:
+                TaskService(other, Settings(database_url=url, actor="t")).create(TaskSpec(title="new"))
+
+        threading.Timer(0.2, create_elsewhere).start()
+        assert w.wait() is True and w.changes == 1  # well before the 30 s poll
+        with store.read() as tx:  # reads change nothing
+            tx.all("SELECT * FROM tasks")
+        assert w.wait(cap=0.3) is False
+    finally:
+        w.close()
+        store.close()
+
+
 @pytest.mark.postgres
 def test_sqlite_polls_and_postgres_listens(tmp_path, pg_url):
-    assert make_wakeup(f"sqlite:///{tmp_path / 's.db'}").mode == "poll"
+    assert make_wakeup(f"sqlite:///{tmp_path / 's.db'}").mode == "poll+data_version"
     w = make_wakeup(pg_url)
     try:
         assert isinstance(w, ListenWakeup)
