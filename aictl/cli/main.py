@@ -31,8 +31,9 @@ NOUNS = {
     "daemon": "aictl.cli.daemon",
     "notify": "aictl.cli.notify",
     "schedule": "aictl.cli.schedule",
+    "ai": "aictl.cli.ai",
 }
-COMMANDS = {"init": ("aictl.cli.config", "init")}
+COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route")}
 
 
 def build_app(only: str | None = None) -> typer.Typer:
