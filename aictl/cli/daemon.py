@@ -157,7 +157,7 @@ def _status_data() -> tuple[dict[str, Any], bool]:
             "workers": st.get("workers"),
             "running_tasks": [{**r, "since": iso(r.get("since"))} for r in st.get("running", [])],
             "last_sweep_at": iso(st.get("last_sweep_at")) if st.get("last_sweep_at") else None,
-            "store": st.get("store"), "wakeup": st.get("wakeup"), "routing": st.get("routing"),
+            "store": st.get("store"), "wakeup": st.get("wakeup"),
             "policy": st.get("policy"), "outcomes": st.get("outcomes"), "grace_s": st.get("grace_s"),
             "lease_ttl": st.get("lease_ttl"), "ai_ids": st.get("ai_ids"),
             "status_age_s": round(now - st.get("updated_at", now), 1),
@@ -245,7 +245,7 @@ def logs(
     output: OutputOpt = None,
 ) -> None:
     """The daemon's log: JSON lines as written with -o json, readable lines otherwise."""
-    from aictl.daemon.process import iter_log_lines
+    from aictl.daemon.logs import iter_log_lines
 
     out = state.output(output)
     paths = _paths()

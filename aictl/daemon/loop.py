@@ -3,8 +3,8 @@
 One scheduler thread (the main thread) owns one store connection. Each pass it
 sweeps expired leases and due schedules (every `sweep_interval_s`), then, while a
 worker is idle, claims the best ready task for that worker's owner name
-(`<actor>/daemon-<id>/w<n>`) — through the router for AI tasks when it is there,
-directly for tasks that carry a `command` — and hands the claim (task, epoch) to
+(`<actor>/daemon-<id>/w<n>`) — through the router for AI tasks, directly for tasks
+that carry a `command` (aictl.daemon.claims) — and hands the claim (task, epoch) to
 the worker, whose Executor adopts it. When nothing can be claimed it waits on the
 wake-up (aictl.daemon.wakeup): backoff polling on SQLite, LISTEN on PostgreSQL.
 
@@ -27,16 +27,17 @@ keeper sees the task leave `running`).
 from __future__ import annotations
 
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aictl.domain.errors import AictlError, Conflict, LeaseLost, PolicyDenied, SchemaTooNew, UsageError
+from aictl.daemon.claims import Claimer
+from aictl.daemon.worker import Worker
+from aictl.domain.errors import AictlError, Conflict, LeaseLost, SchemaTooNew, UsageError
 from aictl.logging import get_logger
 
 log = get_logger("aictl.daemon")
@@ -58,32 +59,6 @@ class DaemonOptions:
     finish_timeout_s: float = 30.0  # after releasing, how long runs get to stop before we exit anyway
 
 
-@dataclass
-class Job:
-    task_id: int
-    epoch: int
-    title: str
-    owner: str
-    connector: str = "command"
-    ai: str | None = None
-    claimed_at: float = field(default_factory=time.time)
-
-    def describe(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "title": self.title, "ai": self.ai, "connector": self.connector,
-                "owner": self.owner, "epoch": self.epoch, "since": self.claimed_at,
-                "running_s": round(time.time() - self.claimed_at, 1)}
-
-
-def _optional(module: str, name: str) -> Any:
-    """A collaborator another change adds (router, schedules, notifier): None until it exists."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError:
-        return None
-
-
 def policy_fingerprint(project_dir: Path) -> tuple:
     """(path, mtime, size) of every file the policy is merged from: a change means reload."""
     from aictl.policy.merge import default_global_policy_path
@@ -99,117 +74,6 @@ def policy_fingerprint(project_dir: Path) -> tuple:
             continue
         out.append((str(p), st.st_mtime_ns, st.st_size))
     return tuple(out)
-
-
-class Worker:
-    def __init__(self, daemon: "Daemon", n: int):
-        self.daemon = daemon
-        self.n = n
-        self.owner = f"{daemon.settings.actor}/daemon-{daemon.id}/w{n}"
-        self.job: Job | None = None
-        self.runs = 0
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._store: Any = None
-        self._executor: Any = None
-        self._executor_gate: int = -1
-        self._store_generation = 0
-        self.thread = threading.Thread(target=self._run, name=f"aictl-daemon-w{n}", daemon=True)
-
-    @property
-    def busy(self) -> bool:
-        return self.job is not None
-
-    def assign(self, job: Job) -> None:
-        self.job = job
-        self._jobs.put(job)
-
-    def quit(self) -> None:
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                break
-            try:
-                self._execute(job)
-            except BaseException as e:  # noqa: BLE001 - a worker never dies of one task
-                self._drop_store()
-                log.error("task run failed in the daemon", task_id=job.task_id, epoch=job.epoch, worker=self.n,
-                          error=f"{type(e).__name__}: {getattr(e, 'message', e)}")
-                self.daemon._count("error")
-                self._give_back(job, f"daemon worker error: {type(e).__name__}: {getattr(e, 'message', e)}")
-            finally:
-                self.job = None
-                self.runs += 1
-                self.daemon._worker_idle()
-        self._drop_store()
-
-    def _give_back(self, job: Job, reason: str) -> None:
-        """After a crash of the run, release its lease now (with its epoch) rather than wait for expiry."""
-        from aictl.tasks.service import TaskService
-
-        try:
-            with self.daemon.open_store() as store:
-                TaskService(store, self.daemon.settings).release(job.task_id, self.owner, job.epoch,
-                                                                 reason=reason[:500])
-            log.info("released the task after the error", task_id=job.task_id, epoch=job.epoch)
-        except (LeaseLost, Conflict):
-            pass  # already finished, released or taken over: nothing to give back
-        except Exception as e:  # noqa: BLE001 - store still down: the lease expires instead
-            log.warning("could not release the task after the error; its lease will expire", task_id=job.task_id,
-                        error=getattr(e, "message", str(e)))
-
-    def _executor_for(self) -> Any:
-        from aictl.execution.executor import Executor
-
-        d = self.daemon
-        if self._store is not None and self._store_generation != d.store_generation:
-            self._drop_store()  # the store went away since we opened it: this connection is likely dead
-        if self._store is None:
-            self._store = d.open_store()
-            self._store_generation = d.store_generation
-            self._executor = None
-        if self._executor is None or self._executor_gate != d.gate_generation:
-            self._executor = Executor(self._store, d.settings, policy=d.gate,
-                                      on_event=lambda e: d._on_exec_event(self.n, e))
-            self._executor_gate = d.gate_generation
-        return self._executor
-
-    def _drop_store(self) -> None:
-        if self._store is not None:
-            try:
-                self._store.close()
-            except Exception:  # noqa: BLE001 - it is broken already
-                pass
-        self._store = self._executor = None
-
-    def _execute(self, job: Job) -> None:
-        from aictl.execution.executor import ExecuteOptions
-
-        d = self.daemon
-        log.info("task started", task_id=job.task_id, epoch=job.epoch, worker=self.n, ai=job.ai,
-                 connector=job.connector, title=job.title)
-        t0 = time.monotonic()
-        try:
-            report = self._executor_for().execute(job.task_id, ExecuteOptions(
-                owner=self.owner, ai=job.ai, connector=job.connector, epoch=job.epoch, ttl=d.ttl))
-        except LeaseLost as e:  # lost between the claim and the adoption (an expired lease, a shutdown release)
-            log.warning("lease lost before the run started", task_id=job.task_id, epoch=job.epoch, error=e.message)
-            d._count("lease_lost")
-            return
-        outcome = report.outcome
-        if outcome == "lease_lost" and d.released(job.task_id, job.epoch):
-            outcome = "released"
-        d._count(outcome)
-        log.info("task finished", task_id=job.task_id, epoch=job.epoch, worker=self.n, outcome=outcome,
-                 status=str(report.task.status), reason=report.reason, seconds=round(time.monotonic() - t0, 3))
-        event = {"done": "task.done", "failed": "task.failed", "awaiting_approval": "task.awaiting_approval"}.get(
-            outcome)
-        if event:
-            d.notify(event, {"task_id": job.task_id, "title": job.title, "outcome": outcome, "reason": report.reason,
-                             "status": str(report.task.status), "ai": job.ai, "epoch": job.epoch,
-                             "daemon": d.id})
 
 
 class Daemon:
@@ -256,9 +120,7 @@ class Daemon:
         self._idle = threading.Event()
         self._lock = threading.Lock()
         self._released: set[tuple[int, int]] = set()
-        self._router: Any = None
-        self._router_cls = _optional("aictl.agents.router", "Router")
-        self._fire_due = _optional("aictl.tasks.schedules", "fire_due")
+        self.claimer = Claimer(settings, ttl=self.ttl, ai_ids=self.options.ai_ids)
         self._notifier: Any = None
         self.wakeup: Any = None
         self._next_sweep = 0.0
@@ -274,15 +136,17 @@ class Daemon:
 
         self._gate_print = policy_fingerprint(Path(self.settings.project_dir))
         self.gate = load_gate(self.settings.project_dir)
-        notifier_cls = _optional("aictl.daemon.notify", "Notifier")
-        if notifier_cls is not None and getattr(self.settings, "notifications", None):
-            self._notifier = notifier_cls.from_settings(self.settings)
+        self.claimer.set_gate(self.gate)
+        if self.settings.notifications:
+            from aictl.daemon.notify import Notifier
+
+            self._notifier = Notifier.from_settings(self.settings)
         store = self._try_store(fatal_config=True)
-        registry_cls = _optional("aictl.agents.registry", "Registry")
-        if store is not None and registry_cls is not None and self.options.ai_ids:
+        if store is not None and self.options.ai_ids:
+            from aictl.agents.registry import Registry
             from aictl.domain.errors import NotFound
 
-            unknown = [a for a in self.options.ai_ids if registry_cls(store).find(a) is None]
+            unknown = [a for a in self.options.ai_ids if Registry(store).find(a) is None]
             if unknown:
                 raise NotFound(f"no AI registered as {', '.join(unknown)}", hint="see them with: aictl ai list")
         if store is not None:  # run() may be on another thread, and a SQLite connection belongs to its thread
@@ -338,7 +202,6 @@ class Daemon:
             except Exception:  # noqa: BLE001 - it is broken already
                 pass
         self._store = None
-        self._router = None
 
     # -- control (thread- and signal-safe) --------------------------------------------------
 
@@ -378,7 +241,12 @@ class Daemon:
             self.wakeup.wake()
 
     def _on_exec_event(self, worker: int, event: dict[str, Any]) -> None:
-        if event.get("type") == "output":
+        if event.get("type") == "ai_paused":  # a rate or usage limit: the router skips the AI until then
+            log.warning("AI paused by a usage limit", worker=worker, task_id=event.get("task_id"),
+                        ai=event.get("ai"), until=event.get("until"), reason=event.get("reason"))
+            self.notify("task.rate_limited", {k: event.get(k) for k in ("task_id", "ai", "until", "reason")}
+                        | {"daemon": self.id})
+        elif event.get("type") == "output":
             log.debug("output", worker=worker, task_id=event.get("task_id"), stream=event.get("stream"),
                       line=str(event.get("line"))[:500])
         elif event.get("type") == "phase":
@@ -398,8 +266,7 @@ class Daemon:
         self.state = "running"
         log.info("daemon started", daemon=self.id, pid=self.pid, workers=len(self.workers), ttl=self.ttl,
                  grace_s=self.grace_s, store=self.settings.resolved_database_url.split("://")[0],
-                 wakeup=self.wakeup.mode, router=self._router_cls is not None,
-                 schedules=self._fire_due is not None, ai_ids=o.ai_ids)
+                 wakeup=self.wakeup.mode, ai_ids=o.ai_ids)
         self.notify("daemon.started", {"daemon": self.id, "host": self.host, "pid": self.pid})
         try:
             while not self._stop.is_set():
@@ -436,11 +303,14 @@ class Daemon:
             self._next_sweep = now + self.options.sweep_interval_s
         claimed = 0
         idle = [w for w in self.workers if not w.busy]
-        if idle and not self._stop.is_set() and self._anything_ready(store):
+        ready = False
+        if idle and not self._stop.is_set():
+            ready, self._next_due = self.claimer.ready_now(store)
+        if ready:
             for w in idle:
                 if self._stop.is_set():
                     break
-                job = self._claim_for(store, w)
+                job = self.claimer.claim(store, w.owner)
                 if job is None:
                     break
                 log.debug("claimed", task_id=job.task_id, epoch=job.epoch, worker=w.n, ai=job.ai)
@@ -459,60 +329,6 @@ class Daemon:
             caps.append(self._next_due - time.time())
         return max(0.0, min(caps))
 
-    def _anything_ready(self, store: Any) -> bool:
-        """A cheap read before any write: is some queued task due now? (Also: when is the next one due.)"""
-        now = time.time()
-        with store.read() as tx:
-            row = tx.one("SELECT id FROM tasks WHERE status = 'queued' AND (next_run_at IS NULL OR next_run_at <= :now)"
-                         " LIMIT 1", {"now": now})
-            if row is not None:
-                self._next_due = None
-                return True
-            due = tx.one("SELECT MIN(next_run_at) AS due FROM tasks WHERE status = 'queued' AND next_run_at > :now",
-                         {"now": now})
-        self._next_due = due["due"] if due and due["due"] is not None else None
-        return False
-
-    def _claim_for(self, store: Any, worker: Worker) -> Job | None:
-        if self._router_cls is not None:
-            if self._router is None:
-                self._router = self._router_cls(store, self.settings, policy=self.gate)
-            # commands=True: a task with a command is claimed for no AI; the command connector runs it.
-            got = self._router.claim_next(worker.owner, ai_ids=self.options.ai_ids, ttl=self.ttl, commands=True)
-            if got is None:
-                return None
-            claim, ai = got
-            if ai is None or claim.task.command:
-                return Job(task_id=claim.task.id, epoch=claim.lease.lease_epoch, title=claim.task.title,
-                           owner=worker.owner)
-            return Job(task_id=claim.task.id, epoch=claim.lease.lease_epoch, title=claim.task.title,
-                       owner=worker.owner, connector=ai.connector, ai=ai.id)
-        claim = self._claim_command(store, worker)
-        if claim is None:
-            return None
-        return Job(task_id=claim.task.id, epoch=claim.lease.lease_epoch, title=claim.task.title, owner=worker.owner)
-
-    def _claim_command(self, store: Any, worker: Worker) -> Any:
-        """Claim the best ready task that carries a command (the command connector runs it; no AI needed)."""
-        from aictl.tasks.service import TaskService
-        from aictl.tasks.sql import CLAIM_ORDER, claimable_where
-
-        refused_for = (worker.owner, self.gate.digest) if self.gate is not None else None
-        with store.read() as tx:
-            where, params = claimable_where(tx, capabilities=None, labels=None, task_id=None, refused_for=refused_for)
-            rows = tx.all(f"SELECT t.id FROM tasks t WHERE {where} AND t.command IS NOT NULL {CLAIM_ORDER} LIMIT 8",
-                          {**params, "now": time.time()})
-        svc = TaskService(store, self.settings, policy=self.gate)
-        for r in rows:
-            # The claim re-checks everything in its own atomic statement; losing a race is just "next one".
-            try:
-                claim = svc.claim(worker.owner, task_id=r["id"], ttl=self.ttl)
-            except (Conflict, PolicyDenied):
-                continue
-            if claim is not None:
-                return claim
-        return None
-
     def _sweep(self, store: Any) -> None:
         from aictl.tasks.service import TaskService
 
@@ -524,14 +340,15 @@ class Daemon:
             reaped = TaskService(store, self.settings).reap()
             if reaped:
                 log.info("expired leases swept", tasks=[t.id for t in reaped])
-        if self._fire_due is not None:
-            try:
-                created = self._fire_due(store, self.settings, now)
-            except AictlError as e:
-                log.error("schedules could not fire", error=e.message)
-                created = []
-            if created:
-                log.info("schedules fired", tasks=list(created))
+        from aictl.tasks.schedules import fire_due
+
+        try:
+            created = fire_due(store, self.settings, now, policy=self.gate)
+        except AictlError as e:
+            log.error("schedules could not fire", error=e.message)
+            created = []
+        if created:
+            log.info("schedules fired", tasks=list(created))
         self.last_sweep_at = time.time()
 
     def _reload_policy(self, force: bool = False) -> None:
@@ -548,7 +365,7 @@ class Daemon:
             return
         self.gate = gate
         self.gate_generation += 1
-        self._router = None
+        self.claimer.set_gate(gate)
         log.info("policy reloaded", sources=[s["path"] for s in gate.sources] if gate else [])
 
     # -- registry and status ----------------------------------------------------------------
@@ -592,8 +409,6 @@ class Daemon:
                       "error": self._store_error, "down_since": self._store_down_since,
                       "last_ok_at": self._last_store_ok},
             "wakeup": self.wakeup.describe() if self.wakeup is not None else None,
-            "routing": {"router": self._router_cls is not None, "commands": True,
-                        "schedules": self._fire_due is not None},
             "policy": [s["path"] for s in self.gate.sources] if self.gate is not None else [],
             "grace_s": self.grace_s, "lease_ttl": self.ttl, "outcomes": counts, "updated_at": time.time(),
         })

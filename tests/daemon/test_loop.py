@@ -10,7 +10,8 @@ import pytest
 
 from aictl.config import load_settings
 from aictl.daemon.loop import Daemon, DaemonOptions
-from aictl.daemon.process import DaemonPaths, RotatingLogStream, iter_log_lines
+from aictl.daemon.logs import RotatingLogStream, iter_log_lines
+from aictl.daemon.process import DaemonPaths
 from aictl.domain.errors import UsageError
 from aictl.store import open_store
 from aictl.tasks.queries import TaskQueries

@@ -1,0 +1,147 @@
+"""A daemon worker: one thread, one store connection, one task at a time through the Executor.
+
+The scheduler (aictl.daemon.loop) claims a task for a worker's owner name and hands
+it over as a Job; the worker's Executor adopts the claim by its epoch, so the run
+goes the same path as `aictl task execute`. A worker never dies of one task: an
+error is logged and the task's lease is given back at once (or expires).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aictl.domain.errors import Conflict, LeaseLost
+from aictl.logging import get_logger
+
+log = get_logger("aictl.daemon")
+OUTCOME_EVENTS = {"done": "task.done", "failed": "task.failed", "awaiting_approval": "task.awaiting_approval"}
+
+
+@dataclass
+class Job:
+    task_id: int
+    epoch: int
+    title: str
+    owner: str
+    connector: str = "command"
+    ai: str | None = None
+    claimed_at: float = field(default_factory=time.time)
+
+    def describe(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "title": self.title, "ai": self.ai, "connector": self.connector,
+                "owner": self.owner, "epoch": self.epoch, "since": self.claimed_at,
+                "running_s": round(time.time() - self.claimed_at, 1)}
+
+
+class Worker:
+    def __init__(self, daemon: Any, n: int):
+        self.daemon = daemon
+        self.n = n
+        self.owner = f"{daemon.settings.actor}/daemon-{daemon.id}/w{n}"
+        self.job: Job | None = None
+        self.runs = 0
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._store: Any = None
+        self._executor: Any = None
+        self._executor_gate: int = -1
+        self._store_generation = 0
+        self.thread = threading.Thread(target=self._run, name=f"aictl-daemon-w{n}", daemon=True)
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def assign(self, job: Job) -> None:
+        self.job = job
+        self._jobs.put(job)
+
+    def quit(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            try:
+                self._execute(job)
+            except BaseException as e:  # noqa: BLE001 - a worker never dies of one task
+                self._drop_store()
+                log.error("task run failed in the daemon", task_id=job.task_id, epoch=job.epoch, worker=self.n,
+                          error=f"{type(e).__name__}: {getattr(e, 'message', e)}")
+                self.daemon._count("error")
+                self._give_back(job, f"daemon worker error: {type(e).__name__}: {getattr(e, 'message', e)}")
+            finally:
+                self.job = None
+                self.runs += 1
+                self.daemon._worker_idle()
+        self._drop_store()
+
+    def _give_back(self, job: Job, reason: str) -> None:
+        """After a crash of the run, release its lease now (with its epoch) rather than wait for expiry."""
+        from aictl.tasks.service import TaskService
+
+        try:
+            with self.daemon.open_store() as store:
+                TaskService(store, self.daemon.settings).release(job.task_id, self.owner, job.epoch,
+                                                                 reason=reason[:500])
+            log.info("released the task after the error", task_id=job.task_id, epoch=job.epoch)
+        except (LeaseLost, Conflict):
+            pass  # already finished, released or taken over: nothing to give back
+        except Exception as e:  # noqa: BLE001 - store still down: the lease expires instead
+            log.warning("could not release the task after the error; its lease will expire", task_id=job.task_id,
+                        error=getattr(e, "message", str(e)))
+
+    def _executor_for(self) -> Any:
+        from aictl.execution.executor import Executor
+
+        d = self.daemon
+        if self._store is not None and self._store_generation != d.store_generation:
+            self._drop_store()  # the store went away since we opened it: this connection is likely dead
+        if self._store is None:
+            self._store = d.open_store()
+            self._store_generation = d.store_generation
+            self._executor = None
+        if self._executor is None or self._executor_gate != d.gate_generation:
+            self._executor = Executor(self._store, d.settings, policy=d.gate,
+                                      on_event=lambda e: d._on_exec_event(self.n, e))
+            self._executor_gate = d.gate_generation
+        return self._executor
+
+    def _drop_store(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
+        self._store = self._executor = None
+
+    def _execute(self, job: Job) -> None:
+        from aictl.execution.executor import ExecuteOptions
+
+        d = self.daemon
+        log.info("task started", task_id=job.task_id, epoch=job.epoch, worker=self.n, ai=job.ai,
+                 connector=job.connector, title=job.title)
+        t0 = time.monotonic()
+        try:
+            report = self._executor_for().execute(job.task_id, ExecuteOptions(
+                owner=self.owner, ai=job.ai, connector=job.connector, epoch=job.epoch, ttl=d.ttl))
+        except LeaseLost as e:  # lost between the claim and the adoption (an expired lease, a shutdown release)
+            log.warning("lease lost before the run started", task_id=job.task_id, epoch=job.epoch, error=e.message)
+            d._count("lease_lost")
+            return
+        outcome = report.outcome
+        if outcome == "lease_lost" and d.released(job.task_id, job.epoch):
+            outcome = "released"
+        d._count(outcome)
+        log.info("task finished", task_id=job.task_id, epoch=job.epoch, worker=self.n, outcome=outcome,
+                 status=str(report.task.status), reason=report.reason, seconds=round(time.monotonic() - t0, 3))
+        event = OUTCOME_EVENTS.get(outcome)
+        if event:
+            d.notify(event, {"task_id": job.task_id, "title": job.title, "outcome": outcome, "reason": report.reason,
+                             "status": str(report.task.status), "ai": job.ai, "epoch": job.epoch,
+                             "daemon": d.id})
