@@ -68,6 +68,9 @@ def test_start_status_run_stop(dproject):
     assert [d["status"] for d in st["daemons"] if d["id"] == info["daemon_id"]] == ["stopped"]
     actions = [e["action"] for e in dproject.events() if e["action"].startswith("daemon_")]
     assert actions == ["daemon_start", "daemon_stop"]
+    from tests.daemon.conftest import git
+
+    assert git(dproject.root, "status", "--porcelain") == ""  # .ai/daemon/ is ignored like the rest of the state
     assert dproject.cli("daemon", "stop").returncode == 3  # nothing left to stop
 
 
