@@ -59,6 +59,15 @@ class DaemonOptions:
     finish_timeout_s: float = 30.0  # after releasing, how long runs get to stop before we exit anyway
 
 
+def is_store_error(e: BaseException) -> bool:
+    """The database (or the way to it) failed, as opposed to a bug or a bad input."""
+    import sqlite3
+
+    from aictl.domain.errors import StoreError
+
+    return isinstance(e, (StoreError, sqlite3.Error, OSError)) or type(e).__module__.startswith("psycopg")
+
+
 def policy_fingerprint(project_dir: Path) -> tuple:
     """(path, mtime, size) of every file the policy is merged from: a change means reload."""
     from aictl.policy.merge import default_global_policy_path
@@ -112,6 +121,7 @@ class Daemon:
         self._store_retry_at = 0.0
         self._store_backoff = self.options.store_retry_min_s
         self._last_store_ok: float | None = None
+        self._paused_until = 0.0  # after an unexpected error in a pass
         self.store_generation = 0  # bumped on every store failure: workers reopen their connections
         self._registered = False
         self._stop = threading.Event()
@@ -274,7 +284,7 @@ class Daemon:
                 try:
                     found = self._tick()
                 except Exception as e:  # noqa: BLE001 - log, back off, keep going: never crash
-                    self._store_failed(e)
+                    self._pass_failed(e)
                 if found:
                     self.wakeup.reset()
                 self._write_status_if_dirty()
@@ -284,7 +294,22 @@ class Daemon:
         finally:
             self._shutdown()
 
+    def _pass_failed(self, e: BaseException) -> None:
+        """A store error closes the connection and retries with backoff; anything else is a bug: log it whole,
+        pause as long, keep the connection."""
+        if is_store_error(e):
+            self._store_failed(e)
+            return
+        import traceback
+
+        log.error("scheduler pass failed; retrying", error=f"{type(e).__name__}: {getattr(e, 'message', e)}",
+                  retry_in_s=self._store_backoff, traceback="".join(traceback.format_exception(e)))
+        self._paused_until = time.monotonic() + self._store_backoff
+        self._store_backoff = min(self.options.store_retry_max_s, self._store_backoff * 2)
+
     def _tick(self) -> bool:
+        if time.monotonic() < self._paused_until:
+            return False
         store = self._try_store()
         if store is None:
             return False
@@ -325,6 +350,8 @@ class Daemon:
         caps = [self._next_sweep - now, self._next_beat - now]
         if self._store is None:
             caps.append(self._store_retry_at - now)
+        if self._paused_until > now:
+            caps.append(self._paused_until - now)
         if self._next_due is not None:
             caps.append(self._next_due - time.time())
         return max(0.0, min(caps))
