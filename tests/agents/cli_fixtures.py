@@ -114,3 +114,37 @@ def processes_in(directory: Path) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+# -- whole-CLI runs: aictl ai register + aictl task execute --ai ------------------------------------------------------
+
+
+def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    from aictl.cli.main import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_json(capsys: Any, *args: str) -> Any:
+    import json
+
+    code, out, err = cli(capsys, *args, "-o", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def execute(capsys: Any, *args: str) -> tuple[int, dict, str]:
+    """`aictl task execute … -o json`: the exit code, the final report, stderr."""
+    import json
+
+    code, out, err = cli(capsys, "task", "execute", *args, "-o", "json")
+    lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+    return code, next(x for x in lines if x.get("type") == "report"), err
+
+
+def evidence_of(capsys: Any, task_id: int) -> dict[str, str]:
+    """The task's evidence contents by kind (the latest of each)."""
+    refs = cli_json(capsys, "task", "evidence", str(task_id))
+    return {e["kind"]: cli(capsys, "audit", "evidence", e["digest"])[1] for e in refs}

@@ -256,3 +256,58 @@ def test_state_dir_is_optional(claude_bin, fake_provider, ws, tmp_path, key):
 
 def test_prefix_is_where_the_fixture_found_the_cli(claude_bin):
     assert Path(claude_bin).parent == PREFIX / "node_modules" / ".bin"
+
+
+# -- the whole CLI: aictl ai register + aictl task execute --ai -----------------------------------------------------
+
+
+def test_task_execute_with_claude_code_lands_the_file_diff_transcript_and_usage(claude_bin, fake_provider,
+                                                                                 git_project, capsys, key):
+    from aictl.config import load_settings
+    from tests.agents.cli_fixtures import cli_json, evidence_of, execute
+    from tests.execution.conftest import git
+
+    cli_json(capsys, "ai", "register", "claude-1", "--connector", "claude-code", "--model", MODEL,
+             "--base-url", fake_provider.url, "--binary", claude_bin, "--api-key-env", KEY_ENV,
+             "--config", "max_retries=0")
+    tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt")["id"]
+    workspace = Path(load_settings(git_project).home) / "workspaces" / f"task-{tid}-e1"
+    fake_provider.script(
+        reply("I'll create it.", [tool("Write", {"file_path": str(workspace / "hello.txt"), "content": "hi\n"})],
+              usage=(100, 20)),
+        reply("Created hello.txt.", usage=(50, 5)))
+    code, rep, err = execute(capsys, str(tid), "--ai", "claude-1")
+    assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
+    assert rep["changed_paths"] == ["hello.txt"] and rep["ai"] == "claude-1"
+    assert git(git_project, "show", f"aictl/task-{tid}:hello.txt") == "hi\n"
+    found = evidence_of(capsys, tid)
+    assert {"diff", "transcript", "usage", "run", "log"} <= set(found)
+    assert "+hi" in found["diff"] and "hello.txt" in found["diff"]
+    assert "→ write (Write)" in found["transcript"] and "assistant: Created hello.txt." in found["transcript"]
+    usage = json.loads(found["usage"])
+    assert usage["tokens"] == {"input": 150, "output": 25, "cache_read": 0, "total": 175}
+    assert usage["model"] == MODEL and usage["turns"] == 2 and usage["cost_usd"] > 0
+    run_rec = json.loads(found["run"])
+    assert run_rec["ok"] and run_rec["session_id"] and run_rec["connector"] == "claude-code"
+    first = fake_provider.calls("anthropic")[0]
+    assert "create hello.txt containing hi" in json.dumps(first.body["messages"])
+    assert f"aictl task {tid}" in json.dumps(first.body["system"])  # the executor's system text was appended
+    assert KEY not in "".join(found.values())
+
+
+def test_task_execute_rate_limited_claude_code_pauses_the_ai_until_the_reset(claude_bin, fake_provider, git_project,
+                                                                             capsys, key):
+    from tests.agents.cli_fixtures import cli_json, evidence_of, execute
+
+    cli_json(capsys, "ai", "register", "claude-1", "--connector", "claude-code", "--model", MODEL,
+             "--base-url", fake_provider.url, "--binary", claude_bin, "--api-key-env", KEY_ENV,
+             "--config", "max_retries=1")
+    tid = cli_json(capsys, "task", "create", "anything", "--lock", "x.txt")["id"]
+    fake_provider.script(error(429, "slow down", retry_after=3), error(429, "slow down", retry_after=3))
+    before = time.time()
+    code, rep, err = execute(capsys, str(tid), "--ai", "claude-1", "--timeout", "120")
+    assert rep["outcome"] == "retrying" and "rate-limited" in rep["reason"], (rep, err)
+    run_rec = json.loads(evidence_of(capsys, tid)["run"])
+    assert run_rec["error_kind"] == "rate_limit" and run_rec["retry_at"] >= before + 3
+    paused = cli_json(capsys, "ai", "get", "claude-1")["paused_until"]
+    assert paused == pytest.approx(run_rec["retry_at"])

@@ -87,6 +87,21 @@ def test_cached_tokens_are_counted_apart_from_input():
     assert parser.cost_usd == pytest.approx((2000 * 2 + 30 * 8 + 12000 * 0.5) / 1e6)
 
 
+@pytest.mark.parametrize("message, kind", [
+    ("unexpected status 401 Unauthorized: boom, url: http://127.0.0.1:42957/v1/responses, request id: req_1", "auth"),
+    ("exceeded retry limit, last status: 429 Too Many Requests, request id: req_4290", "rate_limit"),
+    ("unexpected status 529 <unknown status code>: boom, url: http://127.0.0.1:4291/v1/responses", "overloaded"),
+    ("We’re currently experiencing high demand, which may cause temporary errors.", "overloaded"),
+    ("API Error: Request rejected (429) · slow down", "rate_limit"),
+    ("stream disconnected before completion: http://127.0.0.1:40429/v1", "other"),
+])
+def test_error_messages_are_classified_by_their_status_not_by_stray_digits(message, kind):
+    # Messages as the CLIs print them; a port number once made a 401 look like a 429.
+    from aictl.agents.connectors.cli_common import kind_from_text
+
+    assert kind_from_text(message) == kind
+
+
 # -- the real CLI ------------------------------------------------------------------------------------------------
 
 
@@ -94,9 +109,13 @@ def test_apply_patch_creates_the_file_with_events_usage_and_cost(codex_bin, fake
     fake_provider.script(reply("I'll add it.", [tool("apply_patch", PATCH)], usage=(1000, 20)),
                          reply("Added hello.txt.", usage=(1200, 5)))
     events: list[dict] = []
+    output: list[tuple[str, str]] = []
     res = run(codex_bin, fake_provider, ws, tmp_path, events=events, system="SYSTEM-MARKER: stay in the workspace",
-              config={"prices": {"input": 2.0, "output": 8.0}})
+              config={"prices": {"input": 2.0, "output": 8.0}}, on_output=lambda *line: output.append(line))
     assert res.ok, res.error
+    # JSON events go to on_event only; what else the CLI prints (its stderr log) is passed on as output
+    assert ("stderr", "Reading additional input from stdin...") in output
+    assert all(stream == "stderr" for stream, _ in output)
     assert (ws / "hello.txt").read_text() == "hi\n"
     assert res.summary == "Added hello.txt." and res.exit_code == 0 and res.session_id and res.model == MODEL
     assert res.usage == {"input_tokens": 2200, "output_tokens": 25, "cache_read_tokens": 0, "turns": 1}
@@ -201,3 +220,48 @@ def test_missing_key_is_an_auth_failure(codex_bin, fake_provider, ws, tmp_path, 
     res = run(codex_bin, fake_provider, ws, tmp_path)
     assert not res.ok and res.error_kind == "auth" and KEY_ENV in res.error and not res.transient
     assert fake_provider.requests == []
+
+
+# -- the whole CLI: aictl ai register + aictl task execute --ai -----------------------------------------------------
+
+
+def test_task_execute_with_codex_lands_the_file_diff_transcript_and_usage(codex_bin, fake_provider, git_project,
+                                                                          capsys, key):
+    from tests.agents.cli_fixtures import cli_json, evidence_of, execute
+    from tests.execution.conftest import git
+
+    cli_json(capsys, "ai", "register", "codex-1", "--connector", "codex", "--model", MODEL,
+             "--base-url", fake_provider.url, "--binary", codex_bin, "--api-key-env", KEY_ENV,
+             "--config", "max_retries=0", "--config", 'prices={"input": 2, "output": 8}')
+    tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt")["id"]
+    fake_provider.script(reply("I'll add it.", [tool("apply_patch", PATCH)], usage=(1000, 20)),
+                         reply("Added hello.txt.", usage=(1200, 5)))
+    code, rep, err = execute(capsys, str(tid), "--ai", "codex-1")
+    assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
+    assert rep["changed_paths"] == ["hello.txt"] and rep["ai"] == "codex-1"
+    assert git(git_project, "show", f"aictl/task-{tid}:hello.txt") == "hi\n"
+    found = evidence_of(capsys, tid)
+    assert {"diff", "transcript", "usage", "run"} <= set(found)
+    assert "+hi" in found["diff"] and "→ write (file_change)" in found["transcript"]
+    usage = json.loads(found["usage"])
+    assert usage["tokens"] == {"input": 2200, "output": 25, "cache_read": 0, "total": 2225}
+    assert usage["cost_usd"] == pytest.approx((2200 * 2 + 25 * 8) / 1e6) and usage["model"] == MODEL
+    assert json.loads(found["run"])["session_id"]
+    assert f"aictl task {tid}" in json.dumps(fake_provider.calls()[0].body["input"])  # developer_instructions
+    assert KEY not in "".join(found.values())
+
+
+def test_task_execute_codex_auth_failure_fails_the_task_without_retry(codex_bin, fake_provider, git_project,
+                                                                      capsys, key):
+    from tests.agents.cli_fixtures import cli_json, evidence_of, execute
+
+    cli_json(capsys, "ai", "register", "codex-1", "--connector", "codex", "--model", MODEL,
+             "--base-url", fake_provider.url, "--binary", codex_bin, "--api-key-env", KEY_ENV,
+             "--config", "max_retries=0")
+    tid = cli_json(capsys, "task", "create", "anything", "--lock", "x.txt")["id"]
+    fake_provider.script(error(401, "bad key"))
+    code, rep, err = execute(capsys, str(tid), "--ai", "codex-1")
+    assert code == 1 and rep["outcome"] == "failed" and rep["task"]["status"] == "failed", (rep, err)
+    assert "401" in rep["reason"]
+    assert json.loads(evidence_of(capsys, tid)["run"])["error_kind"] == "auth"
+    assert cli_json(capsys, "ai", "get", "codex-1")["paused_until"] is None  # auth is not a rate limit

@@ -169,18 +169,20 @@ class StreamParser:
         self.turns = 0
         self.noise: list[str] = []  # stdout lines that were not JSON
 
-    def feed(self, line: str) -> None:
+    def feed(self, line: str) -> bool:
+        """Parse one stdout line; False when it was not a JSON event (a stray print, a crash message)."""
         line = line.strip()
         if not line:
-            return
+            return True
         try:
             obj = json.loads(line)
         except ValueError:
             self.noise.append(line)
             self.transcript.append(f"[stdout] {one_line(line)}")
-            return
+            return False
         if isinstance(obj, dict):
             self.handle(obj)
+        return True
 
     def handle(self, obj: dict[str, Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -272,8 +274,10 @@ def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: Strea
     spec = ctx.spec.model_copy(update={"env": {**ctx.spec.env, **env}})
 
     def on_output(stream: str, line: str) -> None:
+        # The JSON events reach watchers as normalized events (ctx.on_event); only the rest is passed on as output.
         if stream == "stdout":
-            parser.feed(line)
+            if parser.feed(line):
+                return
         else:
             parser.feed_stderr(line)
         if ctx.on_output is not None:
@@ -318,14 +322,24 @@ def finish(ctx: RunContext, res: Any, parser: StreamParser, *, cli: str, model: 
     )
 
 
+# A status code as CLIs quote it: "unexpected status 401 Unauthorized", "last status: 429 Too Many Requests",
+# "API Error: 529 overloaded", "Request rejected (429)". Never a bare number: a URL's port may contain "429".
+_STATUS_IN_TEXT = re.compile(r"(?i)(?:\bstatus:?|\bapi error:?|\bhttp)\s+(\d{3})\b|\((\d{3})\)")
+
+
 def kind_from_text(text: str) -> str:
-    """Error kind from a CLI's error message, when it gives no status code."""
-    low = text.lower()
-    if "429" in low or "rate limit" in low or "too many requests" in low:
+    """Error kind from a CLI's error message, when it gives no status code of its own."""
+    match = _STATUS_IN_TEXT.search(text or "")
+    if match:
+        kind = kind_for_status(int(match.group(1) or match.group(2)))
+        if kind != "other":
+            return kind
+    low = (text or "").lower()
+    if any(w in low for w in ("rate limit", "too many requests", "usage limit")):
         return "rate_limit"
-    if "401" in low or "403" in low or "unauthorized" in low or "api key" in low or "authenticat" in low:
+    if any(w in low for w in ("unauthorized", "forbidden", "invalid api key", "invalid x-api-key", "authenticat")):
         return "auth"
-    if "overloaded" in low or "529" in low or "503" in low or "high demand" in low:
+    if any(w in low for w in ("overloaded", "high demand", "temporarily unavailable")):
         return "overloaded"
     return "other"
 
