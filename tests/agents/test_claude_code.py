@@ -311,3 +311,27 @@ def test_task_execute_rate_limited_claude_code_pauses_the_ai_until_the_reset(cla
     assert run_rec["error_kind"] == "rate_limit" and run_rec["retry_at"] >= before + 3
     paused = cli_json(capsys, "ai", "get", "claude-1")["paused_until"]
     assert paused == pytest.approx(run_rec["retry_at"])
+
+
+def test_follow_up_message_resumes_the_session_in_the_new_worktree(claude_bin, fake_provider, git_project, capsys,
+                                                                   key):
+    from tests.agents.cli_fixtures import cli_json, execute
+    from tests.execution.conftest import git
+
+    cli_json(capsys, "ai", "register", "claude-1", "--connector", "claude-code", "--model", MODEL,
+             "--base-url", fake_provider.url, "--binary", claude_bin, "--api-key-env", KEY_ENV,
+             "--config", "max_retries=0")
+    tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt",
+                   "--verify", "grep -qx hi hello.txt")["id"]
+    fake_provider.script(reply("writing", [tool("Write", {"file_path": "hello.txt", "content": "ho\n"})]),
+                         reply("done"))
+    code, rep, _ = execute(capsys, str(tid), "--ai", "claude-1")
+    assert rep["outcome"] == "failed" and "verification failed" in rep["reason"]
+    cli_json(capsys, "task", "retry", str(tid))
+    fake_provider.script(reply("fixing", [tool("Write", {"file_path": "hello.txt", "content": "hi\n"})]),
+                         reply("fixed"))
+    code, rep, err = execute(capsys, str(tid), "--message", "it must say hi, not ho")
+    assert code == 0 and rep["outcome"] == "done" and rep["lease_epoch"] == 2, (rep.get("reason"), err)
+    history = json.dumps(fake_provider.calls("anthropic")[-1].body["messages"])
+    assert "create hello.txt containing hi" in history and "it must say hi, not ho" in history
+    assert git(git_project, "show", f"aictl/task-{tid}:hello.txt") == "hi\n"
