@@ -41,7 +41,9 @@ def _ensure_installed() -> str | None:
         problem = None
         if not all(p.exists() for p in _binaries().values()):
             if shutil.which("npm") is None:
-                problem = "npm is not installed (apt-get install -y nodejs npm), so the agent CLIs cannot be"
+                problem = "npm is not installed (apt-get install -y nodejs npm), so the agent CLIs cannot be installed"
+            elif not _registry_answers():
+                problem = "the npm registry does not answer (no network?), so the agent CLIs cannot be installed"
             else:
                 env = {**os.environ, "AICTL_AGENT_CLIS": str(PREFIX), "CI": "true"}
                 try:
@@ -55,6 +57,15 @@ def _ensure_installed() -> str | None:
             problem = f"the agent CLIs are not in {PREFIX} after installing"
         _state["problem"] = problem
         return problem
+
+
+def _registry_answers() -> bool:
+    """A quick look before a download that would otherwise wait out npm's own retries."""
+    try:
+        return subprocess.run(["npm", "ping", "--fetch-timeout=10000", "--fetch-retries=0"], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def need_cli(name: str) -> str:
