@@ -579,3 +579,33 @@ def reject(task_id: TaskIdArg,
     """Reject a task awaiting approval: it fails, with your reason."""
     out = state.output(output)
     _emit_task(out, state.tasks(enforce=True).reject(task_id, comment=comment, dry_run=dry_run), dry_run)
+
+
+@app.command("watch")
+def watch(
+    once: Annotated[bool, typer.Option("--once", help="Print one frame (or, with -o json, one snapshot) and exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", "-n", min=0.1, help="Seconds between refreshes.")] = 1.0,
+    limit: Annotated[int, typer.Option("--limit", "-L", min=1, help="Rows per section.")] = 10,
+    since: Annotated[
+        Optional[int], typer.Option("--since", min=0, help="With -o json: stream events after this id (default: from now).")
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Live view of the queue: counts, running tasks with their AI and latest action, approvals, failures.
+
+    With -o json, stream audit events instead, one JSON object per line, until Ctrl-C.
+    """
+    from aictl.cli import watch as view
+
+    out = state.output(output)
+    store = state.store()
+    if out.mode == "json":
+        if once:
+            view.snapshot_json(store, limit=limit)
+        else:
+            view.run_stream(store, since=since, interval=interval)
+        return
+    if out.mode != "table":
+        raise UsageError(f"task watch shows a table or streams JSON, not {out.mode}", hint="use -o json")
+    s = state.settings()
+    view.run_view(store, title=str(s.project_dir or ""), interval=interval, limit=limit, once=once)
