@@ -43,6 +43,7 @@ from aictl.agents.connectors.cli_common import (
     finish,
     kind_for_status,
     kind_from_text,
+    prompt_of,
     refuse,
     require_binary,
     retry_at_from_text,
@@ -104,14 +105,6 @@ def permission_args(allowed_tools: list[str] | None, *, network: bool) -> list[s
 
 def _unique(items: Any) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-def prompt_of(ctx: RunContext) -> str:
-    if ctx.prompt:
-        return ctx.prompt
-    task = ctx.task
-    parts = [getattr(task, "title", "") or "", ctx.instructions or getattr(task, "description", "") or ""]
-    return "\n\n".join(p for p in parts if p).strip()
 
 
 def build_argv(binary: str, ctx: RunContext, *, system_file: Path | None = None) -> list[str]:

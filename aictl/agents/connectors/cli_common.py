@@ -96,6 +96,15 @@ def config_value(ctx: RunContext, key: str, default: Any = None) -> Any:
     return (ctx.ai.config or {}).get(key, default) if ctx.ai is not None else default
 
 
+def prompt_of(ctx: RunContext) -> str:
+    """The user's request: ctx.prompt, else the task's title and description."""
+    if ctx.prompt:
+        return ctx.prompt
+    task = ctx.task
+    parts = [getattr(task, "title", "") or "", ctx.instructions or getattr(task, "description", "") or ""]
+    return "\n\n".join(p for p in parts if p).strip()
+
+
 def clip(value: Any, limit: int = MAX_FIELD_CHARS) -> Any:
     """Strings in a (nested) value cut to `limit` characters, so one huge file cannot flood events."""
     if isinstance(value, str):
@@ -346,4 +355,4 @@ def kind_from_text(text: str) -> str:
 
 __all__ = ["AGENT_CLIS_ENV", "StateDir", "StreamParser", "agent_clis_prefix", "api_key", "base_url", "clip",
            "cost_from_prices", "find_binary", "finish", "health", "kind_for_status", "kind_from_text",
-           "refuse", "require_binary", "retry_at_from_text", "run_cli"]
+           "prompt_of", "refuse", "require_binary", "retry_at_from_text", "run_cli"]

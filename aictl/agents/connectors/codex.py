@@ -38,12 +38,12 @@ from aictl.agents.connectors.cli_common import (
     cost_from_prices,
     finish,
     kind_from_text,
+    prompt_of,
     refuse,
     require_binary,
     retry_at_from_text,
     run_cli,
 )
-from aictl.agents.connectors.claude_code import prompt_of
 from aictl.domain.errors import UsageError
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
