@@ -98,7 +98,7 @@ class Cron:
     def walls_after(self, start: datetime) -> Iterator[datetime]:
         """Matching wall-clock minutes strictly after the naive datetime `start`, in order."""
         t = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        limit = start.year + SEARCH_YEARS
+        limit = min(start.year + SEARCH_YEARS, 9998)  # datetime ends at year 9999
         mins, hours, months = self.minutes, self.hours, self.months
         while t.year <= limit:
             if t.month not in months:

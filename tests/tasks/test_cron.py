@@ -215,3 +215,9 @@ def test_property_dst_zones_next_is_later_and_matches_or_is_a_jump(expr, ts, tz)
         assert before.utcoffset() < wall.utcoffset(), (expr, wall)
     # and monotone: asking again from the result moves strictly forward
     assert c.next_after(nxt, tz) > nxt
+
+
+def test_the_end_of_the_calendar_is_an_error_not_a_crash():
+    t = datetime(9996, 3, 1, tzinfo=UTC).timestamp()
+    with pytest.raises(CronError, match="does not fire"):
+        parse("0 0 29 2 *").next_after(t, UTC)
