@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from aictl.daemon.claims import Claimer
-from aictl.daemon.worker import Worker
+from aictl.daemon.worker import Worker, is_store_error
 from aictl.domain.errors import AictlError, Conflict, LeaseLost, SchemaTooNew, UsageError
 from aictl.logging import get_logger
 
@@ -57,15 +57,6 @@ class DaemonOptions:
     store_retry_min_s: float = 0.5
     store_retry_max_s: float = 10.0
     finish_timeout_s: float = 30.0  # after releasing, how long runs get to stop before we exit anyway
-
-
-def is_store_error(e: BaseException) -> bool:
-    """The database (or the way to it) failed, as opposed to a bug or a bad input."""
-    import sqlite3
-
-    from aictl.domain.errors import StoreError
-
-    return isinstance(e, (StoreError, sqlite3.Error, OSError)) or type(e).__module__.startswith("psycopg")
 
 
 def policy_fingerprint(project_dir: Path) -> tuple:

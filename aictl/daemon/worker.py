@@ -18,6 +18,21 @@ from aictl.domain.errors import Conflict, LeaseLost
 from aictl.logging import get_logger
 
 log = get_logger("aictl.daemon")
+def is_store_error(e: BaseException) -> bool:
+    """The database or the way to it failed (worth retrying as is), as opposed to a bug or a bad input."""
+    import sqlite3
+
+    from aictl.domain.errors import StoreError
+
+    if isinstance(e, (StoreError, sqlite3.OperationalError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
 OUTCOME_EVENTS = {"done": "task.done", "failed": "task.failed", "awaiting_approval": "task.awaiting_approval"}
 
 
@@ -71,10 +86,14 @@ class Worker:
                 self._execute(job)
             except BaseException as e:  # noqa: BLE001 - a worker never dies of one task
                 self._drop_store()
+                error = f"{type(e).__name__}: {getattr(e, 'message', e)}"
                 log.error("task run failed in the daemon", task_id=job.task_id, epoch=job.epoch, worker=self.n,
-                          error=f"{type(e).__name__}: {getattr(e, 'message', e)}")
+                          error=error)
                 self.daemon._count("error")
-                self._give_back(job, f"daemon worker error: {type(e).__name__}: {getattr(e, 'message', e)}")
+                if is_store_error(e):
+                    self._give_back(job, f"daemon worker lost the store: {error}")  # an outage: no attempt lost
+                else:
+                    self._fail_attempt(job, f"daemon worker error: {error}")
             finally:
                 self.job = None
                 self.runs += 1
@@ -94,6 +113,35 @@ class Worker:
             pass  # already finished, released or taken over: nothing to give back
         except Exception as e:  # noqa: BLE001 - store still down: the lease expires instead
             log.warning("could not release the task after the error; its lease will expire", task_id=job.task_id,
+                        error=getattr(e, "message", str(e)))
+
+    def _fail_attempt(self, job: Job, reason: str) -> None:
+        """An error in the run is a failed attempt (retry backoff, and failed after max_attempts).
+
+        The executor gives a task back on an unexpected error; released, it would be claimed
+        again at once and fail the same way, forever. So a task still ours, or given back
+        and untouched since, is failed as retryable: its next try waits (next_run_at).
+        """
+        from aictl.tasks.queries import TaskQueries
+        from aictl.tasks.service import TaskService
+
+        try:
+            with self.daemon.open_store() as store:
+                svc = TaskService(store, self.daemon.settings)
+                t = TaskQueries(store).get(job.task_id)
+                if t.owner != self.owner or t.lease_epoch != job.epoch or t.status not in ("claimed", "running",
+                                                                                           "queued"):
+                    return  # finished, or someone else's now: nothing of ours to record
+                epoch = job.epoch
+                if t.status == "queued":  # given back by the executor: take it again to record the attempt
+                    epoch = svc.claim(self.owner, task_id=job.task_id, ttl=self.daemon.ttl).lease.lease_epoch
+                t = svc.fail(job.task_id, self.owner, epoch, reason=reason[:1000], retryable=True)
+            log.info("the error counts as a failed attempt", task_id=job.task_id, status=str(t.status),
+                     attempts=t.attempts, next_run_at=t.next_run_at)
+        except (LeaseLost, Conflict):
+            pass  # taken by someone else meanwhile
+        except Exception as e:  # noqa: BLE001 - store down: the lease expires (an attempt) instead
+            log.warning("could not record the failed attempt; its lease will expire", task_id=job.task_id,
                         error=getattr(e, "message", str(e)))
 
     def _executor_for(self) -> Any:

@@ -163,3 +163,20 @@ def test_an_unexpected_error_in_a_pass_is_logged_and_the_loop_goes_on(project, m
     with Running(d):
         wait_for(lambda: q.get(tid).status == "done", 60, "the daemon to get past the failing passes")
     assert failures["left"] == 0 and d.store_generation == 0  # not taken for a store outage
+
+
+def test_a_run_that_errors_every_time_counts_attempts_and_fails_instead_of_looping(project):
+    """An error before the agent even runs (here: the workspace base does not exist) is a failed attempt,
+    with the retry backoff — not a release the daemon would claim again at once, forever."""
+    settings, store = project
+    settings.workspace_base = "no-such-branch"
+    settings.backoff_base = 0.0
+    q = TaskQueries(store)
+    tid = TaskService(store, settings).create(TaskSpec(title="doomed", command="true", max_attempts=3)).id
+    with Running(Daemon(settings, DaemonOptions(workers=1, poll_min_s=0.01, poll_max_s=0.01))) as d:
+        t = wait_for(lambda: (t := q.get(tid)).status == "failed" and t, 60, "the task to fail for good")
+        time.sleep(0.3)  # a looping daemon would go on claiming it
+    assert t.attempts == 3 and "no-such-branch" in t.result["error"]
+    claims = [e for e in q.events(task_id=tid) if e.action == "claim"]
+    assert len(claims) <= 6  # at most a claim to record each failed attempt after the executor's release
+    assert d.counts.get("error") == 3
