@@ -229,3 +229,17 @@ def test_sighup_reloads_the_policy(dproject):
     wait_for(lambda: "policy reloaded" in (dproject.daemon_dir / "daemon.log").read_text(), 30,
              "the daemon to reload its policy")
     assert dproject.cli("daemon", "stop").returncode == 0
+
+
+def test_start_reports_why_it_could_not_start_and_leaves_nothing_running(dproject):
+    policy = dproject.root / ".ai" / "policy.yaml"
+    good = policy.read_text()
+    policy.write_text(good + "rules: [oops\n")
+    r = dproject.cli("daemon", "start", "-o", "json")
+    assert r.returncode == 2 and json.loads(r.stderr)["error"]["code"] == "config_invalid"
+    assert "policy.yaml" in json.loads(r.stderr)["error"]["message"]
+    policy.write_text(good)
+    r = dproject.cli("daemon", "start", "--ai", "nobody", "-o", "json")
+    assert r.returncode == 3 and "no AI registered as nobody" in r.stderr
+    st = dproject.cli("daemon", "status", "-o", "json")
+    assert st.returncode == 3 and json.loads(st.stdout)["stale_pid_file"] is False  # nothing half-started
