@@ -43,7 +43,32 @@ demo: install
 	else echo "   (rejected with exit code $$?)"; fi; \
 	aictl task complete 2 --owner worker-c --epoch 2 -o name; \
 	echo "== the queue now"; aictl task list; \
-	echo "== the audit log"; aictl audit log
+	echo; echo "== part 2: an AI agent does a task (anthropic connector: the official SDK + aictl's tool loop)"; \
+	echo "   The model is a scripted stand-in speaking the real Anthropic protocol (tests/fakeprovider), so no key"; \
+	echo "   is needed; for the real API: --base-url https://api.anthropic.com and export ANTHROPIC_API_KEY."; \
+	git -c user.name=demo -c user.email=demo@localhost commit -q --allow-empty -m "start"; \
+	printf '%s' '[{"text": "I will add the script.", "tools": [{"name": "write_file", "input": {"path": "hello.py", "content": "print(\"hello from the agent\")\n"}}]}, {"text": "Added hello.py; it prints a greeting."}]' > "$$dir/../aictl-demo-turns-$$$$.json"; \
+	PYTHONPATH="$(CURDIR)" $(CURDIR)/$(BIN)/python -m tests.fakeprovider --port 0 --url-file "$$dir/.git/fp-url" \
+	  --script "$$dir/../aictl-demo-turns-$$$$.json" >/dev/null 2>&1 & fp=$$!; \
+	trap 'kill $$fp 2>/dev/null; rm -rf "$$dir" "$$dir/../aictl-demo-turns-$$$$.json"' EXIT; \
+	for _ in $$(seq 100); do [ -s "$$dir/.git/fp-url" ] && break; sleep 0.1; done; \
+	export DEMO_API_KEY=demo-key; \
+	aictl ai register scribe --connector anthropic --model claude-haiku-4-5 --base-url "$$(cat $$dir/.git/fp-url)" \
+	  --api-key-env DEMO_API_KEY --capability python -o name; \
+	aictl task create "Write hello.py that prints a greeting" --capability python --lock hello.py \
+	  --verify "python3 hello.py" -o name; \
+	echo "== which AI would take task 5, and why"; aictl route 5; \
+	echo "== aictl task execute 5"; aictl task execute 5; \
+	echo "== the agent's change, on branch aictl/task-5"; aictl task diff 5; \
+	echo "== evidence"; aictl task evidence 5; \
+	echo; echo "== part 3: the daemon runs queued work on its own"; \
+	for i in 1 2 3; do aictl task create "Step $$i" --command "echo step $$i > step$$i.txt" --lock "step$$i.txt" -o name; done; \
+	aictl daemon start --workers 2; \
+	for _ in $$(seq 100); do [ "$$(aictl task list --status done -o name | wc -l)" -ge 8 ] && break; sleep 0.2; done; \
+	aictl daemon status; aictl daemon stop --drain; \
+	echo "== the queue now"; aictl task list; \
+	echo "== the audit log (last 15 events)"; aictl audit log | tail -n 15; \
+	echo "== audit verify"; aictl audit verify
 
 test: install
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
