@@ -149,7 +149,13 @@ def test_json_since_replays_and_a_closed_pipe_ends_it_quietly(svc, project):
     svc.create(TaskSpec(title="one"))
     svc.create(TaskSpec(title="two"))
     p = popen_watch(project, "--since", "1")
-    got = json.loads(p.stdout.readline())  # events 2.. already exist: the first line comes at once
+    import select
+
+    # Events 2.. already exist: the first line comes at once (bounded wait, so a broken watch fails, not hangs).
+    if not select.select([p.stdout], [], [], 30)[0]:
+        p.kill()
+        pytest.fail(f"watch printed nothing in 30 s: {p.stderr.read()}")
+    got = json.loads(p.stdout.readline())
     assert got["id"] == 2 and got["action"] == "create"
     p.stdout.close()  # the reader goes away, like `| head -1`
     for i in range(20):  # the next write hits the closed pipe
