@@ -177,7 +177,8 @@ class Worker:
         t0 = time.monotonic()
         try:
             report = self._executor_for().execute(job.task_id, ExecuteOptions(
-                owner=self.owner, ai=job.ai, connector=job.connector, epoch=job.epoch, ttl=d.ttl))
+                owner=self.owner, ai=job.ai, connector=job.connector, epoch=job.epoch, ttl=d.ttl,
+                routed=job.ai is not None))
         except LeaseLost as e:  # lost between the claim and the adoption (an expired lease, a shutdown release)
             log.warning("lease lost before the run started", task_id=job.task_id, epoch=job.epoch, error=e.message)
             d._count("lease_lost")

@@ -49,7 +49,8 @@ def claim_and_assign(ex: Any, task_id: int | None, opts: Any) -> tuple[Any, Plan
         task = ex.svc_read(task_id)
         ai = pinned or (registry.find(task.ai) if task.ai and opts.connector is None else None)
         connector = opts.connector or (ai.connector if ai else "command")
-        return ClaimResult(lease=lease, task=task), Plan(connector, ai, resume_session=session)
+        routed = bool(opts.routed and ai is not None)
+        return ClaimResult(lease=lease, task=task), Plan(connector, ai, routed=routed, resume_session=session)
     if pinned is not None:
         return _claim_for(ex, pinned, task_id, opts), Plan(pinned.connector, pinned, resume_session=session)
     if opts.connector is not None or (opts.ai and task_id is None):

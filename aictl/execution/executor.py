@@ -35,6 +35,9 @@ class ExecuteOptions(BaseModel):
     epoch: int | None = None  # adopt an existing claim held by (owner, epoch) instead of claiming
     keep_workspace: bool = False
     resume: bool = False  # continue the agent session of the task's latest run
+    # With epoch: the adopted claim was the router's choice (the daemon), so a rate limit hands the
+    # task to the next AI at once instead of costing an attempt.
+    routed: bool = False
     message: str | None = None  # follow-up instructions (resumes the latest session when there is one)
 
 

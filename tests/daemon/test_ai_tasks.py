@@ -48,6 +48,9 @@ def test_an_ai_task_is_routed_run_and_a_rate_limited_ai_is_paused_and_skipped(pr
     assert git(settings.project_dir, "show", f"aictl/task-{tid}:hello.txt") == "hi\n"
     assert t.owner.startswith(f"{settings.actor}/daemon-{d.id}/w1")
     assert len(fake_provider.calls()) == 3 and d.counts.get("done") == 1
+    # The daemon's claim was the router's choice: the limit hands the task on, it costs no failed attempt.
+    actions = [e.action for e in q.events(task_id=tid)]
+    assert "fail" not in actions and "release" in actions, actions
 
 
 def test_only_the_named_ais_are_used(project, fake_provider, monkeypatch):
