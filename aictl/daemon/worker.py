@@ -16,23 +16,9 @@ from typing import Any
 
 from aictl.domain.errors import Conflict, LeaseLost
 from aictl.logging import get_logger
+from aictl.store.base import is_store_error
 
 log = get_logger("aictl.daemon")
-def is_store_error(e: BaseException) -> bool:
-    """The database or the way to it failed (worth retrying as is), as opposed to a bug or a bad input."""
-    import sqlite3
-
-    from aictl.domain.errors import StoreError
-
-    if isinstance(e, (StoreError, sqlite3.OperationalError)):
-        return True
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
-    return isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))
-
-
 OUTCOME_EVENTS = {"done": "task.done", "failed": "task.failed", "awaiting_approval": "task.awaiting_approval"}
 
 

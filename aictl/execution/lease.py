@@ -27,13 +27,20 @@ class LeaseKeeper(threading.Thread):
         self._done = threading.Event()  # set by the executor: we are finished, exit quietly
         self.lost_reason: str | None = None
         self.cancelled = False
+        self.store_error: str | None = None  # the last store outage, while it lasts
 
     def run(self) -> None:
-        svc = self.open_service()
+        from aictl.store.base import is_store_error
+
+        svc = None
+        # The claim (or the adopting heartbeat) just renewed the lease: it runs until last_renewal + ttl.
+        last_renewal = time.monotonic()
+        next_beat = last_renewal + self.interval
         try:
-            next_beat = time.monotonic() + self.interval
             while not self._done.wait(self.poll):
                 try:
+                    if svc is None:
+                        svc = self.open_service()
                     status = svc.store_status(self.task_id)
                     if status not in ("claimed", "running"):
                         self.cancelled = status == "cancelled"
@@ -41,12 +48,34 @@ class LeaseKeeper(threading.Thread):
                         return
                     if time.monotonic() >= next_beat:
                         svc.heartbeat(self.task_id, self.owner, self.epoch, ttl=self.ttl)
-                        next_beat = time.monotonic() + self.interval
-                except AictlError as e:
-                    self._lose(e.message)
-                    return
+                        last_renewal = time.monotonic()
+                        next_beat = last_renewal + self.interval
+                    self.store_error = None
+                except Exception as e:  # noqa: BLE001 - sorted below: store outage, lost lease, or a bug
+                    if not is_store_error(e):
+                        if isinstance(e, AictlError):
+                            self._lose(e.message)
+                            return
+                        raise
+                    # The store is unreachable: the lease is still ours until it expires, so keep the
+                    # run going and retry; once it may have expired, another worker may own the task.
+                    self.store_error = str(getattr(e, "message", e))
+                    svc = self._close(svc)
+                    if time.monotonic() - last_renewal >= self.ttl:
+                        self._lose(f"could not reach the store to renew the lease for {self.ttl:g}s "
+                                   f"(it may now belong to another worker): {self.store_error}")
+                        return
         finally:
-            svc.store.close()
+            self._close(svc)
+
+    @staticmethod
+    def _close(svc: Any) -> None:
+        if svc is not None:
+            try:
+                svc.store.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+                pass
+        return None
 
     def _lose(self, reason: str) -> None:
         if not self._done.is_set():

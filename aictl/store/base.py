@@ -48,3 +48,18 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def is_store_error(e: BaseException) -> bool:
+    """The database or the way to it failed (worth retrying as is), as opposed to a bug or a bad input."""
+    import sqlite3
+
+    from aictl.domain.errors import StoreError
+
+    if isinstance(e, (StoreError, sqlite3.OperationalError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))
