@@ -152,6 +152,9 @@ class Registry:
                **data: Any) -> None:
         append_event(tx, ts=now, actor=self.actor, action=action, before=before, after=after,
                      data={"ai": ai_id, **{k: v for k, v in data.items() if v is not None}})
+        from aictl.tasks.service import notify_daemons
+
+        notify_daemons(tx)  # a new, resumed or relabelled AI may make waiting tasks routable: wake daemons now
 
     @staticmethod
     def _state(row: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import threading
 
 import pytest
@@ -98,6 +100,16 @@ def test_state_changes_that_can_free_work_notify_at_commit_and_claims_do_not(pg_
         claim = svc.claim("w")
         svc.release(claim.task.id, "w", claim.lease.lease_epoch)
         assert notified() == 1
+        from aictl.agents.registry import Registry
+        from aictl.domain.models import AIRecord
+
+        reg = Registry(store, actor="ops")
+        reg.register(AIRecord(id="api-1", connector="command"))
+        assert notified() == 1  # a new AI may take waiting tasks
+        reg.pause("api-1", time.time() + 60, "rate limit")
+        notified()
+        reg.resume("api-1")
+        assert notified() == 1  # so may an AI whose usage limit is over
     finally:
         listener.close()
         store.close()
