@@ -327,6 +327,10 @@ def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Se
                 results.append((call, outcome))
             session.add_results(turn, results)
     except ProviderError as e:
+        if e.kind == "timeout" and run.deadline is not None and time.monotonic() >= run.deadline - 0.05:
+            # The request's read timeout is cut to the run's deadline, so it can beat the stream watcher
+            # by a few milliseconds: it is the run's deadline all the same.
+            return finish(False, f"timed out after {timeout_s:g}s", kind="timeout", transient=True, timed_out=True)
         return finish(False, redact(e.message, os.environ.get(key_env) if key_env else None),
                       kind=e.kind, transient=e.retryable or e.kind in ("rate_limit", "overloaded", "timeout"),
                       retry_at=e.retry_at)
