@@ -68,7 +68,8 @@ def quick_check(ai: AIRecord) -> list[str]:
         where = "" if os.sep in name else " on PATH nor in the agent CLI install (.ci/install-agent-clis)"
         problems.append(f"{name} not found{where} (set it with: aictl ai register {ai.id} … --binary PATH --replace)")
     env = key_env(ai)
-    if env and ai.connector in PROVIDER_CONNECTORS and not os.environ.get(env):
+    # The CLIs too: both connectors refuse to start without a key (subscription logins are not carried).
+    if env and ai.connector in PROVIDER_CONNECTORS | CLI_CONNECTORS and not os.environ.get(env):
         problems.append(f"API key variable {env} is not set")
     return problems
 

@@ -25,7 +25,8 @@ SECRET_KEY = re.compile(r"(?i)(api_?key|token|secret|password|passwd|credential)
 DEFAULT_BINARY = {"claude-code": "claude", "codex": "codex"}
 DEFAULT_BASE_URL = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com",
                     "ollama": "http://127.0.0.1:11434"}
-DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY",
+                   "claude-code": "ANTHROPIC_API_KEY", "codex": "OPENAI_API_KEY"}
 CLI_CONNECTORS = frozenset(DEFAULT_BINARY)
 PROVIDER_CONNECTORS = frozenset(DEFAULT_BASE_URL)
 # Known config keys and the type each must have; other keys pass through to the connector.

@@ -130,6 +130,9 @@ def test_cli_binary_runs_for_its_version(tmp_path, monkeypatch):
     # a name is looked up on PATH
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert check_cli(ai("codex", binary="fakeagent"))["ok"]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert quick_check(ai("codex", binary="fakeagent")) == ["API key variable OPENAI_API_KEY is not set"]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert quick_check(ai("codex", binary="fakeagent")) == []
     assert quick_check(ai("codex", binary="nosuchagent"))[0].startswith("nosuchagent not found on PATH")
 
