@@ -8,6 +8,8 @@ Enabled from the top-level conftest with ``pytest_plugins = ["tests.pg_fixtures"
   broken CI machine can never pass by skipping.
 - ``pg_url`` (function): SQLAlchemy URL of a fresh, empty database, dropped
   after the test.
+- ``own_pg_server`` (function): a server of the test's own, for tests that stop
+  and start it (an outage must not disturb the session's shared server).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ def _postgres_required() -> bool:
     return os.environ.get("CI", "").lower() == "true" or os.environ.get("AICTL_REQUIRE_POSTGRES") == "1"
 
 
-@pytest.fixture(scope="session")
-def pg_server():
+def _started_server():
+    """A started PgServer; skip (or fail, where PostgreSQL is required) when it cannot start."""
     try:
         server = PgServer().start()
     except PgUnavailable as exc:
@@ -35,6 +37,16 @@ def pg_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    yield from _started_server()
+
+
+@pytest.fixture
+def own_pg_server():
+    yield from _started_server()
 
 
 @pytest.fixture

@@ -32,14 +32,6 @@ def key(monkeypatch):
     return KEY
 
 
-@pytest.fixture
-def ws(tmp_path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    (path / "README.md").write_text("readme\n")
-    return path
-
-
 def run(claude_bin, fake_provider, ws, tmp_path, **kw):
     ai = make_ai("claude-code", claude_bin, fake_provider, model=MODEL, key_env=KEY_ENV, **kw.pop("config", {}))
     kw.setdefault("prompt", "create hello.txt containing hi")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import tomllib
-from pathlib import Path
 
 import pytest
 
@@ -23,14 +22,6 @@ PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n"
 def key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
     return KEY
-
-
-@pytest.fixture
-def ws(tmp_path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    (path / "README.md").write_text("readme\n")
-    return path
 
 
 def run(codex_bin, fake_provider, ws, tmp_path, **kw):

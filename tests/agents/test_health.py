@@ -163,4 +163,3 @@ def test_router_asks_the_provider_for_the_model_size(provider, plane):
     assert Router(plane.store, plane.settings, gpu_info=lambda: roomy).explain(t).chosen == "q"
 
 
-from tests.agents.plane import plane  # noqa: E402,F401  (fixture)

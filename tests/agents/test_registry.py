@@ -7,7 +7,6 @@ import pytest
 from aictl.agents.registry import parse_config_pairs, validate_config
 from aictl.domain.errors import Conflict, NotFound, UsageError
 from aictl.domain.models import AIRecord
-from tests.agents.plane import plane  # noqa: F401  (fixture)
 
 
 def test_register_get_list_and_each_change_is_an_audit_event(plane):

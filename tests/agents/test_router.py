@@ -10,7 +10,6 @@ import pytest
 from aictl.agents.gpu import GpuReport, gpu_info
 from aictl.agents.router import Router
 from aictl.domain.errors import AILimitReached, LockConflict, NotFound
-from tests.agents.plane import plane  # noqa: F401  (fixture)
 
 
 def router(plane, **kw) -> Router:

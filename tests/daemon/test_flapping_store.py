@@ -14,24 +14,6 @@ import time
 import pytest
 
 from tests.daemon.conftest import CONFIG, wait_for
-from tests.pgserver import PgServer, PgUnavailable
-
-
-@pytest.fixture
-def own_pg_server():
-    """A server of this test's own: stopping it must not disturb the session's shared one."""
-    from tests.pg_fixtures import _postgres_required
-
-    try:
-        srv = PgServer().start()
-    except PgUnavailable as exc:
-        if _postgres_required():
-            pytest.fail(f"PostgreSQL is required here but unavailable: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _alive(pid: int) -> bool:

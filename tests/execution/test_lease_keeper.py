@@ -14,25 +14,8 @@ from aictl.execution.lease import LeaseKeeper
 from aictl.store import open_store
 from aictl.tasks.queries import TaskQueries
 from aictl.tasks.service import TaskService, TaskSpec
-from tests.pgserver import PgServer, PgUnavailable
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def own_pg():
-    from tests.pg_fixtures import _postgres_required
-
-    try:
-        srv = PgServer().start()
-    except PgUnavailable as exc:
-        if _postgres_required():
-            pytest.fail(f"PostgreSQL is required here but unavailable: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _keeper(url, make_settings, ttl):
@@ -55,15 +38,15 @@ def _wait(pred, timeout, what):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def test_an_outage_shorter_than_the_lease_does_not_stop_the_run(own_pg, make_settings):
-    url = own_pg.create_database()
+def test_an_outage_shorter_than_the_lease_does_not_stop_the_run(own_pg_server, make_settings):
+    url = own_pg_server.create_database()
     svc, task, keeper = _keeper(url, make_settings, ttl=30)
     try:
         svc.store.close()
-        own_pg.pause()
+        own_pg_server.pause()
         _wait(lambda: keeper.store_error is not None, 20, "the keeper to notice the outage")
         assert not keeper.stop.is_set()
-        own_pg.resume()
+        own_pg_server.resume()
         svc = TaskService(open_store(url), svc.settings)
         before = svc.store_status(task.id)
 
@@ -77,14 +60,14 @@ def test_an_outage_shorter_than_the_lease_does_not_stop_the_run(own_pg, make_set
         keeper.finish()
 
 
-def test_an_outage_longer_than_the_lease_stops_the_run_with_the_reason(own_pg, make_settings):
-    url = own_pg.create_database()
+def test_an_outage_longer_than_the_lease_stops_the_run_with_the_reason(own_pg_server, make_settings):
+    url = own_pg_server.create_database()
     svc, _task, keeper = _keeper(url, make_settings, ttl=2)
     try:
         svc.store.close()
-        own_pg.pause()
+        own_pg_server.pause()
         assert keeper.stop.wait(30), "the keeper kept the run going past its lease"
         assert "could not reach the store to renew the lease for 2s" in keeper.lost_reason
     finally:
         keeper.finish()
-        own_pg.resume()
+        own_pg_server.resume()
