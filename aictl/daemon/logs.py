@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from aictl.daemon.process import DaemonPaths

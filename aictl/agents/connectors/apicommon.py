@@ -12,8 +12,9 @@ import os
 import re
 import socket
 import time
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 
 class ProviderError(Exception):
@@ -129,6 +130,23 @@ def transport_errors() -> tuple[type[BaseException], ...]:
 
     found = [getattr(sys.modules.get(m), "TransportError", None) for m in ("httpx", "httpx2")]
     return tuple(c for c in found if isinstance(c, type))
+
+
+@contextmanager
+def sdk_errors(sdk: Any, *, connector: str, base_url: str, key_env: str | None) -> Iterator[None]:
+    """Turn a Stainless SDK's errors (anthropic and openai share the classes) into ProviderError."""
+    try:
+        yield
+    except sdk.APIStatusError as e:
+        raise http_error(e.status_code, connector=connector, base_url=base_url, key_env=key_env,
+                         message=provider_message(e.body, e.message), headers=e.response.headers,
+                         error_type=error_type(e.body)) from None
+    except sdk.APITimeoutError as e:
+        raise connection_error(e, connector=connector, base_url=base_url, timed_out=True) from None
+    except sdk.APIConnectionError as e:
+        raise connection_error(e, connector=connector, base_url=base_url) from None
+    except transport_errors() as e:  # the stream broke after it started
+        raise connection_error(e, connector=connector, base_url=base_url) from None
 
 
 def api_key(ai: Any, default_env: str | None) -> tuple[str | None, str | None]:

@@ -33,9 +33,6 @@ from typing import Any
 
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.cli_common import (
-    StateDir,
-    StreamParser,
-    api_key,
     base_url,
     clip,
     config_value,
@@ -43,11 +40,13 @@ from aictl.agents.connectors.cli_common import (
     finish,
     kind_for_status,
     kind_from_text,
+    preflight,
     prompt_of,
-    refuse,
-    require_binary,
+    Refused,
     retry_at_from_text,
     run_cli,
+    StateDir,
+    StreamParser,
 )
 from aictl.domain.errors import UsageError
 
@@ -308,18 +307,11 @@ class ClaudeCodeConnector:
     name = "claude-code"
 
     def run(self, ctx: RunContext) -> ConnectorResult:
-        if ctx.spec.backend != "local":
-            return refuse(ctx, f"the claude-code connector runs the CLI on this machine: backend {ctx.spec.backend!r}"
-                               " would need an image with Claude Code in it (execute with --backend local; the"
-                               " CLI's allow-list limits its tools)")
         try:
-            binary = require_binary(ctx.ai, self.name, "claude")
-        except UsageError as e:
-            return refuse(ctx, f"{e.message} ({e.hint})")
-        key_name, key = api_key(ctx.ai, DEFAULT_KEY_ENV)
-        if key is None:
-            return refuse(ctx, f"{key_name} is not set: Claude Code needs an API key (name another variable with"
-                               " config api_key_env)", kind="auth")
+            binary, key_name, key = preflight(ctx, self.name, "claude", DEFAULT_KEY_ENV, product="Claude Code",
+                                              why_local="the CLI's allow-list limits its tools")
+        except Refused as r:
+            return r.result
         state = StateDir(ctx, "aictl-claude-")
         try:
             config_dir = state.path / "claude-config"

@@ -9,6 +9,7 @@ ConnectorResult. Only the standard library is imported here.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -154,7 +155,7 @@ def retry_at_from_text(text: str, now: float | None = None) -> float | None:
     return None
 
 
-class StreamParser:
+class StreamParser(abc.ABC):
     """Turns a CLI's JSONL stdout into normalized events, a transcript and the facts the result needs.
 
     Subclasses implement `handle(obj)`; `feed(line)` is called from the sandbox's
@@ -193,8 +194,9 @@ class StreamParser:
             self.handle(obj)
         return True
 
-    def handle(self, obj: dict[str, Any]) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def handle(self, obj: dict[str, Any]) -> None:
+        """One JSON event of the CLI's stream."""
 
     def feed_stderr(self, line: str) -> None:
         """A stderr line (logs, warnings); most CLIs say nothing there that the stream does not."""
@@ -276,6 +278,32 @@ def refuse(ctx: RunContext, message: str, *, kind: str = "other") -> ConnectorRe
         ctx.on_event(event)
     return ConnectorResult(ok=False, error=message, error_kind=kind, transcript=f"[error] {kind}: {message}",
                            events=[event], model=getattr(ctx.ai, "model", None))
+
+
+class Refused(Exception):
+    """The run cannot start here; `.result` is the failed ConnectorResult to return."""
+
+    def __init__(self, result: ConnectorResult):
+        super().__init__(result.error)
+        self.result = result
+
+
+def preflight(ctx: RunContext, connector: str, default_name: str, default_key_env: str, *, product: str,
+              why_local: str) -> tuple[str, str, str]:
+    """(binary, key variable name, key) for a CLI run on this machine, or Refused saying what is missing."""
+    if ctx.spec.backend != "local":
+        raise Refused(refuse(ctx, f"the {connector} connector runs the CLI on this machine: backend "
+                                  f"{ctx.spec.backend!r} would need an image with {product} in it (execute with "
+                                  f"--backend local; {why_local})"))
+    try:
+        binary = require_binary(ctx.ai, connector, default_name)
+    except UsageError as e:
+        raise Refused(refuse(ctx, f"{e.message} ({e.hint})")) from None
+    key_name, key = api_key(ctx.ai, default_key_env)
+    if key is None:
+        raise Refused(refuse(ctx, f"{key_name} is not set: {product} needs an API key (name another variable with"
+                                  " config api_key_env)", kind="auth"))
+    return binary, key_name, key
 
 
 def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: StreamParser) -> Any:

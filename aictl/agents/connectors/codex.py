@@ -29,20 +29,19 @@ from typing import Any
 
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.cli_common import (
-    StateDir,
-    StreamParser,
-    api_key,
     base_url,
     clip,
     config_value,
     cost_from_prices,
     finish,
     kind_from_text,
+    preflight,
     prompt_of,
-    refuse,
-    require_binary,
+    Refused,
     retry_at_from_text,
     run_cli,
+    StateDir,
+    StreamParser,
 )
 from aictl.domain.errors import UsageError
 
@@ -215,18 +214,11 @@ class CodexConnector:
     name = "codex"
 
     def run(self, ctx: RunContext) -> ConnectorResult:
-        if ctx.spec.backend != "local":
-            return refuse(ctx, f"the codex connector runs the CLI on this machine: backend {ctx.spec.backend!r}"
-                               " would need an image with Codex in it (execute with --backend local; Codex's own"
-                               " sandbox confines its commands)")
         try:
-            binary = require_binary(ctx.ai, self.name, "codex")
-        except UsageError as e:
-            return refuse(ctx, f"{e.message} ({e.hint})")
-        key_name, key = api_key(ctx.ai, DEFAULT_KEY_ENV)
-        if key is None:
-            return refuse(ctx, f"{key_name} is not set: Codex needs an API key (name another variable with"
-                               " config api_key_env)", kind="auth")
+            binary, key_name, key = preflight(ctx, self.name, "codex", DEFAULT_KEY_ENV, product="Codex",
+                                              why_local="Codex's own sandbox confines its commands")
+        except Refused as r:
+            return r.result
         argv = build_argv(binary, ctx)
         state = StateDir(ctx, "aictl-codex-")
         try:
