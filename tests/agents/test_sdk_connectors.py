@@ -369,7 +369,8 @@ def test_cancel_between_turns(fake_provider, v, workdir):
 def test_the_run_deadline_ends_a_stalled_stream(fake_provider, v, workdir):
     fake_provider.script(reply(text="slow " * 10, delay_s=60))
     result, _ = run(fake_provider, v, workdir, spec=SandboxSpec(timeout_s=1.0))
-    assert not result.ok and result.timed_out and result.error_kind == "timeout" and result.transient
+    assert not result.ok and result.timed_out and result.error_kind == "timeout" and result.transient, \
+        (result.error, result.error_kind, result.timed_out, result.duration_s)
 
 
 # -- registry and health -----------------------------------------------------------------------

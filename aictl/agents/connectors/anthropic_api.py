@@ -15,12 +15,8 @@ from typing import Any
 from aictl.agents.connectors.apicommon import (
     abort_response,
     api_key,
-    connection_error,
-    error_type,
-    http_error,
     probe_models,
-    provider_message,
-    transport_errors,
+    sdk_errors,
 )
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
@@ -77,8 +73,7 @@ class _MessagesSession:
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature
         turn = ModelTurn()
-        sdk = self.sdk
-        try:
+        with sdk_errors(self.sdk, connector="anthropic", base_url=self.url, key_env=self.env):
             with self.client.messages.stream(**kwargs) as stream:
                 with run.watch(lambda: abort_response(stream.response)):
                     for event in stream:
@@ -92,17 +87,8 @@ class _MessagesSession:
                             call = ToolCall(id=block.id, name=block.name, input=block.input)
                             turn.calls.append(call)
                             run.tool_call(call)
+                    run.check()  # a stream the watcher cut short may end as a clean EOF
                     message = stream.get_final_message()
-        except sdk.APIStatusError as e:
-            raise http_error(e.status_code, connector="anthropic", base_url=self.url, key_env=self.env,
-                             message=provider_message(e.body, e.message), headers=e.response.headers,
-                             error_type=error_type(e.body)) from None
-        except sdk.APITimeoutError as e:
-            raise connection_error(e, connector="anthropic", base_url=self.url, timed_out=True) from None
-        except sdk.APIConnectionError as e:
-            raise connection_error(e, connector="anthropic", base_url=self.url) from None
-        except transport_errors() as e:  # the stream broke after it started
-            raise connection_error(e, connector="anthropic", base_url=self.url) from None
         self._content = []
         texts = []
         for block in message.content:

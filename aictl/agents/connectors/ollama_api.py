@@ -117,6 +117,7 @@ class _ChatSession:
                         turn.stop_reason, turn.model = part.done_reason, part.model
                         turn.usage = Usage(input_tokens=part.prompt_eval_count or 0,
                                            output_tokens=part.eval_count or 0)
+                run.check()  # a stream the watcher cut short may end as a clean EOF
         except sdk.ResponseError as e:
             status = e.status_code if e.status_code and e.status_code > 0 else None
             if status is None:  # an error line in the middle of the stream

@@ -19,12 +19,9 @@ from urllib.parse import urlsplit
 from aictl.agents.connectors.apicommon import (
     abort_response,
     api_key,
-    connection_error,
-    error_type,
     http_error,
     probe_models,
-    provider_message,
-    transport_errors,
+    sdk_errors,
 )
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
@@ -78,23 +75,13 @@ class _Base:
 
     def _stream(self, run: LoopRun, open_stream: Any, on_event: Any) -> None:
         """Open a stream, feed its events to on_event; SDK errors become ProviderError."""
-        sdk = self.sdk
-        try:
+        with sdk_errors(self.sdk, connector="openai", base_url=self.url, key_env=self.env):
             with open_stream() as stream:
                 with run.watch(lambda: abort_response(stream.response)):
                     for event in stream:
                         run.check()
                         on_event(event)
-        except sdk.APIStatusError as e:
-            raise http_error(e.status_code, connector="openai", base_url=self.url, key_env=self.env,
-                             message=provider_message(e.body, e.message), headers=e.response.headers,
-                             error_type=error_type(e.body)) from None
-        except sdk.APITimeoutError as e:
-            raise connection_error(e, connector="openai", base_url=self.url, timed_out=True) from None
-        except sdk.APIConnectionError as e:
-            raise connection_error(e, connector="openai", base_url=self.url) from None
-        except transport_errors() as e:  # the stream broke after it started
-            raise connection_error(e, connector="openai", base_url=self.url) from None
+                    run.check()  # a stream the watcher cut short may end as a clean EOF
 
     def close(self) -> None:
         self.client.close()
