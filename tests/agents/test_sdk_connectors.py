@@ -136,7 +136,7 @@ def test_tool_loop_edits_a_file(fake_provider, v, workdir):
     assert result.usage["turns"] == 2 and result.usage["requests"] == 2
     assert usage["input_tokens"] == 250 and usage["cost_usd"] == pytest.approx(EDIT_COST[v.protocol])
     assert result.cost_usd == pytest.approx(EDIT_COST[v.protocol])
-    for text in ("assistant: I'll write it", "tool write_file", "wrote 6 bytes", "assistant: done", "Write hello.txt"):
+    for text in ("assistant: I'll write it", "→ write (write_file)", "wrote 6 bytes", "assistant: done", "Write hello.txt"):
         assert text in result.transcript
     calls = fp.calls()
     assert [c.protocol for c in calls] == [v.protocol, v.protocol]
@@ -385,14 +385,15 @@ def test_registered_by_name(v):
 
 @pytest.mark.parametrize("v", VARIANTS)
 def test_health(fake_provider, v):
-    module = importlib.import_module(f"aictl.agents.connectors.{v.module}")
+    from aictl.agents.health import check
+
     ai = AIRecord(id="h", connector=v.connector, model=v.model, config={"base_url": fake_provider.url, **v.config})
-    ok = module.health(ai)
+    ok = check(ai)
     assert ok["ok"] and ok["model_listed"] and v.model in ok["models"], ok
-    assert module.health(ai.model_copy(update={"model": "not-pulled-1"}))["model_listed"] is False
+    assert check(ai.model_copy(update={"model": "not-pulled-1"}))["model_listed"] is False
     asked = [r for r in fake_provider.requests if r.protocol == "models"]
     assert key_header(v, asked[0]) == KEYS[v.key_env]
     with FakeProvider() as gone:
         dead_url = gone.url
-    down = module.health(ai.model_copy(update={"config": {**ai.config, "base_url": dead_url}}))
+    down = check(ai.model_copy(update={"config": {**ai.config, "base_url": dead_url}}))
     assert not down["ok"] and dead_url in down["detail"]
