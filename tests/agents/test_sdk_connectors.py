@@ -233,6 +233,16 @@ def test_overloaded_and_server_errors_are_retried(fake_provider, v, workdir):
 
 
 @pytest.mark.parametrize("v", VARIANTS)
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_persistent_5xx_ends_overloaded_and_transient(fake_provider, v, workdir, status):
+    # The provider failed, not the request: the executor re-routes an overloaded run instead of costing an attempt.
+    fake_provider.script(*[error(status)] * 2, reply(text="never reached"))
+    result, _ = run(fake_provider, v, workdir, config={"max_retries": 1})
+    assert not result.ok and result.error_kind == "overloaded" and result.transient, result.error
+    assert len(fake_provider.calls()) == 2 and f"HTTP {status}" in result.error
+
+
+@pytest.mark.parametrize("v", VARIANTS)
 def test_a_401_fails_at_once_naming_the_variable_not_the_key(fake_provider, v, workdir):
     fake_provider.script(error(401), reply(text="never reached"))
     result, _ = run(fake_provider, v, workdir)
