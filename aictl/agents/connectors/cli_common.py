@@ -180,7 +180,7 @@ class StateDir:
     def __init__(self, ctx: RunContext, prefix: str):
         self.temporary = ctx.state_dir is None
         # Outside the sandbox's TMPDIR (a per-run dir): Codex refuses a CODEX_HOME under it.
-        self.path = Path(tempfile.mkdtemp(prefix=prefix)) if self.temporary else Path(ctx.state_dir)
+        self.path = Path(tempfile.mkdtemp(prefix=prefix)) if ctx.state_dir is None else Path(ctx.state_dir)
         self.path.mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:

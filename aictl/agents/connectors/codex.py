@@ -76,7 +76,7 @@ def toml_str(value: str) -> str:
 
 
 def config_toml(ctx: RunContext, key_env: str) -> str:
-    url = SPEC.base_url(ctx.ai)
+    url = SPEC.base_url(ctx.ai) or ""  # never empty: the spec has a default
     allowed = ctx.allowed_tools
     lines = []
     if ctx.ai is not None and ctx.ai.model:
