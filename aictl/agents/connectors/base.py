@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from aictl.domain.models import AIRecord, Task
+    from aictl.sandbox.base import Sandbox, SandboxSpec
 
 
 class ConnectorResult(BaseModel):
@@ -40,17 +45,17 @@ class ConnectorResult(BaseModel):
 class RunContext:
     """Everything a connector needs for one run."""
 
-    task: Any  # aictl.domain.models.Task
+    task: Task
     workdir: Path
-    sandbox: Any  # aictl.sandbox.base.Sandbox
-    spec: Any  # aictl.sandbox.base.SandboxSpec
+    sandbox: Sandbox
+    spec: SandboxSpec  # the sandbox's settings (the connector's own facts are its ConnectorSpec)
     on_output: Callable[[str, str], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     instructions: str = ""  # task context and skills, for agents that take a prompt
     command: str | None = None  # for the command connector
     labels: dict[str, str] = field(default_factory=dict)  # tag sandbox resources (task, epoch)
     # For AI connectors (unused by `command`):
-    ai: Any = None  # aictl.domain.models.AIRecord: model, config (base_url, binary, args, api_key_env, prices…)
+    ai: AIRecord | None = None  # model, config (base_url, binary, args, api_key_env, prices…)
     prompt: str = ""  # the task, written as the user's request
     system: str = ""  # task context and skills: system prompt (SDKs) or appended system prompt (CLIs)
     allowed_tools: list[str] | None = None  # aictl tool names the policy allows: read, write, list, run; None = all

@@ -34,17 +34,17 @@ from typing import TYPE_CHECKING, Any
 
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.cli_common import (
+    Refused,
+    StateDir,
+    StreamParser,
     clip,
     config_value,
     finish,
     kind_from_text,
     preflight,
     prompt_of,
-    Refused,
     retry_at_from_text,
     run_cli,
-    StateDir,
-    StreamParser,
 )
 from aictl.agents.connectors.probes import cli_version
 from aictl.agents.connectors.spec import ConnectorSpec
@@ -247,7 +247,8 @@ class ClaudeStream(StreamParser):
         self.failed = bool(obj.get("is_error")) or obj.get("subtype") not in (None, "success")
         self.session_id = obj.get("session_id") or self.session_id
         self.turns = int(obj.get("num_turns") or 0)
-        text = obj.get("result") if isinstance(obj.get("result"), str) else ""
+        result = obj.get("result")
+        text = result if isinstance(result, str) else ""
         self.summary = text
         self._set_usage(obj.get("usage") or {}, obj.get("total_cost_usd"))
         for denial in obj.get("permission_denials") or []:

@@ -16,8 +16,8 @@ import re
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aictl.agents.connectors.base import ConnectorResult, RunContext, one_line, render_event

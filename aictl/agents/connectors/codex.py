@@ -30,17 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.cli_common import (
+    Refused,
+    StateDir,
+    StreamParser,
     clip,
     config_value,
     finish,
     kind_from_text,
     preflight,
     prompt_of,
-    Refused,
     retry_at_from_text,
     run_cli,
-    StateDir,
-    StreamParser,
 )
 from aictl.agents.connectors.probes import cli_version
 from aictl.agents.connectors.spec import ConnectorSpec
@@ -118,7 +118,7 @@ class CodexStream(StreamParser):
         super().__init__(on_event)
         self.ai = ai
         self.model = ai.model if ai is not None else None
-        self._called: set[str] = set()
+        self._called: set[str | None] = set()
         self._last_error: str | None = None
         self._totals = {"input": 0, "cached": 0, "output": 0}
 
