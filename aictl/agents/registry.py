@@ -34,13 +34,6 @@ _TYPE_NAMES = {str: "a string", list: "a list", int: "an integer", float: "a num
                dict: "a mapping"}
 
 
-def key_env(ai: AIRecord) -> str | None:
-    """The environment variable holding this AI's API key (None: it needs none)."""
-    from aictl.agents.connectors.spec import spec_for
-
-    return spec_for(ai.connector).key_env(ai)
-
-
 def validate_id(ai_id: str) -> str:
     if not SAFE_ID.match(ai_id or ""):
         raise UsageError(f"invalid AI id {ai_id!r}: use letters, digits and _.@:+- (starting with a letter or digit)",
@@ -314,4 +307,4 @@ def parse_config_pairs(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Registry", "is_paused", "key_env", "parse_config_pairs", "row_to_ai", "validate_config", "validate_id"]
+__all__ = ["Registry", "is_paused", "parse_config_pairs", "row_to_ai", "validate_config", "validate_id"]

@@ -150,3 +150,17 @@ def test_a_third_party_connector_registers_like_a_builtin(project, plugin_path):
     # Without the plugin installed the connector is unknown, and the check says so instead of crashing.
     gone = run_cli("ai", "status", "x", "-o", "json", cwd=project, env={"PYTHONPATH": str(REPO)})
     assert gone.returncode == 1 and "unknown connector 'thirdparty'" in gone.stdout
+
+
+def test_the_registry_checks_config_against_the_spec():
+    from aictl.agents.registry import validate_config
+
+    assert validate_config("openai", {"api": "responses", "temperature": 0.2})
+    with pytest.raises(UsageError, match="'api' of the openai connector must be chat or responses"):
+        validate_config("openai", {"api": "completions"})
+    with pytest.raises(UsageError, match="codex_sandbox"):
+        validate_config("codex", {"codex_sandbox": "off"})
+    with pytest.raises(UsageError, match="'temperature' must be"):
+        validate_config("anthropic", {"temperature": "hot"})
+    assert validate_config("command", {"temperature": "hot"})  # not a key the command connector knows
+    assert spec_for("openai").config(AIRecord(id="a", connector="openai", config={}))["api"] == "chat"
