@@ -3,8 +3,8 @@
 Two depths:
 
 - `quick_check(ai)`: what the router asks before every assignment, with no
-  network and no subprocess: is the spec's CLI binary there, is the API key's
-  environment variable set.
+  network and no subprocess: is the spec's CLI binary there (or its SDK
+  installed, found without importing it), is the API key's environment variable set.
 - `check(ai)`: what `aictl ai status` runs, for real: the spec's probe (a CLI's
   ``--version``, a provider's model list and whether the AI's model is in it;
   see connectors/probes.py), timed, and never raising.
@@ -14,6 +14,7 @@ Only the standard library is used (urllib, subprocess), so importing this is che
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ def quick_check(ai: AIRecord) -> list[str]:
     problems = []
     if spec.kind == "cli" and resolve_binary(ai, spec) is None:
         problems.append(missing_binary(ai, spec))
+    if spec.sdk_module and importlib.util.find_spec(spec.sdk_module) is None:
+        problems.append(f"the {spec.sdk_module} package is not installed (pip install {spec.sdk_module})")
     # The CLIs too: both connectors refuse to start without a key (subscription logins are not carried).
     key_problem = spec.key_problem(ai)
     if key_problem:

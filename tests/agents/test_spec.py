@@ -164,3 +164,18 @@ def test_the_registry_checks_config_against_the_spec():
         validate_config("anthropic", {"temperature": "hot"})
     assert validate_config("command", {"temperature": "hot"})  # not a key the command connector knows
     assert spec_for("openai").config(AIRecord(id="a", connector="openai", config={}))["api"] == "chat"
+
+
+def test_quick_check_finds_a_missing_sdk_without_importing_it(monkeypatch):
+    from aictl.agents.connectors import register
+    from aictl.agents.connectors.spec import SPECS
+    from aictl.agents.health import quick_check
+
+    register(ConnectorSpec(name="nosdk", kind="sdk", factory=dict, sdk_module="aictl_no_such_sdk"))
+    try:
+        assert quick_check(AIRecord(id="n", connector="nosdk")) == [
+            "the aictl_no_such_sdk package is not installed (pip install aictl_no_such_sdk)"]
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+        assert quick_check(AIRecord(id="a", connector="anthropic", model="m")) == []
+    finally:
+        SPECS.added.pop("nosdk")

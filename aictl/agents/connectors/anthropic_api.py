@@ -101,7 +101,7 @@ class _MessagesSession:
 
 
 SPEC = ConnectorSpec(
-    name="anthropic", kind="sdk", factory=AnthropicConnector, summary="a Claude model through the Messages API",
+    name="anthropic", kind="sdk", factory=AnthropicConnector,
     sdk_module="anthropic", default_key_env="ANTHROPIC_API_KEY", default_base_url="https://api.anthropic.com",
     url_strip=("/v1",),  # the SDK adds /v1 itself
     defaults={"max_tokens": 8192}, config_types={"temperature": (int, float)},

@@ -335,7 +335,7 @@ class ClaudeCodeConnector:
 
 
 SPEC = ConnectorSpec(
-    name="claude-code", kind="cli", factory=ClaudeCodeConnector, summary="the Claude Code CLI, headless",
+    name="claude-code", kind="cli", factory=ClaudeCodeConnector,
     binary="claude", default_key_env="ANTHROPIC_API_KEY",
     url_strip=("/v1",),  # ANTHROPIC_BASE_URL is the API's root
     config_types={"max_retries": (int,)}, probe=cli_version,

@@ -230,7 +230,7 @@ class CodexConnector:
 
 
 SPEC = ConnectorSpec(
-    name="codex", kind="cli", factory=CodexConnector, summary="the Codex CLI (codex exec), headless",
+    name="codex", kind="cli", factory=CodexConnector,
     binary="codex", default_key_env="OPENAI_API_KEY", default_base_url="https://api.openai.com/v1",
     url_path="/v1",  # the custom provider's base_url: the Responses API root, /v1 on a bare host
     config_types={"max_retries": (int,)}, config_choices={"codex_sandbox": SANDBOX_MODES},

@@ -41,7 +41,6 @@ class CommandConnector:
         )
 
 
-SPEC = ConnectorSpec(name="command", kind="command", factory=CommandConnector,
-                     summary="a shell command in the workspace; no AI", secret_env_keys=frozenset())
+SPEC = ConnectorSpec(name="command", kind="command", factory=CommandConnector, secret_env_keys=frozenset())
 
 __all__ = ["SPEC", "CommandConnector"]

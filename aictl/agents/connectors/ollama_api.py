@@ -131,7 +131,7 @@ def model_names(body: Any) -> list[str]:
 
 
 SPEC = ConnectorSpec(
-    name="ollama", kind="sdk", factory=OllamaConnector, summary="a local (or hosted) Ollama model",
+    name="ollama", kind="sdk", factory=OllamaConnector,
     sdk_module="ollama", default_key_env=None,  # a hosted Ollama that wants a token: config api_key_env
     default_base_url="http://127.0.0.1:11434", url_strip=("/api", "/v1"),  # the SDK adds /api itself
     config_types={"temperature": (int, float), "num_ctx": (int,), "request_timeout_s": (int, float)},

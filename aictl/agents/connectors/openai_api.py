@@ -225,7 +225,6 @@ class _ResponsesSession(_Base):
 
 SPEC = ConnectorSpec(
     name="openai", kind="sdk", factory=OpenAIConnector,
-    summary="an OpenAI or OpenAI-compatible model (Chat Completions or Responses)",
     sdk_module="openai", default_key_env="OPENAI_API_KEY", default_base_url="https://api.openai.com/v1",
     url_path="/v1",  # a bare host gets /v1; a URL with a path is the API root as given
     defaults={"api": "chat"}, config_types={"temperature": (int, float)}, config_choices={"api": APIS},

@@ -70,7 +70,6 @@ class ConnectorSpec:
     name: str  # what `aictl ai register … --connector NAME` takes
     kind: ConnectorKind  # cli: an agent CLI; sdk: a model API; command: a shell command, no AI
     factory: Callable[[], Connector]  # builds the connector that runs tasks (its class, usually)
-    summary: str = ""
     binary: str | None = None  # cli: the executable's default name (config `binary` overrides)
     sdk_module: str | None = None  # sdk: the package the run imports (never imported by the spec)
     default_key_env: str | None = None  # the variable holding the API key (config `api_key_env` overrides)
@@ -84,7 +83,7 @@ class ConnectorSpec:
     probe: Probe | None = None  # the real health check (`aictl ai status`); None: nothing to check
     error_kind: Callable[[int | None], str | None] = status_error_kind
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # USD per million tokens, by model
-    local: bool = False  # runs models on the user's hardware: free unless priced, GPU fit matters
+    local: bool = False  # runs models on the user's hardware: they cost nothing unless config prices them
 
     def config(self, ai: AIRecord | None) -> dict[str, Any]:
         """The AI's config over this connector's defaults."""
