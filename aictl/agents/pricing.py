@@ -1,29 +1,35 @@
-"""What a model's tokens cost: a small built-in table, overridable per AI, and never a guess.
+"""What a model's tokens cost: the providers' published tables, overridable per AI, and never a guess.
 
 Prices are USD per million tokens: ``{"input", "output", "cache_read", "cache_write"}``.
-An AI's ``config.prices`` wins over the table (that is how a new model, a
-negotiated rate or a gateway's markup is priced). A model that is in neither
-has no cost: ``cost_usd`` returns None rather than an estimate, and a budget
-cannot be enforced for it.
+An AI's ``config.prices`` wins over its connector's table (`ConnectorSpec.prices`;
+that is how a new model, a negotiated rate or a gateway's markup is priced). A
+model that is in neither has no cost: ``cost_usd`` returns None rather than an
+estimate, and a budget cannot be enforced for it. `run_cost` is what every
+connector calls: one cost function for the CLIs and the tool loop alike.
 
 Usage is counted the Anthropic way: ``input_tokens`` excludes cache reads and
 cache writes, which are priced separately. Connectors convert other providers'
 fields to this shape (OpenAI's ``prompt_tokens`` include ``cached_tokens``).
 
-Ollama runs models on your own hardware: its connector prices them at zero
-unless ``config.prices`` says otherwise (a hosted endpoint that bills per token).
+A connector whose spec is ``local`` (Ollama: models on your own hardware) prices
+them at zero unless ``config.prices`` says otherwise (a hosted endpoint that bills per token).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from aictl.domain.errors import ConfigError
 
+if TYPE_CHECKING:
+    from aictl.agents.connectors.spec import ConnectorSpec
+    from aictl.domain.models import AIRecord
+
 # Published list prices (USD per million tokens), as of 2025-10. Cache writes are Anthropic's
 # 5-minute cache (1.25 x input). Check the provider's page before relying on these for billing.
-PRICES: dict[str, dict[str, float]] = {
+ANTHROPIC_PRICES: dict[str, dict[str, float]] = {
     "claude-opus-4-5": {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25},
     "claude-opus-4-1": {"input": 15.0, "output": 75.0, "cache_read": 1.5, "cache_write": 18.75},
     "claude-opus-4": {"input": 15.0, "output": 75.0, "cache_read": 1.5, "cache_write": 18.75},
@@ -32,6 +38,8 @@ PRICES: dict[str, dict[str, float]] = {
     "claude-3-7-sonnet": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.1, "cache_write": 1.25},
     "claude-3-5-haiku": {"input": 0.8, "output": 4.0, "cache_read": 0.08, "cache_write": 1.0},
+}
+OPENAI_PRICES: dict[str, dict[str, float]] = {
     "gpt-5": {"input": 1.25, "output": 10.0, "cache_read": 0.125},
     "gpt-5-mini": {"input": 0.25, "output": 2.0, "cache_read": 0.025},
     "gpt-5-nano": {"input": 0.05, "output": 0.4, "cache_read": 0.005},
@@ -44,9 +52,9 @@ PRICES: dict[str, dict[str, float]] = {
     "o3": {"input": 2.0, "output": 8.0, "cache_read": 0.5},
 }
 
+PRICES = {**ANTHROPIC_PRICES, **OPENAI_PRICES}  # for a model asked about without its connector
+
 FREE = {"input": 0.0, "output": 0.0, "cache_read": 0.0, "cache_write": 0.0}
-# Connectors whose models run on the user's own hardware: no per-token charge unless config says so.
-LOCAL_CONNECTORS = frozenset({"ollama"})
 
 # Dated snapshots share their family's price: claude-sonnet-4-5-20250929, gpt-4o-2024-08-06, claude-3-5-haiku-latest.
 _SNAPSHOT = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest)$")
@@ -68,19 +76,25 @@ def _validated(prices: Any, where: str) -> dict[str, float]:
     return out
 
 
-def prices_for(model: str | None, *, connector: str | None = None,
+def prices_for(model: str | None, *, connector: str | ConnectorSpec | None = None,
                override: Mapping[str, Any] | None = None) -> dict[str, float] | None:
-    """The prices to use for this model, or None when nobody knows them."""
+    """The prices to use for this model (its connector's table, else all known), or None when nobody knows them."""
     if override is not None:
         return _validated(override, "config.prices")
+    spec = None
+    if connector is not None:
+        from aictl.agents.connectors.spec import ConnectorSpec, spec_for
+
+        spec = connector if isinstance(connector, ConnectorSpec) else spec_for(connector)
+    table = spec.prices if spec is not None else PRICES
     if model:
         name = model.strip().lower()
-        if name in PRICES:
-            return dict(PRICES[name])
+        if name in table:
+            return dict(table[name])
         base = _SNAPSHOT.sub("", name)
-        if base in PRICES:
-            return dict(PRICES[base])
-    if connector in LOCAL_CONNECTORS:
+        if base in table:
+            return dict(table[base])
+    if spec is not None and spec.local:
         return dict(FREE)
     return None
 
@@ -97,4 +111,14 @@ def cost_usd(usage: Mapping[str, Any], prices: Mapping[str, float] | None) -> fl
     return round(total, 8)
 
 
-__all__ = ["FREE", "PRICES", "cost_usd", "prices_for"]
+def run_cost(spec: ConnectorSpec, ai: AIRecord | None, usage: Mapping[str, Any],
+             reported: float | None = None) -> float | None:
+    """USD for one run's usage: at the AI's prices (config, else its connector's table), else what the agent
+    itself reported (Claude Code's total_cost_usd), else None."""
+    model = ai.model if ai is not None else None
+    config = (ai.config or {}) if ai is not None else {}
+    priced = cost_usd(usage, prices_for(model, connector=spec, override=config.get("prices")))
+    return priced if priced is not None else reported
+
+
+__all__ = ["ANTHROPIC_PRICES", "FREE", "OPENAI_PRICES", "PRICES", "cost_usd", "prices_for", "run_cost"]

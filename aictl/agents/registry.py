@@ -2,8 +2,10 @@
 
 Every change is one write transaction with one audit event (`ai_register`,
 `ai_remove`, `ai_label`, …). Secrets never enter the registry: an AI names the
-environment variable that holds its key (`api_key_env`), and config keys or
-values that look like a secret are refused.
+environment variable that holds its key (`api_key_env`, or another key its
+connector's spec lists in `secret_env_keys`), and config keys or values that
+look like a secret are refused. What a connector takes (its config keys, their
+values, its defaults) is read from its spec (agents/connectors/spec.py).
 """
 
 from __future__ import annotations
@@ -21,27 +23,15 @@ from aictl.store.base import Store, Tx
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]*$")  # the policy's per-AI file names use the same rule
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_KEY = re.compile(r"(?i)(api_?key|token|secret|password|passwd|credential)")
-# The defaults each connector uses when config leaves them out.
-DEFAULT_BINARY = {"claude-code": "claude", "codex": "codex"}
-DEFAULT_BASE_URL = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com",
-                    "ollama": "http://127.0.0.1:11434"}
-DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY",
-                   "claude-code": "ANTHROPIC_API_KEY", "codex": "OPENAI_API_KEY"}
-CLI_CONNECTORS = frozenset(DEFAULT_BINARY)
-PROVIDER_CONNECTORS = frozenset(DEFAULT_BASE_URL)
-# Known config keys and the type each must have; other keys pass through to the connector.
+# Config keys every connector may take and the type each must have; a connector's spec adds its own
+# (`config_types`); other keys pass through to the connector.
 CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "base_url": (str,), "binary": (str,), "args": (list,), "api_key_env": (str,), "api": (str,),
+    "base_url": (str,), "binary": (str,), "args": (list,), "api_key_env": (str,),
     "max_turns": (int,), "max_tokens": (int,), "model_size_gb": (int, float), "requires_gpu": (bool,),
     "prices": (dict,), "timeout_s": (int, float),
 }
 _TYPE_NAMES = {str: "a string", list: "a list", int: "an integer", float: "a number", bool: "true or false",
                dict: "a mapping"}
-
-
-def key_env(ai: AIRecord) -> str | None:
-    """The environment variable holding this AI's API key (None: it needs none)."""
-    return ai.config.get("api_key_env") or DEFAULT_KEY_ENV.get(ai.connector)
 
 
 def validate_id(ai_id: str) -> str:
@@ -58,19 +48,20 @@ def _looks_like_secret(value: str) -> bool:
 
 
 def validate_config(connector: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Check an AI's connector and config; raise UsageError naming the first problem."""
-    from aictl.agents.connectors import known_connectors
+    """Check an AI's connector and config against its spec; raise UsageError naming the first problem."""
+    from aictl.agents.connectors.spec import spec_for
 
-    known = known_connectors()
-    if connector not in known:
-        raise UsageError(f"unknown connector {connector!r}", hint=f"known connectors: {', '.join(known)}")
-    env = config.get("api_key_env")
-    if env is not None and (not isinstance(env, str) or not ENV_NAME.match(env)):
-        what = "a secret" if isinstance(env, str) and _looks_like_secret(env) else repr(env)
-        raise UsageError(f"api_key_env must be the NAME of an environment variable, not {what}",
-                         hint="e.g. --api-key-env ANTHROPIC_API_KEY (aictl reads the key from it at run time)")
+    spec = spec_for(connector)  # UsageError naming the known connectors
+    env_keys = spec.secret_env_keys | {"api_key_env"}
+    for name in sorted(env_keys & set(config)):
+        env = config[name]
+        if not isinstance(env, str) or not ENV_NAME.match(env):
+            what = "a secret" if isinstance(env, str) and _looks_like_secret(env) else repr(env)
+            raise UsageError(f"{name} must be the NAME of an environment variable, not {what}",
+                             hint="e.g. --api-key-env ANTHROPIC_API_KEY (aictl reads the key from it at run time)")
+    types = {**CONFIG_TYPES, **spec.config_types}
     for key, value in config.items():
-        if key != "api_key_env" and SECRET_KEY.search(key):
+        if key not in env_keys and SECRET_KEY.search(key):
             raise UsageError(
                 f"config key {key!r} looks like a secret: the registry never stores secrets",
                 hint="put the key in an environment variable and name it: --api-key-env ANTHROPIC_API_KEY")
@@ -79,7 +70,7 @@ def validate_config(connector: str, config: dict[str, Any]) -> dict[str, Any]:
                 raise UsageError(
                     f"config value of {key!r} looks like a secret (an API key or token): the registry never stores "
                     "secrets", hint="put it in an environment variable and name it: --api-key-env MY_KEY_VAR")
-        want = CONFIG_TYPES.get(key)
+        want = types.get(key)
         if want and (not isinstance(value, want) or (bool not in want and isinstance(value, bool))):
             names = " or ".join(_TYPE_NAMES[t] for t in want)
             raise UsageError(f"config {key!r} must be {names}, not {value!r}",
@@ -89,8 +80,10 @@ def validate_config(connector: str, config: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(f"base_url must be an http(s) URL, not {url!r}", hint="e.g. --base-url http://127.0.0.1:11434")
     if "args" in config and not all(isinstance(a, str) for a in config["args"]):
         raise UsageError("config 'args' must be a list of strings")
-    if config.get("api") not in (None, "chat", "responses"):
-        raise UsageError(f"config 'api' must be chat or responses, not {config['api']!r}")
+    for key, choices in spec.config_choices.items():
+        if key in config and config[key] not in choices:
+            raise UsageError(f"config {key!r} of the {connector} connector must be "
+                             f"{' or '.join(map(str, choices))}, not {config[key]!r}")
     if "model_size_gb" in config and config["model_size_gb"] <= 0:
         raise UsageError("config 'model_size_gb' must be positive")
     return config
@@ -314,4 +307,4 @@ def parse_config_pairs(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Registry", "is_paused", "key_env", "parse_config_pairs", "row_to_ai", "validate_config", "validate_id"]
+__all__ = ["Registry", "is_paused", "parse_config_pairs", "row_to_ai", "validate_config", "validate_id"]

@@ -70,12 +70,19 @@ def test_cached_tokens_are_counted_apart_from_input():
     # The fake provider reports no cached tokens, so this checks the parser on the CLI's own turn.completed shape.
     from aictl.agents.connectors.codex import CodexStream
 
-    parser = CodexStream(prices={"input": 2.0, "output": 8.0, "cache_read": 0.5})
+    from aictl.domain.models import AIRecord
+
+    ai = AIRecord(id="c", connector="codex", model="gpt-5.5",
+                  config={"prices": {"input": 2.0, "output": 8.0, "cache_read": 0.5}})
+    parser = CodexStream(ai=ai)
     parser.feed(json.dumps({"type": "turn.completed", "usage": {
         "input_tokens": 14000, "cached_input_tokens": 12000, "cache_write_input_tokens": 0, "output_tokens": 30,
         "reasoning_output_tokens": 10}}))
     assert parser.usage == {"input_tokens": 2000, "output_tokens": 30, "cache_read_tokens": 12000}
     assert parser.cost_usd == pytest.approx((2000 * 2 + 30 * 8 + 12000 * 0.5) / 1e6)
+    parser = CodexStream(ai=ai.model_copy(update={"model": "gpt-5", "config": {}}))  # the OpenAI table prices gpt-5
+    parser.feed(json.dumps({"type": "turn.completed", "usage": {"input_tokens": 1_000_000, "output_tokens": 0}}))
+    assert parser.cost_usd == pytest.approx(1.25)
 
 
 @pytest.mark.parametrize("message, kind", [

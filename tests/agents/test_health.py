@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from aictl.agents.gpu import GpuReport, gpu_info
-from aictl.agents.health import check, check_cli, check_provider, ollama_model_size_gb, quick_check
+from aictl.agents.health import check, ollama_model_size_gb, quick_check
 from aictl.domain.models import AIRecord
 
 MODELS = {"data": [{"id": "gpt-5.5", "object": "model"}, {"id": "claude-sonnet-4-5", "object": "model"}]}
@@ -27,7 +27,7 @@ class Provider:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-                body = {"/v1/models": MODELS, "/api/tags": TAGS}.get(self.path)
+                body = {"/v1/models": MODELS, "/api/tags": TAGS}.get(self.path.split("?")[0])
                 code = status if body is not None else 404
                 data = json.dumps(body if code == 200 else {"error": "nope"}).encode()
                 self.send_response(code)
@@ -67,45 +67,43 @@ def ai(connector: str, model: str | None = None, **config) -> AIRecord:
 
 def test_openai_models_listed_with_the_key_sent_and_never_reported(provider, monkeypatch):
     monkeypatch.setenv("MY_OPENAI_KEY", "sk-test-not-a-real-key-000000000")
-    res = check_provider(ai("openai", "gpt-5.5", base_url=provider.url + "/v1", api_key_env="MY_OPENAI_KEY"))
+    res = check(ai("openai", "gpt-5.5", base_url=provider.url + "/v1", api_key_env="MY_OPENAI_KEY"))
     assert res["ok"] and res["model_listed"] and res["models"] == ["gpt-5.5", "claude-sonnet-4-5"]
     path, headers = provider.seen[-1]
     assert path == "/v1/models" and headers["authorization"] == "Bearer sk-test-not-a-real-key-000000000"
     assert "sk-test" not in json.dumps(res)
-    missing = check_provider(ai("openai", "gpt-4o", base_url=provider.url, api_key_env="MY_OPENAI_KEY"))
+    missing = check(ai("openai", "gpt-4o", base_url=provider.url, api_key_env="MY_OPENAI_KEY"))
     assert not missing["ok"] and not missing["model_listed"] and "gpt-4o NOT listed" in missing["detail"]
 
 
 def test_anthropic_sends_its_headers_and_a_missing_key_fails_the_check(provider, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    res = check_provider(ai("anthropic", "claude-sonnet-4-5", base_url=provider.url))
+    res = check(ai("anthropic", "claude-sonnet-4-5", base_url=provider.url))
     assert res["model_listed"] and not res["ok"] and "ANTHROPIC_API_KEY is not set" in res["detail"]
     monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
-    assert check_provider(ai("anthropic", "claude-sonnet-4-5", base_url=provider.url))["ok"]
+    assert check(ai("anthropic", "claude-sonnet-4-5", base_url=provider.url))["ok"]
     headers = provider.seen[-1][1]
     assert headers["x-api-key"] == "k" and headers["anthropic-version"] == "2023-06-01"
 
 
 def test_ollama_tags_name_match_and_model_size(provider):
-    assert check_provider(ai("ollama", "llama3", base_url=provider.url))["ok"]  # llama3 is llama3:latest
-    res = check_provider(ai("ollama", "qwen2.5-coder:7b", base_url=provider.url))
+    assert check(ai("ollama", "llama3", base_url=provider.url))["ok"]  # llama3 is llama3:latest
+    res = check(ai("ollama", "qwen2.5-coder:7b", base_url=provider.url))
     assert res["ok"] and provider.seen[-1][0] == "/api/tags"
     assert ollama_model_size_gb(ai("ollama", "qwen2.5-coder:7b", base_url=provider.url)) == 4.36
     assert ollama_model_size_gb(ai("ollama", "nope", base_url=provider.url)) is None
     assert ollama_model_size_gb(ai("ollama", "x", model_size_gb=12)) == 12.0
-    # check() asks the connector module's own health() when it has one, else the generic check above
-    assert check(ai("ollama", "qwen2.5-coder:7b", base_url=provider.url))["ok"]
     assert not check(ai("ollama", "not-pulled", base_url=provider.url))["ok"]
 
 
 def test_unreachable_or_refusing_provider_is_a_failed_check_not_an_exception(monkeypatch):
     down = f"http://127.0.0.1:{free_port()}"
-    res = check_provider(ai("ollama", "x", base_url=down))
+    res = check(ai("ollama", "x", base_url=down))
     assert not res["ok"] and down in res["detail"]
     refusing = Provider(status=401)
     try:
         monkeypatch.setenv("OPENAI_API_KEY", "bad")
-        res = check_provider(ai("openai", "gpt-5.5", base_url=refusing.url))
+        res = check(ai("openai", "gpt-5.5", base_url=refusing.url))
         assert not res["ok"] and "HTTP 401" in res["detail"]
     finally:
         refusing.close()
@@ -120,16 +118,16 @@ def fake_cli(tmp_path, name="fakeagent", body='echo "fakeagent 1.2.3 (test build
 
 def test_cli_binary_runs_for_its_version(tmp_path, monkeypatch):
     good = fake_cli(tmp_path)
-    res = check_cli(ai("claude-code", binary=str(good)))
+    res = check(ai("claude-code", binary=str(good)))
     assert res["ok"] and res["version"] == "fakeagent 1.2.3 (test build)" and res["binary"] == str(good)
     broken = fake_cli(tmp_path, "broken", 'echo "cannot start" >&2; exit 3')
-    res = check_cli(ai("codex", binary=str(broken)))
+    res = check(ai("codex", binary=str(broken)))
     assert not res["ok"] and "exited 3" in res["detail"] and "cannot start" in res["detail"]
-    res = check_cli(ai("codex", binary=str(tmp_path / "absent")))
+    res = check(ai("codex", binary=str(tmp_path / "absent")))
     assert not res["ok"] and "not found" in res["detail"]
     # a name is looked up on PATH
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    assert check_cli(ai("codex", binary="fakeagent"))["ok"]
+    assert check(ai("codex", binary="fakeagent"))["ok"]
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert quick_check(ai("codex", binary="fakeagent")) == ["API key variable OPENAI_API_KEY is not set"]
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")

@@ -136,7 +136,7 @@ def test_tool_loop_edits_a_file(fake_provider, v, workdir):
     assert result.usage["turns"] == 2 and result.usage["requests"] == 2
     assert usage["input_tokens"] == 250 and usage["cost_usd"] == pytest.approx(EDIT_COST[v.protocol])
     assert result.cost_usd == pytest.approx(EDIT_COST[v.protocol])
-    for text in ("assistant: I'll write it", "tool write_file", "wrote 6 bytes", "assistant: done", "Write hello.txt"):
+    for text in ("assistant: I'll write it", "→ write (write_file)", "wrote 6 bytes", "assistant: done", "Write hello.txt"):
         assert text in result.transcript
     calls = fp.calls()
     assert [c.protocol for c in calls] == [v.protocol, v.protocol]
@@ -230,6 +230,16 @@ def test_overloaded_and_server_errors_are_retried(fake_provider, v, workdir):
     result, _ = run(fake_provider, v, workdir)
     assert result.ok, result.error
     assert len(fake_provider.calls()) == 4 and result.usage["retries"] == 3
+
+
+@pytest.mark.parametrize("v", VARIANTS)
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_persistent_5xx_ends_overloaded_and_transient(fake_provider, v, workdir, status):
+    # The provider failed, not the request: the executor re-routes an overloaded run instead of costing an attempt.
+    fake_provider.script(*[error(status)] * 2, reply(text="never reached"))
+    result, _ = run(fake_provider, v, workdir, config={"max_retries": 1})
+    assert not result.ok and result.error_kind == "overloaded" and result.transient, result.error
+    assert len(fake_provider.calls()) == 2 and f"HTTP {status}" in result.error
 
 
 @pytest.mark.parametrize("v", VARIANTS)
@@ -385,14 +395,15 @@ def test_registered_by_name(v):
 
 @pytest.mark.parametrize("v", VARIANTS)
 def test_health(fake_provider, v):
-    module = importlib.import_module(f"aictl.agents.connectors.{v.module}")
+    from aictl.agents.health import check
+
     ai = AIRecord(id="h", connector=v.connector, model=v.model, config={"base_url": fake_provider.url, **v.config})
-    ok = module.health(ai)
+    ok = check(ai)
     assert ok["ok"] and ok["model_listed"] and v.model in ok["models"], ok
-    assert module.health(ai.model_copy(update={"model": "not-pulled-1"}))["model_listed"] is False
+    assert check(ai.model_copy(update={"model": "not-pulled-1"}))["model_listed"] is False
     asked = [r for r in fake_provider.requests if r.protocol == "models"]
     assert key_header(v, asked[0]) == KEYS[v.key_env]
     with FakeProvider() as gone:
         dead_url = gone.url
-    down = module.health(ai.model_copy(update={"config": {**ai.config, "base_url": dead_url}}))
+    down = check(ai.model_copy(update={"config": {**ai.config, "base_url": dead_url}}))
     assert not down["ok"] and dead_url in down["detail"]

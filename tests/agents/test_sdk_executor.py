@@ -52,7 +52,7 @@ def test_task_execute_lands_the_file_diff_transcript_and_usage(fake_provider, gi
     found = evidence_of(capsys, tid)
     assert {"diff", "transcript", "usage", "run"} <= set(found)
     assert "+hi" in found["diff"]
-    assert "tool write_file" in found["transcript"] and "assistant: Added hello.txt." in found["transcript"]
+    assert "→ write (write_file)" in found["transcript"] and "assistant: Added hello.txt." in found["transcript"]
     usage = json.loads(found["usage"])
     assert usage["tokens"] == {"input": 2200, "output": 25, "cache_read": 0, "total": 2225}
     assert usage["cost_usd"] == pytest.approx(COST[v.protocol]) and usage["turns"] == 2

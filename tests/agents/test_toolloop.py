@@ -266,7 +266,7 @@ def test_error_kinds():
     assert limited.kind == "rate_limit" and limited.retryable and limited.retry_after == 3.0
     assert limited.retry_at == pytest.approx(time.time() + 3, abs=1)
     assert http_error(529, **common).kind == "overloaded" and http_error(503, **common).retryable
-    assert http_error(500, **common).kind == "other" and http_error(500, **common).retryable
+    assert http_error(500, **common).kind == "overloaded" and http_error(500, **common).retryable
     assert not http_error(400, **common).retryable and "model name" in http_error(404, **common).message
     # an error event inside a stream that had answered 200
     assert http_error(200, **common, error_type="overloaded_error").kind == "overloaded"

@@ -12,51 +12,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from aictl.agents.connectors.apicommon import (
-    abort_response,
-    api_key,
-    probe_models,
-    sdk_errors,
-)
+from aictl.agents.connectors.apicommon import abort_response, sdk_errors
 from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.probes import model_list
+from aictl.agents.connectors.spec import ConnectorSpec
 from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
+from aictl.agents.pricing import ANTHROPIC_PRICES
 from aictl.domain.errors import UsageError
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
-KEY_ENV = "ANTHROPIC_API_KEY"
-DEFAULT_MAX_TOKENS = 8192
 API_VERSION = "2023-06-01"
-
-
-def base_url(ai: Any) -> str:
-    url = str((ai.config or {}).get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-    return url[:-3] if url.endswith("/v1") else url
-
-
-def key_env(ai: Any) -> str:
-    return (ai.config or {}).get("api_key_env") or KEY_ENV
 
 
 class AnthropicConnector:
     name = "anthropic"
 
     def run(self, ctx: RunContext) -> ConnectorResult:
-        url = base_url(ctx.ai) if ctx.ai is not None else DEFAULT_BASE_URL
-        env = key_env(ctx.ai) if ctx.ai is not None else KEY_ENV
-        return run_tool_loop(ctx, connector=self.name, base_url=url, key_env=env,
-                             open_session=lambda setup, run: _MessagesSession(setup, run, url))
+        return run_tool_loop(ctx, SPEC, open_session=_MessagesSession)
 
 
 class _MessagesSession:
-    def __init__(self, setup: Setup, run: LoopRun, url: str):
-        _, key = api_key(run.ctx.ai, KEY_ENV)
+    def __init__(self, setup: Setup, run: LoopRun):
         try:
             import anthropic
         except ImportError as e:
             raise UsageError("the anthropic connector needs the anthropic package", hint="pip install anthropic") from e
-        self.sdk, self.setup, self.url, self.env = anthropic, setup, url, key_env(run.ctx.ai)
+        self.sdk, self.setup, self.url, self.env = anthropic, setup, run.base_url, run.key_env
         # Retries are the loop's (toolloop._Retry), so the SDK makes exactly one attempt per call.
-        self.client = anthropic.Anthropic(api_key=key, base_url=url, max_retries=0)
+        self.client = anthropic.Anthropic(api_key=run.key, base_url=self.url, max_retries=0)
         self.messages: list[dict[str, Any]] = [{"role": "user", "content": setup.prompt}]
         self.tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
                       for t in setup.tools]
@@ -64,7 +46,7 @@ class _MessagesSession:
 
     def request(self, run: LoopRun, timeout: float) -> ModelTurn:
         s = self.setup
-        kwargs: dict[str, Any] = {"model": s.model, "max_tokens": s.max_tokens or DEFAULT_MAX_TOKENS,
+        kwargs: dict[str, Any] = {"model": s.model, "max_tokens": s.max_tokens,
                                   "messages": self.messages, "timeout": timeout}
         if s.system:
             kwargs["system"] = s.system
@@ -73,7 +55,8 @@ class _MessagesSession:
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature
         turn = ModelTurn()
-        with sdk_errors(self.sdk, connector="anthropic", base_url=self.url, key_env=self.env):
+        with sdk_errors(self.sdk, connector="anthropic", base_url=self.url, key_env=self.env,
+                        error_kind=SPEC.error_kind):
             with self.client.messages.stream(**kwargs) as stream:
                 with run.watch(lambda: abort_response(stream.response)):
                     for event in stream:
@@ -117,16 +100,14 @@ class _MessagesSession:
         self.client.close()
 
 
-def health(ai: Any, *, timeout: float = 3.0) -> dict[str, Any]:
-    """GET /v1/models at the AI's base_url (what a run would reach) and whether its model is listed."""
-    import os
+SPEC = ConnectorSpec(
+    name="anthropic", kind="sdk", factory=AnthropicConnector,
+    sdk_module="anthropic", default_key_env="ANTHROPIC_API_KEY", default_base_url="https://api.anthropic.com",
+    url_strip=("/v1",),  # the SDK adds /v1 itself
+    defaults={"max_tokens": 8192}, config_types={"temperature": (int, float)},
+    probe=model_list("/v1/models?limit=1000", lambda body: [m.get("id") for m in (body or {}).get("data") or []],
+                     lambda key: {"anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})}),
+    prices=ANTHROPIC_PRICES,
+)
 
-    env = key_env(ai)
-    key = os.environ.get(env)
-    headers = {"anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})}
-    return probe_models(f"{base_url(ai)}/v1/models?limit=1000", headers, ai.model,
-                        lambda body: [m.get("id") for m in (body or {}).get("data") or []], timeout=timeout,
-                        key_problem=None if key else f"${env} is not set")
-
-
-__all__ = ["AnthropicConnector", "base_url", "health"]
+__all__ = ["SPEC", "AnthropicConnector"]

@@ -1,5 +1,6 @@
 """What the API connectors share besides the loop: provider errors and their kinds, retry and reset
-headers, the API key, aborting a streamed response, and the model-list probe behind `health(ai)`.
+headers, and aborting a streamed response. The status → kind rule itself is the spec's
+(`spec.status_error_kind`); the key and the base URL come from the spec too.
 
 Only the standard library is imported here; the SDKs stay in the connectors' run paths.
 """
@@ -7,14 +8,15 @@ Only the standard library is imported here; the SDKs stay in the connectors' run
 from __future__ import annotations
 
 import email.utils
-import json
-import os
 import re
 import socket
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
+
+from aictl.agents.connectors.spec import TRANSIENT_KINDS, status_error_kind
 
 
 class ProviderError(Exception):
@@ -74,28 +76,36 @@ def reset_at(headers: Mapping[str, str] | None, now: float | None = None) -> flo
 
 
 def http_error(status: int | None, *, connector: str, base_url: str, key_env: str | None, message: str = "",
-               headers: Mapping[str, str] | None = None, error_type: str | None = None) -> ProviderError:
+               headers: Mapping[str, str] | None = None, error_type: str | None = None,
+               error_kind: Callable[[int | None], str | None] = status_error_kind) -> ProviderError:
     """The ProviderError for an HTTP error (or an error event in a stream, by its `error_type`)."""
     after = retry_after_s(headers)
     where = f"{connector} at {base_url}"
     detail = f": {message}" if message else ""
-    if status in (401, 403) or error_type in ("authentication_error", "permission_error"):
+    code = f" (HTTP {status})" if status is not None else ""
+    kind = _TYPE_KINDS.get(error_type or "") or error_kind(status) or "other"
+    if kind == "auth":
         what = "rejected the API key" if status != 403 else "refused access (HTTP 403)"
         env = f"the key in ${key_env}" if key_env else "the API key"
         return ProviderError(f"{where} {what}{detail}; check {env}", kind="auth", status=status)
-    if status == 429 or error_type == "rate_limit_error":
+    if kind == "rate_limit":
         at = time.time() + after if after is not None else reset_at(headers)
-        return ProviderError(f"{where}: rate limited (HTTP 429){detail}", kind="rate_limit", status=status,
+        return ProviderError(f"{where}: rate limited{code}{detail}", kind="rate_limit", status=status,
                              retryable=True, retry_after=after, retry_at=at)
-    if status in (503, 529) or error_type == "overloaded_error":
-        return ProviderError(f"{where}: overloaded (HTTP {status}){detail}", kind="overloaded", status=status,
-                             retryable=True, retry_after=after,
-                             retry_at=time.time() + after if after is not None else None)
-    if (status is not None and (status in (408, 409) or status >= 500)) or error_type in ("api_error", "server_error"):
-        return ProviderError(f"{where}: server error (HTTP {status}){detail}", status=status, retryable=True,
-                             retry_after=after)
+    if kind in TRANSIENT_KINDS or status == 409:  # 409: a conflicting request in flight, worth another try
+        if kind == "overloaded":
+            what = "overloaded" if status in (503, 529) or error_type == "overloaded_error" else "server error"
+        else:
+            what = "gave up waiting" if kind == "timeout" else "conflict"
+        return ProviderError(f"{where}: {what}{code}{detail}", kind=kind, status=status, retryable=True,
+                             retry_after=after, retry_at=time.time() + after if after is not None else None)
     hint = "; is the model name right?" if status == 404 else ""
-    return ProviderError(f"{where}: request refused (HTTP {status}){detail}{hint}", status=status)
+    return ProviderError(f"{where}: request refused{code}{detail}{hint}", status=status)
+
+
+# Error types providers put in a body or a stream's error event, by kind (the status may be absent or 200).
+_TYPE_KINDS = {"authentication_error": "auth", "permission_error": "auth", "rate_limit_error": "rate_limit",
+               "overloaded_error": "overloaded", "api_error": "overloaded", "server_error": "overloaded"}
 
 
 def connection_error(exc: BaseException, *, connector: str, base_url: str, timed_out: bool = False) -> ProviderError:
@@ -133,31 +143,21 @@ def transport_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def sdk_errors(sdk: Any, *, connector: str, base_url: str, key_env: str | None) -> Iterator[None]:
+def sdk_errors(sdk: Any, *, connector: str, base_url: str, key_env: str | None,
+               error_kind: Callable[[int | None], str | None] = status_error_kind) -> Iterator[None]:
     """Turn a Stainless SDK's errors (anthropic and openai share the classes) into ProviderError."""
     try:
         yield
     except sdk.APIStatusError as e:
         raise http_error(e.status_code, connector=connector, base_url=base_url, key_env=key_env,
                          message=provider_message(e.body, e.message), headers=e.response.headers,
-                         error_type=error_type(e.body)) from None
+                         error_type=error_type(e.body), error_kind=error_kind) from None
     except sdk.APITimeoutError as e:
         raise connection_error(e, connector=connector, base_url=base_url, timed_out=True) from None
     except sdk.APIConnectionError as e:
         raise connection_error(e, connector=connector, base_url=base_url) from None
     except transport_errors() as e:  # the stream broke after it started
         raise connection_error(e, connector=connector, base_url=base_url) from None
-
-
-def api_key(ai: Any, default_env: str | None) -> tuple[str | None, str | None]:
-    """(env var name, key) for this AI; ProviderError(auth) when the variable it names is not set."""
-    env = (ai.config or {}).get("api_key_env") or default_env
-    if not env:
-        return None, None
-    key = os.environ.get(env)
-    if not key:
-        raise ProviderError(f"{ai.connector}: the API key variable ${env} is not set (AI {ai.id})", kind="auth")
-    return env, key
 
 
 def abort_response(response: Any) -> None:
@@ -182,29 +182,5 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
-def probe_models(url: str, headers: dict[str, str], model: str | None, names: Callable[[Any], list[str]], *,
-                 timeout: float = 3.0, key_problem: str | None = None) -> dict[str, Any]:
-    """GET a provider's model list: {"ok", "detail", "url", "models", "model_listed"}; never raises."""
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the AI's own base_url
-            listed = names(json.loads(resp.read().decode("utf-8") or "null"))
-    except urllib.error.HTTPError as e:
-        detail = f"GET {url}: HTTP {e.code}"
-        if e.code in (401, 403):
-            detail += f" (check the API key{': ' + key_problem if key_problem else ''})"
-        return {"ok": False, "detail": detail, "url": url}
-    except (OSError, ValueError) as e:
-        return {"ok": False, "detail": f"GET {url}: {getattr(e, 'reason', None) or e}", "url": url}
-    found = model is None or model in listed or (":" not in model and f"{model}:latest" in listed)
-    detail = f"{url}: {len(listed)} model(s)" + (f", {model} {'listed' if found else 'NOT listed'}" if model else "")
-    if key_problem:
-        detail += f"; {key_problem}"
-    return {"ok": found and not key_problem, "detail": detail, "url": url, "models": listed, "model_listed": found}
-
-
-__all__ = ["ProviderError", "abort_response", "api_key", "connection_error", "error_type", "http_error",
-           "probe_models", "provider_message", "redact", "reset_at", "retry_after_s", "transport_errors"]
+__all__ = ["ProviderError", "abort_response", "connection_error", "error_type", "http_error", "provider_message",
+           "redact", "reset_at", "retry_after_s", "sdk_errors", "transport_errors"]

@@ -1,13 +1,21 @@
-"""The connector interface: run an agent on a task in a workspace, inside a sandbox."""
+"""The connector interface: run an agent on a task in a workspace, inside a sandbox; the normalized
+event stream every AI connector emits, and its one transcript renderer (`render_event`)."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from aictl.domain.models import AIRecord, Task
+    from aictl.sandbox.base import Sandbox, SandboxSpec
 
 
 class ConnectorResult(BaseModel):
@@ -37,17 +45,17 @@ class ConnectorResult(BaseModel):
 class RunContext:
     """Everything a connector needs for one run."""
 
-    task: Any  # aictl.domain.models.Task
+    task: Task
     workdir: Path
-    sandbox: Any  # aictl.sandbox.base.Sandbox
-    spec: Any  # aictl.sandbox.base.SandboxSpec
+    sandbox: Sandbox
+    spec: SandboxSpec  # the sandbox's settings (the connector's own facts are its ConnectorSpec)
     on_output: Callable[[str, str], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     instructions: str = ""  # task context and skills, for agents that take a prompt
     command: str | None = None  # for the command connector
     labels: dict[str, str] = field(default_factory=dict)  # tag sandbox resources (task, epoch)
     # For AI connectors (unused by `command`):
-    ai: Any = None  # aictl.domain.models.AIRecord: model, config (base_url, binary, args, api_key_env, prices…)
+    ai: AIRecord | None = None  # model, config (base_url, binary, args, api_key_env, prices…)
     prompt: str = ""  # the task, written as the user's request
     system: str = ""  # task context and skills: system prompt (SDKs) or appended system prompt (CLIs)
     allowed_tools: list[str] | None = None  # aictl tool names the policy allows: read, write, list, run; None = all
@@ -67,6 +75,41 @@ class RunContext:
 #   {"type": "error", "kind", "message", "retry_at"}
 #   {"type": "result", "ok", "turns", "summary"}
 AGENT_EVENT_TYPES = ("init", "message", "tool_call", "tool_result", "usage", "error", "result")
+
+
+def one_line(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def render_event(event: dict[str, Any]) -> str:
+    """One transcript entry per event, for people: the same for the agent CLIs and aictl's tool loop."""
+    t = event.get("type")
+    if t == "init":
+        return f"[init] session {event.get('session_id')} model {event.get('model') or '?'}"
+    if t == "message":
+        return f"{event.get('role', 'assistant')}: {event.get('text', '')}"
+    if t == "tool_call":
+        raw = f" ({event['raw_name']})" if event.get("raw_name") and event["raw_name"] != event.get("name") else ""
+        return f"→ {event.get('name')}{raw} {one_line(event.get('input'))}"
+    if t == "tool_result":
+        # A tool's output is kept whole (events carry it already clipped), indented under its verdict.
+        output = str(event.get("output") or "").rstrip().replace("\n", "\n  ")
+        return f"← {'ok' if event.get('ok') else 'error'}: {output}"
+    if t == "usage":
+        cost = event.get("cost_usd")
+        return (f"[usage] input {event.get('input_tokens', 0)}, output {event.get('output_tokens', 0)}, "
+                f"cache read {event.get('cache_read_tokens', 0)} tokens"
+                + (f", ${cost:.6f}" if isinstance(cost, (int, float)) else ""))
+    if t == "error":
+        when = f" (retry at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(event['retry_at']))})" \
+            if event.get("retry_at") else ""
+        return f"[error] {event.get('kind')}: {event.get('message')}{when}"
+    if t == "result":
+        return f"[result] {'ok' if event.get('ok') else 'failed'} after {event.get('turns', 0)} turn(s): " \
+               f"{one_line(event.get('summary') or '')}"
+    return f"[{t}] {one_line(event)}"
 
 
 class Connector(Protocol):

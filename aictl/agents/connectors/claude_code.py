@@ -28,29 +28,31 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.cli_common import (
-    base_url,
+    Refused,
+    StateDir,
+    StreamParser,
     clip,
     config_value,
-    cost_from_prices,
     finish,
-    kind_for_status,
     kind_from_text,
     preflight,
     prompt_of,
-    Refused,
     retry_at_from_text,
     run_cli,
-    StateDir,
-    StreamParser,
 )
+from aictl.agents.connectors.probes import cli_version
+from aictl.agents.connectors.spec import ConnectorSpec
+from aictl.agents.pricing import run_cost
 from aictl.domain.errors import UsageError
 
-DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
+if TYPE_CHECKING:
+    from aictl.domain.models import AIRecord
 # aictl tool → allow rules, scoped to the working directory: a bare "Read" or "Write" rule would let the tool
 # reach any path, while "Read(./**)" is refused outside the workspace (measured on 2.1.197). Glob and Grep are
 # only offered when an allow rule names them. Bash takes no useful path scope: `run` is all or nothing.
@@ -176,9 +178,9 @@ class ClaudeStream(StreamParser):
     """stream-json events → normalized events. Seen on 2.1.197: system/init, system/api_retry, assistant
     (one event per content block, the message's usage repeated), user (tool_result), rate_limit_event, result."""
 
-    def __init__(self, on_event: Any = None, prices: Any = None):
+    def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None, ai: AIRecord | None = None):
         super().__init__(on_event)
-        self.prices = prices
+        self.ai = ai
         self._message_usage: dict[str, dict[str, Any]] = {}
         self._assistant_error: tuple[str, str] | None = None
         self._retry_delay_s: float | None = None
@@ -245,19 +247,20 @@ class ClaudeStream(StreamParser):
         self.failed = bool(obj.get("is_error")) or obj.get("subtype") not in (None, "success")
         self.session_id = obj.get("session_id") or self.session_id
         self.turns = int(obj.get("num_turns") or 0)
-        text = obj.get("result") if isinstance(obj.get("result"), str) else ""
+        result = obj.get("result")
+        text = result if isinstance(result, str) else ""
         self.summary = text
         self._set_usage(obj.get("usage") or {}, obj.get("total_cost_usd"))
         for denial in obj.get("permission_denials") or []:
             self.transcript.append(f"[denied] {denial.get('tool_name')} {clip(denial.get('tool_input'), 200)}")
         if self.failed:
             status = obj.get("api_error_status")
-            kind = kind_for_status(status if isinstance(status, int) else None)
+            kind = SPEC.error_kind(status if isinstance(status, int) else None)
             if kind is None and self._assistant_error:
                 kind = ASSISTANT_ERRORS.get(self._assistant_error[0])
             subtype = obj.get("subtype") or "error"
             if kind is None:
-                kind = "other" if subtype.startswith("error_max") else kind_from_text(text)
+                kind = "other" if subtype.startswith("error_max") else kind_from_text(text, SPEC.error_kind)
             message = text or {"error_max_turns": f"stopped after the maximum of {self.turns} turns",
                                "error_max_budget_usd": "stopped at the budget limit"}.get(subtype, subtype)
             retry_at = self.retry_at or retry_at_from_text(message)
@@ -271,9 +274,8 @@ class ClaudeStream(StreamParser):
                       "output_tokens": int(usage.get("output_tokens") or 0),
                       "cache_read_tokens": int(usage.get("cache_read_input_tokens") or 0),
                       "cache_write_tokens": int(usage.get("cache_creation_input_tokens") or 0)}
-        priced = cost_from_prices(self.usage, self.prices)
-        self.cost_usd = priced if priced is not None else (
-            float(total_cost) if isinstance(total_cost, (int, float)) else None)
+        self.cost_usd = run_cost(SPEC, self.ai, self.usage,
+                                 float(total_cost) if isinstance(total_cost, (int, float)) else None)
         self.emit({"type": "usage", **self.usage, "cost_usd": self.cost_usd})
 
     def settle(self) -> None:
@@ -297,18 +299,12 @@ def _text_of(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def health(ai: Any) -> dict[str, Any]:
-    from aictl.agents.connectors.cli_common import health as cli_health
-
-    return cli_health(ai, "claude-code", "claude")
-
-
 class ClaudeCodeConnector:
     name = "claude-code"
 
     def run(self, ctx: RunContext) -> ConnectorResult:
         try:
-            binary, key_name, key = preflight(ctx, self.name, "claude", DEFAULT_KEY_ENV, product="Claude Code",
+            binary, key_name, key = preflight(ctx, SPEC, product="Claude Code",
                                               why_local="the CLI's allow-list limits its tools")
         except Refused as r:
             return r.result
@@ -318,7 +314,7 @@ class ClaudeCodeConnector:
             config_dir.mkdir(parents=True, exist_ok=True)
             env = {"CLAUDE_CONFIG_DIR": str(config_dir), "ANTHROPIC_API_KEY": key,
                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
-            url = base_url(ctx.ai)
+            url = SPEC.base_url(ctx.ai)
             if url:
                 env["ANTHROPIC_BASE_URL"] = url
             retries = config_value(ctx, "max_retries")
@@ -330,13 +326,21 @@ class ClaudeCodeConnector:
                 system_file.write_text(ctx.system)
             if ctx.resume_session:
                 carry_session(config_dir, ctx.resume_session, ctx.workdir)
-            parser = ClaudeStream(ctx.on_event, prices=config_value(ctx, "prices"))
+            parser = ClaudeStream(ctx.on_event, ai=ctx.ai)
             res = run_cli(ctx, build_argv(binary, ctx, system_file=system_file), env, parser)
             parser.settle()
-            return finish(ctx, res, parser, cli="claude", model=getattr(ctx.ai, "model", None))
+            return finish(ctx, res, parser, SPEC)
         finally:
             state.close()
 
 
-__all__ = ["ClaudeCodeConnector", "ClaudeStream", "build_argv", "carry_session", "health", "permission_args",
+SPEC = ConnectorSpec(
+    name="claude-code", kind="cli", factory=ClaudeCodeConnector,
+    binary="claude", default_key_env="ANTHROPIC_API_KEY",
+    url_strip=("/v1",),  # ANTHROPIC_BASE_URL is the API's root
+    config_types={"max_retries": (int,)}, probe=cli_version,
+    prices={},  # Claude Code reports its own cost (total_cost_usd); config prices override it
+)
+
+__all__ = ["SPEC", "ClaudeCodeConnector", "ClaudeStream", "build_argv", "carry_session", "permission_args",
            "project_slug"]

@@ -16,18 +16,24 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.base import ConnectorResult, RunContext, one_line, render_event
+from aictl.agents.connectors.spec import TRANSIENT_KINDS, status_error_kind
 from aictl.domain.errors import UsageError
+
+if TYPE_CHECKING:
+    from aictl.agents.connectors.spec import ConnectorSpec
+    from aictl.domain.models import AIRecord
+    from aictl.sandbox.base import RunResult
 
 AGENT_CLIS_ENV = "AICTL_AGENT_CLIS"
 INSTALL_HINT = ("install the pinned CLIs with: .ci/install-agent-clis (into ~/.cache/aictl/agent-clis), "
                 "or give a path: aictl ai register ID --connector {connector} --binary /path/to/{name}")
 # Tool inputs and outputs are cut to this many characters in events and the transcript.
 MAX_FIELD_CHARS = 4000
-TRANSIENT_KINDS = frozenset({"rate_limit", "overloaded", "timeout"})
 
 
 def agent_clis_prefix() -> Path:
@@ -50,47 +56,15 @@ def find_binary(configured: str | None, default_name: str) -> str | None:
     return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
 
 
-def require_binary(ai: Any, connector: str, default_name: str) -> str:
+def require_binary(ai: AIRecord | None, spec: ConnectorSpec) -> str:
     configured = (ai.config or {}).get("binary") if ai is not None else None
+    default_name = spec.binary or ""
     binary = find_binary(configured, default_name)
     if binary is None:
         where = configured if configured else f"{default_name} (not on PATH nor in {agent_clis_prefix()})"
-        raise UsageError(f"the {connector} connector cannot find its CLI: {where}",
-                         hint=INSTALL_HINT.format(connector=connector, name=default_name))
+        raise UsageError(f"the {spec.name} connector cannot find its CLI: {where}",
+                         hint=INSTALL_HINT.format(connector=spec.name, name=default_name))
     return binary
-
-
-def health(ai: Any, connector: str, default_name: str) -> dict[str, Any]:
-    """`aictl ai status` for a CLI connector: the binary this connector would run, and its --version."""
-    import subprocess
-
-    binary = find_binary((ai.config or {}).get("binary"), default_name)
-    if binary is None:
-        return {"ok": False, "detail": f"{default_name} not found; " + INSTALL_HINT.format(connector=connector,
-                                                                                               name=default_name)}
-    try:
-        proc = subprocess.run([binary, "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return {"ok": False, "detail": f"cannot run {binary} --version: {e}", "binary": binary}
-    version = (proc.stdout.strip() or proc.stderr.strip()).splitlines()[:1]
-    return {"ok": proc.returncode == 0, "binary": binary, "version": version[0] if version else "",
-            "detail": f"{binary}: {version[0] if version else '?'}"}
-
-
-def api_key(ai: Any, default_env: str) -> tuple[str, str | None]:
-    """(the env var name, its value in aictl's environment) for the AI's key; the value is never stored."""
-    name = ((ai.config or {}).get("api_key_env") if ai is not None else None) or default_env
-    return name, os.environ.get(name) or None
-
-
-def base_url(ai: Any) -> str | None:
-    """The provider's root URL without a trailing /v1, or None for the CLI's own default."""
-    url = ((ai.config or {}).get("base_url") if ai is not None else None) or ""
-    url = url.rstrip("/")
-    if url.endswith("/v1"):
-        url = url[:-3]
-    return url or None
 
 
 def config_value(ctx: RunContext, key: str, default: Any = None) -> Any:
@@ -115,25 +89,6 @@ def clip(value: Any, limit: int = MAX_FIELD_CHARS) -> Any:
     if isinstance(value, list):
         return [clip(v, limit) for v in value]
     return value
-
-
-def one_line(value: Any, limit: int = 300) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def kind_for_status(status: int | None) -> str | None:
-    """HTTP status → error kind: 429 rate_limit, 401/403 auth, 5xx (and Anthropic's 529) overloaded."""
-    if status is None:
-        return None
-    if status == 429:
-        return "rate_limit"
-    if status in (401, 403):
-        return "auth"
-    if status >= 500:
-        return "overloaded"
-    return "other"
 
 
 _RETRY_IN = re.compile(r"(?i)(?:try again|retry)(?: after| in)\s+(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds?|m|min|minutes?|h|hours?)\b")
@@ -203,7 +158,7 @@ class StreamParser(abc.ABC):
 
     def emit(self, event: dict[str, Any]) -> None:
         self.events.append(event)
-        self.transcript.append(render(event))
+        self.transcript.append(render_event(event))
         if self.on_event is not None:
             try:
                 self.on_event(event)
@@ -219,51 +174,13 @@ class StreamParser(abc.ABC):
         self.emit({"type": "error", "kind": kind, "message": message, "retry_at": retry_at})
 
 
-def render(event: dict[str, Any]) -> str:
-    """One transcript line per event, for people."""
-    t = event.get("type")
-    if t == "init":
-        return f"[init] session {event.get('session_id')} model {event.get('model') or '?'}"
-    if t == "message":
-        return f"{event.get('role', 'assistant')}: {event.get('text', '')}"
-    if t == "tool_call":
-        raw = f" ({event['raw_name']})" if event.get("raw_name") and event["raw_name"] != event.get("name") else ""
-        return f"→ {event.get('name')}{raw} {one_line(event.get('input'))}"
-    if t == "tool_result":
-        return f"← {'ok' if event.get('ok') else 'error'}: {one_line(event.get('output') or '')}"
-    if t == "usage":
-        cost = event.get("cost_usd")
-        return (f"[usage] input {event.get('input_tokens', 0)}, output {event.get('output_tokens', 0)}, "
-                f"cache read {event.get('cache_read_tokens', 0)} tokens"
-                + (f", ${cost:.6f}" if isinstance(cost, (int, float)) else ""))
-    if t == "error":
-        when = f" (retry at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(event['retry_at']))})" \
-            if event.get("retry_at") else ""
-        return f"[error] {event.get('kind')}: {event.get('message')}{when}"
-    if t == "result":
-        return f"[result] {'ok' if event.get('ok') else 'failed'} after {event.get('turns', 0)} turn(s): " \
-               f"{one_line(event.get('summary') or '')}"
-    return f"[{t}] {one_line(event)}"
-
-
-def cost_from_prices(usage: dict[str, Any], prices: Any) -> float | None:
-    """USD for the usage at `prices` (USD per million tokens: input, output, cache_read); None without prices."""
-    if not isinstance(prices, dict) or "input" not in prices or "output" not in prices:
-        return None
-    per = {k: float(v) / 1_000_000 for k, v in prices.items() if isinstance(v, (int, float))}
-    total = (usage.get("input_tokens", 0) * per["input"] + usage.get("output_tokens", 0) * per["output"]
-             + usage.get("cache_read_tokens", 0) * per.get("cache_read", per["input"])
-             + usage.get("cache_write_tokens", 0) * per.get("cache_write", per["input"]))
-    return round(total, 8)
-
-
 class StateDir:
     """The run's persistent agent state: ctx.state_dir, or a temporary one removed after the run."""
 
     def __init__(self, ctx: RunContext, prefix: str):
         self.temporary = ctx.state_dir is None
         # Outside the sandbox's TMPDIR (a per-run dir): Codex refuses a CODEX_HOME under it.
-        self.path = Path(tempfile.mkdtemp(prefix=prefix)) if self.temporary else Path(ctx.state_dir)
+        self.path = Path(tempfile.mkdtemp(prefix=prefix)) if ctx.state_dir is None else Path(ctx.state_dir)
         self.path.mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
@@ -288,25 +205,24 @@ class Refused(Exception):
         self.result = result
 
 
-def preflight(ctx: RunContext, connector: str, default_name: str, default_key_env: str, *, product: str,
-              why_local: str) -> tuple[str, str, str]:
+def preflight(ctx: RunContext, spec: ConnectorSpec, *, product: str, why_local: str) -> tuple[str, str, str]:
     """(binary, key variable name, key) for a CLI run on this machine, or Refused saying what is missing."""
     if ctx.spec.backend != "local":
-        raise Refused(refuse(ctx, f"the {connector} connector runs the CLI on this machine: backend "
+        raise Refused(refuse(ctx, f"the {spec.name} connector runs the CLI on this machine: backend "
                                   f"{ctx.spec.backend!r} would need an image with {product} in it (execute with "
                                   f"--backend local; {why_local})"))
     try:
-        binary = require_binary(ctx.ai, connector, default_name)
+        binary = require_binary(ctx.ai, spec)
     except UsageError as e:
         raise Refused(refuse(ctx, f"{e.message} ({e.hint})")) from None
-    key_name, key = api_key(ctx.ai, default_key_env)
-    if key is None:
+    key_name, key = spec.api_key(ctx.ai)
+    if key_name is None or key is None:
         raise Refused(refuse(ctx, f"{key_name} is not set: {product} needs an API key (name another variable with"
                                   " config api_key_env)", kind="auth"))
     return binary, key_name, key
 
 
-def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: StreamParser) -> Any:
+def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: StreamParser) -> RunResult:
     """Run the CLI in the sandbox, parsing stdout as it streams; returns the sandbox's RunResult."""
     spec = ctx.spec.model_copy(update={"env": {**ctx.spec.env, **env}})
 
@@ -324,8 +240,9 @@ def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: Strea
                            labels=ctx.labels)
 
 
-def finish(ctx: RunContext, res: Any, parser: StreamParser, *, cli: str, model: str | None) -> ConnectorResult:
+def finish(ctx: RunContext, res: RunResult, parser: StreamParser, spec: ConnectorSpec) -> ConnectorResult:
     """The ConnectorResult for a finished run: the CLI's own verdict, overridden by timeout, cancel, start errors."""
+    cli, model = spec.binary or spec.name, getattr(ctx.ai, "model", None)
     error, kind = parser.error, parser.error_kind
     ok = res.exit_code == 0 and parser.finished and not parser.failed and not (res.timed_out or res.cancelled)
     if res.start_error:
@@ -338,7 +255,7 @@ def finish(ctx: RunContext, res: Any, parser: StreamParser, *, cli: str, model: 
         if kind is None:
             tail = (res.stderr or "").strip().splitlines()[-3:]
             detail = "; ".join(tail) or ("; ".join(parser.noise[-3:]) if parser.noise else "no result reported")
-            error, kind = f"{cli} exited with {res.exit_code}: {detail}", kind_from_text(detail)
+            error, kind = f"{cli} exited with {res.exit_code}: {detail}", kind_from_text(detail, spec.error_kind)
         error = error or f"{cli} failed"
     else:
         error, kind = None, None
@@ -364,12 +281,12 @@ def finish(ctx: RunContext, res: Any, parser: StreamParser, *, cli: str, model: 
 _STATUS_IN_TEXT = re.compile(r"(?i)(?:\bstatus:?|\bapi error:?|\bhttp)\s+(\d{3})\b|\((\d{3})\)")
 
 
-def kind_from_text(text: str) -> str:
+def kind_from_text(text: str, error_kind: Callable[[int | None], str | None] = status_error_kind) -> str:
     """Error kind from a CLI's error message, when it gives no status code of its own."""
     match = _STATUS_IN_TEXT.search(text or "")
     if match:
-        kind = kind_for_status(int(match.group(1) or match.group(2)))
-        if kind != "other":
+        kind = error_kind(int(match.group(1) or match.group(2)))
+        if kind not in (None, "other"):
             return kind
     low = (text or "").lower()
     if any(w in low for w in ("rate limit", "too many requests", "usage limit")):
@@ -381,6 +298,6 @@ def kind_from_text(text: str) -> str:
     return "other"
 
 
-__all__ = ["AGENT_CLIS_ENV", "StateDir", "StreamParser", "agent_clis_prefix", "api_key", "base_url", "clip",
-           "cost_from_prices", "find_binary", "finish", "health", "kind_for_status", "kind_from_text",
-           "prompt_of", "refuse", "require_binary", "retry_at_from_text", "run_cli"]
+__all__ = ["AGENT_CLIS_ENV", "INSTALL_HINT", "Refused", "StateDir", "StreamParser", "agent_clis_prefix", "clip",
+           "config_value", "find_binary", "finish", "kind_from_text", "preflight", "prompt_of", "refuse",
+           "require_binary", "retry_at_from_text", "run_cli"]

@@ -4,10 +4,10 @@
 
 CODEX_HOME is `<state dir>/codex-home` (sessions live there, so `resume` works
 on a later run; Codex wants it outside TMPDIR). aictl writes its config.toml
-before every run: a custom model provider `aictl` (base_url = config base_url
-+ "/v1", default the OpenAI API; env_key = the variable the AI names in
-api_key_env, default OPENAI_API_KEY; wire_api = "responses"), approval_policy
-"never" (nobody is there to approve), the system context as
+before every run: a custom model provider `aictl` (base_url = config base_url,
+with /v1 added to a bare host as for the openai connector, default the OpenAI API;
+env_key = the variable the AI names in api_key_env, default OPENAI_API_KEY;
+wire_api = "responses"), approval_policy "never" (nobody is there to approve), the system context as
 developer_instructions (Codex sends it as a developer message after its own
 instructions), web search off unless the sandbox spec allows network, plugins
 off (their sync looks up api.github.com), and retries from config max_retries.
@@ -25,28 +25,31 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.cli_common import (
-    base_url,
+    Refused,
+    StateDir,
+    StreamParser,
     clip,
     config_value,
-    cost_from_prices,
     finish,
     kind_from_text,
     preflight,
     prompt_of,
-    Refused,
     retry_at_from_text,
     run_cli,
-    StateDir,
-    StreamParser,
 )
+from aictl.agents.connectors.probes import cli_version
+from aictl.agents.connectors.spec import ConnectorSpec
+from aictl.agents.pricing import OPENAI_PRICES, run_cost
 from aictl.domain.errors import UsageError
 
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-DEFAULT_BASE_URL = "https://api.openai.com"
+if TYPE_CHECKING:
+    from aictl.domain.models import AIRecord
+
 PROVIDER = "aictl"
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 AICTL_TOOLS = ("read", "list", "write", "run")
@@ -73,7 +76,7 @@ def toml_str(value: str) -> str:
 
 
 def config_toml(ctx: RunContext, key_env: str) -> str:
-    url = (base_url(ctx.ai) or DEFAULT_BASE_URL) + "/v1"
+    url = SPEC.base_url(ctx.ai) or ""  # never empty: the spec has a default
     allowed = ctx.allowed_tools
     lines = []
     if ctx.ai is not None and ctx.ai.model:
@@ -111,11 +114,11 @@ class CodexStream(StreamParser):
     item.started/completed (agent_message, reasoning, command_execution, file_change, error, …),
     error (also "Reconnecting… n/m" notices), turn.completed (usage), turn.failed."""
 
-    def __init__(self, on_event: Any = None, *, model: str | None = None, prices: Any = None):
+    def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None, *, ai: AIRecord | None = None):
         super().__init__(on_event)
-        self.model = model
-        self.prices = prices
-        self._called: set[str] = set()
+        self.ai = ai
+        self.model = ai.model if ai is not None else None
+        self._called: set[str | None] = set()
         self._last_error: str | None = None
         self._totals = {"input": 0, "cached": 0, "output": 0}
 
@@ -176,7 +179,7 @@ class CodexStream(StreamParser):
         # OpenAI counts cached tokens inside input_tokens; aictl counts them apart (as Anthropic does).
         self.usage = {"input_tokens": self._totals["input"] - self._totals["cached"],
                       "output_tokens": self._totals["output"], "cache_read_tokens": self._totals["cached"]}
-        self.cost_usd = cost_from_prices(self.usage, self.prices)
+        self.cost_usd = run_cost(SPEC, self.ai, self.usage)
         self.emit({"type": "usage", **self.usage, "cost_usd": self.cost_usd})
 
 
@@ -204,18 +207,12 @@ def _result_of(item: dict[str, Any]) -> dict[str, Any]:
                                                                            or "", default=str))}
 
 
-def health(ai: Any) -> dict[str, Any]:
-    from aictl.agents.connectors.cli_common import health as cli_health
-
-    return cli_health(ai, "codex", "codex")
-
-
 class CodexConnector:
     name = "codex"
 
     def run(self, ctx: RunContext) -> ConnectorResult:
         try:
-            binary, key_name, key = preflight(ctx, self.name, "codex", DEFAULT_KEY_ENV, product="Codex",
+            binary, key_name, key = preflight(ctx, SPEC, product="Codex",
                                               why_local="Codex's own sandbox confines its commands")
         except Refused as r:
             return r.result
@@ -225,12 +222,19 @@ class CodexConnector:
             home = state.path / "codex-home"
             home.mkdir(parents=True, exist_ok=True)
             (home / "config.toml").write_text(config_toml(ctx, key_name))
-            model = ctx.ai.model if ctx.ai is not None else None
-            parser = CodexStream(ctx.on_event, model=model, prices=config_value(ctx, "prices"))
+            parser = CodexStream(ctx.on_event, ai=ctx.ai)
             res = run_cli(ctx, argv, {"CODEX_HOME": str(home), key_name: key}, parser)
-            return finish(ctx, res, parser, cli="codex", model=model)
+            return finish(ctx, res, parser, SPEC)
         finally:
             state.close()
 
 
-__all__ = ["CodexConnector", "CodexStream", "build_argv", "config_toml", "health", "sandbox_mode", "toml_str"]
+SPEC = ConnectorSpec(
+    name="codex", kind="cli", factory=CodexConnector,
+    binary="codex", default_key_env="OPENAI_API_KEY", default_base_url="https://api.openai.com/v1",
+    url_path="/v1",  # the custom provider's base_url: the Responses API root, /v1 on a bare host
+    config_types={"max_retries": (int,)}, config_choices={"codex_sandbox": SANDBOX_MODES},
+    probe=cli_version, prices=OPENAI_PRICES,
+)
+
+__all__ = ["SPEC", "CodexConnector", "CodexStream", "build_argv", "config_toml", "sandbox_mode", "toml_str"]

@@ -6,6 +6,7 @@ Used for scripted steps, CI jobs and tests: `aictl task create "format" --comman
 from __future__ import annotations
 
 from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.spec import ConnectorSpec
 from aictl.domain.errors import UsageError
 
 
@@ -38,3 +39,8 @@ class CommandConnector:
             transient=res.timed_out, timed_out=res.timed_out, cancelled=res.cancelled, transcript=transcript,
             stdout=res.stdout, stderr=res.stderr, duration_s=res.duration_s, sandbox=res.settings,
         )
+
+
+SPEC = ConnectorSpec(name="command", kind="command", factory=CommandConnector, secret_env_keys=frozenset())
+
+__all__ = ["SPEC", "CommandConnector"]

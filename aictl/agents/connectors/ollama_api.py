@@ -16,56 +16,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from aictl.agents.connectors.apicommon import (
-    abort_response,
-    api_key,
-    connection_error,
-    http_error,
-    probe_models,
-    transport_errors,
-)
+from aictl.agents.connectors.apicommon import abort_response, connection_error, http_error, transport_errors
 from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.probes import model_list
+from aictl.agents.connectors.spec import ConnectorSpec
 from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
 from aictl.domain.errors import UsageError
-
-DEFAULT_BASE_URL = "http://127.0.0.1:11434"
-
-
-def base_url(ai: Any) -> str:
-    url = str((ai.config or {}).get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-    for suffix in ("/api", "/v1"):
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
-    return url
-
-
-def key_env(ai: Any) -> str | None:
-    return (ai.config or {}).get("api_key_env") or None
 
 
 class OllamaConnector:
     name = "ollama"
 
     def run(self, ctx: RunContext) -> ConnectorResult:
-        url = base_url(ctx.ai) if ctx.ai is not None else DEFAULT_BASE_URL
-        return run_tool_loop(ctx, connector=self.name, base_url=url, key_env=key_env(ctx.ai) if ctx.ai else None,
-                             open_session=lambda setup, run: _ChatSession(setup, run, url))
+        return run_tool_loop(ctx, SPEC, open_session=_ChatSession)
 
 
 class _ChatSession:
-    def __init__(self, setup: Setup, run: LoopRun, url: str):
-        env, key = api_key(run.ctx.ai, None)
+    def __init__(self, setup: Setup, run: LoopRun):
+        key = run.key
         try:
             import ollama
         except ImportError as e:
             raise UsageError("the ollama connector needs the ollama package", hint="pip install ollama") from e
-        self.sdk, self.setup, self.url, self.env = ollama, setup, url, env
+        self.sdk, self.setup, self.url, self.env = ollama, setup, run.base_url, run.key_env
         self.last_headers: dict[str, str] = {}
         self.response: Any = None  # the response being read, for abort_response
         headers = {"Authorization": f"Bearer {key}"} if key else None
         self.request_timeout = float(setup.config.get("request_timeout_s", 600.0))
         # kwargs beyond host/headers/timeout go to the httpx client: the hook keeps the headers ResponseError drops.
-        self.client = ollama.Client(host=url, headers=headers, timeout=self.request_timeout,
+        self.client = ollama.Client(host=self.url, headers=headers, timeout=self.request_timeout,
                                     event_hooks={"response": [self._keep_headers]})
         self.messages: list[dict[str, Any]] = ([{"role": "system", "content": setup.system}] if setup.system else [])
         self.messages.append({"role": "user", "content": setup.prompt})
@@ -123,7 +102,7 @@ class _ChatSession:
             if status is None:  # an error line in the middle of the stream
                 raise connection_error(RuntimeError(e.error), connector="ollama", base_url=self.url) from None
             raise http_error(status, connector="ollama", base_url=self.url, key_env=self.env, message=str(e.error),
-                             headers=self.last_headers) from None
+                             headers=self.last_headers, error_kind=SPEC.error_kind) from None
         except ConnectionError as e:  # the SDK's "Failed to connect to Ollama"
             raise connection_error(e, connector="ollama", base_url=self.url) from None
         except transport_errors() as e:
@@ -146,15 +125,17 @@ class _ChatSession:
         self.client.close()
 
 
-def health(ai: Any, *, timeout: float = 3.0) -> dict[str, Any]:
-    """GET /api/tags at the AI's base_url (what a run would reach) and whether its model is pulled."""
-    import os
-
-    env = key_env(ai)
-    key = os.environ.get(env) if env else None
-    return probe_models(f"{base_url(ai)}/api/tags", {"Authorization": f"Bearer {key}"} if key else {}, ai.model,
-                        lambda body: [m.get("name") or m.get("model") for m in (body or {}).get("models") or []],
-                        timeout=timeout, key_problem=f"${env} is not set" if env and not key else None)
+def model_names(body: Any) -> list[str]:
+    """The models in an /api/tags answer."""
+    return [m.get("name") or m.get("model") for m in (body or {}).get("models") or []]
 
 
-__all__ = ["OllamaConnector", "base_url", "health"]
+SPEC = ConnectorSpec(
+    name="ollama", kind="sdk", factory=OllamaConnector,
+    sdk_module="ollama", default_key_env=None,  # a hosted Ollama that wants a token: config api_key_env
+    default_base_url="http://127.0.0.1:11434", url_strip=("/api", "/v1"),  # the SDK adds /api itself
+    config_types={"temperature": (int, float), "num_ctx": (int,), "request_timeout_s": (int, float)},
+    probe=model_list("/api/tags", model_names), local=True,
+)
+
+__all__ = ["SPEC", "OllamaConnector", "model_names"]

@@ -13,31 +13,18 @@ Both APIs are streamed (SSE); chat asks for usage in the stream
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from aictl.agents.connectors.apicommon import (
-    abort_response,
-    api_key,
-    http_error,
-    probe_models,
-    sdk_errors,
-)
+from aictl.agents.connectors.apicommon import abort_response, http_error, sdk_errors
 from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.probes import model_list
+from aictl.agents.connectors.spec import ConnectorSpec
 from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
+from aictl.agents.pricing import OPENAI_PRICES
 from aictl.domain.errors import UsageError
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-KEY_ENV = "OPENAI_API_KEY"
-
-
-def base_url(ai: Any) -> str:
-    url = str((ai.config or {}).get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-    return url + "/v1" if urlsplit(url).path in ("", "/") else url
-
-
-def key_env(ai: Any) -> str:
-    return (ai.config or {}).get("api_key_env") or KEY_ENV
+APIS = ("chat", "responses")
 
 
 def _parse_args(raw: str | None) -> tuple[Any, str | None]:
@@ -52,30 +39,26 @@ class OpenAIConnector:
     name = "openai"
 
     def run(self, ctx: RunContext) -> ConnectorResult:
-        ai = ctx.ai
-        url = base_url(ai) if ai is not None else DEFAULT_BASE_URL
-        api = ((ai.config or {}).get("api") if ai is not None else None) or "chat"
-        if api not in ("chat", "responses"):
+        api = SPEC.config(ctx.ai)["api"]
+        if api not in APIS:
             raise UsageError(f"openai config 'api' must be chat or responses, not {api!r}")
-        session = _ChatSession if api == "chat" else _ResponsesSession
-        return run_tool_loop(ctx, connector=self.name, base_url=url, key_env=key_env(ai) if ai else KEY_ENV,
-                             open_session=lambda setup, run: session(setup, run, url))
+        return run_tool_loop(ctx, SPEC, open_session=_ChatSession if api == "chat" else _ResponsesSession)
 
 
 class _Base:
-    def __init__(self, setup: Setup, run: LoopRun, url: str):
-        _, key = api_key(run.ctx.ai, KEY_ENV)
+    def __init__(self, setup: Setup, run: LoopRun):
         try:
             import openai
         except ImportError as e:
             raise UsageError("the openai connector needs the openai package", hint="pip install openai") from e
-        self.sdk, self.setup, self.url, self.env = openai, setup, url, key_env(run.ctx.ai)
+        self.sdk, self.setup, self.url, self.env = openai, setup, run.base_url, run.key_env
         # Retries are the loop's (toolloop._Retry), so the SDK makes exactly one attempt per call.
-        self.client = openai.OpenAI(api_key=key, base_url=url, max_retries=0)
+        self.client = openai.OpenAI(api_key=run.key, base_url=self.url, max_retries=0)
 
-    def _stream(self, run: LoopRun, open_stream: Any, on_event: Any) -> None:
+    def _stream(self, run: LoopRun, open_stream: Callable[[], Any], on_event: Callable[[Any], None]) -> None:
         """Open a stream, feed its events to on_event; SDK errors become ProviderError."""
-        with sdk_errors(self.sdk, connector="openai", base_url=self.url, key_env=self.env):
+        with sdk_errors(self.sdk, connector="openai", base_url=self.url, key_env=self.env,
+                        error_kind=SPEC.error_kind):
             with open_stream() as stream:
                 with run.watch(lambda: abort_response(stream.response)):
                     for event in stream:
@@ -88,8 +71,8 @@ class _Base:
 
 
 class _ChatSession(_Base):
-    def __init__(self, setup: Setup, run: LoopRun, url: str):
-        super().__init__(setup, run, url)
+    def __init__(self, setup: Setup, run: LoopRun):
+        super().__init__(setup, run)
         self.messages: list[dict[str, Any]] = ([{"role": "system", "content": setup.system}] if setup.system else [])
         self.messages.append({"role": "user", "content": setup.prompt})
         self.tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
@@ -169,8 +152,8 @@ class _ChatSession(_Base):
 
 
 class _ResponsesSession(_Base):
-    def __init__(self, setup: Setup, run: LoopRun, url: str):
-        super().__init__(setup, run, url)
+    def __init__(self, setup: Setup, run: LoopRun):
+        super().__init__(setup, run)
         self.input: list[dict[str, Any]] = [{"role": "user", "content": setup.prompt}]
         self.tools = [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
                        "strict": False} for t in setup.tools]
@@ -240,15 +223,13 @@ class _ResponsesSession(_Base):
                                "output": outcome.output or "(no output)"})
 
 
-def health(ai: Any, *, timeout: float = 3.0) -> dict[str, Any]:
-    """GET {base_url}/models (what a run would reach) and whether the AI's model is listed."""
-    import os
+SPEC = ConnectorSpec(
+    name="openai", kind="sdk", factory=OpenAIConnector,
+    sdk_module="openai", default_key_env="OPENAI_API_KEY", default_base_url="https://api.openai.com/v1",
+    url_path="/v1",  # a bare host gets /v1; a URL with a path is the API root as given
+    defaults={"api": "chat"}, config_types={"temperature": (int, float)}, config_choices={"api": APIS},
+    probe=model_list("/models", lambda body: [m.get("id") for m in (body or {}).get("data") or []]),
+    prices=OPENAI_PRICES,
+)
 
-    env = key_env(ai)
-    key = os.environ.get(env)
-    return probe_models(f"{base_url(ai)}/models", {"Authorization": f"Bearer {key}"} if key else {}, ai.model,
-                        lambda body: [m.get("id") for m in (body or {}).get("data") or []], timeout=timeout,
-                        key_problem=None if key else f"${env} is not set")
-
-
-__all__ = ["OpenAIConnector", "base_url", "health"]
+__all__ = ["SPEC", "OpenAIConnector"]

@@ -22,20 +22,23 @@ environment variable that holds the key, never the key.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aictl.agents.connectors.apicommon import ProviderError, redact
-from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.base import ConnectorResult, RunContext, render_event
+from aictl.agents.connectors.spec import TRANSIENT_KINDS
 from aictl.agents.connectors.tools import SHORT_NAMES, SandboxUnavailable, ToolOutcome, ToolSpec, WorkspaceTools
-from aictl.agents.pricing import cost_usd, prices_for
+from aictl.agents.pricing import prices_for, run_cost
 from aictl.domain.errors import UsageError
+
+if TYPE_CHECKING:
+    from aictl.agents.connectors.spec import ConnectorSpec
 
 DEFAULT_MAX_TURNS = 30
 DEFAULT_MAX_RETRIES = 4
@@ -127,10 +130,13 @@ class Session(Protocol):
 
 
 class LoopRun:
-    """One run's state: events, transcript, counters, and the cancel/deadline checks sessions use."""
+    """One run's state: where and with which key, events, transcript, counters, and the cancel/deadline checks
+    sessions use."""
 
-    def __init__(self, ctx: RunContext, connector: str, deadline: float | None):
-        self.ctx, self.connector, self.deadline = ctx, connector, deadline
+    def __init__(self, ctx: RunContext, spec: ConnectorSpec, deadline: float | None):
+        self.ctx, self.spec, self.connector, self.deadline = ctx, spec, spec.name, deadline
+        self.base_url = spec.base_url(ctx.ai) or ""
+        self.key_env, self.key = spec.api_key(ctx.ai)
         self.cancel = ctx.cancel
         self.events: list[dict[str, Any]] = []
         self.lines: list[str] = []
@@ -140,6 +146,7 @@ class LoopRun:
 
     def emit(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+        self.lines.append(render_event(event))
         if self._on_event is not None:
             try:
                 self._on_event(event)
@@ -154,13 +161,10 @@ class LoopRun:
     def message(self, text: str) -> None:
         if text.strip():
             self.emit({"type": "message", "role": "assistant", "text": text})
-            self.note(f"assistant: {text}")
 
     def tool_call(self, call: ToolCall) -> None:
         self.emit({"type": "tool_call", "id": call.id, "name": SHORT_NAMES.get(call.name, call.name),
-                   "input": call.input})
-        args = call.input if isinstance(call.input, str) else json.dumps(call.input, ensure_ascii=False)
-        self.note(f"tool {call.name} {args}")
+                   "raw_name": call.name, "input": call.input})
 
     def check(self) -> None:
         if self.cancel.is_set():
@@ -237,20 +241,20 @@ def _prompt(ctx: RunContext) -> str:
     return text
 
 
-def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Setup, LoopRun], Session],
-                  base_url: str, key_env: str | None) -> ConnectorResult:
+def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
+                  open_session: Callable[[Setup, LoopRun], Session]) -> ConnectorResult:
     """Run the loop to its end; always returns a ConnectorResult (raises only UsageError for a bad AI config)."""
     t0 = time.monotonic()
-    ai = ctx.ai
+    ai, connector = ctx.ai, spec.name
     if ai is None or not ai.model:
         raise UsageError(f"the {connector} connector needs an AI with a model",
                          hint=f"aictl ai register NAME --connector {connector} --model MODEL")
-    config = dict(ai.config or {})
-    prices = prices_for(ai.model, connector=connector, override=config.get("prices"))
+    config = spec.config(ai)
+    prices = prices_for(ai.model, connector=spec, override=config.get("prices"))
     max_turns = int(_limit(ctx.max_turns, config.get("max_turns")) or DEFAULT_MAX_TURNS)
     timeout_s = _limit(getattr(ctx.spec, "timeout_s", None), config.get("timeout_s"))
     deadline = t0 + float(timeout_s) if timeout_s is not None else None
-    run = LoopRun(ctx, connector, deadline)
+    run = LoopRun(ctx, spec, deadline)
     tools = WorkspaceTools(ctx.workdir, sandbox=ctx.sandbox, spec=ctx.spec, cancel=ctx.cancel, labels=ctx.labels,
                            on_output=ctx.on_output, allowed=ctx.allowed_tools, deadline=deadline,
                            command_timeout_s=_number(config, "command_timeout_s", 300.0))
@@ -267,7 +271,7 @@ def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Se
     summary = ""
 
     def cost() -> float | None:
-        return cost_usd(usage.as_dict(), prices)
+        return run_cost(spec, ai, usage.as_dict())
 
     def finish(ok: bool, error: str | None = None, *, kind: str | None = None, transient: bool = False,
                retry_at: float | None = None, cancelled: bool = False, timed_out: bool = False) -> ConnectorResult:
@@ -275,9 +279,6 @@ def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Se
         if error:
             run.emit({"type": "error", "kind": kind or "other", "message": error, "retry_at": retry_at})
         run.emit({"type": "result", "ok": ok, "turns": turn_no, "summary": summary[:SUMMARY_LIMIT]})
-        tokens = f"{usage.input_tokens} in / {usage.output_tokens} out tokens"
-        run.note(f"== {'ok' if ok else 'failed: ' + (error or '')} after {turn_no} turn(s), {tokens}"
-                 + (f", ${spent:.6f}" if spent is not None else ", cost unknown"))
         return ConnectorResult(
             ok=ok, summary=summary[:SUMMARY_LIMIT], error=error, error_kind=kind if not ok else None,
             transient=transient, retry_at=retry_at, cancelled=cancelled, timed_out=timed_out,
@@ -286,7 +287,7 @@ def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Se
             cost_usd=spent, duration_s=time.monotonic() - t0, sandbox=tools.sandbox_settings,
             model=model_seen or ai.model, events=run.events)
 
-    run.note(f"== {connector} model {ai.model} at {base_url}; tools: "
+    run.note(f"== {connector} model {ai.model} at {run.base_url}; tools: "
              f"{', '.join(s.name for s in specs) or 'none'}; up to {max_turns} turns")
     if setup.system:
         run.note("== system\n" + setup.system)
@@ -297,6 +298,9 @@ def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Se
                              "cannot be enforced; set the AI's config prices (USD per million tokens)", kind="other")
     session: Session | None = None
     try:
+        if run.key_env and run.key is None:
+            raise ProviderError(f"{connector}: the API key variable ${run.key_env} is not set (AI {ai.id})",
+                                kind="auth")
         session = open_session(setup, run)
         while True:
             run.check()
@@ -323,7 +327,6 @@ def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Se
                 outcome = ToolOutcome(False, call.error) if call.error else tools.call(call.name, call.input)
                 run.emit({"type": "tool_result", "id": call.id, "ok": outcome.ok,
                           "output": outcome.output[:EVENT_OUTPUT_LIMIT]})
-                run.note(f"  -> {'ok' if outcome.ok else 'error'}: {outcome.output}")
                 results.append((call, outcome))
             session.add_results(turn, results)
     except ProviderError as e:
@@ -331,8 +334,8 @@ def run_tool_loop(ctx: RunContext, *, connector: str, open_session: Callable[[Se
             # The request's read timeout is cut to the run's deadline, so it can beat the stream watcher
             # by a few milliseconds: it is the run's deadline all the same.
             return finish(False, f"timed out after {timeout_s:g}s", kind="timeout", transient=True, timed_out=True)
-        return finish(False, redact(e.message, os.environ.get(key_env) if key_env else None),
-                      kind=e.kind, transient=e.retryable or e.kind in ("rate_limit", "overloaded", "timeout"),
+        return finish(False, redact(e.message, *spec.secrets(ai)),
+                      kind=e.kind, transient=e.retryable or e.kind in TRANSIENT_KINDS,
                       retry_at=e.retry_at)
     except Cancelled:
         return finish(False, "cancelled", kind="other", cancelled=True)
@@ -371,7 +374,6 @@ class _Retry:
                 self.run.retries += 1
                 self.run.emit({"type": "error", "kind": e.kind, "message": f"{e.message}; retry {attempt} of "
                                f"{self.max_retries} in {delay:.2f}s", "retry_at": None, "retrying": True})
-                self.run.note(f"[{e.message}; retry {attempt} of {self.max_retries} in {delay:.2f}s]")
                 if self.run.cancel.wait(delay):
                     raise Cancelled("cancelled") from None
 
