@@ -81,7 +81,7 @@ def main() -> None:
     from aictl.agents.connectors import get_connector
     from aictl.agents.connectors.base import RunContext
     from aictl.domain.models import AIRecord
-    from aictl.sandbox.base import SandboxSpec, get_sandbox
+    from aictl.sandbox import SandboxSpec, get_sandbox
     from tests.fakeprovider import FakeProvider, reply, tool
 
     os.environ.setdefault("ANTHROPIC_API_KEY", "bench")

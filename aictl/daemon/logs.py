@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from aictl.daemon.process import DaemonPaths
+from aictl.daemon.files import DaemonPaths
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5

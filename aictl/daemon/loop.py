@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from aictl.daemon.claims import Claimer
+from aictl.daemon.files import DaemonPaths, write_status
 from aictl.daemon.worker import Worker
 from aictl.store.base import is_store_error
 from aictl.domain.errors import AictlError, Conflict, LeaseLost, SchemaTooNew, UsageError
@@ -437,8 +438,6 @@ class Daemon:
         if not self._status_dirty or self.status_path is None:
             return
         self._status_dirty = False
-        from aictl.daemon.process import DaemonPaths, write_status
-
         try:
             write_status(DaemonPaths(self.status_path.parent), self.snapshot())
         except OSError as e:

@@ -24,39 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from aictl.daemon.files import DaemonPaths, read_json, read_status, write_status
 from aictl.domain.errors import AictlError, Conflict
+
+# The daemon's files moved to files.py (loop.py and logs.py need them without the process code); callers
+# still import them from here.
+__all__ = ["DAEMON_UMASK", "READY_TIMEOUT_S", "DaemonPaths", "LocalDaemon", "PidFile", "detach", "install_signals",
+           "local_daemon", "lock_is_held", "pid_alive", "read_pid", "read_status", "serve", "stop_signal",
+           "write_status"]
 
 DAEMON_UMASK = 0o027  # group may read what the daemon writes; others nothing
 READY_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class DaemonPaths:
-    dir: Path
-
-    @classmethod
-    def for_home(cls, home: Path) -> "DaemonPaths":
-        return cls(Path(home) / "daemon")
-
-    @property
-    def lock(self) -> Path:
-        return self.dir / "daemon.lock"
-
-    @property
-    def pid(self) -> Path:
-        return self.dir / "daemon.pid"
-
-    @property
-    def status(self) -> Path:
-        return self.dir / "status.json"
-
-    @property
-    def log(self) -> Path:
-        return self.dir / "daemon.log"
-
-    @property
-    def out(self) -> Path:
-        return self.dir / "daemon.out"
 
 
 def _file_lock(path: Path) -> Any:
@@ -138,7 +116,7 @@ class PidFile:
             ) from None
         old = read_pid(self.paths)
         if old is not None and old != os.getpid():
-            self.stale = {"pid": old, "pid_alive": pid_alive(old), "previous": _read_json(self.paths.status)}
+            self.stale = {"pid": old, "pid_alive": pid_alive(old), "previous": read_json(self.paths.status)}
         tmp = self.paths.pid.with_suffix(".pid.tmp")
         tmp.write_text(f"{os.getpid()}\n")
         os.replace(tmp, self.paths.pid)
@@ -151,24 +129,6 @@ class PidFile:
         except OSError:
             pass
         self._lock.release(force=True)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_status(paths: DaemonPaths) -> dict[str, Any] | None:
-    return _read_json(paths.status)
-
-
-def write_status(paths: DaemonPaths, data: dict[str, Any]) -> None:
-    """Atomically replace status.json (readers never see half a file)."""
-    tmp = paths.status.with_name(f".status.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, paths.status)
 
 
 # -- detaching ----------------------------------------------------------------------------
@@ -292,6 +252,7 @@ def stop_signal(now: bool) -> int:
 def serve(settings: Any, options: Any, paths: DaemonPaths, *, foreground: bool,
           ready: Callable[[dict[str, Any]], None]) -> int:
     """Take the pid lock, set up logs, prepare, report ready, run until stopped. Foreground or detached."""
+    # Here, not at the top: `aictl daemon status|stop` import this module and need none of the loop's services.
     from aictl.daemon.logs import setup_logging
     from aictl.daemon.loop import Daemon
     from aictl.logging import get_logger

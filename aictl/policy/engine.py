@@ -9,54 +9,21 @@ whose condition errors counts as matched (fail closed), any other rule as not ma
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
 from aictl.policy.limits import merge_limits
 from aictl.policy.matching import CompiledRule, RequestView
 from aictl.policy.merge import EffectivePolicy
-from aictl.policy.schema import KNOWN_ACTIONS, Effect, Limits
+from aictl.policy.request import PolicyRequest, Resource, Subject
+from aictl.policy.schema import Effect, Limits
+
+# The request types live in request.py (matching needs them below the engine); callers import them from here too.
+__all__ = ["Decision", "EffectName", "Explanation", "PolicyRequest", "Resource", "RuleTrace", "Subject",
+           "evaluate", "explain"]
 
 EffectName = Literal["allow", "deny", "require_approval"]
-
-
-class Subject(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ai: str | None = None
-    ai_labels: list[str] = Field(default_factory=list)
-    task_id: int | None = None
-    lease_epoch: int | None = None
-    actor: str | None = None
-
-
-class Resource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    task: dict[str, Any] | None = None
-    path: str | None = None
-    paths: list[str] = Field(default_factory=list)
-    command: str | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-
-class PolicyRequest(BaseModel):
-    """Who (subject) wants to do what (action) to what (resource), in which context."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    subject: Subject = Field(default_factory=Subject)
-    action: str
-    resource: Resource = Field(default_factory=Resource)
-    context: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("action")
-    @classmethod
-    def _known_action(cls, action: str) -> str:
-        if action not in KNOWN_ACTIONS:
-            raise ValueError(f"unknown action {action!r}; known actions: {', '.join(KNOWN_ACTIONS)}")
-        return action
 
 
 class Decision(BaseModel):

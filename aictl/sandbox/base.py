@@ -1,6 +1,7 @@
 """What every sandbox backend takes and returns, and the output plumbing they share.
 
-A backend runs one process for an agent inside a task's workspace directory:
+A backend runs one process for an agent inside a task's workspace directory
+(`get_sandbox` in backends.py picks one by name):
 
     box = get_sandbox("docker")
     result = box.run(["sh", "-c", "make test"], workdir=Path(ws), spec=SandboxSpec(backend="docker"),
@@ -79,19 +80,6 @@ class Sandbox(Protocol):
     def run(self, argv: list[str], *, workdir: Path, spec: SandboxSpec,
             on_output: OutputCallback | None = None, cancel: threading.Event | None = None,
             labels: Mapping[str, str] | None = None) -> RunResult: ...
-
-
-def get_sandbox(backend: str) -> Sandbox:
-    """The backend named by SandboxSpec.backend. Importing a backend never imports the docker SDK."""
-    if backend == "local":
-        from aictl.sandbox.local import LocalSandbox
-
-        return LocalSandbox()
-    if backend == "docker":
-        from aictl.sandbox.docker import DockerSandbox
-
-        return DockerSandbox()
-    raise UsageError(f"unknown sandbox backend {backend!r}", hint="use one of: local, docker")
 
 
 def check_run_args(argv: list[str], workdir: Path) -> Path:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aictl.policy import KNOWN_ACTIONS, PolicyFile, PolicyRequest, evaluate, explain, merge_policies
-from aictl.policy.matching import compile_paths
+from aictl.policy.paths import compile_paths
 
 AIS = ["claude-code", "claude-opus", "codex", "ollama-small", "gpt"]
 LABELS = ["trusted", "premium", "local", "untrusted"]
