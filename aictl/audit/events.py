@@ -49,16 +49,18 @@ def append_event(
     if pending is None:
         pending = tx._aictl_events = []  # type: ignore[attr-defined]
         tx.before_commit.append(_flush)
-    pending.append({
-        "ts": ts,
-        "actor": redact(actor),
-        "action": action,
-        "task_id": task_id,
-        "lease_epoch": lease_epoch,
-        "before": None if before is None else canonical_json(redact(before)),
-        "after": None if after is None else canonical_json(redact(after)),
-        "data": None if data is None else canonical_json(redact(data)),
-    })
+    pending.append(
+        {
+            "ts": ts,
+            "actor": redact(actor),
+            "action": action,
+            "task_id": task_id,
+            "lease_epoch": lease_epoch,
+            "before": None if before is None else canonical_json(redact(before)),
+            "after": None if after is None else canonical_json(redact(after)),
+            "data": None if data is None else canonical_json(redact(data)),
+        }
+    )
 
 
 def _flush(tx: Tx) -> None:
@@ -67,6 +69,7 @@ def _flush(tx: Tx) -> None:
         return
     lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
     head = tx.one(f"SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}")
+    assert head is not None  # the first migration inserts the single head row
     last_id, prev = head["last_id"], head["last_hash"]
     for ev in pending:
         last_id += 1

@@ -17,7 +17,7 @@ class DaemonPaths:
     dir: Path
 
     @classmethod
-    def for_home(cls, home: Path) -> "DaemonPaths":
+    def for_home(cls, home: Path) -> DaemonPaths:
         return cls(Path(home) / "daemon")
 
     @property

@@ -20,8 +20,17 @@ from aictl.policy.request import PolicyRequest, Resource, Subject
 from aictl.policy.schema import Effect, Limits
 
 # The request types live in request.py (matching needs them below the engine); callers import them from here too.
-__all__ = ["Decision", "EffectName", "Explanation", "PolicyRequest", "Resource", "RuleTrace", "Subject",
-           "evaluate", "explain"]
+__all__ = [
+    "Decision",
+    "EffectName",
+    "Explanation",
+    "PolicyRequest",
+    "Resource",
+    "RuleTrace",
+    "Subject",
+    "evaluate",
+    "explain",
+]
 
 EffectName = Literal["allow", "deny", "require_approval"]
 
@@ -100,16 +109,29 @@ def explain(policy: EffectivePolicy, request: PolicyRequest) -> Explanation:
             why = "all match fields and the condition hold"
         else:
             why = rule.explain_failure(failed or "", view, error)
-        traces.append(RuleTrace(
-            id=rule.id, effect=rule.effect.value, source=rule.rule.source, line=rule.rule.line,
-            scope=rule.scope, final=rule.rule.final, matched=ok, failed=None if ok and error is None else failed,
-            why=why, condition_error=error,
-        ))
+        traces.append(
+            RuleTrace(
+                id=rule.id,
+                effect=rule.effect.value,
+                source=rule.rule.source,
+                line=rule.rule.line,
+                scope=rule.scope,
+                final=rule.rule.final,
+                matched=ok,
+                failed=None if ok and error is None else failed,
+                why=why,
+                condition_error=error,
+            )
+        )
     decision = _decide(resolved.default, matched, errors, resolved.warnings)
     decision.eval_ms = (time.perf_counter() - started) * 1000
     return Explanation(
-        decision=decision, ai=request.subject.ai, default=resolved.default.value,
-        default_source=resolved.default_source, rules=traces, warnings=resolved.warnings,
+        decision=decision,
+        ai=request.subject.ai,
+        default=resolved.default.value,
+        default_source=resolved.default_source,
+        rules=traces,
+        warnings=resolved.warnings,
     )
 
 
@@ -122,8 +144,14 @@ def _decide(default: Effect, matched: list[CompiledRule], errors: list[str], war
     # model_construct: every value here is already valid, and validation would double the decision time.
     if not matched:
         reasons = [f"no rule matched; the default is {default.value}", *errors, *warnings]
-        return Decision.model_construct(effect=default.value, matched_rules=[], reasons=reasons,
-                                        limits=Limits.model_construct(), default_applied=True, eval_ms=0.0)
+        return Decision.model_construct(
+            effect=default.value,
+            matched_rules=[],
+            reasons=reasons,
+            limits=Limits.model_construct(),
+            default_applied=True,
+            eval_ms=0.0,
+        )
     effect = max((rule.effect for rule in matched), key=lambda e: e.strictness)
     reasons = [rule.rule.display_reason() for rule in matched if rule.effect is effect]
     limits = merge_limits(rule.rule.limits for rule in matched if rule.effect is not Effect.deny)

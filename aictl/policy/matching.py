@@ -22,8 +22,18 @@ class RequestView:
     converted to CEL values (conversion, not evaluation, is what costs time).
     """
 
-    __slots__ = ("request", "ai", "ai_labels", "action", "paths", "command", "task_labels", "task_type",
-                 "_cel_fields", "_activation")
+    __slots__ = (
+        "_activation",
+        "_cel_fields",
+        "action",
+        "ai",
+        "ai_labels",
+        "command",
+        "paths",
+        "request",
+        "task_labels",
+        "task_type",
+    )
 
     def __init__(self, request: PolicyRequest, cel_fields: FieldTree | None = None):
         self.request = request
@@ -37,7 +47,9 @@ class RequestView:
         task = resource.task or {}
         labels = task.get("labels") or ()
         self.task_labels = frozenset(
-            label for label in (labels if isinstance(labels, (list, tuple, set, frozenset)) else ()) if isinstance(label, str)
+            label
+            for label in (labels if isinstance(labels, (list, tuple, set, frozenset)) else ())
+            if isinstance(label, str)
         )
         task_type = task.get("type")
         self.task_type = task_type if isinstance(task_type, str) else None
@@ -56,7 +68,7 @@ class RequestView:
                 self._activation = (new_activation(variables), None)
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except BaseException as exc:  # e.g. an int beyond 64 bits, or a set, in context or resource.extra
+            except BaseException as exc:  # noqa: BLE001 - e.g. an int beyond 64 bits, or a set, in context or resource.extra
                 self._activation = (None, f"the request cannot be converted for CEL: {type(exc).__name__}: {exc}")
         return self._activation
 
@@ -65,12 +77,22 @@ class RequestView:
         request = self.request
         if name == "subject":
             s = request.subject
-            return {"ai": s.ai, "ai_labels": s.ai_labels, "task_id": s.task_id,
-                    "lease_epoch": s.lease_epoch, "actor": s.actor}
+            return {
+                "ai": s.ai,
+                "ai_labels": s.ai_labels,
+                "task_id": s.task_id,
+                "lease_epoch": s.lease_epoch,
+                "actor": s.actor,
+            }
         if name == "resource":
             r = request.resource
-            return {"task": r.task or {}, "path": self.paths[0] if r.path else None, "paths": self.paths,
-                    "command": r.command, "extra": r.extra}
+            return {
+                "task": r.task or {},
+                "path": self.paths[0] if r.path else None,
+                "paths": self.paths,
+                "command": r.command,
+                "extra": r.extra,
+            }
         if name == "action":
             return request.action
         return request.context
@@ -80,8 +102,19 @@ class CompiledRule:
     """One rule ready to match. `scope` is the AI glob of the `ai:` section or per-AI file it came from."""
 
     __slots__ = (
-        "rule", "id", "effect", "is_deny", "scope", "ai", "ai_labels", "actions", "paths", "commands",
-        "task_labels", "task_types", "program",
+        "actions",
+        "ai",
+        "ai_labels",
+        "commands",
+        "effect",
+        "id",
+        "is_deny",
+        "paths",
+        "program",
+        "rule",
+        "scope",
+        "task_labels",
+        "task_types",
     )
 
     def __init__(self, rule: Rule, scope: str | None = None):

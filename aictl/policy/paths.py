@@ -25,11 +25,11 @@ class PathMatcher:
     def __init__(self, patterns: tuple[str, ...]):
         compiled = pathspec.PathSpec.from_lines("gitignore", patterns).patterns
         rules = [(p.include, p.regex.pattern) for p in compiled if p.include is not None and p.regex is not None]
+        self._any: re.Pattern[str] | None = None
+        self._ordered: list[tuple[bool, re.Pattern[str]]] | None = None
         if all(include for include, _ in rules):
             self._any = re.compile("|".join(f"(?:{regex})" for _, regex in rules) or r"(?!)")
-            self._ordered: list[tuple[bool, re.Pattern[str]]] | None = None
         else:
-            self._any = None
             self._ordered = [(include, re.compile(regex)) for include, regex in reversed(rules)]
         # The hot path calls `match` once per path and rule: without negations it is the bare regex search.
         self.match = self._any.search if self._any is not None else self._match_ordered
@@ -46,7 +46,7 @@ def compile_paths(patterns: tuple[str, ...]) -> PathMatcher:
     """A gitignore-style matcher; raises ValueError for a pattern pathspec cannot parse."""
     try:
         return PathMatcher(patterns)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pathspec raises several types for a bad pattern
         raise ValueError(f"invalid path pattern: {exc}") from None
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -77,9 +78,16 @@ class RunResult(BaseModel):
 class Sandbox(Protocol):
     name: str
 
-    def run(self, argv: list[str], *, workdir: Path, spec: SandboxSpec,
-            on_output: OutputCallback | None = None, cancel: threading.Event | None = None,
-            labels: Mapping[str, str] | None = None) -> RunResult: ...
+    def run(
+        self,
+        argv: list[str],
+        *,
+        workdir: Path,
+        spec: SandboxSpec,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> RunResult: ...
 
 
 def check_run_args(argv: list[str], workdir: Path) -> Path:

@@ -9,8 +9,8 @@ a store whose version it does not know.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from aictl.domain.errors import SchemaTooNew
 from aictl.store.base import Store, Tx
@@ -111,8 +111,10 @@ M0001 = Migration(
         "CREATE INDEX ix_events_task ON events (task_id)",
     ],
     sqlite=[
-        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
-        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+        " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+        " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
     ],
     postgresql=[
         """CREATE FUNCTION aictl_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -121,6 +123,7 @@ M0001 = Migration(
            FOR EACH ROW EXECUTE FUNCTION aictl_append_only()""",
     ],
 )
+
 
 def _backfill_chain(tx: Tx) -> None:
     """Hash events written before the chain existed, in id order, then start the head there."""
