@@ -9,25 +9,13 @@ PostgreSQL, and makes event ids gapless and in commit order on both backends.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from aictl.store.base import Tx
+from aictl.store.rowhash import GENESIS, HASHED_FIELDS, canonical_json, event_hash
 
-GENESIS = "0" * 64
-HASHED_FIELDS = ("id", "ts", "actor", "action", "task_id", "lease_epoch", "before", "after", "data")
-
-
-def canonical_json(value: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def event_hash(prev_hash: str, record: dict[str, Any]) -> str:
-    """The chain link of one stored event row (JSON columns as their stored text)."""
-    body = canonical_json({k: record.get(k) for k in HASHED_FIELDS})
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+# The hashing of a stored row lives with the store (its migration backfills the chain); callers import it here too.
+__all__ = ["GENESIS", "HASHED_FIELDS", "append_event", "canonical_json", "event_hash"]
 
 
 def append_event(

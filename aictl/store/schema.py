@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from aictl.domain.errors import SchemaTooNew
 from aictl.store.base import Store, Tx
+from aictl.store.rowhash import GENESIS, event_hash
 
 TYPES = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY", "float": "REAL", "json": "TEXT", "bigint": "INTEGER", "blob": "BLOB"},
@@ -127,8 +128,6 @@ M0001 = Migration(
 
 def _backfill_chain(tx: Tx) -> None:
     """Hash events written before the chain existed, in id order, then start the head there."""
-    from aictl.audit.events import GENESIS, event_hash
-
     prev, last_id = GENESIS, 0
     for row in tx.all("SELECT * FROM events ORDER BY id"):
         h = event_hash(prev, row)
