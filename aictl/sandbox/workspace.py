@@ -68,6 +68,7 @@ DIFF_FLAGS = ("--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefi
 LOCK_WAIT = 2.0  # seconds to wait out another git process's lock before calling the lock stale
 TASK_LOCK_WAIT = 60.0  # seconds to wait for another aictl process working on the same task
 _ENTRY = re.compile(r"task-(\d+)-e(\d+)(\.json(?:\.tmp)?)?")
+_REF_LOCK = re.compile(r"task-(\d+)\.lock")
 _LOCK_ERROR = re.compile(r"\.lock'?: File exists|cannot lock ref|[Uu]nable to create '[^']*\.lock'")
 
 
@@ -501,17 +502,26 @@ class WorkspaceManager:
         A task another process is working on right now (its flock is held) is skipped. Leftovers
         come back with base_commit "". Ends with `git worktree prune` for vanished directories.
         """
-        self._repo()
+        _, common = self._repo()
         candidates = self._entries()
         for path in self._git_worktrees():
             m = _ENTRY.fullmatch(path.name)
             if m and path.parent == self.workspaces_dir:
                 candidates.setdefault(int(m[1]), set()).add(int(m[2]))
+        # A create killed inside its `update-ref` leaves a ref lock and nothing else of the task.
+        ref_locks: dict[int, builtins.list[Path]] = {}
+        for folder in ((common / "refs" / "heads" / branch_name(0)).parent, (common / base_ref_name(0)).parent):
+            for lock in folder.glob("task-*.lock"):
+                if m := _REF_LOCK.fullmatch(lock.name):
+                    ref_locks.setdefault(int(m[1]), []).append(lock)
+                    candidates.setdefault(int(m[1]), set())
         removed: builtins.list[Workspace] = []
         for task_id in sorted(candidates):
             with self._task_lock(task_id, wait=False) as mine:
                 if not mine:
                     continue
+                for lock in ref_locks.get(task_id, []):
+                    lock.unlink(missing_ok=True)  # as in create: only a killed aictl process of this task leaves these
                 # Look again under the lock: a create may have finished since the scan.
                 epochs = candidates[task_id] | self._entries(task_id).get(task_id, set())
                 for epoch in sorted(epochs):

@@ -452,6 +452,20 @@ def test_sigkill_in_the_middle_of_git_worktree_add(repo, mgr, slow_checkout, rm,
         assert_clean(repo, mgr, kept=[ws])
 
 
+def test_prune_clears_the_ref_locks_a_create_killed_inside_update_ref_leaves(repo, mgr):
+    head = git(repo, "rev-parse", "HEAD")
+    locks = [
+        repo / ".git" / "refs" / "heads" / "aictl" / "task-5.lock",
+        repo / ".git" / "refs" / "aictl" / "base" / "task-5.lock",
+    ]
+    for lock in locks:  # all a SIGKILL during `git update-ref` leaves: no directory, no worktree entry
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(head + "\n")
+    assert mgr.prune(lambda *_: True) == []
+    assert_clean(repo, mgr)
+    assert mgr.create(5, 1).base_commit == head
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_prune_leaves_a_consistent_state(repo, mgr):
     rng = random.Random(4)
