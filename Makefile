@@ -1,11 +1,11 @@
-# aictl: `make demo` runs the main job on the embedded SQLite store; `make test` installs and runs the tests.
+# aictl: `make demo` runs the main job on the embedded SQLite store; `make test` installs, lints and runs the tests.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 install: $(VENV)/.installed
 
@@ -70,7 +70,13 @@ demo: install
 	echo "== the audit log (last 15 events)"; aictl audit log | tail -n 15; \
 	echo "== audit verify"; aictl audit verify
 
-test: install
+# Lint first: a style or type error fails `make test` (and so .ci/run) before the slow tests start.
+lint: install
+	$(BIN)/ruff check aictl tests bench
+	$(BIN)/ruff format --check aictl tests bench
+	$(BIN)/mypy aictl
+
+test: install lint
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
 

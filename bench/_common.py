@@ -34,14 +34,17 @@ def emit(obj: dict[str, Any]) -> None:
 
 def git_state() -> dict[str, Any]:
     """Which code was measured: HEAD and whether aictl/ had uncommitted changes."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "aictl_dirty": bool(git("status", "--porcelain", "--", "aictl"))}
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "aictl_dirty": bool(git("status", "--porcelain", "--", "aictl")),
+    }
 
 
 def machine(extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -66,9 +69,14 @@ def machine(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 def ms_stats(samples_s: list[float]) -> dict[str, float]:
     """median / p95 / min / max of durations given in seconds, in milliseconds."""
     xs = sorted(samples_s)
-    p95 = xs[min(len(xs) - 1, max(0, int(round(0.95 * len(xs))) - 1))]
-    return {"median_ms": round(statistics.median(xs) * 1e3, 3), "p95_ms": round(p95 * 1e3, 3),
-            "min_ms": round(xs[0] * 1e3, 3), "max_ms": round(xs[-1] * 1e3, 3), "n": len(xs)}
+    p95 = xs[min(len(xs) - 1, max(0, round(0.95 * len(xs)) - 1))]
+    return {
+        "median_ms": round(statistics.median(xs) * 1e3, 3),
+        "p95_ms": round(p95 * 1e3, 3),
+        "min_ms": round(xs[0] * 1e3, 3),
+        "max_ms": round(xs[-1] * 1e3, 3),
+        "n": len(xs),
+    }
 
 
 def top_functions(prof_path: str, n: int = 12, key: str = "tottime") -> list[dict[str, Any]]:
@@ -77,14 +85,15 @@ def top_functions(prof_path: str, n: int = 12, key: str = "tottime") -> list[dic
 
     st = pstats.Stats(prof_path)
     rows = []
-    for (file, line, name), (cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+    for (file, line, name), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
         short = file.replace(ROOT + os.sep, "")
         if "site-packages" in short:
             short = short.split("site-packages" + os.sep, 1)[1]
         elif short.startswith(sys.base_prefix):
             short = "stdlib:" + os.path.basename(short)
-        rows.append({"function": f"{short}:{line}({name})", "calls": nc, "tottime_s": round(tt, 4),
-                     "cumtime_s": round(ct, 4)})
+        rows.append(
+            {"function": f"{short}:{line}({name})", "calls": nc, "tottime_s": round(tt, 4), "cumtime_s": round(ct, 4)}
+        )
     rows.sort(key=lambda r: r["tottime_s" if key == "tottime" else "cumtime_s"], reverse=True)
     return rows[:n]
 

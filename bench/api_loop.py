@@ -33,8 +33,14 @@ TOOL = {"name": "list_files", "description": "list", "parameters": {"type": "obj
 
 def import_s(stmt: str) -> float:
     code = f"import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": ROOT})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     return float(out.stdout.strip())
 
 
@@ -55,12 +61,21 @@ def bare_requests(name: str, url: str, model: str, n: int) -> None:
         c = openai.OpenAI(api_key="k", base_url=url + "/v1", max_retries=0)
         for _ in range(n):
             if name == "openai-chat":
-                stream = c.chat.completions.create(model=model, messages=msgs, stream=True,
-                                                   stream_options={"include_usage": True},
-                                                   tools=[{"type": "function", "function": TOOL}])
+                stream = c.chat.completions.create(
+                    model=model,
+                    messages=msgs,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    tools=[{"type": "function", "function": TOOL}],
+                )
             else:
-                stream = c.responses.create(model=model, input=msgs, stream=True, store=False,
-                                            tools=[{"type": "function", "strict": False, **TOOL}])
+                stream = c.responses.create(
+                    model=model,
+                    input=msgs,
+                    stream=True,
+                    store=False,
+                    tools=[{"type": "function", "strict": False, **TOOL}],
+                )
             for _event in stream:
                 pass
     else:
@@ -68,7 +83,9 @@ def bare_requests(name: str, url: str, model: str, n: int) -> None:
 
         c = ollama.Client(host=url)
         for _ in range(n):
-            for _part in c.chat(model=model, messages=msgs, stream=True, tools=[{"type": "function", "function": TOOL}]):
+            for _part in c.chat(
+                model=model, messages=msgs, stream=True, tools=[{"type": "function", "function": TOOL}]
+            ):
                 pass
 
 
@@ -81,7 +98,7 @@ def main() -> None:
     from aictl.agents.connectors import get_connector
     from aictl.agents.connectors.base import RunContext
     from aictl.domain.models import AIRecord
-    from aictl.sandbox.base import SandboxSpec, get_sandbox
+    from aictl.sandbox import SandboxSpec, get_sandbox
     from tests.fakeprovider import FakeProvider, reply, tool
 
     os.environ.setdefault("ANTHROPIC_API_KEY", "bench")
@@ -89,9 +106,13 @@ def main() -> None:
     out: dict = {"turns": args.turns, "runs": args.runs, "imports_s": {}, "connectors": {}}
     for sdk in ("anthropic", "openai", "ollama"):
         out["imports_s"][sdk] = round(import_s(f"import {sdk}"), 3)
-    out["imports_s"]["aictl connector modules"] = round(import_s(
-        "import aictl.agents.connectors.anthropic_api, aictl.agents.connectors.openai_api, "
-        "aictl.agents.connectors.ollama_api"), 3)
+    out["imports_s"]["aictl connector modules"] = round(
+        import_s(
+            "import aictl.agents.connectors.anthropic_api, aictl.agents.connectors.openai_api, "
+            "aictl.agents.connectors.ollama_api"
+        ),
+        3,
+    )
     for name, (connector, model, config, _module) in VARIANTS.items():
         log(f"{name}: {args.runs} runs of {args.turns} turns")
         loop, bare = [], []
@@ -101,8 +122,15 @@ def main() -> None:
             bare_requests(name, fp.url, model, 2)  # warm: imports, first connection
             for _ in range(args.runs):
                 fp.script(*[reply(tools=[tool("list_files", {})]) for _ in range(args.turns - 1)], reply(text="done"))
-                ctx = RunContext(task=None, workdir=Path(d), sandbox=get_sandbox("local"), spec=SandboxSpec(),
-                                 ai=ai, prompt="list the files", max_turns=args.turns)
+                ctx = RunContext(
+                    task=None,
+                    workdir=Path(d),
+                    sandbox=get_sandbox("local"),
+                    spec=SandboxSpec(),
+                    ai=ai,
+                    prompt="list the files",
+                    max_turns=args.turns,
+                )
                 t = time.perf_counter()
                 res = get_connector(connector).run(ctx)
                 loop.append((time.perf_counter() - t) / args.turns)

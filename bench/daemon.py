@@ -69,16 +69,23 @@ class Project:
         return open_store(self.settings().resolved_database_url)
 
     def start(self, workers: int) -> int:
-        r = subprocess.run([*AICTL, "daemon", "start", "--workers", str(workers), "-o", "json"], cwd=self.root,
-                           env=self.env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [*AICTL, "daemon", "start", "--workers", str(workers), "-o", "json"],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if r.returncode != 0:
             raise SystemExit(f"daemon start failed: {r.stderr}")
         self.pid = json.loads(r.stdout)["pid"]
         return self.pid
 
     def stop(self) -> None:
-        subprocess.run([*AICTL, "daemon", "stop", "--now"], cwd=self.root, env=self.env, capture_output=True,
-                       timeout=120)
+        subprocess.run(
+            [*AICTL, "daemon", "stop", "--now"], cwd=self.root, env=self.env, capture_output=True, timeout=120
+        )
         self.pid = None
 
 
@@ -120,8 +127,14 @@ def throughput(base: Path, url: str | None, workers: int, n: int) -> dict:
         failed = tx.one("SELECT COUNT(*) AS n FROM tasks WHERE status != 'done'")["n"]
     store.close()
     span = last - first
-    return {"workers": workers, "tasks": n, "seconds": round(span, 2), "tasks_per_s": round(n / span, 1),
-            "ms_per_task_per_worker": round(span / n * workers * 1000, 1), "not_done": failed}
+    return {
+        "workers": workers,
+        "tasks": n,
+        "seconds": round(span, 2),
+        "tasks_per_s": round(n / span, 1),
+        "ms_per_task_per_worker": round(span / n * workers * 1000, 1),
+        "not_done": failed,
+    }
 
 
 def cpu_ticks(pid: int) -> int:
@@ -143,8 +156,12 @@ def idle_and_latency(base: Path, url: str | None, idle_s: float, latency_tasks: 
         c0, t0 = cpu_ticks(pid), time.monotonic()
         time.sleep(idle_s)
         c1, t1 = cpu_ticks(pid), time.monotonic()
-        idle = {"seconds": round(t1 - t0, 1), "cpu_s": round((c1 - c0) / hz, 3),
-                "cpu_percent_of_one_core": round((c1 - c0) / hz / (t1 - t0) * 100, 3), "clock_ticks_per_s": hz}
+        idle = {
+            "seconds": round(t1 - t0, 1),
+            "cpu_s": round((c1 - c0) / hz, 3),
+            "cpu_percent_of_one_core": round((c1 - c0) / hz / (t1 - t0) * 100, 3),
+            "clock_ticks_per_s": hz,
+        }
         rng = random.Random(1)
         claim_lat, start_lat = [], []
         for i in range(latency_tasks):
@@ -153,9 +170,14 @@ def idle_and_latency(base: Path, url: str | None, idle_s: float, latency_tasks: 
             deadline = time.monotonic() + 60
             while True:
                 with store.read() as tx:
-                    rows = {r["action"]: r["ts"] for r in tx.all(
-                        "SELECT action, ts FROM events WHERE task_id = :t AND action IN ('create', 'claim', 'start',"
-                        " 'complete')", {"t": tid})}
+                    rows = {
+                        r["action"]: r["ts"]
+                        for r in tx.all(
+                            "SELECT action, ts FROM events"
+                            " WHERE task_id = :t AND action IN ('create', 'claim', 'start', 'complete')",
+                            {"t": tid},
+                        )
+                    }
                 if "complete" in rows:
                     break
                 if time.monotonic() > deadline:
@@ -166,8 +188,14 @@ def idle_and_latency(base: Path, url: str | None, idle_s: float, latency_tasks: 
     finally:
         p.stop()
         store.close()
-    return {"idle": idle, "latency": {"tasks": latency_tasks, "create_to_claim_ms": ms_stats(claim_lat),
-                                      "create_to_start_ms": ms_stats(start_lat)}}
+    return {
+        "idle": idle,
+        "latency": {
+            "tasks": latency_tasks,
+            "create_to_claim_ms": ms_stats(claim_lat),
+            "create_to_start_ms": ms_stats(start_lat),
+        },
+    }
 
 
 def main() -> None:
@@ -202,8 +230,10 @@ def main() -> None:
                 url = srv.create_database()
             log(f"{backend}: idle CPU over {args.idle_s:g}s, then create→start latency of {args.latency_tasks} tasks")
             res.update(idle_and_latency(base / f"{backend}-idle", url, args.idle_s, args.latency_tasks, args.settle_s))
-            log(f"  idle {res['idle']['cpu_percent_of_one_core']}% of a core; create→start median "
-                f"{res['latency']['create_to_start_ms']['median_ms']} ms")
+            log(
+                f"  idle {res['idle']['cpu_percent_of_one_core']}% of a core; create→start median "
+                f"{res['latency']['create_to_start_ms']['median_ms']} ms"
+            )
             out["results"][backend] = res
     finally:
         if srv is not None:

@@ -36,10 +36,12 @@ def make_project(root: Path, backend: str, image: str) -> Path:
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the benchmark's JSON
         assert main(["init", "-o", "json"]) == 0
     (root / ".ai" / "config.yaml").write_text(
-        f"sandbox_backend: {backend}\nsandbox_image: {image}\nheartbeat_interval: 5\nlease_ttl: 60\n")
+        f"sandbox_backend: {backend}\nsandbox_image: {image}\nheartbeat_interval: 5\nlease_ttl: 60\n"
+    )
     subprocess.run(["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "init"],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "init"], check=True
+    )
     return root
 
 
@@ -54,8 +56,10 @@ def run_executor(root: Path, backend: str, image: str, n: int) -> dict:
     settings = load_settings(root)
     store = open_store(settings.resolved_database_url)
     svc = TaskService(store, settings)
-    ids = [t.id for t in svc.create_many([TaskSpec(title=f"t{i}", command="true", lock_paths=["src/**"])
-                                          for i in range(n + 2)])]
+    ids = [
+        t.id
+        for t in svc.create_many([TaskSpec(title=f"t{i}", command="true", lock_paths=["src/**"]) for i in range(n + 2)])
+    ]
     executor = Executor(store, settings, policy=load_gate(root))
     totals, phases = [], {}
     for i, tid in enumerate(ids):
@@ -70,8 +74,12 @@ def run_executor(root: Path, backend: str, image: str, n: int) -> dict:
         for k, v in rep.timings.items():
             phases.setdefault(k, []).append(v)
     store.close()
-    return {"backend": backend, "tasks": n, "execute_ms": ms_stats(totals),
-            "phases_ms": {k: ms_stats(v) for k, v in phases.items()}}
+    return {
+        "backend": backend,
+        "tasks": n,
+        "execute_ms": ms_stats(totals),
+        "phases_ms": {k: ms_stats(v) for k, v in phases.items()},
+    }
 
 
 def bare_docker(image: str, n: int) -> dict:
@@ -79,8 +87,9 @@ def bare_docker(image: str, n: int) -> dict:
     samples = []
     for i in range(n + 1):
         t = time.perf_counter()
-        subprocess.run([docker, "run", "--rm", "--network", "none", image, "true"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [docker, "run", "--rm", "--network", "none", image, "true"], check=True, stdout=subprocess.DEVNULL
+        )
         if i:
             samples.append(time.perf_counter() - t)
     return ms_stats(samples)

@@ -31,8 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -92,11 +94,17 @@ def dist(samples_ns: list[int]) -> dict[str, float]:
     xs = sorted(samples_ns)
 
     def pct(p: float) -> float:
-        return round(xs[min(len(xs) - 1, max(0, int(round(p * len(xs))) - 1))] / 1e6, 4)
+        return round(xs[min(len(xs) - 1, max(0, round(p * len(xs)) - 1))] / 1e6, 4)
 
     total = sum(xs)
-    return {"p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(xs[-1] / 1e6, 4),
-            "per_s": round(len(xs) / (total / 1e9)) if total else 0, "n": len(xs)}
+    return {
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": round(xs[-1] / 1e6, 4),
+        "per_s": round(len(xs) / (total / 1e9)) if total else 0,
+        "n": len(xs),
+    }
 
 
 def timed(fn: Callable[[Any], Any], items: list[Any], n: int) -> list[int]:
@@ -136,20 +144,33 @@ def bench_evaluate(n: int) -> dict[str, Any]:
             effect = evaluate(policy, request).effect
             effects[effect] = effects.get(effect, 0) + 1
         log(f"evaluate {path.name}: {len(requests)} requests x {n}")
-        out["examples"][path.stem] = {**dist(timed(lambda r: evaluate(policy, r), requests, n)),
-                                      "rules": len(policy.rules), "requests": len(requests), "effects": effects}
+        out["examples"][path.stem] = {
+            **dist(timed(partial(evaluate, policy), requests, n)),
+            "rules": len(policy.rules),
+            "requests": len(requests),
+            "effects": effects,
+        }
     synthetic = merge_policies([load_policy_text(SYNTHETIC, "synthetic.yaml")])
-    mix = [*COMMON_MIX,
-           {"subject": {"ai": "claude-code", "ai_labels": ["trusted"]}, "action": "merge", "context": {"branch": "main"}},
-           {"subject": {"ai": "codex"}, "action": "write_path", "resource": {"paths": ["vendor/x.py", "src/y.py"]}},
-           {"subject": {"ai": "codex"}, "action": "start",
-            "resource": {"task": {"priority": 2, "labels": [], "estimated_cost_usd": 12}}},
-           {"subject": {"ai": "intern-1"}, "action": "claim", "resource": {"task": {"labels": ["prod"], "attempts": 7}}}]
+    mix = [
+        *COMMON_MIX,
+        {"subject": {"ai": "claude-code", "ai_labels": ["trusted"]}, "action": "merge", "context": {"branch": "main"}},
+        {"subject": {"ai": "codex"}, "action": "write_path", "resource": {"paths": ["vendor/x.py", "src/y.py"]}},
+        {
+            "subject": {"ai": "codex"},
+            "action": "start",
+            "resource": {"task": {"priority": 2, "labels": [], "estimated_cost_usd": 12}},
+        },
+        {"subject": {"ai": "intern-1"}, "action": "claim", "resource": {"task": {"labels": ["prod"], "attempts": 7}}},
+    ]
     requests = [PolicyRequest.model_validate(r) for r in mix]
     log(f"evaluate synthetic: {len(requests)} requests x {n}")
     with_when = sum(1 for rule in synthetic.rules if rule.when)
-    out["synthetic_20_rules"] = {**dist(timed(lambda r: evaluate(synthetic, r), requests, n)),
-                                 "rules": len(synthetic.rules), "rules_with_when": with_when, "requests": len(requests)}
+    out["synthetic_20_rules"] = {
+        **dist(timed(lambda r: evaluate(synthetic, r), requests, n)),
+        "rules": len(synthetic.rules),
+        "rules_with_when": with_when,
+        "requests": len(requests),
+    }
     return out
 
 
@@ -161,20 +182,35 @@ def bench_records(n: int, records: int) -> dict[str, Any]:
 
     policy = merge_policies([load_policy_file(ROOT / "policies" / "default.yaml")])
     gate = PolicyGate(policy)
-    request = PolicyRequest.model_validate({
-        "subject": {"ai": "claude-code", "task_id": 7, "lease_epoch": 2, "actor": "claude-code"},
-        "action": "claim",
-        "resource": {"task": {"id": 7, "title": "Fix the login bug", "type": "bugfix", "priority": 3,
-                              "status": "claimed", "labels": ["auth", "backend"], "required_capabilities": [],
-                              "lock_paths": ["src/auth/**"], "exclusive": False, "attempts": 0, "max_attempts": 3}},
-    })
+    request = PolicyRequest.model_validate(
+        {
+            "subject": {"ai": "claude-code", "task_id": 7, "lease_epoch": 2, "actor": "claude-code"},
+            "action": "claim",
+            "resource": {
+                "task": {
+                    "id": 7,
+                    "title": "Fix the login bug",
+                    "type": "bugfix",
+                    "priority": 3,
+                    "status": "claimed",
+                    "labels": ["auth", "backend"],
+                    "required_capabilities": [],
+                    "lock_paths": ["src/auth/**"],
+                    "exclusive": False,
+                    "attempts": 0,
+                    "max_attempts": 3,
+                }
+            },
+        }
+    )
     decision = evaluate(policy, request)
     log(f"make_record x {n}")
     out: dict[str, Any] = {"make_record": dist(timed(lambda _: make_record(request, decision, gate.sources), [0], n))}
     task = request.resource.task
     log(f"gate.check x {n}")
-    out["gate_check"] = dist(timed(lambda _: gate.check("claim", ai="claude-code", actor="claude-code", task=task,
-                                                        epoch=2), [0], n))
+    out["gate_check"] = dist(
+        timed(lambda _: gate.check("claim", ai="claude-code", actor="claude-code", task=task, epoch=2), [0], n)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{Path(tmp) / 'state.db'}")
         built = [make_record(request, decision, gate.sources) for _ in range(records * 2)]
@@ -193,8 +229,10 @@ def bench_records(n: int, records: int) -> dict[str, Any]:
                 write_record(tx, record)
                 samples.append(clock() - started)
         out["write_record_sqlite"]["batched_one_tx"] = dist(samples)
-        out["write_record_sqlite"]["note"] = ("one_tx_each includes BEGIN IMMEDIATE + COMMIT (WAL fsync policy of "
-                                              "the store); batched is the INSERTs + the chained audit event only")
+        out["write_record_sqlite"]["note"] = (
+            "one_tx_each includes BEGIN IMMEDIATE + COMMIT (WAL fsync policy of "
+            "the store); batched is the INSERTs + the chained audit event only"
+        )
         store.close()
     return out
 
@@ -226,8 +264,14 @@ def bench_load() -> dict[str, Any]:
 
 
 def _python(code: str, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *flags, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=120)
+    return subprocess.run(
+        [sys.executable, *flags, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=120,
+    )
 
 
 def _wall(code: str, runs: int) -> float:
@@ -245,7 +289,7 @@ def _importtime(code: str) -> list[tuple[str, int, int]]:
     for line in _python(code, "-X", "importtime").stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
-        self_us, cumulative_us, name = line[len("import time:"):].split("|")
+        self_us, cumulative_us, name = line[len("import time:") :].split("|")
         rows.append((name.strip(), int(self_us), int(cumulative_us)))
     return rows
 
@@ -257,14 +301,18 @@ def bench_import(runs: int) -> dict[str, Any]:
     claim_path = "import aictl.cli.main, aictl.tasks.service, aictl.store.sqlite, aictl.config"
     incremental = []
     for _ in range(runs):
-        result = _python(f"{claim_path}\nimport time\nt = time.perf_counter()\n"
-                         "import aictl.policy, aictl.policy.gate, aictl.policy.records\n"
-                         "print(time.perf_counter() - t)")
+        result = _python(
+            f"{claim_path}\nimport time\nt = time.perf_counter()\n"
+            "import aictl.policy, aictl.policy.gate, aictl.policy.records\n"
+            "print(time.perf_counter() - t)"
+        )
         incremental.append(float(result.stdout.strip()))
     cel = []
     for _ in range(runs):
-        result = _python("import aictl.policy\nfrom aictl.policy.conditions import _load_cel\nimport time\n"
-                         "t = time.perf_counter(); _load_cel(); print(time.perf_counter() - t)")
+        result = _python(
+            "import aictl.policy\nfrom aictl.policy.conditions import _load_cel\nimport time\n"
+            "t = time.perf_counter(); _load_cel(); print(time.perf_counter() - t)"
+        )
         cel.append(float(result.stdout.strip()))
 
     # Median self time per module across runs; grouped by top-level package.
@@ -308,8 +356,10 @@ def main() -> None:
     log("load")
     result["load"] = bench_load()
     result["import"] = bench_import(args.import_runs)
-    worst = max([v["p99_ms"] for v in result["evaluate"]["examples"].values()]
-                + [result["evaluate"]["synthetic_20_rules"]["p99_ms"]])
+    worst = max(
+        [v["p99_ms"] for v in result["evaluate"]["examples"].values()]
+        + [result["evaluate"]["synthetic_20_rules"]["p99_ms"]]
+    )
     result["target"] = {"decision_under_ms": 1.0, "worst_evaluate_p99_ms": worst, "met": worst < 1.0}
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")

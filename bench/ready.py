@@ -48,10 +48,11 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, log, machine, ms_stats, top_functions  # noqa: E402
+from _common import emit, log, machine, ms_stats, top_functions
 
 BATCH = 5000
 TARGET_MS = 50.0
@@ -61,7 +62,7 @@ def batched(specs: list[Any], svc: Any, label: str, timings: dict[str, float]) -
     ids: list[int] = []
     t0 = time.perf_counter()
     for i in range(0, len(specs), BATCH):
-        ids += [t.id for t in svc.create_many(specs[i:i + BATCH])]
+        ids += [t.id for t in svc.create_many(specs[i : i + BATCH])]
         log(f"  {label}: {len(ids)}/{len(specs)} ({time.perf_counter() - t0:.1f} s)")
     timings[label] = round(time.perf_counter() - t0, 2)
     return ids
@@ -75,7 +76,6 @@ def fill_sql(store: Any, settings: Any, total: int, rng: random.Random) -> dict[
     from aictl.tasks.service import TaskService
 
     n_hist, n_queued, n_blocked = int(total * 0.60), int(total * 0.30), int(total * 0.08)
-    n_locked = total - n_hist - n_queued - n_blocked
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     now = time.time() - total * 1e-3
@@ -85,8 +85,15 @@ def fill_sql(store: Any, settings: Any, total: int, rng: random.Random) -> dict[
     hist = list(range(1, n_hist + 1))
     queued = list(range(n_hist + 1, n_hist + n_queued + 1))
     for i in range(1, total + 1):
-        kind = ("done" if i <= n_hist else "queued" if i <= n_hist + n_queued
-                else "blocked" if i <= n_hist + n_queued + n_blocked else "locked")
+        kind = (
+            "done"
+            if i <= n_hist
+            else "queued"
+            if i <= n_hist + n_queued
+            else "blocked"
+            if i <= n_hist + n_queued + n_blocked
+            else "locked"
+        )
         j = i - n_hist - 1
         labels, caps, locks, excl = "[]", "[]", "[]", 0
         if kind == "queued":
@@ -103,10 +110,20 @@ def fill_sql(store: Any, settings: Any, total: int, rng: random.Random) -> dict[
             locks = json.dumps([pat], separators=(",", ":"))
             by_pattern.setdefault(pat, []).append(i)
         created = now + i * 1e-3
-        rows.append({"id": i, "title": f"{kind} task {i}", "priority": rng.randrange(10),
-                     "status": "queued" if kind == "locked" else kind, "labels": labels, "caps": caps,
-                     "locks": locks, "excl": excl, "created": created,
-                     "updated": created + (1 if kind == "done" else 0)})
+        rows.append(
+            {
+                "id": i,
+                "title": f"{kind} task {i}",
+                "priority": rng.randrange(10),
+                "status": "queued" if kind == "locked" else kind,
+                "labels": labels,
+                "caps": caps,
+                "locks": locks,
+                "excl": excl,
+                "created": created,
+                "updated": created + (1 if kind == "done" else 0),
+            }
+        )
     # task_conflicts exactly as conflicts.index computes them: overlapping glob sets, both directions.
     conflicts = []
     pats = sorted(by_pattern)
@@ -117,9 +134,11 @@ def fill_sql(store: Any, settings: Any, total: int, rng: random.Random) -> dict[
     timings["rows generated (python)"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
-    ins = ("INSERT INTO tasks (id, title, description, type, priority, status, labels, required_capabilities,"
-           " lock_paths, exclusive, max_attempts, created_at, updated_at) VALUES (:id, :title, '', 'task', :priority,"
-           " :status, :labels, :caps, :locks, :excl, 3, :created, :updated)")
+    ins = (
+        "INSERT INTO tasks (id, title, description, type, priority, status, labels, required_capabilities,"
+        " lock_paths, exclusive, max_attempts, created_at, updated_at) VALUES (:id, :title, '', 'task', :priority,"
+        " :status, :labels, :caps, :locks, :excl, 3, :created, :updated)"
+    )
     with store.write() as tx:
         conn = tx._conn  # type: ignore[attr-defined]
         if store.dialect == "sqlite":
@@ -138,8 +157,9 @@ def fill_sql(store: Any, settings: Any, total: int, rng: random.Random) -> dict[
     return _finish(store, TaskService(store, settings), timings, [r["id"] for r in rows if r["locks"] != "[]"])
 
 
-def _finish(store: Any, svc: Any, timings: dict[str, float], locked: list[int],
-            per_task: dict[str, float] | None = None) -> dict[str, Any]:
+def _finish(
+    store: Any, svc: Any, timings: dict[str, float], locked: list[int], per_task: dict[str, float] | None = None
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     with store.write() as tx:  # direct SQL: retry backoff cannot be set through create_many
         tx.run("UPDATE tasks SET next_run_at = :t WHERE status = 'queued' AND id % 60 = 7", {"t": time.time() + 3600})
@@ -153,7 +173,7 @@ def _finish(store: Any, svc: Any, timings: dict[str, float], locked: list[int],
         try:
             if svc.claim("holder", task_id=tid, ttl=3600) is not None:
                 held += 1
-        except Exception:  # conflicts with a lock already held: pick another
+        except Exception:  # noqa: BLE001 - conflicts with a lock already held: pick another
             continue
     timings["20 lock holders claimed (TaskService.claim)"] = round(time.perf_counter() - t0, 2)
 
@@ -177,8 +197,12 @@ def fill_service(store: Any, settings: Any, total: int, rng: random.Random) -> d
     n_locked = total - n_hist - n_queued - n_blocked
     timings: dict[str, float] = {}
 
-    hist = batched([TaskSpec(title=f"old task {i}", priority=rng.randrange(10)) for i in range(n_hist)],
-                   svc, "history (create_many)", timings)
+    hist = batched(
+        [TaskSpec(title=f"old task {i}", priority=rng.randrange(10)) for i in range(n_hist)],
+        svc,
+        "history (create_many)",
+        timings,
+    )
     t0 = time.perf_counter()
     with store.write() as tx:  # direct SQL: see the module docstring
         tx.run("UPDATE tasks SET status = 'done', updated_at = updated_at + 1 WHERE status = 'queued'")
@@ -186,27 +210,46 @@ def fill_service(store: Any, settings: Any, total: int, rng: random.Random) -> d
 
     queued_specs = []
     for i in range(n_queued):
-        queued_specs.append(TaskSpec(
-            title=f"queued task {i}", priority=rng.randrange(10),
-            labels=["backend"] if i % 4 == 0 else [],
-            required_capabilities=["python"] if i % 7 == 0 else [],
-            depends_on=[rng.choice(hist)] if i % 5 == 0 else [],
-            exclusive=(i % 10000 == 9999),
-        ))
+        queued_specs.append(
+            TaskSpec(
+                title=f"queued task {i}",
+                priority=rng.randrange(10),
+                labels=["backend"] if i % 4 == 0 else [],
+                required_capabilities=["python"] if i % 7 == 0 else [],
+                depends_on=[rng.choice(hist)] if i % 5 == 0 else [],
+                exclusive=(i % 10000 == 9999),
+            )
+        )
     queued = batched(queued_specs, svc, "queued (create_many)", timings)
-    blocked = batched([TaskSpec(title=f"blocked task {i}", priority=rng.randrange(10),
-                                depends_on=rng.sample(queued, 1 + (i % 2)))
-                       for i in range(n_blocked)], svc, "blocked (create_many)", timings)
+    batched(
+        [
+            TaskSpec(title=f"blocked task {i}", priority=rng.randrange(10), depends_on=rng.sample(queued, 1 + (i % 2)))
+            for i in range(n_blocked)
+        ],
+        svc,
+        "blocked (create_many)",
+        timings,
+    )
     patterns = [f"src/m{k}/**" for k in range(100)] + [f"src/m{k}/sub/*.py" for k in range(100)]
-    locked = batched([TaskSpec(title=f"locked task {i}", priority=rng.randrange(10),
-                               lock_paths=[rng.choice(patterns)]) for i in range(n_locked)],
-                     svc, "with lock globs (create_many)", timings)
+    locked = batched(
+        [
+            TaskSpec(title=f"locked task {i}", priority=rng.randrange(10), lock_paths=[rng.choice(patterns)])
+            for i in range(n_locked)
+        ],
+        svc,
+        "with lock globs (create_many)",
+        timings,
+    )
 
-    per_task = {k: round(v * 1e3 / n, 3) for k, v, n in (
-        ("history", timings["history (create_many)"], n_hist),
-        ("queued", timings["queued (create_many)"], n_queued),
-        ("blocked", timings["blocked (create_many)"], n_blocked),
-        ("with_lock_globs", timings["with lock globs (create_many)"], n_locked))}
+    per_task = {
+        k: round(v * 1e3 / n, 3)
+        for k, v, n in (
+            ("history", timings["history (create_many)"], n_hist),
+            ("queued", timings["queued (create_many)"], n_queued),
+            ("blocked", timings["blocked (create_many)"], n_blocked),
+            ("with_lock_globs", timings["with lock globs (create_many)"], n_locked),
+        )
+    }
     return _finish(store, svc, timings, locked, per_task)
 
 
@@ -261,8 +304,9 @@ def measure(store: Any, settings: Any, runs: int, profile: bool) -> dict[str, An
 @contextlib.contextmanager
 def sql_timer(store: Any) -> Iterator[list[dict[str, Any]]]:
     """Time every statement the store's transactions run (wraps the Tx class of this process only)."""
-    tx_cls = type(store).__module__ == "aictl.store.sqlite" and __import__("aictl.store.sqlite", fromlist=["x"]).SqliteTx \
-        or __import__("aictl.store.postgres", fromlist=["x"]).PgTx
+    tx_cls = (
+        type(store).__module__ == "aictl.store.sqlite" and __import__("aictl.store.sqlite", fromlist=["x"]).SqliteTx
+    ) or __import__("aictl.store.postgres", fromlist=["x"]).PgTx
     stmts: list[dict[str, Any]] = []
     saved = {m: getattr(tx_cls, m) for m in ("all", "one", "run")}
 
@@ -273,6 +317,7 @@ def sql_timer(store: Any) -> Iterator[list[dict[str, Any]]]:
                 return orig(self, sql, params)
             finally:
                 stmts.append({"ms": round((time.perf_counter() - t0) * 1e3, 3), "sql": " ".join(sql.split())[:160]})
+
         return timed
 
     for m, f in saved.items():
@@ -295,8 +340,11 @@ def explain(store: Any) -> dict[str, list[str]]:
         params["now"] = time.time()
         for name, sql in (
             ("claim_pick / ready", f"SELECT t.id FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT 20"),
-            ("ready_waiting", f"SELECT t.* FROM tasks t WHERE t.status IN ('queued', 'blocked') AND NOT ({where})"
-                              f" {CLAIM_ORDER} LIMIT 20"),
+            (
+                "ready_waiting",
+                f"SELECT t.* FROM tasks t WHERE t.status IN ('queued', 'blocked') AND NOT ({where})"
+                f" {CLAIM_ORDER} LIMIT 20",
+            ),
         ):
             if store.dialect == "sqlite":
                 plans[name] = [r["detail"] for r in tx.all("EXPLAIN QUERY PLAN " + sql, params)]
@@ -312,8 +360,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--profile", action="store_true", help="add a cProfile of one ready() and one claim()")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--fill", choices=["sql", "service"], default="sql",
-                    help="sql: direct inserts (seconds); service: TaskService.create_many (minutes)")
+    ap.add_argument(
+        "--fill",
+        choices=["sql", "service"],
+        default="sql",
+        help="sql: direct inserts (seconds); service: TaskService.create_many (minutes)",
+    )
     args = ap.parse_args()
 
     from aictl.config import Settings
@@ -350,9 +402,18 @@ def main() -> int:
         res["targets_ms"] = TARGET_MS
         res["ready_under_target"] = res["ready"]["median_ms"] < TARGET_MS
         res["claim_under_target"] = res["claim"]["median_ms"] < TARGET_MS
-        emit({"benchmark": "ready", "backend": args.backend, "tasks": args.tasks, "runs": args.runs,
-              "fill": filled, **res,
-              "target": "ready() and claim() median < 50 ms on 100,000 tasks", "machine": machine(extra)})
+        emit(
+            {
+                "benchmark": "ready",
+                "backend": args.backend,
+                "tasks": args.tasks,
+                "runs": args.runs,
+                "fill": filled,
+                **res,
+                "target": "ready() and claim() median < 50 ms on 100,000 tasks",
+                "machine": machine(extra),
+            }
+        )
     finally:
         if srv is not None:
             srv.stop()

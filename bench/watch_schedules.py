@@ -15,7 +15,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench._common import emit, log, machine, ms_stats  # noqa: E402
+from bench._common import emit, log, machine, ms_stats
 
 
 def bench_notify(n: int) -> dict:
@@ -26,8 +26,10 @@ def bench_notify(n: int) -> dict:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # a dead endpoint: every delivery is refused and retried
-    notifier = Notifier.from_settings(Settings(actor="bench", notifications=[
-        {"type": "webhook", "url": f"http://127.0.0.1:{port}/", "retries": 5}]), queue_size=n + 10)
+    notifier = Notifier.from_settings(
+        Settings(actor="bench", notifications=[{"type": "webhook", "url": f"http://127.0.0.1:{port}/", "retries": 5}]),
+        queue_size=n + 10,
+    )
     samples = []
     for i in range(n):
         t0 = time.perf_counter()
@@ -35,8 +37,12 @@ def bench_notify(n: int) -> dict:
         samples.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     flushed = notifier.close(0.5)
-    return {"calls": n, "per_call": ms_stats(samples), "close_0.5s_took_ms": round((time.perf_counter() - t0) * 1000, 1),
-            "close_flushed": flushed}
+    return {
+        "calls": n,
+        "per_call": ms_stats(samples),
+        "close_0.5s_took_ms": round((time.perf_counter() - t0) * 1000, 1),
+        "close_flushed": flushed,
+    }
 
 
 def bench_cron() -> dict:
@@ -45,8 +51,13 @@ def bench_cron() -> dict:
     from aictl.tasks.cron import parse
 
     out = {}
-    for expr, tz in (("* * * * *", "UTC"), ("*/15 * * * *", "America/New_York"), ("0 9 * * mon-fri", "Europe/Berlin"),
-                     ("0 0 29 2 *", "UTC"), ("30 2 * * *", "America/New_York")):
+    for expr, tz in (
+        ("* * * * *", "UTC"),
+        ("*/15 * * * *", "America/New_York"),
+        ("0 9 * * mon-fri", "Europe/Berlin"),
+        ("0 0 29 2 *", "UTC"),
+        ("30 2 * * *", "America/New_York"),
+    ):
         c, zone = parse(expr), ZoneInfo(tz)
         t, samples = 1_780_000_000.0, []
         for i in range(2000):
@@ -93,8 +104,14 @@ def bench_store(n_tasks: int, n_sched: int) -> dict:
     fired = sched.fire_due(time.time() + 3600)
     fire_s = time.perf_counter() - t0
     store.close()
-    return {"tasks": n_tasks, "snapshot": ms_stats(samples), "schedules": n_sched, "fired": len(fired),
-            "fire_due_s": round(fire_s, 3), "fire_due_per_schedule_ms": round(fire_s * 1000 / max(1, n_sched), 3)}
+    return {
+        "tasks": n_tasks,
+        "snapshot": ms_stats(samples),
+        "schedules": n_sched,
+        "fired": len(fired),
+        "fire_due_s": round(fire_s, 3),
+        "fire_due_per_schedule_ms": round(fire_s * 1000 / max(1, n_sched), 3),
+    }
 
 
 def main() -> None:

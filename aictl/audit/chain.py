@@ -10,8 +10,9 @@ checks that every exported event is still there, unchanged.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from pydantic import BaseModel
 
@@ -55,21 +56,31 @@ def verify(store: Store, *, against: Path | None = None) -> VerifyReport:
         eid = row["id"]
         if first is None:
             if eid != expected_id:
-                first = Break(event_id=eid, reason=f"event {expected_id} is missing: the log jumps from "
-                              f"{expected_id - 1} to {eid} (deleted or reordered)")
+                first = Break(
+                    event_id=eid,
+                    reason=f"event {expected_id} is missing: the log jumps from "
+                    f"{expected_id - 1} to {eid} (deleted or reordered)",
+                )
             elif row["prev_hash"] != prev:
-                first = Break(event_id=eid, reason=f"event {eid} does not link to the event before it "
-                              "(an earlier event was deleted, inserted or reordered)")
+                first = Break(
+                    event_id=eid,
+                    reason=f"event {eid} does not link to the event before it "
+                    "(an earlier event was deleted, inserted or reordered)",
+                )
             elif event_hash(prev, row) != row["hash"]:
                 first = Break(event_id=eid, reason=f"event {eid} was modified: its content does not match its hash")
         prev, expected_id, last_id = row["hash"], eid + 1, eid
     with store.read() as tx:
         head = tx.one("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
     if first is None and head and (head["last_id"] != last_id or head["last_hash"] != (prev if checked else GENESIS)):
-        first = Break(event_id=head["last_id"], reason=f"the chain head records event {head['last_id']} as the last, "
-                      f"but the log ends at {last_id} (events at the end were deleted or rewritten)")
-    report = VerifyReport(ok=first is None, checked=checked, last_id=last_id, last_hash=prev if checked else GENESIS,
-                          first_break=first)
+        first = Break(
+            event_id=head["last_id"],
+            reason=f"the chain head records event {head['last_id']} as the last, "
+            f"but the log ends at {last_id} (events at the end were deleted or rewritten)",
+        )
+    report = VerifyReport(
+        ok=first is None, checked=checked, last_id=last_id, last_hash=prev if checked else GENESIS, first_break=first
+    )
     if against is not None and report.ok:
         report.anchored, brk = _check_copy(store, against)
         if brk:
@@ -97,8 +108,11 @@ def _check_copy(store: Store, path: Path) -> tuple[int, Break | None]:
             if row is None:
                 return n, Break(event_id=eid, reason=f"event {eid} from {path.name} is no longer in the log")
             if row["hash"] != h:
-                return n, Break(event_id=eid, reason=f"event {eid} differs from the copy in {path.name} "
-                                "(the chain was rewritten after the export)")
+                return n, Break(
+                    event_id=eid,
+                    reason=f"event {eid} differs from the copy in {path.name} "
+                    "(the chain was rewritten after the export)",
+                )
             n += 1
     return n, None
 

@@ -9,25 +9,13 @@ PostgreSQL, and makes event ids gapless and in commit order on both backends.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from aictl.store.base import Tx
+from aictl.store.rowhash import GENESIS, HASHED_FIELDS, canonical_json, event_hash
 
-GENESIS = "0" * 64
-HASHED_FIELDS = ("id", "ts", "actor", "action", "task_id", "lease_epoch", "before", "after", "data")
-
-
-def canonical_json(value: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def event_hash(prev_hash: str, record: dict[str, Any]) -> str:
-    """The chain link of one stored event row (JSON columns as their stored text)."""
-    body = canonical_json({k: record.get(k) for k in HASHED_FIELDS})
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+# The hashing of a stored row lives with the store (its migration backfills the chain); callers import it here too.
+__all__ = ["GENESIS", "HASHED_FIELDS", "append_event", "canonical_json", "event_hash"]
 
 
 def append_event(
@@ -49,16 +37,18 @@ def append_event(
     if pending is None:
         pending = tx._aictl_events = []  # type: ignore[attr-defined]
         tx.before_commit.append(_flush)
-    pending.append({
-        "ts": ts,
-        "actor": redact(actor),
-        "action": action,
-        "task_id": task_id,
-        "lease_epoch": lease_epoch,
-        "before": None if before is None else canonical_json(redact(before)),
-        "after": None if after is None else canonical_json(redact(after)),
-        "data": None if data is None else canonical_json(redact(data)),
-    })
+    pending.append(
+        {
+            "ts": ts,
+            "actor": redact(actor),
+            "action": action,
+            "task_id": task_id,
+            "lease_epoch": lease_epoch,
+            "before": None if before is None else canonical_json(redact(before)),
+            "after": None if after is None else canonical_json(redact(after)),
+            "data": None if data is None else canonical_json(redact(data)),
+        }
+    )
 
 
 def _flush(tx: Tx) -> None:
@@ -67,6 +57,7 @@ def _flush(tx: Tx) -> None:
         return
     lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
     head = tx.one(f"SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}")
+    assert head is not None  # the first migration inserts the single head row
     last_id, prev = head["last_id"], head["last_hash"]
     for ev in pending:
         last_id += 1

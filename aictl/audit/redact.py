@@ -61,7 +61,8 @@ def _pattern() -> re.Pattern[str]:
     if _current is None:
         extra = _configured + tuple(p for p in os.environ.get("AICTL_SECRET_PATTERNS", "").split(",") if p.strip())
         env_values = tuple(
-            v for k, v in os.environ.items()
+            v
+            for k, v in os.environ.items()
             if _SECRET_ENV.search(k) and len(v) >= 8 and not k.startswith("AICTL_SECRET_PATTERNS")
         )
         _current = _compiled(extra, env_values)

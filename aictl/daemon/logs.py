@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from aictl.daemon.process import DaemonPaths
+from aictl.daemon.files import DaemonPaths
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
@@ -17,15 +18,15 @@ LOG_BACKUPS = 5
 class RotatingLogStream:
     """A file-like sink for structlog's JSON lines that rotates like logging's RotatingFileHandler (it is one)."""
 
-    def __init__(self, path: Path, *, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS,
-                 tee: Any = None):
+    def __init__(self, path: Path, *, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS, tee: Any = None):
         import logging
         import logging.handlers
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self._logging = logging
-        self.handler = logging.handlers.RotatingFileHandler(str(path), maxBytes=max_bytes, backupCount=backups,
-                                                            encoding="utf-8")
+        self.handler = logging.handlers.RotatingFileHandler(
+            str(path), maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
         self.handler.setFormatter(logging.Formatter("%(message)s"))
         self.tee = tee
 
@@ -62,16 +63,20 @@ def setup_logging(paths: DaemonPaths, settings: Any, *, tee_stderr: bool) -> Rot
     def excepthook(args: Any) -> None:  # a thread that dies says why in the log, not on a lost stderr
         import traceback
 
-        log.error("thread crashed", thread=args.thread.name if args.thread else None,
-                  error=f"{args.exc_type.__name__}: {args.exc_value}",
-                  traceback="".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+        log.error(
+            "thread crashed",
+            thread=args.thread.name if args.thread else None,
+            error=f"{args.exc_type.__name__}: {args.exc_value}",
+            traceback="".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)),
+        )
 
     threading.excepthook = excepthook
     return stream
 
 
-def iter_log_lines(paths: DaemonPaths, *, lines: int, follow: bool,
-                   stop: Callable[[], bool] = lambda: False, poll: float = 0.2) -> Iterator[str]:
+def iter_log_lines(
+    paths: DaemonPaths, *, lines: int, follow: bool, stop: Callable[[], bool] = lambda: False, poll: float = 0.2
+) -> Iterator[str]:
     """The last `lines` lines of daemon.log, then (follow) each new one, across rotations."""
     from collections import deque
 
@@ -82,7 +87,7 @@ def iter_log_lines(paths: DaemonPaths, *, lines: int, follow: bool,
             state["f"].close()
             state["f"] = None
         try:
-            state["f"] = open(paths.log, encoding="utf-8", errors="replace")
+            state["f"] = open(paths.log, encoding="utf-8", errors="replace")  # noqa: SIM115 - kept open across yields
         except FileNotFoundError:
             return False
         state["inode"] = os.fstat(state["f"].fileno()).st_ino

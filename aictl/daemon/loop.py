@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from aictl.daemon.claims import Claimer
+from aictl.daemon.files import DaemonPaths, write_status
 from aictl.daemon.worker import Worker
-from aictl.store.base import is_store_error
 from aictl.domain.errors import AictlError, Conflict, LeaseLost, SchemaTooNew, UsageError
 from aictl.logging import get_logger
+from aictl.store.base import is_store_error
 
 log = get_logger("aictl.daemon")
 
@@ -65,8 +66,11 @@ def policy_fingerprint(project_dir: Path) -> tuple:
     from aictl.policy.merge import default_global_policy_path
 
     ai_dir = project_dir / ".ai" / "policies" / "ai"
-    files = [default_global_policy_path(), project_dir / ".ai" / "policy.yaml",
-             *(sorted(ai_dir.glob("*.yaml")) if ai_dir.is_dir() else [])]
+    files = [
+        default_global_policy_path(),
+        project_dir / ".ai" / "policy.yaml",
+        *(sorted(ai_dir.glob("*.yaml")) if ai_dir.is_dir() else []),
+    ]
     out = []
     for p in files:
         try:
@@ -80,8 +84,14 @@ def policy_fingerprint(project_dir: Path) -> tuple:
 class Daemon:
     """The scheduler and its workers. `run()` blocks until `request_stop()` (or a signal) ends it."""
 
-    def __init__(self, settings: Any, options: DaemonOptions | None = None, *, daemon_id: str | None = None,
-                 status_path: Path | None = None):
+    def __init__(
+        self,
+        settings: Any,
+        options: DaemonOptions | None = None,
+        *,
+        daemon_id: str | None = None,
+        status_path: Path | None = None,
+    ):
         if settings.project_dir is None or settings.home is None:
             from aictl.domain.errors import NotInitialized
 
@@ -244,13 +254,26 @@ class Daemon:
 
     def _on_exec_event(self, worker: int, event: dict[str, Any]) -> None:
         if event.get("type") == "ai_paused":  # a rate or usage limit: the router skips the AI until then
-            log.warning("AI paused by a usage limit", worker=worker, task_id=event.get("task_id"),
-                        ai=event.get("ai"), until=event.get("until"), reason=event.get("reason"))
-            self.notify("task.rate_limited", {k: event.get(k) for k in ("task_id", "ai", "until", "reason")}
-                        | {"daemon": self.id})
+            log.warning(
+                "AI paused by a usage limit",
+                worker=worker,
+                task_id=event.get("task_id"),
+                ai=event.get("ai"),
+                until=event.get("until"),
+                reason=event.get("reason"),
+            )
+            self.notify(
+                "task.rate_limited",
+                {k: event.get(k) for k in ("task_id", "ai", "until", "reason")} | {"daemon": self.id},
+            )
         elif event.get("type") == "output":
-            log.debug("output", worker=worker, task_id=event.get("task_id"), stream=event.get("stream"),
-                      line=str(event.get("line"))[:500])
+            log.debug(
+                "output",
+                worker=worker,
+                task_id=event.get("task_id"),
+                stream=event.get("stream"),
+                line=str(event.get("line"))[:500],
+            )
         elif event.get("type") == "phase":
             log.debug("phase", worker=worker, **{k: v for k, v in event.items() if k not in ("type", "ts")})
 
@@ -266,9 +289,17 @@ class Daemon:
         for w in self.workers:
             w.thread.start()
         self.state = "running"
-        log.info("daemon started", daemon=self.id, pid=self.pid, workers=len(self.workers), ttl=self.ttl,
-                 grace_s=self.grace_s, store=self.settings.resolved_database_url.split("://")[0],
-                 wakeup=self.wakeup.mode, ai_ids=o.ai_ids)
+        log.info(
+            "daemon started",
+            daemon=self.id,
+            pid=self.pid,
+            workers=len(self.workers),
+            ttl=self.ttl,
+            grace_s=self.grace_s,
+            store=self.settings.resolved_database_url.split("://")[0],
+            wakeup=self.wakeup.mode,
+            ai_ids=o.ai_ids,
+        )
         self.notify("daemon.started", {"daemon": self.id, "host": self.host, "pid": self.pid})
         try:
             while not self._stop.is_set():
@@ -294,8 +325,12 @@ class Daemon:
             return
         import traceback
 
-        log.error("scheduler pass failed; retrying", error=f"{type(e).__name__}: {getattr(e, 'message', e)}",
-                  retry_in_s=self._store_backoff, traceback="".join(traceback.format_exception(e)))
+        log.error(
+            "scheduler pass failed; retrying",
+            error=f"{type(e).__name__}: {getattr(e, 'message', e)}",
+            retry_in_s=self._store_backoff,
+            traceback="".join(traceback.format_exception(e)),
+        )
         self._paused_until = time.monotonic() + self._store_backoff
         self._store_backoff = min(self.options.store_retry_max_s, self._store_backoff * 2)
 
@@ -353,8 +388,10 @@ class Daemon:
 
         now = time.time()
         with store.read() as tx:
-            expired = tx.one("SELECT id FROM tasks WHERE status IN ('claimed', 'running') AND lease_expires_at < :now"
-                             " LIMIT 1", {"now": now})
+            expired = tx.one(
+                "SELECT id FROM tasks WHERE status IN ('claimed', 'running') AND lease_expires_at < :now LIMIT 1",
+                {"now": now},
+            )
         if expired is not None:
             reaped = TaskService(store, self.settings).reap()
             if reaped:
@@ -394,12 +431,21 @@ class Daemon:
 
         reg = DaemonRegistry(store)
         if self.previous_daemon:
-            if reg.mark_stopped(self.previous_daemon, actor=self.settings.actor,
-                                reason=f"found dead by daemon {self.id}: its pid file was stale"):
+            if reg.mark_stopped(
+                self.previous_daemon,
+                actor=self.settings.actor,
+                reason=f"found dead by daemon {self.id}: its pid file was stale",
+            ):
                 log.info("marked the dead daemon stopped", previous=self.previous_daemon)
             self.previous_daemon = None
-        reg.register(self.id, project=str(self.settings.project_dir), info=self.snapshot(brief=True),
-                     actor=self.settings.actor, pid=self.pid, host=self.host)
+        reg.register(
+            self.id,
+            project=str(self.settings.project_dir),
+            info=self.snapshot(brief=True),
+            actor=self.settings.actor,
+            pid=self.pid,
+            host=self.host,
+        )
         self._registered = True
 
     def _heartbeat(self, store: Any) -> None:
@@ -413,32 +459,45 @@ class Daemon:
         running = [w.job.describe() | {"worker": w.n} for w in self.workers if w.job is not None]
         busy = len(running)
         out: dict[str, Any] = {
-            "daemon_id": self.id, "pid": self.pid, "host": self.host, "project": str(self.settings.project_dir),
-            "state": self.state, "started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 1),
+            "daemon_id": self.id,
+            "pid": self.pid,
+            "host": self.host,
+            "project": str(self.settings.project_dir),
+            "state": self.state,
+            "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 1),
             "workers": {"total": len(self.workers), "busy": busy, "idle": len(self.workers) - busy},
-            "running": running, "ai_ids": self.options.ai_ids,
+            "running": running,
+            "ai_ids": self.options.ai_ids,
         }
         if brief:
             return out
         with self._lock:
             counts = dict(self.counts)
-        out.update({
-            "last_sweep_at": self.last_sweep_at,
-            "store": {"backend": self.url.split("://")[0].split("+")[0], "reachable": self._store_error is None,
-                      "error": self._store_error, "down_since": self._store_down_since,
-                      "last_ok_at": self._last_store_ok},
-            "wakeup": self.wakeup.describe() if self.wakeup is not None else None,
-            "policy": [s["path"] for s in self.gate.sources] if self.gate is not None else [],
-            "grace_s": self.grace_s, "lease_ttl": self.ttl, "outcomes": counts, "updated_at": time.time(),
-        })
+        out.update(
+            {
+                "last_sweep_at": self.last_sweep_at,
+                "store": {
+                    "backend": self.url.split("://")[0].split("+")[0],
+                    "reachable": self._store_error is None,
+                    "error": self._store_error,
+                    "down_since": self._store_down_since,
+                    "last_ok_at": self._last_store_ok,
+                },
+                "wakeup": self.wakeup.describe() if self.wakeup is not None else None,
+                "policy": [s["path"] for s in self.gate.sources] if self.gate is not None else [],
+                "grace_s": self.grace_s,
+                "lease_ttl": self.ttl,
+                "outcomes": counts,
+                "updated_at": time.time(),
+            }
+        )
         return out
 
     def _write_status_if_dirty(self) -> None:
         if not self._status_dirty or self.status_path is None:
             return
         self._status_dirty = False
-        from aictl.daemon.process import DaemonPaths, write_status
-
         try:
             write_status(DaemonPaths(self.status_path.parent), self.snapshot())
         except OSError as e:
@@ -453,8 +512,9 @@ class Daemon:
         busy = [w for w in self.workers if w.busy]
         grace = 0.0 if self._stop_now.is_set() else self.grace_s
         if busy:
-            log.info("stopping: waiting for running tasks", grace_s=grace, running=[w.job.task_id for w in busy
-                                                                                     if w.job])
+            log.info(
+                "stopping: waiting for running tasks", grace_s=grace, running=[w.job.task_id for w in busy if w.job]
+            )
         deadline = time.monotonic() + grace
         next_beat = time.monotonic() + self.options.heartbeat_interval_s
         while any(w.busy for w in self.workers) and not self._stop_now.is_set():
@@ -477,17 +537,18 @@ class Daemon:
                 self._idle.clear()
                 if any(w.busy for w in self.workers):
                     self._idle.wait(0.2)
-            left = [w.job.task_id for w in self.workers if w.job is not None]
-            if left:
-                log.error("runs did not stop in time; exiting anyway (their leases will expire)", tasks=left)
+            unfinished = [w.job.task_id for w in self.workers if w.job is not None]
+            if unfinished:
+                log.error("runs did not stop in time; exiting anyway (their leases will expire)", tasks=unfinished)
         for w in self.workers:
             w.quit()
         for w in self.workers:
             w.thread.join(timeout=2)
         self.state = "stopped"
         self._quiet(self._sign_off)
-        self.notify("daemon.stopped", {"daemon": self.id, "host": self.host, "pid": self.pid,
-                                       "outcomes": dict(self.counts)})
+        self.notify(
+            "daemon.stopped", {"daemon": self.id, "host": self.host, "pid": self.pid, "outcomes": dict(self.counts)}
+        )
         if self._notifier is not None:
             try:
                 self._notifier.close(5.0)
@@ -506,8 +567,11 @@ class Daemon:
         """Give each still-running task back, with its epoch and a reason; its executor then stops the run."""
         from aictl.tasks.service import TaskService
 
-        reason = (f"daemon {self.id} stopping now" if grace == 0 else
-                  f"daemon {self.id} stopping: the grace period of {grace:g}s ran out")
+        reason = (
+            f"daemon {self.id} stopping now"
+            if grace == 0
+            else f"daemon {self.id} stopping: the grace period of {grace:g}s ran out"
+        )
         for w in workers:
             job = w.job
             if job is None:
@@ -525,8 +589,11 @@ class Daemon:
             except (LeaseLost, Conflict) as e:
                 log.info("task finished before it could be released", task_id=job.task_id, error=e.message)
             except Exception as e:  # noqa: BLE001 - the lease will expire instead
-                log.error("could not release a running task; its lease will expire", task_id=job.task_id,
-                          error=getattr(e, "message", str(e)))
+                log.error(
+                    "could not release a running task; its lease will expire",
+                    task_id=job.task_id,
+                    error=getattr(e, "message", str(e)),
+                )
 
     def _heartbeat_if_store(self) -> None:
         store = self._try_store()
@@ -539,12 +606,14 @@ class Daemon:
         store = self._try_store()
         if store is None or not self._registered:
             return
-        DaemonRegistry(store).mark_stopped(self.id, actor=self.settings.actor, reason="stopped",
-                                           info=self.snapshot(brief=True))
+        DaemonRegistry(store).mark_stopped(
+            self.id, actor=self.settings.actor, reason="stopped", info=self.snapshot(brief=True)
+        )
 
     def _quiet(self, fn: Any) -> None:
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - shutdown goes on; the store may be gone
-            log.warning("shutdown step failed", step=getattr(fn, "__name__", str(fn)),
-                        error=getattr(e, "message", str(e)))
+            log.warning(
+                "shutdown step failed", step=getattr(fn, "__name__", str(fn)), error=getattr(e, "message", str(e))
+            )

@@ -24,14 +24,15 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from aictl.config import NOTIFY_EVENTS, NotificationChannel
 from aictl.domain.errors import ConfigError
 
-__all__ = ["Delivery", "Notifier", "NOTIFY_EVENTS", "sign", "verify_signature"]
+__all__ = ["NOTIFY_EVENTS", "Delivery", "Notifier", "sign", "verify_signature"]
 
 QUEUE_SIZE = 1000
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubles each attempt
@@ -77,9 +78,17 @@ class Delivery:
     skipped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"channel": self.channel, "type": self.type, "event": self.event, "ok": self.ok,
-                "skipped": self.skipped, "attempts": self.attempts, "status": self.status, "error": self.error,
-                "waits": [round(w, 3) for w in self.waits]}
+        return {
+            "channel": self.channel,
+            "type": self.type,
+            "event": self.event,
+            "ok": self.ok,
+            "skipped": self.skipped,
+            "attempts": self.attempts,
+            "status": self.status,
+            "error": self.error,
+            "waits": [round(w, 3) for w in self.waits],
+        }
 
 
 @dataclass
@@ -97,7 +106,7 @@ def envelope(event_type: str, payload: dict[str, Any], source: dict[str, Any] | 
     return {
         "id": str(uuid.uuid4()),
         "type": event_type,
-        "created_at": datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="milliseconds"),
+        "created_at": datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds"),
         "source": source or {},
         "data": payload,
     }
@@ -149,6 +158,7 @@ class Channel:
         }
         if self.secret is not None:
             headers["X-Aictl-Signature"] = sign(self.secret, body)
+        assert self.cfg.url is not None  # NotificationChannel refuses a webhook without a url
         req = urllib.request.Request(self.cfg.url, data=body, method="POST", headers=headers)
         try:
             with _opener().open(req, timeout=self.cfg.timeout_s) as resp:
@@ -159,10 +169,16 @@ class Channel:
             e.close()
             retryable = code >= 500 or code in _RETRY_STATUS
             where = e.headers.get("Location") if 300 <= code < 400 else None
-            error = f"HTTP {code}" + (f" redirect to {where} (aictl does not follow redirects; use the final URL)"
-                                      if where else "")
-            return _Attempt(ok=False, status=code, error=error, retryable=retryable,
-                            retry_after=parse_retry_after(e.headers.get("Retry-After")))
+            error = f"HTTP {code}" + (
+                f" redirect to {where} (aictl does not follow redirects; use the final URL)" if where else ""
+            )
+            return _Attempt(
+                ok=False,
+                status=code,
+                error=error,
+                retryable=retryable,
+                retry_after=parse_retry_after(e.headers.get("Retry-After")),
+            )
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             return _Attempt(ok=False, error=f"{type(reason).__name__}: {reason}", retryable=True)
@@ -181,8 +197,12 @@ class Channel:
             return _Attempt(ok=False, error=f"cannot run {argv[0]!r}: {e.strerror or e}")
         if p.returncode != 0:
             tail = p.stderr.decode("utf-8", "replace").strip().splitlines()
-            return _Attempt(ok=False, status=p.returncode, retryable=True,
-                            error=f"exit {p.returncode}" + (f": {tail[-1][:200]}" if tail else ""))
+            return _Attempt(
+                ok=False,
+                status=p.returncode,
+                retryable=True,
+                error=f"exit {p.returncode}" + (f": {tail[-1][:200]}" if tail else ""),
+            )
         return _Attempt(ok=True, status=0)
 
 
@@ -229,8 +249,14 @@ def console_line(event: dict[str, Any]) -> str:
     return f"aictl: {event['type']}" + (f" {' '.join(parts)}" if parts else "")
 
 
-def deliver(channel: Channel, event: dict[str, Any], body: bytes, *, abort: threading.Event | None = None,
-            backoff_base: float = BACKOFF_BASE) -> Delivery:
+def deliver(
+    channel: Channel,
+    event: dict[str, Any],
+    body: bytes,
+    *,
+    abort: threading.Event | None = None,
+    backoff_base: float = BACKOFF_BASE,
+) -> Delivery:
     """Send one event to one channel, retrying transient failures; never raises."""
     abort = abort or threading.Event()
     d = Delivery(channel=channel.name, type=channel.cfg.type, event=event["type"], ok=False)
@@ -239,7 +265,7 @@ def deliver(channel: Channel, event: dict[str, Any], body: bytes, *, abort: thre
         d.attempts += 1
         try:
             a = channel.attempt(event, body)
-        except Exception as e:  # a bug in a channel must not kill the delivery thread
+        except Exception as e:  # noqa: BLE001 - a bug in a channel must not kill the delivery thread
             a = _Attempt(ok=False, error=f"{type(e).__name__}: {e}")
         d.ok, d.status, d.error = a.ok, a.status, a.error
         if a.ok or not a.retryable or d.attempts >= attempts or abort.is_set():
@@ -256,9 +282,15 @@ def deliver(channel: Channel, event: dict[str, Any], body: bytes, *, abort: thre
 class Notifier:
     """Fan events out to the configured channels from one background thread."""
 
-    def __init__(self, channels: list[Channel], *, source: dict[str, Any] | None = None,
-                 queue_size: int = QUEUE_SIZE, backoff_base: float = BACKOFF_BASE,
-                 on_delivery: Callable[[Delivery], None] | None = None):
+    def __init__(
+        self,
+        channels: list[Channel],
+        *,
+        source: dict[str, Any] | None = None,
+        queue_size: int = QUEUE_SIZE,
+        backoff_base: float = BACKOFF_BASE,
+        on_delivery: Callable[[Delivery], None] | None = None,
+    ):
         self.channels = channels
         self.source = source or {}
         self.backoff_base = backoff_base
@@ -271,7 +303,7 @@ class Notifier:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any, **kwargs: Any) -> "Notifier":
+    def from_settings(cls, settings: Any, **kwargs: Any) -> Notifier:
         """Channels from `settings.notifications`; a webhook's secret is read from its env var now."""
         where = settings.sources.get("notifications", "settings") if getattr(settings, "sources", None) else "settings"
         channels = []
@@ -308,15 +340,17 @@ class Notifier:
         except queue.Full:
             with self._lock:
                 self.stats["dropped"] += 1
-            _log().warning("notification queue full; event dropped", event_type=event_type,
-                           dropped_total=self.stats["dropped"])
+            _log().warning(
+                "notification queue full; event dropped", event_type=event_type, dropped_total=self.stats["dropped"]
+            )
             return False
         with self._lock:
             self.stats["queued"] += 1
         return True
 
-    def send_now(self, event_type: str, payload: dict[str, Any] | None = None, *,
-                 all_channels: bool = False) -> list[Delivery]:
+    def send_now(
+        self, event_type: str, payload: dict[str, Any] | None = None, *, all_channels: bool = False
+    ) -> list[Delivery]:
         """Deliver synchronously to each channel (for `aictl notify test`); a channel not subscribed is skipped."""
         event = envelope(event_type, dict(payload or {}), self.source)
         body = _body(event)
@@ -325,8 +359,16 @@ class Notifier:
             if all_channels or c.wants(event_type):
                 out.append(deliver(c, event, body, abort=self._abort, backoff_base=self.backoff_base))
             else:
-                out.append(Delivery(channel=c.name, type=c.cfg.type, event=event_type, ok=False, skipped=True,
-                                    error=f"not subscribed to {event_type} (on: {', '.join(c.cfg.on)})"))
+                out.append(
+                    Delivery(
+                        channel=c.name,
+                        type=c.cfg.type,
+                        event=event_type,
+                        ok=False,
+                        skipped=True,
+                        error=f"not subscribed to {event_type} (on: {', '.join(c.cfg.on)})",
+                    )
+                )
         return out
 
     def pending(self) -> int:
@@ -374,12 +416,17 @@ class Notifier:
                 with self._lock:
                     self.stats["delivered" if d.ok else "failed"] += 1
                 if not d.ok:
-                    _log().error("notification not delivered", channel=d.channel, event_type=event_type,
-                                 attempts=d.attempts, error=d.error)
+                    _log().error(
+                        "notification not delivered",
+                        channel=d.channel,
+                        event_type=event_type,
+                        attempts=d.attempts,
+                        error=d.error,
+                    )
                 if self.on_delivery is not None:
                     try:
                         self.on_delivery(d)
-                    except Exception:  # a caller's callback must not stop deliveries
+                    except Exception:  # noqa: BLE001 - a caller's callback must not stop deliveries
                         pass
 
 

@@ -20,43 +20,36 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from aictl.daemon.files import DaemonPaths, read_json, read_status, write_status
 from aictl.domain.errors import AictlError, Conflict
+
+# The daemon's files moved to files.py (loop.py and logs.py need them without the process code); callers
+# still import them from here.
+__all__ = [
+    "DAEMON_UMASK",
+    "READY_TIMEOUT_S",
+    "DaemonPaths",
+    "LocalDaemon",
+    "PidFile",
+    "detach",
+    "install_signals",
+    "local_daemon",
+    "lock_is_held",
+    "pid_alive",
+    "read_pid",
+    "read_status",
+    "serve",
+    "stop_signal",
+    "write_status",
+]
 
 DAEMON_UMASK = 0o027  # group may read what the daemon writes; others nothing
 READY_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class DaemonPaths:
-    dir: Path
-
-    @classmethod
-    def for_home(cls, home: Path) -> "DaemonPaths":
-        return cls(Path(home) / "daemon")
-
-    @property
-    def lock(self) -> Path:
-        return self.dir / "daemon.lock"
-
-    @property
-    def pid(self) -> Path:
-        return self.dir / "daemon.pid"
-
-    @property
-    def status(self) -> Path:
-        return self.dir / "status.json"
-
-    @property
-    def log(self) -> Path:
-        return self.dir / "daemon.log"
-
-    @property
-    def out(self) -> Path:
-        return self.dir / "daemon.out"
 
 
 def _file_lock(path: Path) -> Any:
@@ -111,8 +104,7 @@ class LocalDaemon:
 def local_daemon(paths: DaemonPaths) -> LocalDaemon:
     pid = read_pid(paths)
     held = lock_is_held(paths)
-    return LocalDaemon(running=held, pid=pid if held else None,
-                       stale_pid_file=paths.pid.exists() and not held)
+    return LocalDaemon(running=held, pid=pid if held else None, stale_pid_file=paths.pid.exists() and not held)
 
 
 class PidFile:
@@ -123,7 +115,7 @@ class PidFile:
         self._lock = _file_lock(paths.lock)
         self.stale: dict[str, Any] | None = None  # what we took over, if anything
 
-    def acquire(self) -> "PidFile":
+    def acquire(self) -> PidFile:
         from filelock import Timeout
 
         try:
@@ -138,7 +130,7 @@ class PidFile:
             ) from None
         old = read_pid(self.paths)
         if old is not None and old != os.getpid():
-            self.stale = {"pid": old, "pid_alive": pid_alive(old), "previous": _read_json(self.paths.status)}
+            self.stale = {"pid": old, "pid_alive": pid_alive(old), "previous": read_json(self.paths.status)}
         tmp = self.paths.pid.with_suffix(".pid.tmp")
         tmp.write_text(f"{os.getpid()}\n")
         os.replace(tmp, self.paths.pid)
@@ -153,29 +145,15 @@ class PidFile:
         self._lock.release(force=True)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_status(paths: DaemonPaths) -> dict[str, Any] | None:
-    return _read_json(paths.status)
-
-
-def write_status(paths: DaemonPaths, data: dict[str, Any]) -> None:
-    """Atomically replace status.json (readers never see half a file)."""
-    tmp = paths.status.with_name(f".status.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, paths.status)
-
-
 # -- detaching ----------------------------------------------------------------------------
 
 
-def detach(paths: DaemonPaths, body: Callable[[Callable[[dict[str, Any]], None]], int],
-           *, ready_timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
+def detach(
+    paths: DaemonPaths,
+    body: Callable[[Callable[[dict[str, Any]], None]], int],
+    *,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> dict[str, Any]:
     """Run `body(ready)` in a detached grandchild; return the message it passes to `ready`.
 
     Classic double fork: the child calls setsid (new session, no controlling terminal)
@@ -247,8 +225,15 @@ def _read_ready(fd: int, timeout: float, paths: DaemonPaths) -> dict[str, Any]:
         while b"\n" not in buf:
             left = deadline - time.monotonic()
             if left <= 0:
-                return {"ok": False, "error": {"code": "error", "exit_code": 1, "message":
-                        f"the daemon did not report within {timeout:g}s", "hint": f"see {paths.log} and {paths.out}"}}
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "error",
+                        "exit_code": 1,
+                        "message": f"the daemon did not report within {timeout:g}s",
+                        "hint": f"see {paths.log} and {paths.out}",
+                    },
+                }
             readable, _, _ = select.select([fd], [], [], left)
             if not readable:
                 continue
@@ -259,9 +244,15 @@ def _read_ready(fd: int, timeout: float, paths: DaemonPaths) -> dict[str, Any]:
     finally:
         os.close(fd)
     if not buf.strip():
-        return {"ok": False, "error": {"code": "error", "exit_code": 1,
-                                       "message": "the daemon exited before it was ready",
-                                       "hint": f"see {paths.out} and {paths.log}"}}
+        return {
+            "ok": False,
+            "error": {
+                "code": "error",
+                "exit_code": 1,
+                "message": "the daemon exited before it was ready",
+                "hint": f"see {paths.out} and {paths.log}",
+            },
+        }
     return json.loads(buf.split(b"\n", 1)[0])
 
 
@@ -289,9 +280,11 @@ def stop_signal(now: bool) -> int:
 # -- one daemon's life -------------------------------------------------------------------
 
 
-def serve(settings: Any, options: Any, paths: DaemonPaths, *, foreground: bool,
-          ready: Callable[[dict[str, Any]], None]) -> int:
+def serve(
+    settings: Any, options: Any, paths: DaemonPaths, *, foreground: bool, ready: Callable[[dict[str, Any]], None]
+) -> int:
     """Take the pid lock, set up logs, prepare, report ready, run until stopped. Foreground or detached."""
+    # Here, not at the top: `aictl daemon status|stop` import this module and need none of the loop's services.
     from aictl.daemon.logs import setup_logging
     from aictl.daemon.loop import Daemon
     from aictl.logging import get_logger
@@ -304,16 +297,27 @@ def serve(settings: Any, options: Any, paths: DaemonPaths, *, foreground: bool,
         if pidfile.stale is not None:
             previous = pidfile.stale.get("previous") or {}
             daemon.previous_daemon = previous.get("daemon_id")
-            log.warning("stale pid file: its daemon is gone; taking over", pid=pidfile.stale["pid"],
-                        pid_alive=pidfile.stale["pid_alive"], previous_daemon=daemon.previous_daemon)
+            log.warning(
+                "stale pid file: its daemon is gone; taking over",
+                pid=pidfile.stale["pid"],
+                pid_alive=pidfile.stale["pid_alive"],
+                previous_daemon=daemon.previous_daemon,
+            )
         daemon.prepare()
         install_signals(lambda now: daemon.request_stop(now=now), daemon.request_reload)
         write_status(paths, daemon.snapshot())  # who holds the pid file, even if we die in the next instant
         store = daemon.snapshot()["store"]
-        ready({"ok": True, "pid": os.getpid(), "daemon_id": daemon.id, "workers": len(daemon.workers),
-               "log": str(paths.log), "took_over": pidfile.stale and {"pid": pidfile.stale["pid"],
-                                                                      "daemon_id": daemon.previous_daemon},
-               "store": {"reachable": store["reachable"], "error": store["error"]}})
+        ready(
+            {
+                "ok": True,
+                "pid": os.getpid(),
+                "daemon_id": daemon.id,
+                "workers": len(daemon.workers),
+                "log": str(paths.log),
+                "took_over": pidfile.stale and {"pid": pidfile.stale["pid"], "daemon_id": daemon.previous_daemon},
+                "store": {"reachable": store["reachable"], "error": store["error"]},
+            }
+        )
         daemon.run()
         return 0
     finally:

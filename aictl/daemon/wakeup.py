@@ -132,8 +132,15 @@ class ListenWakeup(PollWakeup):
 
     mode = "listen"
 
-    def __init__(self, url: str, *, poll_min: float = 0.05, poll_max: float = 1.0, listen_max: float = 5.0,
-                 reconnect_max: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        poll_min: float = 0.05,
+        poll_max: float = 1.0,
+        listen_max: float = 5.0,
+        reconnect_max: float = 10.0,
+    ):
         super().__init__(poll_min=poll_min, poll_max=poll_max)
         from aictl.store.postgres import libpq_url
 
@@ -151,8 +158,12 @@ class ListenWakeup(PollWakeup):
         return self.listen_max if self.listening else self.poll_max
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "listening": self.listening, "notifications": self.notifications,
-                "error": None if self.listening else self.last_error}
+        return {
+            **super().describe(),
+            "listening": self.listening,
+            "notifications": self.notifications,
+            "error": None if self.listening else self.last_error,
+        }
 
     def _run(self) -> None:
         import psycopg
@@ -179,8 +190,9 @@ class ListenWakeup(PollWakeup):
                 self.listening = False
                 self.last_error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 if was or backoff == 0.5:
-                    log.warning("LISTEN connection lost; polling until it is back", error=self.last_error,
-                                retry_in_s=backoff)
+                    log.warning(
+                        "LISTEN connection lost; polling until it is back", error=self.last_error, retry_in_s=backoff
+                    )
                 self.wake()
                 self._closed.wait(backoff)
                 backoff = min(self.reconnect_max, backoff * 2)
@@ -202,5 +214,5 @@ def make_wakeup(url: str, **kw: Any) -> PollWakeup:
         return ListenWakeup(url, **kw)
     poll = {k: v for k, v in kw.items() if k in ("poll_min", "poll_max")}
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return SqliteWakeup(url[len("sqlite:///"):], **poll)
+        return SqliteWakeup(url[len("sqlite:///") :], **poll)
     return PollWakeup(**poll)

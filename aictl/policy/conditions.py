@@ -38,9 +38,11 @@ def _load_cel() -> ModuleType:
             module = importlib.util.module_from_spec(ext_spec)  # type: ignore[arg-type]
             sys.modules["cel.cel"] = module  # a later `import cel` reuses it (PyO3 initialises once)
             ext_spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure of the fast path falls back to the supported import
             sys.modules.pop("cel.cel", None)
-            import cel as module  # the slow but supported way
+            import cel  # the slow but supported way
+
+            module = cel
     _cel = module
     return module
 
@@ -60,15 +62,12 @@ def condition_error(expression: str) -> str | None:
         program = compile_condition(expression)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except BaseException as exc:  # ValueError with the parser's message; a Rust panic is a BaseException
+    except BaseException as exc:  # noqa: BLE001 - ValueError with the parser's message; a Rust panic is a BaseException
         return f"condition does not compile: {_compiler_message(str(exc))}"
     bound = set(_MACRO_BINDING.findall(expression))
     unknown = [name for name in program.variables() if name not in VARIABLES and name not in bound]
     if unknown:
-        return (
-            f"condition uses unknown variable(s) {', '.join(map(repr, unknown))}; "
-            f"available: {', '.join(VARIABLES)}"
-        )
+        return f"condition uses unknown variable(s) {', '.join(map(repr, unknown))}; available: {', '.join(VARIABLES)}"
     return None
 
 
@@ -87,9 +86,7 @@ def _compiler_message(text: str) -> str:
 
 # A variable followed by field selections, stopping before a method call: `resource.task.labels` in
 # `resource.task.labels.size()`. Used to hand CEL only the fields an expression can reach.
-_FIELD_CHAIN = re.compile(
-    r"(?<![\w.])(" + "|".join(VARIABLES) + r")\b((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*\b(?!\s*\())*)"
-)
+_FIELD_CHAIN = re.compile(r"(?<![\w.])(" + "|".join(VARIABLES) + r")\b((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*\b(?!\s*\())*)")
 
 FieldTree = dict[str, Any]  # name -> FieldTree, or True for "the whole value"
 
@@ -118,7 +115,7 @@ def add_fields(tree: FieldTree, chain: tuple[str, ...]) -> None:
 
 def project(value: Any, tree: FieldTree | bool) -> Any:
     """Only the parts of `value` named in `tree`; missing keys stay missing so `has()` still works."""
-    if tree is True or not isinstance(value, dict):
+    if not isinstance(tree, dict) or not isinstance(value, dict):
         return value
     return {key: project(value[key], sub) for key, sub in tree.items() if key in value}
 
@@ -135,7 +132,7 @@ def run_condition(program: Any, activation: Any) -> tuple[bool, str | None]:
         value = program.execute(activation)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except BaseException as exc:  # a Rust panic surfaces as pyo3 PanicException, a BaseException
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic surfaces as pyo3 PanicException, a BaseException
         return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
     if value is True or value is False:
         return value, None

@@ -9,54 +9,30 @@ whose condition errors counts as matched (fail closed), any other rule as not ma
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
 from aictl.policy.limits import merge_limits
 from aictl.policy.matching import CompiledRule, RequestView
 from aictl.policy.merge import EffectivePolicy
-from aictl.policy.schema import KNOWN_ACTIONS, Effect, Limits
+from aictl.policy.request import PolicyRequest, Resource, Subject
+from aictl.policy.schema import Effect, Limits
+
+# The request types live in request.py (matching needs them below the engine); callers import them from here too.
+__all__ = [
+    "Decision",
+    "EffectName",
+    "Explanation",
+    "PolicyRequest",
+    "Resource",
+    "RuleTrace",
+    "Subject",
+    "evaluate",
+    "explain",
+]
 
 EffectName = Literal["allow", "deny", "require_approval"]
-
-
-class Subject(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ai: str | None = None
-    ai_labels: list[str] = Field(default_factory=list)
-    task_id: int | None = None
-    lease_epoch: int | None = None
-    actor: str | None = None
-
-
-class Resource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    task: dict[str, Any] | None = None
-    path: str | None = None
-    paths: list[str] = Field(default_factory=list)
-    command: str | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-
-class PolicyRequest(BaseModel):
-    """Who (subject) wants to do what (action) to what (resource), in which context."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    subject: Subject = Field(default_factory=Subject)
-    action: str
-    resource: Resource = Field(default_factory=Resource)
-    context: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("action")
-    @classmethod
-    def _known_action(cls, action: str) -> str:
-        if action not in KNOWN_ACTIONS:
-            raise ValueError(f"unknown action {action!r}; known actions: {', '.join(KNOWN_ACTIONS)}")
-        return action
 
 
 class Decision(BaseModel):
@@ -133,16 +109,29 @@ def explain(policy: EffectivePolicy, request: PolicyRequest) -> Explanation:
             why = "all match fields and the condition hold"
         else:
             why = rule.explain_failure(failed or "", view, error)
-        traces.append(RuleTrace(
-            id=rule.id, effect=rule.effect.value, source=rule.rule.source, line=rule.rule.line,
-            scope=rule.scope, final=rule.rule.final, matched=ok, failed=None if ok and error is None else failed,
-            why=why, condition_error=error,
-        ))
+        traces.append(
+            RuleTrace(
+                id=rule.id,
+                effect=rule.effect.value,
+                source=rule.rule.source,
+                line=rule.rule.line,
+                scope=rule.scope,
+                final=rule.rule.final,
+                matched=ok,
+                failed=None if ok and error is None else failed,
+                why=why,
+                condition_error=error,
+            )
+        )
     decision = _decide(resolved.default, matched, errors, resolved.warnings)
     decision.eval_ms = (time.perf_counter() - started) * 1000
     return Explanation(
-        decision=decision, ai=request.subject.ai, default=resolved.default.value,
-        default_source=resolved.default_source, rules=traces, warnings=resolved.warnings,
+        decision=decision,
+        ai=request.subject.ai,
+        default=resolved.default.value,
+        default_source=resolved.default_source,
+        rules=traces,
+        warnings=resolved.warnings,
     )
 
 
@@ -155,8 +144,14 @@ def _decide(default: Effect, matched: list[CompiledRule], errors: list[str], war
     # model_construct: every value here is already valid, and validation would double the decision time.
     if not matched:
         reasons = [f"no rule matched; the default is {default.value}", *errors, *warnings]
-        return Decision.model_construct(effect=default.value, matched_rules=[], reasons=reasons,
-                                        limits=Limits.model_construct(), default_applied=True, eval_ms=0.0)
+        return Decision.model_construct(
+            effect=default.value,
+            matched_rules=[],
+            reasons=reasons,
+            limits=Limits.model_construct(),
+            default_applied=True,
+            eval_ms=0.0,
+        )
     effect = max((rule.effect for rule in matched), key=lambda e: e.strictness)
     reasons = [rule.rule.display_reason() for rule in matched if rule.effect is effect]
     limits = merge_limits(rule.rule.limits for rule in matched if rule.effect is not Effect.deny)

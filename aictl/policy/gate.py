@@ -38,8 +38,9 @@ class PolicyGate:
         from aictl.policy.engine import PolicyRequest, Resource, Subject, evaluate
 
         request = PolicyRequest(
-            subject=Subject(ai=ai, ai_labels=ai_labels or [], task_id=(task or {}).get("id"), lease_epoch=epoch,
-                            actor=actor),
+            subject=Subject(
+                ai=ai, ai_labels=ai_labels or [], task_id=(task or {}).get("id"), lease_epoch=epoch, actor=actor
+            ),
             action=action,
             resource=Resource(task=task, path=path, paths=paths or [], command=command),
             context=context or {},

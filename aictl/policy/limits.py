@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Literal
 
 from aictl.policy.schema import Limits, Sandbox
 
@@ -11,10 +12,10 @@ _NUMERIC = ("max_cost_usd", "max_runtime_s", "max_attempts")
 
 def merge_limits(all_limits: Iterable[Limits | None]) -> Limits:
     """Smallest numbers, intersection of allowed_tools, union of require_evidence, the tightest sandbox."""
-    numbers: dict[str, float | int] = {}
+    numbers: dict[str, Any] = {}  # float or int, as the field named by the key
     tools: list[str] | None = None
     evidence: list[str] = []
-    backend: str | None = None
+    backend: Literal["local", "docker"] | None = None
     network: bool | None = None
     for limits in all_limits:
         if limits is None:

@@ -103,7 +103,11 @@ def load_model_text(
     if node is None:
         if not issues:
             expected = "version: 1" if model is PolicyFile else "tests:"
-            issues = [PolicyIssue(file=source, line=1, column=1, message=f"the file is empty; expected a mapping with {expected}")]
+            issues = [
+                PolicyIssue(
+                    file=source, line=1, column=1, message=f"the file is empty; expected a mapping with {expected}"
+                )
+            ]
         return None, issues
     if model is PolicyFile and isinstance(data, dict):
         version = data.get("version")
@@ -111,7 +115,9 @@ def load_model_text(
             vnode, _ = find_node(node, ("version",))
             supported = ", ".join(map(str, SUPPORTED_VERSIONS))
             # Other complaints would be about a format this version does not know.
-            return None, [_issue(source, vnode, f"unsupported policy version {version}; supported versions: {supported}")]
+            return None, [
+                _issue(source, vnode, f"unsupported policy version {version}; supported versions: {supported}")
+            ]
     if model is PolicyFile:
         issues += _duplicate_rule_ids(node, data, source)
     result: M | None = None
@@ -141,14 +147,18 @@ def _parse_yaml(text: str, source: str) -> tuple[Node | None, Any, list[PolicyIs
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context else ""
-        return None, None, [
-            PolicyIssue(
-                file=source,
-                line=mark.line + 1 if mark else None,
-                column=mark.column + 1 if mark else None,
-                message=f"YAML syntax error: {problem}{context}",
-            )
-        ]
+        return (
+            None,
+            None,
+            [
+                PolicyIssue(
+                    file=source,
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                    message=f"YAML syntax error: {problem}{context}",
+                )
+            ],
+        )
     except yaml.YAMLError as exc:
         return None, None, [PolicyIssue(file=source, message=f"YAML error: {exc}")]
     finally:
@@ -169,7 +179,9 @@ def _duplicate_keys(root: Node, source: str) -> list[PolicyIssue]:
                 if isinstance(key, ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
                     if key.value in first:
                         line = first[key.value].start_mark.line + 1
-                        issues.append(_issue(source, key, f"duplicate key {key.value!r} (first defined at line {line})"))
+                        issues.append(
+                            _issue(source, key, f"duplicate key {key.value!r} (first defined at line {line})")
+                        )
                     else:
                         first[key.value] = key
                 stack.append(value)
@@ -282,7 +294,7 @@ def _from_pydantic(source: str, root: Node, data: Any, model: type[BaseModel], e
     if loc and loc[-1] == "when":
         node = _point_into_scalar(node, text)
     if text.startswith("Value error, "):
-        text = text[len("Value error, "):]
+        text = text[len("Value error, ") :]
     elif kind != "model_type" and "input" in err and not isinstance(err["input"], (dict, list)):
         text = f"{text}, got {err['input']!r}"
     return _issue(source, node, f"{where}: {text}" if where else text, rule_id)
@@ -365,7 +377,9 @@ def _duplicate_rule_ids(root: Node, data: Any, source: str) -> list[PolicyIssue]
             id_node, _ = find_node(root, (*loc, index, "id"))
             line = id_node.start_mark.line + 1
             if rule_id in first_line:
-                message = f"duplicate rule id {rule_id!r}: defined at line {first_line[rule_id]} and again at line {line}"
+                message = (
+                    f"duplicate rule id {rule_id!r}: defined at line {first_line[rule_id]} and again at line {line}"
+                )
                 issues.append(_issue(source, id_node, message, rule_id))
             else:
                 first_line[rule_id] = line

@@ -30,6 +30,8 @@ from aictl.policy.loader import PolicyIssue, issues_error, load_model_file
 from aictl.policy.matching import CompiledRule
 from aictl.policy.schema import Effect, PolicyFile, PolicySource, Rule
 
+FileLevel = Literal["global", "project"]  # where a policy file sits in the hierarchy (per-AI files apart)
+
 _SAFE_AI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]*$")
 
 
@@ -45,10 +47,16 @@ class PolicyLayer(BaseModel):
 class ResolvedPolicy:
     """The merged rules for one AI id, compiled for evaluation."""
 
-    __slots__ = ("ai", "default", "default_source", "rules", "warnings", "cel_fields")
+    __slots__ = ("ai", "cel_fields", "default", "default_source", "rules", "warnings")
 
-    def __init__(self, ai: str | None, default: Effect, default_source: str | None,
-                 rules: list[CompiledRule], warnings: list[str]):
+    def __init__(
+        self,
+        ai: str | None,
+        default: Effect,
+        default_source: str | None,
+        rules: list[CompiledRule],
+        warnings: list[str],
+    ):
         self.ai = ai
         self.default = default
         self.default_source = default_source
@@ -73,10 +81,15 @@ class EffectivePolicy(BaseModel):
     def resolve(self, ai: str | None) -> ResolvedPolicy:
         """The rules that apply to requests from `ai`. Never raises: a conflict found only here keeps
         the final rule and records a warning (load time already rejected every conflict it could see)."""
-        cache = self.__pydantic_private__["_resolved"]  # direct: pydantic's private-attribute lookup costs ~2 us
+        private = self.__pydantic_private__
+        assert private is not None  # the model declares private attributes
+        cache = private["_resolved"]  # direct: pydantic's private-attribute lookup costs ~2 us
         resolved = cache.get(ai)
         if resolved is None:
-            applies = (lambda scope: ai is not None and fnmatchcase(ai, scope))
+
+            def applies(scope: str) -> bool:
+                return ai is not None and fnmatchcase(ai, scope)
+
             resolved, _ = _resolve(self.layers, ai, applies)
             if len(cache) > 512:
                 cache.clear()
@@ -97,21 +110,44 @@ def merge_policies(
     *,
     ai_files: Mapping[str, PolicyFile] | None = None,
     ai_id: str | None = None,
-    levels: Sequence[Literal["global", "project"]] | None = None,
+    levels: Sequence[FileLevel] | None = None,
 ) -> EffectivePolicy:
     """Merge already loaded files (in hierarchy order) and per-AI files; raises ConfigError on a conflict."""
     levels = list(levels) if levels is not None else ["project"] * len(files)
     layers: list[PolicyLayer] = []
-    for policy, level in zip(files, levels):
-        layers.append(PolicyLayer(source=_path(policy), level=level, default=policy.default,
-                                  default_final=policy.default_final, rules=policy.rules))
+    for policy, level in zip(files, levels, strict=True):
+        layers.append(
+            PolicyLayer(
+                source=_path(policy),
+                level=level,
+                default=policy.default,
+                default_final=policy.default_final,
+                rules=policy.rules,
+            )
+        )
     for policy in files:
         for pattern, section in policy.ai.items():
-            layers.append(PolicyLayer(source=_path(policy), level="ai", scope=pattern, default=section.default,
-                                      default_final=section.default_final, rules=section.rules))
+            layers.append(
+                PolicyLayer(
+                    source=_path(policy),
+                    level="ai",
+                    scope=pattern,
+                    default=section.default,
+                    default_final=section.default_final,
+                    rules=section.rules,
+                )
+            )
     for ai, policy in (ai_files or {}).items():
-        layers.append(PolicyLayer(source=_path(policy), level="ai", scope=_escape_glob(ai), default=policy.default,
-                                  default_final=policy.default_final, rules=policy.rules))
+        layers.append(
+            PolicyLayer(
+                source=_path(policy),
+                level="ai",
+                scope=_escape_glob(ai),
+                default=policy.default,
+                default_final=policy.default_final,
+                rules=policy.rules,
+            )
+        )
     sources = [p.source for p in [*files, *(ai_files or {}).values()] if p.source is not None]
     effective = EffectivePolicy(layers=layers, sources=sources, ai_id=ai_id)
     _check_conflicts(effective)
@@ -133,11 +169,13 @@ def load_effective_policy(
     if ai_id is not None and not _SAFE_AI_ID.match(ai_id):
         raise UsageError(f"invalid AI id {ai_id!r}: use letters, digits and _.@:+-")
     project_dir = Path(project_dir)
-    candidates: list[tuple[Path, str]] = []
+    candidates: list[tuple[Path, FileLevel]] = []
     global_file = Path(global_path) if global_path is not None else default_global_policy_path()
     if global_path is not None and not global_file.is_file():
-        raise ConfigError(f"global policy file {global_file} does not exist",
-                          hint="create it, or leave out global_path to use the user config dir")
+        raise ConfigError(
+            f"global policy file {global_file} does not exist",
+            hint="create it, or leave out global_path to use the user config dir",
+        )
     if global_file.is_file():
         candidates.append((global_file, "global"))
     project_file = project_dir / ".ai" / "policy.yaml"
@@ -161,8 +199,12 @@ def load_effective_policy(
         policy, found = _load(path)
         issues += found
         if policy is not None and policy.ai:
-            issues.append(PolicyIssue(file=str(path), message="a per-AI file cannot have an 'ai:' section; "
-                                      "write its rules at the top level"))
+            issues.append(
+                PolicyIssue(
+                    file=str(path),
+                    message="a per-AI file cannot have an 'ai:' section; write its rules at the top level",
+                )
+            )
         elif policy is not None:
             ai_files[path.stem] = policy
     if issues:
@@ -192,12 +234,17 @@ def _escape_glob(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
+def _covers(ai_scope: str) -> Callable[[str], bool]:
+    """Whether a layer's scope applies to the AIs that `ai_scope` stands for (the same glob or one matching it)."""
+    return lambda scope: scope == ai_scope or fnmatchcase(ai_scope, scope)
+
+
 def _check_conflicts(policy: EffectivePolicy) -> None:
     """Resolve for every AI the layers name (and for no AI), and raise on any final-rule or default conflict."""
     scopes = list(dict.fromkeys(layer.scope for layer in policy.layers if layer.scope is not None))
     # A glob scope stands for the AIs it matches: it picks up every layer whose glob matches it too.
     probes: list[tuple[str | None, Callable[[str], bool]]] = [(None, lambda scope: False)]
-    probes += [(s, lambda scope, s=s: scope == s or fnmatchcase(s, scope)) for s in scopes]
+    probes += [(s, _covers(s)) for s in scopes]
     if policy.ai_id is not None:
         probes.append((policy.ai_id, lambda scope: fnmatchcase(policy.ai_id or "", scope)))
     issues: list[PolicyIssue] = []
@@ -221,8 +268,10 @@ def _resolve(
             continue
         if layer.default is not None:
             if default_final and layer.default.strictness < default.strictness:
-                message = (f"default {layer.default.value} loosens the final default {default.value} "
-                           f"set in {default_source}; a later level may only tighten it")
+                message = (
+                    f"default {layer.default.value} loosens the final default {default.value} "
+                    f"set in {default_source}; a later level may only tighten it"
+                )
                 issues.append(PolicyIssue(file=layer.source, message=message))
                 warnings.append(message)
             else:
@@ -233,9 +282,11 @@ def _resolve(
             if previous is not None and previous[0].final:
                 problems = _loosening(rule, previous[0])
                 if problems:
-                    message = (f"replaces final rule {rule.id!r} from {previous[0].location} but loosens it "
-                               f"({'; '.join(problems)}); a final rule may only be replaced by a stricter one: "
-                               f"same match and when, an equal or stricter effect, equal or smaller limits")
+                    message = (
+                        f"replaces final rule {rule.id!r} from {previous[0].location} but loosens it "
+                        f"({'; '.join(problems)}); a final rule may only be replaced by a stricter one: "
+                        f"same match and when, an equal or stricter effect, equal or smaller limits"
+                    )
                     issues.append(PolicyIssue(file=layer.source, line=rule.line, message=message, rule_id=rule.id))
                     warnings.append(f"rule {rule.id} at {rule.location} ignored: {message}")
                     continue

@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, field_serializer
@@ -20,7 +21,6 @@ from pydantic import BaseModel, Field, field_serializer
 from aictl.audit.events import append_event, canonical_json
 from aictl.audit.redact import redact
 from aictl.domain.errors import NotFound, UsageError
-from aictl.domain.models import ts_to_dt
 from aictl.store.base import Store, Tx
 
 
@@ -45,7 +45,7 @@ class DecisionRecord(BaseModel):
 
     @field_serializer("ts")
     def _iso(self, v: float) -> str:
-        return ts_to_dt(v).isoformat(timespec="milliseconds")
+        return datetime.fromtimestamp(v, tz=UTC).isoformat(timespec="milliseconds")
 
     def digest(self) -> str:
         return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
@@ -56,8 +56,9 @@ def policy_digest(sources: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical_json(sorted(f"{s['path']}:{s['sha256']}" for s in sources)).encode()).hexdigest()
 
 
-def make_record(request: Any, decision: Any, sources: list[dict[str, Any]], *, enforced: bool = True,
-                ts: float | None = None) -> DecisionRecord:
+def make_record(
+    request: Any, decision: Any, sources: list[dict[str, Any]], *, enforced: bool = True, ts: float | None = None
+) -> DecisionRecord:
     """A record from a PolicyRequest and the engine's Decision (input masked before it is stored)."""
     req = redact(request.model_dump(mode="json"))
     limits = decision.limits.model_dump(mode="json", exclude_none=True) if decision.limits is not None else {}
@@ -89,8 +90,21 @@ def write_record(tx: Tx, record: DecisionRecord) -> None:
         " VALUES (:decision_id, :ts, :ai, :actor, :task_id, :lease_epoch, :action, :resource, :input, :effect,"
         " :matched_rules, :reasons, :limits, :sources, :policy_digest, :eval_ms, :enforced)",
         {
-            **{k: getattr(record, k) for k in ("decision_id", "ts", "ai", "actor", "task_id", "lease_epoch",
-                                               "action", "effect", "policy_digest", "eval_ms")},
+            **{
+                k: getattr(record, k)
+                for k in (
+                    "decision_id",
+                    "ts",
+                    "ai",
+                    "actor",
+                    "task_id",
+                    "lease_epoch",
+                    "action",
+                    "effect",
+                    "policy_digest",
+                    "eval_ms",
+                )
+            },
             "resource": canonical_json(record.resource),
             "input": canonical_json(record.input),
             "matched_rules": canonical_json(record.matched_rules),
@@ -100,10 +114,21 @@ def write_record(tx: Tx, record: DecisionRecord) -> None:
             "enforced": int(record.enforced),
         },
     )
-    append_event(tx, ts=record.ts, actor=record.actor or record.ai or "aictl", action="decision",
-                 task_id=record.task_id, lease_epoch=record.lease_epoch,
-                 data={"decision_id": record.decision_id, "policy_action": record.action, "effect": record.effect,
-                       "rules": record.matched_rules, "sha256": record.digest()})
+    append_event(
+        tx,
+        ts=record.ts,
+        actor=record.actor or record.ai or "aictl",
+        action="decision",
+        task_id=record.task_id,
+        lease_epoch=record.lease_epoch,
+        data={
+            "decision_id": record.decision_id,
+            "policy_action": record.action,
+            "effect": record.effect,
+            "rules": record.matched_rules,
+            "sha256": record.digest(),
+        },
+    )
 
 
 def _from_row(row: dict[str, Any]) -> DecisionRecord:
@@ -122,17 +147,27 @@ class DecisionLog:
 
     def get(self, decision_id: str) -> DecisionRecord:
         with self.store.read() as tx:
-            rows = tx.all("SELECT * FROM decisions WHERE substr(decision_id, 1, :n) = :p",
-                          {"n": len(decision_id), "p": decision_id})
+            rows = tx.all(
+                "SELECT * FROM decisions WHERE substr(decision_id, 1, :n) = :p",
+                {"n": len(decision_id), "p": decision_id},
+            )
         if not rows:
             raise NotFound(f"decision {decision_id} not found", hint="list decisions with: aictl audit decisions")
         if len(rows) > 1:
             raise UsageError(f"decision id prefix {decision_id} is ambiguous; give more characters")
         return _from_row(rows[0])
 
-    def list(self, *, task_id: int | None = None, ai: str | None = None, effect: str | None = None,
-             action: str | None = None, since: float | None = None, limit: int | None = None) -> list[DecisionRecord]:
-        where, params = ["1 = 1"], {}
+    def list(
+        self,
+        *,
+        task_id: int | None = None,
+        ai: str | None = None,
+        effect: str | None = None,
+        action: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[DecisionRecord]:
+        where, params = ["1 = 1"], dict[str, Any]()
         for col, val in (("task_id", task_id), ("ai", ai), ("effect", effect), ("action", action)):
             if val is not None:
                 where.append(f"{col} = :{col}")
@@ -142,6 +177,7 @@ class DecisionLog:
             params["since"] = since
         sql = f"SELECT * FROM decisions WHERE {' AND '.join(where)} ORDER BY ts, decision_id"
         if limit:
-            sql = f"SELECT * FROM ({sql.replace(' ORDER BY ts, decision_id', '')} ORDER BY ts DESC LIMIT {int(limit)}) d ORDER BY ts"
+            inner = sql.replace(" ORDER BY ts, decision_id", "")
+            sql = f"SELECT * FROM ({inner} ORDER BY ts DESC LIMIT {int(limit)}) d ORDER BY ts"
         with self.store.read() as tx:
             return [_from_row(r) for r in tx.all(sql, params)]

@@ -27,16 +27,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, field_serializer
 
 from aictl.domain.errors import UsageError
-from aictl.domain.models import ts_to_dt
 from aictl.policy.engine import PolicyRequest, evaluate
 from aictl.policy.loader import PolicyIssue, issues_error, load_model_file
-from aictl.policy.merge import EffectivePolicy, default_global_policy_path, merge_policies
+from aictl.policy.merge import EffectivePolicy, FileLevel, default_global_policy_path, merge_policies
 from aictl.policy.records import DecisionRecord
 from aictl.policy.schema import PolicyFile
 
@@ -67,7 +66,7 @@ class ReplayResult(BaseModel):
 
     @field_serializer("ts")
     def _iso(self, v: float) -> str:
-        return ts_to_dt(v).isoformat(timespec="milliseconds")
+        return datetime.fromtimestamp(v, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def replay(records: Iterable[DecisionRecord], policy: EffectivePolicy) -> list[ReplayResult]:
@@ -80,9 +79,17 @@ def replay_one(record: DecisionRecord, policy: EffectivePolicy) -> ReplayResult:
     if record.effect == "deny" and any(r.startswith(_EVIDENCE_REASON) for r in record.reasons):
         old_effect = "allow"
         note = "recorded deny came from the evidence check; the policy itself allowed it"
-    base = dict(decision_id=record.decision_id, ts=record.ts, ai=record.ai, action=record.action,
-                task_id=record.task_id, old_effect=old_effect, old_rules=list(record.matched_rules),
-                recorded_effect=record.effect, note=note)
+    base = dict(
+        decision_id=record.decision_id,
+        ts=record.ts,
+        ai=record.ai,
+        action=record.action,
+        task_id=record.task_id,
+        old_effect=old_effect,
+        old_rules=list(record.matched_rules),
+        recorded_effect=record.effect,
+        note=note,
+    )
     try:
         request = PolicyRequest.model_validate(record.input)
     except ValidationError as exc:
@@ -90,12 +97,22 @@ def replay_one(record: DecisionRecord, policy: EffectivePolicy) -> ReplayResult:
         return ReplayResult(**base, changed=True, error=f"stored input is not a valid request: {problems}")
     decision = evaluate(policy, request)
     changed = decision.effect != old_effect or set(decision.matched_rules) != set(record.matched_rules)
-    return ReplayResult(**base, new_effect=decision.effect, new_rules=list(decision.matched_rules),
-                        new_reasons=list(decision.reasons), changed=changed)
+    return ReplayResult(
+        **base,
+        new_effect=decision.effect,
+        new_rules=list(decision.matched_rules),
+        new_reasons=list(decision.reasons),
+        changed=changed,
+    )
 
 
-def load_replay_policy(new_policy: str | Path, project_dir: str | Path | None = None, *,
-                       global_path: str | Path | None = None, alone: bool = False) -> EffectivePolicy:
+def load_replay_policy(
+    new_policy: str | Path,
+    project_dir: str | Path | None = None,
+    *,
+    global_path: str | Path | None = None,
+    alone: bool = False,
+) -> EffectivePolicy:
     """The hierarchy with `new_policy` in place of `<project>/.ai/policy.yaml` (see the module docstring).
 
     Raises ConfigError listing every problem of every file, or a conflict between levels.
@@ -103,7 +120,7 @@ def load_replay_policy(new_policy: str | Path, project_dir: str | Path | None = 
     new_path = Path(new_policy)
     if not new_path.is_file():
         raise UsageError(f"policy file {new_path} does not exist")
-    candidates: list[tuple[Path, str]] = []
+    candidates: list[tuple[Path, FileLevel]] = []
     ai_candidates: list[Path] = []
     if not alone:
         global_file = Path(global_path) if global_path is not None else default_global_policy_path()
@@ -126,8 +143,12 @@ def load_replay_policy(new_policy: str | Path, project_dir: str | Path | None = 
         policy, found = load_model_file(path, PolicyFile)
         issues += found
         if policy is not None and policy.ai:
-            issues.append(PolicyIssue(file=str(path), message="a per-AI file cannot have an 'ai:' section; "
-                                      "write its rules at the top level"))
+            issues.append(
+                PolicyIssue(
+                    file=str(path),
+                    message="a per-AI file cannot have an 'ai:' section; write its rules at the top level",
+                )
+            )
         elif policy is not None:
             ai_files[path.stem] = policy
     if issues:
@@ -144,8 +165,10 @@ def parse_when(text: str, *, now: float | None = None) -> float:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise UsageError(f"cannot read the time {text!r}",
-                         hint="give an ISO 8601 time (2025-01-31T14:00:00Z) or a duration ago (30m, 2h, 7d)") from None
+        raise UsageError(
+            f"cannot read the time {text!r}",
+            hint="give an ISO 8601 time (2025-01-31T14:00:00Z) or a duration ago (30m, 2h, 7d)",
+        ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

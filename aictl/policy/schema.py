@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from aictl.policy.conditions import condition_error
+from aictl.policy.paths import compile_paths
+
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 
 # Actions a rule may name. A new action must be added here before a policy can use it.
@@ -70,8 +73,6 @@ def _check_version(version: int) -> int:
 
 
 def _check_condition(expression: str) -> str:
-    from aictl.policy.conditions import condition_error
-
     problem = condition_error(expression)
     if problem:
         raise ValueError(problem)
@@ -103,8 +104,6 @@ class Match(_Strict):
     @classmethod
     def _paths_compile(cls, patterns: list[str] | None) -> list[str] | None:
         if patterns is not None:
-            from aictl.policy.matching import compile_paths
-
             compile_paths(tuple(patterns))
         return patterns
 

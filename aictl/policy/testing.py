@@ -45,7 +45,9 @@ class CaseResult(BaseModel):
             return f"PASS {where}: {self.name}"
         if self.error:
             return f"ERROR {where}: {self.name}: {self.error}"
-        details = "; ".join(f"{field}: expected {d['expected']!r}, got {d['actual']!r}" for field, d in self.diff.items())
+        details = "; ".join(
+            f"{field}: expected {d['expected']!r}, got {d['actual']!r}" for field, d in self.diff.items()
+        )
         return f"FAIL {where}: {self.name}: {details}"
 
 
@@ -71,8 +73,9 @@ class TestReport(BaseModel):
     def summary(self) -> str:
         lines = [str(issue) for issue in self.issues]
         lines += [str(case) for case in self.cases if not case.passed]
-        lines.append(f"{self.passed} passed, {self.failed} failed, {len(self.issues)} file error(s) "
-                     f"in {len(self.files)} file(s)")
+        lines.append(
+            f"{self.passed} passed, {self.failed} failed, {len(self.issues)} file error(s) in {len(self.files)} file(s)"
+        )
         return "\n".join(lines)
 
 
@@ -97,9 +100,9 @@ def _test_files(path: Path) -> list[Path]:
         return []
     found = []
     for candidate in sorted(path.rglob("*.y*ml")):
-        if candidate.name.endswith(("_test.yaml", "_test.yml")):
-            found.append(candidate)
-        elif _HAS_TESTS.search(candidate.read_text(encoding="utf-8", errors="replace")):
+        if candidate.name.endswith(("_test.yaml", "_test.yml")) or _HAS_TESTS.search(
+            candidate.read_text(encoding="utf-8", errors="replace")
+        ):
             found.append(candidate)
     return found
 
@@ -153,8 +156,13 @@ def _load_policy(paths: list[Path], cache: dict[tuple[str, ...], EffectivePolicy
     return cache[key]
 
 
-def _run_case(test_file: Path, line: int | None, case: PolicyTestCase, default: str | list[str] | None,
-              cache: dict[tuple[str, ...], EffectivePolicy | str]) -> CaseResult:
+def _run_case(
+    test_file: Path,
+    line: int | None,
+    case: PolicyTestCase,
+    default: str | list[str] | None,
+    cache: dict[tuple[str, ...], EffectivePolicy | str],
+) -> CaseResult:
     result = CaseResult(file=str(test_file), line=line, name=case.name, passed=False)
     policy = _load_policy(_policy_paths(test_file, case, default), cache)
     if isinstance(policy, str):

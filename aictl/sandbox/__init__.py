@@ -8,12 +8,7 @@
 The docker SDK is imported only when the docker backend runs.
 """
 
-from aictl.sandbox.base import (
-    RunResult,
-    Sandbox,
-    SandboxError,
-    SandboxSpec,
-    get_sandbox,
-)
+from aictl.sandbox.backends import get_sandbox
+from aictl.sandbox.base import RunResult, Sandbox, SandboxError, SandboxSpec
 
 __all__ = ["RunResult", "Sandbox", "SandboxError", "SandboxSpec", "get_sandbox"]

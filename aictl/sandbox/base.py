@@ -1,6 +1,7 @@
 """What every sandbox backend takes and returns, and the output plumbing they share.
 
-A backend runs one process for an agent inside a task's workspace directory:
+A backend runs one process for an agent inside a task's workspace directory
+(`get_sandbox` in backends.py picks one by name):
 
     box = get_sandbox("docker")
     result = box.run(["sh", "-c", "make test"], workdir=Path(ws), spec=SandboxSpec(backend="docker"),
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -76,22 +78,16 @@ class RunResult(BaseModel):
 class Sandbox(Protocol):
     name: str
 
-    def run(self, argv: list[str], *, workdir: Path, spec: SandboxSpec,
-            on_output: OutputCallback | None = None, cancel: threading.Event | None = None,
-            labels: Mapping[str, str] | None = None) -> RunResult: ...
-
-
-def get_sandbox(backend: str) -> Sandbox:
-    """The backend named by SandboxSpec.backend. Importing a backend never imports the docker SDK."""
-    if backend == "local":
-        from aictl.sandbox.local import LocalSandbox
-
-        return LocalSandbox()
-    if backend == "docker":
-        from aictl.sandbox.docker import DockerSandbox
-
-        return DockerSandbox()
-    raise UsageError(f"unknown sandbox backend {backend!r}", hint="use one of: local, docker")
+    def run(
+        self,
+        argv: list[str],
+        *,
+        workdir: Path,
+        spec: SandboxSpec,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> RunResult: ...
 
 
 def check_run_args(argv: list[str], workdir: Path) -> Path:

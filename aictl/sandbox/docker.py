@@ -21,8 +21,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from aictl.sandbox.base import (
     COMMAND_NOT_FOUND,
@@ -47,7 +48,7 @@ class EngineUnavailable(SandboxError):
     code = "docker_unavailable"
 
 
-def connect(timeout: float = API_TIMEOUT_S) -> Any:
+def connect(timeout: int = API_TIMEOUT_S) -> Any:
     """A docker client that has answered once (the API version handshake), or EngineUnavailable."""
     try:
         import docker
@@ -67,8 +68,12 @@ def _short(e: BaseException) -> str:
 
 
 def owner_labels(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    labels = {MANAGED_LABEL: "true", "aictl.host": socket.gethostname(), "aictl.owner_pid": str(os.getpid()),
-              "aictl.started": str(int(time.time()))}
+    labels = {
+        MANAGED_LABEL: "true",
+        "aictl.host": socket.gethostname(),
+        "aictl.owner_pid": str(os.getpid()),
+        "aictl.started": str(int(time.time())),
+    }
     for k, v in (extra or {}).items():
         labels[k if k.startswith("aictl.") else f"aictl.{k}"] = str(v)
     return labels
@@ -83,13 +88,23 @@ def isolation_settings(spec: SandboxSpec, workdir: Path) -> dict[str, Any]:
     """The effective settings, recorded as evidence (env names only: values may be secrets)."""
     capped = {"cpus_requested": spec.cpus} if effective_cpus(spec) != spec.cpus else {}
     return {
-        "backend": "docker", "sandboxed": True, "image": spec.image,
+        "backend": "docker",
+        "sandboxed": True,
+        "image": spec.image,
         "network": "bridge" if spec.network else "none",
-        "cpus": effective_cpus(spec), **capped,
-        "memory_mb": spec.memory_mb, "memswap_mb": spec.memory_mb, "pids": spec.pids,
-        "user": f"{os.getuid()}:{os.getgid()}", "read_only": True, "tmpfs": dict(TMPFS),
-        "cap_drop": list(CAP_DROP), "security_opt": list(SECURITY_OPT),
-        "mount": spec.mount, "workdir": str(workdir), "timeout_s": spec.timeout_s,
+        "cpus": effective_cpus(spec),
+        **capped,
+        "memory_mb": spec.memory_mb,
+        "memswap_mb": spec.memory_mb,
+        "pids": spec.pids,
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "read_only": True,
+        "tmpfs": dict(TMPFS),
+        "cap_drop": list(CAP_DROP),
+        "security_opt": list(SECURITY_OPT),
+        "mount": spec.mount,
+        "workdir": str(workdir),
+        "timeout_s": spec.timeout_s,
         "env_keys": sorted(_environment(spec)),
     }
 
@@ -101,9 +116,16 @@ def _environment(spec: SandboxSpec) -> dict[str, str]:
 class DockerSandbox:
     name = "docker"
 
-    def run(self, argv: list[str], *, workdir: Path, spec: SandboxSpec,
-            on_output: OutputCallback | None = None, cancel: threading.Event | None = None,
-            labels: Mapping[str, str] | None = None) -> RunResult:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        workdir: Path,
+        spec: SandboxSpec,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> RunResult:
         workdir = check_run_args(argv, workdir)
         settings = isolation_settings(spec, workdir)
         started = time.monotonic()
@@ -111,8 +133,15 @@ class DockerSandbox:
 
         def result(**kw: Any) -> RunResult:
             out, err = sink.texts()
-            return RunResult(backend=self.name, sandboxed=True, stdout=out, stderr=err,
-                             duration_s=time.monotonic() - started, settings=settings, **kw)
+            return RunResult(
+                backend=self.name,
+                sandboxed=True,
+                stdout=out,
+                stderr=err,
+                duration_s=time.monotonic() - started,
+                settings=settings,
+                **kw,
+            )
 
         try:
             client = connect()
@@ -127,8 +156,11 @@ class DockerSandbox:
                 container_id = self._create(api, argv, workdir, spec, labels)
                 stream = api.attach(container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
             except ImageNotFound:
-                return result(exit_code=None, start_error=f"image {spec.image} not found in the local docker engine; "
-                                                          "build it with: aictl sandbox build")
+                return result(
+                    exit_code=None,
+                    start_error=f"image {spec.image} not found in the local docker engine; "
+                    "build it with: aictl sandbox build",
+                )
             except DockerException as e:
                 return result(exit_code=None, start_error=f"docker could not create the container: {_short(e)}")
             reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True, name="aictl-docker-attach")
@@ -145,14 +177,22 @@ class DockerSandbox:
             settings["container"] = container_id[:12]
             timed_out, cancelled = self._wait(api, container_id, reader, spec, started, cancel)
             if timed_out or cancelled:
-                sink.note("stderr", f"timed out after {spec.timeout_s:g}s: container killed" if timed_out
-                          else "cancelled: container killed")
+                sink.note(
+                    "stderr",
+                    f"timed out after {spec.timeout_s:g}s: container killed"
+                    if timed_out
+                    else "cancelled: container killed",
+                )
             try:
                 status, late = self._exit_status(api, container_id, started + spec.timeout_s)
                 state = api.inspect_container(container_id)["State"]
             except (DockerException, OSError) as e:  # requests' errors are OSErrors
-                return result(exit_code=None, timed_out=timed_out, cancelled=cancelled,
-                              start_error=f"lost the docker engine during the run: {_short(e)}")
+                return result(
+                    exit_code=None,
+                    timed_out=timed_out,
+                    cancelled=cancelled,
+                    start_error=f"lost the docker engine during the run: {_short(e)}",
+                )
             if late:
                 timed_out = True
                 sink.note("stderr", f"timed out after {spec.timeout_s:g}s: container killed")
@@ -160,40 +200,54 @@ class DockerSandbox:
             oom = bool(state.get("OOMKilled"))
             if oom:
                 sink.note("stderr", f"out of memory: the kernel killed a process at the {spec.memory_mb} MB limit")
-            return result(exit_code=status.get("StatusCode"), timed_out=timed_out, cancelled=cancelled,
-                          oom_killed=oom)
+            return result(exit_code=status.get("StatusCode"), timed_out=timed_out, cancelled=cancelled, oom_killed=oom)
         finally:
             if container_id is not None:
                 _remove(api, container_id)
             client.close()
 
     @staticmethod
-    def _create(api: Any, argv: list[str], workdir: Path, spec: SandboxSpec,
-                labels: Mapping[str, str] | None) -> str:
+    def _create(api: Any, argv: list[str], workdir: Path, spec: SandboxSpec, labels: Mapping[str, str] | None) -> str:
         from docker.types import LogConfig, Mount
 
         host_config = api.create_host_config(
             # A structured mount, not "src:dst:rw": a workspace path may contain a colon.
             mounts=[Mount(target=spec.mount, source=str(workdir), type="bind", read_only=False)],
-            read_only=True, tmpfs=dict(TMPFS),
+            read_only=True,
+            tmpfs=dict(TMPFS),
             network_mode="bridge" if spec.network else "none",
-            cap_drop=list(CAP_DROP), security_opt=list(SECURITY_OPT),
-            pids_limit=spec.pids, mem_limit=f"{spec.memory_mb}m", memswap_limit=f"{spec.memory_mb}m",
+            cap_drop=list(CAP_DROP),
+            security_opt=list(SECURITY_OPT),
+            pids_limit=spec.pids,
+            mem_limit=f"{spec.memory_mb}m",
+            memswap_limit=f"{spec.memory_mb}m",
             nano_cpus=int(effective_cpus(spec) * 1e9),
             # Output travels over the attach stream; a chatty agent must not fill the engine's disk with logs.
             log_config=LogConfig(type="none"),
         )
         created = api.create_container(
-            spec.image, command=list(argv), working_dir=spec.mount, user=f"{os.getuid()}:{os.getgid()}",
-            environment=_environment(spec), labels=owner_labels(labels), host_config=host_config,
-            stdin_open=False, tty=False,
+            spec.image,
+            command=list(argv),
+            working_dir=spec.mount,
+            user=f"{os.getuid()}:{os.getgid()}",
+            environment=_environment(spec),
+            labels=owner_labels(labels),
+            host_config=host_config,
+            stdin_open=False,
+            tty=False,
             name=f"aictl-run-{uuid.uuid4().hex[:10]}",
         )
         return created["Id"]
 
     @staticmethod
-    def _wait(api: Any, container_id: str, reader: threading.Thread, spec: SandboxSpec, started: float,
-              cancel: threading.Event | None) -> tuple[bool, bool]:
+    def _wait(
+        api: Any,
+        container_id: str,
+        reader: threading.Thread,
+        spec: SandboxSpec,
+        started: float,
+        cancel: threading.Event | None,
+    ) -> tuple[bool, bool]:
         """Until the attach stream ends (the container stopped), the deadline passes, or cancel is set."""
         deadline = started + spec.timeout_s
         while True:
@@ -205,7 +259,6 @@ class DockerSandbox:
             if cancelled or timed_out:
                 _kill(api, container_id)
                 return timed_out, cancelled
-
 
     @staticmethod
     def _exit_status(api: Any, container_id: str, deadline: float) -> tuple[dict, bool]:
@@ -279,13 +332,20 @@ def list_containers(client: Any = None) -> list[dict[str, Any]]:
         pid = labels.get("aictl.owner_pid", "")
         same_host = labels.get("aictl.host") == host
         alive = _pid_alive(int(pid)) if same_host and pid.isdigit() else None
-        rows.append({
-            "id": c["Id"][:12], "name": (c.get("Names") or ["?"])[0].lstrip("/"), "image": c.get("Image"),
-            "state": c.get("State"), "status": c.get("Status"), "created": c.get("Created"),
-            "owner_host": labels.get("aictl.host"), "owner_pid": int(pid) if pid.isdigit() else None,
-            "owner_alive": alive,
-            "labels": {k: v for k, v in labels.items() if k.startswith("aictl.") and k != MANAGED_LABEL},
-        })
+        rows.append(
+            {
+                "id": c["Id"][:12],
+                "name": (c.get("Names") or ["?"])[0].lstrip("/"),
+                "image": c.get("Image"),
+                "state": c.get("State"),
+                "status": c.get("Status"),
+                "created": c.get("Created"),
+                "owner_host": labels.get("aictl.host"),
+                "owner_pid": int(pid) if pid.isdigit() else None,
+                "owner_alive": alive,
+                "labels": {k: v for k, v in labels.items() if k.startswith("aictl.") and k != MANAGED_LABEL},
+            }
+        )
     return rows
 
 

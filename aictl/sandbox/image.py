@@ -17,8 +17,9 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -55,14 +56,14 @@ def is_static_elf(path: Path) -> bool:
             is64, little = head[4] == 2, head[5] == 1
             end = "<" if little else ">"
             if is64:
-                phoff, = struct.unpack(end + "Q", head[32:40])
+                (phoff,) = struct.unpack(end + "Q", head[32:40])
                 phentsize, phnum = struct.unpack(end + "HH", head[54:58])
             else:
-                phoff, = struct.unpack(end + "I", head[28:32])
+                (phoff,) = struct.unpack(end + "I", head[28:32])
                 phentsize, phnum = struct.unpack(end + "HH", head[42:46])
             for i in range(phnum):
                 f.seek(phoff + i * phentsize)
-                p_type, = struct.unpack(end + "I", f.read(4))
+                (p_type,) = struct.unpack(end + "I", f.read(4))
                 if p_type == _PT_INTERP:
                     return False
             return True
@@ -79,8 +80,9 @@ def find_static_busybox() -> Path:
             if is_static_elf(Path(c)):
                 return Path(c)
     if seen:
-        raise SandboxError(f"busybox at {', '.join(seen)} is dynamically linked: it cannot run in an empty image",
-                           hint=BUSYBOX_HINT)
+        raise SandboxError(
+            f"busybox at {', '.join(seen)} is dynamically linked: it cannot run in an empty image", hint=BUSYBOX_HINT
+        )
     raise SandboxError("no busybox found on this host", hint=BUSYBOX_HINT)
 
 
@@ -144,27 +146,38 @@ def write_busybox_rootfs(dest: Path, busybox: Path, *, uid: int | None = None, g
 def import_rootfs(client: Any, tarball: Path, tag: str) -> str:
     repository, _, version = tag.rpartition(":")
     try:
-        client.api.import_image_from_file(str(tarball), repository=repository, tag=version,
-                                          changes=[f"ENV PATH={SANDBOX_PATH}", 'CMD ["/bin/sh"]',
-                                                   "LABEL aictl.base=true"])
+        client.api.import_image_from_file(
+            str(tarball),
+            repository=repository,
+            tag=version,
+            changes=[f"ENV PATH={SANDBOX_PATH}", 'CMD ["/bin/sh"]', "LABEL aictl.base=true"],
+        )
     except Exception as e:  # noqa: BLE001 - any engine error here means the import failed
         raise SandboxError(f"docker import of {tarball} as {tag} failed: {e}") from None
     return client.images.get(tag).id
 
 
 def dockerfile(base: str) -> str:
-    return "\n".join([
-        f"FROM {base}",
-        f"LABEL aictl.sandbox=true aictl.version={__version__} aictl.base-image={base}",
-        f"ENV PATH={SANDBOX_PATH} HOME=/tmp LANG=C.UTF-8",
-        "WORKDIR /workspace",
-        'CMD ["sh"]',
-        "",
-    ])
+    return "\n".join(
+        [
+            f"FROM {base}",
+            f"LABEL aictl.sandbox=true aictl.version={__version__} aictl.base-image={base}",
+            f"ENV PATH={SANDBOX_PATH} HOME=/tmp LANG=C.UTF-8",
+            "WORKDIR /workspace",
+            'CMD ["sh"]',
+            "",
+        ]
+    )
 
 
-def build_image(tag: str = DEFAULT_IMAGE, *, base: str | None = None, rootfs: Path | None = None,
-                client: Any = None, progress: Progress | None = None) -> ImageInfo:
+def build_image(
+    tag: str = DEFAULT_IMAGE,
+    *,
+    base: str | None = None,
+    rootfs: Path | None = None,
+    client: Any = None,
+    progress: Progress | None = None,
+) -> ImageInfo:
     """Build `tag` from busybox (default), an existing local image (base) or a rootfs tarball."""
     from aictl.sandbox.docker import connect
 
@@ -187,8 +200,10 @@ def build_image(tag: str = DEFAULT_IMAGE, *, base: str | None = None, rootfs: Pa
         try:
             client.images.get(base)
         except ImageNotFound:
-            raise SandboxError(f"base image {base} is not in the local docker engine (there is no registry here)",
-                               hint="docker images  # or import one: aictl sandbox build --rootfs ROOTFS.tar") from None
+            raise SandboxError(
+                f"base image {base} is not in the local docker engine (there is no registry here)",
+                hint="docker images  # or import one: aictl sandbox build --rootfs ROOTFS.tar",
+            ) from None
         source = "image"
     else:
         busybox = find_static_busybox()
@@ -246,9 +261,14 @@ def engine_status(image: str = DEFAULT_IMAGE) -> dict[str, Any]:
 
     try:
         info, version = client.info(), client.version()
-        status.update(reachable=True, version=version.get("Version"), api_version=version.get("ApiVersion"),
-                      cgroup_version=info.get("CgroupVersion"), cgroup_driver=info.get("CgroupDriver"),
-                      warnings=info.get("Warnings") or [])
+        status.update(
+            reachable=True,
+            version=version.get("Version"),
+            api_version=version.get("ApiVersion"),
+            cgroup_version=info.get("CgroupVersion"),
+            cgroup_driver=info.get("CgroupDriver"),
+            warnings=info.get("Warnings") or [],
+        )
         try:
             img = client.images.get(image)
             status.update(image_present=True, image_id=img.id, image_created=img.attrs.get("Created"))

@@ -18,8 +18,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO
 
 from aictl.sandbox.base import (
     COMMAND_NOT_FOUND,
@@ -74,13 +75,25 @@ def _exit_code(returncode: int) -> int:
 class LocalSandbox:
     name = "local"
 
-    def run(self, argv: list[str], *, workdir: Path, spec: SandboxSpec,
-            on_output: OutputCallback | None = None, cancel: threading.Event | None = None,
-            labels: Mapping[str, str] | None = None) -> RunResult:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        workdir: Path,
+        spec: SandboxSpec,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> RunResult:
         workdir = check_run_args(argv, workdir)
         settings = {
-            "backend": "local", "sandboxed": False, "network": True, "user": f"{os.getuid()}:{os.getgid()}",
-            "read_only": False, "workdir": str(workdir), "timeout_s": spec.timeout_s,
+            "backend": "local",
+            "sandboxed": False,
+            "network": True,
+            "user": f"{os.getuid()}:{os.getgid()}",
+            "read_only": False,
+            "workdir": str(workdir),
+            "timeout_s": spec.timeout_s,
             "env_keys": sorted(clean_env(spec, Path("-"), Path("-"))),
             "isolation": "none: same user, same filesystem, same network as aictl",
         }
@@ -92,18 +105,39 @@ class LocalSandbox:
             home.mkdir()
             tmp.mkdir()
             try:
-                proc = subprocess.Popen(argv, cwd=workdir, env=clean_env(spec, home, tmp), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=workdir,
+                    env=clean_env(spec, home, tmp),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
             except FileNotFoundError:
                 sink.note("stderr", f"command not found: {argv[0]}")
                 out, err = sink.texts()
-                return RunResult(backend=self.name, sandboxed=False, exit_code=COMMAND_NOT_FOUND, stdout=out,
-                                 stderr=err, duration_s=time.monotonic() - started, settings=settings)
+                return RunResult(
+                    backend=self.name,
+                    sandboxed=False,
+                    exit_code=COMMAND_NOT_FOUND,
+                    stdout=out,
+                    stderr=err,
+                    duration_s=time.monotonic() - started,
+                    settings=settings,
+                )
             except PermissionError as e:
                 sink.note("stderr", f"cannot execute {argv[0]}: {e.strerror}")
                 out, err = sink.texts()
-                return RunResult(backend=self.name, sandboxed=False, exit_code=126, stdout=out, stderr=err,
-                                 duration_s=time.monotonic() - started, settings=settings)
+                return RunResult(
+                    backend=self.name,
+                    sandboxed=False,
+                    exit_code=126,
+                    stdout=out,
+                    stderr=err,
+                    duration_s=time.monotonic() - started,
+                    settings=settings,
+                )
             try:
                 return self._supervise(proc, spec, sink, cancel, started, settings)
             finally:
@@ -114,10 +148,19 @@ class LocalSandbox:
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    def _supervise(self, proc: subprocess.Popen, spec: SandboxSpec, sink: OutputSink,
-                   cancel: threading.Event | None, started: float, settings: dict) -> RunResult:
-        readers = [threading.Thread(target=_pump, args=(pipe, name, sink), daemon=True, name=f"aictl-local-{name}")
-                   for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
+    def _supervise(
+        self,
+        proc: subprocess.Popen,
+        spec: SandboxSpec,
+        sink: OutputSink,
+        cancel: threading.Event | None,
+        started: float,
+        settings: dict,
+    ) -> RunResult:
+        readers = [
+            threading.Thread(target=_pump, args=(pipe, name, sink), daemon=True, name=f"aictl-local-{name}")
+            for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
+        ]
         for t in readers:
             t.start()
         deadline = started + spec.timeout_s
@@ -134,8 +177,10 @@ class LocalSandbox:
                 timed_out = True
             if timed_out or cancelled:
                 self._stop_group(proc)
-                sink.note("stderr", f"{'timed out after %gs' % spec.timeout_s if timed_out else 'cancelled'}:"
-                                    " process group terminated")
+                sink.note(
+                    "stderr",
+                    f"{f'timed out after {spec.timeout_s:g}s' if timed_out else 'cancelled'}: process group terminated",
+                )
                 break
         # The main process is gone; leftovers in its group (background jobs) go with it.
         if _group_alive(proc.pid):
@@ -149,9 +194,17 @@ class LocalSandbox:
             for pipe in (proc.stdout, proc.stderr):
                 _close_quietly(pipe)
         out, err = sink.texts()
-        return RunResult(backend=self.name, sandboxed=False, exit_code=_exit_code(proc.returncode),
-                         timed_out=timed_out, cancelled=cancelled, stdout=out, stderr=err,
-                         duration_s=time.monotonic() - started, settings=settings)
+        return RunResult(
+            backend=self.name,
+            sandboxed=False,
+            exit_code=_exit_code(proc.returncode),
+            timed_out=timed_out,
+            cancelled=cancelled,
+            stdout=out,
+            stderr=err,
+            duration_s=time.monotonic() - started,
+            settings=settings,
+        )
 
     @staticmethod
     def _stop_group(proc: subprocess.Popen) -> None:

@@ -36,20 +36,39 @@ from pydantic import BaseModel, ValidationError
 
 from aictl.domain.errors import AictlError, Conflict, LeaseLost, NotFound, NotInitialized
 
-__all__ = ["Workspace", "Changes", "WorkspaceManager", "WorkspaceError", "GitError",
-           "NotAGitRepository", "BaseRefNotFound", "branch_name", "base_ref_name"]
+__all__ = [
+    "BaseRefNotFound",
+    "Changes",
+    "GitError",
+    "NotAGitRepository",
+    "Workspace",
+    "WorkspaceError",
+    "WorkspaceManager",
+    "base_ref_name",
+    "branch_name",
+]
 
 BRANCH_PREFIX = "aictl/task-"
 BASE_REF_PREFIX = "refs/aictl/base/task-"
 GIT_IDENTITY = ("-c", "user.name=aictl", "-c", "user.email=aictl@localhost")
 # Settings a user's or repo's config could set that would change what we do or print.
-GIT_FIXED_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "commit.gpgSign=false",
-                    "-c", "core.quotePath=false", "-c", "advice.detachedHead=false")
-DIFF_FLAGS = ("--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefix=a/", "--dst-prefix=b/",
-              "--unified=3")
+GIT_FIXED_CONFIG = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "commit.gpgSign=false",
+    "-c",
+    "core.quotePath=false",
+    "-c",
+    "advice.detachedHead=false",
+)
+DIFF_FLAGS = ("--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefix=a/", "--dst-prefix=b/", "--unified=3")
 LOCK_WAIT = 2.0  # seconds to wait out another git process's lock before calling the lock stale
 TASK_LOCK_WAIT = 60.0  # seconds to wait for another aictl process working on the same task
 _ENTRY = re.compile(r"task-(\d+)-e(\d+)(\.json(?:\.tmp)?)?")
+_REF_LOCK = re.compile(r"task-(\d+)\.lock")
 _LOCK_ERROR = re.compile(r"\.lock'?: File exists|cannot lock ref|[Uu]nable to create '[^']*\.lock'")
 
 
@@ -132,7 +151,7 @@ def _parse_diff(out: bytes) -> tuple[list[str], str, dict[str, int]]:
         if not path:
             old_end = out.index(b"\0", pos)
             new_end = out.index(b"\0", old_end + 1)
-            names, pos = [out[pos:old_end], out[old_end + 1:new_end]], new_end + 1
+            names, pos = [out[pos:old_end], out[old_end + 1 : new_end]], new_end + 1
         paths.update(n.decode("utf-8", "replace") for n in names)
         files += 1
         insertions += int(added) if added != b"-" else 0
@@ -154,19 +173,25 @@ class WorkspaceManager:
     @classmethod
     def from_settings(cls, settings: Any) -> WorkspaceManager:
         if settings.project_dir is None or settings.home is None:
-            raise NotInitialized("not inside an aictl project (no .ai/ directory here or above)",
-                                 hint="create one with: aictl init")
+            raise NotInitialized(
+                "not inside an aictl project (no .ai/ directory here or above)", hint="create one with: aictl init"
+            )
         return cls(settings.project_dir, settings.home / "workspaces")
 
-
-    def _git(self, cwd: Path, *args: str, input: bytes | None = None, check: bool = True,
-             stale_locks: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    def _git(
+        self, cwd: Path, *args: str, input: bytes | None = None, check: bool = True, stale_locks: tuple[Path, ...] = ()
+    ) -> subprocess.CompletedProcess:
         """Run git in `cwd`; wait out lock contention, then remove `stale_locks` (ours) once."""
         cmd = ["git", "-C", str(cwd), *GIT_FIXED_CONFIG, *args]
         deadline, delay, cleared = time.monotonic() + LOCK_WAIT, 0.01, False
         while True:
-            p = subprocess.run(cmd, input=input, capture_output=True, env=self._env,
-                               stdin=None if input is not None else subprocess.DEVNULL)
+            p = subprocess.run(
+                cmd,
+                input=input,
+                capture_output=True,
+                env=self._env,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
             if p.returncode == 0:
                 return p
             err = p.stderr.decode("utf-8", "replace").strip()
@@ -184,10 +209,13 @@ class WorkspaceManager:
                 continue
             if not check:
                 return p
-            raise GitError(f"git {' '.join(args[:2])} failed in {cwd}: {err}",
-                           hint="another git process holds the lock named above; if none runs, delete that file"
-                           if locked else None,
-                           details={"command": cmd, "exit_code": p.returncode})
+            raise GitError(
+                f"git {' '.join(args[:2])} failed in {cwd}: {err}",
+                hint="another git process holds the lock named above; if none runs, delete that file"
+                if locked
+                else None,
+                details={"command": cmd, "exit_code": p.returncode},
+            )
 
     def _out(self, cwd: Path, *args: str, **kw: Any) -> str:
         return self._git(cwd, *args, **kw).stdout.decode("utf-8", "replace").strip()
@@ -200,7 +228,8 @@ class WorkspaceManager:
                 raise NotAGitRepository(
                     f"not a git repository: {self.repo_root}",
                     hint=f"tasks run in git worktrees; create a repository with: git -C {self.repo_root} init "
-                         "&& git commit --allow-empty -m init")
+                    "&& git commit --allow-empty -m init",
+                )
             top, common = p.stdout.decode().splitlines()
             self._top, self._common = Path(top), (self.repo_root / common).resolve()
         assert self._top is not None
@@ -210,11 +239,13 @@ class WorkspaceManager:
         top, _ = self._repo()
         p = self._git(top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}", check=False)
         if p.returncode != 0:
-            hint = ("the repository has no commits yet; commit something first" if base == "HEAD"
-                    else "pass a branch, tag or commit that exists (see: git branch -a; git tag)")
+            hint = (
+                "the repository has no commits yet; commit something first"
+                if base == "HEAD"
+                else "pass a branch, tag or commit that exists (see: git branch -a; git tag)"
+            )
             raise BaseRefNotFound(f"base ref {base!r} not found in {top}", hint=hint)
         return p.stdout.decode().strip()
-
 
     def _path(self, task_id: int, epoch: int) -> Path:
         return self.workspaces_dir / f"task-{task_id}-e{epoch}"
@@ -249,9 +280,11 @@ class WorkspaceManager:
                         yield False
                         return
                     if time.monotonic() > deadline:
-                        raise Conflict(f"task {task_id}'s workspace is busy in another process",
-                                       hint="wait for it, or find it with: fuser " +
-                                            str(self.workspaces_dir / ".locks" / f"task-{task_id}.lock")) from None
+                        raise Conflict(
+                            f"task {task_id}'s workspace is busy in another process",
+                            hint="wait for it, or find it with: fuser "
+                            + str(self.workspaces_dir / ".locks" / f"task-{task_id}.lock"),
+                        ) from None
                     time.sleep(delay)
                     delay = min(delay * 2, 0.1)
             yield True
@@ -291,11 +324,13 @@ class WorkspaceManager:
             text = (path / ".git").read_text()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             text = ""
-        gitdir = Path(text[len("gitdir:"):].strip()) if text.startswith("gitdir:") else None
+        gitdir = Path(text[len("gitdir:") :].strip()) if text.startswith("gitdir:") else None
         gitdir = (path / gitdir).resolve() if gitdir else None  # relative with worktree.useRelativePaths
         if gitdir is None or gitdir.parent != common / "worktrees":
-            raise WorkspaceError(f"{path} is not an aictl workspace of {self.repo_root} (its .git file is missing "
-                                 "or points elsewhere)", hint="start the task again in a fresh workspace")
+            raise WorkspaceError(
+                f"{path} is not an aictl workspace of {self.repo_root} (its .git file is missing or points elsewhere)",
+                hint="start the task again in a fresh workspace",
+            )
         return gitdir
 
     def _remove_one(self, task_id: int, epoch: int) -> None:
@@ -310,7 +345,6 @@ class WorkspaceManager:
             _rmtree(path)  # git could not delete it all; once it is gone git can drop its entry
             self._git(self.repo_root, *remove, check=False)
 
-
     def create(self, task_id: int, lease_epoch: int, *, base: str = "HEAD") -> Workspace:
         """A fresh worktree at the base commit on branch aictl/task-<id>, reset to that commit.
 
@@ -323,18 +357,26 @@ class WorkspaceManager:
             existing = self._entries(task_id).get(task_id, set())
             newer = sorted(e for e in existing if e > lease_epoch)
             if newer:
-                raise LeaseLost(f"task {task_id} already has a workspace of a newer attempt (epoch {newer[-1]}); "
-                                f"epoch {lease_epoch} is stale",
-                                hint=f"claim the task again: aictl task claim --id {task_id}")
+                raise LeaseLost(
+                    f"task {task_id} already has a workspace of a newer attempt (epoch {newer[-1]}); "
+                    f"epoch {lease_epoch} is stale",
+                    hint=f"claim the task again: aictl task claim --id {task_id}",
+                )
             base_commit = self._resolve(base)  # before anything is removed: a typo must not cost the old workspace
             for epoch in sorted(existing):
                 self._remove_one(task_id, epoch)
             self._check_branch_free(task_id, common)
             for lock in (common / "refs" / "heads" / f"{branch}.lock", common / f"{base_ref_name(task_id)}.lock"):
                 lock.unlink(missing_ok=True)  # only a killed aictl process of this task leaves these
-            self._git(top, "update-ref", "-m", f"aictl: workspace for task {task_id} epoch {lease_epoch}", "--stdin",
-                      input=f"update refs/heads/{branch} {base_commit}\n"
-                            f"update {base_ref_name(task_id)} {base_commit}\n".encode())
+            self._git(
+                top,
+                "update-ref",
+                "-m",
+                f"aictl: workspace for task {task_id} epoch {lease_epoch}",
+                "--stdin",
+                input=f"update refs/heads/{branch} {base_commit}\n"
+                f"update {base_ref_name(task_id)} {base_commit}\n".encode(),
+            )
             add = ("worktree", "add", "--quiet", str(path), branch)
             p = self._git(top, *add, check=False)
             if p.returncode != 0 and b"missing but locked" in p.stderr:
@@ -343,11 +385,20 @@ class WorkspaceManager:
                 p = self._git(top, *add, check=False)
             if p.returncode != 0:
                 self._remove_one(task_id, lease_epoch)
-                raise GitError(f"could not create the workspace of task {task_id} at {path}: "
-                               f"{p.stderr.decode('utf-8', 'replace').strip()}",
-                               details={"exit_code": p.returncode})
-            ws = Workspace(task_id=task_id, lease_epoch=lease_epoch, path=path, branch=branch, base_ref=base,
-                           base_commit=base_commit, created_at=time.time())
+                raise GitError(
+                    f"could not create the workspace of task {task_id} at {path}: "
+                    f"{p.stderr.decode('utf-8', 'replace').strip()}",
+                    details={"exit_code": p.returncode},
+                )
+            ws = Workspace(
+                task_id=task_id,
+                lease_epoch=lease_epoch,
+                path=path,
+                branch=branch,
+                base_ref=base,
+                base_commit=base_commit,
+                created_at=time.time(),
+            )
             self._write_meta(ws)
             return ws
 
@@ -363,16 +414,21 @@ class WorkspaceManager:
                 if head.read_text().strip() != f"ref: refs/heads/{branch}":
                     continue
                 # The admin dir's gitdir file names "<worktree>/.git" (relative with worktree.useRelativePaths).
-                where = self.repo_root if head.parent == common else \
-                    (head.parent / (head.parent / "gitdir").read_text().strip()).resolve().parent
+                where = (
+                    self.repo_root
+                    if head.parent == common
+                    else (head.parent / (head.parent / "gitdir").read_text().strip()).resolve().parent
+                )
             except (FileNotFoundError, NotADirectoryError):
                 continue
             m = _ENTRY.fullmatch(where.name)
             if where.parent == self.workspaces_dir and m and int(m[1]) == task_id:
                 self._git(self.repo_root, "worktree", "remove", "--force", "--force", str(where), check=False)
                 continue
-            raise Conflict(f"branch {branch} is checked out in {where}; aictl owns that branch",
-                           hint="switch that checkout to another branch (git switch -), then retry")
+            raise Conflict(
+                f"branch {branch} is checked out in {where}; aictl owns that branch",
+                hint="switch that checkout to another branch (git switch -), then retry",
+            )
 
     def collect(self, ws: Workspace, *, message: str) -> Changes:
         """Commit everything in the workspace (git add -A, so .gitignore holds) on its task branch; diff vs base.
@@ -382,8 +438,10 @@ class WorkspaceManager:
         """
         with self._task_lock(ws.task_id):
             if not ws.path.is_dir():
-                raise NotFound(f"workspace of task {ws.task_id} (epoch {ws.lease_epoch}) is gone: {ws.path}",
-                               hint="it was removed or pruned; start the task again")
+                raise NotFound(
+                    f"workspace of task {ws.task_id} (epoch {ws.lease_epoch}) is gone: {ws.path}",
+                    hint="it was removed or pruned; start the task again",
+                )
             gitdir = self._worktree_gitdir(ws.path)
             _, common = self._repo()
             ref = f"refs/heads/{ws.branch}"
@@ -393,11 +451,20 @@ class WorkspaceManager:
             head, head_tree, tip = self._out(ws.path, "rev-parse", "HEAD", "HEAD^{tree}", ref).split()
             commit = head
             if tree != head_tree:
-                commit = self._out(ws.path, *GIT_IDENTITY, "commit-tree", tree, "-p", head, "-F", "-",
-                                   input=message.encode())
+                commit = self._out(
+                    ws.path, *GIT_IDENTITY, "commit-tree", tree, "-p", head, "-F", "-", input=message.encode()
+                )
             if commit != tip:  # also when the agent committed on a detached HEAD: the result lands on the branch
-                self._git(ws.path, "update-ref", "-m", f"aictl: collect task {ws.task_id}", ref, commit, tip,
-                          stale_locks=stale)
+                self._git(
+                    ws.path,
+                    "update-ref",
+                    "-m",
+                    f"aictl: collect task {ws.task_id}",
+                    ref,
+                    commit,
+                    tip,
+                    stale_locks=stale,
+                )
             out = self._git(ws.path, "diff", *DIFF_FLAGS, "--numstat", "-p", "-z", ws.base_commit, commit).stdout
             paths, patch, stats = _parse_diff(out)
             return Changes(paths=paths, diff=patch, commit=commit if paths else None, stats=stats)
@@ -427,7 +494,7 @@ class WorkspaceManager:
     def _git_worktrees(self) -> set[Path]:
         """Paths of the worktrees git knows about (also those whose directory vanished)."""
         out = self._out(self.repo_root, "worktree", "list", "--porcelain")
-        return {Path(line[len("worktree "):]) for line in out.splitlines() if line.startswith("worktree ")}
+        return {Path(line[len("worktree ") :]) for line in out.splitlines() if line.startswith("worktree ")}
 
     def prune(self, keep: Callable[[int, int], bool]) -> builtins.list[Workspace]:
         """Remove every workspace keep(task_id, epoch) rejects, and every half-created leftover.
@@ -435,17 +502,26 @@ class WorkspaceManager:
         A task another process is working on right now (its flock is held) is skipped. Leftovers
         come back with base_commit "". Ends with `git worktree prune` for vanished directories.
         """
-        self._repo()
+        _, common = self._repo()
         candidates = self._entries()
         for path in self._git_worktrees():
             m = _ENTRY.fullmatch(path.name)
             if m and path.parent == self.workspaces_dir:
                 candidates.setdefault(int(m[1]), set()).add(int(m[2]))
+        # A create killed inside its `update-ref` leaves a ref lock and nothing else of the task.
+        ref_locks: dict[int, builtins.list[Path]] = {}
+        for folder in ((common / "refs" / "heads" / branch_name(0)).parent, (common / base_ref_name(0)).parent):
+            for lock in folder.glob("task-*.lock"):
+                if m := _REF_LOCK.fullmatch(lock.name):
+                    ref_locks.setdefault(int(m[1]), []).append(lock)
+                    candidates.setdefault(int(m[1]), set())
         removed: builtins.list[Workspace] = []
         for task_id in sorted(candidates):
             with self._task_lock(task_id, wait=False) as mine:
                 if not mine:
                     continue
+                for lock in ref_locks.get(task_id, []):
+                    lock.unlink(missing_ok=True)  # as in create: only a killed aictl process of this task leaves these
                 # Look again under the lock: a create may have finished since the scan.
                 epochs = candidates[task_id] | self._entries(task_id).get(task_id, set())
                 for epoch in sorted(epochs):
@@ -453,9 +529,18 @@ class WorkspaceManager:
                     if ws is not None and ws.path.is_dir() and keep(task_id, epoch):
                         continue
                     self._remove_one(task_id, epoch)
-                    removed.append(ws or Workspace(
-                        task_id=task_id, lease_epoch=epoch, path=self._path(task_id, epoch),
-                        branch=branch_name(task_id), base_ref="", base_commit="", created_at=0.0))
+                    removed.append(
+                        ws
+                        or Workspace(
+                            task_id=task_id,
+                            lease_epoch=epoch,
+                            path=self._path(task_id, epoch),
+                            branch=branch_name(task_id),
+                            base_ref="",
+                            base_commit="",
+                            created_at=0.0,
+                        )
+                    )
         self._git(self.repo_root, "worktree", "prune")
         return removed
 
@@ -463,11 +548,17 @@ class WorkspaceManager:
         """Unified diff of branch aictl/task-<id> against the commit its last attempt started from."""
         top, _ = self._repo()
         branch = f"refs/heads/{branch_name(task_id)}"
-        refs = dict(line.split() for line in self._out(
-            top, "for-each-ref", "--format=%(refname) %(objectname)", branch, base_ref_name(task_id)).splitlines())
+        refs = dict(
+            line.split()
+            for line in self._out(
+                top, "for-each-ref", "--format=%(refname) %(objectname)", branch, base_ref_name(task_id)
+            ).splitlines()
+        )
         if branch not in refs:
-            raise NotFound(f"task {task_id} has no workspace branch ({branch_name(task_id)})",
-                           hint=f"it has not run yet; run it with: aictl task execute {task_id}")
+            raise NotFound(
+                f"task {task_id} has no workspace branch ({branch_name(task_id)})",
+                hint=f"it has not run yet; run it with: aictl task execute {task_id}",
+            )
         if base_ref_name(task_id) in refs:
             base = refs[base_ref_name(task_id)]
         elif (ws := self.get(task_id)) is not None:

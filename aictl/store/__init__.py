@@ -13,7 +13,7 @@ def open_store(url: str, *, busy_timeout_ms: int = 30000, migrate: bool = True) 
     if url.startswith("sqlite:///"):
         from aictl.store.sqlite import SqliteStore
 
-        store: Store = SqliteStore(url[len("sqlite:///"):], busy_timeout_ms=busy_timeout_ms)
+        store: Store = SqliteStore(url[len("sqlite:///") :], busy_timeout_ms=busy_timeout_ms)
     elif url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
         from aictl.store.postgres import PostgresStore
 

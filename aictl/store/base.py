@@ -43,7 +43,7 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Close the connection."""
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

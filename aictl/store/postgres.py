@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 from aictl.domain.errors import StoreError
 from aictl.store.base import Store
@@ -20,7 +21,7 @@ def to_pyformat(sql: str) -> str:
 
 def libpq_url(url: str) -> str:
     """postgresql+psycopg://… (SQLAlchemy style) → postgresql://… (libpq style)."""
-    scheme, sep, rest = url.partition("://")
+    _scheme, sep, rest = url.partition("://")
     return "postgresql://" + rest if sep else url
 
 

@@ -9,11 +9,12 @@ a store whose version it does not know.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from aictl.domain.errors import SchemaTooNew
 from aictl.store.base import Store, Tx
+from aictl.store.rowhash import GENESIS, event_hash
 
 TYPES = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY", "float": "REAL", "json": "TEXT", "bigint": "INTEGER", "blob": "BLOB"},
@@ -111,8 +112,10 @@ M0001 = Migration(
         "CREATE INDEX ix_events_task ON events (task_id)",
     ],
     sqlite=[
-        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
-        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+        " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+        " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
     ],
     postgresql=[
         """CREATE FUNCTION aictl_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -122,10 +125,9 @@ M0001 = Migration(
     ],
 )
 
+
 def _backfill_chain(tx: Tx) -> None:
     """Hash events written before the chain existed, in id order, then start the head there."""
-    from aictl.audit.events import GENESIS, event_hash
-
     prev, last_id = GENESIS, 0
     for row in tx.all("SELECT * FROM events ORDER BY id"):
         h = event_hash(prev, row)

@@ -15,15 +15,13 @@ module costs ~0.6 s (SQLAlchemy), so nothing on the CLI's path imports it.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from sqlmodel import Field, SQLModel
 
 
 class TaskRow(SQLModel, table=True):
     __tablename__ = "tasks"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     title: str
     description: str = ""
     type: str = "task"
@@ -33,21 +31,21 @@ class TaskRow(SQLModel, table=True):
     required_capabilities: str = "[]"  # JSON array
     lock_paths: str = "[]"  # JSON array of globs
     exclusive: int = 0
-    owner: Optional[str] = None
+    owner: str | None = None
     lease_epoch: int = 0
-    lease_expires_at: Optional[float] = None
-    heartbeat_at: Optional[float] = None
+    lease_expires_at: float | None = None
+    heartbeat_at: float | None = None
     attempts: int = 0
     max_attempts: int = 3
-    next_run_at: Optional[float] = None
+    next_run_at: float | None = None
     created_at: float
     updated_at: float
-    result: Optional[str] = None  # JSON
-    command: Optional[str] = None  # shell command run by the `command` connector
-    verify: Optional[str] = None  # verification command run after the agent
-    ai: Optional[str] = None  # the AI the current/last claim was made for
-    activity: Optional[str] = None  # the running agent's latest action
-    schedule_id: Optional[int] = None  # the schedule that created this task
+    result: str | None = None  # JSON
+    command: str | None = None  # shell command run by the `command` connector
+    verify: str | None = None  # verification command run after the agent
+    ai: str | None = None  # the AI the current/last claim was made for
+    activity: str | None = None  # the running agent's latest action
+    schedule_id: int | None = None  # the schedule that created this task
 
 
 class TaskDepRow(SQLModel, table=True):
@@ -67,7 +65,7 @@ class TaskConflictRow(SQLModel, table=True):
 class LockRow(SQLModel, table=True):
     __tablename__ = "locks"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     task_id: int = Field(foreign_key="tasks.id")
     pattern: str
     owner: str
@@ -78,23 +76,23 @@ class LockRow(SQLModel, table=True):
 class EventRow(SQLModel, table=True):
     __tablename__ = "events"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     ts: float
     actor: str
     action: str
-    task_id: Optional[int] = None
-    lease_epoch: Optional[int] = None
-    before: Optional[str] = None
-    after: Optional[str] = None
-    data: Optional[str] = None
-    prev_hash: Optional[str] = None
-    hash: Optional[str] = None  # sha256(prev_hash || canonical_json(event))
+    task_id: int | None = None
+    lease_epoch: int | None = None
+    before: str | None = None
+    after: str | None = None
+    data: str | None = None
+    prev_hash: str | None = None
+    hash: str | None = None  # sha256(prev_hash || canonical_json(event))
 
 
 class AuditHeadRow(SQLModel, table=True):
     __tablename__ = "audit_head"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     last_id: int
     last_hash: str
 
@@ -106,10 +104,10 @@ class DecisionRow(SQLModel, table=True):
 
     decision_id: str = Field(primary_key=True)
     ts: float
-    ai: Optional[str] = None
-    actor: Optional[str] = None
-    task_id: Optional[int] = None
-    lease_epoch: Optional[int] = None
+    ai: str | None = None
+    actor: str | None = None
+    task_id: int | None = None
+    lease_epoch: int | None = None
     action: str
     resource: str  # JSON
     input: str  # JSON, secrets masked
@@ -126,15 +124,15 @@ class DecisionRow(SQLModel, table=True):
 class EvidenceRow(SQLModel, table=True):
     __tablename__ = "evidence"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
-    task_id: Optional[int] = Field(default=None, foreign_key="tasks.id")
-    lease_epoch: Optional[int] = None
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int | None = Field(default=None, foreign_key="tasks.id")
+    lease_epoch: int | None = None
     kind: str
     name: str
     digest: str
     size: int
     media_type: str
-    summary: Optional[str] = None  # JSON
+    summary: str | None = None  # JSON
     created_at: float
 
 
@@ -150,15 +148,15 @@ class AIRow(SQLModel, table=True):
 
     id: str = Field(primary_key=True)
     connector: str
-    model: Optional[str] = None
+    model: str | None = None
     capabilities: str = "[]"  # JSON array
     labels: str = "[]"  # JSON array
     max_concurrency: int = 1
     config: str = "{}"  # JSON object; secrets only by env var name
     enabled: int = 1
-    paused_until: Optional[float] = None
-    pause_reason: Optional[str] = None
-    last_assigned_at: Optional[float] = None
+    paused_until: float | None = None
+    pause_reason: str | None = None
+    last_assigned_at: float | None = None
     created_at: float
     updated_at: float
 
@@ -166,12 +164,12 @@ class AIRow(SQLModel, table=True):
 class ScheduleRow(SQLModel, table=True):
     __tablename__ = "schedules"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     cron: str
     spec: str  # JSON TaskSpec of the task each firing creates
     enabled: int = 1
     next_at: float
-    last_task_id: Optional[int] = None
+    last_task_id: int | None = None
     created_at: float
     updated_at: float
 
@@ -182,11 +180,11 @@ class DaemonRow(SQLModel, table=True):
     id: str = Field(primary_key=True)
     host: str
     pid: int
-    project: Optional[str] = None
+    project: str | None = None
     status: str
     started_at: float
     heartbeat_at: float
-    stopped_at: Optional[float] = None
+    stopped_at: float | None = None
     info: str = "{}"  # JSON
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from aictl.agents.connectors.base import RunContext
 from aictl.domain.models import AIRecord
-from aictl.sandbox.base import SandboxSpec, get_sandbox
+from aictl.sandbox import SandboxSpec, get_sandbox
 from tests.fakeprovider import FakeProvider, error, reply, tool
 
 KEYS = {"ANTHROPIC_API_KEY": "sk-ant-test-KEYVALUE-0001", "OPENAI_API_KEY": "sk-test-KEYVALUE-0002",

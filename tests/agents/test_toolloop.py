@@ -27,7 +27,7 @@ from aictl.agents.connectors.tools import (
 from aictl.agents.connectors.apicommon import http_error, provider_message, reset_at, retry_after_s
 from aictl.agents.pricing import cost_usd, prices_for
 from aictl.domain.errors import ConfigError
-from aictl.sandbox.base import SandboxSpec, get_sandbox
+from aictl.sandbox import SandboxSpec, get_sandbox
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ def chain(services):
     """A store with 6 events from a real task lifecycle."""
     b = services
     a = b.svc.create(TaskSpec(title="a"))
-    c = b.svc.create(TaskSpec(title="c", depends_on=[a.id]))
+    b.svc.create(TaskSpec(title="c", depends_on=[a.id]))
     r = b.svc.claim("w")
     b.svc.start(a.id, "w", r.lease.lease_epoch)
     b.svc.complete(a.id, "w", r.lease.lease_epoch)  # + unblock of c
@@ -55,7 +55,7 @@ def test_edit_is_named(chain):
 
 
 def test_edit_of_json_payload_is_named(chain):
-    tamper(chain.store, "UPDATE events SET after = '{\"status\":\"failed\"}' WHERE id = 5")
+    tamper(chain.store, 'UPDATE events SET after = \'{"status":"failed"}\' WHERE id = 5')
     assert verify(chain.store).first_break.event_id == 5
 
 
@@ -67,10 +67,12 @@ def test_delete_is_named(chain):
 
 def test_reorder_is_named(chain):
     # Swap the contents of events 2 and 3 (ids and hashes stay where they were).
-    tamper(chain.store,
-           "UPDATE events SET id = 100 WHERE id = 2",
-           "UPDATE events SET id = 2 WHERE id = 3",
-           "UPDATE events SET id = 3 WHERE id = 100")
+    tamper(
+        chain.store,
+        "UPDATE events SET id = 100 WHERE id = 2",
+        "UPDATE events SET id = 2 WHERE id = 3",
+        "UPDATE events SET id = 3 WHERE id = 100",
+    )
     r = verify(chain.store)
     assert not r.ok and r.first_break.event_id == 2
 
@@ -94,7 +96,9 @@ def test_full_rewrite_is_caught_only_against_an_export(chain, tmp_path):
     prev, stmts = rows[2]["hash"], []
     for row in rows[3:]:
         h = event_hash(prev, row)
-        stmts.append(f"UPDATE events SET actor = '{row['actor']}', prev_hash = '{prev}', hash = '{h}' WHERE id = {row['id']}")
+        stmts.append(
+            f"UPDATE events SET actor = '{row['actor']}', prev_hash = '{prev}', hash = '{h}' WHERE id = {row['id']}"
+        )
         prev = h
     stmts.append(f"UPDATE audit_head SET last_hash = '{prev}' WHERE id = 1")
     tamper(chain.store, *stmts)

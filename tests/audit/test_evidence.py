@@ -22,8 +22,14 @@ def ev(services, tmp_path):
 def test_put_get_list_and_event(services, ev):
     t = services.svc.create(TaskSpec(title="t"))
     r = services.svc.claim("w")
-    ref = ev.put("diff --git a/x b/x\n+hello\n", kind="diff", name="changes.diff", task_id=t.id, owner="w",
-                 lease_epoch=r.lease.lease_epoch)
+    ref = ev.put(
+        "diff --git a/x b/x\n+hello\n",
+        kind="diff",
+        name="changes.diff",
+        task_id=t.id,
+        owner="w",
+        lease_epoch=r.lease.lease_epoch,
+    )
     assert len(ref.digest) == 64 and ref.size > 0
     assert ev.get(ref.digest) == b"diff --git a/x b/x\n+hello\n"
     assert ev.get(ref.digest[:10]) == ev.get(ref.digest)
@@ -48,8 +54,15 @@ def test_stale_epoch_cannot_attach(services, ev):
 def test_junit_parsed_to_counts(services, ev):
     t = services.svc.create(TaskSpec(title="t"))
     services.svc.claim("w")
-    ref = ev.put(JUNIT, kind="test_report", name="junit.xml", media_type="application/xml", task_id=t.id,
-                 owner="w", lease_epoch=1)
+    ref = ev.put(
+        JUNIT,
+        kind="test_report",
+        name="junit.xml",
+        media_type="application/xml",
+        task_id=t.id,
+        owner="w",
+        lease_epoch=1,
+    )
     assert ref.summary == {"tests": 5, "failures": 1, "errors": 0, "skipped": 1, "passed": 3, "ok": False}
     assert parse_junit(b"<testsuite tests='2' failures='0'/>")["ok"] is True
     assert "parse_error" in parse_junit(b"<not xml")
@@ -60,8 +73,9 @@ def test_secrets_redacted_before_hashing(services, ev, monkeypatch):
     from aictl.audit import redact as redact_mod
 
     redact_mod.refresh()
-    ref = ev.put("calling with sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123 and ghp_" + "a" * 36,
-                 kind="transcript", name="t.txt")
+    ref = ev.put(
+        "calling with sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123 and ghp_" + "a" * 36, kind="transcript", name="t.txt"
+    )
     text = ev.get(ref.digest).decode()
     assert "sk-ant" not in text and "ghp_" not in text and text.count("[REDACTED]") == 2
 
@@ -85,8 +99,12 @@ def test_cli_attach_list_show(project, capsys, tmp_path):
     report = tmp_path / "junit.xml"
     report.write_bytes(JUNIT)
     capsys.readouterr()
-    assert main(["task", "attach", "1", str(report), "--epoch", "1", "--owner", "w", "--kind", "test_report",
-                 "-o", "json"]) == 0
+    assert (
+        main(
+            ["task", "attach", "1", str(report), "--epoch", "1", "--owner", "w", "--kind", "test_report", "-o", "json"]
+        )
+        == 0
+    )
     ref = json.loads(capsys.readouterr().out)
     assert ref["summary"]["failures"] == 1 and ref["media_type"] == "application/xml"
     assert main(["task", "evidence", "1", "-o", "json"]) == 0

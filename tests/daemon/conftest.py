@@ -1,5 +1,7 @@
 """Fixtures for daemon tests: a git project, real `aictl daemon` processes, and reading what they did.
 
+`project` and `Running` are the in-process side: a project's settings and store, and a Daemon on a thread.
+
 Every daemon a test starts is SIGKILLed at teardown if it is still alive, and so is
 every process group a task command recorded in a pid file (a SIGKILLed daemon
 leaves its running commands behind, as a real one would).
@@ -12,12 +14,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
+from aictl.config import load_settings
+from aictl.daemon.loop import Daemon
+from aictl.store import open_store
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +33,12 @@ CONFIG = "lease_ttl: 2\nheartbeat_interval: 0.5\nbackoff_base: 0\nmax_attempts: 
 
 
 def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def make_project(root: Path, *, config: str = CONFIG, extra_env: dict | None = None) -> Path:
@@ -167,8 +178,7 @@ def _kill(pid: int) -> None:
 def make_daemon_project(tmp_path):
     made: list[Project] = []
 
-    def make(name: str = "repo", *, config: str = CONFIG, env: dict | None = None,
-             root: Path | None = None) -> Project:
+    def make(name: str = "repo", *, config: str = CONFIG, env: dict | None = None, root: Path | None = None) -> Project:
         p = Project(root or make_project(tmp_path / name, config=config, extra_env=env), env)
         made.append(p)
         return p
@@ -184,8 +194,42 @@ def dproject(make_daemon_project) -> Project:
 
 
 def start_foreground(project: Project, *args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "aictl", "daemon", "start", "--foreground", *args],
-                            cwd=project.root, env={**os.environ, **project.env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aictl", "daemon", "start", "--foreground", *args],
+        cwd=project.root,
+        env={**os.environ, **project.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     project.pids.append(proc.pid)
     return proc
+
+
+class Running:
+    """A Daemon on a thread; stops it (and waits) on exit."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
+
+    def __enter__(self) -> Daemon:
+        self.daemon.prepare()
+        self.thread.start()
+        return self.daemon
+
+    def __exit__(self, *exc) -> None:
+        self.daemon.request_stop(now=True)
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the daemon did not stop"
+
+
+@pytest.fixture
+def loop_project(tmp_path, monkeypatch):
+    """(settings, store) of a fresh git project, for a Daemon run in-process."""
+    root = make_project(tmp_path / "repo")
+    monkeypatch.chdir(root)
+    settings = load_settings(root)
+    store = open_store(settings.resolved_database_url)
+    yield settings, store
+    store.close()

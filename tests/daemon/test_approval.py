@@ -12,15 +12,19 @@ def test_policy_approval_parks_the_task_and_approving_resumes_it_through_the_dae
     config = CONFIG + (
         "notifications:\n"
         f"  - {{type: command, command: 'cat >> {hook_out}; echo >> {hook_out}',"
-        " on: [task.awaiting_approval, task.done, daemon.started, daemon.stopped]}\n")
+        " on: [task.awaiting_approval, task.done, daemon.started, daemon.stopped]}\n"
+    )
     p = make_daemon_project(config=config)
     policy = p.root / ".ai" / "policy.yaml"
-    policy.write_text(policy.read_text() + """
+    policy.write_text(
+        policy.read_text()
+        + """
   - id: migrations-need-a-human
     effect: require_approval
     match: {actions: [execute], task_labels: [migration]}
     reason: schema changes need a human
-""")
+"""
+    )
     p.start()
     tid = p.create("migrate", "-l", "migration", "--lock", "src/**", "--command", "echo m > src/m.py")
     plain = p.create("plain", "--lock", "docs/**", "--command", "echo d > docs/d.md")
@@ -38,8 +42,11 @@ def test_policy_approval_parks_the_task_and_approving_resumes_it_through_the_dae
     execute = [d for d in p.jcli("audit", "decisions", "--task", str(tid)) if d["action"] == "execute"]
     assert [d["effect"] for d in execute] == ["require_approval", "allow"]
     assert any("approved by" in r and "reviewed the migration" in r for r in execute[1]["reasons"])
-    assert [e["action"] for e in p.events(tid) if e["action"] in ("await_approval", "approve", "complete")] == \
-        ["await_approval", "approve", "complete"]
+    assert [e["action"] for e in p.events(tid) if e["action"] in ("await_approval", "approve", "complete")] == [
+        "await_approval",
+        "approve",
+        "complete",
+    ]
 
     assert p.cli("daemon", "stop").returncode == 0
     sent = [json.loads(line) for line in hook_out.read_text().splitlines() if line.strip()]

@@ -28,8 +28,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_daemon_survives_postgres_going_away_and_coming_back(own_pg_server, make_daemon_project):
     url = own_pg_server.create_database()
-    p = make_daemon_project(config=CONFIG.replace("max_attempts: 5", "max_attempts: 50"),
-                            env={"AICTL_DATABASE_URL": url})
+    p = make_daemon_project(
+        config=CONFIG.replace("max_attempts: 5", "max_attempts: 50"), env={"AICTL_DATABASE_URL": url}
+    )
     info = p.start("--workers", "2")
     ids = [p.create(f"before {i}", "--command", "sleep 0.3") for i in range(6)]
     wait_for(lambda: p.task(ids[0]).status == "done", 60, "the daemon to start working")
@@ -37,6 +38,7 @@ def test_daemon_survives_postgres_going_away_and_coming_back(own_pg_server, make
     for outage in range(2):
         own_pg_server.pause()
         try:
+
             def sees_outage() -> dict | None:
                 r = p.cli("daemon", "status", "-o", "json")
                 st = json.loads(r.stdout)

@@ -9,46 +9,17 @@ import time
 import pytest
 
 from aictl.config import load_settings
-from aictl.daemon.loop import Daemon, DaemonOptions
 from aictl.daemon.logs import RotatingLogStream, iter_log_lines
+from aictl.daemon.loop import Daemon, DaemonOptions
 from aictl.daemon.process import DaemonPaths
 from aictl.domain.errors import UsageError
-from aictl.store import open_store
 from aictl.tasks.queries import TaskQueries
 from aictl.tasks.service import TaskService, TaskSpec
-from tests.daemon.conftest import make_project, wait_for
+from tests.daemon.conftest import Running, make_project, wait_for
 
 
-class Running:
-    """A Daemon on a thread; stops it (and waits) on exit."""
-
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-        self.thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
-
-    def __enter__(self) -> Daemon:
-        self.daemon.prepare()
-        self.thread.start()
-        return self.daemon
-
-    def __exit__(self, *exc) -> None:
-        self.daemon.request_stop(now=True)
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the daemon did not stop"
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    root = make_project(tmp_path / "repo")
-    monkeypatch.chdir(root)
-    settings = load_settings(root)
-    store = open_store(settings.resolved_database_url)
-    yield settings, store
-    store.close()
-
-
-def test_runs_command_tasks_and_leaves_tasks_without_a_command_to_an_ai(project):
-    settings, store = project
+def test_runs_command_tasks_and_leaves_tasks_without_a_command_to_an_ai(loop_project):
+    settings, store = loop_project
     svc, q = TaskService(store, settings), TaskQueries(store)
     runnable = [svc.create(TaskSpec(title=f"cmd {i}", command="true")).id for i in range(3)]
     needs_ai = svc.create(TaskSpec(title="write the docs", priority=9)).id  # no command, no AI registered
@@ -60,10 +31,10 @@ def test_runs_command_tasks_and_leaves_tasks_without_a_command_to_an_ai(project)
     assert d.counts == {"done": 3}  # read after the stop: a worker counts just after the task is done
 
 
-def test_a_task_waiting_for_its_retry_time_is_picked_up_when_due_without_fast_polling(project):
+def test_a_task_waiting_for_its_retry_time_is_picked_up_when_due_without_fast_polling(loop_project):
     """Polls back off to a minute here, and sweeps are a minute apart: only the task's own due time
     (next_run_at) can wake the daemon in time."""
-    settings, store = project
+    settings, store = loop_project
     settings.backoff_base = 1.0
     svc, q = TaskService(store, settings), TaskQueries(store)
     tid = svc.create(TaskSpec(title="flaky", command="true")).id
@@ -78,8 +49,8 @@ def test_a_task_waiting_for_its_retry_time_is_picked_up_when_due_without_fast_po
     assert d.counts == {"done": 1}
 
 
-def test_status_snapshot_shows_running_tasks_and_busy_workers(project):
-    settings, store = project
+def test_status_snapshot_shows_running_tasks_and_busy_workers(loop_project):
+    settings, store = loop_project
     svc, q = TaskService(store, settings), TaskQueries(store)
     tid = svc.create(TaskSpec(title="slow", command="sleep 30")).id
     with Running(Daemon(settings, DaemonOptions(workers=3))) as d:
@@ -124,8 +95,9 @@ def test_log_stream_rotates_and_follow_reads_across_rotations(tmp_path):
     stream.write('{"n": 0}\n')
     seen: list[str] = []
     stop = threading.Event()
-    follower = threading.Thread(target=lambda: seen.extend(
-        iter_log_lines(paths, lines=10, follow=True, stop=stop.is_set, poll=0.01)))
+    follower = threading.Thread(
+        target=lambda: seen.extend(iter_log_lines(paths, lines=10, follow=True, stop=stop.is_set, poll=0.01))
+    )
     follower.start()
     try:
         for n in range(1, 40):
@@ -144,9 +116,9 @@ def test_log_stream_rotates_and_follow_reads_across_rotations(tmp_path):
     assert list(iter_log_lines(paths, lines=2, follow=False)) == [x for x in seen[-2:]]
 
 
-def test_an_unexpected_error_in_a_pass_is_logged_and_the_loop_goes_on(project, monkeypatch):
+def test_an_unexpected_error_in_a_pass_is_logged_and_the_loop_goes_on(loop_project, monkeypatch):
     """A bug (not a store error) must not kill the scheduler, nor be mistaken for an outage."""
-    settings, store = project
+    settings, store = loop_project
     q = TaskQueries(store)
     tid = TaskService(store, settings).create(TaskSpec(title="after the bug", command="true")).id
     d = Daemon(settings, DaemonOptions(workers=1, store_retry_min_s=0.05))
@@ -165,10 +137,10 @@ def test_an_unexpected_error_in_a_pass_is_logged_and_the_loop_goes_on(project, m
     assert failures["left"] == 0 and d.store_generation == 0  # not taken for a store outage
 
 
-def test_a_run_that_errors_every_time_counts_attempts_and_fails_instead_of_looping(project):
+def test_a_run_that_errors_every_time_counts_attempts_and_fails_instead_of_looping(loop_project):
     """An error before the agent even runs (here: the workspace base does not exist) is a failed attempt,
     with the retry backoff — not a release the daemon would claim again at once, forever."""
-    settings, store = project
+    settings, store = loop_project
     settings.workspace_base = "no-such-branch"
     settings.backoff_base = 0.0
     q = TaskQueries(store)

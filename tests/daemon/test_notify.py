@@ -31,8 +31,9 @@ class Hook:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with hook.got:
-                    hook.requests.append({"t": time.monotonic(), "path": self.path, "headers": dict(self.headers),
-                                          "body": body})
+                    hook.requests.append(
+                        {"t": time.monotonic(), "path": self.path, "headers": dict(self.headers), "body": body}
+                    )
                     status, headers = hook.script.pop(0) if hook.script else (200, {})
                     hook.got.notify_all()
                 self.send_response(status)
@@ -81,16 +82,20 @@ def closed_port() -> int:
 
 def test_webhook_body_headers_and_signature(hook, monkeypatch):
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
-    n = Notifier.from_settings(settings({"type": "webhook", "url": hook.url, "secret_env": "HOOK_SECRET",
-                                         "on": ["task.failed"]}))
+    n = Notifier.from_settings(
+        settings({"type": "webhook", "url": hook.url, "secret_env": "HOOK_SECRET", "on": ["task.failed"]})
+    )
     assert n.notify("task.failed", {"task_id": 7, "title": "Fix login", "reason": "tests failed"})
     assert not n.notify("task.done", {"task_id": 8})  # not subscribed: nothing sent
     assert n.close(10)
     [req] = hook.wait_for(1)
     h, body = req["headers"], req["body"]
     event = json.loads(body)
-    assert event["type"] == "task.failed" and event["data"] == {"task_id": 7, "title": "Fix login",
-                                                                 "reason": "tests failed"}
+    assert event["type"] == "task.failed" and event["data"] == {
+        "task_id": 7,
+        "title": "Fix login",
+        "reason": "tests failed",
+    }
     assert event["source"]["actor"] == "tester@host" and event["id"] and event["created_at"]
     assert h["Content-Type"] == "application/json"
     assert h["User-Agent"].startswith("aictl/")
@@ -240,8 +245,10 @@ def test_full_queue_drops_with_a_count():
 
 def test_command_hook_gets_the_event_json_on_stdin(tmp_path):
     out = tmp_path / "got.json"
-    script = ("import json, os, sys; e = json.load(sys.stdin); "
-              f"json.dump({{'env': os.environ['AICTL_EVENT'], 'event': e}}, open({str(out)!r}, 'w'))")
+    script = (
+        "import json, os, sys; e = json.load(sys.stdin); "
+        f"json.dump({{'env': os.environ['AICTL_EVENT'], 'event': e}}, open({str(out)!r}, 'w'))"
+    )
     n = Notifier.from_settings(settings({"type": "command", "command": [sys.executable, "-c", script]}))
     [d] = n.send_now("task.awaiting_approval", {"task_id": 3, "title": "Deploy"})
     assert d.ok, d.error
@@ -255,12 +262,12 @@ def test_command_hook_as_shell_string_and_failure_reported(tmp_path):
     n = Notifier.from_settings(settings({"type": "command", "command": f'echo "$AICTL_EVENT" > {out}'}))
     assert n.send_now("task.done", {})[0].ok
     assert out.read_text().strip() == "task.done"
-    n = Notifier.from_settings(settings({"type": "command", "command": "echo nope >&2; exit 3", "retries": 1}),
-                               backoff_base=0.01)
+    n = Notifier.from_settings(
+        settings({"type": "command", "command": "echo nope >&2; exit 3", "retries": 1}), backoff_base=0.01
+    )
     [d] = n.send_now("task.done", {})
     assert not d.ok and d.attempts == 2 and d.status == 3 and "nope" in d.error
-    n = Notifier.from_settings(settings({"type": "command", "command": ["sleep", "5"], "timeout_s": 0.2,
-                                         "retries": 0}))
+    n = Notifier.from_settings(settings({"type": "command", "command": ["sleep", "5"], "timeout_s": 0.2, "retries": 0}))
     [d] = n.send_now("task.done", {})
     assert not d.ok and "timed out" in d.error
 
@@ -276,8 +283,9 @@ def test_console_one_line_on_stderr(capsys):
 
 def test_a_failing_channel_does_not_stop_the_others(hook):
     url = f"http://127.0.0.1:{closed_port()}/"
-    n = Notifier.from_settings(settings({"type": "webhook", "url": url, "retries": 0},
-                                        {"type": "webhook", "url": hook.url}))
+    n = Notifier.from_settings(
+        settings({"type": "webhook", "url": url, "retries": 0}, {"type": "webhook", "url": hook.url})
+    )
     n.notify("task.failed", {"task_id": 1})
     assert n.close(10)
     assert len(hook.wait_for(1)) == 1
@@ -294,7 +302,9 @@ def write_config(project, text: str):
 
 
 def test_config_file_loads_channels(tmp_path):
-    write_config(tmp_path, """
+    write_config(
+        tmp_path,
+        """
 notifications:
   - type: webhook
     url: https://hooks.example.com/aictl
@@ -304,7 +314,8 @@ notifications:
   - type: command
     command: ["notify-send", "aictl"]
   - {type: console, on: "*"}
-""")
+""",
+    )
     s = load_settings(tmp_path)
     assert [c.type for c in s.notifications] == ["webhook", "command", "console"]
     assert s.notifications[0].on == ["task.failed", "task.awaiting_approval"] and s.notifications[0].retries == 5
@@ -312,17 +323,20 @@ notifications:
     assert s.sources["notifications"] == str(tmp_path / ".ai" / "config.yaml")
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ("- {type: webhook}", "notifications[0]: Value error, a webhook needs url"),
-    ("- {type: webhook, url: ftp://x}", "must start with http:// or https://"),
-    ("- {type: pager}", "notifications[0].type"),
-    ("- {type: console}\n  - {type: command}", "notifications[1]: Value error, a command hook needs command"),
-    ("- {type: console, on: [task.exploded]}", "unknown event 'task.exploded'"),
-    ("- {type: console, colour: red}", "notifications[0].colour: Extra inputs are not permitted"),
-    ("- {type: webhook, url: 'http://x', secret_env: 'abc def'}", "NAME of an environment variable"),
-    ("- {type: command, command: [x], url: 'http://x'}", "url is only for webhooks"),
-    ("- {type: webhook, url: 'http://x', retries: -1}", "notifications[0].retries"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("- {type: webhook}", "notifications[0]: Value error, a webhook needs url"),
+        ("- {type: webhook, url: ftp://x}", "must start with http:// or https://"),
+        ("- {type: pager}", "notifications[0].type"),
+        ("- {type: console}\n  - {type: command}", "notifications[1]: Value error, a command hook needs command"),
+        ("- {type: console, on: [task.exploded]}", "unknown event 'task.exploded'"),
+        ("- {type: console, colour: red}", "notifications[0].colour: Extra inputs are not permitted"),
+        ("- {type: webhook, url: 'http://x', secret_env: 'abc def'}", "NAME of an environment variable"),
+        ("- {type: command, command: [x], url: 'http://x'}", "url is only for webhooks"),
+        ("- {type: webhook, url: 'http://x', retries: -1}", "notifications[0].retries"),
+    ],
+)
 def test_config_errors_name_the_file_and_the_entry(tmp_path, body, fragment):
     path = write_config(tmp_path, "notifications:\n  " + body + "\n")
     with pytest.raises(ConfigError) as e:
@@ -332,7 +346,9 @@ def test_config_errors_name_the_file_and_the_entry(tmp_path, body, fragment):
 
 def test_missing_secret_env_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("NOPE_SECRET", raising=False)
-    path = write_config(tmp_path, "notifications:\n  - {type: webhook, url: 'http://127.0.0.1:9/', secret_env: NOPE_SECRET}\n")
+    path = write_config(
+        tmp_path, "notifications:\n  - {type: webhook, url: 'http://127.0.0.1:9/', secret_env: NOPE_SECRET}\n"
+    )
     with pytest.raises(ConfigError) as e:
         Notifier.from_settings(load_settings(tmp_path))
     assert str(path) in e.value.message and "NOPE_SECRET" in e.value.message and "notifications[0]" in e.value.message
@@ -354,12 +370,15 @@ def test_cli_notify_test_reports_each_channel(project, hook, capsys):
     from aictl.cli.main import main
 
     dead = f"http://127.0.0.1:{closed_port()}/"
-    write_config(project, f"""
+    write_config(
+        project,
+        f"""
 notifications:
   - {{type: webhook, url: "{hook.url}", name: good}}
   - {{type: webhook, url: "{dead}", name: dead, retries: 0}}
   - {{type: console, name: only-failures, on: [task.failed]}}
-""")
+""",
+    )
     code = main(["notify", "test", "-o", "json"])
     out, err = capsys.readouterr()
     assert code == 1 and "1 of 3 channel(s) failed" in err

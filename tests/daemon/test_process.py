@@ -186,8 +186,13 @@ def test_logs_are_json_lines_and_follow_sees_new_ones(dproject):
 
     assert dproject.cli("daemon", "logs").returncode == 3  # nothing logged yet
     dproject.start()
-    follower = subprocess.Popen([sys.executable, "-m", "aictl", "daemon", "logs", "-f", "-n", "0", "-o", "json"],
-                                cwd=dproject.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "aictl", "daemon", "logs", "-f", "-n", "0", "-o", "json"],
+        cwd=dproject.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         tid = dproject.create("logged", "--command", "true")
         seen = []
@@ -226,8 +231,11 @@ def test_sighup_reloads_the_policy(dproject):
     info = dproject.start()
     assert "policy reloaded" not in (dproject.daemon_dir / "daemon.log").read_text()
     os.kill(info["pid"], signal.SIGHUP)
-    wait_for(lambda: "policy reloaded" in (dproject.daemon_dir / "daemon.log").read_text(), 30,
-             "the daemon to reload its policy")
+    wait_for(
+        lambda: "policy reloaded" in (dproject.daemon_dir / "daemon.log").read_text(),
+        30,
+        "the daemon to reload its policy",
+    )
     assert dproject.cli("daemon", "stop").returncode == 0
 
 

@@ -21,8 +21,10 @@ def test_register_heartbeat_stale_and_stop(store_url):
     info = {"workers": {"total": 2, "busy": 0, "idle": 2}}
     reg.register("d-a", project="/srv/a", info=info, actor="ops@a", pid=11, host="host-a")
     reg.register("d-b", project="/srv/b", info=info, actor="ops@b", pid=22, host="host-b")
-    assert [(d["id"], d["status"], d["host"]) for d in reg.list()] == [("d-a", "running", "host-a"),
-                                                                        ("d-b", "running", "host-b")]
+    assert [(d["id"], d["status"], d["host"]) for d in reg.list()] == [
+        ("d-a", "running", "host-a"),
+        ("d-b", "running", "host-b"),
+    ]
     clock.t += STALE_AFTER_S / 2
     assert reg.heartbeat("d-a", status="running", info={"workers": {"total": 2, "busy": 1, "idle": 1}})
     clock.t += STALE_AFTER_S / 2 + 1  # d-b has been silent longer than STALE_AFTER_S, d-a has not
@@ -40,8 +42,11 @@ def test_register_heartbeat_stale_and_stop(store_url):
 
     with store.read() as tx:
         events = tx.all("SELECT action, actor, task_id FROM events ORDER BY id")
-    assert [(e["action"], e["actor"]) for e in events] == [("daemon_start", "ops@a"), ("daemon_start", "ops@b"),
-                                                           ("daemon_stop", "ops@a")]
+    assert [(e["action"], e["actor"]) for e in events] == [
+        ("daemon_start", "ops@a"),
+        ("daemon_start", "ops@b"),
+        ("daemon_stop", "ops@a"),
+    ]
     assert all(e["task_id"] is None for e in events)
 
     clock.t += KEEP_STOPPED_S + 1  # a week later, the next registration prunes the old stopped row

@@ -17,8 +17,20 @@ import pytest
 from tests.daemon.conftest import git, make_project, wait_for
 
 N_TASKS = 200
-PATTERNS = ["src/a/**", "src/a/x.py", "src/b/**", "src/**/*.md", "docs/**", "docs/guide/*.md", "src/b/y/**",
-            "tests/**", "src/c.py", "*.toml", "src/d/**", "docs/api/**"]
+PATTERNS = [
+    "src/a/**",
+    "src/a/x.py",
+    "src/b/**",
+    "src/**/*.md",
+    "docs/**",
+    "docs/guide/*.md",
+    "src/b/y/**",
+    "tests/**",
+    "src/c.py",
+    "*.toml",
+    "src/d/**",
+    "docs/api/**",
+]
 LEASE_ENDS = {"complete", "fail", "release", "lease_expired", "await_approval", "cancel"}
 
 
@@ -44,7 +56,7 @@ def overlapping_holds(intervals: dict, locks: dict[int, list[str]]) -> list[tupl
     bad = []
     ids = sorted(intervals)
     for i, a in enumerate(ids):
-        for b in ids[i + 1:]:
+        for b in ids[i + 1 :]:
             if not patterns_overlap(locks[a], locks[b]):
                 continue
             for _, s1, e1 in intervals[a]:
@@ -56,10 +68,12 @@ def overlapping_holds(intervals: dict, locks: dict[int, list[str]]) -> list[tupl
 
 def test_interval_check_catches_an_overlap():
     """The checker itself: two overlapping-glob tasks held at once must be reported."""
-    events = [{"id": 1, "task_id": 1, "action": "claim", "lease_epoch": 1},
-              {"id": 2, "task_id": 2, "action": "claim", "lease_epoch": 1},
-              {"id": 3, "task_id": 1, "action": "complete", "lease_epoch": 1},
-              {"id": 4, "task_id": 2, "action": "complete", "lease_epoch": 1}]
+    events = [
+        {"id": 1, "task_id": 1, "action": "claim", "lease_epoch": 1},
+        {"id": 2, "task_id": 2, "action": "claim", "lease_epoch": 1},
+        {"id": 3, "task_id": 1, "action": "complete", "lease_epoch": 1},
+        {"id": 4, "task_id": 2, "action": "complete", "lease_epoch": 1},
+    ]
     iv = lock_intervals(events)
     assert overlapping_holds(iv, {1: ["src/**"], 2: ["src/a.py"]}) == [(1, 2, (1, 3), (2, 4))]
     assert overlapping_holds(iv, {1: ["src/**"], 2: ["docs/**"]}) == []
@@ -67,20 +81,29 @@ def test_interval_check_catches_an_overlap():
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_two_daemons_on_one_database_complete_each_task_once_and_never_overlap_locks(tmp_path, pg_url,
-                                                                                      make_daemon_project):
+def test_two_daemons_on_one_database_complete_each_task_once_and_never_overlap_locks(
+    tmp_path, pg_url, make_daemon_project
+):
     origin = make_project(tmp_path / "origin")
     clones = []
     for name, actor in (("alpha", "alpha@host-a"), ("beta", "beta@host-b")):
         git(tmp_path, "clone", "-q", str(origin), str(tmp_path / name))
-        clones.append(make_daemon_project(root=tmp_path / name,
-                                          env={"AICTL_DATABASE_URL": pg_url, "AICTL_ACTOR": actor}))
-    alpha, beta = clones
+        clones.append(
+            make_daemon_project(root=tmp_path / name, env={"AICTL_DATABASE_URL": pg_url, "AICTL_ACTOR": actor})
+        )
+    alpha, _beta = clones
     assert (alpha.root / ".ai" / "config.yaml").exists()  # each checkout carries the project's .ai/
 
     rng = random.Random(6)
-    specs = [{"title": f"t{i}", "locks": rng.sample(PATTERNS, rng.choice([1, 1, 2])),
-              "command": "sleep 0.02", "priority": rng.randint(0, 3)} for i in range(N_TASKS)]
+    specs = [
+        {
+            "title": f"t{i}",
+            "locks": rng.sample(PATTERNS, rng.choice([1, 1, 2])),
+            "command": "sleep 0.02",
+            "priority": rng.randint(0, 3),
+        }
+        for i in range(N_TASKS)
+    ]
     import yaml
 
     batch = tmp_path / "tasks.yaml"
@@ -91,6 +114,7 @@ def test_two_daemons_on_one_database_complete_each_task_once_and_never_overlap_l
 
     infos = [c.start("--workers", "3") for c in clones]
     try:
+
         def all_done() -> bool:
             with alpha.store() as store, store.read() as tx:
                 n = tx.one("SELECT COUNT(*) AS n FROM tasks WHERE status = 'done'")["n"]
@@ -106,8 +130,9 @@ def test_two_daemons_on_one_database_complete_each_task_once_and_never_overlap_l
     for e in events:
         if e["action"] == "complete":
             completes[e["task_id"]].append(e)
-    assert sorted(completes) == sorted(ids) and all(len(v) == 1 for v in completes.values()), \
+    assert sorted(completes) == sorted(ids) and all(len(v) == 1 for v in completes.values()), (
         "every task completed exactly once"
+    )
     locks = {e["task_id"]: (e["data"] or {}).get("lock_paths") or [] for e in events if e["action"] == "create"}
     intervals = lock_intervals(events)
     assert overlapping_holds(intervals, locks) == []

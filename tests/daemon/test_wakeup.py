@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import threading
+import time
 
 import pytest
 
@@ -42,6 +41,7 @@ def test_sqlite_wakes_when_another_connection_commits(tmp_path):
     try:
         assert w.mode == "poll+data_version"
         assert w.wait(cap=0.3) is False  # nothing committed: no wake-up
+
         def create_elsewhere() -> None:  # another connection, as another process would have
             with open_store(url) as other:
                 TaskService(other, Settings(database_url=url, actor="t")).create(TaskSpec(title="new"))

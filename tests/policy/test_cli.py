@@ -94,8 +94,12 @@ def test_validate_a_broken_project_policy_and_a_loosened_final_rule(gated, capsy
     conf = tmp_path / "conf"
     conf.mkdir()
     monkeypatch.setenv("AICTL_CONFIG_DIR", str(conf))
-    (conf / "policy.yaml").write_text("version: 1\nrules:\n  - {id: no-net, effect: deny, final: true, match: {actions: [network]}}\n")
-    (gated / ".ai" / "policy.yaml").write_text("version: 1\nrules:\n  - {id: no-net, effect: allow, match: {actions: [network]}}\n")
+    (conf / "policy.yaml").write_text(
+        "version: 1\nrules:\n  - {id: no-net, effect: deny, final: true, match: {actions: [network]}}\n"
+    )
+    (gated / ".ai" / "policy.yaml").write_text(
+        "version: 1\nrules:\n  - {id: no-net, effect: allow, match: {actions: [network]}}\n"
+    )
     [issue] = j(capsys, "policy", "validate", code=2)
     assert issue["line"] == 3 and issue["rule_id"] == "no-net" and "loosens it" in issue["message"]
 
@@ -110,7 +114,7 @@ def test_validate_reads_test_files_as_tests_and_reports_a_missing_file(project, 
 
 def test_validate_without_any_policy_file_is_ok_but_says_everything_is_denied(project, capsys):
     (project / ".ai" / "policy.yaml").unlink()
-    code, out, err = cli(capsys, "policy", "validate")
+    code, _, err = cli(capsys, "policy", "validate")
     assert code == 0 and "every request is denied" in err
 
 
@@ -132,8 +136,12 @@ def test_explain_with_a_task_sees_the_task_as_the_task_plane_does(gated, capsys)
     task = j(capsys, "task", "create", "deploy", "--label", "prod", "-p", "4")
     why = j(capsys, "policy", "explain", "--ai", "intern-3", "--action", "claim", "--task", str(task["id"]))
     assert why["decision"]["effect"] == "deny" and "interns-stay-off-prod" in why["decision"]["matched_rules"]
-    assert j(capsys, "policy", "explain", "--ai", "senior", "--action", "claim", "--task", str(task["id"]))[
-        "decision"]["effect"] == "allow"
+    assert (
+        j(capsys, "policy", "explain", "--ai", "senior", "--action", "claim", "--task", str(task["id"]))["decision"][
+            "effect"
+        ]
+        == "allow"
+    )
     # the real claim by the intern gets the same answer
     code, _, err = cli(capsys, "task", "claim", "--owner", "intern-3", "--id", str(task["id"]))
     assert code == 5 and "interns-stay-off-prod" in err
@@ -141,20 +149,33 @@ def test_explain_with_a_task_sees_the_task_as_the_task_plane_does(gated, capsys)
 
 
 def test_explain_context_labels_and_several_paths(gated, capsys):
-    args = ["policy", "explain", "--ai", "codex", "--action", "write_path", "--path", "src/a.py",
-            "--path", ".github/workflows/ci.yml"]
+    args = [
+        "policy",
+        "explain",
+        "--ai",
+        "codex",
+        "--action",
+        "write_path",
+        "--path",
+        "src/a.py",
+        "--path",
+        ".github/workflows/ci.yml",
+    ]
     assert j(capsys, *args)["decision"]["effect"] == "allow"
     why = j(capsys, *args, "--context", '{"branch": "main"}', "--ai-label", "trusted")
     assert why["decision"]["effect"] == "require_approval" and "protect-ci" in why["decision"]["matched_rules"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--action", "teleport"], "unknown action 'teleport'"),
-    (["--action", "claim", "--context", "{not json"], "not valid JSON"),
-    (["--action", "claim", "--context", "[1]"], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--action", "teleport"], "unknown action 'teleport'"),
+        (["--action", "claim", "--context", "{not json"], "not valid JSON"),
+        (["--action", "claim", "--context", "[1]"], "must be a JSON object"),
+    ],
+)
 def test_explain_usage_errors_exit_2(gated, capsys, args, message):
-    code, out, err = cli(capsys, "policy", "explain", "--ai", "codex", *args)
+    code, _, err = cli(capsys, "policy", "explain", "--ai", "codex", *args)
     assert code == 2 and message in err and "Traceback" not in err
 
 
@@ -180,7 +201,9 @@ def test_a_broken_case_fails_with_exit_1_and_shows_the_diff(project, capsys):
     shutil.copytree(REPO / "policies", project / "policies")
     case = project / "policies" / "protect-ci_test.yaml"
     text = case.read_text()
-    case.write_text(text.replace("expect: {effect: deny, rules: [protect-ci", "expect: {effect: allow, rules: [protect-ci", 1))
+    case.write_text(
+        text.replace("expect: {effect: deny, rules: [protect-ci", "expect: {effect: allow, rules: [protect-ci", 1)
+    )
     assert text != case.read_text()
     report = j(capsys, "policy", "test", code=1)  # default: ./policies
     [failed] = [c for c in report["cases"] if not c["passed"]]
@@ -199,7 +222,8 @@ def test_malformed_test_files_exit_2(project, capsys):
     assert any(i["line"] == 3 and "unknown key 'inputt'" in i["message"] for i in report["issues"])
     # a case whose input is not a request cannot run: also exit 2
     (project / "p" / "x_test.yaml").write_text(
-        "tests:\n  - name: t\n    input: {action: teleport}\n    expect: {effect: deny}\n")
+        "tests:\n  - name: t\n    input: {action: teleport}\n    expect: {effect: deny}\n"
+    )
     report = j(capsys, "policy", "test", str(project / "p"), code=2)
     assert "teleport" in report["cases"][0]["error"]
     # nothing to run is not a pass
@@ -233,8 +257,11 @@ def test_decisions_after_real_claims(gated, capsys):
     ids = claim_some(capsys)
     records = j(capsys, "audit", "decisions")
     assert [(d["ai"], d["action"], d["task_id"], d["effect"]) for d in records] == [
-        ("intern-1", "claim", ids["deploy"], "deny"), ("intern-1", "claim", ids["docs"], "allow"),
-        ("senior-1", "claim", ids["deploy"], "allow"), ("senior-1", "start", ids["deploy"], "allow")]
+        ("intern-1", "claim", ids["deploy"], "deny"),
+        ("intern-1", "claim", ids["docs"], "allow"),
+        ("senior-1", "claim", ids["deploy"], "allow"),
+        ("senior-1", "start", ids["deploy"], "allow"),
+    ]
     assert records[0]["matched_rules"] == ["lifecycle", "interns-stay-off-prod"]
     assert records[0]["reasons"] == ["interns do not touch production tasks"]
     assert records[0]["input"]["resource"]["task"]["labels"] == ["prod"] and records[0]["sources"]
@@ -246,7 +273,7 @@ def test_decisions_after_real_claims(gated, capsys):
     assert [d["decision_id"] for d in last] == [d["decision_id"] for d in records[-2:]]
     assert len(j(capsys, "audit", "decisions", "--since", "1h")) == 4
     assert j(capsys, "audit", "decisions", "--since", "2999-01-01T00:00:00Z") == []
-    code, out, err = cli(capsys, "audit", "decisions", "--effect", "maybe")
+    code, _, err = cli(capsys, "audit", "decisions", "--effect", "maybe")
     assert code == 2 and "unknown effect" in err
 
 
@@ -293,7 +320,7 @@ def test_replay_same_policy_then_a_tightened_one(gated, capsys, tmp_path):
 def test_replay_with_a_malformed_new_policy_exits_2(gated, capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(MALFORMED)
-    code, out, err = cli(capsys, "policy", "replay", str(bad))
+    code, _, err = cli(capsys, "policy", "replay", str(bad))
     assert code == 2 and f"{bad}:6:5" in err
     assert cli(capsys, "policy", "replay", str(tmp_path / "missing.yaml"))[0] == 2
 

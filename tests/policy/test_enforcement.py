@@ -47,13 +47,15 @@ def gated(services, tmp_path):
 
 
 def test_denied_claim_is_skipped_recorded_once(gated):
-    svc, log, b = gated
+    svc, log, _ = gated
     prod = svc.create(TaskSpec(title="deploy", labels=["prod"], priority=5))
     docs = svc.create(TaskSpec(title="docs"))
     got = svc.claim("intern-7")
     assert got.task.id == docs.id  # the prod task was refused to this AI and skipped
     denied = log.list(effect="deny")
-    assert [(d.task_id, d.ai, d.matched_rules) for d in denied] == [(prod.id, "intern-7", ["lifecycle", "interns-stay-off-prod"])]
+    assert [(d.task_id, d.ai, d.matched_rules) for d in denied] == [
+        (prod.id, "intern-7", ["lifecycle", "interns-stay-off-prod"])
+    ]
     assert svc.claim("intern-7") is None  # asks no second time: the refusal stands …
     assert len(log.list(effect="deny")) == 1
     with pytest.raises(PolicyDenied) as e:
@@ -69,12 +71,14 @@ def test_every_pdr_field_is_filled(gated):
     rec = log.list()[0]
     assert rec.decision_id and rec.ts > 0 and rec.ai == "intern-1" and rec.actor == "intern-1"
     assert rec.task_id == t.id and rec.action == "claim" and rec.effect == "deny"
-    assert rec.matched_rules == ["lifecycle", "interns-stay-off-prod"] and rec.reasons == ["interns do not touch production tasks"]
+    assert rec.matched_rules == ["lifecycle", "interns-stay-off-prod"] and rec.reasons == [
+        "interns do not touch production tasks"
+    ]
     assert rec.input["subject"]["ai_labels"] == ["junior"] and rec.resource["task"]["labels"] == ["prod"]
     assert rec.sources[0]["path"].endswith("policy.yaml") and len(rec.sources[0]["sha256"]) == 64
     assert len(rec.policy_digest) == 64 and rec.eval_ms > 0 and rec.enforced
     # the chained audit log vouches for the record
-    ev = [e for e in b.q.events() if e.action == "decision"][0]
+    ev = next(e for e in b.q.events() if e.action == "decision")
     assert ev.data["decision_id"] == rec.decision_id and ev.data["sha256"] == rec.digest()
     assert log.get(rec.decision_id[:8]) == rec
 
@@ -97,12 +101,26 @@ def test_completion_requires_a_passing_test_report(gated, tmp_path):
     epoch = r.lease.lease_epoch
     with pytest.raises(PolicyDenied, match="requires evidence: test_report"):
         svc.complete(t.id, "bot", epoch)
-    ev.put(FAIL, kind="test_report", name="junit.xml", media_type="application/xml", task_id=t.id, owner="bot",
-           lease_epoch=epoch)
+    ev.put(
+        FAIL,
+        kind="test_report",
+        name="junit.xml",
+        media_type="application/xml",
+        task_id=t.id,
+        owner="bot",
+        lease_epoch=epoch,
+    )
     with pytest.raises(PolicyDenied, match="passing test_report"):
         svc.complete(t.id, "bot", epoch)
-    ev.put(PASS, kind="test_report", name="junit2.xml", media_type="application/xml", task_id=t.id, owner="bot",
-           lease_epoch=epoch)
+    ev.put(
+        PASS,
+        kind="test_report",
+        name="junit2.xml",
+        media_type="application/xml",
+        task_id=t.id,
+        owner="bot",
+        lease_epoch=epoch,
+    )
     assert svc.complete(t.id, "bot", epoch).status == "done"
     assert [d.effect for d in log.list(action="complete")] == ["deny", "deny", "allow"]
 

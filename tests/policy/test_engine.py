@@ -138,10 +138,14 @@ def test_cel_condition_sees_subject_action_resource_context():
       && context.hour >= 9 && resource.path == "src/a.py" && "x" in subject.ai_labels
 """
     p = policy(rule)
-    ok = PolicyRequest.model_validate({
-        "subject": {"ai": "claude", "ai_labels": ["x"]}, "action": "execute",
-        "resource": {"task": {"priority": 7}, "path": "./src/a.py"}, "context": {"hour": 10},
-    })
+    ok = PolicyRequest.model_validate(
+        {
+            "subject": {"ai": "claude", "ai_labels": ["x"]},
+            "action": "execute",
+            "resource": {"task": {"priority": 7}, "path": "./src/a.py"},
+            "context": {"hour": 10},
+        }
+    )
     assert evaluate(p, ok).effect == "allow"
     assert evaluate(p, ok.model_copy(update={"context": {"hour": 8}})).effect == "deny"
 
@@ -235,12 +239,21 @@ def test_explain_says_why_each_rule_did_not_match():
     effect: allow
     match: {actions: [write_path]}
 """
-    explanation = explain(policy(rules), PolicyRequest.model_validate({
-        "subject": {"ai": "claude-code"}, "action": "write_path",
-        "resource": {"path": "src/a.py"}, "context": {"hour": 12},
-    }))
+    explanation = explain(
+        policy(rules),
+        PolicyRequest.model_validate(
+            {
+                "subject": {"ai": "claude-code"},
+                "action": "write_path",
+                "resource": {"path": "src/a.py"},
+                "context": {"hour": 12},
+            }
+        ),
+    )
     why = {t.id: t for t in explanation.rules}
-    assert why["by-action"].failed == "actions" and "action 'write_path' is not one of ['merge']" in why["by-action"].why
+    assert (
+        why["by-action"].failed == "actions" and "action 'write_path' is not one of ['merge']" in why["by-action"].why
+    )
     assert why["by-ai"].failed == "ai" and "AI 'claude-code' matches none of ai ['codex*']" in why["by-ai"].why
     assert why["by-label"].failed == "ai_labels" and "lacks label(s) ['trusted']" in why["by-label"].why
     assert why["by-path"].failed == "paths" and "no path of ['src/a.py'] matches paths ['.env']" in why["by-path"].why

@@ -14,8 +14,14 @@ EXAMPLES = sorted(p for p in POLICIES.glob("*.yaml") if not p.name.endswith("_te
 
 def test_there_are_examples():
     names = {p.stem for p in EXAMPLES}
-    assert {"default", "protect-secrets", "protect-ci", "migrations-need-approval", "per-ai-scopes",
-            "budget-caps"} <= names
+    assert {
+        "default",
+        "protect-secrets",
+        "protect-ci",
+        "migrations-need-approval",
+        "per-ai-scopes",
+        "budget-caps",
+    } <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -84,7 +84,9 @@ def test_bad_effect_lists_the_effects():
 
 
 def test_unknown_action_names_the_known_ones():
-    issue = only_issue("version: 1\nrules:\n  - id: a\n    effect: deny\n    match: {actions: [write_path, wirte_path]}\n")
+    issue = only_issue(
+        "version: 1\nrules:\n  - id: a\n    effect: deny\n    match: {actions: [write_path, wirte_path]}\n"
+    )
     assert (issue.line, issue.column) == (5, 35)
     assert "unknown action 'wirte_path'" in issue.message and "write_path, delete_path" in issue.message
 
@@ -111,13 +113,16 @@ def test_cel_condition_with_an_unknown_variable_is_rejected_at_load():
 
 
 def test_macro_variables_are_not_unknown_variables():
-    load_policy_text('version: 1\nrules:\n  - id: a\n    effect: deny\n'
-                     '    when: \'resource.paths.exists(p, p.startsWith("vendor/"))\'\n')
+    load_policy_text(
+        "version: 1\nrules:\n  - id: a\n    effect: deny\n"
+        "    when: 'resource.paths.exists(p, p.startsWith(\"vendor/\"))'\n"
+    )
 
 
 def test_duplicate_rule_ids_name_both_lines():
-    issue = only_issue("version: 1\nrules:\n  - id: a\n    effect: deny\n  - id: b\n    effect: deny\n"
-                       "  - id: a\n    effect: allow\n")
+    issue = only_issue(
+        "version: 1\nrules:\n  - id: a\n    effect: deny\n  - id: b\n    effect: deny\n  - id: a\n    effect: allow\n"
+    )
     assert issue.line == 7 and issue.rule_id == "a"
     assert "duplicate rule id 'a': defined at line 3 and again at line 7" in issue.message
 
@@ -144,7 +149,9 @@ def test_empty_file_and_non_mapping():
 
 
 def test_all_errors_of_a_file_are_collected_in_line_order(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 version: 1
 rules:
   - id: a
@@ -164,7 +171,8 @@ ai:
       - id: c
         effect: allow
         final: maybe
-""")
+""",
+    )
     with pytest.raises(ConfigError) as caught:
         load_policy_file(path)
     issues = caught.value.details["issues"]
@@ -186,14 +194,18 @@ def test_validate_returns_issues_and_never_raises(tmp_path):
 
 
 def test_anchors_and_aliases_are_allowed():
-    policy = load_policy_text("version: 1\nrules:\n  - id: a\n    effect: deny\n    match: {paths: &p [x]}\n"
-                              "  - id: b\n    effect: deny\n    match: {paths: *p}\n")
+    policy = load_policy_text(
+        "version: 1\nrules:\n  - id: a\n    effect: deny\n    match: {paths: &p [x]}\n"
+        "  - id: b\n    effect: deny\n    match: {paths: *p}\n"
+    )
     assert policy.rules[1].match.paths == ["x"]
 
 
 def test_bad_key_in_ai_section_is_located():
     issue = only_issue("version: 1\nai:\n  codex:\n    rule: []\n")
-    assert issue.line == 4 and "unknown key 'rule'" in issue.message and "default, default_final, rules" in issue.message
+    assert (
+        issue.line == 4 and "unknown key 'rule'" in issue.message and "default, default_final, rules" in issue.message
+    )
 
 
 def test_rule_id_shape_is_checked():

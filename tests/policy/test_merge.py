@@ -52,8 +52,10 @@ rules:
 def test_levels_accumulate_in_order_and_sources_are_recorded(dirs):
     project, global_file = dirs
     write(global_file, GLOBAL_FINAL)
-    write(project / ".ai/policy.yaml", "version: 1\nrules:\n  - id: merges\n    effect: require_approval\n"
-                                       "    match: {actions: [merge]}\n")
+    write(
+        project / ".ai/policy.yaml",
+        "version: 1\nrules:\n  - id: merges\n    effect: require_approval\n    match: {actions: [merge]}\n",
+    )
     policy = load_effective_policy(project, global_path=global_file)
     assert [r.id for r in policy.rules] == ["protect-secrets", "writes", "merges"]
     assert [s.path for s in policy.sources] == [str(global_file), str(project / ".ai/policy.yaml")]
@@ -75,9 +77,12 @@ def test_a_later_level_replaces_a_rule_with_the_same_id(dirs):
 def test_loosening_a_final_rule_is_an_error_naming_both_files_and_lines(dirs):
     project, global_file = dirs
     write(global_file, GLOBAL_FINAL)
-    project_file = write(project / ".ai/policy.yaml", "version: 1\nrules:\n  - id: other\n    effect: deny\n"
-                                                      "  - id: protect-secrets\n    effect: allow\n"
-                                                      "    match: {actions: [write_path], paths: ['.env']}\n")
+    project_file = write(
+        project / ".ai/policy.yaml",
+        "version: 1\nrules:\n  - id: other\n    effect: deny\n"
+        "  - id: protect-secrets\n    effect: allow\n"
+        "    match: {actions: [write_path], paths: ['.env']}\n",
+    )
     with pytest.raises(ConfigError) as caught:
         load_effective_policy(project, global_path=global_file)
     [issue] = caught.value.details["issues"]
@@ -90,8 +95,11 @@ def test_loosening_a_final_rule_is_an_error_naming_both_files_and_lines(dirs):
 def test_narrowing_a_final_deny_rule_is_loosening(dirs):
     project, global_file = dirs
     write(global_file, GLOBAL_FINAL)
-    write(project / ".ai/policy.yaml", "version: 1\nrules:\n  - id: protect-secrets\n    effect: deny\n"
-                                       "    match: {actions: [write_path], paths: ['.env.local']}\n")
+    write(
+        project / ".ai/policy.yaml",
+        "version: 1\nrules:\n  - id: protect-secrets\n    effect: deny\n"
+        "    match: {actions: [write_path], paths: ['.env.local']}\n",
+    )
     with pytest.raises(ConfigError, match="match changed"):
         load_effective_policy(project, global_path=global_file)
 
@@ -99,8 +107,11 @@ def test_narrowing_a_final_deny_rule_is_loosening(dirs):
 def test_tightening_a_final_rule_is_allowed(dirs):
     project, global_file = dirs
     write(global_file, GLOBAL_FINAL.replace("limits: {max_cost_usd: 5}", "limits: {max_cost_usd: 5}\n    final: true"))
-    write(project / ".ai/policy.yaml", "version: 1\nrules:\n  - id: writes\n    effect: allow\n"
-                                       "    match: {actions: [write_path]}\n    limits: {max_cost_usd: 1}\n")
+    write(
+        project / ".ai/policy.yaml",
+        "version: 1\nrules:\n  - id: writes\n    effect: allow\n"
+        "    match: {actions: [write_path]}\n    limits: {max_cost_usd: 1}\n",
+    )
     policy = load_effective_policy(project, global_path=global_file)
     assert evaluate(policy, req(path="a.py")).limits.max_cost_usd == 1
     # The replacement stays final, so a per-AI level cannot loosen it again.
@@ -110,19 +121,29 @@ def test_tightening_a_final_rule_is_allowed(dirs):
 def test_raising_a_final_limit_is_an_error(dirs):
     project, global_file = dirs
     write(global_file, GLOBAL_FINAL.replace("limits: {max_cost_usd: 5}", "limits: {max_cost_usd: 5}\n    final: true"))
-    write(project / ".ai/policy.yaml", "version: 1\nrules:\n  - id: writes\n    effect: allow\n"
-                                       "    match: {actions: [write_path]}\n    limits: {max_cost_usd: 50}\n")
-    with pytest.raises(ConfigError, match="max_cost_usd 5.0 -> 50.0"):
+    write(
+        project / ".ai/policy.yaml",
+        "version: 1\nrules:\n  - id: writes\n    effect: allow\n"
+        "    match: {actions: [write_path]}\n    limits: {max_cost_usd: 50}\n",
+    )
+    with pytest.raises(ConfigError, match=r"max_cost_usd 5\.0 -> 50\.0"):
         load_effective_policy(project, global_path=global_file)
 
 
 def test_final_rule_replaced_by_stricter_effect(dirs):
     project, global_file = dirs
-    write(global_file, "version: 1\nrules:\n  - id: merges\n    effect: allow\n    final: true\n"
-                       "    match: {actions: [merge]}\n")
-    write(project / ".ai/policy.yaml", "version: 1\nrules:\n  - id: merges\n    effect: require_approval\n"
-                                       "    match: {actions: [merge]}\n")
-    assert evaluate(load_effective_policy(project, global_path=global_file), req(action="merge")).effect == "require_approval"
+    write(
+        global_file,
+        "version: 1\nrules:\n  - id: merges\n    effect: allow\n    final: true\n    match: {actions: [merge]}\n",
+    )
+    write(
+        project / ".ai/policy.yaml",
+        "version: 1\nrules:\n  - id: merges\n    effect: require_approval\n    match: {actions: [merge]}\n",
+    )
+    assert (
+        evaluate(load_effective_policy(project, global_path=global_file), req(action="merge")).effect
+        == "require_approval"
+    )
 
 
 def test_default_may_be_tightened_but_not_loosened_past_default_final(dirs):
@@ -197,8 +218,9 @@ def test_per_ai_file_comes_last_and_is_scoped_to_its_ai(dirs):
     project, global_file = dirs
     write(global_file, GLOBAL_FINAL)
     write(project / ".ai/policy.yaml", PROJECT_WITH_AI)
-    ai_file = write(project / ".ai/policies/ai/codex.yaml",
-                    "version: 1\nrules:\n  - id: writes\n    effect: require_approval\n")
+    ai_file = write(
+        project / ".ai/policies/ai/codex.yaml", "version: 1\nrules:\n  - id: writes\n    effect: require_approval\n"
+    )
     policy = load_effective_policy(project, global_path=global_file, ai_id="codex")
     assert str(ai_file) in [s.path for s in policy.sources]
     assert evaluate(policy, req("codex", path="a.py")).effect == "require_approval"
@@ -212,8 +234,9 @@ def test_per_ai_file_comes_last_and_is_scoped_to_its_ai(dirs):
 def test_per_ai_file_cannot_loosen_a_final_rule(dirs):
     project, global_file = dirs
     write(global_file, GLOBAL_FINAL)
-    ai_file = write(project / ".ai/policies/ai/codex.yaml",
-                    "version: 1\nrules:\n  - id: protect-secrets\n    effect: allow\n")
+    ai_file = write(
+        project / ".ai/policies/ai/codex.yaml", "version: 1\nrules:\n  - id: protect-secrets\n    effect: allow\n"
+    )
     for ai_id in ("codex", None):
         with pytest.raises(ConfigError) as caught:
             load_effective_policy(project, global_path=global_file, ai_id=ai_id)
@@ -223,7 +246,9 @@ def test_per_ai_file_cannot_loosen_a_final_rule(dirs):
 
 def test_ai_section_cannot_loosen_a_final_rule_of_an_earlier_section(dirs):
     project, _ = dirs
-    write(project / ".ai/policy.yaml", """\
+    write(
+        project / ".ai/policy.yaml",
+        """\
 version: 1
 ai:
   "ollama-*":
@@ -236,7 +261,8 @@ ai:
     rules:
       - id: no-net
         effect: allow
-""")
+""",
+    )
     with pytest.raises(ConfigError) as caught:
         load_effective_policy(project)
     assert caught.value.details["issues"][0]["line"] == 11

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aictl.policy import KNOWN_ACTIONS, PolicyFile, PolicyRequest, evaluate, explain, merge_policies
-from aictl.policy.matching import compile_paths
+from aictl.policy.paths import compile_paths
 
 AIS = ["claude-code", "claude-opus", "codex", "ollama-small", "gpt"]
 LABELS = ["trusted", "premium", "local", "untrusted"]
@@ -23,7 +23,7 @@ CONDITIONS = [
     "resource.task.priority > 5",  # errors when the task has no priority
     '"trusted" in subject.ai_labels',
     "context.hour < 9",
-    "resource.paths.exists(p, p.startsWith(\"src/\"))",
+    'resource.paths.exists(p, p.startsWith("src/"))',
     "resource.task.priority",  # not a bool
     'resource.command.startsWith("git")',  # errors when there is no command
     "1 / 0 == 1",
@@ -52,7 +52,9 @@ limits_st = st.fixed_dictionaries(
         "max_cost_usd": st.floats(0, 10),
         "max_runtime_s": st.integers(0, 3600),
         "allowed_tools": some(["Read", "Edit", "Bash"]),
-        "sandbox": st.fixed_dictionaries({}, optional={"network": st.booleans(), "backend": st.sampled_from(["local", "docker"])}),
+        "sandbox": st.fixed_dictionaries(
+            {}, optional={"network": st.booleans(), "backend": st.sampled_from(["local", "docker"])}
+        ),
     },
 )
 
@@ -62,8 +64,11 @@ def policies(draw):
     count = draw(st.integers(0, 12))
     rules = []
     for index in range(count):
-        rule = {"id": f"r{index}", "effect": draw(st.sampled_from(["allow", "deny", "require_approval"])),
-                "match": draw(match_st)}
+        rule = {
+            "id": f"r{index}",
+            "effect": draw(st.sampled_from(["allow", "deny", "require_approval"])),
+            "match": draw(match_st),
+        }
         if draw(st.booleans()):
             rule["when"] = draw(st.sampled_from(CONDITIONS))
         if draw(st.booleans()):
@@ -78,27 +83,54 @@ paths_st = st.lists(st.sampled_from(PATH_PARTS), min_size=1, max_size=4).map("/"
 
 @st.composite
 def requests(draw):
-    task = draw(st.one_of(st.none(), st.fixed_dictionaries({}, optional={
-        "priority": st.one_of(st.integers(-5, 20), st.text(max_size=3)),
-        "labels": st.lists(st.one_of(st.sampled_from(["migration", "ui", "other"]), st.integers(), st.just([1]))),
-        "type": st.sampled_from(["bugfix", "feature"]),
-    })))
-    return PolicyRequest.model_validate({
-        "subject": {"ai": draw(st.one_of(st.none(), st.sampled_from(AIS))), "ai_labels": draw(st.lists(st.sampled_from(LABELS)))},
-        "action": draw(st.sampled_from(list(KNOWN_ACTIONS))),
-        "resource": {
-            "task": task,
-            "path": draw(st.one_of(st.none(), paths_st)),
-            "paths": draw(st.lists(paths_st, max_size=3)),
-            "command": draw(st.one_of(st.none(), st.sampled_from(["rm -rf /", "git push origin", "pytest -q", ""]))),
-            "extra": draw(st.fixed_dictionaries({}, optional={"tags": st.one_of(st.lists(st.text(max_size=2)), st.none(),
-                                                                                 st.integers())})),
-        },
-        "context": draw(st.fixed_dictionaries({}, optional={
-            "hour": st.integers(0, 23),
-            "big": st.one_of(st.integers(), st.integers(2**63, 2**80), st.floats(allow_nan=True), st.text(), st.just({1})),
-        })),
-    })
+    task = draw(
+        st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "priority": st.one_of(st.integers(-5, 20), st.text(max_size=3)),
+                    "labels": st.lists(
+                        st.one_of(st.sampled_from(["migration", "ui", "other"]), st.integers(), st.just([1]))
+                    ),
+                    "type": st.sampled_from(["bugfix", "feature"]),
+                },
+            ),
+        )
+    )
+    return PolicyRequest.model_validate(
+        {
+            "subject": {
+                "ai": draw(st.one_of(st.none(), st.sampled_from(AIS))),
+                "ai_labels": draw(st.lists(st.sampled_from(LABELS))),
+            },
+            "action": draw(st.sampled_from(list(KNOWN_ACTIONS))),
+            "resource": {
+                "task": task,
+                "path": draw(st.one_of(st.none(), paths_st)),
+                "paths": draw(st.lists(paths_st, max_size=3)),
+                "command": draw(
+                    st.one_of(st.none(), st.sampled_from(["rm -rf /", "git push origin", "pytest -q", ""]))
+                ),
+                "extra": draw(
+                    st.fixed_dictionaries(
+                        {}, optional={"tags": st.one_of(st.lists(st.text(max_size=2)), st.none(), st.integers())}
+                    )
+                ),
+            },
+            "context": draw(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "hour": st.integers(0, 23),
+                        "big": st.one_of(
+                            st.integers(), st.integers(2**63, 2**80), st.floats(allow_nan=True), st.text(), st.just({1})
+                        ),
+                    },
+                )
+            ),
+        }
+    )
 
 
 def reference_match(rule, request) -> bool:
@@ -112,8 +144,10 @@ def reference_match(rule, request) -> bool:
         m.ai_labels is None or set(m.ai_labels) <= set(subject.ai_labels),
         m.task_types is None or task.get("type") in m.task_types,
         m.task_labels is None or any(label in m.task_labels for label in task.get("labels") or []),
-        m.commands is None or (resource.command is not None
-                               and any(fnmatchcase(" ".join(resource.command.split()), g) for g in m.commands)),
+        m.commands is None
+        or (
+            resource.command is not None and any(fnmatchcase(" ".join(resource.command.split()), g) for g in m.commands)
+        ),
         m.paths is None or any(pathspec.PathSpec.from_lines("gitignore", m.paths).match_file(p) for p in paths),
     ]
     return all(checks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -48,13 +48,16 @@ ai:
 """
 
 # Two changes: mid-sized tasks need approval to start, and codex may no longer write docs.
-TIGHTENED = POLICY.replace("resource.task.priority >= 9", "resource.task.priority >= 5") + """
+TIGHTENED = (
+    POLICY.replace("resource.task.priority >= 9", "resource.task.priority >= 5")
+    + """
   "codex":
     rules:
       - id: codex-docs-readonly
         effect: deny
         match: {actions: [write_path], paths: ["docs/**"]}
 """
+)
 
 
 def flips_under_tightened(record) -> bool:
@@ -210,8 +213,10 @@ rules:
     new.write_text("version: 1\nrules:\n  - {id: everything, effect: allow}\n")
     policy = load_replay_policy(new, tmp_path)
     assert [(layer.level, layer.source) for layer in policy.layers] == [
-        ("global", str(conf / "policy.yaml")), ("project", str(new)),
-        ("ai", str(tmp_path / ".ai" / "policies" / "ai" / "codex.yaml"))]
+        ("global", str(conf / "policy.yaml")),
+        ("project", str(new)),
+        ("ai", str(tmp_path / ".ai" / "policies" / "ai" / "codex.yaml")),
+    ]
     alone = load_replay_policy(new, tmp_path, alone=True)
     assert [layer.source for layer in alone.layers] == [str(new)]
     # NEW may not loosen a final rule of the global policy
@@ -222,14 +227,21 @@ rules:
         load_replay_policy(tmp_path / "missing.yaml", tmp_path)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("30m", 1_000_000 - 1800), ("2h", 1_000_000 - 7200), ("7d", 1_000_000 - 7 * 86400), ("45s", 1_000_000 - 45),
-    ("1w", 1_000_000 - 604800), ("1.5h", 1_000_000 - 5400),
-    ("2025-01-31T14:00:00Z", datetime(2025, 1, 31, 14, tzinfo=timezone.utc).timestamp()),
-    ("2025-01-31T14:00:00", datetime(2025, 1, 31, 14, tzinfo=timezone.utc).timestamp()),  # naive is UTC
-    ("2025-01-31T16:00:00+02:00", datetime(2025, 1, 31, 14, tzinfo=timezone.utc).timestamp()),
-    ("2025-01-31", datetime(2025, 1, 31, tzinfo=timezone.utc).timestamp()),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("30m", 1_000_000 - 1800),
+        ("2h", 1_000_000 - 7200),
+        ("7d", 1_000_000 - 7 * 86400),
+        ("45s", 1_000_000 - 45),
+        ("1w", 1_000_000 - 604800),
+        ("1.5h", 1_000_000 - 5400),
+        ("2025-01-31T14:00:00Z", datetime(2025, 1, 31, 14, tzinfo=UTC).timestamp()),
+        ("2025-01-31T14:00:00", datetime(2025, 1, 31, 14, tzinfo=UTC).timestamp()),  # naive is UTC
+        ("2025-01-31T16:00:00+02:00", datetime(2025, 1, 31, 14, tzinfo=UTC).timestamp()),
+        ("2025-01-31", datetime(2025, 1, 31, tzinfo=UTC).timestamp()),
+    ],
+)
 def test_parse_when(text, expected):
     assert parse_when(text, now=1_000_000) == pytest.approx(expected)
 

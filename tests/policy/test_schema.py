@@ -32,8 +32,18 @@ def test_effect_strictness_order():
 
 
 def test_actions_named_in_the_brief_are_known():
-    for action in ("claim", "start", "complete", "release", "execute", "write_path", "run_command", "network",
-                   "merge", "approve"):
+    for action in (
+        "claim",
+        "start",
+        "complete",
+        "release",
+        "execute",
+        "write_path",
+        "run_command",
+        "network",
+        "merge",
+        "approve",
+    ):
         assert action in KNOWN_ACTIONS
 
 
@@ -46,4 +56,7 @@ def test_limits_merge_and_loosening():
     assert looser_limits(b, a) == ["allowed_tools adds ['Bash']"]
     assert looser_limits(Limits(max_cost_usd=1), Limits(max_cost_usd=2)) == []
     assert looser_limits(Limits(), Limits(max_attempts=2, require_evidence=["x"], sandbox={"network": False})) == [
-        "max_attempts 2 -> unset", "require_evidence drops ['x']", "sandbox.network false -> unset"]
+        "max_attempts 2 -> unset",
+        "require_evidence drops ['x']",
+        "sandbox.network false -> unset",
+    ]

@@ -27,7 +27,9 @@ def write(path: Path, text: str) -> Path:
 
 def test_cases_pass_against_the_sibling_policy(tmp_path):
     write(tmp_path / "p.yaml", POLICY)
-    write(tmp_path / "p_test.yaml", """\
+    write(
+        tmp_path / "p_test.yaml",
+        """\
 tests:
   - name: secrets denied
     input: {subject: {ai: a}, action: write_path, resource: {path: .env}}
@@ -35,7 +37,8 @@ tests:
   - name: limits compared by the keys given
     input: {action: write_path, resource: {path: a.py}}
     expect: {effect: allow, default_applied: false, limits: {max_cost_usd: 1, sandbox: {network: false}}}
-""")
+""",
+    )
     report = run_policy_tests(tmp_path)
     assert report.ok and report.passed == 2 and report.failed == 0
     assert report.files == [str(tmp_path / "p_test.yaml")]
@@ -44,12 +47,15 @@ tests:
 
 def test_a_failing_case_reports_expected_and_actual(tmp_path):
     write(tmp_path / "p.yaml", POLICY)
-    write(tmp_path / "p_test.yaml", """\
+    write(
+        tmp_path / "p_test.yaml",
+        """\
 tests:
   - name: wrong on purpose
     input: {action: write_path, resource: {path: a.py}}
     expect: {effect: deny, rules: [secrets], limits: {max_cost_usd: 3}}
-""")
+""",
+    )
     report = run_policy_tests(tmp_path)
     assert not report.ok and report.failed == 1
     [case] = report.cases
@@ -59,13 +65,17 @@ tests:
         "rules": {"expected": ["secrets"], "actual": ["writes"]},
         "limits.max_cost_usd": {"expected": 3, "actual": 1.0},
     }
-    assert f"FAIL {tmp_path / 'p_test.yaml'}:2: wrong on purpose: effect: expected 'deny', got 'allow'" in report.summary()
+    assert (
+        f"FAIL {tmp_path / 'p_test.yaml'}:2: wrong on purpose: effect: expected 'deny', got 'allow'" in report.summary()
+    )
 
 
 def test_policy_may_be_named_and_layered(tmp_path):
     write(tmp_path / "base.yaml", POLICY)
     write(tmp_path / "tight.yaml", "version: 1\nrules:\n  - {id: writes, effect: require_approval}\n")
-    write(tmp_path / "x_test.yaml", """\
+    write(
+        tmp_path / "x_test.yaml",
+        """\
 policy: base.yaml
 tests:
   - name: base allows
@@ -75,24 +85,31 @@ tests:
     policy: [base.yaml, tight.yaml]
     input: {action: write_path, resource: {path: a.py}}
     expect: {effect: require_approval}
-""")
+""",
+    )
     assert run_policy_tests(tmp_path).ok
 
 
 def test_tests_inside_a_policy_file(tmp_path):
-    write(tmp_path / "p.yaml", POLICY + """\
+    write(
+        tmp_path / "p.yaml",
+        POLICY
+        + """\
 tests:
   - name: inline
     input: {action: write_path, resource: {path: .env}}
     expect: {effect: deny}
-""")
+""",
+    )
     report = run_policy_tests(tmp_path)
     assert report.ok and report.files == [str(tmp_path / "p.yaml")]
 
 
 def test_cases_that_cannot_run_are_errors(tmp_path):
     write(tmp_path / "broken.yaml", "version: 1\nrules: [{id: a, effect: nope}]\n")
-    write(tmp_path / "x_test.yaml", """\
+    write(
+        tmp_path / "x_test.yaml",
+        """\
 tests:
   - name: no sibling policy
     input: {action: write_path}
@@ -101,10 +118,13 @@ tests:
     policy: broken.yaml
     input: {action: write_path}
     expect: {effect: deny}
-""")
+""",
+    )
     write(tmp_path / "good.yaml", POLICY)
-    write(tmp_path / "y_test.yaml", "policy: good.yaml\ntests:\n  - name: z\n    input: {action: fly}\n"
-                                    "    expect: {effect: deny}\n")
+    write(
+        tmp_path / "y_test.yaml",
+        "policy: good.yaml\ntests:\n  - name: z\n    input: {action: fly}\n    expect: {effect: deny}\n",
+    )
     report = run_policy_tests(tmp_path)
     assert not report.ok and report.failed == 3
     errors = {case.name: case.error for case in report.cases}

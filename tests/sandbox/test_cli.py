@@ -37,8 +37,23 @@ def test_every_sandbox_command_has_help(capsys):
 def test_local_run_passes_the_exit_code_and_json_result(tmp_path, capsys):
     assert main(["sandbox", "run", "-b", "local", "-w", str(tmp_path), "--", "sh", "-c", "echo hi; exit 3"]) == 3
     assert capsys.readouterr().out == "hi\n"
-    r = j(capsys, "sandbox", "run", "-o", "json", "-b", "local", "-w", str(tmp_path), "-e", "X=1", "--", "sh", "-c",
-          "echo $X")
+    r = j(
+        capsys,
+        "sandbox",
+        "run",
+        "-o",
+        "json",
+        "-b",
+        "local",
+        "-w",
+        str(tmp_path),
+        "-e",
+        "X=1",
+        "--",
+        "sh",
+        "-c",
+        "echo $X",
+    )
     assert r["stdout"] == "1\n" and r["sandboxed"] is False and r["exit_code"] == 0
 
 
@@ -79,10 +94,27 @@ def _start_sleeping_run(image: str, cwd) -> tuple[subprocess.Popen, str]:
     """A whole `aictl sandbox run` process; returns it once its container is running, with the container id."""
     import docker
 
-    proc = subprocess.Popen([sys.executable, "-m", "aictl", "sandbox", "run", "--image", image, "--",
-                             "sh", "-c", "echo started; sleep 100"], cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aictl",
+            "sandbox",
+            "run",
+            "--image",
+            image,
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 100",
+        ],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert proc.stdout.readline() == "started\n"
         # all=True: the process can print before the engine lists the container as running.
@@ -117,8 +149,9 @@ def test_ctrl_c_removes_the_container(sandbox_image, docker_engine, tmp_path):
 
 
 @pytest.mark.docker
-def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(sandbox_image, docker_engine, tmp_path,
-                                                                               capsys):
+def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(
+    sandbox_image, docker_engine, tmp_path, capsys
+):
     from aictl.sandbox.docker import cleanup_containers, owner_labels
 
     proc, stray = _start_sleeping_run(sandbox_image, tmp_path)
@@ -142,8 +175,9 @@ def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(san
 
 @pytest.mark.docker
 def test_docker_run_from_the_cli(sandbox_image, tmp_path):
-    r = run_cli("sandbox", "run", "--image", sandbox_image, "--", "sh", "-c", "echo out; echo err >&2; exit 5",
-                cwd=tmp_path)
+    r = run_cli(
+        "sandbox", "run", "--image", sandbox_image, "--", "sh", "-c", "echo out; echo err >&2; exit 5", cwd=tmp_path
+    )
     assert r.returncode == 5 and r.stdout == "out\n" and "err" in r.stderr and "docker: exit 5" in r.stderr
     r = run_cli("sandbox", "run", "--image", "aictl-no-such-image:0", "--", "true", cwd=tmp_path)
     assert r.returncode == 1 and "aictl sandbox build" in r.stderr and "Traceback" not in r.stderr

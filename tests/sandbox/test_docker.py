@@ -44,8 +44,12 @@ def tag() -> str:
 
 
 def test_runs_in_the_mounted_workspace_and_writes_as_the_invoking_user(box, ws, spec, tag, aictl_containers):
-    r = box.run(["sh", "-c", "pwd; cat hello.txt; echo made > out.txt; id -u; id -g"], workdir=ws, spec=spec(),
-                labels={"test": tag})
+    r = box.run(
+        ["sh", "-c", "pwd; cat hello.txt; echo made > out.txt; id -u; id -g"],
+        workdir=ws,
+        spec=spec(),
+        labels={"test": tag},
+    )
     assert r.ok, r.stderr
     assert r.stdout.splitlines() == ["/workspace", "hello from the workspace", str(os.getuid()), str(os.getgid())]
     st = (ws / "out.txt").stat()
@@ -63,24 +67,42 @@ def test_only_spec_env_and_home_reach_the_process(box, ws, spec, monkeypatch):
 
 
 def test_network_is_off(box, ws, spec):
-    r = box.run(["sh", "-c", "ls /sys/class/net; wget -q -T 3 -O /dev/null http://1.1.1.1/ && echo WGET-OK; "
-                             "nc -w 3 1.1.1.1 53 </dev/null && echo NC-OK; true"], workdir=ws, spec=spec())
+    r = box.run(
+        [
+            "sh",
+            "-c",
+            "ls /sys/class/net; wget -q -T 3 -O /dev/null http://1.1.1.1/ && echo WGET-OK; "
+            "nc -w 3 1.1.1.1 53 </dev/null && echo NC-OK; true",
+        ],
+        workdir=ws,
+        spec=spec(),
+    )
     assert r.stdout.splitlines() == ["lo"], r.stdout
     assert "WGET-OK" not in r.stdout and "NC-OK" not in r.stdout
     assert r.settings["network"] == "none"
 
 
 def test_only_the_workspace_and_tmp_are_writable(box, ws, spec):
-    r = box.run(["sh", "-c", "for f in /etc/x /bin/x /x /workspace/ok /tmp/ok; do "
-                             "if echo data > $f; then echo \"$f writable\"; fi; done"], workdir=ws, spec=spec())
+    r = box.run(
+        [
+            "sh",
+            "-c",
+            'for f in /etc/x /bin/x /x /workspace/ok /tmp/ok; do if echo data > $f; then echo "$f writable"; fi; done',
+        ],
+        workdir=ws,
+        spec=spec(),
+    )
     assert r.stdout.splitlines() == ["/workspace/ok writable", "/tmp/ok writable"]
     assert r.stderr.count("Read-only file system") == 3, r.stderr
     assert r.settings["read_only"] is True and r.settings["cap_drop"] == ["ALL"]
 
 
 def test_no_capabilities_even_as_root(box, ws, spec):
-    r = box.run(["sh", "-c", "grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status; grep NoNewPrivs /proc/self/status"],
-                workdir=ws, spec=spec())
+    r = box.run(
+        ["sh", "-c", "grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status; grep NoNewPrivs /proc/self/status"],
+        workdir=ws,
+        spec=spec(),
+    )
     caps = dict(line.split(":\t") for line in r.stdout.splitlines())
     assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == "0000000000000000"
     assert caps["NoNewPrivs"] == "1"
@@ -95,11 +117,20 @@ def test_limits_are_applied_and_recorded(box, ws, spec, docker_engine, tag, aict
             (name,) = aictl_containers(tag)  # also proves that aictl_containers sees a live container
             seen.update(docker_engine.api.inspect_container(name)["HostConfig"])
 
-    r = box.run(["sh", "-c", "echo ready; sleep 1"], workdir=ws, spec=spec(cpus=0.5, memory_mb=96, pids=50),
-                on_output=inspect_while_running, labels={"test": tag})
+    r = box.run(
+        ["sh", "-c", "echo ready; sleep 1"],
+        workdir=ws,
+        spec=spec(cpus=0.5, memory_mb=96, pids=50),
+        on_output=inspect_while_running,
+        labels={"test": tag},
+    )
     assert r.ok, r.stderr
     assert {k: r.settings[k] for k in ("cpus", "memory_mb", "memswap_mb", "pids")} == {
-        "cpus": 0.5, "memory_mb": 96, "memswap_mb": 96, "pids": 50}
+        "cpus": 0.5,
+        "memory_mb": 96,
+        "memswap_mb": 96,
+        "pids": 50,
+    }
     assert seen["NanoCpus"] == 500_000_000 and seen["PidsLimit"] == 50
     assert seen["Memory"] == seen["MemorySwap"] == 96 * 1024 * 1024
     assert seen["NetworkMode"] == "none" and seen["ReadonlyRootfs"] is True
@@ -117,8 +148,12 @@ def test_more_cpus_than_the_machine_has_are_capped_and_recorded(box, tmp_path, s
 
 def test_fork_bomb_is_contained_by_the_pids_limit(box, ws, spec, tag, aictl_containers):
     t0 = time.monotonic()
-    r = box.run(["sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 60"], workdir=ws,
-                spec=spec(pids=64, timeout_s=5), labels={"test": tag})
+    r = box.run(
+        ["sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 60"],
+        workdir=ws,
+        spec=spec(pids=64, timeout_s=5),
+        labels={"test": tag},
+    )
     assert r.timed_out and r.exit_code == 137 and time.monotonic() - t0 < 30
     assert "can't fork" in r.stderr or "Resource temporarily unavailable" in r.stderr, r.stderr[-500:]
     assert aictl_containers(tag) == []
@@ -127,8 +162,12 @@ def test_fork_bomb_is_contained_by_the_pids_limit(box, ws, spec, tag, aictl_cont
 
 
 def test_memory_hog_is_oom_killed_and_reported(box, ws, spec, tag, aictl_containers):
-    r = box.run(["sh", "-c", 'x=$(head -c 300000000 /dev/zero | tr "\\0" a); echo survived'], workdir=ws,
-                spec=spec(memory_mb=64), labels={"test": tag})
+    r = box.run(
+        ["sh", "-c", 'x=$(head -c 300000000 /dev/zero | tr "\\0" a); echo survived'],
+        workdir=ws,
+        spec=spec(memory_mb=64),
+        labels={"test": tag},
+    )
     assert r.oom_killed and r.exit_code == 137 and "survived" not in r.stdout
     assert "out of memory" in r.stderr and not r.timed_out
     assert aictl_containers(tag) == []
@@ -151,10 +190,16 @@ def test_cancel_kills_and_removes_the_container(box, ws, spec, tag, aictl_contai
 def test_output_is_streamed_while_the_container_runs(box, ws, spec):
     seen = []
     t0 = time.monotonic()
-    r = box.run(["sh", "-c", "echo one; echo warn >&2; sleep 1; echo two"], workdir=ws, spec=spec(),
-                on_output=lambda s, line: seen.append((time.monotonic() - t0, s, line)))
-    assert [(s, line) for _, s, line in seen] in ([("stdout", "one"), ("stderr", "warn"), ("stdout", "two")],
-                                                   [("stderr", "warn"), ("stdout", "one"), ("stdout", "two")])
+    r = box.run(
+        ["sh", "-c", "echo one; echo warn >&2; sleep 1; echo two"],
+        workdir=ws,
+        spec=spec(),
+        on_output=lambda s, line: seen.append((time.monotonic() - t0, s, line)),
+    )
+    assert [(s, line) for _, s, line in seen] in (
+        [("stdout", "one"), ("stderr", "warn"), ("stdout", "two")],
+        [("stderr", "warn"), ("stdout", "one"), ("stdout", "two")],
+    )
     assert seen[0][0] < r.duration_s - 0.5, "the first line arrived only at the end: not streamed"
     assert (r.stdout, r.stderr) == ("one\ntwo\n", "warn\n")
 

@@ -51,8 +51,10 @@ def test_rootfs_has_applets_tmp_workspace_and_the_invoking_user(tmp_path):
 
 
 def test_the_docker_sdk_is_not_imported_with_the_sandbox_package():
-    code = ("import sys, aictl.sandbox, aictl.sandbox.docker, aictl.sandbox.image, aictl.sandbox.local, aictl.cli.main;"
-            "bad = [m for m in ('docker', 'requests') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, aictl.sandbox, aictl.sandbox.docker, aictl.sandbox.image, aictl.sandbox.local, aictl.cli.main;"
+        "bad = [m for m in ('docker', 'requests') if m in sys.modules]; assert not bad, bad"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
@@ -65,8 +67,9 @@ def test_build_from_an_existing_local_image(docker_engine, sandbox_image, tmp_pa
         assert info.base == sandbox_image and info.base_source == "image"
         labels = docker_engine.images.get(tag).labels
         assert labels["aictl.sandbox"] == "true" and labels["aictl.base-image"] == sandbox_image
-        r = get_sandbox("docker").run(["sh", "-c", "echo ok"], workdir=tmp_path,
-                                      spec=SandboxSpec(backend="docker", image=tag, timeout_s=60))
+        r = get_sandbox("docker").run(
+            ["sh", "-c", "echo ok"], workdir=tmp_path, spec=SandboxSpec(backend="docker", image=tag, timeout_s=60)
+        )
         assert r.stdout == "ok\n"
     finally:
         docker_engine.images.remove(tag, noprune=False)
@@ -80,8 +83,9 @@ def test_build_from_a_rootfs_tarball(docker_engine, tmp_path):
     try:
         info = build_image(tag, rootfs=tar_path, client=docker_engine)
         assert info.base == "aictl-base:rootfs" and info.base_source == f"rootfs:{tar_path}"
-        r = get_sandbox("docker").run(["cat", "/etc/passwd"], workdir=tmp_path,
-                                      spec=SandboxSpec(backend="docker", image=tag, timeout_s=60))
+        r = get_sandbox("docker").run(
+            ["cat", "/etc/passwd"], workdir=tmp_path, spec=SandboxSpec(backend="docker", image=tag, timeout_s=60)
+        )
         assert r.stdout.startswith("root:x:0:0:")
     finally:
         docker_engine.images.remove(tag)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -68,8 +67,12 @@ def test_exit_code_stderr_and_missing_command(box, ws):
 def test_timeout_kills_the_process_and_its_children(box, ws):
     lines = []
     t0 = time.monotonic()
-    r = box.run(["sh", "-c", "echo $$; sleep 100 & sleep 100"], workdir=ws, spec=SandboxSpec(timeout_s=1),
-                on_output=lambda s, line: lines.append(line))
+    r = box.run(
+        ["sh", "-c", "echo $$; sleep 100 & sleep 100"],
+        workdir=ws,
+        spec=SandboxSpec(timeout_s=1),
+        on_output=lambda s, line: lines.append(line),
+    )
     assert time.monotonic() - t0 < 1 + KILL_GRACE_S + 2
     assert r.timed_out and not r.cancelled and r.exit_code == 128 + 15  # SIGTERM was enough for sh and sleep
     assert "timed out" in r.stderr
@@ -79,16 +82,24 @@ def test_timeout_kills_the_process_and_its_children(box, ws):
 
 def test_a_child_that_ignores_sigterm_gets_sigkill(box, ws):
     lines = []
-    r = box.run(["sh", "-c", "trap '' TERM; echo $$; sleep 100 & sleep 100; sleep 100"], workdir=ws,
-                spec=SandboxSpec(timeout_s=0.5), on_output=lambda s, line: lines.append(line))
+    r = box.run(
+        ["sh", "-c", "trap '' TERM; echo $$; sleep 100 & sleep 100; sleep 100"],
+        workdir=ws,
+        spec=SandboxSpec(timeout_s=0.5),
+        on_output=lambda s, line: lines.append(line),
+    )
     assert r.timed_out and group_gone(int(lines[0]))
     assert r.duration_s < 0.5 + KILL_GRACE_S + 2
 
 
 def test_background_children_do_not_outlive_a_normal_exit(box, ws):
     lines = []
-    r = box.run(["sh", "-c", "echo $$; sleep 100 & exit 0"], workdir=ws, spec=SandboxSpec(timeout_s=30),
-                on_output=lambda s, line: lines.append(line))
+    r = box.run(
+        ["sh", "-c", "echo $$; sleep 100 & exit 0"],
+        workdir=ws,
+        spec=SandboxSpec(timeout_s=30),
+        on_output=lambda s, line: lines.append(line),
+    )
     assert r.exit_code == 0 and not r.timed_out
     assert r.duration_s < READER_JOIN_S and "escaped" not in r.stderr  # killed, not waited out
     assert group_gone(int(lines[0]))
@@ -98,8 +109,13 @@ def test_cancel_event_stops_the_run(box, ws):
     cancel = threading.Event()
     threading.Timer(0.5, cancel.set).start()
     lines = []
-    r = box.run(["sh", "-c", "echo $$; sleep 100"], workdir=ws, spec=SandboxSpec(timeout_s=60), cancel=cancel,
-                on_output=lambda s, line: lines.append(line))
+    r = box.run(
+        ["sh", "-c", "echo $$; sleep 100"],
+        workdir=ws,
+        spec=SandboxSpec(timeout_s=60),
+        cancel=cancel,
+        on_output=lambda s, line: lines.append(line),
+    )
     assert r.cancelled and not r.timed_out and r.duration_s < 5
     assert group_gone(int(lines[0]))
 
@@ -107,10 +123,17 @@ def test_cancel_event_stops_the_run(box, ws):
 def test_output_is_streamed_line_by_line_while_running(box, ws):
     seen: list[tuple[float, str, str]] = []
     t0 = time.monotonic()
-    r = box.run(["sh", "-c", "echo one; echo warn >&2; sleep 1; printf 'two\\nno-newline'"], workdir=ws,
-                spec=SandboxSpec(), on_output=lambda s, line: seen.append((time.monotonic() - t0, s, line)))
-    assert [(s, line) for _, s, line in seen if s == "stdout"] == [("stdout", "one"), ("stdout", "two"),
-                                                                 ("stdout", "no-newline")]
+    r = box.run(
+        ["sh", "-c", "echo one; echo warn >&2; sleep 1; printf 'two\\nno-newline'"],
+        workdir=ws,
+        spec=SandboxSpec(),
+        on_output=lambda s, line: seen.append((time.monotonic() - t0, s, line)),
+    )
+    assert [(s, line) for _, s, line in seen if s == "stdout"] == [
+        ("stdout", "one"),
+        ("stdout", "two"),
+        ("stdout", "no-newline"),
+    ]
     assert ("stderr", "warn") in [(s, line) for _, s, line in seen]
     first = seen[0][0]
     assert first < r.duration_s - 0.5, "the first line arrived only at the end: not streamed"
@@ -118,8 +141,9 @@ def test_output_is_streamed_line_by_line_while_running(box, ws):
 
 
 def test_captured_output_keeps_the_tail_and_says_it_was_truncated(box, ws):
-    r = box.run(["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo THE-END"], workdir=ws,
-                spec=SandboxSpec())
+    r = box.run(
+        ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo THE-END"], workdir=ws, spec=SandboxSpec()
+    )
     assert r.stdout.startswith("[aictl: output truncated,") and r.stdout.endswith("THE-END\n")
     assert TAIL_BYTES <= len(r.stdout) < TAIL_BYTES + 200
 
@@ -128,8 +152,12 @@ def test_a_failing_on_output_does_not_hang_the_run(box, ws):
     def boom(stream, line):
         raise RuntimeError("consumer broke")
 
-    r = box.run(["sh", "-c", "head -c 500000 /dev/zero | tr '\\0' '\\n'; echo done"], workdir=ws,
-                spec=SandboxSpec(timeout_s=30), on_output=boom)
+    r = box.run(
+        ["sh", "-c", "head -c 500000 /dev/zero | tr '\\0' '\\n'; echo done"],
+        workdir=ws,
+        spec=SandboxSpec(timeout_s=30),
+        on_output=boom,
+    )
     assert r.exit_code == 0 and not r.timed_out and "consumer broke" in r.stderr
 
 

@@ -15,8 +15,7 @@ import pytest
 
 from aictl.domain.errors import Conflict, LeaseLost, NotFound
 from aictl.sandbox import workspace as workspace_mod
-from aictl.sandbox.workspace import (BaseRefNotFound, NotAGitRepository, Workspace, WorkspaceError,
-                                     WorkspaceManager)
+from aictl.sandbox.workspace import BaseRefNotFound, NotAGitRepository, Workspace, WorkspaceError, WorkspaceManager
 
 REPO = Path(__file__).resolve().parents[2]
 UTIL_PY = "".join(f"def helper_{i}(x):\n    return x + {i}\n\n" for i in range(12))
@@ -24,8 +23,12 @@ UTIL_PY = "".join(f"def helper_{i}(x):\n    return x + {i}\n\n" for i in range(1
 
 def git(cwd: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    p = subprocess.run(["git", "-C", str(cwd), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                       capture_output=True, text=True, env=env)
+    p = subprocess.run(
+        ["git", "-C", str(cwd), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     return p.stdout.strip()
 
@@ -98,8 +101,10 @@ def test_create_collect_remove_round_trip(repo, mgr):
     assert changes.stats == {"files": 1, "insertions": 1, "deletions": 1}
     assert "-print('v1')\n+print('v2')\n" in changes.diff
     assert git(repo, "rev-parse", "aictl/task-7") == changes.commit
-    assert git(repo, "log", "-1", "--format=%an <%ae>|%cn|%P|%B", changes.commit) == \
-        f"aictl <aictl@localhost>|aictl|{head}|Task 7: bump the greeting"
+    assert (
+        git(repo, "log", "-1", "--format=%an <%ae>|%cn|%P|%B", changes.commit)
+        == f"aictl <aictl@localhost>|aictl|{head}|Task 7: bump the greeting"
+    )
 
     mgr.remove(ws)
     assert not ws.path.exists()
@@ -112,20 +117,28 @@ def test_create_collect_remove_round_trip(repo, mgr):
 def test_collect_captures_every_kind_of_change(repo, mgr):
     ws = mgr.create(1, 1)
     p = ws.path
-    write(p / "notes" / "deep" / "new.md", "new\n")                # new file in new subdirectories
-    write(p / "src" / "app.py", "print('v2')\n")                    # modified
-    (p / "README.md").unlink()                                      # deleted
-    (p / "src" / "util.py").rename(p / "src" / "helpers.py")        # renamed
-    (p / "run.sh").chmod(0o755)                                     # executable bit
-    write(p / "logo.bin", b"\x89PNG\0\0\x02other")                  # binary, modified
-    write(p / "pic.bin", bytes(range(256)))                         # binary, new
-    write(p / "debug.log", "ignored by *.log\n")                    # ignored
-    write(p / "build" / "out.txt", "ignored by build/\n")           # ignored, in a new directory
+    write(p / "notes" / "deep" / "new.md", "new\n")  # new file in new subdirectories
+    write(p / "src" / "app.py", "print('v2')\n")  # modified
+    (p / "README.md").unlink()  # deleted
+    (p / "src" / "util.py").rename(p / "src" / "helpers.py")  # renamed
+    (p / "run.sh").chmod(0o755)  # executable bit
+    write(p / "logo.bin", b"\x89PNG\0\0\x02other")  # binary, modified
+    write(p / "pic.bin", bytes(range(256)))  # binary, new
+    write(p / "debug.log", "ignored by *.log\n")  # ignored
+    write(p / "build" / "out.txt", "ignored by build/\n")  # ignored, in a new directory
 
     ch = mgr.collect(ws, message="all kinds")
 
-    assert ch.paths == ["README.md", "logo.bin", "notes/deep/new.md", "pic.bin", "run.sh", "src/app.py",
-                        "src/helpers.py", "src/util.py"]
+    assert ch.paths == [
+        "README.md",
+        "logo.bin",
+        "notes/deep/new.md",
+        "pic.bin",
+        "run.sh",
+        "src/app.py",
+        "src/helpers.py",
+        "src/util.py",
+    ]
     assert ch.stats == {"files": 7, "insertions": 2, "deletions": 2}
     d = ch.diff
     assert "diff --git a/notes/deep/new.md b/notes/deep/new.md\nnew file mode 100644\n" in d
@@ -329,13 +342,28 @@ print(ws.model_dump_json(), flush=True)
 """
 
 
-def start_child(mgr: WorkspaceManager, task_id: int, epoch: int, point: str = "none",
-                start_at: float = 0.0) -> subprocess.Popen:
+def start_child(
+    mgr: WorkspaceManager, task_id: int, epoch: int, point: str = "none", start_at: float = 0.0
+) -> subprocess.Popen:
     p = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(mgr.repo_root), str(mgr.workspaces_dir), str(task_id), str(epoch),
-         point, str(start_at)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(mgr.repo_root),
+            str(mgr.workspaces_dir),
+            str(task_id),
+            str(epoch),
+            point,
+            str(start_at),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert p.stdout.readline() == "ready\n", p.stderr.read()
     return p
 
@@ -356,8 +384,9 @@ def test_sigkill_during_create_leaves_debris_that_prune_removes(repo, mgr, point
 
     removed = mgr.prune(lambda *_: True)
 
-    assert [(w.task_id, w.base_commit) for w in removed] == \
-        ([(1, "")] if point in ("after worktree add", "before replace") else [])
+    assert [(w.task_id, w.base_commit) for w in removed] == (
+        [(1, "")] if point in ("after worktree add", "before replace") else []
+    )
     assert_clean(repo, mgr, kept=[kept])
 
 
@@ -374,8 +403,7 @@ def test_sigkill_during_create_does_not_wedge_the_next_attempt(repo, mgr, point)
 def slow_checkout(repo, tmp_path):
     """A smudge filter that, while `gate` exists, announces itself and hangs: git killed mid-checkout."""
     gate, started = tmp_path / "gate", tmp_path / "started"
-    git(repo, "config", "filter.slow.smudge",
-        f"if [ -e {gate} ]; then touch {started}; sleep 60; fi; cat")
+    git(repo, "config", "filter.slow.smudge", f"if [ -e {gate} ]; then touch {started}; sleep 60; fi; cat")
     git(repo, "config", "filter.slow.clean", "cat")
     write(repo / ".gitattributes", "*.slow filter=slow\n")
     write(repo / "data.slow", "slow to check out\n")
@@ -385,11 +413,16 @@ def slow_checkout(repo, tmp_path):
     return gate, started
 
 
-@pytest.mark.parametrize("rm, then, epoch", [
-    (None, "prune", None), (None, "recreate", 2),
-    ("on branch", "prune", None), ("on branch", "recreate", 2),
-    ("detached", "recreate", 1),  # same epoch, same path: git refuses a "missing but locked" path until cleared
-])
+@pytest.mark.parametrize(
+    "rm, then, epoch",
+    [
+        (None, "prune", None),
+        (None, "recreate", 2),
+        ("on branch", "prune", None),
+        ("on branch", "recreate", 2),
+        ("detached", "recreate", 1),  # same epoch, same path: git refuses a "missing but locked" path until cleared
+    ],
+)
 def test_sigkill_in_the_middle_of_git_worktree_add(repo, mgr, slow_checkout, rm, then, epoch):
     gate, started = slow_checkout
     child = start_child(mgr, 1, 1)
@@ -417,6 +450,20 @@ def test_sigkill_in_the_middle_of_git_worktree_add(repo, mgr, slow_checkout, rm,
         ws = mgr.create(1, epoch)
         assert (ws.path / "data.slow").read_text() == "slow to check out\n"
         assert_clean(repo, mgr, kept=[ws])
+
+
+def test_prune_clears_the_ref_locks_a_create_killed_inside_update_ref_leaves(repo, mgr):
+    head = git(repo, "rev-parse", "HEAD")
+    locks = [
+        repo / ".git" / "refs" / "heads" / "aictl" / "task-5.lock",
+        repo / ".git" / "refs" / "aictl" / "base" / "task-5.lock",
+    ]
+    for lock in locks:  # all a SIGKILL during `git update-ref` leaves: no directory, no worktree entry
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(head + "\n")
+    assert mgr.prune(lambda *_: True) == []
+    assert_clean(repo, mgr)
+    assert mgr.create(5, 1).base_commit == head
 
 
 @pytest.mark.slow
