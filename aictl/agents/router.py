@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Any, Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,10 @@ from aictl.domain.errors import NotFound
 from aictl.domain.models import AIRecord, Task
 from aictl.store.base import Store
 from aictl.tasks.claims import Ranking
+
+if TYPE_CHECKING:
+    from aictl.config import Settings
+    from aictl.policy.gate import PolicyGate
 
 GPU_CACHE_S = 5.0  # GPU free memory changes as models load; ask NVML again after this
 SIZE_CACHE_S = 60.0
@@ -79,7 +83,7 @@ def ai_label_requirements(task_labels: Iterable[str]) -> list[str]:
 
 
 class Router:
-    def __init__(self, store: Store, settings: Any = None, *, policy: Any = None,
+    def __init__(self, store: Store, settings: Settings | None = None, *, policy: PolicyGate | None = None,
                  clock: Callable[[], float] = time.time, gpu_info: Callable[[], Any] | None = None,
                  model_size: Callable[[AIRecord], float | None] | None = None):
         self.store = store

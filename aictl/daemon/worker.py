@@ -149,6 +149,7 @@ class Worker:
         event = {Outcome.DONE: "task.done", Outcome.FAILED: "task.failed",
                  Outcome.AWAITING_APPROVAL: "task.awaiting_approval"}.get(outcome)
         if event:
-            d.notify(event, {"task_id": job.task_id, "title": job.title, "outcome": outcome.value, "reason": report.reason,
+            d.notify(event, {"task_id": job.task_id, "title": job.title, "outcome": outcome.value,
+                             "reason": report.reason,
                              "status": str(report.task.status), "ai": job.ai, "epoch": job.epoch,
                              "daemon": d.id})

@@ -11,17 +11,25 @@ if TYPE_CHECKING:
     from aictl.domain.models import AIRecord, Task
     from aictl.execution.activity import ActivityWriter
     from aictl.execution.outcome import ExecuteOptions
+    from aictl.policy.gate import PolicyGate
     from aictl.store.base import Store
 
 
 def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOptions, *, store: Store,
-                  settings: Settings, policy: Any, limits: dict[str, Any], resume_session: str | None,
+                  settings: Settings, policy: PolicyGate | None, limits: dict[str, Any], resume_session: str | None,
                   activity: ActivityWriter | None) -> None:
     """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget."""
-    from aictl.agents.context import TOOLS, allowed_tools, build_prompt, build_system, skills_for
+    from aictl.agents.context import (
+        TOOLS,
+        allowed_tools,
+        build_prompt,
+        build_system,
+        skills_for,
+    )
 
     with store.read() as tx:
         row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
+    assert row is not None  # the task is claimed by this run: it exists
     ctx.ai = ai
     ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
     ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills_for(task, settings.project_dir))

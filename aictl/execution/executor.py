@@ -22,20 +22,27 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from aictl.domain.errors import AictlError, LeaseLost, NotFound, PolicyDenied, UsageError
+from aictl.domain.errors import (
+    AictlError,
+    LeaseLost,
+    NotFound,
+    PolicyDenied,
+    UsageError,
+)
 from aictl.execution.outcome import ExecuteOptions, ExecutionReport, Outcome
 
 if TYPE_CHECKING:
     import threading
 
     from aictl.config import Settings
+    from aictl.domain.models import Task
     from aictl.execution.activity import ActivityWriter
     from aictl.execution.lease import LeaseKeeper
     from aictl.execution.planner import Plan
+    from aictl.policy.gate import PolicyGate
     from aictl.sandbox.base import SandboxSpec
     from aictl.sandbox.workspace import Workspace
     from aictl.store.base import Store
-    from aictl.domain.models import Task
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -63,7 +70,8 @@ def tighten(spec: SandboxSpec, sandbox: dict[str, Any]) -> SandboxSpec:
 
 
 class Executor:
-    def __init__(self, store: Store, settings: Settings, *, policy: Any = None, on_event: Emit | None = None,
+    def __init__(self, store: Store, settings: Settings, *, policy: PolicyGate | None = None,
+                 on_event: Emit | None = None,
                  open_store: Callable[[], Store] | None = None, clock: Callable[[], float] = time.time):
         from aictl.agents.registry import Registry
         from aictl.agents.router import Router
@@ -74,7 +82,8 @@ class Executor:
         from aictl.tasks.claims import Claims
         from aictl.tasks.queries import TaskQueries
 
-        if settings.project_dir is None:
+        project = settings.project_dir
+        if project is None:
             raise UsageError("executing a task needs a project (a git repository with .ai/)", hint="aictl init")
         self.store, self.settings, self.policy, self.clock = store, settings, policy, clock
         self.emit: Emit = on_event or (lambda e: None)
@@ -86,7 +95,7 @@ class Executor:
         self.evidence = EvidenceStore(store, settings.home, actor=settings.actor)
         self.planner = Planner(store, claims=self.claims, registry=self.registry, evidence=self.evidence)
         self.recorder = Recorder(store, self.evidence, policy=policy, emit=self.emit)
-        self.workspaces = WorkspaceManager(Path(settings.project_dir), Path(settings.home) / "workspaces")
+        self.workspaces = WorkspaceManager(Path(project), Path(settings.home) / "workspaces")
         self._open_store = open_store or self._default_open_store
 
     def _default_open_store(self) -> Store:
@@ -235,6 +244,7 @@ class Executor:
 
         with self.store.read() as tx:
             row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
+        assert row is not None  # the task is claimed by this run: it exists
         sandbox = {"backend": spec.backend, "sandboxed": spec.backend != "local", "network": spec.network,
                    "image": spec.image if spec.backend == "docker" else None}
         record = self.policy.check("execute", ai=opts.ai or opts.owner, actor=opts.owner, task=task_facts(row),
@@ -301,7 +311,7 @@ class Executor:
 
     def _rate_limited(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, plan: Plan,
                       result: Any) -> None:
-        """A usage or rate limit: pause the AI; a routed task goes straight back for another AI, a pinned one retries."""
+        """A usage or rate limit: pause the AI; a routed task goes back for another AI, a pinned one retries."""
         from aictl.agents.registry import Registry
         from aictl.agents.router import when
 

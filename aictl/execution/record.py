@@ -16,12 +16,13 @@ if TYPE_CHECKING:
     from aictl.audit.evidence import EvidenceRef, EvidenceStore
     from aictl.domain.models import AIRecord, Task
     from aictl.execution.outcome import ExecuteOptions, ExecutionReport
+    from aictl.policy.gate import PolicyGate
     from aictl.sandbox.base import SandboxSpec
     from aictl.store.base import Store, Tx
 
 
 class Recorder:
-    def __init__(self, store: Store, evidence: EvidenceStore, *, policy: Any,
+    def __init__(self, store: Store, evidence: EvidenceStore, *, policy: PolicyGate | None,
                  emit: Callable[[dict[str, Any]], None]):
         self.store, self.evidence, self.policy, self.emit = store, evidence, policy, emit
 
@@ -62,7 +63,8 @@ class Recorder:
             if ai is not None or result.usage or result.cost_usd is not None:
                 usage = usage_record(result, opts.connector, ai.id if ai is not None else None, model)
                 put(json.dumps(usage, sort_keys=True), kind="usage", name="usage.json", media_type="application/json",
-                    summary={k: usage[k] for k in ("model", "turns", "cost_usd")} | {"tokens": usage["tokens"]["total"]})
+                    summary={k: usage[k] for k in ("model", "turns", "cost_usd")}
+                    | {"tokens": usage["tokens"]["total"]})
             put(json.dumps(run, sort_keys=True), kind="run", name="run.json", media_type="application/json",
                 summary={"ok": result.ok, "exit_code": result.exit_code, "backend": spec.backend,
                          "sandboxed": spec.backend != "local"})
@@ -123,6 +125,7 @@ class Recorder:
 
             with self.store.read() as tx:
                 row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
+            assert row is not None  # the task is claimed by this run: it exists
             record, refused = protected_paths(self.policy, task_facts(row), opts.owner, opts.ai, epoch, paths)
             records.append(record)
             if refused:

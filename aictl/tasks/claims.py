@@ -24,11 +24,18 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aictl.domain.errors import AictlError, AILimitReached, Conflict, NotFound, PolicyDenied
+from aictl.domain.errors import (
+    AictlError,
+    AILimitReached,
+    Conflict,
+    NotFound,
+    PolicyDenied,
+)
 
 if TYPE_CHECKING:
     from aictl.config import Settings
     from aictl.domain.models import AIRecord, Lease, Task
+    from aictl.policy.gate import PolicyGate
     from aictl.store.base import Store
     from aictl.tasks.queries import ReadyEntry
 
@@ -96,7 +103,8 @@ class Claimed:
 
 
 class Claims:
-    def __init__(self, store: Store, settings: Settings, *, policy: Any = None, ranker: Ranker | None = None,
+    def __init__(self, store: Store, settings: Settings, *, policy: PolicyGate | None = None,
+                 ranker: Ranker | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         from aictl.tasks.service import TaskService
 
@@ -224,7 +232,7 @@ class Claims:
             return entries
         rows = [r for r in self._rows(ids) if not r.get("command")]
         by_id = {e.id: e for e in entries}
-        for row, ranking in zip(rows, self.ranker.rank(rows)):
+        for row, ranking in zip(rows, self.ranker.rank(rows), strict=True):
             if not ranking.eligible and ranking.refused:  # no AI registered: nothing to judge
                 by_id[row["id"]].ready = False
                 by_id[row["id"]].reasons = [f"no AI can take it: {ranking.refusals()}"]

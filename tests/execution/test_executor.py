@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from aictl.cli.main import main
 from aictl.config import load_settings
 from aictl.execution.executor import ExecuteOptions, Executor, Outcome, tighten
