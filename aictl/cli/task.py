@@ -205,12 +205,13 @@ def claim(
     from aictl.tasks.claims import ClaimRequest, Claims
 
     out = state.output(output)
+    store, settings, gate = state.store(), state.settings(), state.gate()
     ranker = None
-    if ai:  # a registered AI claims with its own labels, capabilities and concurrency limit
+    if ai:  # the router finds a registered AI: its labels, capabilities and concurrency limit apply
         from aictl.agents.router import Router
 
-        ranker = Router(state.store(), state.settings(), policy=state.gate())
-    claims = Claims(state.store(), state.settings(), policy=state.gate(), ranker=ranker)
+        ranker = Router(store, settings, policy=gate)
+    claims = Claims(store, settings, policy=gate, ranker=ranker)
     result = claims.claim(ClaimRequest(
         owner=_owner(owner), task_id=task_id, ai=ai, capabilities=_split(capability) if capability is not None else None,
         labels=_split(label) or None, ai_labels=_split(ai_label) or None, ttl=ttl, dry_run=dry_run,
