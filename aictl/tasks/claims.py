@@ -13,8 +13,8 @@ policy); the reads here only choose what to try. Layout:
   registered, "ready" means some AI can take it.
 
 A claim that loses a race, hits a lock or the AI's limit, or is refused by the policy
-raises one of `MISSED`; when Claims chooses the task or the AI itself it moves on to
-the next one, and when the caller named both it raises.
+raises one of `MISSED`; when Claims chose the AI it moves on to the next AI (`NEXT_AI`),
+when it chose the task to the next task, and when the caller named both it raises.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from aictl.store.base import Store
     from aictl.tasks.queries import ReadyEntry
 
-MISSED = (Conflict, PolicyDenied)  # lost a race, a lock, the AI's limit, or refused: the next task or AI
+MISSED = (Conflict, PolicyDenied)  # lost a race, a lock, the AI's limit, or refused: the next task
+NEXT_AI = (AILimitReached, PolicyDenied)  # this AI filled up or is refused since it was ranked: the next AI
 NEXT_ROWS = 50  # claimable tasks read per pass when Claims picks the task
 MAX_POLL_S = 1.0  # --wait polls at most this far apart: new work is seen within a second
 
@@ -174,8 +175,8 @@ class Claims:
         for ai in ranking.eligible:
             try:
                 got = self._for_ai(req, ai, routed=True)
-            except (AILimitReached, PolicyDenied):
-                continue  # filled or refused since it was ranked: the next AI
+            except NEXT_AI:
+                continue
             if got is not None:
                 return got
         hint = (f"see the details with: aictl route {req.task_id}" if ranking.eligible or ranking.refused else
@@ -211,8 +212,8 @@ class Claims:
             for ai in next(rankings).eligible:
                 try:
                     got = self._for_ai(req, ai, routed=True, task_id=row["id"])
-                except (AILimitReached, PolicyDenied):
-                    continue  # the next AI
+                except NEXT_AI:
+                    continue
                 except Conflict:
                     break  # the task was taken or is locked now: the next task
                 if got is not None:
@@ -250,4 +251,4 @@ class Claims:
         return [found[i] for i in task_ids]
 
 
-__all__ = ["MISSED", "ClaimRequest", "Claimed", "Claims", "Ranker", "Ranking"]
+__all__ = ["MISSED", "NEXT_AI", "ClaimRequest", "Claimed", "Claims", "Ranker", "Ranking"]
