@@ -37,15 +37,9 @@ from typing import Any
 
 from aictl.daemon.claims import Claimer
 from aictl.daemon.worker import Worker
-from aictl.domain.errors import (
-    AictlError,
-    Conflict,
-    LeaseLost,
-    SchemaTooNew,
-    UsageError,
-)
-from aictl.logging import get_logger
 from aictl.store.base import is_store_error
+from aictl.domain.errors import AictlError, Conflict, LeaseLost, SchemaTooNew, UsageError
+from aictl.logging import get_logger
 
 log = get_logger("aictl.daemon")
 
