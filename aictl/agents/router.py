@@ -10,24 +10,31 @@ An AI is eligible for a task when all of these hold:
 - the policy allows it to `claim` the task (checked, not recorded: routing is a question).
 
 Eligible AIs are ranked least busy first (held / max_concurrency), then round robin
-(the one assigned longest ago, never-assigned first), then by id. `claim_next`
-claims for the chosen AI through `TaskService.claim(ai=…, ai_limit=…)`, which re-checks
-labels, capabilities and the concurrency limit inside the claim transaction.
+(the one assigned longest ago, never-assigned first), then by id. The router only
+ranks (`explain`, `pick`, `rank`): aictl.tasks.claims claims for the ranked AIs, and
+`TaskService.claim(ai=…, ai_limit=…)` re-checks labels, capabilities and the
+concurrency limit inside the claim transaction.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from pydantic import BaseModel, Field
 
 from aictl.agents.registry import is_paused, row_to_ai
-from aictl.domain.errors import AILimitReached, Conflict, NotFound, PolicyDenied
+from aictl.domain.errors import NotFound
 from aictl.domain.models import AIRecord, Task
 from aictl.store.base import Store
+from aictl.tasks.claims import Ranking
+
+if TYPE_CHECKING:
+    from aictl.config import Settings
+    from aictl.policy.gate import PolicyGate
 
 GPU_CACHE_S = 5.0  # GPU free memory changes as models load; ask NVML again after this
 SIZE_CACHE_S = 60.0
@@ -76,7 +83,7 @@ def ai_label_requirements(task_labels: Iterable[str]) -> list[str]:
 
 
 class Router:
-    def __init__(self, store: Store, settings: Any = None, *, policy: Any = None,
+    def __init__(self, store: Store, settings: Settings | None = None, *, policy: PolicyGate | None = None,
                  clock: Callable[[], float] = time.time, gpu_info: Callable[[], Any] | None = None,
                  model_size: Callable[[AIRecord], float | None] | None = None):
         self.store = store
@@ -209,100 +216,28 @@ class Router:
 
         return Registry(self.store).get(ai_id)
 
-    def claim_task(self, owner: str, task_id: int, *, ttl: float | None = None,
-                   ai_ids: Iterable[str] | None = None) -> tuple[Any, AIRecord]:
-        """Claim this task for the best eligible AI; NotFound with every AI's reasons when none can take it."""
-        route = self.explain(task_id, ai_ids=ai_ids)
-        result = self._claim_route(owner, route, ttl, raise_conflicts=True)
-        if result is None:
-            hint = (f"see the details with: aictl route {task_id}" if route.candidates else
-                    "register one: aictl ai register claude-1 --connector claude-code (or give the task a --command)")
-            raise NotFound(route.why_none(), hint=hint,
-                           details={"candidates": [c.model_dump(mode="json") for c in route.candidates]})
-        return result
+    def rank(self, rows: Sequence[Mapping[str, Any]], *,
+             ai_ids: Collection[str] | None = None) -> Iterator[Ranking]:
+        """For aictl.tasks.claims: per task row, in order, the eligible AIs best first and why the others are not.
 
-    def claim_next(self, owner: str, *, ai_ids: Iterable[str] | None = None, ttl: float | None = None,
-                   commands: bool = False, limit: int = 50) -> tuple[Any, AIRecord | None] | None:
-        """For the daemon: the first claimable task (in claim order) some eligible AI can take, claimed for it.
-
-        Returns (ClaimResult, AIRecord), or None when no ready task has an eligible AI.
-        With `commands`, a task that has a `command` is claimed for no AI (the command
-        connector runs it) and returned as (ClaimResult, None).
+        One snapshot of the AIs for all rows; lazy, so a claimer that gets the first task judges no more.
         """
-        from aictl.tasks.sql import CLAIM_ORDER, claimable_where
-
-        ai_ids = list(ai_ids) if ai_ids is not None else None
-        now = self.clock()
-        with self.store.read() as tx:
-            where, params = claimable_where(tx, capabilities=None, labels=None, task_id=None)
-            rows = tx.all(f"SELECT t.* FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT {int(limit)}",
-                          {**params, "now": now})
         if not rows:
-            return None
+            return
         ais, running, _ = self._snapshot()
-        for row in rows:
-            if row.get("command"):
-                if commands:
-                    claimed = self._claim_plain(owner, row["id"], ttl)
-                    if claimed is not None:
-                        return claimed, None
-                continue
-            result = self._claim_route(owner, self._route(row, ais, running, now, ai_ids), ttl)
-            if result is not None:
-                return result
-        return None
-
-    def _claim_plain(self, owner: str, task_id: int, ttl: float | None) -> Any:
-        try:
-            return self._service().claim(owner, task_id=task_id, ttl=ttl)
-        except (Conflict, PolicyDenied):
-            return None  # taken by someone else, or locked: the next task
-
-    def _claim_route(self, owner: str, route: Route, ttl: float | None, *,
-                     raise_conflicts: bool = False) -> tuple[Any, AIRecord] | None:
-        svc = self._service()
-        for c in route.candidates:
-            if not c.eligible:
-                continue
-            ai = self._record(c.ai)
-            try:
-                claimed = svc.claim(owner, task_id=route.task_id, ttl=ttl, ai=ai.id, ai_labels=ai.labels,
-                                    capabilities=ai.capabilities, ai_limit=ai.max_concurrency)
-            except AILimitReached:
-                continue  # another claimer filled it since we looked: the next AI
-            except PolicyDenied:
-                continue
-            except Conflict:
-                if raise_conflicts:
-                    raise
-                return None  # the task was taken or is locked now
-            if claimed is not None:
-                return claimed, ai
-        return None
-
-    def _service(self) -> Any:
-        from aictl.tasks.service import TaskService
-
-        return TaskService(self.store, self.settings, policy=self.policy, clock=self.clock)
-
-    def annotate_ready(self, entries: list[Any]) -> list[Any]:
-        """`task ready` with AIs registered: a ready task no AI can take is not ready, and says why."""
-        ids = [e.id for e in entries if e.ready]
-        if not ids:
-            return entries
-        ais, running, rows = self._snapshot(ids)
-        if not ais:
-            return entries
+        by_id = {a["id"]: a for a in ais}
         now = self.clock()
-        for e in entries:
-            row = rows.get(e.id)
-            if not e.ready or row is None or row.get("command"):
-                continue
-            route = self._route(row, ais, running, now)
-            if route.chosen is None:
-                e.ready = False
-                e.reasons = [f"no AI can take it: {route.refusals()}"]
-        return entries
+        for row in rows:
+            route = self._route(dict(row), ais, running, now, ai_ids)
+            yield Ranking(task_id=route.task_id,
+                          eligible=[row_to_ai(by_id[c.ai]) for c in route.candidates if c.eligible],
+                          refused={c.ai: c.reasons for c in route.candidates if not c.eligible},
+                          details={"candidates": [c.model_dump(mode="json") for c in route.candidates]})
+
+    def find(self, ai_id: str) -> AIRecord | None:
+        from aictl.agents.registry import Registry
+
+        return Registry(self.store).find(ai_id)
 
 
 def _rank_key(c: Candidate) -> tuple:

@@ -132,37 +132,14 @@ def create(
 
 
 def _load_batch(path: Path) -> list[Any]:
-    from pydantic import ValidationError
-
-    from aictl.domain.errors import ConfigError
-    from aictl.tasks.service import TaskSpec
-    from aictl.yamlfile import parse_yaml
+    from aictl.tasks.batchfile import parse_batch
 
     name = "<stdin>" if str(path) == "-" else str(path)
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     except OSError as e:
         raise UsageError(f"{name}: cannot read: {e.strerror}") from None
-    data = parse_yaml(text, name)
-    items = data.get("tasks") if isinstance(data, dict) else data
-    if not isinstance(items, list):
-        raise ConfigError(f"{name}: expected a list of tasks (or a mapping with key 'tasks')")
-    specs = []
-    for i, item in enumerate(items):
-        if isinstance(item, dict):
-            item = dict(item)
-            for short, full in (("locks", "lock_paths"), ("capabilities", "required_capabilities")):
-                if short in item:
-                    item[full] = item.pop(short)
-            if "depends_on" in item:
-                item["depends_on"] = [str(d) for d in item["depends_on"]]
-        try:
-            specs.append(TaskSpec.model_validate(item))
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"{name}: task {i + 1}: {where}: {err['msg']}") from None
-    return specs
+    return parse_batch(text, name)
 
 
 @app.command("list")
@@ -223,30 +200,24 @@ def claim(
     output: OutputOpt = None,
 ) -> None:
     """Claim the highest-priority ready task under a lease. Exit 3 when there is none."""
-    out = state.output(output)
-    svc = state.tasks(enforce=True)
-    caps = _split(capability) if capability is not None else None
-    ai_labels, ai_limit = _split(ai_label) or None, None
-    if ai:  # a registered AI claims with its own labels, capabilities and concurrency limit
-        from aictl.agents.registry import Registry
+    import math
 
-        record = Registry(state.store()).find(ai)
-        if record is not None:
-            ai_labels = ai_labels if ai_labels is not None else record.labels
-            caps = caps if caps is not None else record.capabilities
-            ai_limit = record.max_concurrency
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        result = svc.claim(_owner(owner), capabilities=caps, labels=_split(label) or None, task_id=task_id,
-                           ttl=ttl, ai=ai, ai_labels=ai_labels, ai_limit=ai_limit, dry_run=dry_run)
-        if result is not None or not wait or (deadline is not None and time.monotonic() >= deadline):
-            break
-        # Short poll with backoff: new work is seen within a second, idle costs ~nothing.
-        time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-        delay = min(1.0, delay * 2)
+    from aictl.tasks.claims import ClaimRequest, Claims
+
+    out = state.output(output)
+    store, settings, gate = state.store(), state.settings(), state.gate()
+    ranker = None
+    if ai:  # the router finds a registered AI: its labels, capabilities and concurrency limit apply
+        from aictl.agents.router import Router
+
+        ranker = Router(store, settings, policy=gate)
+    claims = Claims(store, settings, policy=gate, ranker=ranker)
+    result = claims.claim(ClaimRequest(
+        owner=_owner(owner), task_id=task_id, ai=ai, capabilities=_split(capability) if capability is not None else None,
+        labels=_split(label) or None, ai_labels=_split(ai_label) or None, ttl=ttl, dry_run=dry_run,
+        wait=(math.inf if timeout is None else timeout) if wait else 0.0))
     if result is None:
-        raise NotFound("nothing to claim" + (f" within {timeout:g}s" if wait else ""),
+        raise NotFound("nothing to claim" + (f" within {timeout:g}s" if wait and timeout is not None else ""),
                        hint="see why with: aictl task ready")
     if dry_run:
         info("dry run: nothing was claimed")
@@ -361,16 +332,14 @@ def ready(
     output: OutputOpt = None,
 ) -> None:
     """What could be claimed now, in claim order, and why the rest cannot."""
+    from aictl.agents.router import Router
+    from aictl.tasks.claims import Claims
+
     out = state.output(output)
-    entries = state.queries().ready(capabilities=_split(capability) if capability is not None else None,
-                                    labels=_split(label) or None, limit=limit)
-    if capability is None and any(e.ready for e in entries):
-        from aictl.agents.registry import Registry
-
-        if Registry(state.store()).list():  # with AIs registered, "ready" means some AI can take it
-            from aictl.agents.router import Router
-
-            entries = Router(state.store(), state.settings(), policy=state.gate()).annotate_ready(entries)
+    store, settings, gate = state.store(), state.settings(), state.gate()
+    entries = Claims(store, settings, policy=gate, ranker=Router(store, settings, policy=gate)).ready(
+        capabilities=_split(capability) if capability is not None else None, labels=_split(label) or None,
+        limit=limit)
     out.emit(entries, columns=[("id", lambda e: e.id), ("ready", lambda e: e.ready), ("pri", lambda e: e.priority),
                                ("status", lambda e: e.status), ("title", lambda e: e.title),
                                ("why not", lambda e: "; ".join(e.reasons) or None)])
@@ -504,26 +473,15 @@ def execute(
     if backend not in (None, "local", "docker"):
         raise UsageError(f"unknown backend {backend!r}", hint="use --backend local or --backend docker")
     executor = Executor(state.store(), state.settings(), policy=state.gate(), on_event=_progress_printer(out))
-    opts = ExecuteOptions(owner=_owner(owner), ai=ai, connector=connector, command=command, verify=verify,
-                          backend=backend, base=base, timeout_s=timeout, ttl=ttl, epoch=epoch, keep_workspace=keep,
-                          resume=resume, message=message)
-    tried: set[str] = set()
-    while True:
-        report = executor.execute(task_id, opts)
-        # A routed AI hit its rate limit and was paused: the next eligible AI takes the task now.
-        if report.outcome != "released" or report.ai is None or report.ai in tried or epoch is not None:
-            break
-        tried.add(report.ai)
-        if out.mode != "json":
-            info(f"task {report.task.id}: {report.reason}; routing it again")
-        task_id = report.task.id
+    report = executor.execute(task_id, ExecuteOptions(
+        owner=_owner(owner), ai=ai, connector=connector, command=command, verify=verify, backend=backend, base=base,
+        timeout_s=timeout, ttl=ttl, epoch=epoch, keep_workspace=keep, resume=resume, message=message))
     if out.mode == "json":
         sys.stdout.write(json.dumps({"type": "report", **report.model_dump(mode="json")}) + "\n")
     else:
         out.emit(report, name=lambda r: r.task.id, human=_report_human)
-    if report.outcome not in ("done",):
-        code = {"awaiting_approval": 5, "lease_lost": 4, "cancelled": 1}.get(report.outcome, 1)
-        raise typer.Exit(code)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 def _report_human(r: Any) -> str:

@@ -2,8 +2,9 @@
 
 The scheduler (aictl.daemon.loop) claims a task for a worker's owner name and hands
 it over as a Job; the worker's Executor adopts the claim by its epoch, so the run
-goes the same path as `aictl task execute`. A worker never dies of one task: an
-error is logged and the task's lease is given back at once (or expires).
+goes the same path as `aictl task execute`, which decides what an error in the run
+means (a failed attempt). A worker never dies of one task: a store outage gives the
+lease back through a fresh connection; anything else is logged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from aictl.logging import get_logger
 from aictl.store.base import is_store_error
 
 log = get_logger("aictl.daemon")
-OUTCOME_EVENTS = {"done": "task.done", "failed": "task.failed", "awaiting_approval": "task.awaiting_approval"}
 
 
 @dataclass
@@ -78,8 +78,8 @@ class Worker:
                 self.daemon._count("error")
                 if is_store_error(e):
                     self._give_back(job, f"daemon worker lost the store: {error}")  # an outage: no attempt lost
-                else:
-                    self._fail_attempt(job, f"daemon worker error: {error}")
+                # Any other error was decided by the executor (a failed attempt) before it got here, or
+                # came before the run started: then the lease expires, and the expiry counts the attempt.
             finally:
                 self.job = None
                 self.runs += 1
@@ -99,35 +99,6 @@ class Worker:
             pass  # already finished, released or taken over: nothing to give back
         except Exception as e:  # noqa: BLE001 - store still down: the lease expires instead
             log.warning("could not release the task after the error; its lease will expire", task_id=job.task_id,
-                        error=getattr(e, "message", str(e)))
-
-    def _fail_attempt(self, job: Job, reason: str) -> None:
-        """An error in the run is a failed attempt (retry backoff, and failed after max_attempts).
-
-        The executor gives a task back on an unexpected error; released, it would be claimed
-        again at once and fail the same way, forever. So a task still ours, or given back
-        and untouched since, is failed as retryable: its next try waits (next_run_at).
-        """
-        from aictl.tasks.queries import TaskQueries
-        from aictl.tasks.service import TaskService
-
-        try:
-            with self.daemon.open_store() as store:
-                svc = TaskService(store, self.daemon.settings)
-                t = TaskQueries(store).get(job.task_id)
-                if t.owner != self.owner or t.lease_epoch != job.epoch or t.status not in ("claimed", "running",
-                                                                                           "queued"):
-                    return  # finished, or someone else's now: nothing of ours to record
-                epoch = job.epoch
-                if t.status == "queued":  # given back by the executor: take it again to record the attempt
-                    epoch = svc.claim(self.owner, task_id=job.task_id, ttl=self.daemon.ttl).lease.lease_epoch
-                t = svc.fail(job.task_id, self.owner, epoch, reason=reason[:1000], retryable=True)
-            log.info("the error counts as a failed attempt", task_id=job.task_id, status=str(t.status),
-                     attempts=t.attempts, next_run_at=t.next_run_at)
-        except (LeaseLost, Conflict):
-            pass  # taken by someone else meanwhile
-        except Exception as e:  # noqa: BLE001 - store down: the lease expires (an attempt) instead
-            log.warning("could not record the failed attempt; its lease will expire", task_id=job.task_id,
                         error=getattr(e, "message", str(e)))
 
     def _executor_for(self) -> Any:
@@ -155,7 +126,7 @@ class Worker:
         self._store = self._executor = None
 
     def _execute(self, job: Job) -> None:
-        from aictl.execution.executor import ExecuteOptions
+        from aictl.execution.outcome import ExecuteOptions, Outcome
 
         d = self.daemon
         log.info("task started", task_id=job.task_id, epoch=job.epoch, worker=self.n, ai=job.ai,
@@ -170,13 +141,15 @@ class Worker:
             d._count("lease_lost")
             return
         outcome = report.outcome
-        if outcome == "lease_lost" and d.released(job.task_id, job.epoch):
-            outcome = "released"
-        d._count(outcome)
-        log.info("task finished", task_id=job.task_id, epoch=job.epoch, worker=self.n, outcome=outcome,
+        if outcome is Outcome.LEASE_LOST and d.released(job.task_id, job.epoch):
+            outcome = Outcome.RELEASED  # the daemon gave it back itself (a shutdown)
+        d._count(outcome.value)
+        log.info("task finished", task_id=job.task_id, epoch=job.epoch, worker=self.n, outcome=outcome.value,
                  status=str(report.task.status), reason=report.reason, seconds=round(time.monotonic() - t0, 3))
-        event = OUTCOME_EVENTS.get(outcome)
+        event = {Outcome.DONE: "task.done", Outcome.FAILED: "task.failed",
+                 Outcome.AWAITING_APPROVAL: "task.awaiting_approval"}.get(outcome)
         if event:
-            d.notify(event, {"task_id": job.task_id, "title": job.title, "outcome": outcome, "reason": report.reason,
+            d.notify(event, {"task_id": job.task_id, "title": job.title, "outcome": outcome.value,
+                             "reason": report.reason,
                              "status": str(report.task.status), "ai": job.ai, "epoch": job.epoch,
                              "daemon": d.id})

@@ -1,62 +1,50 @@
-"""The executor: claim → policy → workspace → connector in a sandbox → evidence → checks → complete/fail.
+"""The executor: plan (claim + route) → policy → workspace → connector in a sandbox → evidence → checks → outcome.
 
-`Executor.execute` is the spine every agent runs through; the CLI's
-`aictl task execute` and the daemon both call it. Progress goes to an
-`on_event` callback as small dicts (phase changes and output lines).
+`Executor.execute` is the spine every agent runs through; the CLI's `aictl task
+execute` and the daemon both call it. Layout:
+
+- aictl.execution.planner claims (or adopts) the task and says who runs it (a Plan);
+- `Executor.run` holds the run's resources (workspace, lease keeper, activity writer)
+  on one ExitStack and moves the task once at the end: complete, fail, or release;
+- aictl.execution.record writes the evidence, runs the verification and the checks;
+- aictl.execution.outcome has the options, the report and its Outcome (with its exit code).
+
+An unexpected error during a run is decided here, once, for the CLI and the daemon
+alike: a failed, retryable attempt (backoff, failed after max_attempts), its evidence
+so far kept. Progress goes to an `on_event` callback as small dicts.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
+import traceback
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from pydantic import BaseModel, Field
+from aictl.domain.errors import (
+    AictlError,
+    LeaseLost,
+    NotFound,
+    PolicyDenied,
+    UsageError,
+)
+from aictl.execution.outcome import ExecuteOptions, ExecutionReport, Outcome
 
-from aictl.domain.errors import AictlError, LeaseLost, PolicyDenied, UsageError
-from aictl.domain.models import Task
+if TYPE_CHECKING:
+    import threading
+
+    from aictl.config import Settings
+    from aictl.domain.models import Task
+    from aictl.execution.activity import ActivityWriter
+    from aictl.execution.lease import LeaseKeeper
+    from aictl.execution.planner import Plan
+    from aictl.policy.gate import PolicyGate
+    from aictl.sandbox.base import SandboxSpec
+    from aictl.sandbox.workspace import Workspace
+    from aictl.store.base import Store
 
 Emit = Callable[[dict[str, Any]], None]
-
-
-class ExecuteOptions(BaseModel):
-    owner: str
-    ai: str | None = None  # a registered AI runs it (pinned); otherwise the id the policy judges
-    # None: the registered AI's connector; `command` for a task with a command; else the router picks an AI.
-    connector: str | None = None
-    command: str | None = None  # overrides task.command
-    verify: str | None = None  # overrides task.verify
-    backend: str | None = None  # local | docker; default from settings (policy may tighten)
-    base: str | None = None  # git ref; default settings.workspace_base
-    timeout_s: float | None = None
-    ttl: float | None = None
-    epoch: int | None = None  # adopt an existing claim held by (owner, epoch) instead of claiming
-    keep_workspace: bool = False
-    resume: bool = False  # continue the agent session of the task's latest run
-    # With epoch: the adopted claim was the router's choice (the daemon), so a rate limit hands the
-    # task to the next AI at once instead of costing an attempt.
-    routed: bool = False
-    message: str | None = None  # follow-up instructions (resumes the latest session when there is one)
-
-
-class ExecutionReport(BaseModel):
-    task: Task
-    # done | failed | retrying | cancelled | lease_lost | awaiting_approval | released (rate-limited, back in the queue)
-    outcome: str
-    lease_epoch: int
-    ai: str | None = None
-    connector: str | None = None
-    reason: str | None = None
-    changed_paths: list[str] = Field(default_factory=list)
-    commit: str | None = None
-    branch: str | None = None
-    workspace: str | None = None  # kept for inspection (failures), None when removed
-    evidence: list[dict[str, Any]] = Field(default_factory=list)
-    decisions: list[dict[str, Any]] = Field(default_factory=list)
-    timings: dict[str, float] = Field(default_factory=dict)
-
 
 RATE_LIMITED = ("rate_limit", "overloaded")
 DEFAULT_PAUSE_S = 60.0
@@ -65,27 +53,52 @@ DEFAULT_PAUSE_S = 60.0
 class _Stop(Exception):
     """End the run early with an outcome (the task has already been moved accordingly)."""
 
-    def __init__(self, outcome: str, reason: str):
+    def __init__(self, outcome: Outcome, reason: str):
         self.outcome, self.reason = outcome, reason
 
 
-class Executor:
-    def __init__(self, store: Any, settings: Any, *, policy: Any = None, on_event: Emit | None = None,
-                 open_store: Callable[[], Any] | None = None):
-        from aictl.audit.evidence import EvidenceStore
-        from aictl.sandbox.workspace import WorkspaceManager
-        from aictl.tasks.service import TaskService
+def tighten(spec: SandboxSpec, sandbox: dict[str, Any]) -> SandboxSpec:
+    """Apply a policy's sandbox limits: they only tighten (docker over local, network off, less memory)."""
+    update: dict[str, Any] = {}
+    if sandbox.get("network") is False:
+        update["network"] = False
+    if sandbox.get("backend") == "docker":  # a policy's `local` never replaces a requested docker
+        update["backend"] = "docker"
+    if sandbox.get("memory_mb") is not None and sandbox["memory_mb"] < spec.memory_mb:
+        update["memory_mb"] = int(sandbox["memory_mb"])
+    return spec.model_copy(update=update)
 
-        if settings.project_dir is None:
+
+class Executor:
+    def __init__(self, store: Store, settings: Settings, *, policy: PolicyGate | None = None,
+                 on_event: Emit | None = None,
+                 open_store: Callable[[], Store] | None = None, clock: Callable[[], float] = time.time):
+        from aictl.agents.registry import Registry
+        from aictl.agents.router import Router
+        from aictl.audit.evidence import EvidenceStore
+        from aictl.execution.planner import Planner
+        from aictl.execution.record import Recorder
+        from aictl.sandbox.workspace import WorkspaceManager
+        from aictl.tasks.claims import Claims
+        from aictl.tasks.queries import TaskQueries
+
+        project = settings.project_dir
+        if project is None:
             raise UsageError("executing a task needs a project (a git repository with .ai/)", hint="aictl init")
-        self.store, self.settings, self.policy = store, settings, policy
-        self.svc = TaskService(store, settings, policy=policy)
-        self.evidence = EvidenceStore(store, settings.home, actor=settings.actor)
-        self.workspaces = WorkspaceManager(Path(settings.project_dir), Path(settings.home) / "workspaces")
+        self.store, self.settings, self.policy, self.clock = store, settings, policy, clock
         self.emit: Emit = on_event or (lambda e: None)
+        self.claims = Claims(store, settings, policy=policy, clock=clock,
+                             ranker=Router(store, settings, policy=policy, clock=clock))
+        self.svc = self.claims.svc
+        self.queries = TaskQueries(store, clock=clock)
+        self.registry = Registry(store, actor=settings.actor)
+        self.evidence = EvidenceStore(store, settings.home, actor=settings.actor)
+        self.planner = Planner(store, claims=self.claims, registry=self.registry, evidence=self.evidence)
+        self.recorder = Recorder(store, self.evidence, policy=policy, emit=self.emit)
+        self.workspaces = WorkspaceManager(Path(project), Path(settings.home) / "workspaces")
         self._open_store = open_store or self._default_open_store
 
-    def _default_open_store(self) -> Any:
+    def _default_open_store(self) -> Store:
         from aictl.store import open_store
 
         return open_store(self.settings.resolved_database_url, busy_timeout_ms=self.settings.busy_timeout_ms)
@@ -93,122 +106,127 @@ class Executor:
     # -- the whole path --------------------------------------------------------
 
     def execute(self, task_id: int | None, opts: ExecuteOptions) -> ExecutionReport:
+        """Plan and run; a routed AI that hits its rate limit is paused and the next eligible AI takes the task."""
         t0 = time.monotonic()
-        timings: dict[str, float] = {}
-        lease, plan = self._claim_or_adopt(task_id, opts)
-        if plan.ai is not None:
-            opts = opts.model_copy(update={"ai": plan.ai.id, "connector": plan.connector})
-        else:
-            opts = opts.model_copy(update={"connector": plan.connector})
-        task, epoch = lease.task, lease.lease.lease_epoch
-        report = ExecutionReport(task=task, outcome="failed", lease_epoch=epoch, ai=opts.ai if plan.ai else None,
-                                 connector=plan.connector)
+        report = self.run(self.planner.plan(task_id, opts), opts, started=t0)
+        tried: set[str] = set()
+        while (report.outcome is Outcome.RELEASED and report.ai is not None and report.ai not in tried
+               and opts.epoch is None):  # an adopted claim goes back to its claimer (the daemon)
+            tried.add(report.ai)
+            self._phase(report.task.id, "rerouting", reason=report.reason)
+            t0 = time.monotonic()
+            try:
+                plan = self.planner.plan(report.task.id, opts)
+            except NotFound:
+                return report  # no other AI can take it now: it waits in the queue, released
+            report = self.run(plan, opts, started=t0)
+        return report
+
+    def run(self, plan: Plan, opts: ExecuteOptions, *, started: float | None = None) -> ExecutionReport:
+        """Run a planned claim to its outcome; the task is moved exactly once (complete, fail or release)."""
+        t0 = started if started is not None else time.monotonic()
+        opts = opts.model_copy(update={"connector": plan.connector, **({"ai": plan.ai.id} if plan.ai else {})})
+        task, epoch = plan.task, plan.epoch
+        report = ExecutionReport(task=task, outcome=Outcome.FAILED, lease_epoch=epoch,
+                                 ai=plan.ai.id if plan.ai else None, connector=plan.connector)
         self._phase(task.id, "claimed", epoch=epoch, owner=opts.owner,
                     **({"ai": plan.ai.id, "routed": plan.routed} if plan.ai is not None else {}))
-        timings["claim"] = time.monotonic() - t0
-        keeper = None
-        ws = None
-        activity = None
-        try:
-            spec = self._sandbox_spec(opts)
-            limits = self._policy_execute(task, opts, epoch, spec, report)
-            if limits.get("sandbox"):
-                spec = self._tighten(spec, limits["sandbox"])
-            self._phase(task.id, "workspace")
-            t = time.monotonic()
-            ws = self.workspaces.create(task.id, epoch, base=opts.base or self.settings.workspace_base)
-            report.branch = ws.branch
-            timings["workspace"] = time.monotonic() - t
-            task = self.svc.start(task.id, opts.owner, epoch, ai=opts.ai)
+        timings = {"claim": time.monotonic() - t0}
+        with ExitStack() as resources:  # the workspace: removed or kept by the outcome, once it is known
+            try:
+                self._steps(plan, opts, report, resources, timings, t0)
+            except _Stop as stop:
+                report.outcome, report.reason = stop.outcome, stop.reason
+                report.task = self.queries.get(task.id)
+                self._phase(task.id, stop.outcome, reason=stop.reason)
+            except LeaseLost as e:
+                report.outcome, report.reason = Outcome.LEASE_LOST, e.message
+                report.task = self.queries.get(task.id)
+                self._phase(task.id, Outcome.LEASE_LOST, reason=e.message)
+            except Exception as e:  # noqa: BLE001 - decided here, once: a failed attempt
+                self._unexpected(report, opts, e)
+            except BaseException as e:  # Ctrl-C: give the task back rather than leave it leased
+                self._release_quietly(task.id, opts.owner, epoch, f"executor interrupted: {type(e).__name__}")
+                raise
+            finally:
+                report.timings = {k: round(v, 4) for k, v in timings.items()} | report.timings
+        return report
+
+    def _steps(self, plan: Plan, opts: ExecuteOptions, report: ExecutionReport, resources: ExitStack,
+               timings: dict[str, float], t0: float) -> None:
+        from aictl.execution.activity import ActivityWriter
+
+        task, epoch = plan.task, plan.epoch
+        spec = self._sandbox_spec(opts)
+        limits = self._policy_execute(task, opts, epoch, spec, report)
+        if limits.get("sandbox"):
+            spec = tighten(spec, limits["sandbox"])
+        self._phase(task.id, "workspace")
+        t = time.monotonic()
+        ws = self.workspaces.create(task.id, epoch, base=opts.base or self.settings.workspace_base)
+        resources.callback(self._dispose, ws, report, opts)
+        report.branch = ws.branch
+        timings["workspace"] = time.monotonic() - t
+        task = self.svc.start(task.id, opts.owner, epoch, ai=opts.ai)
+        with ExitStack() as live:  # the lease keeper and the activity writer end before the task moves
             keeper = self._keep_lease(task.id, opts.owner, epoch, opts.ttl)
+            live.callback(keeper.finish)
+            activity = None
+            if plan.ai is not None:
+                activity = ActivityWriter(self._open_store, task.id, opts.owner, epoch, self.emit)
+                live.callback(activity.finish)
             self._phase(task.id, "running", backend=spec.backend, connector=opts.connector)
             t = time.monotonic()
-            if plan.ai is not None:
-                from aictl.execution.activity import ActivityWriter
-
-                activity = ActivityWriter(self._open_store, task.id, opts.owner, epoch, self.emit)
-            result = self._run_connector(task, ws.path, spec, opts, keeper.stop, plan=plan, limits=limits,
-                                         activity=activity)
+            result = self._run_connector(task, ws.path, spec, opts, keeper.stop, plan, limits, activity)
             if activity is not None:
-                activity.finish()
-                activity = None
+                activity.finish()  # its last line lands before the evidence
             timings["run"] = time.monotonic() - t
-            if keeper.stop.is_set():
-                raise _Stop("cancelled" if keeper.cancelled else "lease_lost", keeper.lost_reason or "lease lost")
+            self._check_lease(keeper)
             t = time.monotonic()
             changes = self.workspaces.collect(ws, message=f"aictl: task {task.id}: {task.title}\n\n{result.summary}")
             report.changed_paths, report.commit = changes.paths, changes.commit
             self._phase(task.id, "evidence", changed=len(changes.paths))
-            self._store_run_evidence(task, opts, epoch, result, changes, spec, report, plan)
+            self.recorder.run(task, opts, epoch, result, changes, spec, report, plan.ai)
             if not result.ok and result.error_kind in RATE_LIMITED and plan.ai is not None:
-                keeper.finish()
-                keeper = None
-                return self._rate_limited(report, opts, epoch, plan, result, ws)
-            verify = self._verify(task, ws.path, spec, opts, epoch, keeper.stop, report)
+                live.close()
+                self._rate_limited(report, opts, epoch, plan, result)
+                return
+            verify = self.recorder.verify(task, ws.path, spec, opts, epoch, keeper.stop, report)
             timings["collect"] = time.monotonic() - t
-            if keeper.stop.is_set():
-                raise _Stop("cancelled" if keeper.cancelled else "lease_lost", keeper.lost_reason or "lease lost")
-            violations = self._checks(task, opts, epoch, changes.paths, result, verify, limits, report)
-            keeper.finish()
-            keeper = None
-            timings["total"] = time.monotonic() - t0
-            report.timings = {k: round(v, 4) for k, v in timings.items()}
-            if not result.ok:
-                return self._fail(report, opts, epoch, result.error or "the agent failed", result.transient, ws)
-            if violations:
-                return self._fail(report, opts, epoch, "; ".join(violations), False, ws)
+            self._check_lease(keeper)
+            violations = self.recorder.checks(task, opts, epoch, changes.paths, result, verify, limits, report)
+        timings["total"] = time.monotonic() - t0
+        if not result.ok:
+            self._fail(report, opts, epoch, result.error or "the agent failed", result.transient)
+        elif violations:
+            self._fail(report, opts, epoch, "; ".join(violations), False)
+        else:
             report.task = self.svc.complete(task.id, opts.owner, epoch, ai=opts.ai, result={
                 "summary": result.summary, "changed_paths": changes.paths, "commit": changes.commit,
                 "branch": ws.branch, "evidence": [e["digest"] for e in report.evidence]})
-            report.outcome = "done"
-            report.timings["until_complete"] = round(time.monotonic() - t0, 4)
-            t = time.monotonic()
-            if not opts.keep_workspace:
-                self.workspaces.remove(ws)
-            else:
-                report.workspace = str(ws.path)
-            report.timings["cleanup"] = round(time.monotonic() - t, 4)
+            report.outcome = Outcome.DONE
+            timings["until_complete"] = time.monotonic() - t0
             self._phase(task.id, "done", elapsed=round(time.monotonic() - t0, 3))
-            return report
-        except _Stop as stop:
-            report.outcome, report.reason = stop.outcome, stop.reason
-            report.task = self.svc_read(task.id)
-            if ws is not None:
-                report.workspace = str(ws.path)
-            self._phase(task.id, stop.outcome, reason=stop.reason)
-            return report
-        except LeaseLost as e:
-            report.outcome, report.reason = "lease_lost", e.message
-            report.task = self.svc_read(task.id)
-            self._phase(task.id, "lease_lost", reason=e.message)
-            return report
-        except BaseException as e:
-            # Anything unexpected (including Ctrl-C): give the task back rather than leave it leased.
-            if keeper is not None:
-                keeper.finish()
-                keeper = None
-            self._release_quietly(task.id, opts.owner, epoch, f"executor error: {type(e).__name__}: {e}")
-            raise
-        finally:
-            if activity is not None:
-                activity.finish()
-            if keeper is not None:
-                keeper.finish()
-            report.timings = report.timings or {k: round(v, 4) for k, v in timings.items()}
 
     # -- steps -------------------------------------------------------------------
 
-    def _claim_or_adopt(self, task_id: int | None, opts: ExecuteOptions) -> tuple[Any, Any]:
-        from aictl.execution.assign import claim_and_assign
+    def _dispose(self, ws: Workspace, report: ExecutionReport, opts: ExecuteOptions) -> None:
+        """A finished or released run's workspace goes; any other is kept for inspection (aictl task workspace)."""
+        t = time.monotonic()
+        if report.outcome in (Outcome.DONE, Outcome.RELEASED) and not opts.keep_workspace:
+            self.workspaces.remove(ws)
+            report.workspace = None
+        else:
+            report.workspace = str(ws.path)
+        report.timings["cleanup"] = round(time.monotonic() - t, 4)
 
-        return claim_and_assign(self, task_id, opts)
+    @staticmethod
+    def _check_lease(keeper: LeaseKeeper) -> None:
+        if keeper.stop.is_set():
+            raise _Stop(Outcome.CANCELLED if keeper.cancelled else Outcome.LEASE_LOST,
+                        keeper.lost_reason or "lease lost")
 
-    def svc_read(self, task_id: int) -> Task:
-        from aictl.tasks.queries import TaskQueries
-
-        return TaskQueries(self.store).get(task_id)
-
-    def _sandbox_spec(self, opts: ExecuteOptions) -> Any:
+    def _sandbox_spec(self, opts: ExecuteOptions) -> SandboxSpec:
         from aictl.sandbox.base import SandboxSpec
 
         s = self.settings
@@ -216,17 +234,7 @@ class Executor:
                            cpus=s.sandbox_cpus, memory_mb=s.sandbox_memory_mb, pids=s.sandbox_pids,
                            timeout_s=opts.timeout_s or s.execution_timeout)
 
-    @staticmethod
-    def _tighten(spec: Any, sandbox: dict[str, Any]) -> Any:
-        """Policy limits may only tighten: network off, a lower memory, and a backend it names."""
-        update: dict[str, Any] = {}
-        if sandbox.get("network") is False:
-            update["network"] = False
-        if sandbox.get("backend"):
-            update["backend"] = sandbox["backend"]
-        return spec.model_copy(update=update)
-
-    def _policy_execute(self, task: Task, opts: ExecuteOptions, epoch: int, spec: Any,
+    def _policy_execute(self, task: Task, opts: ExecuteOptions, epoch: int, spec: SandboxSpec,
                         report: ExecutionReport) -> dict[str, Any]:
         """Policy check for `execute`; the sandbox is part of the input, so a rule can forbid `local`."""
         if self.policy is None:
@@ -236,6 +244,7 @@ class Executor:
 
         with self.store.read() as tx:
             row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
+        assert row is not None  # the task is claimed by this run: it exists
         sandbox = {"backend": spec.backend, "sandboxed": spec.backend != "local", "network": spec.network,
                    "image": spec.image if spec.backend == "docker" else None}
         record = self.policy.check("execute", ai=opts.ai or opts.owner, actor=opts.owner, task=task_facts(row),
@@ -251,18 +260,18 @@ class Executor:
             with self.store.write() as tx:
                 write_record(tx, record)
             self.emit({"type": "decision", "task_id": task.id, "action": "execute", "effect": "allow"})
-            return record.limits
+            return dict(record.limits)
         if record.effect == "require_approval":
             report.task = self.svc.await_approval(task.id, opts.owner, epoch, record=record,
                                                   reason="; ".join(record.reasons))
-            raise _Stop("awaiting_approval", "; ".join(record.reasons))
+            raise _Stop(Outcome.AWAITING_APPROVAL, "; ".join(record.reasons))
         from aictl.policy.gate import denied_error
 
         err = denied_error(record)
         with self.store.write() as tx:
             write_record(tx, record)
         report.task = self.svc.fail(task.id, opts.owner, epoch, reason=err.message, retryable=False)
-        raise _Stop("failed", err.message)
+        raise _Stop(Outcome.FAILED, err.message)
 
     def _approval_for(self, task_id: int, action: str) -> dict[str, Any] | None:
         with self.store.read() as tx:
@@ -270,20 +279,20 @@ class Executor:
                          " AND effect = 'require_approval'", {"t": task_id, "a": action})
         return None if row is None or row["ts"] is None else self.svc.approved_since(task_id, row["ts"])
 
-    def _keep_lease(self, task_id: int, owner: str, epoch: int, ttl: float | None) -> Any:
+    def _keep_lease(self, task_id: int, owner: str, epoch: int, ttl: float | None) -> LeaseKeeper:
         from aictl.execution.lease import LeaseKeeper
         from aictl.tasks.service import TaskService
 
         ttl = ttl or self.settings.lease_ttl
         interval = max(0.2, min(self.settings.heartbeat_interval, ttl / 3))
-        keeper = LeaseKeeper(lambda: TaskService(self._open_store(), self.settings), task_id, owner, epoch,
-                             ttl=ttl, interval=interval)
+        keeper = LeaseKeeper(lambda: TaskService(self._open_store(), self.settings, clock=self.clock), task_id,
+                             owner, epoch, ttl=ttl, interval=interval)
         keeper.start()
         return keeper
 
-    def _run_connector(self, task: Task, workdir: Path, spec: Any, opts: ExecuteOptions,
-                       stop: threading.Event, *, plan: Any = None, limits: dict[str, Any] | None = None,
-                       activity: Any = None) -> Any:
+    def _run_connector(self, task: Task, workdir: Path, spec: SandboxSpec, opts: ExecuteOptions,
+                       stop: threading.Event, plan: Plan, limits: dict[str, Any],
+                       activity: ActivityWriter | None) -> Any:
         from aictl.agents.connectors import RunContext, get_connector
         from aictl.sandbox import get_sandbox
 
@@ -293,187 +302,77 @@ class Executor:
                              {"type": "output", "task_id": task.id, "stream": stream, "line": line}),
                          cancel=stop, command=opts.command, instructions=task.description,
                          labels={"task": str(task.id), "epoch": str(task.lease_epoch)})
-        if plan is not None and plan.ai is not None:
-            from aictl.execution.assign import agent_context
+        if plan.ai is not None:
+            from aictl.execution.agent import agent_context
 
-            agent_context(self, ctx, task, opts, plan, limits or {}, activity)
+            agent_context(ctx, task, plan.ai, opts, store=self.store, settings=self.settings, policy=self.policy,
+                          limits=limits, resume_session=plan.resume_session, activity=activity)
         return connector.run(ctx)
 
-    def _rate_limited(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, plan: Any, result: Any,
-                      ws: Any) -> ExecutionReport:
-        """A usage or rate limit: pause the AI; a routed task goes straight back for another AI, a pinned one retries."""
+    def _rate_limited(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, plan: Plan,
+                      result: Any) -> None:
+        """A usage or rate limit: pause the AI; a routed task goes back for another AI, a pinned one retries."""
         from aictl.agents.registry import Registry
         from aictl.agents.router import when
 
-        now = time.time()
+        assert plan.ai is not None
+        now = self.clock()
         until = result.retry_at if result.retry_at and result.retry_at > now else now + DEFAULT_PAUSE_S
         why = f"{result.error_kind}: {result.error or 'the provider refused'}"
         Registry(self.store, actor=opts.owner).pause(plan.ai.id, until, why)
         self.emit({"type": "ai_paused", "task_id": report.task.id, "ai": plan.ai.id, "until": until, "reason": why})
         reason = f"{plan.ai.id} is rate-limited until {when(until, now)} ({why})"
         if not plan.routed:
-            return self._fail(report, opts, epoch, reason, True, ws)
+            self._fail(report, opts, epoch, reason, True)
+            return
         report.task = self.svc.release(report.task.id, opts.owner, epoch, reason=reason, ai=opts.ai)
-        report.outcome, report.reason = "released", reason + "; released for another AI"
-        if opts.keep_workspace:
-            report.workspace = str(ws.path)
-        else:
-            self.workspaces.remove(ws)
+        report.outcome, report.reason = Outcome.RELEASED, reason + "; released for another AI"
         self._phase(report.task.id, "released", reason=report.reason)
-        return report
 
-    def _put(self, report: ExecutionReport, task: Task, opts: ExecuteOptions, epoch: int, content: Any, *,
-             kind: str, name: str, media_type: str = "text/plain", summary: dict | None = None,
-             tx: Any = None) -> Any:
-        ref = self.evidence.put(content, kind=kind, name=name, media_type=media_type, task_id=task.id,
-                                owner=opts.owner, lease_epoch=epoch, summary=summary, tx=tx)
-        report.evidence.append({"kind": kind, "name": name, "digest": ref.digest, "size": ref.size,
-                                **({"summary": ref.summary} if ref.summary else {})})
-        return ref
-
-    def _store_run_evidence(self, task: Task, opts: ExecuteOptions, epoch: int, result: Any, changes: Any,
-                            spec: Any, report: ExecutionReport, plan: Any = None) -> None:
-        with self.store.write() as tx:  # one transaction for all of the run's evidence
-            self._run_evidence(tx, task, opts, epoch, result, changes, spec, report, plan)
-
-    def _run_evidence(self, tx: Any, task: Task, opts: ExecuteOptions, epoch: int, result: Any, changes: Any,
-                      spec: Any, report: ExecutionReport, plan: Any = None) -> None:
-        import functools
-
-        put = functools.partial(self._put, tx=tx)
-        if changes.diff:
-            put(report, task, opts, epoch, changes.diff, kind="diff", name="changes.diff",
-                      media_type="text/x-diff", summary=changes.stats)
-        put(report, task, opts, epoch, json.dumps({"paths": changes.paths, "commit": changes.commit}),
-                  kind="changes", name="changed_paths.json", media_type="application/json")
-        if result.stdout:
-            put(report, task, opts, epoch, result.stdout, kind="log", name="stdout.txt")
-        if result.stderr:
-            put(report, task, opts, epoch, result.stderr, kind="log", name="stderr.txt")
-        if result.transcript:
-            put(report, task, opts, epoch, result.transcript, kind="transcript", name="transcript.txt")
-        ai = plan.ai if plan is not None else None
-        model = result.model or (ai.model if ai is not None else None)
-        run = {"connector": opts.connector, "ok": result.ok, "exit_code": result.exit_code, "error": result.error,
-               "timed_out": result.timed_out, "duration_s": round(result.duration_s, 4), "usage": result.usage,
-               "cost_usd": result.cost_usd, "sandbox": result.sandbox or spec.model_dump(),
-               "sandboxed": spec.backend != "local", "ai": ai.id if ai is not None else None, "model": model,
-               "session_id": result.session_id, "error_kind": result.error_kind, "retry_at": result.retry_at}
-        if ai is not None or result.usage or result.cost_usd is not None:
-            from aictl.execution.assign import usage_record
-
-            usage = usage_record(result, opts.connector, ai.id if ai is not None else None, model)
-            put(report, task, opts, epoch, json.dumps(usage, sort_keys=True), kind="usage", name="usage.json",
-                media_type="application/json",
-                summary={k: usage[k] for k in ("model", "turns", "cost_usd")} | {"tokens": usage["tokens"]["total"]})
-        put(report, task, opts, epoch, json.dumps(run, sort_keys=True), kind="run", name="run.json",
-                  media_type="application/json", summary={"ok": result.ok, "exit_code": result.exit_code,
-                                                          "backend": spec.backend, "sandboxed": spec.backend != "local"})
-
-    def _verify(self, task: Task, workdir: Path, spec: Any, opts: ExecuteOptions, epoch: int,
-                stop: threading.Event, report: ExecutionReport) -> dict[str, Any] | None:
-        """Run the verification command (after the diff is taken, so its artefacts stay out of it)."""
-        from aictl.audit.evidence import parse_junit
-        from aictl.sandbox import get_sandbox
-
-        command = opts.verify or task.verify
-        if not command:
-            return None
-        self._phase(task.id, "verify", command=command)
-        reports_rel = ".aictl-reports"
-        reports = workdir / reports_rel
-        reports.mkdir(exist_ok=True)
-        mount = spec.mount if spec.backend == "docker" else str(workdir)
-        vspec = spec.model_copy(update={"env": {**spec.env, "AICTL_REPORT_DIR": f"{mount}/{reports_rel}"}})
-        res = get_sandbox(spec.backend).run(["/bin/sh", "-c", command], workdir=workdir, spec=vspec, cancel=stop,
-                                            labels={"task": str(task.id), "epoch": str(epoch), "step": "verify"},
-                                            on_output=lambda s, line: self.emit(
-                                                {"type": "output", "task_id": task.id, "stream": f"verify:{s}",
-                                                 "line": line}))
-        log = f"$ {command}\n{res.stdout}" + (f"\n[stderr]\n{res.stderr}" if res.stderr else "")
-        junit: dict[str, Any] | None = None
-        for xml in sorted(reports.glob("*.xml")):
-            data = xml.read_bytes()
-            ref = self._put(report, task, opts, epoch, data, kind="test_report", name=xml.name,
-                            media_type="application/xml", summary=parse_junit(data))
-            junit = ref.summary
-        passed = res.exit_code == 0 and not res.timed_out and (junit is None or bool(junit.get("ok")))
-        summary = {"command": command, "exit_code": res.exit_code, "timed_out": res.timed_out, "passed": passed,
-                   **({"tests": junit} if junit else {})}
-        self._put(report, task, opts, epoch, log, kind="verify_log", name="verify.txt", summary=summary)
-        return summary
-
-    def _checks(self, task: Task, opts: ExecuteOptions, epoch: int, paths: list[str], result: Any,
-                verify: dict[str, Any] | None, limits: dict[str, Any], report: ExecutionReport) -> list[str]:
-        """Each check is a decision record; returns the violations (empty when the result may land)."""
-        from aictl.execution.checks import builtin_record, check_locks, protected_paths
-        from aictl.policy.records import write_record
-
-        sources = self.policy.sources if self.policy is not None else []
-        records = []
-        violations: list[str] = []
-
-        def builtin(action: str, ok: bool, rule: str, reasons: list[str], **kw: Any) -> None:
-            records.append(builtin_record(action, ok=ok, rule=rule, reasons=reasons, task=task, owner=opts.owner,
-                                          epoch=epoch, sources=sources, **kw))
-            if not ok:
-                violations.extend(reasons)
-
-        ok, reasons = check_locks(task, paths)
-        builtin("write_path", ok, "aictl:locks", reasons, paths=paths)
-        if self.policy is not None and paths:
-            from aictl.tasks.service import task_facts
-
-            with self.store.read() as tx:
-                row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
-            record, refused = protected_paths(self.policy, task_facts(row), opts.owner, opts.ai, epoch, paths)
-            records.append(record)
-            if refused:
-                violations.append(f"policy refuses changes to {', '.join(refused[:10])}: "
-                                  f"{'; '.join(record.reasons[:-1]) or record.effect}")
-        needs_tests = "test_report" in (limits.get("require_evidence") or [])
-        if verify is not None or needs_tests:
-            passed = bool(verify and verify["passed"] and (not needs_tests or verify.get("tests")))
-            why = ("verification passed" if passed else
-                   "policy requires a test report, and the verification produced none" if verify and verify["passed"]
-                   else "verification required by policy, but the task has no verify command" if verify is None
-                   else f"verification failed: `{verify['command']}` exited {verify['exit_code']}"
-                   + (f", {verify['tests'].get('failures', 0)} test failure(s)" if verify.get("tests") else ""))
-            builtin("complete", passed, "aictl:verify", [why], extra={"verification": verify})
-        if limits.get("max_runtime_s") is not None:
-            ok = result.duration_s <= limits["max_runtime_s"]
-            builtin("complete", ok, "aictl:runtime",
-                    [f"ran {result.duration_s:.1f}s, limit {limits['max_runtime_s']:g}s"])
-        if limits.get("max_cost_usd") is not None and result.cost_usd is not None:
-            ok = result.cost_usd <= limits["max_cost_usd"]
-            builtin("complete", ok, "aictl:budget", [f"cost ${result.cost_usd:.4f}, limit ${limits['max_cost_usd']:g}"])
-        with self.store.write() as tx:
-            for r in records:
-                write_record(tx, r)
-        report.decisions += [{"action": r.action, "decision_id": r.decision_id, "effect": r.effect,
-                              "rules": r.matched_rules} for r in records]
-        return violations
-
-    def _fail(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, reason: str, transient: bool,
-              ws: Any) -> ExecutionReport:
+    def _fail(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, reason: str, transient: bool) -> None:
         report.task = self.svc.fail(report.task.id, opts.owner, epoch, reason=reason, retryable=transient)
-        report.outcome = "retrying" if report.task.status == "queued" else "failed"
+        report.outcome = Outcome.RETRYING if report.task.status == "queued" else Outcome.FAILED
         report.reason = reason
-        report.workspace = str(ws.path)  # kept for inspection: aictl task workspace ID
         self._phase(report.task.id, report.outcome, reason=reason)
-        return report
+
+    def _unexpected(self, report: ExecutionReport, opts: ExecuteOptions, err: Exception) -> None:
+        """An error of the run itself is a failed, retryable attempt (backoff; failed after max_attempts).
+
+        A store error is an outage, not the task's fault: the lease is given back (no attempt
+        counted) and the error raised, so the daemon can reconnect. Evidence stored so far stays.
+        """
+        from aictl.store.base import is_store_error
+
+        task_id, epoch = report.task.id, report.lease_epoch
+        reason = f"executor error: {type(err).__name__}: {getattr(err, 'message', err)}"[:1000]
+        if is_store_error(err):
+            self._release_quietly(task_id, opts.owner, epoch, reason)
+            raise err
+        try:
+            self.recorder.put(report, report.task, opts, epoch, traceback.format_exc(), kind="log",
+                              name="executor_error.txt", summary={"error": reason})
+        except AictlError:
+            pass  # the attempt is recorded below either way
+        try:
+            self._fail(report, opts, epoch, reason, True)
+        except LeaseLost as e:
+            report.outcome, report.reason = Outcome.LEASE_LOST, e.message
+        except Exception:  # noqa: BLE001 - the store went too: the lease expires, which counts the attempt
+            raise err from None
 
     def _release_quietly(self, task_id: int, owner: str, epoch: int, reason: str) -> None:
         try:
             self.svc.release(task_id, owner, epoch, reason=reason)
         except (AictlError, PolicyDenied):
             pass  # the lease is gone already; expiry will recover the task
+        except Exception:  # noqa: BLE001 - store down: expiry recovers the task
+            pass
 
     def _phase(self, task_id: int, phase: str, **data: Any) -> None:
-        self.emit({"type": "phase", "task_id": task_id, "phase": phase, "ts": time.time(), **data})
+        self.emit({"type": "phase", "task_id": task_id, "phase": str(phase), "ts": time.time(), **data})
 
 
-def workspace_keep_rule(store: Any) -> Callable[[int, int], bool]:
+def workspace_keep_rule(store: Store) -> Callable[[int, int], bool]:
     """Which workspaces `prune` keeps: live leases of that epoch, and the last attempt of failed tasks."""
     with store.read() as tx:
         rows = tx.all("SELECT id, status, lease_epoch FROM tasks WHERE status IN ('claimed', 'running', 'failed')")
@@ -481,4 +380,4 @@ def workspace_keep_rule(store: Any) -> Callable[[int, int], bool]:
     return lambda task_id, epoch: (task_id, epoch) in live
 
 
-__all__ = ["ExecuteOptions", "ExecutionReport", "Executor", "workspace_keep_rule"]
+__all__ = ["ExecuteOptions", "ExecutionReport", "Executor", "Outcome", "tighten", "workspace_keep_rule"]

@@ -11,12 +11,14 @@ _NUMERIC = ("max_cost_usd", "max_runtime_s", "max_attempts")
 
 
 def merge_limits(all_limits: Iterable[Limits | None]) -> Limits:
-    """Smallest numbers, intersection of allowed_tools, union of require_evidence, the tightest sandbox."""
+    """Smallest numbers, intersection of allowed_tools, union of require_evidence, the tightest sandbox
+    (docker over local, network off over on, the lowest memory)."""
     numbers: dict[str, Any] = {}  # float or int, as the field named by the key
     tools: list[str] | None = None
     evidence: list[str] = []
     backend: Literal["local", "docker"] | None = None
     network: bool | None = None
+    memory: int | None = None
     for limits in all_limits:
         if limits is None:
             continue
@@ -34,8 +36,11 @@ def merge_limits(all_limits: Iterable[Limits | None]) -> Limits:
                 backend = limits.sandbox.backend
             if limits.sandbox.network is not None:
                 network = limits.sandbox.network if network is None else (network and limits.sandbox.network)
+            if limits.sandbox.memory_mb is not None:
+                memory = limits.sandbox.memory_mb if memory is None else min(memory, limits.sandbox.memory_mb)
     # The inputs were validated when the policy loaded; model_construct skips validating them again.
-    sandbox = Sandbox.model_construct(backend=backend, network=network) if backend or network is not None else None
+    sandbox = (Sandbox.model_construct(backend=backend, network=network, memory_mb=memory)
+               if backend or network is not None or memory is not None else None)
     return Limits.model_construct(
         **{name: numbers.get(name) for name in _NUMERIC},
         allowed_tools=tools,
@@ -66,6 +71,8 @@ def looser_limits(new: Limits | None, old: Limits | None) -> list[str]:
     old_box, new_box = old.sandbox or Sandbox(), new.sandbox or Sandbox()
     if old_box.backend == "docker" and new_box.backend != "docker":
         problems.append(f"sandbox.backend docker -> {new_box.backend or 'unset'}")
+    if old_box.memory_mb is not None and (new_box.memory_mb is None or new_box.memory_mb > old_box.memory_mb):
+        problems.append(f"sandbox.memory_mb {old_box.memory_mb} -> {new_box.memory_mb or 'unset'}")
     if old_box.network is False and new_box.network is not False:
         problems.append("sandbox.network false -> " + ("true" if new_box.network else "unset"))
     return problems

@@ -1,7 +1,7 @@
 """Worker processes for the AI concurrency tests (started with multiprocessing, spawn).
 
 Each worker opens its own store connection and claims for one AI with its
-concurrency limit, as `Router.claim_next` and `task claim --ai` do.
+concurrency limit, as `TaskService.claim` is called by aictl.tasks.claims for a registered AI.
 """
 
 from __future__ import annotations

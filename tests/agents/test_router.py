@@ -10,10 +10,27 @@ import pytest
 from aictl.agents.gpu import GpuReport, gpu_info
 from aictl.agents.router import Router
 from aictl.domain.errors import AILimitReached, LockConflict, NotFound
+from aictl.tasks.claims import ClaimRequest, Claims
 
 
 def router(plane, **kw) -> Router:
     return Router(plane.store, plane.settings, **kw)
+
+
+def claims(plane, **kw) -> Claims:
+    return Claims(plane.store, plane.settings, ranker=router(plane, **kw))
+
+
+def claim_task(plane, owner, task_id):
+    """The routed claim of one task (the router ranks, Claims claims): (claim, AI)."""
+    got = claims(plane).claim(ClaimRequest(owner=owner, task_id=task_id, routed=True))
+    return got, got.ai
+
+
+def claim_next(plane, owner, **kw):
+    """The daemon's claim: the first task some AI can take; None when there is none."""
+    got = claims(plane).claim(ClaimRequest(owner=owner, routed=True, **kw))
+    return None if got is None else (got, got.ai)
 
 
 def why(route, ai_id) -> list[str]:
@@ -55,12 +72,12 @@ def test_busy_ai_is_skipped_and_ranking_is_least_busy_then_round_robin_then_id(p
     t1, t2, t3, t4 = (plane.task(f"t{i}") for i in range(4))
     # all idle and never assigned: by id
     assert [c.ai for c in r.explain(t1).candidates] == ["a", "b", "c"]
-    claim, ai = r.claim_task("w", t1.id)
+    claim, ai = claim_task(plane, "w", t1.id)
     assert ai.id == "a" and claim.task.ai == "a"
     # a holds 1/2 (half busy); b and c are idle: b (never assigned, id before c)
-    claim, ai = r.claim_task("w", t2.id)
+    claim, ai = claim_task(plane, "w", t2.id)
     assert ai.id == "b"
-    claim, ai = r.claim_task("w", t3.id)
+    claim, ai = claim_task(plane, "w", t3.id)
     assert ai.id == "c"
     # a 1/2, b 1/2, c 1/1 (busy): a was assigned longest ago
     route = r.explain(t4)
@@ -75,7 +92,7 @@ def test_round_robin_between_equally_idle_ais(plane):
     picked = []
     for i in range(4):
         t = plane.task(f"t{i}")
-        claim, ai = r.claim_task("w", t.id)
+        claim, ai = claim_task(plane, "w", t.id)
         picked.append(ai.id)
         plane.svc.complete(t.id, "w", claim.lease.lease_epoch)  # idle again: only round robin decides
     assert picked == ["x", "y", "x", "y"]
@@ -90,7 +107,7 @@ def test_rate_limited_ai_is_skipped_and_the_next_one_takes_the_task(plane):
     plane.reg.pause("first", time.time() + 600, "rate_limit")
     assert r.pick(t).id == "second"
     assert r.pick(t, exclude=["second"]) is None
-    claim, ai = r.claim_next("daemon-1")
+    claim, ai = claim_next(plane, "daemon-1")
     assert ai.id == "second" and claim.task.id == t.id
     plane.reg.resume("first")
     assert r.pick(plane.task("u")).id == "first"
@@ -101,22 +118,22 @@ def test_task_needing_a_capability_nobody_has_stays_queued(plane):
     gpu_task = plane.task("train", required_capabilities=["gpu"], priority=10)
     code_task = plane.task("fix", required_capabilities=["code"])
     r = router(plane)
-    claim, ai = r.claim_next("daemon")
+    claim, ai = claim_next(plane, "daemon")
     assert claim.task.id == code_task.id and ai.id == "a"  # the higher-priority task was passed over
-    assert r.claim_next("daemon") is None
+    assert claim_next(plane, "daemon") is None
     with pytest.raises(NotFound, match=r"no AI can take task \d+: a: missing capability gpu"):
-        r.claim_task("w", gpu_task.id)
+        claim_task(plane, "w", gpu_task.id)
     assert plane.svc.store_status(gpu_task.id) == "queued"
 
 
-def test_claim_next_leaves_command_tasks_to_the_command_connector_unless_asked(plane):
+def test_the_next_routed_claim_leaves_command_tasks_to_the_command_connector_unless_asked(plane):
     plane.ai("a")
     scripted = plane.task("fmt", command="make fmt", priority=5)
     agent = plane.task("write docs")
     r = router(plane)
-    claim, ai = r.claim_next("d")
+    claim, ai = claim_next(plane, "d")
     assert claim.task.id == agent.id and ai.id == "a"
-    claim, ai = r.claim_next("d", commands=True)
+    claim, ai = claim_next(plane, "d", commands=True)
     assert claim.task.id == scripted.id and ai is None and claim.task.ai is None
 
 
@@ -203,13 +220,11 @@ def test_no_gpu_runs_on_cpu_unless_the_ai_requires_a_gpu(plane):
     assert why(route, "gpu-only")[0].startswith("no GPU") and "requires_gpu" in why(route, "gpu-only")[0]
 
 
-def test_annotate_ready_marks_tasks_no_ai_can_take(plane):
-    from aictl.tasks.queries import TaskQueries
-
+def test_ready_marks_tasks_no_ai_can_take(plane):
     plane.ai("a", capabilities=["code"])
     plane.task("train", required_capabilities=["gpu"])
     plane.task("fix", required_capabilities=["code"])
-    entries = router(plane).annotate_ready(TaskQueries(plane.store).ready())
+    entries = claims(plane).ready()
     by_title = {e.title: e for e in entries}
     assert by_title["fix"].ready and not by_title["train"].ready
     assert by_title["train"].reasons == ["no AI can take it: a: missing capability gpu"]

@@ -8,10 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-
-import pytest
+from pathlib import Path
 
 from aictl.cli.main import main
+from aictl.config import load_settings
+from aictl.execution.executor import ExecuteOptions, Executor, Outcome, tighten
+from aictl.policy.gate import load_gate
+from aictl.store import open_store
 from tests.conftest import run_cli
 from tests.execution.conftest import git
 
@@ -159,6 +162,36 @@ def test_require_approval_round_trip(git_project, capsys):
     assert any("approved by" in r for r in ex[1]["reasons"])
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (from /proc/*/task/*/children), however deep."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = {int(x) for x in children.read_text().split()}
+            except OSError:  # exited meanwhile
+                continue
+            todo += sorted(kids - found)
+            found |= kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def test_cancel_stops_a_running_execution(git_project):
     tid = json.loads(run_cli("task", "create", "long", "--lock", "src/**", "--command", "sleep 60", "-o", "json",
                              cwd=git_project).stdout)["id"]
@@ -168,7 +201,12 @@ def test_cancel_stops_a_running_execution(git_project):
         for line in proc.stdout:
             if '"phase": "running"' in line:
                 break
-        time.sleep(0.5)
+        deadline = time.monotonic() + 20
+        agent: set[int] = set()
+        while not agent and time.monotonic() < deadline:  # this executor's own agent process, nobody else's
+            agent = {p for p in descendants(proc.pid) if cmdline(p).startswith("sleep 60")}
+            time.sleep(0.05)
+        assert agent, "the agent's process never started"
         assert run_cli("task", "cancel", str(tid), "--reason", "not needed", cwd=git_project).returncode == 0
         t = time.monotonic()
         out, err = proc.communicate(timeout=20)
@@ -177,8 +215,7 @@ def test_cancel_stops_a_running_execution(git_project):
         proc.kill()
     rep = json.loads(out.strip().splitlines()[-1])
     assert proc.returncode == 1 and rep["outcome"] == "cancelled" and rep["task"]["status"] == "cancelled"
-    ps = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout.split()
-    assert not ps, "the agent's process survived the cancellation"
+    assert not [p for p in agent if alive(p)], "the agent's process survived the cancellation"
 
 
 def test_executor_killed_mid_run_task_runs_again_elsewhere(git_project):
@@ -196,11 +233,13 @@ def test_executor_killed_mid_run_task_runs_again_elsewhere(git_project):
     proc.wait()
     ws = json.loads(run_cli("workspace", "list", "-o", "json", cwd=git_project).stdout)
     assert [w["task_id"] for w in ws] == [tid]  # left behind by the crash
-    time.sleep(2.5)  # the lease expires
-    r = run_cli("task", "execute", str(tid), "--owner", "survivor", "-o", "json", cwd=git_project)
-    rep = json.loads(r.stdout.strip().splitlines()[-1])
-    assert r.returncode == 0 and rep["outcome"] == "done" and rep["lease_epoch"] == 2
-    assert rep["changed_paths"] == ["src/out.py"]
+    # The survivor runs 3 s later on the service clock: past the dead executor's 2 s lease, without waiting.
+    settings = load_settings(git_project)
+    with open_store(settings.resolved_database_url) as store:
+        rep = Executor(store, settings, policy=load_gate(git_project), clock=lambda: time.time() + 3).execute(
+            tid, ExecuteOptions(owner="survivor"))
+    assert rep.outcome is Outcome.DONE and rep.exit_code == 0 and rep.lease_epoch == 2
+    assert rep.changed_paths == ["src/out.py"]
     r = run_cli("task", "complete", str(tid), "--owner", "doomed", "--epoch", "1", cwd=git_project)
     assert r.returncode == 4  # the dead executor's late result would be refused
     assert json.loads(run_cli("workspace", "list", "-o", "json", cwd=git_project).stdout) == []
@@ -221,3 +260,43 @@ def test_task_without_command_is_a_usage_error_and_releases(git_project, capsys)
     code, out, err = run(capsys, "task", "execute", str(tid))
     assert code == 3 and "no AI is registered" in err and "aictl ai register" in err
     assert json.loads(run(capsys, "task", "get", str(tid), "-o", "json")[1])["status"] == "queued"
+
+
+def test_an_error_in_the_run_is_a_failed_attempt_until_max_attempts(git_project, capsys):
+    """`task execute` counts an unexpected error as an attempt (it used to give the task back: epoch 5,
+    attempts 0, for ever): each run fails retryably with its evidence, and the last one fails the task."""
+    tid = create(capsys, "doomed", "--lock", "src/**", "--command", "true", "--max-attempts", "3")
+    settings = load_settings(git_project)
+    with open_store(settings.resolved_database_url) as store:
+        for attempt in (1, 2, 3):
+            later = time.time() + 3600 * attempt  # past each retry's backoff, on the service clock
+            rep = Executor(store, settings, clock=lambda later=later: later).execute(
+                tid, ExecuteOptions(owner="w1", base="no-such-branch"))
+            assert rep.task.attempts == attempt and rep.lease_epoch == attempt and "no-such-branch" in rep.reason
+            assert rep.outcome is (Outcome.RETRYING if attempt < 3 else Outcome.FAILED) and rep.exit_code == 1
+            assert [e["name"] for e in rep.evidence] == ["executor_error.txt"]
+    assert rep.task.status == "failed"
+    assert run(capsys, "task", "execute", str(tid), "--owner", "w1")[0] == 4  # failed for good: nothing to run
+    code, out, _ = run(capsys, "task", "evidence", str(tid), "-o", "json")
+    assert [e["lease_epoch"] for e in json.loads(out)] == [1, 2, 3]  # every attempt's evidence is kept
+
+
+def test_policy_sandbox_limits_only_tighten(git_project):
+    """A policy's `backend: local` does not loosen a requested docker run; its memory limit is a ceiling."""
+    from aictl.sandbox.base import SandboxSpec
+
+    policy = (git_project / ".ai" / "policy.yaml").read_text()
+    (git_project / ".ai" / "policy.yaml").write_text(policy + """
+  - id: small-local
+    effect: allow
+    match: {actions: [execute]}
+    limits: {sandbox: {backend: local, memory_mb: 256, network: false}}
+""")
+    record = load_gate(git_project).check("execute", ai="w1", actor="w1", task={"id": 1, "labels": []})
+    limits = record.limits["sandbox"]
+    assert limits == {"backend": "local", "memory_mb": 256, "network": False}
+    docker = tighten(SandboxSpec(backend="docker", memory_mb=1024, network=True), limits)
+    assert (docker.backend, docker.memory_mb, docker.network) == ("docker", 256, False)
+    small = tighten(SandboxSpec(backend="local", memory_mb=128), limits)
+    assert (small.backend, small.memory_mb) == ("local", 128)  # the lower of the two
+    assert tighten(SandboxSpec(backend="local"), {"backend": "docker"}).backend == "docker"
