@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt
+from aictl.cli.options import OutputOpt, noun_app
 from aictl.cli.output import info, iso
 from aictl.domain.errors import AictlError, NotFound
 
-app = typer.Typer(help="Read the audit log of every state change.", no_args_is_help=True)
+app = noun_app("Read the audit log of every state change.")
 
 EVENT_COLUMNS = [
     ("id", lambda e: e.id),

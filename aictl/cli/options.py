@@ -16,3 +16,8 @@ OwnerOpt = Annotated[
 ]
 EpochOpt = Annotated[int, typer.Option("--epoch", help="Lease epoch returned by the claim (fencing token).")]
 TaskIdArg = Annotated[int, typer.Argument(help="Task id.", show_default=False)]
+
+
+def noun_app(help: str) -> typer.Typer:
+    """A noun's sub-app: plain click help (Typer's rich panels import rich, ~0.1 s, and print `<bool>` after flags)."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)

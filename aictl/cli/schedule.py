@@ -7,11 +7,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import DryRunOpt, OutputOpt
+from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import ago, info
 from aictl.domain.errors import UsageError
 
-app = typer.Typer(help="Recurring tasks: list, pause, resume and remove schedules.", no_args_is_help=True)
+app = noun_app("Recurring tasks: list, pause, resume and remove schedules.")
 
 ScheduleIdArg = Annotated[int, typer.Argument(help="Schedule id.", show_default=False)]
 

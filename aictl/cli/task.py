@@ -10,11 +10,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import DryRunOpt, EpochOpt, OutputOpt, OwnerOpt, TaskIdArg
+from aictl.cli.options import DryRunOpt, EpochOpt, OutputOpt, OwnerOpt, TaskIdArg, noun_app
 from aictl.cli.output import ago, cell, info
 from aictl.domain.errors import NotFound, UsageError
 
-app = typer.Typer(help="Create, claim and finish tasks.", no_args_is_help=True)
+app = noun_app("Create, claim and finish tasks.")
 
 TASK_COLUMNS = [
     ("id", lambda t: t.id),
@@ -24,8 +24,9 @@ TASK_COLUMNS = [
     ("labels", lambda t: t.labels),
     ("deps", lambda t: t.dependencies),
     ("locks", lambda t: t.lock_paths),
-    ("owner", lambda t: t.owner if t.status in ("claimed", "running", "awaiting_approval") else None),
-    ("epoch", lambda t: t.lease_epoch or None),
+    # Only a held lease has an owner and epoch now; `task get` shows the last holder of the others.
+    ("owner", lambda t: t.owner if t.held else None),
+    ("epoch", lambda t: t.lease_epoch if t.held else None),
     ("lease", lambda t: ago(t.lease_expires_at)),
 ]
 
@@ -37,7 +38,7 @@ def _task_human(t: Any) -> str:
     for label, value in (
         ("type", t.type), ("labels", t.labels), ("capabilities", t.required_capabilities),
         ("depends on", t.dependencies), ("locks", t.lock_paths + (["(exclusive)"] if t.exclusive else [])),
-        ("owner", t.owner), ("lease epoch", t.lease_epoch), ("lease expires", ago(t.lease_expires_at)),
+        *_holder(t),
         ("attempts", f"{t.attempts}/{t.max_attempts}"), ("next run", ago(t.next_run_at)),
         ("command", t.command), ("verify", t.verify),
     ):
@@ -46,6 +47,13 @@ def _task_human(t: Any) -> str:
     if t.result is not None:
         lines.append(f"  result:       {json.dumps(t.result)}")
     return "\n".join(lines)
+
+
+def _holder(t: Any) -> list[tuple[str, Any]]:
+    """Who holds the lease now; of a task nobody holds, who held it last (not shown as if still held)."""
+    if t.held:
+        return [("owner", t.owner), ("ai", t.ai), ("lease epoch", t.lease_epoch), ("lease expires", ago(t.lease_expires_at))]
+    return [("last owner", t.owner), ("last ai", t.ai), ("last epoch", t.lease_epoch)]
 
 
 def _emit_task(out: Any, task: Any, dry_run: bool = False) -> None:

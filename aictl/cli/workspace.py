@@ -6,10 +6,10 @@ from pathlib import Path
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt
+from aictl.cli.options import OutputOpt, noun_app
 from aictl.cli.output import info, iso
 
-app = typer.Typer(help="Task workspaces (git worktrees) on this machine.", no_args_is_help=True)
+app = noun_app("Task workspaces (git worktrees) on this machine.")
 
 
 def _manager():
