@@ -189,3 +189,64 @@ def test_list_limit_says_when_it_cuts(project, capsys, cli):
     assert code == 0 and [t["title"] for t in json.loads(out)] == ["a", "b"] and "--limit 0" in err
     code, out, err = cli("task", "list", "--limit", "0", "-o", "json")
     assert len(json.loads(out)) == 3 and err == ""
+
+
+def test_get_shows_the_last_holder_of_a_task_nobody_holds(project, cli, j):
+    t = j("task", "create", "x")
+    j("task", "claim", "--owner", "w1")
+    held = j("task", "get", str(t["id"]))
+    assert (held["owner"], held["last_owner"], held["last_epoch"]) == ("w1", "w1", 1)
+    j("task", "release", str(t["id"]), "--owner", "w1", "--epoch", "1")
+    got = j("task", "get", str(t["id"]))
+    assert got["status"] == "queued" and got["owner"] is None
+    assert (got["last_owner"], got["last_epoch"], got["last_ai"]) == ("w1", 1, None)
+    code, out, _ = cli("task", "get", str(t["id"]), "-o", "table")
+    assert code == 0 and "last owner:   w1" in out and "last epoch:   1" in out
+    assert not any(line.strip().startswith(("owner:", "lease epoch:")) for line in out.splitlines())
+    assert [row["owner"] for row in j("task", "list")] == [None]
+
+
+def test_heartbeat_dry_run_checks_the_lease_and_extends_nothing(project, cli, j):
+    t = j("task", "create", "x")
+    lease = j("task", "claim", "--owner", "w1", "--ttl", "60")["lease"]
+    before = j("task", "get", str(t["id"]))["lease_expires_at"]
+    dry = j("task", "heartbeat", str(t["id"]), "--owner", "w1", "--epoch", "1", "--ttl", "3600", "--dry-run")
+    assert dry["lease_expires_at"] > lease["lease_expires_at"]
+    assert j("task", "get", str(t["id"]))["lease_expires_at"] == before
+    code, _, err = cli("task", "heartbeat", str(t["id"]), "--owner", "w1", "--epoch", "9", "--dry-run", "-o", "json")
+    assert code == 4 and json.loads(err)["error"]["code"] == "lease_lost"
+
+
+def test_reap_dry_run_reaps_nothing(project, j):
+    t = j("task", "create", "x")
+    j("task", "claim", "--owner", "w1")
+    from aictl.config import load_settings
+    from aictl.store import open_store
+
+    store = open_store(load_settings(project).resolved_database_url)
+    with store.write() as tx:  # the lease ran out (no sleep: its end is moved into the past)
+        tx.run("UPDATE tasks SET lease_expires_at = 1 WHERE id = :id", {"id": t["id"]})
+    store.close()
+    assert [x["id"] for x in j("task", "reap", "--dry-run")] == [t["id"]]
+    assert j("task", "get", str(t["id"]))["status"] == "claimed"
+    assert [x["status"] for x in j("task", "reap")] == ["queued"]
+
+
+def test_attach_dry_run_checks_the_lease_and_attaches_nothing(project, tmp_path, cli, j):
+    t = j("task", "create", "x")
+    j("task", "claim", "--owner", "w1")
+    f = tmp_path / "log.txt"
+    f.write_text("hello\n")
+    ref = j("task", "attach", str(t["id"]), str(f), "--owner", "w1", "--epoch", "1", "--dry-run")
+    assert ref["size"] == 6
+    assert j("task", "evidence", str(t["id"])) == []
+    code, _, _ = cli("task", "attach", str(t["id"]), str(f), "--owner", "w1", "--epoch", "2", "--dry-run")
+    assert code == 4
+
+
+def test_audit_export_json_is_the_same_events_as_the_jsonl(project, cli, j):
+    j("task", "create", "x")
+    code, out, _ = cli("audit", "export")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and lines and j("audit", "export") == lines
+    assert cli("audit", "export", "-o", "name")[1].split() == [str(e["id"]) for e in lines]
