@@ -58,7 +58,8 @@ def j(cli):
     import json
 
     def run(*args: str, code: int = 0):
-        got, out, err = cli(*args, "-o", "json")
+        cut = args.index("--") if "--" in args else len(args)  # options go before a `--`
+        got, out, err = cli(*args[:cut], "-o", "json", *args[cut:])
         assert got == code, err
         return json.loads(out) if out.strip() else None
 
