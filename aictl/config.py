@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from aictl.domain.errors import ConfigError, NotInitialized
 
 if TYPE_CHECKING:
-    from aictl.config_channels import NotificationChannel
+    from aictl.config_channels import NOTIFY_EVENTS, NotificationChannel  # noqa: F401
 
 PROJECT_DIR_NAME = ".ai"
 CONFIG_FILE = "config.yaml"
@@ -34,10 +34,6 @@ def default_actor() -> str:
     except Exception:  # no passwd entry in some containers
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-NOTIFY_EVENTS = ("task.failed", "task.awaiting_approval", "task.done", "task.rate_limited",
-                 "daemon.started", "daemon.stopped", "test")
 
 
 class SettingError(ValueError):
@@ -133,7 +129,11 @@ def _notifications(v: Any) -> list[Any]:
         return []
     from aictl.config_channels import validate_channels
 
-    return validate_channels(v)
+    try:
+        return validate_channels(v)
+    except ValueError as e:  # pydantic's ValidationError: name the entry and the field
+        err = e.errors()[0]  # type: ignore[attr-defined]
+        raise SettingError(tuple(err["loc"]), err["msg"]) from None
 
 
 @dataclass(frozen=True)
@@ -250,10 +250,10 @@ USER_KEYS = list(SETTINGS)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "NotificationChannel":  # pydantic: imported only by code that delivers notifications
-        from aictl.config_channels import NotificationChannel
+    if name in ("NotificationChannel", "NOTIFY_EVENTS"):  # pydantic: only for code that delivers notifications
+        from aictl import config_channels
 
-        return NotificationChannel
+        return getattr(config_channels, name)
     raise AttributeError(name)
 
 

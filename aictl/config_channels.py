@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from aictl.config import NOTIFY_EVENTS, SettingError
+NOTIFY_EVENTS = ("task.failed", "task.awaiting_approval", "task.done", "task.rate_limited",
+                 "daemon.started", "daemon.stopped", "test")
 
 
 class NotificationChannel(BaseModel):
@@ -54,11 +55,7 @@ class NotificationChannel(BaseModel):
 
 
 def validate_channels(items: list[Any]) -> list[NotificationChannel]:
-    """Channels from config dicts (YAML 1.1 reads the key `on:` as true); a SettingError names the entry."""
+    """Channels from config dicts (YAML 1.1 reads the key `on:` as true); raises pydantic's ValidationError."""
     items = [{("on" if k is True else k): x for k, x in item.items()} if isinstance(item, dict) else item
              for item in items]
-    try:
-        return TypeAdapter(list[NotificationChannel]).validate_python(items)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise SettingError(tuple(err["loc"]), err["msg"]) from None
+    return TypeAdapter(list[NotificationChannel]).validate_python(items)
