@@ -162,7 +162,7 @@ def list_(
 
 @app.command("get")
 def get(task_id: TaskIdArg, output: OutputOpt = None) -> None:
-    """Show one task."""
+    """Show one task. `owner` is set only while a lease is held; last_owner, last_ai and last_epoch name the latest holder."""
     out = state.output(output)
     out.emit(state.queries().get(task_id), columns=TASK_COLUMNS, human=_task_human)
 

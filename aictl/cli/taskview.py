@@ -43,5 +43,5 @@ def task_human(t: Any) -> str:
 def holder(t: Any) -> list[tuple[str, Any]]:
     """Who holds the lease now; of a task nobody holds, who held it last (not shown as if still held)."""
     if t.held:
-        return [("owner", t.owner), ("ai", t.ai), ("lease epoch", t.lease_epoch), ("lease expires", ago(t.lease_expires_at))]
+        return [("owner", t.owner), ("ai", t.ai), ("lease epoch", t.lease_epoch), ("expires", ago(t.lease_expires_at))]
     return [("last owner", t.owner), ("last ai", t.ai), ("last epoch", t.lease_epoch)]
