@@ -162,7 +162,7 @@ def list_(
 
 @app.command("get")
 def get(task_id: TaskIdArg, output: OutputOpt = None) -> None:
-    """Show one task. `owner` is set only while a lease is held; last_owner, last_ai and last_epoch name the latest holder."""
+    """Show one task. `owner` is set only while a lease is held; last_owner, last_ai, last_epoch: the latest holder."""
     out = state.output(output)
     out.emit(state.queries().get(task_id), columns=TASK_COLUMNS, human=_task_human)
 
@@ -415,7 +415,8 @@ def attach(
     mt = media_type or mimetypes.guess_type(str(file))[0] or "text/plain"
     if mt == "text/xml":
         mt = "application/xml"
-    put = dict(kind=kind, name=name or file.name, media_type=mt, task_id=task_id, owner=_owner(owner), lease_epoch=epoch)
+    put = dict(kind=kind, name=name or file.name, media_type=mt, task_id=task_id, owner=_owner(owner),
+               lease_epoch=epoch)
     if dry_run:  # the lease check, redaction and parsing run; the row rolls back, the blob goes to a temp dir
         import tempfile
 

@@ -3,8 +3,6 @@
 
 from pathlib import Path
 
-import typer
-
 from aictl.cli.context import state
 from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import info, iso

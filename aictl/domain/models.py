@@ -148,7 +148,8 @@ class Task(Record):
             if exclude_none:
                 del out["owner"]
         last = {"last_owner": self.owner, "last_ai": self.ai, "last_epoch": self.lease_epoch or None}
-        out.update({k: v for k, v in last.items() if not (exclude and k in exclude) and not (exclude_none and v is None)})
+        out.update({k: v for k, v in last.items()
+                    if not (exclude and k in exclude) and not (exclude_none and v is None)})
         return out
 
 

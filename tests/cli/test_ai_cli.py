@@ -7,9 +7,6 @@ import time
 
 import pytest
 
-from aictl.cli.main import main
-
-
 
 def test_register_list_get_and_the_flags_land_in_config(project, cli, j):
     assert j("ai", "list") == []

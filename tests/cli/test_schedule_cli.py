@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 
-from aictl.cli.main import main
-
-
 
 def make_due(project, schedule_id):
     """Move a schedule's next run into the past, as if its time had come."""

@@ -9,7 +9,6 @@ import pytest
 from aictl.cli.main import main
 
 
-
 def test_create_claim_complete_round_trip(project, j):
     t = j("task", "create", "Fix login", "-p", "3", "--label", "auth,backend", "--lock", "src/auth/**")
     assert t["status"] == "queued" and t["labels"] == ["auth", "backend"] and t["lock_paths"] == ["src/auth/**"]

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from aictl.cli.main import main
-
 REPO = Path(__file__).resolve().parents[2]
 
 POLICY = """version: 1
