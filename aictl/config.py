@@ -10,11 +10,9 @@ when some are configured. Deliberately not pydantic-settings either (~0.3 s to i
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -29,6 +27,9 @@ CONFIG_FILE = "config.yaml"
 
 
 def default_actor() -> str:
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
@@ -218,8 +219,17 @@ class Settings:
         for key, spec in SETTINGS.items():
             if key in values:
                 setattr(self, key, values[key])
-            else:
+            elif not callable(spec.default) or spec.default is list:
                 object.__setattr__(self, key, spec.default() if callable(spec.default) else spec.default)
+
+    def __getattr__(self, name: str) -> Any:
+        # A computed default (the actor: user@host) is made on first use; read-only commands never need it.
+        spec = SETTINGS.get(name)
+        if spec is None or not callable(spec.default):
+            raise AttributeError(name)
+        value = spec.default()
+        object.__setattr__(self, name, value)
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         spec = SETTINGS.get(name)

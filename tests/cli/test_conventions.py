@@ -75,3 +75,18 @@ def test_the_exceptions_are_in_the_docs():
     doc = render()
     for path in [*NO_OUTPUT, *NO_DRY_RUN]:
         assert f"| `aictl {path}` |" in doc
+
+
+def test_values_are_converted_and_bad_ones_are_usage_errors(project, cli, j):
+    a, b = j("task", "create", "a")["id"], j("task", "create", "b")["id"]
+    c = j("task", "create", "c", "--dep", str(a), "--dep", str(b), "-p", " 7", "--label", "x,y", "--label", "z")
+    assert c["dependencies"] == [a, b] and c["priority"] == 7 and c["labels"] == ["x", "y", "z"]
+    assert j("task", "claim", "--owner", "w", "--ttl", "2.5")["lease"]["lease_expires_at"]
+    code, _, err = cli("task", "list", "--limit", "-1")
+    assert code == 2 and "Invalid value for '--limit' / '-L': -1: must be at least 0." in err
+    code, _, err = cli("task", "create", "d", "--priority", "high")
+    assert code == 2 and "'high' is not a valid integer." in err
+    code, _, err = cli("task", "claim", "--ttl", "soon")
+    assert code == 2 and "'soon' is not a valid number." in err
+    code, _, err = cli("task", "get")
+    assert code == 2 and "Missing argument 'TASK_ID'" in err
