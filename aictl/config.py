@@ -1,29 +1,35 @@
 """Settings: flag > AICTL_* environment > project .ai/config.yaml > user config > default.
 
-One pydantic model; `load_settings` records where each value came from so
-`aictl config show` can say it. Deliberately not pydantic-settings: importing it
-costs ~0.3 s, more than the whole budget of a CLI command.
+One table of settings (SETTINGS: type, default, bound, description) checked by hand, and
+`load_settings` records where each value came from so `aictl config show` can say it. Not
+pydantic: every CLI command loads settings, and importing pydantic costs ~0.1 s of a hot
+command's 0.2 s budget (bench/cli_latency.py). The `notifications:` entries are nested and
+rarer, so they alone are validated by a pydantic model (NotificationChannel), imported only
+when some are configured. Deliberately not pydantic-settings either (~0.3 s to import).
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
-import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing import TYPE_CHECKING, Any, Callable
 
 from aictl.domain.errors import ConfigError, NotInitialized
+
+if TYPE_CHECKING:
+    from aictl.config_channels import NOTIFY_EVENTS, NotificationChannel  # noqa: F401
 
 PROJECT_DIR_NAME = ".ai"
 CONFIG_FILE = "config.yaml"
 
 
 def default_actor() -> str:
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
@@ -31,114 +37,213 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-NOTIFY_EVENTS = ("task.failed", "task.awaiting_approval", "task.done", "task.rate_limited",
-                 "daemon.started", "daemon.stopped", "test")
+class SettingError(ValueError):
+    """A setting's value is invalid: `loc` names it (and the entry inside it), `msg` says why."""
+
+    def __init__(self, loc: tuple[Any, ...], msg: str):
+        super().__init__(f"{'.'.join(map(str, loc))}: {msg}")
+        self.loc, self.msg = loc, msg
 
 
-class NotificationChannel(BaseModel):
-    """One entry of `notifications:` (delivery lives in aictl.daemon.notify; this is only its shape)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, description="label in logs and `aictl notify test` (default: type + target)")
-    on: list[str] = Field(default_factory=lambda: ["*"], description="event types, or '*' for all")
-    type: Literal["console", "webhook", "command"]
-    url: str | None = Field(None, description="webhook: http(s) URL the event is POSTed to")
-    secret_env: str | None = Field(None, description="webhook: NAME of the env var holding the HMAC secret")
-    command: list[str] | str | None = Field(None, description="command: argv list, or a string run by /bin/sh -c")
-    timeout_s: float = Field(10.0, gt=0, description="seconds one attempt may take")
-    retries: int = Field(3, ge=0, le=20, description="attempts after the first one fails")
-
-    @field_validator("on", mode="before")
-    @classmethod
-    def _on(cls, v: Any) -> Any:
-        items = [v] if isinstance(v, str) else v
-        for e in items or []:
-            if e != "*" and e not in NOTIFY_EVENTS:
-                raise ValueError(f"unknown event {e!r} (known: *, {', '.join(NOTIFY_EVENTS)})")
-        return items
-
-    @model_validator(mode="after")
-    def _needs(self) -> "NotificationChannel":
-        if self.type == "webhook":
-            if not self.url:
-                raise ValueError("a webhook needs url")
-            if not re.match(r"^https?://[^/\s]+", self.url):
-                raise ValueError(f"webhook url {self.url!r} must start with http:// or https://")
-        elif self.url is not None:
-            raise ValueError(f"url is only for webhooks, not {self.type}")
-        if self.type == "command" and not self.command:
-            raise ValueError("a command hook needs command (an argv list or a shell string)")
-        if self.type != "command" and self.command is not None:
-            raise ValueError(f"command is only for command hooks, not {self.type}")
-        if self.secret_env is not None and self.type != "webhook":
-            raise ValueError("secret_env is only for webhooks")
-        if self.secret_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.secret_env):
-            raise ValueError(f"secret_env must be the NAME of an environment variable, not {self.secret_env!r}")
-        return self
+_TRUE = {"1", "on", "t", "true", "y", "yes"}
+_FALSE = {"0", "off", "f", "false", "n", "no"}
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def _to_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("Input should be a valid string")
+    return v
 
-    database_url: str | None = Field(None, description="SQLAlchemy-style URL; default sqlite at <home>/state.db")
-    output: Literal["table", "json", "yaml", "name"] = Field("table", description="default output format")
-    actor: str = Field(default_factory=default_actor, description="who this process acts as (audit log, default owner)")
-    lease_ttl: float = Field(60.0, gt=0, description="seconds a claim lives without a heartbeat")
-    heartbeat_interval: float = Field(20.0, gt=0, description="seconds between heartbeats of a running worker")
-    max_attempts: int = Field(3, ge=1, description="default attempts before a task fails for good")
-    backoff_base: float = Field(5.0, ge=0, description="first retry delay in seconds (doubles each attempt)")
-    backoff_max: float = Field(300.0, ge=0, description="cap of the retry delay in seconds")
-    on_dependency_failure: Literal["block", "fail"] = Field(
-        "block", description="what a failed dependency does to its dependents"
-    )
-    sandbox_backend: Literal["local", "docker"] = Field("local", description="where agents run: local or docker")
-    sandbox_image: str = Field("aictl-sandbox:latest", description="docker image for the sandbox (aictl sandbox build)")
-    sandbox_network: bool = Field(False, description="let sandboxed runs reach the network (policy may tighten)")
-    sandbox_memory_mb: int = Field(2048, ge=16, description="docker memory limit")
-    sandbox_cpus: float = Field(2.0, gt=0, description="docker CPU limit")
-    sandbox_pids: int = Field(512, ge=8, description="docker pids limit")
-    execution_timeout: float = Field(1800.0, gt=0, description="hard timeout of one agent run, seconds")
-    workspace_base: str = Field("HEAD", description="git ref new task workspaces start from")
-    busy_timeout_ms: int = Field(30000, ge=0, description="SQLite busy timeout")
-    secret_patterns: list[str] = Field(
-        default_factory=list, description="extra regexes whose matches are redacted from logs and evidence"
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="stderr log level")
-    daemon_workers: int = Field(2, ge=1, description="tasks a daemon runs at once (aictl daemon start --workers)")
-    daemon_grace_s: float = Field(30.0, ge=0, description="on stop, seconds running tasks get to finish before release")
-    notifications: list[NotificationChannel] = Field(
-        default_factory=list, description="where events (task.failed, task.done, …) are sent: console, webhook, command"
-    )
 
-    # Resolved locations, not user settings.
-    project_dir: Path | None = Field(None, exclude=True)
-    home: Path | None = Field(None, exclude=True)
-    sources: dict[str, str] = Field(default_factory=dict, exclude=True)
-
-    @field_validator("secret_patterns", mode="before")
-    @classmethod
-    def _patterns(cls, v: Any) -> Any:
-        items = [p for p in v.split(",") if p.strip()] if isinstance(v, str) else v
-        for p in items or []:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"secret pattern {p!r} is not a valid regex: {e}") from None
-        return items
-
-    @field_validator("notifications", mode="before")
-    @classmethod
-    def _notifications(cls, v: Any) -> Any:
-        if isinstance(v, str):  # AICTL_NOTIFICATIONS holds a JSON list
-            try:
-                return json.loads(v) if v.strip() else []
-            except json.JSONDecodeError as e:
-                raise ValueError(f"expected a JSON list of channels: {e}") from None
-        if isinstance(v, list):  # YAML 1.1 reads the key `on:` as the boolean true
-            v = [{("on" if k is True else k): x for k, x in item.items()} if isinstance(item, dict) else item
-                 for item in v]
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
         return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in _TRUE | _FALSE:
+        return v.strip().lower() in _TRUE
+    raise ValueError("Input should be a valid boolean")
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError("Input should be a valid integer")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            pass
+    raise ValueError("Input should be a valid integer")
+
+
+def _to_float(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError("Input should be a valid number")
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v.strip())
+        except ValueError:
+            pass
+    raise ValueError("Input should be a valid number")
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in choices:
+            raise ValueError("Input should be " + ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}")
+        return v
+
+    return check
+
+
+def _optional_str(v: Any) -> str | None:
+    return None if v is None else _to_str(v)
+
+
+def _patterns(v: Any) -> list[str]:
+    items = [p for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+    if not isinstance(items, list):
+        raise ValueError("Input should be a valid list")
+    for p in items:
+        try:
+            re.compile(_to_str(p))
+        except re.error as e:
+            raise ValueError(f"Value error, secret pattern {p!r} is not a valid regex: {e}") from None
+    return list(items)
+
+
+def _notifications(v: Any) -> list[Any]:
+    if isinstance(v, str):  # AICTL_NOTIFICATIONS holds a JSON list
+        try:
+            v = json.loads(v) if v.strip() else []
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Value error, expected a JSON list of channels: {e}") from None
+    if not isinstance(v, list):
+        raise ValueError("Input should be a valid list")
+    if not v:
+        return []
+    from aictl.config_channels import validate_channels
+
+    try:
+        return validate_channels(v)
+    except ValueError as e:  # pydantic's ValidationError: name the entry and the field
+        err = e.errors()[0]  # type: ignore[attr-defined]
+        raise SettingError(tuple(err["loc"]), err["msg"]) from None
+
+
+@dataclass(frozen=True)
+class Setting:
+    convert: Callable[[Any], Any]
+    default: Any
+    description: str
+    low: float | None = None  # bound, inclusive unless strict
+    strict: bool = False
+
+    def check(self, v: Any) -> Any:
+        v = self.convert(v)
+        if self.low is not None and (v <= self.low if self.strict else v < self.low):
+            raise ValueError(f"Input should be greater than {'' if self.strict else 'or equal to '}{self.low:g}")
+        return v
+
+
+SETTINGS: dict[str, Setting] = {
+    "database_url": Setting(_optional_str, None, "SQLAlchemy-style URL; default sqlite at <home>/state.db"),
+    "output": Setting(_one_of("table", "json", "yaml", "name"), "table", "default output format"),
+    "actor": Setting(_to_str, default_actor, "who this process acts as (audit log, default owner)"),
+    "lease_ttl": Setting(_to_float, 60.0, "seconds a claim lives without a heartbeat", 0, True),
+    "heartbeat_interval": Setting(_to_float, 20.0, "seconds between heartbeats of a running worker", 0, True),
+    "max_attempts": Setting(_to_int, 3, "default attempts before a task fails for good", 1),
+    "backoff_base": Setting(_to_float, 5.0, "first retry delay in seconds (doubles each attempt)", 0),
+    "backoff_max": Setting(_to_float, 300.0, "cap of the retry delay in seconds", 0),
+    "on_dependency_failure": Setting(_one_of("block", "fail"), "block",
+                                     "what a failed dependency does to its dependents"),
+    "sandbox_backend": Setting(_one_of("local", "docker"), "local", "where agents run: local or docker"),
+    "sandbox_image": Setting(_to_str, "aictl-sandbox:latest", "docker image for the sandbox (aictl sandbox build)"),
+    "sandbox_network": Setting(_to_bool, False, "let sandboxed runs reach the network (policy may tighten)"),
+    "sandbox_memory_mb": Setting(_to_int, 2048, "docker memory limit", 16),
+    "sandbox_cpus": Setting(_to_float, 2.0, "docker CPU limit", 0, True),
+    "sandbox_pids": Setting(_to_int, 512, "docker pids limit", 8),
+    "execution_timeout": Setting(_to_float, 1800.0, "hard timeout of one agent run, seconds", 0, True),
+    "workspace_base": Setting(_to_str, "HEAD", "git ref new task workspaces start from"),
+    "busy_timeout_ms": Setting(_to_int, 30000, "SQLite busy timeout", 0),
+    "secret_patterns": Setting(_patterns, list, "extra regexes whose matches are redacted from logs and evidence"),
+    "log_level": Setting(_one_of("debug", "info", "warning", "error"), "warning", "stderr log level"),
+    "daemon_workers": Setting(_to_int, 2, "tasks a daemon runs at once (aictl daemon start --workers)", 1),
+    "daemon_grace_s": Setting(_to_float, 30.0, "on stop, seconds running tasks get to finish before release", 0),
+    "notifications": Setting(_notifications, list,
+                             "where events (task.failed, task.done, …) are sent: console, webhook, command"),
+}
+
+
+class Settings:
+    """The effective settings: one attribute per SETTINGS key (checked when set), plus where they were found."""
+
+    database_url: str | None
+    output: str
+    actor: str
+    lease_ttl: float
+    heartbeat_interval: float
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    on_dependency_failure: str
+    sandbox_backend: str
+    sandbox_image: str
+    sandbox_network: bool
+    sandbox_memory_mb: int
+    sandbox_cpus: float
+    sandbox_pids: int
+    execution_timeout: float
+    workspace_base: str
+    busy_timeout_ms: int
+    secret_patterns: list[str]
+    log_level: str
+    daemon_workers: int
+    daemon_grace_s: float
+    notifications: list[NotificationChannel]
+
+    def __init__(self, **values: Any):
+        # Resolved locations, not user settings.
+        self.project_dir: Path | None = values.pop("project_dir", None)
+        self.home: Path | None = values.pop("home", None)
+        self.sources: dict[str, str] = values.pop("sources", None) or {}
+        for key in values:
+            if key not in SETTINGS:
+                raise SettingError((key,), "Extra inputs are not permitted")
+        for key, spec in SETTINGS.items():
+            if key in values:
+                setattr(self, key, values[key])
+            elif not callable(spec.default) or spec.default is list:
+                object.__setattr__(self, key, spec.default() if callable(spec.default) else spec.default)
+
+    def __getattr__(self, name: str) -> Any:
+        # A computed default (the actor: user@host) is made on first use; read-only commands never need it.
+        spec = SETTINGS.get(name)
+        if spec is None or not callable(spec.default):
+            raise AttributeError(name)
+        value = spec.default()
+        object.__setattr__(self, name, value)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        spec = SETTINGS.get(name)
+        if spec is not None:
+            try:
+                value = spec.check(value)
+            except SettingError as e:
+                raise SettingError((name, *e.loc), e.msg) from None
+            except ValueError as e:
+                raise SettingError((name,), str(e)) from None
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in SETTINGS) + ")"
 
     @property
     def resolved_database_url(self) -> str:
@@ -152,9 +257,15 @@ class Settings(BaseModel):
         return f"sqlite:///{self.home / 'state.db'}"
 
 
-USER_KEYS = [
-    name for name in Settings.model_fields if name not in ("project_dir", "home", "sources")
-]
+USER_KEYS = list(SETTINGS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("NotificationChannel", "NOTIFY_EVENTS"):  # pydantic: only for code that delivers notifications
+        from aictl import config_channels
+
+        return getattr(config_channels, name)
+    raise AttributeError(name)
 
 
 def user_config_dir() -> Path:
@@ -225,14 +336,13 @@ def load_settings(project: str | Path | None = None, overrides: dict[str, Any] |
             sources[k] = f"env AICTL_{k.upper()}" if source == "env" else source
     try:
         settings = Settings(**values)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else "?"
-        if len(err["loc"]) > 1:  # inside a list/mapping setting: name the exact entry and field
-            where = key + "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in err["loc"][1:])
-            raise ConfigError(f"{sources.get(key, 'default')}: invalid setting {where}: {err['msg']}") from None
+    except SettingError as e:
+        key = str(e.loc[0]) if e.loc else "?"
+        if len(e.loc) > 1:  # inside a list/mapping setting: name the exact entry and field
+            where = key + "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in e.loc[1:])
+            raise ConfigError(f"{sources.get(key, 'default')}: invalid setting {where}: {e.msg}") from None
         raise ConfigError(
-            f"invalid setting {key}={values.get(key)!r} (from {sources.get(key, 'default')}): {err['msg']}"
+            f"invalid setting {key}={values.get(key)!r} (from {sources.get(key, 'default')}): {e.msg}"
         ) from None
     for k in USER_KEYS:
         sources.setdefault(k, "default")

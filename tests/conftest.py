@@ -39,6 +39,33 @@ def project(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture
+def cli(capsys):
+    """Run aictl in-process: `cli("task", "list")` -> (exit code, stdout, stderr)."""
+    from aictl.cli.main import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def j(cli):
+    """Run aictl in-process with -o json: assert the exit code (0 unless code=) and return the parsed stdout."""
+    import json
+
+    def run(*args: str, code: int = 0):
+        cut = args.index("--") if "--" in args else len(args)  # options go before a `--`
+        got, out, err = cli(*args[:cut], "-o", "json", *args[cut:])
+        assert got == code, err
+        return json.loads(out) if out.strip() else None
+
+    return run
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path) -> str:
     """A fresh store URL on each backend."""
@@ -88,3 +115,9 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "aictl", *args], cwd=cwd, env=full_env, input=input,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def proc_cli():
+    """run_cli as a fixture, for test modules (which do not import from other test modules)."""
+    return run_cli

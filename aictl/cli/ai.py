@@ -8,11 +8,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import DryRunOpt, OutputOpt
+from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import cell, info, iso
 from aictl.domain.errors import ExitCode, UsageError
 
-app = typer.Typer(help="Register the AIs that take tasks, and see whether they can.", no_args_is_help=True)
+app = noun_app("Register the AIs that take tasks, and see whether they can.")
 
 AiIdArg = Annotated[str, typer.Argument(help="AI id, e.g. claude-1.", show_default=False)]
 LabelsArg = Annotated[list[str], typer.Argument(help="Labels (space or comma separated).", show_default=False)]

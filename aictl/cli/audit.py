@@ -1,6 +1,7 @@
 """`aictl audit …`: read the append-only event log."""
 
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -8,11 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt
+from aictl.cli.options import OutputOpt, noun_app
 from aictl.cli.output import info, iso
 from aictl.domain.errors import AictlError, NotFound
 
-app = typer.Typer(help="Read the audit log of every state change.", no_args_is_help=True)
+app = noun_app("Read the audit log of every state change.")
 
 EVENT_COLUMNS = [
     ("id", lambda e: e.id),
@@ -79,17 +80,33 @@ def verify(
 def export(
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Write to this file (default: stdout).")] = None,
     since: Annotated[int, typer.Option("--since-id", help="Only events after this id.")] = 0,
+    output: OutputOpt = None,
 ) -> None:
-    """Export the chain as JSON Lines (with prev_hash and hash) to keep a copy elsewhere."""
+    """Export the chain as JSON Lines (with prev_hash and hash) to keep a copy elsewhere.
+
+    JSON Lines is the export format (`audit verify --against` reads it); -o json or yaml writes
+    the same events as one array, -o name their ids.
+    """
+    import io
     import sys
 
     from aictl.audit.chain import export as run_export
 
+    out = state.output(output)
+    lines = out.mode == "table"
+    buf = io.StringIO()
     if file is None:
-        n = run_export(state.store(), sys.stdout, since_id=since)
+        n = run_export(state.store(), sys.stdout if lines else buf, since_id=since)
     else:
         with file.open("w", encoding="utf-8") as f:
-            n = run_export(state.store(), f, since_id=since)
+            n = run_export(state.store(), f if lines else buf, since_id=since)
+    if not lines:
+        events = [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
+        if file is None:
+            out.emit(events, name=lambda e: e["id"])
+        else:
+            with file.open("w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+                out.emit(events, name=lambda e: e["id"])
     info(f"exported {n} events")
 
 

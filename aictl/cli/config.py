@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt
+from aictl.cli.options import OutputOpt, noun_app
 from aictl.cli.output import info
 
-app = typer.Typer(help="Show settings and where each value comes from.", no_args_is_help=True)
+app = noun_app("Show settings and where each value comes from.")
 
 
 @app.command("show")

@@ -5,8 +5,9 @@ Built lazily, so `aictl --help` never opens a database.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from aictl.cli.output import FORMATS, Output
 from aictl.domain.errors import UsageError
@@ -62,10 +63,12 @@ class CliState:
         settings = self.settings()
         return load_gate(settings.project_dir) if settings.project_dir else None
 
-    def tasks(self, *, enforce: bool = False):
+    def tasks(self, *, enforce: bool = False, dry_run: bool = False):
+        """The task service; with dry_run, over a store whose writes roll back (for calls without a dry_run)."""
         from aictl.tasks.service import TaskService
 
-        return TaskService(self.store(), self.settings(), policy=self.gate() if enforce else None)
+        store = RollbackStore(self.store()) if dry_run else self.store()
+        return TaskService(store, self.settings(), policy=self.gate() if enforce else None)
 
     def queries(self):
         from aictl.tasks.queries import TaskQueries
@@ -81,6 +84,30 @@ class CliState:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+class _Rollback(Exception):
+    pass
+
+
+class RollbackStore:
+    """A store whose write transactions do all their work, then roll back: `--dry-run` for a service call
+    that has no dry_run of its own (heartbeat, reap, evidence, firing schedules). Reads pass through."""
+
+    def __init__(self, store: Any):
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Any]:
+        try:
+            with self._store.write() as tx:
+                yield tx
+                raise _Rollback
+        except _Rollback:
+            pass
 
 
 state = CliState()

@@ -10,12 +10,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt
+from aictl.cli.options import OutputOpt, noun_app
 from aictl.cli.output import cell, info, iso
 from aictl.domain.errors import AictlError, NotFound, NotInitialized, UsageError
 
-app = typer.Typer(help="Run tasks autonomously: a scheduler that claims ready work and executes it.",
-                  no_args_is_help=True)
+app = noun_app("Run tasks autonomously: a scheduler that claims ready work and executes it.")
 
 
 def _paths() -> Any:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any
 
 import typer
 
 from aictl.cli.main import app
+from aictl.cli.options import NO_DRY_RUN, NO_OUTPUT
 
 HEADER = """# Command reference
 
 Generated from the code by `python -m aictl.cli.docgen > docs/cli.md`; a test keeps it current.
 
-Every command takes `-o table|json|yaml|name` where it prints data (env `AICTL_OUTPUT`).
+Every command takes `-o table|json|yaml|name` (env `AICTL_OUTPUT`) and every command that changes
+something takes `--dry-run` (it does the work, then rolls it back), except those listed at the end.
 Exit codes: 0 ok · 1 failure · 2 usage · 3 not found / nothing to claim · 4 conflict or lease lost ·
 5 policy denied · 130 interrupted.
 """
@@ -37,18 +38,22 @@ def render() -> str:
         if len(path) == 1:
             continue
         ctx = typer.Context(cmd, info_name=" ".join(path))
-        pieces = [re.sub(r"\{(\w+)\}", lambda m: m.group(1).upper(), x) for x in cmd.collect_usage_pieces(ctx)]
+        pieces = cmd.collect_usage_pieces(ctx)
         lines.append(f"\n### `{' '.join(path)} {' '.join(pieces)}`\n\n{(cmd.help or '').strip()}\n")
         rows = []
         for p in cmd.params:
             if getattr(p, "hidden", False) or p.name == "help":
                 continue
-            names = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts]) if p.param_type_name == "option" \
-                else f"`{(p.metavar or p.name).upper()}`"
-            help_text = (getattr(p, "help", None) or "").replace("|", "\\|")
+            record = p.get_help_record(ctx)
+            names = f"`{record[0]}`" if record else f"`{p.name}`"
+            help_text = (record[1] if record else "").replace("|", "\\|")
             rows.append(f"| {names} | {help_text} |")
         if rows:
             lines += ["| option | meaning |", "| --- | --- |", *rows]
+    lines.append("\n## Exceptions to -o and --dry-run\n")
+    lines += ["| command | why |", "| --- | --- |"]
+    lines += [f"| `aictl {name}` | no `-o`: {why} |" for name, why in NO_OUTPUT.items()]
+    lines += [f"| `aictl {name}` | no `--dry-run`: {why} |" for name, why in NO_DRY_RUN.items()]
     return "\n".join(lines) + "\n"
 
 

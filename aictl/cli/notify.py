@@ -6,11 +6,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt
+from aictl.cli.options import OutputOpt, noun_app
 from aictl.cli.output import info
 from aictl.domain.errors import AictlError, UsageError
 
-app = typer.Typer(help="Notifications: where events such as task.failed are sent.", no_args_is_help=True)
+app = noun_app("Notifications: where events such as task.failed are sent.")
 
 COLUMNS = [
     ("channel", lambda d: d["channel"]),

@@ -16,3 +16,24 @@ OwnerOpt = Annotated[
 ]
 EpochOpt = Annotated[int, typer.Option("--epoch", help="Lease epoch returned by the claim (fencing token).")]
 TaskIdArg = Annotated[int, typer.Argument(help="Task id.", show_default=False)]
+
+
+def noun_app(help: str) -> typer.Typer:
+    """A noun's sub-app: plain click help (Typer's rich panels import rich, ~0.1 s, and print `<bool>` after flags)."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+# The README's promise: every command takes -o, every command that changes something takes --dry-run.
+# These are the exceptions, each with why (tests/cli/test_conventions.py holds the code to it; docs/cli.md lists them).
+NO_OUTPUT = {
+    "audit evidence": "prints the stored evidence bytes verbatim, as cat would",
+}
+NO_DRY_RUN = {
+    "init": "creates files in the working tree; run it in a scratch directory to see what it writes",
+    "task execute": "its effect is an agent's run in a sandbox, which cannot be rolled back",
+    "sandbox build": "builds a container image, outside the store",
+    "sandbox run": "runs a command in a sandbox, outside the store",
+    "daemon start": "starts a process",
+    "daemon stop": "stops a process",
+    "notify test": "its whole point is to send a test notification",
+}

@@ -9,11 +9,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt
+from aictl.cli.options import OutputOpt, noun_app
 from aictl.cli.output import cell, info, iso
 from aictl.domain.errors import ExitCode, NotFound, UsageError
 
-app = typer.Typer(help="Check, explain, test and replay the policy that judges AIs.", no_args_is_help=True)
+app = noun_app("Check, explain, test and replay the policy that judges AIs.")
 
 
 def _project_dir() -> Path:

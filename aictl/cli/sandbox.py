@@ -9,12 +9,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import DryRunOpt, OutputOpt
+from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import cell, info
 from aictl.domain.errors import ExitCode, UsageError
 
-app = typer.Typer(help="Sandbox backends (local, docker): build the image, check the engine, run a command.",
-                  no_args_is_help=True)
+app = noun_app("Sandbox backends (local, docker): build the image, check the engine, run a command.")
 
 DEFAULT_IMAGE = "aictl-sandbox:latest"  # keep in step with aictl.sandbox.image.DEFAULT_IMAGE (not imported: speed)
 

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import DryRunOpt, OutputOpt
+from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import ago, info
 from aictl.domain.errors import UsageError
 
-app = typer.Typer(help="Recurring tasks: list, pause, resume and remove schedules.", no_args_is_help=True)
+app = noun_app("Recurring tasks: list, pause, resume and remove schedules.")
 
 ScheduleIdArg = Annotated[int, typer.Argument(help="Schedule id.", show_default=False)]
 
@@ -111,12 +111,24 @@ def remove(
 
 
 @app.command("fire")
-def fire(output: OutputOpt = None) -> None:
-    """Fire the schedules that are due now (aictl task reap and the daemon do this too); print the tasks created."""
-    from aictl.cli.task import TASK_COLUMNS
+def fire(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
+    """Fire the schedules that are due now (aictl task reap and the daemon do this too); print the tasks created.
+
+    With --dry-run, print the schedules that are due instead (each would create one task).
+    """
+    import time
+
+    from aictl.cli.taskview import TASK_COLUMNS
     from aictl.tasks.schedules import fire_due
 
     out = state.output(output)
+    if dry_run:
+        now = time.time()
+        due = [s for s in _service().list(enabled=True) if s.next_at <= now]
+        if out.mode == "table":
+            info(f"dry run: {len(due)} schedule(s) due; nothing was fired")
+        out.emit(due, columns=COLUMNS)
+        return
     ids = fire_due(state.store(), state.settings())
     if out.mode == "table":
         info(f"fired {len(ids)} due schedule(s)")

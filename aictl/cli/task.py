@@ -10,43 +10,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import DryRunOpt, EpochOpt, OutputOpt, OwnerOpt, TaskIdArg
-from aictl.cli.output import ago, cell, info
+from aictl.cli.options import DryRunOpt, EpochOpt, OutputOpt, OwnerOpt, TaskIdArg, noun_app
+from aictl.cli.output import ago, info
+from aictl.cli.taskview import TASK_COLUMNS
+from aictl.cli.taskview import task_human as _task_human
 from aictl.domain.errors import NotFound, UsageError
 
-app = typer.Typer(help="Create, claim and finish tasks.", no_args_is_help=True)
-
-TASK_COLUMNS = [
-    ("id", lambda t: t.id),
-    ("status", lambda t: t.status),
-    ("pri", lambda t: t.priority),
-    ("title", lambda t: t.title),
-    ("labels", lambda t: t.labels),
-    ("deps", lambda t: t.dependencies),
-    ("locks", lambda t: t.lock_paths),
-    ("owner", lambda t: t.owner if t.status in ("claimed", "running", "awaiting_approval") else None),
-    ("epoch", lambda t: t.lease_epoch or None),
-    ("lease", lambda t: ago(t.lease_expires_at)),
-]
-
-
-def _task_human(t: Any) -> str:
-    lines = [f"task {t.id}: {t.title}", f"  status:       {t.status}", f"  priority:     {t.priority}"]
-    if t.description:
-        lines.append(f"  description:  {t.description}")
-    for label, value in (
-        ("type", t.type), ("labels", t.labels), ("capabilities", t.required_capabilities),
-        ("depends on", t.dependencies), ("locks", t.lock_paths + (["(exclusive)"] if t.exclusive else [])),
-        ("owner", t.owner), ("lease epoch", t.lease_epoch), ("lease expires", ago(t.lease_expires_at)),
-        ("attempts", f"{t.attempts}/{t.max_attempts}"), ("next run", ago(t.next_run_at)),
-        ("command", t.command), ("verify", t.verify),
-    ):
-        if value not in (None, [], "-", 0) or label == "attempts":
-            lines.append(f"  {label + ':':<13} {cell(value)}")
-    if t.result is not None:
-        lines.append(f"  result:       {json.dumps(t.result)}")
-    return "\n".join(lines)
-
+app = noun_app("Create, claim and finish tasks.")
 
 def _emit_task(out: Any, task: Any, dry_run: bool = False) -> None:
     if dry_run:
@@ -169,7 +139,7 @@ def list_(
 
 @app.command("get")
 def get(task_id: TaskIdArg, output: OutputOpt = None) -> None:
-    """Show one task."""
+    """Show one task. `owner` is set only while a lease is held; last_owner, last_ai, last_epoch: the latest holder."""
     out = state.output(output)
     out.emit(state.queries().get(task_id), columns=TASK_COLUMNS, human=_task_human)
 
@@ -227,10 +197,12 @@ def claim(
 @app.command("heartbeat")
 def heartbeat(task_id: TaskIdArg, epoch: EpochOpt, owner: OwnerOpt = None,
               ttl: Annotated[Optional[float], typer.Option("--ttl", help="New lease length in seconds.")] = None,
-              output: OutputOpt = None) -> None:
+              dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
     """Extend a lease you hold."""
     out = state.output(output)
-    lease = state.tasks().heartbeat(task_id, _owner(owner), epoch, ttl=ttl)
+    lease = state.tasks(dry_run=dry_run).heartbeat(task_id, _owner(owner), epoch, ttl=ttl)
+    if dry_run:
+        info("dry run: the lease was not extended")
     out.emit(lease, name=lambda x: x.task_id,
              human=lambda x: f"lease on task {x.task_id} (epoch {x.lease_epoch}) expires {ago(x.lease_expires_at)}")
 
@@ -346,17 +318,22 @@ def ready(
 
 
 @app.command("reap")
-def reap(output: OutputOpt = None) -> None:
+def reap(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
     """Return tasks whose lease expired to the queue (or fail them after max attempts), and fire due schedules."""
+    from aictl.cli.context import RollbackStore
     from aictl.tasks.schedules import fire_due
 
     out = state.output(output)
-    tasks = state.tasks().reap()
-    fired = fire_due(state.store(), state.settings())
+    tasks = state.tasks(dry_run=dry_run).reap()
+    fired = fire_due(RollbackStore(state.store()) if dry_run else state.store(), state.settings())
     if out.mode == "table":
-        info(f"reaped {len(tasks)} expired lease(s)")
+        would = "would have " if dry_run else ""
+        info(f"{would}reaped {len(tasks)} expired lease(s)")
         if fired:
-            info(f"fired {len(fired)} due schedule(s): created task(s) {', '.join(map(str, fired))}")
+            info(f"{would}fired {len(fired)} due schedule(s)" + ("" if dry_run else
+                 f": created task(s) {', '.join(map(str, fired))}"))
+    if dry_run:
+        info("dry run: nothing was changed")
     out.emit(tasks, columns=TASK_COLUMNS)
 
 
@@ -391,7 +368,7 @@ def attach(
     kind: Annotated[str, typer.Option("--kind", "-k", help="diff, test_report, transcript, log, …")] = "log",
     name: Annotated[Optional[str], typer.Option("--name", help="Name shown in listings (default: file name).")] = None,
     media_type: Annotated[Optional[str], typer.Option("--media-type", help="Default: from the file extension.")] = None,
-    owner: OwnerOpt = None, output: OutputOpt = None,
+    owner: OwnerOpt = None, dry_run: DryRunOpt = False, output: OutputOpt = None,
 ) -> None:
     """Attach evidence to a task you hold (JUnit XML as --kind test_report is parsed to counts)."""
     import mimetypes
@@ -407,8 +384,19 @@ def attach(
     mt = media_type or mimetypes.guess_type(str(file))[0] or "text/plain"
     if mt == "text/xml":
         mt = "application/xml"
-    ref = state.evidence().put(data, kind=kind, name=name or file.name, media_type=mt, task_id=task_id,
-                               owner=_owner(owner), lease_epoch=epoch)
+    put = dict(kind=kind, name=name or file.name, media_type=mt, task_id=task_id, owner=_owner(owner),
+               lease_epoch=epoch)
+    if dry_run:  # the lease check, redaction and parsing run; the row rolls back, the blob goes to a temp dir
+        import tempfile
+
+        from aictl.audit.evidence import EvidenceStore
+        from aictl.cli.context import RollbackStore
+
+        with tempfile.TemporaryDirectory(prefix="aictl-dry-run-") as home:
+            ref = EvidenceStore(RollbackStore(state.store()), Path(home), actor=state.settings().actor).put(data, **put)
+        info("dry run: nothing was attached")
+    else:
+        ref = state.evidence().put(data, **put)
     out.emit(ref, columns=EVIDENCE_COLUMNS, name=lambda e: e.digest)
 
 
@@ -513,12 +501,17 @@ def workspace(task_id: TaskIdArg, output: OutputOpt = None) -> None:
 
 
 @app.command("diff")
-def diff(task_id: TaskIdArg) -> None:
-    """The changes on the task's branch (aictl/task-ID) against the base it started from."""
+def diff(task_id: TaskIdArg, output: OutputOpt = None) -> None:
+    """The changes on the task's branch (aictl/task-ID) against the base it started from (-o json: {task_id, diff})."""
     from aictl.sandbox.workspace import WorkspaceManager
 
+    out = state.output(output)
     s = state.settings()
-    sys.stdout.write(WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces").diff(task_id))
+    text = WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces").diff(task_id)
+    if out.mode == "table":  # the unified diff itself, for a pager or `git apply`
+        sys.stdout.write(text)
+        return
+    out.emit({"task_id": task_id, "diff": text}, name=lambda d: d["task_id"])
 
 
 @app.command("approve")

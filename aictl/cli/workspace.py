@@ -3,13 +3,11 @@
 
 from pathlib import Path
 
-import typer
-
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt
+from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import info, iso
 
-app = typer.Typer(help="Task workspaces (git worktrees) on this machine.", no_args_is_help=True)
+app = noun_app("Task workspaces (git worktrees) on this machine.")
 
 
 def _manager():
@@ -29,13 +27,20 @@ def list_(output: OutputOpt = None) -> None:
 
 
 @app.command("prune")
-def prune(output: OutputOpt = None) -> None:
-    """Remove workspaces no live lease needs (kept failures of earlier attempts, crashed runs, half-made ones)."""
+def prune(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
+    """Remove workspaces no live lease needs (kept failures of earlier attempts, crashed runs, half-made ones).
+
+    With --dry-run, list the workspaces it would remove (half-made leftovers show up only when pruning).
+    """
     from aictl.execution.executor import workspace_keep_rule
 
     out = state.output(output)
-    removed = _manager().prune(workspace_keep_rule(state.store()))
+    keep = workspace_keep_rule(state.store())
+    if dry_run:
+        removed = [w for w in _manager().list() if not keep(w.task_id, w.lease_epoch)]
+    else:
+        removed = _manager().prune(keep)
     if out.mode == "table":
-        info(f"removed {len(removed)} workspace(s)")
+        info(f"{'would remove' if dry_run else 'removed'} {len(removed)} workspace(s)")
     out.emit(removed, name=lambda w: w.path,
              columns=[("task", lambda w: w.task_id), ("epoch", lambda w: w.lease_epoch), ("path", lambda w: w.path)])

@@ -7,32 +7,19 @@ import json
 import pytest
 
 from aictl.cli.main import main
-from tests.conftest import run_cli
 
 
-def cli(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def j(capsys, *args):
-    code, out, err = cli(capsys, *args, "-o", "json")
-    assert code == 0, err
-    return json.loads(out)
-
-
-def test_create_claim_complete_round_trip(project, capsys):
-    t = j(capsys, "task", "create", "Fix login", "-p", "3", "--label", "auth,backend", "--lock", "src/auth/**")
+def test_create_claim_complete_round_trip(project, j):
+    t = j("task", "create", "Fix login", "-p", "3", "--label", "auth,backend", "--lock", "src/auth/**")
     assert t["status"] == "queued" and t["labels"] == ["auth", "backend"] and t["lock_paths"] == ["src/auth/**"]
-    r = j(capsys, "task", "claim", "--owner", "w1")
+    r = j("task", "claim", "--owner", "w1")
     assert r["task"]["id"] == t["id"] and r["lease"]["lease_epoch"] == 1 and r["lease"]["owner"] == "w1"
-    assert j(capsys, "task", "start", str(t["id"]), "--owner", "w1", "--epoch", "1")["status"] == "running"
-    hb = j(capsys, "task", "heartbeat", str(t["id"]), "--owner", "w1", "--epoch", "1")
+    assert j("task", "start", str(t["id"]), "--owner", "w1", "--epoch", "1")["status"] == "running"
+    hb = j("task", "heartbeat", str(t["id"]), "--owner", "w1", "--epoch", "1")
     assert hb["lease_epoch"] == 1
-    done = j(capsys, "task", "complete", str(t["id"]), "--owner", "w1", "--epoch", "1", "--result", '{"pr": 7}')
+    done = j("task", "complete", str(t["id"]), "--owner", "w1", "--epoch", "1", "--result", '{"pr": 7}')
     assert done["status"] == "done" and done["result"] == {"pr": 7}
-    events = j(capsys, "audit", "log", "--task", str(t["id"]))
+    events = j("audit", "log", "--task", str(t["id"]))
     assert [e["action"] for e in events if e["action"] != "decision"] == ["create", "claim", "start", "complete"]
     # the project's policy (aictl init's default) judged each lease action, and each judgment is on record
     decisions = [e["data"] for e in events if e["action"] == "decision"]
@@ -40,131 +27,131 @@ def test_create_claim_complete_round_trip(project, capsys):
         ("claim", "allow"), ("start", "allow"), ("complete", "allow")]
 
 
-def test_list_filters_and_empty_list_is_not_an_error(project, capsys):
-    assert j(capsys, "task", "list") == []
-    j(capsys, "task", "create", "a", "-l", "fe")
-    j(capsys, "task", "create", "b", "-l", "be", "-c", "gpu")
-    assert [t["title"] for t in j(capsys, "task", "list", "--label", "fe")] == ["a"]
-    assert [t["title"] for t in j(capsys, "task", "list", "--capability", "gpu")] == ["b"]
-    assert [t["title"] for t in j(capsys, "task", "list", "--status", "queued,done")] == ["a", "b"]
-    j(capsys, "task", "claim", "--owner", "zed")
-    assert [t["title"] for t in j(capsys, "task", "list", "--owner", "zed")] == ["a"]
-    code, out, err = cli(capsys, "task", "list", "--status", "bogus")
+def test_list_filters_and_empty_list_is_not_an_error(project, cli, j):
+    assert j("task", "list") == []
+    j("task", "create", "a", "-l", "fe")
+    j("task", "create", "b", "-l", "be", "-c", "gpu")
+    assert [t["title"] for t in j("task", "list", "--label", "fe")] == ["a"]
+    assert [t["title"] for t in j("task", "list", "--capability", "gpu")] == ["b"]
+    assert [t["title"] for t in j("task", "list", "--status", "queued,done")] == ["a", "b"]
+    j("task", "claim", "--owner", "zed")
+    assert [t["title"] for t in j("task", "list", "--owner", "zed")] == ["a"]
+    code, out, err = cli("task", "list", "--status", "bogus")
     assert code == 2 and "unknown status" in err
 
 
-def test_stale_epoch_exit_4_with_json_error(project, capsys):
-    j(capsys, "task", "create", "x")
-    j(capsys, "task", "claim", "--owner", "a", "--ttl", "0.05")
+def test_stale_epoch_exit_4_with_json_error(project, cli, j):
+    j("task", "create", "x")
+    j("task", "claim", "--owner", "a", "--ttl", "0.05")
     import time
 
     time.sleep(0.1)
-    j(capsys, "task", "claim", "--owner", "b")
-    code, out, err = cli(capsys, "task", "complete", "1", "--owner", "a", "--epoch", "1", "-o", "json")
+    j("task", "claim", "--owner", "b")
+    code, out, err = cli("task", "complete", "1", "--owner", "a", "--epoch", "1", "-o", "json")
     assert code == 4 and out == ""
     e = json.loads(err)["error"]
     assert e["code"] == "lease_lost" and e["details"]["current_epoch"] == 2 and "epoch 2" in e["message"]
 
 
-def test_error_codes(project, capsys):
-    assert cli(capsys, "task", "get", "42")[0] == 3
-    code, out, err = cli(capsys, "task", "claim")
+def test_error_codes(project, cli, j):
+    assert cli("task", "get", "42")[0] == 3
+    code, out, err = cli("task", "claim")
     assert code == 3 and "nothing to claim" in err and "aictl task ready" in err
-    j(capsys, "task", "create", "a")
-    j(capsys, "task", "create", "b", "--dep", "1")
-    code, _, err = cli(capsys, "task", "deps", "1", "--add", "2")
+    j("task", "create", "a")
+    j("task", "create", "b", "--dep", "1")
+    code, _, err = cli("task", "deps", "1", "--add", "2")
     assert code == 4 and "#1 → #2 → #1" in err
-    assert cli(capsys, "task", "create", "bad", "--lock", "!x")[0] == 2
-    assert cli(capsys, "task", "frobnicate")[0] == 2
-    assert cli(capsys, "task", "create", "x", "-o", "xml")[0] == 2
+    assert cli("task", "create", "bad", "--lock", "!x")[0] == 2
+    assert cli("task", "frobnicate")[0] == 2
+    assert cli("task", "create", "x", "-o", "xml")[0] == 2
 
 
-def test_name_and_yaml_outputs(project, capsys):
-    code, out, _ = cli(capsys, "task", "create", "a", "-o", "name")
+def test_name_and_yaml_outputs(project, cli):
+    code, out, _ = cli("task", "create", "a", "-o", "name")
     assert code == 0 and out.strip() == "1"
-    code, out, _ = cli(capsys, "task", "get", "1", "-o", "yaml")
+    code, out, _ = cli("task", "get", "1", "-o", "yaml")
     import yaml
 
     assert yaml.safe_load(out)["title"] == "a"
-    code, out, _ = cli(capsys, "task", "list")  # piped: tab-separated, no header
+    code, out, _ = cli("task", "list")  # piped: tab-separated, no header
     assert out.split("\t")[:2] == ["1", "queued"]
 
 
-def test_dry_run_writes_nothing(project, capsys):
-    t = j(capsys, "task", "create", "a", "--dry-run")
+def test_dry_run_writes_nothing(project, j):
+    t = j("task", "create", "a", "--dry-run")
     assert t["title"] == "a"
-    assert j(capsys, "task", "list") == [] and j(capsys, "audit", "log") == []
+    assert j("task", "list") == [] and j("audit", "log") == []
 
 
-def test_batch_file_and_ready(project, capsys, tmp_path):
+def test_batch_file_and_ready(project, tmp_path, cli, j):
     f = tmp_path / "tasks.yaml"
     f.write_text("tasks:\n  - {key: a, title: A, priority: 2, locks: ['src/**']}\n"
                  "  - {key: b, title: B, depends_on: [a]}\n  - {title: C, locks: ['src/x.py']}\n")
-    tasks = j(capsys, "task", "create", "-f", str(f))
+    tasks = j("task", "create", "-f", str(f))
     assert [t["status"] for t in tasks] == ["queued", "blocked", "queued"]
-    j(capsys, "task", "claim", "--owner", "w")
-    ready = {e["id"]: e for e in j(capsys, "task", "ready")}
+    j("task", "claim", "--owner", "w")
+    ready = {e["id"]: e for e in j("task", "ready")}
     assert ready[2]["reasons"] == ["blocked by #1 (claimed)"]
     assert ready[3]["reasons"][0].startswith("locked by #1 (src/**")
     f.write_text("tasks:\n  - {title: A, bogus: 1}\n")
-    code, _, err = cli(capsys, "task", "create", "-f", str(f))
+    code, _, err = cli("task", "create", "-f", str(f))
     assert code == 2 and "bogus" in err and str(f) in err
     f.write_text("tasks:\n  - {title: A\n")
-    code, _, err = cli(capsys, "task", "create", "-f", str(f))
+    code, _, err = cli("task", "create", "-f", str(f))
     assert code == 2 and f"{f}:" in err
 
 
-def test_reap_cancel_retry(project, capsys):
-    j(capsys, "task", "create", "a", "--max-attempts", "1")
-    j(capsys, "task", "claim", "--owner", "w", "--ttl", "0.05")
+def test_reap_cancel_retry(project, j):
+    j("task", "create", "a", "--max-attempts", "1")
+    j("task", "claim", "--owner", "w", "--ttl", "0.05")
     import time
 
     time.sleep(0.1)
-    reaped = j(capsys, "task", "reap")
+    reaped = j("task", "reap")
     assert reaped[0]["status"] == "failed"
-    assert j(capsys, "task", "retry", "1")["status"] == "queued"
-    assert j(capsys, "task", "cancel", "1", "--reason", "dup")["status"] == "cancelled"
+    assert j("task", "retry", "1")["status"] == "queued"
+    assert j("task", "cancel", "1", "--reason", "dup")["status"] == "cancelled"
 
 
-def test_claim_wait_times_out(project, capsys):
-    code, _, err = cli(capsys, "task", "claim", "--wait", "--timeout", "0.3")
+def test_claim_wait_times_out(project, cli):
+    code, _, err = cli("task", "claim", "--wait", "--timeout", "0.3")
     assert code == 3 and "within 0.3s" in err
 
 
-def test_not_initialized_has_a_hint(tmp_path, monkeypatch, capsys):
+def test_not_initialized_has_a_hint(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli(capsys, "task", "list")
+    code, _, err = cli("task", "list")
     assert code == 1 and "aictl init" in err
 
 
-def test_config_show_names_sources(project, capsys, monkeypatch):
+def test_config_show_names_sources(project, monkeypatch, cli, j):
     (project / ".ai" / "config.yaml").write_text("lease_ttl: 15\nmax_attempts: 7\n")
     monkeypatch.setenv("AICTL_MAX_ATTEMPTS", "9")
-    cfg = j(capsys, "config", "show")
+    cfg = j("config", "show")
     assert cfg["lease_ttl"] == {"value": 15.0, "source": str(project / ".ai" / "config.yaml")}
     assert cfg["max_attempts"] == {"value": 9, "source": "env AICTL_MAX_ATTEMPTS"}
     assert cfg["backoff_max"]["source"] == "default"
     (project / ".ai" / "config.yaml").write_text("lease_ttl: [oops\n")
-    code, _, err = cli(capsys, "config", "show")
+    code, _, err = cli("config", "show")
     assert code == 2 and "config.yaml:2:1" in err and "line 1, column 12" in err
 
 
-def test_whole_process_no_traceback_and_stdin_closed(project):
-    r = run_cli("task", "get", "7", cwd=project, input="")
+def test_whole_process_no_traceback_and_stdin_closed(project, proc_cli):
+    r = proc_cli("task", "get", "7", cwd=project, input="")
     assert r.returncode == 3 and "Traceback" not in r.stderr and r.stdout == ""
-    r = run_cli("task", "create", "hello", "-o", "json", cwd=project, input="")
+    r = proc_cli("task", "create", "hello", "-o", "json", cwd=project, input="")
     assert r.returncode == 0 and json.loads(r.stdout)["title"] == "hello"
-    r = run_cli("task", "get", "7", "-o", "json", cwd=project, env={"AICTL_DEBUG": "1"})
+    r = proc_cli("task", "get", "7", "-o", "json", cwd=project, env={"AICTL_DEBUG": "1"})
     assert r.returncode == 3 and "Traceback" in r.stderr
 
 
-def test_project_and_home_relocate_state(tmp_path, capsys, monkeypatch):
+def test_project_and_home_relocate_state(tmp_path, capsys, monkeypatch, j):
     monkeypatch.chdir(tmp_path)
     home = tmp_path / "elsewhere"
     monkeypatch.setenv("AICTL_HOME", str(home))
     assert main(["init", str(tmp_path)]) == 0
     capsys.readouterr()
-    j(capsys, "task", "create", "a")
+    j("task", "create", "a")
     assert (home / "state.db").exists() and not (tmp_path / ".ai" / "state.db").exists()
 
 
@@ -193,11 +180,72 @@ def test_cli_reference_is_current():
     assert doc.read_text() == render(), "regenerate: python -m aictl.cli.docgen > docs/cli.md"
 
 
-def test_list_limit_says_when_it_cuts(project, capsys):
+def test_list_limit_says_when_it_cuts(project, capsys, cli):
     for t in "abc":
         main(["task", "create", t, "-o", "name"])
     capsys.readouterr()
-    code, out, err = cli(capsys, "task", "list", "--limit", "2", "-o", "json")
+    code, out, err = cli("task", "list", "--limit", "2", "-o", "json")
     assert code == 0 and [t["title"] for t in json.loads(out)] == ["a", "b"] and "--limit 0" in err
-    code, out, err = cli(capsys, "task", "list", "--limit", "0", "-o", "json")
+    code, out, err = cli("task", "list", "--limit", "0", "-o", "json")
     assert len(json.loads(out)) == 3 and err == ""
+
+
+def test_get_shows_the_last_holder_of_a_task_nobody_holds(project, cli, j):
+    t = j("task", "create", "x")
+    j("task", "claim", "--owner", "w1")
+    held = j("task", "get", str(t["id"]))
+    assert (held["owner"], held["last_owner"], held["last_epoch"]) == ("w1", "w1", 1)
+    j("task", "release", str(t["id"]), "--owner", "w1", "--epoch", "1")
+    got = j("task", "get", str(t["id"]))
+    assert got["status"] == "queued" and got["owner"] is None
+    assert (got["last_owner"], got["last_epoch"], got["last_ai"]) == ("w1", 1, None)
+    code, out, _ = cli("task", "get", str(t["id"]), "-o", "table")
+    assert code == 0 and "last owner:   w1" in out and "last epoch:   1" in out
+    assert not any(line.strip().startswith(("owner:", "lease epoch:")) for line in out.splitlines())
+    assert [row["owner"] for row in j("task", "list")] == [None]
+
+
+def test_heartbeat_dry_run_checks_the_lease_and_extends_nothing(project, cli, j):
+    t = j("task", "create", "x")
+    lease = j("task", "claim", "--owner", "w1", "--ttl", "60")["lease"]
+    before = j("task", "get", str(t["id"]))["lease_expires_at"]
+    dry = j("task", "heartbeat", str(t["id"]), "--owner", "w1", "--epoch", "1", "--ttl", "3600", "--dry-run")
+    assert dry["lease_expires_at"] > lease["lease_expires_at"]
+    assert j("task", "get", str(t["id"]))["lease_expires_at"] == before
+    code, _, err = cli("task", "heartbeat", str(t["id"]), "--owner", "w1", "--epoch", "9", "--dry-run", "-o", "json")
+    assert code == 4 and json.loads(err)["error"]["code"] == "lease_lost"
+
+
+def test_reap_dry_run_reaps_nothing(project, j):
+    t = j("task", "create", "x")
+    j("task", "claim", "--owner", "w1")
+    from aictl.config import load_settings
+    from aictl.store import open_store
+
+    store = open_store(load_settings(project).resolved_database_url)
+    with store.write() as tx:  # the lease ran out (no sleep: its end is moved into the past)
+        tx.run("UPDATE tasks SET lease_expires_at = 1 WHERE id = :id", {"id": t["id"]})
+    store.close()
+    assert [x["id"] for x in j("task", "reap", "--dry-run")] == [t["id"]]
+    assert j("task", "get", str(t["id"]))["status"] == "claimed"
+    assert [x["status"] for x in j("task", "reap")] == ["queued"]
+
+
+def test_attach_dry_run_checks_the_lease_and_attaches_nothing(project, tmp_path, cli, j):
+    t = j("task", "create", "x")
+    j("task", "claim", "--owner", "w1")
+    f = tmp_path / "log.txt"
+    f.write_text("hello\n")
+    ref = j("task", "attach", str(t["id"]), str(f), "--owner", "w1", "--epoch", "1", "--dry-run")
+    assert ref["size"] == 6
+    assert j("task", "evidence", str(t["id"])) == []
+    code, _, _ = cli("task", "attach", str(t["id"]), str(f), "--owner", "w1", "--epoch", "2", "--dry-run")
+    assert code == 4
+
+
+def test_audit_export_json_is_the_same_events_as_the_jsonl(project, cli, j):
+    j("task", "create", "x")
+    code, out, _ = cli("audit", "export")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and lines and j("audit", "export") == lines
+    assert cli("audit", "export", "-o", "name")[1].split() == [str(e["id"]) for e in lines]

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from aictl.cli.main import main
-from tests.conftest import REPO, run_cli
-
-
-def j(capsys, *args: str, code: int = 0):
-    rc = main(list(args))
-    out = capsys.readouterr()
-    assert rc == code, out.err
-    return json.loads(out.out) if out.out.strip() else None
 
 
 def test_every_sandbox_command_has_help(capsys):
@@ -34,26 +26,11 @@ def test_every_sandbox_command_has_help(capsys):
     capsys.readouterr()
 
 
-def test_local_run_passes_the_exit_code_and_json_result(tmp_path, capsys):
+def test_local_run_passes_the_exit_code_and_json_result(tmp_path, capsys, j):
     assert main(["sandbox", "run", "-b", "local", "-w", str(tmp_path), "--", "sh", "-c", "echo hi; exit 3"]) == 3
     assert capsys.readouterr().out == "hi\n"
-    r = j(
-        capsys,
-        "sandbox",
-        "run",
-        "-o",
-        "json",
-        "-b",
-        "local",
-        "-w",
-        str(tmp_path),
-        "-e",
-        "X=1",
-        "--",
-        "sh",
-        "-c",
-        "echo $X",
-    )
+    r = j("sandbox", "run", "-b", "local", "-w", str(tmp_path), "-e", "X=1", "--", "sh", "-c",
+          "echo $X")
     assert r["stdout"] == "1\n" and r["sandboxed"] is False and r["exit_code"] == 0
 
 
@@ -62,9 +39,9 @@ def test_cleanup_all_needs_yes(capsys):
     assert "--yes" in capsys.readouterr().err
 
 
-def test_status_reports_an_unreachable_engine_with_a_hint(tmp_path, capsys, monkeypatch):
+def test_status_reports_an_unreachable_engine_with_a_hint(tmp_path, monkeypatch, j):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
-    s = j(capsys, "sandbox", "status", "-o", "json", code=1)
+    s = j("sandbox", "status", code=1)
     assert s["reachable"] is False and "dockerd" in s["hint"]
 
 
@@ -76,10 +53,10 @@ def test_build_without_an_engine_exits_1_with_how_to_start_it(tmp_path, capsys, 
 
 
 @pytest.mark.docker
-def test_status_sees_engine_and_image(sandbox_image, capsys):
-    s = j(capsys, "sandbox", "status", "--image", sandbox_image, "-o", "json")
+def test_status_sees_engine_and_image(sandbox_image, j):
+    s = j("sandbox", "status", "--image", sandbox_image)
     assert s["reachable"] and s["image_present"] and s["version"] and s["cgroup_version"] in ("1", "2")
-    s = j(capsys, "sandbox", "status", "--image", "aictl-no-such-image:0", "-o", "json")
+    s = j("sandbox", "status", "--image", "aictl-no-such-image:0")
     assert not s["image_present"] and "aictl sandbox build" in s["hint"]
 
 
@@ -94,27 +71,10 @@ def _start_sleeping_run(image: str, cwd) -> tuple[subprocess.Popen, str]:
     """A whole `aictl sandbox run` process; returns it once its container is running, with the container id."""
     import docker
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aictl",
-            "sandbox",
-            "run",
-            "--image",
-            image,
-            "--",
-            "sh",
-            "-c",
-            "echo started; sleep 100",
-        ],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "aictl", "sandbox", "run", "--image", image, "--",
+                             "sh", "-c", "echo started; sleep 100"], cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     try:
         assert proc.stdout.readline() == "started\n"
         # all=True: the process can print before the engine lists the container as running.
@@ -149,9 +109,8 @@ def test_ctrl_c_removes_the_container(sandbox_image, docker_engine, tmp_path):
 
 
 @pytest.mark.docker
-def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(
-    sandbox_image, docker_engine, tmp_path, capsys
-):
+def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(sandbox_image, docker_engine, tmp_path,
+                                                                               j):
     from aictl.sandbox.docker import cleanup_containers, owner_labels
 
     proc, stray = _start_sleeping_run(sandbox_image, tmp_path)
@@ -160,7 +119,7 @@ def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(
     live = docker_engine.api.create_container(sandbox_image, command=["true"], labels=owner_labels())["Id"]
     try:
         assert docker_engine.api.containers(all=True, filters={"id": stray}) != []
-        dry = j(capsys, "sandbox", "cleanup", "--dry-run", "-o", "json")
+        dry = j("sandbox", "cleanup", "--dry-run")
         assert stray[:12] in [c["id"] for c in dry] and live[:12] not in [c["id"] for c in dry]
         assert docker_engine.api.containers(all=True, filters={"id": stray}) != []
         removed = cleanup_containers()
@@ -174,10 +133,9 @@ def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(
 
 
 @pytest.mark.docker
-def test_docker_run_from_the_cli(sandbox_image, tmp_path):
-    r = run_cli(
-        "sandbox", "run", "--image", sandbox_image, "--", "sh", "-c", "echo out; echo err >&2; exit 5", cwd=tmp_path
-    )
+def test_docker_run_from_the_cli(sandbox_image, tmp_path, proc_cli):
+    r = proc_cli("sandbox", "run", "--image", sandbox_image, "--", "sh", "-c", "echo out; echo err >&2; exit 5",
+                cwd=tmp_path)
     assert r.returncode == 5 and r.stdout == "out\n" and "err" in r.stderr and "docker: exit 5" in r.stderr
-    r = run_cli("sandbox", "run", "--image", "aictl-no-such-image:0", "--", "true", cwd=tmp_path)
+    r = proc_cli("sandbox", "run", "--image", "aictl-no-such-image:0", "--", "true", cwd=tmp_path)
     assert r.returncode == 1 and "aictl sandbox build" in r.stderr and "Traceback" not in r.stderr
