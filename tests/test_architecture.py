@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "aictl"
 
@@ -36,7 +34,6 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 
 # Cycles other work is removing now; test_known_cycles_are_gone turns red (XPASS, strict) once they are gone.
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({frozenset({"aictl.cli.task", "aictl.cli.schedule"})})
 
 
 @dataclass(frozen=True)
@@ -178,18 +175,10 @@ def _describe(component: frozenset[str], edges: list[Import]) -> str:
 
 def test_no_import_cycles_between_modules():
     edges = [e for e in import_graph() if not e.type_checking]
-    new = [c for c in cycles(edges) if c not in KNOWN_CYCLES]
+    new = cycles(edges)
     assert not new, "import cycles (move the shared names down to a module both can import):\n" + "\n".join(
         _describe(c, edges) for c in new
     )
-
-
-@pytest.mark.xfail(
-    strict=True, reason="cli/task <-> cli/schedule is being removed on another branch; drop this xfail after the merge"
-)
-def test_known_cycles_are_gone():
-    found = set(cycles([e for e in import_graph() if not e.type_checking]))
-    assert not (found & KNOWN_CYCLES), f"still there: {[sorted(c) for c in found & KNOWN_CYCLES]}"
 
 
 def test_imports_only_go_down_the_layers():
