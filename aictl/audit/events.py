@@ -5,6 +5,14 @@ COMMIT: it locks the chain head (one row, `audit_head`), numbers the events
 after the last one and sets ``hash = sha256(prev_hash || canonical_json(event))``.
 Taking the head lock last keeps it out of every lock-order cycle on
 PostgreSQL, and makes event ids gapless and in commit order on both backends.
+
+On PostgreSQL the whole flush is one statement (one round trip): the head row is
+locked and read, each event's id and hash computed from it in SQL (the event's
+canonical JSON is rendered here with the id left as a gap, so SQL only inserts the
+number and hashes), the events inserted, the head moved, and any NOTIFY queued by
+the transaction (`tx._aictl_notify`, see aictl.tasks.txn) sent. `aictl audit
+verify` recomputes every hash in Python, so the two computations are checked
+against each other.
 """
 
 from __future__ import annotations
@@ -65,6 +73,9 @@ def _flush(tx: Tx) -> None:
     pending = tx._aictl_events  # type: ignore[attr-defined]
     if not pending:
         return
+    if tx.dialect == "postgresql":
+        _flush_pg(tx, pending)
+        return
     lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
     head = tx.one(f"SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}")
     last_id, prev = head["last_id"], head["last_hash"]
@@ -79,4 +90,42 @@ def _flush(tx: Tx) -> None:
         )
         prev = h
     tx.run("UPDATE audit_head SET last_id = :id, last_hash = :h WHERE id = 1", {"id": last_id, "h": prev})
+    pending.clear()
+
+
+_ID_GAP = -7340033  # stands for the event id in a body rendered before the id is known
+_COLS = ("ts", "actor", "action", "task_id", "lease_epoch", "before", "after", "data")
+_TYPES = {"ts": "double precision", "task_id": "bigint", "lease_epoch": "bigint"}
+
+
+def _flush_pg(tx: Tx, pending: list[dict[str, Any]]) -> None:
+    """Chain, insert and NOTIFY in one statement (see the module docstring)."""
+    params: dict[str, Any] = {}
+    ctes = ["h0 AS (SELECT last_id AS id, last_hash AS hash FROM audit_head WHERE id = 1 FOR UPDATE)"]
+    for i, ev in enumerate(pending, 1):
+        body = canonical_json({**{k: ev.get(k) for k in HASHED_FIELDS}, "id": _ID_GAP})
+        gap = f'"id":{_ID_GAP}'
+        assert body.count(gap) == 1  # keys are sorted and nested JSON is a string: "id" occurs once
+        pre, params[f"suf{i}"] = body.split(gap)
+        params[f"pre{i}"] = pre + '"id":'
+        params.update({f"{c}{i}": ev[c] for c in _COLS})
+        ctes.append(
+            f"h{i} AS (SELECT h{i - 1}.id + 1 AS id, h{i - 1}.hash AS prev, encode(sha256(convert_to("
+            f"h{i - 1}.hash || :pre{i} || CAST(h{i - 1}.id + 1 AS TEXT) || :suf{i}, 'UTF8')), 'hex') AS hash"
+            f" FROM h{i - 1})"
+        )
+    n = len(pending)
+    rows = " UNION ALL ".join(
+        f"SELECT h{i}.id, " + ", ".join(f"CAST(:{c}{i} AS {_TYPES.get(c, 'text')})" for c in _COLS)
+        + f", h{i}.prev, h{i}.hash FROM h{i}"
+        for i in range(1, n + 1)
+    )
+    ctes.append(f"ins AS (INSERT INTO events (id, {', '.join(_COLS)}, prev_hash, hash) {rows})")
+    ctes.append(f"head AS (UPDATE audit_head SET last_id = h{n}.id, last_hash = h{n}.hash FROM h{n}"
+                " WHERE audit_head.id = 1)")
+    channels = sorted(getattr(tx, "_aictl_notify", None) or ())
+    tail = ", ".join(f"pg_notify('{c}', '')" for c in channels) or "1"
+    tx.one(f"WITH {', '.join(ctes)} SELECT {tail}", params)
+    if channels:
+        tx._aictl_notify.clear()  # type: ignore[attr-defined]
     pending.clear()

@@ -1,4 +1,9 @@
-"""Read-only task queries: get, list, ready (with reasons), dependency trees, held locks, events."""
+"""The one reader of the tasks table: get, list, ready (with reasons), dependency trees, held locks, events.
+
+`TaskQueries` opens its own read transactions. The module functions below take the
+caller's transaction (read or write), so other packages (the CLI, the daemon, the
+AI registry, the executor) read tasks through here instead of writing SQL on them.
+"""
 
 from __future__ import annotations
 
@@ -202,4 +207,30 @@ def reasons_not_ready(
     return out
 
 
-__all__ = ["TaskQueries", "reasons_not_ready"]
+def task_row(tx: Tx, task_id: int) -> dict[str, Any]:
+    """The task's raw row (NotFound if none): what a policy sees of it is aictl.tasks.txn.task_facts(row)."""
+    row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task_id})
+    if row is None:
+        raise NotFound(f"task {task_id} not found", hint="list tasks with: aictl task list")
+    return row
+
+
+def any_lease_expired(tx: Tx, now: float) -> bool:
+    """Has some claimed or running task's lease run out? (cheap: the lease-expiry index)."""
+    return tx.one(f"SELECT id FROM tasks WHERE status IN {HELD} AND lease_expires_at < :now LIMIT 1",
+                  {"now": now}) is not None
+
+
+def held_by_ai(tx: Tx, ai: str) -> list[int]:
+    """Ids of the tasks an AI holds (claimed or running), in id order."""
+    return [r["id"] for r in tx.all(f"SELECT id FROM tasks WHERE ai = :ai AND status IN {HELD} ORDER BY id",
+                                    {"ai": ai})]
+
+
+def held_counts_by_ai(tx: Tx) -> dict[str, int]:
+    """Tasks held (claimed or running) per AI."""
+    return {r["ai"]: r["n"] for r in tx.all(
+        f"SELECT ai, COUNT(*) AS n FROM tasks WHERE status IN {HELD} AND ai IS NOT NULL GROUP BY ai")}
+
+
+__all__ = ["TaskQueries", "any_lease_expired", "held_by_ai", "held_counts_by_ai", "reasons_not_ready", "task_row"]
