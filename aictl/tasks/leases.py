@@ -389,6 +389,12 @@ def await_approval(p: TaskPlane, task_id: int, owner: str, epoch: int, *, record
     return p.write(run)
 
 
+def write_activity(tx: Tx, task_id: int, owner: str, epoch: int, line: str | None) -> bool:
+    """Set the task's one-line activity while (owner, epoch) still holds it; False when the lease is gone."""
+    return tx.run(f"UPDATE tasks SET activity = :a WHERE {fence_sql()}",
+                  {"a": line, "id": task_id, "owner": owner, "epoch": epoch}) > 0
+
+
 def _require_evidence(tx: Tx, record: Any, task_id: int, epoch: int) -> None:
     """limits.require_evidence: this attempt must carry each named kind (a test report must pass)."""
     needed = record.limits.get("require_evidence") or []

@@ -215,6 +215,34 @@ def task_row(tx: Tx, task_id: int) -> dict[str, Any]:
     return row
 
 
+def task_rows(tx: Tx, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Raw rows of the given tasks by id (missing ids are left out)."""
+    if not ids:
+        return {}
+    return {r["id"]: r for r in tx.all(f"SELECT * FROM tasks WHERE id IN ({in_list(tx, 'ids')})",
+                                       {"ids": as_json_list(ids)})}
+
+
+def claimable_rows(tx: Tx, where: str, params: dict[str, Any], *, limit: int, columns: str = "t.*") -> list[dict[str, Any]]:
+    """Rows matching a claimable_where clause (alias t), in claim order."""
+    return tx.all(f"SELECT {columns} FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT {int(limit)}", params)
+
+
+def queued_due(tx: Tx, now: float) -> tuple[bool, float | None]:
+    """Is some queued task due now (no backoff pending)? If not, when the earliest backoff ends (or None)."""
+    if tx.one("SELECT id FROM tasks WHERE status = 'queued' AND (next_run_at IS NULL OR next_run_at <= :now)"
+              " LIMIT 1", {"now": now}) is not None:
+        return True, None
+    due = tx.one("SELECT MIN(next_run_at) AS due FROM tasks WHERE status = 'queued' AND next_run_at > :now",
+                 {"now": now})
+    return False, (due["due"] if due and due["due"] is not None else None)
+
+
+def live_leases_and_failures(tx: Tx) -> list[dict[str, Any]]:
+    """(id, status, lease_epoch) of claimed, running and failed tasks (which workspaces prune keeps)."""
+    return tx.all(f"SELECT id, status, lease_epoch FROM tasks WHERE status IN {HELD[:-1]}, 'failed')")
+
+
 def any_lease_expired(tx: Tx, now: float) -> bool:
     """Has some claimed or running task's lease run out? (cheap: the lease-expiry index)."""
     return tx.one(f"SELECT id FROM tasks WHERE status IN {HELD} AND lease_expires_at < :now LIMIT 1",
@@ -233,4 +261,5 @@ def held_counts_by_ai(tx: Tx) -> dict[str, int]:
         f"SELECT ai, COUNT(*) AS n FROM tasks WHERE status IN {HELD} AND ai IS NOT NULL GROUP BY ai")}
 
 
-__all__ = ["TaskQueries", "any_lease_expired", "held_by_ai", "held_counts_by_ai", "reasons_not_ready", "task_row"]
+__all__ = ["TaskQueries", "any_lease_expired", "claimable_rows", "held_by_ai", "held_counts_by_ai",
+           "live_leases_and_failures", "queued_due", "reasons_not_ready", "task_row", "task_rows"]
