@@ -83,12 +83,12 @@ def claim(p: TaskPlane, owner: str, *, capabilities: list[str] | None = None, la
     for _ in range(100):
         try:
             with p.store.write() as tx:
-                result = _claim(p, tx, p.clock(), want, floor)
+                row = _claim(p, tx, p.clock(), want, floor)
                 if dry_run:
-                    raise DryRun(result)
-                return result
+                    raise DryRun(row)
+            return _claimed(row)
         except DryRun as d:
-            return d.result
+            return _claimed(d.result)
         except _NeedsFloor:
             floor = True
         except _ClaimRace:
@@ -115,7 +115,16 @@ class _Want:
     ai_limit: int | None
 
 
-def _claim(p: TaskPlane, tx: Tx, now: float, w: _Want, floor: bool) -> ClaimResult | None:
+def _claimed(row: dict[str, Any] | None) -> ClaimResult | None:
+    if row is None:
+        return None
+    lease = Lease(task_id=row["id"], owner=row["owner"], lease_epoch=row["lease_epoch"],
+                  lease_expires_at=row["lease_expires_at"])
+    return ClaimResult(lease=lease, task=to_task(row))
+
+
+def _claim(p: TaskPlane, tx: Tx, now: float, w: _Want, floor: bool) -> dict[str, Any] | None:
+    """The claim transaction; returns the claimed row (the lease and Task are built after commit)."""
     pg = tx.dialect == "postgresql"
     lock = (f"pg_advisory_xact_lock{'' if floor else '_shared'}({_PG_CLAIM_LOCK}) AS claim_lock, " if pg else "")
     if tx.one(f"SELECT {lock}{expired_probe(tx)}", {"now": now})["expired"]:
@@ -154,9 +163,7 @@ def _claim(p: TaskPlane, tx: Tx, now: float, w: _Want, floor: bool) -> ClaimResu
                {"t": row["id"], "o": w.owner, "e": row["lease_epoch"], "now": now,
                 **{f"p{i}": pat for i, pat in enumerate(held)}})
     p.event(tx, now, "claim", row, S.QUEUED, actor=w.owner, ttl=w.ttl, ai=w.for_ai)
-    lease = Lease(task_id=row["id"], owner=w.owner, lease_epoch=row["lease_epoch"],
-                  lease_expires_at=row["lease_expires_at"])
-    return ClaimResult(lease=lease, task=to_task(row))
+    return row
 
 
 def _pg_recheck_globs(tx: Tx, task_id: int) -> None:
@@ -299,19 +306,19 @@ def heartbeat(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ttl: float 
 
 def start(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ai: str | None = None,
           dry_run: bool = False) -> Task:
-    def run(tx: Tx, now: float) -> Task:
+    def run(tx: Tx, now: float) -> dict[str, Any]:
         row, before = _lease_update(tx, task_id, owner, epoch, "start", frozenset({S.CLAIMED}),
                                     "status = 'running', heartbeat_at = :now, updated_at = :now", {"now": now})
         p.enforce(tx, "start", row, owner, ai=ai, before=before)
         p.event(tx, now, "start", row, before, actor=owner)
-        return to_task(row)
+        return row
 
-    return p.write(run, dry_run)
+    return p.write(run, dry_run, then=to_task)
 
 
 def complete(p: TaskPlane, task_id: int, owner: str, epoch: int, *, result: Any = None, ai: str | None = None,
              dry_run: bool = False) -> Task:
-    def run(tx: Tx, now: float) -> Task:
+    def run(tx: Tx, now: float) -> dict[str, Any]:
         row, before = _lease_update(
             tx, task_id, owner, epoch, "complete", LEASED,
             "status = 'done', lease_expires_at = NULL, next_run_at = NULL, result = :result, updated_at = :now",
@@ -323,9 +330,9 @@ def complete(p: TaskPlane, task_id: int, owner: str, epoch: int, *, result: Any 
         p.event(tx, now, "complete", row, before, actor=owner)
         if row["has_dependents"]:
             unblock_dependents(p, tx, now, task_id)
-        return to_task(row)
+        return row
 
-    return p.write(run, dry_run)
+    return p.write(run, dry_run, then=to_task)
 
 
 def fail(p: TaskPlane, task_id: int, owner: str, epoch: int, *, reason: str = "", retryable: bool = False,

@@ -54,21 +54,26 @@ class TaskPlane:
         self.clock = clock
         self.policy = policy  # aictl.policy.gate.PolicyGate, or None: no enforcement
 
-    def write(self, fn: Callable[[Tx, float], T], dry_run: bool = False) -> T:
-        """Run fn in one write transaction; a dry run does all the work, then rolls back."""
+    def write(self, fn: Callable[[Tx, float], Any], dry_run: bool = False, *,
+              then: Callable[[Any], T] | None = None) -> T:
+        """Run fn in one write transaction; a dry run does all the work, then rolls back.
+
+        `then` turns fn's result into the answer after the transaction ends (e.g. a row
+        into a Task), so SQLite's write lock is not held while models are built.
+        """
         try:
             with self.store.write() as tx:
                 result = fn(tx, self.clock())
                 if dry_run:
                     raise DryRun(result)
-                return result
         except DryRun as d:
-            return d.result
+            result = d.result
         except Refused as refused:
             self.keep_record(refused.record, dry_run)
             from aictl.policy.gate import denied_error
 
             raise denied_error(refused.record) from None
+        return result if then is None else then(result)
 
     def keep_record(self, record: Any, dry_run: bool) -> None:
         """Write a refusal's decision record in its own transaction (the refused one rolled back)."""
