@@ -24,7 +24,7 @@ from aictl.audit.redact import redact, redact_text
 from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import ts_to_dt
 from aictl.store.base import Store, Tx
-from aictl.tasks.leases import check_fence
+from aictl.tasks.fence import check_fence
 from aictl.tasks.txn import load_row
 
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-ndjson")

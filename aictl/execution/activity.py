@@ -65,7 +65,7 @@ class ActivityWriter:
 
     def _write(self, store: Any, line: str | None) -> None:
         try:
-            from aictl.tasks.leases import write_activity
+            from aictl.tasks.fence import write_activity
 
             with store.write() as tx:
                 write_activity(tx, self.task_id, self.owner, self.epoch, line)

@@ -6,8 +6,8 @@
 * `heartbeat`, `start`, `complete`, `fail`, `release`, `await_approval` present
   (owner, lease_epoch). Each is one UPDATE guarded by the fence (`fence_sql`);
   when it matches nothing, `check_fence` says why: LeaseLost naming the epoch and
-  owner that hold the task now, or IllegalTransition. Evidence attachment
-  (aictl.audit.evidence) calls `check_fence` too.
+  owner that hold the task now, or IllegalTransition (aictl.tasks.fence, which
+  evidence attachment in aictl.audit.evidence calls too).
 
 PostgreSQL claim protocol (SQLite needs none: BEGIN IMMEDIATE serializes writers).
 A claim's snapshot may miss a concurrent claim, so:
@@ -28,11 +28,12 @@ from typing import Any
 
 from aictl.audit.events import canonical_json
 from aictl.audit.redact import redact
-from aictl.domain.errors import AictlError, AILimitReached, IllegalTransition, LeaseLost, LockConflict
+from aictl.domain.errors import AictlError, AILimitReached, LeaseLost, LockConflict
 from aictl.domain.models import Lease, Task
 from aictl.domain.status import LEASED, TaskStatus, check_transition
 from aictl.store.base import Tx
 from aictl.tasks.backoff import backoff_delay
+from aictl.tasks.fence import check_fence, fence_sql
 from aictl.tasks.recovery import dependency_failed, expired_probe, reap_in, unblock_dependents
 from aictl.tasks.sql import CLAIM_ORDER, HELD, ai_label_values, claimable_where, returning_task
 from aictl.tasks.txn import DryRun, Refused, TaskPlane, free_locks, load_row, to_task
@@ -41,8 +42,6 @@ S = TaskStatus
 _PG_CLAIM_LOCK = 727274002  # every claim: shared; exclusively by a claim that takes an exclusive task
 _PG_AI_LOCK = 727274003  # with hashtext(ai id): claims for one AI, so its concurrency limit holds
 _PG_GLOB_LOCK = 727274004  # claims of tasks with lock globs, to re-check glob conflicts one at a time
-_VERB_TARGET = {"start": S.RUNNING, "complete": S.DONE, "fail": S.FAILED, "release": S.QUEUED,
-                "heartbeat": S.RUNNING}
 
 
 @dataclass
@@ -211,55 +210,7 @@ def _explain_unclaimable(tx: Tx, now: float, w: _Want) -> None:
                        hint="see why with: aictl task ready", details={"reasons": reasons})
 
 
-# -- fencing -------------------------------------------------------------------------------
-
-
-def fence_sql(allowed: frozenset[TaskStatus] = LEASED) -> str:
-    """The fence as a WHERE clause (bind :id, :owner, :epoch): the lease presented still holds the task."""
-    return (f"id = :id AND owner = :owner AND lease_epoch = :epoch"
-            f" AND status IN ({', '.join(repr(s.value) for s in sorted(allowed))})")
-
-
-def check_fence(tx: Tx, task_id: int, owner: str, epoch: int, *, verb: str,
-                allowed: frozenset[TaskStatus] = LEASED, transition: bool = True) -> dict[str, Any]:
-    """The task's row if (owner, epoch) holds it in an `allowed` status; else raise why not.
-
-    LeaseLost names the epoch and owner that hold the task now (or says the lease
-    expired). With the lease intact but the status wrong: IllegalTransition for
-    `verb` when `transition`, else LeaseLost. PostgreSQL: the row stays locked.
-    """
-    cur = load_row(tx, task_id, for_update=True)
-    if cur["lease_epoch"] == epoch and cur["owner"] == owner and cur["status"] in allowed:
-        return cur
-    if cur["lease_epoch"] != epoch:
-        holder = f" by {cur['owner']}" if cur["status"] in LEASED else ""
-        raise LeaseLost(
-            f"lease lost: task {task_id} is at lease epoch {cur['lease_epoch']} ({cur['status']}{holder});"
-            f" you presented epoch {epoch}",
-            hint=f"your result is stale; see the task with: aictl task get {task_id}",
-            details={"task_id": task_id, "presented_epoch": epoch, "current_epoch": cur["lease_epoch"],
-                     "current_owner": cur["owner"], "status": cur["status"]},
-        )
-    if cur["owner"] != owner:
-        raise LeaseLost(
-            f"lease lost: task {task_id} epoch {epoch} belongs to {cur['owner']}, not {owner}",
-            details={"task_id": task_id, "current_owner": cur["owner"], "presented_owner": owner},
-        )
-    if cur["status"] in (S.QUEUED, S.FAILED) and cur["lease_expires_at"] is None:
-        raise LeaseLost(
-            f"lease lost: the lease of task {task_id} (epoch {epoch}) expired and the task went back to "
-            f"{cur['status']}",
-            hint=f"claim it again: aictl task claim --id {task_id}",
-            details={"task_id": task_id, "current_epoch": epoch, "status": cur["status"]},
-        )
-    if not transition:
-        raise LeaseLost(
-            f"lease lost: cannot {verb} task {task_id} with epoch {epoch}: it is {cur['status']}",
-            details={"task_id": task_id, "presented_epoch": epoch, "current_epoch": cur["lease_epoch"],
-                     "current_owner": cur["owner"], "status": cur["status"]},
-        )
-    check_transition(task_id, cur["status"], _VERB_TARGET.get(verb, cur["status"]), verb)
-    raise IllegalTransition(f"cannot {verb} task {task_id}: it is {cur['status']}")
+# -- fenced updates ------------------------------------------------------------------------
 
 
 def _lease_update(tx: Tx, task_id: int, owner: str, epoch: int, verb: str, allowed: frozenset[TaskStatus],
@@ -299,6 +250,7 @@ def heartbeat(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ttl: float 
                                                      "epoch": epoch})
         if row is None:
             check_fence(tx, task_id, owner, epoch, verb="heartbeat")
+            raise LeaseLost(f"lease lost: task {task_id} changed while being updated; try again")  # not reached
         return Lease(task_id=task_id, owner=owner, lease_epoch=epoch, lease_expires_at=row["lease_expires_at"])
 
     return p.write(run)
@@ -394,12 +346,6 @@ def await_approval(p: TaskPlane, task_id: int, owner: str, epoch: int, *, record
         return to_task(row)
 
     return p.write(run)
-
-
-def write_activity(tx: Tx, task_id: int, owner: str, epoch: int, line: str | None) -> bool:
-    """Set the task's one-line activity while (owner, epoch) still holds it; False when the lease is gone."""
-    return tx.run(f"UPDATE tasks SET activity = :a WHERE {fence_sql()}",
-                  {"a": line, "id": task_id, "owner": owner, "epoch": epoch}) > 0
 
 
 def _require_evidence(tx: Tx, record: Any, task_id: int, epoch: int) -> None:

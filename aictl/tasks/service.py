@@ -10,7 +10,8 @@ Where each job lives (all in aictl/tasks/):
 txn.py         the shared write transaction, policy checks, audit events
 create.py      TaskSpec, batch create with the DAG, add_dependency
 leases.py      the atomic claim, heartbeat/start/complete/fail/release/
-               await_approval, and the one fencing check (check_fence)
+               await_approval
+fence.py       the one fencing check (check_fence), also used by evidence
 approvals.py   approve / reject a parked task
 recovery.py    reap, cancel, retry, and the dependency cascades
 queries.py     the one reader of tasks (TaskQueries and helpers)
