@@ -10,7 +10,9 @@ On PostgreSQL the whole flush is one statement (one round trip): the head row is
 locked and read, each event's id and hash computed from it in SQL (the event's
 canonical JSON is rendered here with the id left as a gap, so SQL only inserts the
 number and hashes), the events inserted, the head moved, and any NOTIFY queued by
-the transaction (`tx._aictl_notify`, see aictl.tasks.txn) sent. `aictl audit
+the transaction (`tx._aictl_notify`, see aictl.tasks.txn) sent. On SQLite the first
+event's INSERT reads the head the same way (BEGIN IMMEDIATE already holds the write
+lock), and one UPDATE moves the head. `aictl audit
 verify` recomputes every hash in Python, so the two computations are checked
 against each other.
 """
@@ -75,11 +77,24 @@ def _flush(tx: Tx) -> None:
         return
     if tx.dialect == "postgresql":
         _flush_pg(tx, pending)
-        return
-    lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
-    head = tx.one(f"SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}")
-    last_id, prev = head["last_id"], head["last_hash"]
-    for ev in pending:
+    else:
+        _flush_sqlite(tx, pending)
+    pending.clear()
+
+
+def _flush_sqlite(tx: Tx, pending: list[dict[str, Any]]) -> None:
+    """The first event is numbered and chained from the head inside its INSERT (sha256_hex is a function
+    aictl.store.sqlite registers); the rest follow in Python; then the head moves."""
+    first = pending[0]
+    pre, suf = _body_around_id(first)
+    head = tx.one(
+        f"INSERT INTO events (id, {', '.join(_COLS)}, prev_hash, hash)"
+        f" SELECT last_id + 1, {', '.join(':' + c for c in _COLS)}, last_hash,"
+        " sha256_hex(last_hash || :pre || (last_id + 1) || :suf) FROM audit_head WHERE id = 1 RETURNING id, hash",
+        {**{c: first[c] for c in _COLS}, "pre": pre, "suf": suf},
+    )
+    last_id, prev = head["id"], head["hash"]
+    for ev in pending[1:]:
         last_id += 1
         record = {**ev, "id": last_id}
         h = event_hash(prev, record)
@@ -90,7 +105,6 @@ def _flush(tx: Tx) -> None:
         )
         prev = h
     tx.run("UPDATE audit_head SET last_id = :id, last_hash = :h WHERE id = 1", {"id": last_id, "h": prev})
-    pending.clear()
 
 
 _ID_GAP = -7340033  # stands for the event id in a body rendered before the id is known
@@ -103,11 +117,7 @@ def _flush_pg(tx: Tx, pending: list[dict[str, Any]]) -> None:
     params: dict[str, Any] = {}
     ctes = ["h0 AS (SELECT last_id AS id, last_hash AS hash FROM audit_head WHERE id = 1 FOR UPDATE)"]
     for i, ev in enumerate(pending, 1):
-        body = canonical_json({**{k: ev.get(k) for k in HASHED_FIELDS}, "id": _ID_GAP})
-        gap = f'"id":{_ID_GAP}'
-        assert body.count(gap) == 1  # keys are sorted and nested JSON is a string: "id" occurs once
-        pre, params[f"suf{i}"] = body.split(gap)
-        params[f"pre{i}"] = pre + '"id":'
+        params[f"pre{i}"], params[f"suf{i}"] = _body_around_id(ev)
         params.update({f"{c}{i}": ev[c] for c in _COLS})
         ctes.append(
             f"h{i} AS (SELECT h{i - 1}.id + 1 AS id, h{i - 1}.hash AS prev, encode(sha256(convert_to("
@@ -128,4 +138,11 @@ def _flush_pg(tx: Tx, pending: list[dict[str, Any]]) -> None:
     tx.one(f"WITH {', '.join(ctes)} SELECT {tail}", params)
     if channels:
         tx._aictl_notify.clear()  # type: ignore[attr-defined]
-    pending.clear()
+
+
+def _body_around_id(ev: dict[str, Any]) -> tuple[str, str]:
+    """The event's hashed body (canonical JSON) split where its id goes: body = pre + str(id) + suf."""
+    body = canonical_json({**{k: ev.get(k) for k in HASHED_FIELDS}, "id": _ID_GAP})
+    gap = f'"id":{_ID_GAP}'
+    pre, suf = body.split(gap)  # keys are sorted and nested JSON is a string: "id" occurs once at the top
+    return pre + '"id":', suf

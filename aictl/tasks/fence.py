@@ -9,6 +9,7 @@ executor's activity line is written with `write_activity`.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from aictl.domain.errors import IllegalTransition, LeaseLost
@@ -21,6 +22,7 @@ _VERB_TARGET = {"start": S.RUNNING, "complete": S.DONE, "fail": S.FAILED, "relea
                 "heartbeat": S.RUNNING}
 
 
+@lru_cache(maxsize=None)
 def fence_sql(allowed: frozenset[TaskStatus] = LEASED) -> str:
     """The fence as a WHERE clause (bind :id, :owner, :epoch): the lease presented still holds the task."""
     return (f"id = :id AND owner = :owner AND lease_epoch = :epoch"

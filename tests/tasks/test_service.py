@@ -321,7 +321,7 @@ def test_claim_and_complete_cost_few_statements(services, monkeypatch):
             monkeypatch.setattr(cls, name, lambda self, sql, params=None, _o=orig: (sent.append(sql), _o(self, sql, params))[1])
     r = b.svc.claim("w")
     b.svc.complete(t.id, "w", r.lease.lease_epoch)
-    # SQLite (in process): probe, claim, 3 for the audit chain; status read, update, 3 for the chain.
+    # SQLite (in process): probe, claim, chained event INSERT, head UPDATE; status read, update, the same two.
     # PostgreSQL: probe with the claim lock, claim, chain+NOTIFY in one; update, chain in one.
-    assert len(sent) == {"sqlite": 10, "postgresql": 5}[b.store.dialect], sent
+    assert len(sent) == {"sqlite": 8, "postgresql": 5}[b.store.dialect], sent
     assert [e.action for e in b.q.events(task_id=t.id)] == ["create", "claim", "complete"]
