@@ -1,4 +1,4 @@
-"""Leases: the atomic claim, the operations a lease holder performs, and the one fencing check.
+"""Leases: the atomic claim, and the operations a lease holder performs under its fence.
 
 * `claim` picks the best claimable task (aictl.tasks.sql.claimable_where, in
   CLAIM_ORDER) and takes it in one `UPDATE … RETURNING`, bumping lease_epoch,

@@ -29,6 +29,8 @@ def test_lifecycle_writes_one_event_per_transition(services):
     ev = b.q.events(task_id=t.id)
     assert ev[1].before == {"status": "queued"} and ev[1].after["status"] == "claimed"
     assert ev[1].actor == "w1" and ev[1].lease_epoch == 1
+    # each event names the status the task had before its change (read in the same statement on PostgreSQL)
+    assert [e.before for e in ev[2:]] == [{"status": "claimed"}, {"status": "running"}]
 
 
 def test_claim_order_priority_then_age(services):
