@@ -178,11 +178,12 @@ class Registry:
 
     def running_counts(self, tx: Tx | None = None) -> dict[str, int]:
         """Tasks held (claimed or running) per AI."""
-        sql = "SELECT ai, COUNT(*) AS n FROM tasks WHERE status IN ('claimed', 'running') AND ai IS NOT NULL GROUP BY ai"
+        from aictl.tasks.queries import held_counts_by_ai
+
         if tx is not None:
-            return {r["ai"]: r["n"] for r in tx.all(sql)}
+            return held_counts_by_ai(tx)
         with self.store.read() as rtx:
-            return {r["ai"]: r["n"] for r in rtx.all(sql)}
+            return held_counts_by_ai(rtx)
 
     def running(self, ai_id: str) -> int:
         return self.running_counts().get(ai_id, 0)
@@ -224,8 +225,9 @@ class Registry:
 
         def run(tx: Tx, now: float) -> AIRecord:
             row = self._row(tx, ai_id)
-            held = [r["id"] for r in tx.all("SELECT id FROM tasks WHERE ai = :ai AND status IN ('claimed', 'running')"
-                                            " ORDER BY id", {"ai": ai_id})]
+            from aictl.tasks.queries import held_by_ai
+
+            held = held_by_ai(tx, ai_id)
             if held and not force:
                 raise Conflict(f"AI {ai_id!r} holds {len(held)} running task(s): {', '.join(map(str, held))}",
                                hint=f"wait for them, or: aictl ai remove {ai_id} --force --yes",

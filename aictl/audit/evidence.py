@@ -21,9 +21,11 @@ from pydantic import BaseModel, field_serializer
 
 from aictl.audit.events import append_event, canonical_json
 from aictl.audit.redact import redact, redact_text
-from aictl.domain.errors import AictlError, LeaseLost, NotFound, UsageError
+from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import ts_to_dt
 from aictl.store.base import Store, Tx
+from aictl.tasks.fence import check_fence
+from aictl.tasks.txn import load_row
 
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-ndjson")
 
@@ -103,17 +105,11 @@ class EvidenceStore:
         return _ref(row)
 
     def _check_lease(self, tx: Tx, task_id: int, owner: str | None, epoch: int | None) -> None:
-        row = tx.one("SELECT status, owner, lease_epoch FROM tasks WHERE id = :id", {"id": task_id})
-        if row is None:
-            raise NotFound(f"task {task_id} not found")
+        """Evidence is fenced like completion: the presented lease must still hold the task."""
         if owner is None or epoch is None:
+            load_row(tx, task_id)  # NotFound first, as before the lease is even looked at
             raise UsageError("evidence for a task must present the lease: owner and epoch")
-        if row["lease_epoch"] != epoch or row["owner"] != owner or row["status"] not in ("claimed", "running"):
-            raise LeaseLost(
-                f"lease lost: cannot attach evidence to task {task_id} with epoch {epoch}: it is "
-                f"{row['status']} at lease epoch {row['lease_epoch']} (owner {row['owner']})",
-                details={"task_id": task_id, "presented_epoch": epoch, "current_epoch": row["lease_epoch"]},
-            )
+        check_fence(tx, task_id, owner, epoch, verb="attach evidence to", transition=False)
 
     def _write_blob(self, tx: Tx, digest: str, data: bytes) -> None:
         if tx.dialect == "postgresql":

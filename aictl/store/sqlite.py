@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,10 @@ from aictl.store.base import Store
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+def _sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class SqliteTx:
@@ -50,6 +55,8 @@ class SqliteStore(Store):
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
+            # The audit chain hashes its first event inside the INSERT (aictl.audit.events).
+            self._conn.create_function("sha256_hex", 1, _sha256_hex, deterministic=True)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite store {path}: {e}") from None
         self.journal_mode = next(iter(mode.values())) if mode else None
