@@ -15,7 +15,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, field_serializer
 
@@ -24,8 +24,6 @@ from aictl.audit.redact import redact, redact_text
 from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import ts_to_dt
 from aictl.store.base import Store, Tx
-from aictl.tasks.fence import check_fence
-from aictl.tasks.txn import load_row
 
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-ndjson")
 
@@ -51,11 +49,18 @@ class EvidenceTampered(AictlError):
     code = "evidence_tampered"
 
 
+class Fence(Protocol):
+    """The task plane's lease check (aictl.tasks.fence.check_fence), passed in: audit sits below tasks."""
+
+    def __call__(self, tx: Tx, task_id: int, owner: str, epoch: int, *, verb: str, transition: bool = ...) -> Any: ...
+
+
 class EvidenceStore:
-    def __init__(self, store: Store, home: Path | None, *, actor: str = "aictl"):
+    def __init__(self, store: Store, home: Path | None, *, actor: str = "aictl", fence: Fence | None = None):
         self.store = store
         self.home = home
         self.actor = actor
+        self.fence = fence  # without it, evidence cannot be written for a task (only read, or task-less)
         if store.dialect == "sqlite" and home is None:
             raise UsageError("a SQLite store keeps evidence files under its project home; none is set")
 
@@ -106,10 +111,12 @@ class EvidenceStore:
 
     def _check_lease(self, tx: Tx, task_id: int, owner: str | None, epoch: int | None) -> None:
         """Evidence is fenced like completion: the presented lease must still hold the task."""
+        if self.fence is None:
+            raise UsageError("this evidence store was opened without the task plane's lease check",
+                             hint="pass fence=aictl.tasks.fence.check_fence to EvidenceStore")
         if owner is None or epoch is None:
-            load_row(tx, task_id)  # NotFound first, as before the lease is even looked at
             raise UsageError("evidence for a task must present the lease: owner and epoch")
-        check_fence(tx, task_id, owner, epoch, verb="attach evidence to", transition=False)
+        self.fence(tx, task_id, owner, epoch, verb="attach evidence to", transition=False)
 
     def _write_blob(self, tx: Tx, digest: str, data: bytes) -> None:
         if tx.dialect == "postgresql":

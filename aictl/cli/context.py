@@ -78,7 +78,9 @@ class CliState:
     def evidence(self):
         from aictl.audit.evidence import EvidenceStore
 
-        return EvidenceStore(self.store(), self.settings().home, actor=self.settings().actor)
+        from aictl.tasks.fence import check_fence
+
+        return EvidenceStore(self.store(), self.settings().home, actor=self.settings().actor, fence=check_fence)
 
     def close(self) -> None:
         if self._store is not None:

@@ -391,9 +391,12 @@ def attach(
 
         from aictl.audit.evidence import EvidenceStore
         from aictl.cli.context import RollbackStore
+        from aictl.tasks.fence import check_fence
 
         with tempfile.TemporaryDirectory(prefix="aictl-dry-run-") as home:
-            ref = EvidenceStore(RollbackStore(state.store()), Path(home), actor=state.settings().actor).put(data, **put)
+            ref = EvidenceStore(
+                RollbackStore(state.store()), Path(home), actor=state.settings().actor, fence=check_fence
+            ).put(data, **put)
         info("dry run: nothing was attached")
     else:
         ref = state.evidence().put(data, **put)

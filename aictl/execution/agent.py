@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aictl.tasks.queries import task_row
+
 if TYPE_CHECKING:
     from aictl.agents.connectors import RunContext
     from aictl.config import Settings
@@ -28,8 +30,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     )
 
     with store.read() as tx:
-        row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
-    assert row is not None  # the task is claimed by this run: it exists
+        row = task_row(tx, task.id)
     ctx.ai = ai
     ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
     ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills_for(task, settings.project_dir))

@@ -30,6 +30,7 @@ from aictl.domain.errors import (
     UsageError,
 )
 from aictl.execution.outcome import ExecuteOptions, ExecutionReport, Outcome
+from aictl.tasks.queries import live_leases_and_failures, task_row
 
 if TYPE_CHECKING:
     import threading
@@ -80,6 +81,7 @@ class Executor:
         from aictl.execution.record import Recorder
         from aictl.sandbox.workspace import WorkspaceManager
         from aictl.tasks.claims import Claims
+        from aictl.tasks.fence import check_fence
         from aictl.tasks.queries import TaskQueries
 
         project = settings.project_dir
@@ -92,7 +94,7 @@ class Executor:
         self.svc = self.claims.svc
         self.queries = TaskQueries(store, clock=clock)
         self.registry = Registry(store, actor=settings.actor)
-        self.evidence = EvidenceStore(store, settings.home, actor=settings.actor)
+        self.evidence = EvidenceStore(store, settings.home, actor=settings.actor, fence=check_fence)
         self.planner = Planner(store, claims=self.claims, registry=self.registry, evidence=self.evidence)
         self.recorder = Recorder(store, self.evidence, policy=policy, emit=self.emit)
         self.workspaces = WorkspaceManager(Path(project), Path(settings.home) / "workspaces")
@@ -243,8 +245,7 @@ class Executor:
         from aictl.tasks.service import task_facts
 
         with self.store.read() as tx:
-            row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
-        assert row is not None  # the task is claimed by this run: it exists
+            row = task_row(tx, task.id)
         sandbox = {"backend": spec.backend, "sandboxed": spec.backend != "local", "network": spec.network,
                    "image": spec.image if spec.backend == "docker" else None}
         record = self.policy.check("execute", ai=opts.ai or opts.owner, actor=opts.owner, task=task_facts(row),
@@ -375,7 +376,7 @@ class Executor:
 def workspace_keep_rule(store: Store) -> Callable[[int, int], bool]:
     """Which workspaces `prune` keeps: live leases of that epoch, and the last attempt of failed tasks."""
     with store.read() as tx:
-        rows = tx.all("SELECT id, status, lease_epoch FROM tasks WHERE status IN ('claimed', 'running', 'failed')")
+        rows = live_leases_and_failures(tx)
     live = {(r["id"], r["lease_epoch"]) for r in rows}
     return lambda task_id, epoch: (task_id, epoch) in live
 
