@@ -1,4 +1,4 @@
-"""Creating tasks: the TaskSpec a user gives, batch create with the DAG, and add_dependency.
+"""Creating tasks: batch create with the DAG, and add_dependency.
 
 A batch is checked before its transaction (duplicate keys, unknown keys, cycles
 inside the batch, lock globs), then inserted in dependency order in one
@@ -11,42 +11,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pydantic import BaseModel, Field, field_validator
-
 from aictl.domain.errors import CycleError, IllegalTransition, UsageError
 from aictl.domain.models import Task
 from aictl.domain.status import TaskStatus, check_transition
 from aictl.store.base import Tx
 from aictl.tasks import conflicts, dag
+from aictl.tasks.spec import TaskSpec
 from aictl.tasks.sql import as_json_list, in_list, returning_task
 from aictl.tasks.txn import TaskPlane, load_row, to_task
 
 S = TaskStatus
-
-
-class TaskSpec(BaseModel):
-    """What a user gives to create a task."""
-
-    model_config = {"extra": "forbid"}
-
-    title: str = Field(min_length=1)
-    description: str = ""
-    type: str = "task"
-    priority: int = 0
-    labels: list[str] = Field(default_factory=list)
-    required_capabilities: list[str] = Field(default_factory=list)
-    depends_on: list[int | str] = Field(default_factory=list)
-    lock_paths: list[str] = Field(default_factory=list)
-    exclusive: bool = False
-    max_attempts: int | None = Field(None, ge=1)
-    command: str | None = None  # what the `command` connector runs
-    verify: str | None = None  # verification run after the agent (e.g. "pytest -q")
-    key: str | None = None  # local name inside a batch file, for depends_on
-
-    @field_validator("labels", "required_capabilities")
-    @classmethod
-    def _clean(cls, v: list[str]) -> list[str]:
-        return sorted({s.strip() for s in v if s.strip()})
 
 
 def create_many(p: TaskPlane, specs: list[TaskSpec], *, dry_run: bool = False) -> list[Task]:

@@ -8,7 +8,8 @@ Where each job lives (all in aictl/tasks/):
 
 =============  ===============================================================
 txn.py         the shared write transaction, policy checks, audit events
-create.py      TaskSpec, batch create with the DAG, add_dependency
+spec.py        TaskSpec, the fields a user gives, checked without pydantic
+create.py      batch create with the DAG, add_dependency
 leases.py      the atomic claim, heartbeat/start/complete/fail/release/
                await_approval
 fence.py       the one fencing check (check_fence), also used by evidence
@@ -26,7 +27,7 @@ from typing import Any, Callable
 from aictl.domain.models import Lease, Task
 from aictl.store.base import Store, Tx
 from aictl.tasks import approvals, create, leases, recovery
-from aictl.tasks.create import TaskSpec
+from aictl.tasks.spec import TaskSpec
 from aictl.tasks.leases import ClaimResult
 from aictl.tasks.queries import task_row
 from aictl.tasks.txn import TaskPlane, notify_daemons, task_facts
