@@ -252,6 +252,9 @@ def _write(cache: Path, data: dict[str, Any]) -> None:
     """tmp file + os.replace: a reader sees the old file or the whole new one. A read-only state dir just misses."""
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
+        ignore = cache.parent / ".gitignore"
+        if not ignore.exists():  # git then hides the cache in any repository, whatever its own .gitignore says
+            ignore.write_text("*\n", encoding="utf-8")
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".policy-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
