@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aictl.domain.errors import PolicyDenied
@@ -153,15 +154,16 @@ def denied_error(record: DecisionRecord) -> PolicyDenied:
     )
 
 
-def load_gate(project_dir: Any, *, ai_id: str | None = None) -> PolicyGate | None:
+def load_gate(project_dir: Any, *, ai_id: str | None = None, state_dir: Any = None) -> PolicyGate | None:
     """The project's policy gate, or None when no policy file exists anywhere (enforcement off).
 
-    Without `ai_id` the compiled policy comes from the state dir's cache when its files are unchanged.
+    Without `ai_id` the compiled policy comes from `<state_dir>/cache` (default: the project's .ai/)
+    when its files are unchanged.
     """
     if ai_id is not None:
         from aictl.policy.merge import load_effective_policy
 
         policy: Any = load_effective_policy(project_dir, ai_id=ai_id)
     else:
-        policy = load_compiled(project_dir)
+        policy = load_compiled(project_dir, cache_dir=Path(state_dir) / "cache" if state_dir is not None else None)
     return PolicyGate(policy) if policy.sources else None
