@@ -1,6 +1,7 @@
 """Rules compiled for evaluation: globs to regexes, paths to pathspecs, conditions to CEL programs.
 
-Everything expensive happens once per rule at load time; `CompiledRule.check` is the hot path.
+Globs and paths compile once per rule at load time, a condition on first use (so CEL loads only
+when a rule's other match fields hold); `CompiledRule.check` is the hot path.
 """
 
 from __future__ import annotations

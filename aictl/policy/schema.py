@@ -75,7 +75,9 @@ class Match(_Strict):
 class Sandbox(_Strict):
     backend: Literal["local", "docker"] | None = Field(None, description="docker is stricter than local")
     network: bool | None = Field(None, description="false: no network inside the sandbox")
-    memory_mb: int | None = Field(None, ge=6, description="at most this much memory (the lower of this and the request)")
+    memory_mb: int | None = Field(
+        None, ge=6, description="at most this much memory (the lower of this and the request)"
+    )
 
 
 class Limits(_Strict):

@@ -30,8 +30,19 @@ def loaded(project, *args: str) -> set[str]:
 
 
 # What enforcing a cached policy must not load: the schema (pydantic), the YAML loader, pathspec, the CEL library.
-POLICY_SLOW = ("pydantic", "pydantic_core", "yaml", "pathspec", "cel", "celpy", "aictl.policy.schema",
-               "aictl.policy.loader", "aictl.policy.merge", "aictl.policy.engine", "aictl.policy.request")
+POLICY_SLOW = (
+    "pydantic",
+    "pydantic_core",
+    "yaml",
+    "pathspec",
+    "cel",
+    "celpy",
+    "aictl.policy.schema",
+    "aictl.policy.loader",
+    "aictl.policy.merge",
+    "aictl.policy.engine",
+    "aictl.policy.request",
+)
 
 # Rules of every kind, and a condition that claim and complete never reach (it is on write_path).
 RULES = """
@@ -79,8 +90,13 @@ def held(project, j):
 
 
 def test_read_commands_and_help_load_no_pydantic_and_nothing_heavy(project, held):
-    for args in (["--help"], ["task", "--help"], ["task", "get", str(held[0]), "-o", "json"],
-                 ["task", "list", "-o", "json"], ["task", "list"]):
+    for args in (
+        ["--help"],
+        ["task", "--help"],
+        ["task", "get", str(held[0]), "-o", "json"],
+        ["task", "list", "-o", "json"],
+        ["task", "list"],
+    ):
         mods = loaded(project, *args)
         assert not mods & {*HEAVY, *NO_PYDANTIC}, (args, sorted(mods & {*HEAVY, *NO_PYDANTIC}))
         assert "typer" in mods  # the probe really ran the CLI
@@ -89,9 +105,12 @@ def test_read_commands_and_help_load_no_pydantic_and_nothing_heavy(project, held
 def test_lease_and_create_commands_load_nothing_heavy(project, held):
     tid, epoch = held
     lease = ["--owner", "w1", "--epoch", str(epoch)]
-    for args in (["task", "create", "x", "-o", "json"], ["task", "claim", "--owner", "w2", "-o", "json"],
-                 ["task", "heartbeat", str(tid), *lease, "-o", "json"],
-                 ["task", "complete", str(tid), *lease, "-o", "json"]):
+    for args in (
+        ["task", "create", "x", "-o", "json"],
+        ["task", "claim", "--owner", "w2", "-o", "json"],
+        ["task", "heartbeat", str(tid), *lease, "-o", "json"],
+        ["task", "complete", str(tid), *lease, "-o", "json"],
+    ):
         mods = loaded(project, *args)
         assert not mods & set(HEAVY), (args, sorted(mods & set(HEAVY)))
 
@@ -115,7 +134,9 @@ def test_claim_and_complete_enforce_a_cached_policy_without_loading_its_schema_o
     assert not policy_slow(mods, but=NO_PYDANTIC), sorted(policy_slow(mods))
     decisions = j("audit", "decisions", "--task", str(t["id"]))
     assert [(d["action"], d["matched_rules"]) for d in decisions] == [
-        ("claim", ["fast-claims", "task-lifecycle"]), ("complete", ["fast-claims", "task-lifecycle"])]
+        ("claim", ["fast-claims", "task-lifecycle"]),
+        ("complete", ["fast-claims", "task-lifecycle"]),
+    ]
 
 
 def loaded_all(project, *args: str) -> set[str]:
