@@ -61,7 +61,7 @@ class CliState:
         from aictl.policy.gate import load_gate
 
         settings = self.settings()
-        return load_gate(settings.project_dir) if settings.project_dir else None
+        return load_gate(settings.project_dir, state_dir=settings.home) if settings.project_dir else None
 
     def tasks(self, *, enforce: bool = False, dry_run: bool = False):
         """The task service; with dry_run, over a store whose writes roll back (for calls without a dry_run)."""

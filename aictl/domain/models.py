@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
 
 from aictl.domain.status import TaskStatus
 
@@ -45,6 +45,7 @@ def _plain(value: Any, json_mode: bool) -> Any:
     return value
 
 
+@dataclass_transform(field_specifiers=(field,))  # tells type checkers that subclasses are dataclasses
 class Record:
     """Base of the records: dumps like a pydantic model (timestamps in `_timestamps` as ISO strings)."""
 
