@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.agents.test_sdk_connectors import KEYS, VARIANTS, Variant
+from tests.agents.sdk_variants import KEYS, VARIANTS, Variant
 from tests.fakeprovider import error, reply, tool
 
 # 2200 input and 25 output tokens, at the list prices of the models the variants use.
