@@ -10,6 +10,8 @@ values, its defaults) is read from its spec (agents/connectors/spec.py).
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import re
 import time
@@ -171,7 +173,7 @@ class Registry:
         with self.store.read() as tx:
             return [row_to_ai(r) for r in tx.all("SELECT * FROM ais ORDER BY id")]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> builtins.list[dict[str, Any]]:
         """Raw rows (with last_assigned_at, for the router's round robin)."""
         with self.store.read() as tx:
             return tx.all("SELECT * FROM ais ORDER BY id")
@@ -207,11 +209,11 @@ class Registry:
                       "labels": canonical_json(labels), "maxc": ai.max_concurrency,
                       "config": canonical_json(ai.config), "enabled": int(ai.enabled), "now": now}
             if old is None:
-                row = tx.one("INSERT INTO ais (id, connector, model, capabilities, labels, max_concurrency, config,"
+                row = tx.row("INSERT INTO ais (id, connector, model, capabilities, labels, max_concurrency, config,"
                              " enabled, created_at, updated_at) VALUES (:id, :connector, :model, :caps, :labels,"
                              " :maxc, :config, :enabled, :now, :now) RETURNING *", params)
             else:
-                row = tx.one("UPDATE ais SET connector = :connector, model = :model, capabilities = :caps,"
+                row = tx.row("UPDATE ais SET connector = :connector, model = :model, capabilities = :caps,"
                              " labels = :labels, max_concurrency = :maxc, config = :config, enabled = :enabled,"
                              " updated_at = :now WHERE id = :id RETURNING *", params)
             self._event(tx, now, "ai_register", ai.id, None if old is None else self._state(old), self._state(row),
@@ -244,7 +246,7 @@ class Registry:
             old = self._row(tx, ai_id)
             values = change(old, now)
             sets = ", ".join(f"{k} = :{k}" for k in values)
-            row = tx.one(f"UPDATE ais SET {sets}, updated_at = :now WHERE id = :id RETURNING *",
+            row = tx.row(f"UPDATE ais SET {sets}, updated_at = :now WHERE id = :id RETURNING *",
                          {**values, "now": now, "id": ai_id})
             before, after = self._state(old), self._state(row)
             changed = {k for k in after if before.get(k) != after.get(k)}
@@ -254,14 +256,14 @@ class Registry:
 
         return self._write(run, dry_run)
 
-    def label(self, ai_id: str, labels: list[str], *, dry_run: bool = False) -> AIRecord:
+    def label(self, ai_id: str, labels: builtins.list[str], *, dry_run: bool = False) -> AIRecord:
         add = _clean(labels)
         if not add:
             raise UsageError("give at least one label", hint=f"aictl ai label {ai_id} fast")
         return self._update(ai_id, "ai_label", lambda r, now: {
             "labels": canonical_json(sorted(set(json.loads(r["labels"])) | set(add)))}, dry_run, labels=add)
 
-    def unlabel(self, ai_id: str, labels: list[str], *, dry_run: bool = False) -> AIRecord:
+    def unlabel(self, ai_id: str, labels: builtins.list[str], *, dry_run: bool = False) -> AIRecord:
         drop = _clean(labels)
         if not drop:
             raise UsageError("give at least one label", hint=f"aictl ai unlabel {ai_id} fast")

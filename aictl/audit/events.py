@@ -77,7 +77,7 @@ def _flush_sqlite(tx: Tx, pending: list[dict[str, Any]]) -> None:
     aictl.store.sqlite registers); the rest follow in Python; then the head moves."""
     first = pending[0]
     pre, suf = _body_around_id(first)
-    head = tx.one(
+    head = tx.row(
         f"INSERT INTO events (id, {', '.join(_COLS)}, prev_hash, hash)"
         f" SELECT last_id + 1, {', '.join(':' + c for c in _COLS)}, last_hash,"
         " sha256_hex(last_hash || :pre || (last_id + 1) || :suf) FROM audit_head WHERE id = 1 RETURNING id, hash",

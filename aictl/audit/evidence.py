@@ -98,7 +98,7 @@ class EvidenceStore:
             self._check_lease(tx, task_id, owner, epoch)
         self._write_blob(tx, digest, data)
         summary = redact(summary) if summary else None
-        row = tx.one(
+        row = tx.row(
             "INSERT INTO evidence (task_id, lease_epoch, kind, name, digest, size, media_type, summary, created_at)"
             " VALUES (:t, :e, :k, :n, :d, :s, :m, :sum, :now) RETURNING *",
             {"t": task_id, "e": epoch, "k": kind, "n": name, "d": digest, "s": len(data), "m": media_type,

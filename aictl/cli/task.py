@@ -384,8 +384,8 @@ def attach(
     mt = media_type or mimetypes.guess_type(str(file))[0] or "text/plain"
     if mt == "text/xml":
         mt = "application/xml"
-    put = dict(kind=kind, name=name or file.name, media_type=mt, task_id=task_id, owner=_owner(owner),
-               lease_epoch=epoch)
+    put: dict[str, Any] = dict(kind=kind, name=name or file.name, media_type=mt, task_id=task_id,
+                               owner=_owner(owner), lease_epoch=epoch)
     if dry_run:  # the lease check, redaction and parsing run; the row rolls back, the blob goes to a temp dir
         import tempfile
 
@@ -496,7 +496,7 @@ def workspace(task_id: TaskIdArg, output: OutputOpt = None) -> None:
 
     out = state.output(output)
     s = state.settings()
-    ws = WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces").get(task_id)
+    ws = WorkspaceManager(s.project_root, s.project_home / "workspaces").get(task_id)
     if ws is None:
         raise NotFound(f"task {task_id} has no workspace (removed after success, or never executed)",
                        hint=f"see its changes with: aictl task diff {task_id}")
@@ -510,7 +510,7 @@ def diff(task_id: TaskIdArg, output: OutputOpt = None) -> None:
 
     out = state.output(output)
     s = state.settings()
-    text = WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces").diff(task_id)
+    text = WorkspaceManager(s.project_root, s.project_home / "workspaces").diff(task_id)
     if out.mode == "table":  # the unified diff itself, for a pager or `git apply`
         sys.stdout.write(text)
         return

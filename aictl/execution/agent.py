@@ -40,7 +40,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
         tools = [t for t in (TOOLS if tools is None else tools) if t in limits["allowed_tools"]]
     ctx.allowed_tools = tools
     ctx.resume_session = resume_session
-    ctx.state_dir = Path(settings.home) / "agents" / ai.id / f"task-{task.id}"
+    ctx.state_dir = settings.project_home / "agents" / ai.id / f"task-{task.id}"
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
     ctx.max_turns = ai.config.get("max_turns")
     ctx.budget_usd = limits.get("max_cost_usd")

@@ -97,7 +97,7 @@ class Executor:
         self.evidence = EvidenceStore(store, settings.home, actor=settings.actor, fence=check_fence)
         self.planner = Planner(store, claims=self.claims, registry=self.registry, evidence=self.evidence)
         self.recorder = Recorder(store, self.evidence, policy=policy, emit=self.emit)
-        self.workspaces = WorkspaceManager(Path(project), Path(settings.home) / "workspaces")
+        self.workspaces = WorkspaceManager(Path(project), settings.project_home / "workspaces")
         self._open_store = open_store or self._default_open_store
 
     def _default_open_store(self) -> Store:

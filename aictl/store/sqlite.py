@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aictl.domain.errors import StoreError
-from aictl.store.base import Store
+from aictl.store.base import Store, must_row
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
@@ -33,6 +33,9 @@ class SqliteTx:
 
     def one(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         return self._conn.execute(sql, params or {}).fetchone()
+
+    def row(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return must_row(self.one(sql, params), sql)
 
     def run(self, sql: str, params: dict[str, Any] | None = None) -> int:
         return self._conn.execute(sql, params or {}).rowcount

@@ -47,7 +47,7 @@ def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: 
 
             write_record(tx, record)
         result = canonical_json({"error": f"rejected by {p.actor}: {comment}"}) if target == S.FAILED else None
-        row = tx.one("UPDATE tasks SET status = :st, result = COALESCE(:res, result), updated_at = :now"
+        row = tx.row("UPDATE tasks SET status = :st, result = COALESCE(:res, result), updated_at = :now"
                      f" WHERE id = :id {returning_task(tx)}",
                      {"st": target.value, "res": result, "now": now, "id": task_id})
         p.event(tx, now, verb, row, cur["status"], comment=comment or None)

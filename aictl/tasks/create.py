@@ -25,7 +25,7 @@ S = TaskStatus
 
 def create_many(p: TaskPlane, specs: list[TaskSpec], *, dry_run: bool = False) -> list[Task]:
     """Create tasks in one transaction; depends_on may name earlier or later keys of the batch."""
-    created = p.write(creator(p, specs), dry_run)
+    created: list[Task] = p.write(creator(p, specs), dry_run)
     if len(specs) >= 200 and not dry_run and p.store.dialect == "postgresql":
         # A bulk load leaves the planner without statistics until autovacuum runs (up to a
         # minute); without them it sorts the whole queue on every claim instead of reading
@@ -78,7 +78,7 @@ def creator(p: TaskPlane, specs: list[TaskSpec]) -> Callable[[Tx, float], list[T
                 )
             ] if dep_ids else []
             status = S.BLOCKED if undone else S.QUEUED
-            row = tx.one(
+            row = tx.row(
                 "INSERT INTO tasks (title, description, type, priority, status, labels, required_capabilities,"
                 " lock_paths, exclusive, max_attempts, command, verify, created_at, updated_at)"
                 " VALUES (:title, :description, :type, :priority, :status, :labels, :caps, :locks, :excl,"
@@ -124,7 +124,7 @@ def add_dependency(p: TaskPlane, task_id: int, depends_on: int, *, dry_run: bool
         before = row["status"]
         if dep["status"] != S.DONE and before == S.QUEUED:
             check_transition(task_id, S.QUEUED, S.BLOCKED, "block")
-            row = tx.one(f"UPDATE tasks SET status = 'blocked', updated_at = :now WHERE id = :id {returning_task(tx)}",
+            row = tx.row(f"UPDATE tasks SET status = 'blocked', updated_at = :now WHERE id = :id {returning_task(tx)}",
                          {"now": now, "id": task_id})
         else:
             row = load_row(tx, task_id)  # the new edge is in its dependencies now
@@ -134,7 +134,7 @@ def add_dependency(p: TaskPlane, task_id: int, depends_on: int, *, dry_run: bool
     return p.write(run, dry_run)
 
 
-def _topo_order(specs: list[TaskSpec], by_key: dict[str | None, int]) -> list[int]:
+def _topo_order(specs: list[TaskSpec], by_key: dict[str, int]) -> list[int]:
     """Indices of specs so that batch-local dependencies come first (cycles were rejected before)."""
     done: list[int] = []
     seen: set[int] = set()

@@ -126,7 +126,7 @@ def _claim(p: TaskPlane, tx: Tx, now: float, w: _Want, floor: bool) -> dict[str,
     """The claim transaction; returns the claimed row (the lease and Task are built after commit)."""
     pg = tx.dialect == "postgresql"
     lock = (f"pg_advisory_xact_lock{'' if floor else '_shared'}({_PG_CLAIM_LOCK}) AS claim_lock, " if pg else "")
-    if tx.one(f"SELECT {lock}{expired_probe(tx)}", {"now": now})["expired"]:
+    if tx.row(f"SELECT {lock}{expired_probe(tx)}", {"now": now})["expired"]:
         reap_in(p, tx, now)
     if w.for_ai is not None and w.ai_limit is not None and not _ai_has_room(tx, w.for_ai, w.ai_limit, w.task_id):
         return None

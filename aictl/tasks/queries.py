@@ -7,6 +7,8 @@ AI registry, the executor) read tasks through here instead of writing SQL on the
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import time
 from datetime import datetime, timezone
@@ -75,10 +77,10 @@ class TaskQueries:
     def ready(
         self,
         *,
-        capabilities: list[str] | None = None,
-        labels: list[str] | None = None,
+        capabilities: builtins.list[str] | None = None,
+        labels: builtins.list[str] | None = None,
         limit: int = 20,
-    ) -> list[ReadyEntry]:
+    ) -> builtins.list[ReadyEntry]:
         """Tasks claimable now in claim order, then waiting ones with the reason each waits."""
         now = self.clock()
         with self.store.read() as tx:
@@ -112,7 +114,7 @@ class TaskQueries:
         ]
         return out
 
-    def deps(self, task_id: int) -> list[DepNode]:
+    def deps(self, task_id: int) -> builtins.list[DepNode]:
         """The task's dependencies (transitively) and its dependents (transitively), with status."""
         with self.store.read() as tx:
             if tx.one("SELECT 1 AS x FROM tasks WHERE id = :id", {"id": task_id}) is None:
@@ -132,12 +134,12 @@ class TaskQueries:
                                 direction=direction) for r in rows]
             return out
 
-    def locks(self) -> list[HeldLock]:
+    def locks(self) -> builtins.list[HeldLock]:
         with self.store.read() as tx:
             rows = tx.all("SELECT task_id, pattern, owner, lease_epoch, acquired_at FROM locks ORDER BY task_id, id")
         return [HeldLock(**r) for r in rows]
 
-    def events(self, *, task_id: int | None = None, limit: int | None = None, after_id: int = 0) -> list[Event]:
+    def events(self, *, task_id: int | None = None, limit: int | None = None, after_id: int = 0) -> builtins.list[Event]:
         sql = "SELECT * FROM events WHERE id > :after"
         params: dict[str, Any] = {"after": after_id}
         if task_id is not None:

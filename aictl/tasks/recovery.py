@@ -67,7 +67,7 @@ def cancel(p: TaskPlane, task_id: int, *, reason: str = "", dry_run: bool = Fals
     def run(tx: Tx, now: float) -> Task:
         cur = load_row(tx, task_id)
         check_transition(task_id, cur["status"], S.CANCELLED, "cancel")
-        row = tx.one("UPDATE tasks SET status = 'cancelled', lease_expires_at = NULL, updated_at = :now"
+        row = tx.row("UPDATE tasks SET status = 'cancelled', lease_expires_at = NULL, updated_at = :now"
                      f" WHERE id = :id {returning_task(tx)}", {"now": now, "id": task_id})
         free_locks(tx, row)
         p.event(tx, now, "cancel", row, cur["status"], reason=reason or None)
@@ -82,12 +82,12 @@ def retry(p: TaskPlane, task_id: int, *, dry_run: bool = False) -> Task:
 
     def run(tx: Tx, now: float) -> Task:
         cur = load_row(tx, task_id)
-        undone = tx.one(
+        undone = tx.row(
             "SELECT COUNT(*) AS n FROM task_deps d JOIN tasks p ON p.id = d.depends_on"
             " WHERE d.task_id = :id AND p.status != 'done'", {"id": task_id})["n"]
         target = S.BLOCKED if undone else S.QUEUED
         check_transition(task_id, cur["status"], target, "retry")
-        row = tx.one("UPDATE tasks SET status = :st, attempts = 0, next_run_at = NULL, result = NULL,"
+        row = tx.row("UPDATE tasks SET status = :st, attempts = 0, next_run_at = NULL, result = NULL,"
                      f" updated_at = :now WHERE id = :id {returning_task(tx)}",
                      {"st": target.value, "now": now, "id": task_id})
         conflicts.index(tx, task_id, json.loads(row["lock_paths"]))

@@ -9,6 +9,7 @@ a failure is a SpecError naming the field, which batch files turn into file:task
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -55,7 +56,7 @@ class TaskSpec:
     priority: int = 0
     labels: list[str] = field(default_factory=list)
     required_capabilities: list[str] = field(default_factory=list)
-    depends_on: list[int | str] = field(default_factory=list)
+    depends_on: Sequence[int | str] = field(default_factory=list)  # task ids, or keys of the same batch
     lock_paths: list[str] = field(default_factory=list)
     exclusive: bool = False
     max_attempts: int | None = None
