@@ -21,6 +21,22 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    task: Annotated[
+        int | None,
+        typer.Option(
+            "--task",
+            help="Serve only this task's run tools (progress, evidence, output, subtasks, messages) for the "
+            "lease --epoch/--owner; what `task execute` gives its agent.",
+            show_default=False,
+        ),
+    ] = None,
+    epoch: Annotated[
+        int | None, typer.Option("--epoch", help="With --task: the lease epoch.", show_default=False)
+    ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", help="With --task: the lease owner (default: AICTL_ACTOR).", show_default=False),
+    ] = None,
     token_env: Annotated[
         str | None,
         typer.Option(
@@ -45,8 +61,19 @@ def serve(
     if token_env and not http:
         raise UsageError("--token-env is for --http (stdio has no tokens: the caller is AICTL_ACTOR)")
     settings = state.settings()
-    ops = Ops(state.store(), settings, gate=state.gate())
-    server = build_server(ops)
+    if task is not None or epoch is not None:
+        if task is None or epoch is None:
+            raise UsageError("--task and --epoch go together", hint="aictl mcp serve --task 7 --epoch 2 --owner w1")
+        from aictl.mcp.scoped import ScopedOps
+        from aictl.mcp.taskserver import build_task_server
+
+        server = build_task_server(
+            ScopedOps(
+                state.store(), settings, gate=state.gate(), task_id=task, epoch=epoch, owner=owner or settings.actor
+            )
+        )
+    else:
+        server = build_server(Ops(state.store(), settings, gate=state.gate()))
     if http:
         host, port = parse_bind(http)
         serve_http(server, host, port, load_tokens(token_env, settings.actor))

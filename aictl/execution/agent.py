@@ -26,12 +26,17 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
         build_system,
         skills_for,
     )
+    from aictl.execution import mailbox
 
     with store.read() as tx:
         row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
     assert row is not None  # the task is claimed by this run: it exists
     ctx.ai = ai
     ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
+    waiting = mailbox.pending(store, task.id)
+    if waiting:  # messages sent while the task was not running: this attempt is their reader
+        ctx.prompt += "\n\n" + mailbox.prompt_section(waiting)
+        mailbox.mark_delivered(store, waiting, task.lease_epoch)
     ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills_for(task, settings.project_dir))
     ctx.instructions = ctx.system
     tools = allowed_tools(policy, row, ai, epoch=task.lease_epoch)
