@@ -19,6 +19,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
                   settings: Settings, policy: PolicyGate | None, limits: dict[str, Any], resume_session: str | None,
                   activity: ActivityWriter | None) -> None:
     """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget."""
+    from aictl.agents.connectors.mcpconfig import AICTL_SERVER, configured_servers
     from aictl.agents.context import (
         TOOLS,
         allowed_tools,
@@ -49,6 +50,19 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     ctx.max_turns = ai.config.get("max_turns")
     ctx.budget_usd = limits.get("max_cost_usd")
     ctx.on_event = activity.on_event if activity is not None else None
+    ctx.mcp_servers = {AICTL_SERVER: task_server(task, opts.owner, settings), **configured_servers(ai.config)}
+
+
+def task_server(task: Task, owner: str, settings: Settings) -> dict[str, Any]:
+    """`aictl mcp serve --task`: the run's own MCP server, bound to this task and lease epoch."""
+    import sys
+
+    env = {"AICTL_DATABASE_URL": settings.resolved_database_url, "AICTL_ACTOR": owner}
+    if settings.project_dir is not None:
+        env["AICTL_PROJECT"] = str(settings.project_dir)
+    return {"command": sys.executable,
+            "args": ["-m", "aictl", "mcp", "serve", "--task", str(task.id), "--epoch", str(task.lease_epoch),
+                     "--owner", owner], "env": env}
 
 
 def usage_record(result: Any, connector: str | None, ai: str | None, model: str | None) -> dict[str, Any]:

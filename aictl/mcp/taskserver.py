@@ -25,8 +25,9 @@ def build_task_server(ops: ScopedOps) -> MCPServer:
         name="aictl",
         version=__version__,
         instructions=(
-            f"You are working on aictl task {ops.task_id} (lease epoch {ops.epoch}). Report progress, heartbeat on long "
-            "work, attach evidence, return structured output, split work into subtasks, and message other tasks here. "
+            f"You are working on aictl task {ops.task_id} (lease epoch {ops.epoch}). Report progress, heartbeat on "
+            "long work, attach evidence, return structured output, split work into subtasks, and message other "
+            "tasks here. "
             "If a tool answers lease_lost, stop: the task was taken from you."
         ),
     )
@@ -80,8 +81,8 @@ def build_task_server(ops: ScopedOps) -> MCPServer:
     @mcp.tool(
         annotations=WRITE,
         description=(
-            "Split work off into subtasks of your task. They must lock only paths inside your task's locks and must not "
-            "depend on your task; the policy decides `create`. " + TASK_FIELDS
+            "Split work off into subtasks of your task. They must lock only paths inside your task's locks and "
+            "must not depend on your task; the policy decides `create`. " + TASK_FIELDS
         ),
     )
     async def create_subtasks(

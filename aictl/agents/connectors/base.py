@@ -64,6 +64,8 @@ class RunContext:
     max_turns: int | None = None
     budget_usd: float | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None  # normalized AgentEvent dicts, as they happen
+    # MCP servers for the agent, name -> entry (connectors/mcpconfig.py): "aictl" is the run's task server.
+    mcp_servers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # The normalized event stream every AI connector emits (ctx.on_event and ConnectorResult.events):
