@@ -36,8 +36,12 @@ TOKEN = "bench:" + "b" * 40
 
 
 def stats(xs: list[float]) -> dict[str, float]:
-    return {"median_s": round(statistics.median(xs), 5), "min_s": round(min(xs), 5), "max_s": round(max(xs), 5),
-            "n": len(xs)}
+    return {
+        "median_s": round(statistics.median(xs), 5),
+        "min_s": round(min(xs), 5),
+        "max_s": round(max(xs), 5),
+        "n": len(xs),
+    }
 
 
 def make_project(n: int) -> str:
@@ -63,7 +67,7 @@ def bench_cli(root: str, runs: int, ids: list[int]) -> dict[str, Any]:
     import json
 
     lists, pairs = [], []
-    for i in range(runs + 1):
+    for _ in range(runs + 1):
         t = time.perf_counter()
         run("task", "list", "-L", "20", "-o", "json")
         lists.append(time.perf_counter() - t)
@@ -98,8 +102,9 @@ def bench_stdio(root: str, runs: int, ids: list[int]) -> dict[str, Any]:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
 
-    params = StdioServerParameters(command=sys.executable, args=["-m", "aictl", "mcp", "serve"], cwd=root,
-                                   env={"AICTL_ACTOR": "bench-stdio"})
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "aictl", "mcp", "serve"], cwd=root, env={"AICTL_ACTOR": "bench-stdio"}
+    )
 
     async def main() -> dict[str, Any]:
         t = time.perf_counter()
@@ -118,8 +123,13 @@ def bench_http(root: str, runs: int, ids: list[int]) -> dict[str, Any]:
     from mcp.client.streamable_http import streamable_http_client
 
     env = {**os.environ, "AICTL_MCP_TOKEN": TOKEN}
-    proc = subprocess.Popen([*AICTL, "mcp", "serve", "--http", "127.0.0.1:0", "--token-env", "AICTL_MCP_TOKEN"],
-                            cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*AICTL, "mcp", "serve", "--http", "127.0.0.1:0", "--token-env", "AICTL_MCP_TOKEN"],
+        cwd=root,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         m = re.search(r"listening on (http://\S+)", proc.stderr.readline())
         assert m, "the HTTP server did not start"
@@ -153,8 +163,18 @@ def main() -> None:
 
     shutil.rmtree(root, ignore_errors=True)
     ratio = {k: round(cli[k]["median_s"] / stdio[k]["median_s"], 1) for k in ("task_list", "claim_complete")}
-    emit({"bench": "mcp", "tasks": a.tasks, "runs": a.runs, "cli": cli, "stdio": stdio, "http": http,
-          "cli_over_stdio": ratio, "machine": machine({"root": ROOT})})
+    emit(
+        {
+            "bench": "mcp",
+            "tasks": a.tasks,
+            "runs": a.runs,
+            "cli": cli,
+            "stdio": stdio,
+            "http": http,
+            "cli_over_stdio": ratio,
+            "machine": machine({"root": ROOT}),
+        }
+    )
 
 
 if __name__ == "__main__":
