@@ -15,8 +15,7 @@ import sys
 from typing import Any
 
 from aictl.domain.errors import UsageError
-
-ACTOR_SCOPE_KEY = "aictl.actor"
+from aictl.mcp.server import ACTOR_SCOPE_KEY
 
 
 def parse_bind(text: str) -> tuple[str, int]:

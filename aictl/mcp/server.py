@@ -24,6 +24,9 @@ INSTRUCTIONS = (
     "start it, do the work, then complete (or fail/release) it with the owner and lease epoch the claim returned. "
     "A tool error carries aictl's code, message, hint and exit_class."
 )
+# The SDK logs every refused call at INFO on stderr; the caller already gets the error, and a client that never
+# reads the server's stderr pipe would block it once the pipe fills.
+LOG_LEVEL = "WARNING"
 ACTOR_SCOPE_KEY = "aictl.actor"  # set by the HTTP token check (http.py): the token's name
 
 TaskId = Annotated[int, Field(description="Task id.", ge=1)]
@@ -72,7 +75,7 @@ TASK_FIELDS = (
 
 def build_server(ops: Ops) -> MCPServer:
     """The whole-project server: every tool acts as the caller through `ops`."""
-    mcp = MCPServer(name="aictl", version=__version__, instructions=INSTRUCTIONS)
+    mcp = MCPServer(name="aictl", version=__version__, instructions=INSTRUCTIONS, log_level=LOG_LEVEL)
 
     @mcp.tool(
         annotations=WRITE,

@@ -15,7 +15,7 @@ from aictl import __version__
 from aictl.domain.errors import AictlError
 from aictl.mcp.ops import error_payload
 from aictl.mcp.scoped import ScopedOps
-from aictl.mcp.server import READ, TASK_FIELDS, WRITE, result, tool_error
+from aictl.mcp.server import LOG_LEVEL, READ, TASK_FIELDS, WRITE, result, tool_error
 
 OwnTask = Annotated[int | None, Field(description="Leave out: this server serves its own task only.")]
 
@@ -24,6 +24,7 @@ def build_task_server(ops: ScopedOps) -> MCPServer:
     mcp = MCPServer(
         name="aictl",
         version=__version__,
+        log_level=LOG_LEVEL,
         instructions=(
             f"You are working on aictl task {ops.task_id} (lease epoch {ops.epoch}). Report progress, heartbeat on "
             "long work, attach evidence, return structured output, split work into subtasks, and message other "
