@@ -30,7 +30,7 @@ SECRET_KEY = re.compile(r"(?i)(api_?key|token|secret|password|passwd|credential)
 CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "base_url": (str,), "binary": (str,), "args": (list,), "api_key_env": (str,),
     "max_turns": (int,), "max_tokens": (int,), "model_size_gb": (int, float), "requires_gpu": (bool,),
-    "prices": (dict,), "timeout_s": (int, float),
+    "prices": (dict,), "timeout_s": (int, float), "mcp_servers": (dict,),
 }
 _TYPE_NAMES = {str: "a string", list: "a list", int: "an integer", float: "a number", bool: "true or false",
                dict: "a mapping"}
@@ -86,6 +86,10 @@ def validate_config(connector: str, config: dict[str, Any]) -> dict[str, Any]:
         if key in config and config[key] not in choices:
             raise UsageError(f"config {key!r} of the {connector} connector must be "
                              f"{' or '.join(map(str, choices))}, not {config[key]!r}")
+    if "mcp_servers" in config:  # name -> {command, args, env} or {url, bearer_token_env}: checked at register
+        from aictl.agents.connectors.mcpconfig import configured_servers
+
+        configured_servers(config)
     if "model_size_gb" in config and config["model_size_gb"] <= 0:
         raise UsageError("config 'model_size_gb' must be positive")
     return config

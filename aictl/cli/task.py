@@ -403,6 +403,32 @@ def attach(
     out.emit(ref, columns=EVIDENCE_COLUMNS, name=lambda e: e.digest)
 
 
+@app.command("messages")
+def messages(
+    task_id: TaskIdArg,
+    send: Annotated[str | None, typer.Option("--send", help="Send this message to the task (as the actor).")] = None,
+    dry_run: DryRunOpt = False, output: OutputOpt = None,
+) -> None:
+    """Messages to and from a task (sent by agents over MCP, or with --send); unread ones reach its next attempt."""
+    from aictl.cli.context import RollbackStore
+    from aictl.execution import mailbox
+
+    out = state.output(output)
+    if send is not None:
+        store = RollbackStore(state.store()) if dry_run else state.store()
+        mailbox.send(store, sender=state.settings().actor, body=send, to_task=task_id)
+        if dry_run:
+            info("dry run: nothing was sent")
+    out.emit(mailbox.history(state.store(), task_id), name=lambda m: m["id"],
+             columns=[("id", lambda m: m["id"]), ("time", lambda m: ago(m["created_at"])),
+                      ("from", lambda m: f"task {m['from_task_id']} ({m['sender']})" if m["from_task_id"]
+                       else m["sender"]),
+                      ("to", lambda m: f"task {m['to_task_id']}" if m["to_task_id"] is not None
+                       else f"ai {m['to_ai']}"),
+                      ("read", lambda m: f"epoch {m['read_epoch']}" if m["read_at"] else "unread"),
+                      ("body", lambda m: m["body"][:200])])
+
+
 def _progress_printer(out: Any) -> Any:
     """Progress on stderr while it runs (phase, elapsed, last output line); JSON lines on stdout with -o json."""
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
                   settings: Settings, policy: PolicyGate | None, limits: dict[str, Any], resume_session: str | None,
                   activity: ActivityWriter | None) -> None:
     """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget."""
+    from aictl.agents.connectors.mcpconfig import AICTL_SERVER, configured_servers
     from aictl.agents.context import (
         TOOLS,
         allowed_tools,
@@ -28,11 +30,16 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
         build_system,
         skills_for,
     )
+    from aictl.execution import mailbox
 
     with store.read() as tx:
         row = task_row(tx, task.id)
     ctx.ai = ai
     ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
+    waiting = mailbox.pending(store, task.id)
+    if waiting:  # messages sent while the task was not running: this attempt is their reader
+        ctx.prompt += "\n\n" + mailbox.prompt_section(waiting)
+        mailbox.mark_delivered(store, waiting, task.lease_epoch)
     ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills_for(task, settings.project_dir))
     ctx.instructions = ctx.system
     tools = allowed_tools(policy, row, ai, epoch=task.lease_epoch)
@@ -45,6 +52,48 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     ctx.max_turns = ai.config.get("max_turns")
     ctx.budget_usd = limits.get("max_cost_usd")
     ctx.on_event = activity.on_event if activity is not None else None
+    ctx.mcp_servers = {AICTL_SERVER: task_server(task, opts.owner, settings), **configured_servers(ai.config)}
+    ctx.decide_tool = tool_decider(policy, settings, row, ai, task.lease_epoch)
+
+
+def tool_decider(policy: PolicyGate | None, settings: Settings, row: dict[str, Any], ai: AIRecord,
+                 epoch: int) -> Callable[[str, str, dict[str, Any]], tuple[bool, str]]:
+    """The policy's `use_tool` for each MCP tool call of the tool loop, with server and tool name; recorded."""
+    from aictl.agents.connectors.mcptools import tool_name
+    from aictl.tasks.service import task_facts
+
+    facts = task_facts(row)
+
+    def decide(server: str, tool: str, args: dict[str, Any]) -> tuple[bool, str]:
+        if policy is None:
+            return True, "no policy"
+        from aictl.policy.records import write_record
+        from aictl.store import open_store
+
+        record = policy.check("use_tool", ai=ai.id, actor=ai.id, ai_labels=list(ai.labels or []), task=facts,
+                              epoch=epoch, context={"tool": tool_name(server, tool), "mcp_server": server,
+                                                    "mcp_tool": tool})
+        store = open_store(settings.resolved_database_url)  # the loop calls from its own thread: its own connection
+        try:
+            with store.write() as tx:
+                write_record(tx, record)
+        finally:
+            store.close()
+        return record.effect == "allow", "; ".join(record.reasons)
+
+    return decide
+
+
+def task_server(task: Task, owner: str, settings: Settings) -> dict[str, Any]:
+    """`aictl mcp serve --task`: the run's own MCP server, bound to this task and lease epoch."""
+    import sys
+
+    env = {"AICTL_DATABASE_URL": settings.resolved_database_url, "AICTL_ACTOR": owner}
+    if settings.project_dir is not None:
+        env["AICTL_PROJECT"] = str(settings.project_dir)
+    return {"command": sys.executable,
+            "args": ["-m", "aictl", "mcp", "serve", "--task", str(task.id), "--epoch", str(task.lease_epoch),
+                     "--owner", owner], "env": env}
 
 
 def usage_record(result: Any, connector: str | None, ai: str | None, model: str | None) -> dict[str, Any]:
