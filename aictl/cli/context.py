@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from aictl.cli.output import FORMATS, Output
 from aictl.domain.errors import UsageError
-
 from aictl.store.base import Store
 
 if TYPE_CHECKING:
@@ -82,11 +82,10 @@ class CliState:
         return TaskQueries(self.store())
 
     def evidence(self):
-        from aictl.audit.evidence import EvidenceStore
 
-        from aictl.tasks.fence import check_fence
+        from aictl.tasks.fence import fenced_evidence
 
-        return EvidenceStore(self.store(), self.settings().home, actor=self.settings().actor, fence=check_fence)
+        return fenced_evidence(self.store(), self.settings().home, actor=self.settings().actor)
 
     def close(self) -> None:
         if self._store is not None:

@@ -389,14 +389,11 @@ def attach(
     if dry_run:  # the lease check, redaction and parsing run; the row rolls back, the blob goes to a temp dir
         import tempfile
 
-        from aictl.audit.evidence import EvidenceStore
         from aictl.cli.context import RollbackStore
-        from aictl.tasks.fence import check_fence
+        from aictl.tasks.fence import fenced_evidence
 
         with tempfile.TemporaryDirectory(prefix="aictl-dry-run-") as home:
-            ref = EvidenceStore(
-                RollbackStore(state.store()), Path(home), actor=state.settings().actor, fence=check_fence
-            ).put(data, **put)
+            ref = fenced_evidence(RollbackStore(state.store()), Path(home), actor=state.settings().actor).put(data, **put)
         info("dry run: nothing was attached")
     else:
         ref = state.evidence().put(data, **put)

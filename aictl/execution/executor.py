@@ -76,12 +76,11 @@ class Executor:
                  open_store: Callable[[], Store] | None = None, clock: Callable[[], float] = time.time):
         from aictl.agents.registry import Registry
         from aictl.agents.router import Router
-        from aictl.audit.evidence import EvidenceStore
         from aictl.execution.planner import Planner
         from aictl.execution.record import Recorder
         from aictl.sandbox.workspace import WorkspaceManager
         from aictl.tasks.claims import Claims
-        from aictl.tasks.fence import check_fence
+        from aictl.tasks.fence import fenced_evidence
         from aictl.tasks.queries import TaskQueries
 
         project = settings.project_dir
@@ -94,7 +93,7 @@ class Executor:
         self.svc = self.claims.svc
         self.queries = TaskQueries(store, clock=clock)
         self.registry = Registry(store, actor=settings.actor)
-        self.evidence = EvidenceStore(store, settings.home, actor=settings.actor, fence=check_fence)
+        self.evidence = fenced_evidence(store, settings.home, actor=settings.actor)
         self.planner = Planner(store, claims=self.claims, registry=self.registry, evidence=self.evidence)
         self.recorder = Recorder(store, self.evidence, policy=policy, emit=self.emit)
         self.workspaces = WorkspaceManager(Path(project), settings.project_home / "workspaces")

@@ -77,9 +77,9 @@ class Ops:
         return Claims(self.store, self.settings, policy=self.gate, ranker=ranker)
 
     def _evidence(self) -> Any:
-        from aictl.audit.evidence import EvidenceStore
+        from aictl.tasks.fence import fenced_evidence
 
-        return EvidenceStore(self.store, self.settings.home, actor=self.actor)
+        return fenced_evidence(self.store, self.settings.home, actor=self.actor)
 
     # -- tasks ---------------------------------------------------------------------------------------
     def task_create(self, tasks: list[dict[str, Any]], dry_run: bool = False) -> list[dict[str, Any]]:

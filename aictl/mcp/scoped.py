@@ -198,6 +198,6 @@ class ScopedOps:
         return jsonable(mailbox.read(self.store, self.task_id, epoch=self.epoch, ai=task.ai))
 
     def _evidence(self) -> Any:
-        from aictl.audit.evidence import EvidenceStore
+        from aictl.tasks.fence import fenced_evidence
 
-        return EvidenceStore(self.store, self.settings.home, actor=self.owner)
+        return fenced_evidence(self.store, self.settings.home, actor=self.owner)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
@@ -26,7 +26,7 @@ INSTRUCTIONS = (
 )
 # The SDK logs every refused call at INFO on stderr; the caller already gets the error, and a client that never
 # reads the server's stderr pipe would block it once the pipe fills.
-LOG_LEVEL = "WARNING"
+LOG_LEVEL: Final = "WARNING"
 ACTOR_SCOPE_KEY = "aictl.actor"  # set by the HTTP token check (http.py): the token's name
 
 TaskId = Annotated[int, Field(description="Task id.", ge=1)]

@@ -3,19 +3,23 @@
 One check for every lease holder's write: the lease operations in
 aictl.tasks.leases guard their UPDATE with `fence_sql` and, when it matches
 nothing, call `check_fence` to say why; evidence attachment
-(aictl.audit.evidence) calls `check_fence` before it stores anything; the
+(aictl.audit.evidence, opened through `fenced_evidence`) calls `check_fence` before it stores anything; the
 executor's activity line is written with `write_activity`.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aictl.domain.errors import IllegalTransition, LeaseLost
 from aictl.domain.status import LEASED, TaskStatus, check_transition
-from aictl.store.base import Tx
+from aictl.store.base import Store, Tx
 from aictl.tasks.txn import load_row
+
+if TYPE_CHECKING:
+    from aictl.audit.evidence import EvidenceStore
 
 S = TaskStatus
 _VERB_TARGET = {"start": S.RUNNING, "complete": S.DONE, "fail": S.FAILED, "release": S.QUEUED,
@@ -75,3 +79,10 @@ def write_activity(tx: Tx, task_id: int, owner: str, epoch: int, line: str | Non
     """Set the task's one-line activity while (owner, epoch) still holds it; False when the lease is gone."""
     return tx.run(f"UPDATE tasks SET activity = :a WHERE {fence_sql()}",
                   {"a": line, "id": task_id, "owner": owner, "epoch": epoch}) > 0
+
+
+def fenced_evidence(store: Store, home: Path | None, *, actor: str) -> EvidenceStore:
+    """The evidence store with this lease check wired in: how every writer of task evidence opens it."""
+    from aictl.audit.evidence import EvidenceStore
+
+    return EvidenceStore(store, home, actor=actor, fence=check_fence)
