@@ -34,7 +34,8 @@ NOUNS = {
     "schedule": "aictl.cli.schedule",
     "ai": "aictl.cli.ai",
 }
-COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route")}
+COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route"),
+            "merge": ("aictl.cli.merge", "merge")}
 params.install()
 
 
