@@ -27,6 +27,7 @@ from aictl.merge.git import MergeGit
 
 if TYPE_CHECKING:
     from aictl.config import Settings
+    from aictl.merge.lease import QueueLease
     from aictl.policy.gate import PolicyGate
     from aictl.store.base import Store
 
@@ -88,6 +89,7 @@ class MergeQueue:
         policy: PolicyGate | None = None,
         clock: Callable[[], float] = time.time,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        owner: str | None = None,
     ):
         from aictl.sandbox.workspace import WorkspaceManager
         from aictl.tasks.queries import TaskQueries
@@ -95,6 +97,7 @@ class MergeQueue:
 
         self.store, self.settings, self.policy, self.clock = store, settings, policy, clock
         self.emit = on_event or (lambda e: None)
+        self.owner = owner  # who holds the queue's lease; default actor/host:pid
         self.workspaces = WorkspaceManager.from_settings(settings)
         self.git = MergeGit(self.workspaces)
         self.queries = TaskQueries(store, clock=clock)
@@ -150,17 +153,34 @@ class MergeQueue:
         tip = self.git.rev(ref)
         if tip is None:
             raise UsageError(f"merge target branch {into!r} does not exist", hint=f"create it first: git branch {into}")
-        report = MergeReport(into=into, dry_run=dry_run, target_before=tip, target_after=tip)
-        # Judged before the ref moves: afterwards the user's index differs from HEAD by our change.
-        on_target = self.git.current_branch() == into
-        clean = on_target and self.git.worktree_clean()
-        for task in self.pending(ids):
-            entry = self._one(task, ref, tip, dry_run)
-            report.entries.append(entry)
-            self.emit({"type": "merge", **entry.model_dump()})
-            if entry.outcome == "merged" and entry.result_commit:
-                tip = entry.result_commit
-        report.target_after = tip
+        lease = None
+        if not dry_run:
+            from aictl.merge.lease import QueueLease, default_owner
+
+            lease = QueueLease(
+                self.store,
+                ref,
+                self.owner or default_owner(self.settings.actor),
+                ttl=self.settings.lease_ttl,
+                clock=self.clock,
+            )
+            lease.acquire()
+        try:
+            tip = self.git.rev(ref) or tip  # re-read under the lease
+            report = MergeReport(into=into, dry_run=dry_run, target_before=tip, target_after=tip)
+            # Judged before the ref moves: afterwards the user's index differs from HEAD by our change.
+            on_target = self.git.current_branch() == into
+            clean = on_target and self.git.worktree_clean()
+            for task in self.pending(ids):
+                entry = self._one(task, ref, tip, dry_run, lease)
+                report.entries.append(entry)
+                self.emit({"type": "merge", **entry.model_dump()})
+                if entry.outcome == "merged" and entry.result_commit:
+                    tip = entry.result_commit
+            report.target_after = tip
+        finally:
+            if lease is not None:
+                lease.release()
         if not dry_run and tip != report.target_before and on_target:
             if clean:
                 self.git.fast_forward_worktree(report.target_before or tip, tip)
@@ -169,7 +189,7 @@ class MergeQueue:
                 report.worktree = "left_dirty"
         return report
 
-    def _one(self, task: Task, ref: str, tip: str, dry_run: bool) -> MergeEntry:
+    def _one(self, task: Task, ref: str, tip: str, dry_run: bool, lease: QueueLease | None) -> MergeEntry:
         entry = MergeEntry(task_id=task.id, title=task.title, outcome="merged", onto=tip)
         commit = task.result.get("commit") if isinstance(task.result, dict) else None
         effect, reason = self._policy(task, ref, dry_run)
@@ -206,6 +226,8 @@ class MergeQueue:
         if dry_run:
             entry.outcome = "would_merge"
             return entry
+        if lease is not None:
+            lease.renew()  # the fence: a holder that lost the queue moves nothing
         if not self.git.move(ref, composed.commit, tip, f"aictl merge: task {task.id}"):
             raise Conflict(
                 f"{ref.removeprefix('refs/heads/')} moved while task {task.id} was being merged",

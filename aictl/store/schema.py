@@ -275,7 +275,20 @@ M0006 = Migration(
     ],
 )
 
-MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006]
+M0007 = Migration(
+    7,
+    "queue_leases: the merge queue runs on one host at a time, under a fenced lease",
+    common=[
+        """CREATE TABLE queue_leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            expires_at {float} NOT NULL
+        )""",
+    ],
+)
+
+MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006, M0007]
 
 
 def latest_version() -> int:

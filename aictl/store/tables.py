@@ -188,6 +188,15 @@ class DaemonRow(SQLModel, table=True):
     info: str = "{}"  # JSON
 
 
+class QueueLeaseRow(SQLModel, table=True):
+    __tablename__ = "queue_leases"
+
+    name: str = Field(primary_key=True)
+    owner: str
+    epoch: int
+    expires_at: float
+
+
 class SchemaMigrationRow(SQLModel, table=True):
     __tablename__ = "schema_migrations"
 

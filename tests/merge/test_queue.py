@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
+
+import pytest
 
 from aictl.cli.main import main
+from aictl.domain.errors import LeaseLost
 from tests.execution.conftest import git
 
 
@@ -157,3 +161,44 @@ def test_merge_parked_for_approval_lands_after_task_approve(git_project, capsys)
     assert code == 0, err
     assert rep["entries"][0]["outcome"] == "merged" and status(capsys, a)["status"] == "merged"
     assert git(git_project, "show", "main:a.txt") == "A\n"
+
+
+def test_another_holder_of_the_queue_lease_makes_merge_exit_4_until_it_expires(project, capsys):
+    from aictl.config import load_settings
+    from aictl.merge.lease import QueueLease
+    from aictl.merge.queue import MergeQueue
+    from aictl.store import open_store
+
+    a = create(capsys, "a", "--command", "echo A > a.txt")
+    execute(capsys, a)
+    settings = load_settings(str(project))
+    store = open_store(settings.resolved_database_url)
+    now = [time.time()]  # the CLI below reads the real clock
+    other = QueueLease(store, "refs/heads/main", "other-host", ttl=30, clock=lambda: now[0])
+    other.acquire()
+    code, _, err = run(capsys, "merge")
+    assert code == 4 and "held by other-host" in err
+    assert status(capsys, a)["status"] == "done"
+    now[0] += 10_000  # the other host is gone: its lease expired
+    queue = MergeQueue(store, settings, clock=lambda: now[0], owner="this-host")
+    report = queue.run()
+    assert [e.outcome for e in report.entries] == ["merged"]
+    with pytest.raises(LeaseLost):
+        other.renew()  # fenced: the old holder may not move anything any more
+
+
+def test_resolve_task_mode_creates_a_follow_up_and_leaves_the_target(project, capsys):
+    cfg = project / ".ai" / "config.yaml"
+    cfg.write_text(cfg.read_text() + "merge_conflicts: resolve_task\n")
+    a = create(capsys, "a", "--command", "echo A > README.md")
+    b = create(capsys, "b", "--command", "echo B > README.md", "--verify", "true")
+    execute(capsys, a)
+    execute(capsys, b)
+    code, rep, _ = merge(capsys)
+    assert code == 1
+    entry = rep["entries"][1]
+    assert entry["outcome"] == "conflict" and entry["followup_task"]
+    follow = status(capsys, entry["followup_task"])
+    assert follow["status"] == "queued" and f"#{b}" in follow["title"] and "README.md" in follow["description"]
+    assert follow["verify"] == "true" and status(capsys, b)["status"] == "done"
+    assert git(project, "show", "main:README.md") == "A\n"
