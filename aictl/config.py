@@ -176,6 +176,7 @@ SETTINGS: dict[str, Setting] = {
     "merge_strategy": Setting(_one_of("rebase", "merge"), "rebase",
                               "how aictl merge puts a task's change on the target: rebase (linear) or merge"),
     "merge_verify": Setting(_optional_str, None, "command run on every merge result, besides the task's verify"),
+    "merge_batch": Setting(_to_int, 1, "done tasks aictl merge verifies together (bisected on failure)", 1),
     "merge_conflicts": Setting(_one_of("requeue", "resolve_task"), "requeue",
                                "a rejected merge: send the task back, or create a follow-up resolve task"),
     "busy_timeout_ms": Setting(_to_int, 30000, "SQLite busy timeout", 0),
@@ -211,6 +212,7 @@ class Settings:
     integration_branch: str | None
     merge_strategy: str
     merge_verify: str | None
+    merge_batch: int
     merge_conflicts: str
     busy_timeout_ms: int
     secret_patterns: list[str]

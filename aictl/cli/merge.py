@@ -21,6 +21,10 @@ def merge(
         str | None,
         typer.Option("--into", help="Target branch (default: integration_branch, else the checked-out one)."),
     ] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option("--batch", min=1, help="Entries verified together, bisected on failure (default: merge_batch)."),
+    ] = None,
     dry_run: DryRunOpt = False,
     output: OutputOpt = None,
 ) -> None:
@@ -57,7 +61,7 @@ def merge(
         task_ids = [int(i) for i in ids or []]
     except ValueError:
         raise UsageError(f"not a task id: {ids}", hint="aictl merge 12 13, or aictl merge status") from None
-    report = queue.run(task_ids or None, into=into, dry_run=dry_run)
+    report = queue.run(task_ids or None, into=into, dry_run=dry_run, batch=batch)
     if out.mode == "table":
         info(
             f"{'would merge into' if dry_run else 'merged into'} {report.into}: "

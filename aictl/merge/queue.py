@@ -147,7 +147,10 @@ class MergeQueue:
 
     # -- the queue -------------------------------------------------------------------
 
-    def run(self, ids: list[int] | None = None, *, into: str | None = None, dry_run: bool = False) -> MergeReport:
+    def run(
+        self, ids: list[int] | None = None, *, into: str | None = None, dry_run: bool = False, batch: int | None = None
+    ) -> MergeReport:
+        """Merge in DAG order, `batch` entries (default merge_batch) verified together, bisected on failure."""
         into = self.target(into)
         ref = f"refs/heads/{into}"
         tip = self.git.rev(ref)
@@ -171,12 +174,10 @@ class MergeQueue:
             # Judged before the ref moves: afterwards the user's index differs from HEAD by our change.
             on_target = self.git.current_branch() == into
             clean = on_target and self.git.worktree_clean()
-            for task in self.pending(ids):
-                entry = self._one(task, ref, tip, dry_run, lease)
-                report.entries.append(entry)
-                self.emit({"type": "merge", **entry.model_dump()})
-                if entry.outcome == "merged" and entry.result_commit:
-                    tip = entry.result_commit
+            tasks = self.pending(ids)
+            size = max(1, batch or self.settings.merge_batch)
+            for i in range(0, len(tasks), size):
+                tip = self._batch(tasks[i : i + size], ref, tip, dry_run, lease, report)
             report.target_after = tip
         finally:
             if lease is not None:
@@ -189,7 +190,25 @@ class MergeQueue:
                 report.worktree = "left_dirty"
         return report
 
-    def _one(self, task: Task, ref: str, tip: str, dry_run: bool, lease: QueueLease | None) -> MergeEntry:
+    def _batch(
+        self, tasks: list[Task], ref: str, tip: str, dry_run: bool, lease: QueueLease | None, report: MergeReport
+    ) -> str:
+        """Compose the batch onto the tip one after another, then verify and land it; the new tip."""
+        stack: list[tuple[Task, MergeEntry]] = []
+        cur = tip
+        for task in tasks:
+            entry = self._prepare(task, ref, cur, dry_run)
+            report.entries.append(entry)
+            if entry.outcome == "merged" and entry.result_commit:  # composed, not verified yet
+                stack.append((task, entry))
+                cur = entry.result_commit
+        landed = self._land(stack, ref, tip, dry_run, lease)
+        for _, entry in stack:
+            self.emit({"type": "merge", **entry.model_dump()})
+        return landed
+
+    def _prepare(self, task: Task, ref: str, tip: str, dry_run: bool) -> MergeEntry:
+        """Policy, then the composed commit on `tip` (outcome still `merged`), or the entry's final outcome."""
         entry = MergeEntry(task_id=task.id, title=task.title, outcome="merged", onto=tip)
         commit = task.result.get("commit") if isinstance(task.result, dict) else None
         effect, reason = self._policy(task, ref, dry_run)
@@ -201,42 +220,75 @@ class MergeQueue:
             return entry
         if not commit or self.git.is_ancestor(commit, tip):
             # Nothing of its own to land (no change, or already on the target): merged as it stands.
-            entry.outcome, entry.result_commit = ("would_merge" if dry_run else "empty"), None
+            entry.outcome = "would_merge" if dry_run else "empty"
             if not dry_run:
                 self.svc.mark_merged(task.id, commit=tip, into=ref.removeprefix("refs/heads/"))
             return entry
         entry.commit = commit
-        message = self._message(task, commit)
+        return self._compose(task, entry, ref, tip, dry_run)
+
+    def _compose(self, task: Task, entry: MergeEntry, ref: str, tip: str, dry_run: bool) -> MergeEntry:
+        assert entry.commit is not None
+        entry.onto = tip
         composed = self.git.compose(
             tip,
-            commit,
-            base=self.git.task_base(task.id, commit, tip),
+            entry.commit,
+            base=self.git.task_base(task.id, entry.commit, tip),
             strategy=self.settings.merge_strategy,
-            message=message,
+            message=self._message(task, entry.commit),
         )
         if composed.commit is None:
-            entry.outcome, entry.conflicts = "conflict", composed.conflicts
+            entry.outcome, entry.conflicts, entry.result_commit = "conflict", composed.conflicts, None
             entry.reason = f"conflicts with {ref.removeprefix('refs/heads/')} in: {', '.join(composed.conflicts)}"
             return self._reject(task, entry, dry_run)
         entry.result_commit = composed.commit
-        log_tail = self._verify(task, composed.commit, entry)
-        if log_tail is not None:
-            entry.outcome = "verify_failed"
-            return self._reject(task, entry, dry_run, log_tail)
-        if dry_run:
-            entry.outcome = "would_merge"
-            return entry
-        if lease is not None:
-            lease.renew()  # the fence: a holder that lost the queue moves nothing
-        if not self.git.move(ref, composed.commit, tip, f"aictl merge: task {task.id}"):
-            raise Conflict(
-                f"{ref.removeprefix('refs/heads/')} moved while task {task.id} was being merged",
-                hint="run aictl merge again; it starts from the new tip",
-            )
-        self.svc.mark_merged(
-            task.id, commit=composed.commit, into=ref.removeprefix("refs/heads/"), chain_head=self._chain_head()
-        )
         return entry
+
+    def _land(
+        self, stack: list[tuple[Task, MergeEntry]], ref: str, tip: str, dry_run: bool, lease: QueueLease | None
+    ) -> str:
+        """Verify the stack's top; pass: the target moves there at once; fail: bisect (bors). The new tip."""
+        if not stack:
+            return tip
+        top = stack[-1][1].result_commit
+        assert top is not None
+        failure = self._verify([t for t, _ in stack], top)
+        if failure is None:
+            if dry_run:
+                for _, entry in stack:
+                    entry.outcome = "would_merge"
+                return top
+            if lease is not None:
+                lease.renew()  # the fence: a holder that lost the queue moves nothing
+            if not self.git.move(ref, top, tip, f"aictl merge: {len(stack)} task(s)"):
+                raise Conflict(
+                    f"{ref.removeprefix('refs/heads/')} moved while the merge queue was landing tasks",
+                    hint="run aictl merge again; it starts from the new tip",
+                )
+            head = self._chain_head()
+            for task, entry in stack:
+                assert entry.result_commit is not None
+                self.svc.mark_merged(
+                    task.id, commit=entry.result_commit, into=ref.removeprefix("refs/heads/"), chain_head=head
+                )
+            return top
+        if len(stack) == 1:
+            task, entry = stack[0]
+            entry.outcome, (entry.reason, entry.evidence, tail) = "verify_failed", failure
+            self._reject(task, entry, dry_run, tail)
+            return tip
+        first, rest = stack[: len(stack) // 2], stack[len(stack) // 2 :]
+        new_tip = self._land(first, ref, tip, dry_run, lease)
+        if new_tip != first[-1][1].result_commit:
+            # Part of the first half went back: the rest was composed on commits that never landed.
+            rebuilt, cur = [], new_tip
+            for task, entry in rest:
+                self._compose(task, entry, ref, cur, dry_run)
+                if entry.result_commit is not None:
+                    rebuilt.append((task, entry))
+                    cur = entry.result_commit
+            rest = rebuilt
+        return self._land(rest, ref, new_tip, dry_run, lease)
 
     # -- steps -----------------------------------------------------------------------
 
@@ -284,9 +336,12 @@ class MergeQueue:
             row = tx.one("SELECT last_hash FROM audit_head WHERE id = 1", {})
         return row["last_hash"] if row else ""
 
-    def _verify(self, task: Task, commit: str, entry: MergeEntry) -> str | None:
-        """Run the task's verify and merge_verify on the composed commit; a failure's log tail, or None."""
-        commands = [c for c in (task.verify, self.settings.merge_verify) if c]
+    def _verify(self, tasks: list[Task], commit: str) -> tuple[str, str, str] | None:
+        """Run the tasks' verify commands (each distinct one once) and merge_verify on `commit`.
+
+        None when all pass, else (reason, evidence digest of the log, the log's tail).
+        """
+        commands = list(dict.fromkeys(c for c in [*(t.verify for t in tasks), self.settings.merge_verify] if c))
         if not commands:
             return None
         from aictl.audit.evidence import EvidenceStore
@@ -307,12 +362,13 @@ class MergeQueue:
             pids=s.sandbox_pids,
             timeout_s=s.execution_timeout,
         )
+        ids = ",".join(str(t.id) for t in tasks)
         for command in commands:
             res = get_sandbox(spec.backend).run(
                 ["/bin/sh", "-c", command],
                 workdir=Path(scratch),
                 spec=spec,
-                labels={"task": str(task.id), "step": "merge_verify"},
+                labels={"tasks": ids, "step": "merge_verify"},
             )
             if res.exit_code == 0 and not res.timed_out:
                 continue
@@ -320,12 +376,11 @@ class MergeQueue:
             ref = EvidenceStore(self.store, s.home, actor=s.actor).put(
                 log,
                 kind="verify_log",
-                name=f"merge-verify-task-{task.id}.txt",
-                summary={"command": command, "exit_code": res.exit_code, "task_id": task.id, "commit": commit},
+                name=f"merge-verify-{commit[:12]}.txt",
+                summary={"command": command, "exit_code": res.exit_code, "tasks": ids, "commit": commit},
             )
-            entry.evidence = ref.digest
-            entry.reason = f"verify failed on the merged result (exit {res.exit_code}): {command}"
-            return log[-LOG_TAIL:]
+            reason = f"verify failed on the merged result (exit {res.exit_code}): {command}"
+            return reason, ref.digest, log[-LOG_TAIL:]
         return None
 
     def _reject(self, task: Task, entry: MergeEntry, dry_run: bool, log_tail: str | None = None) -> MergeEntry:

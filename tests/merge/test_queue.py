@@ -202,3 +202,42 @@ def test_resolve_task_mode_creates_a_follow_up_and_leaves_the_target(project, ca
     assert follow["status"] == "queued" and f"#{b}" in follow["title"] and "README.md" in follow["description"]
     assert follow["verify"] == "true" and status(capsys, b)["status"] == "done"
     assert git(project, "show", "main:README.md") == "A\n"
+
+
+def _merge_verify(project, command):
+    cfg = project / ".ai" / "config.yaml"
+    cfg.write_text(cfg.read_text() + f"merge_verify: '{command}'\n")
+
+
+def test_a_passing_batch_is_verified_once(project, capsys, tmp_path):
+    runs = tmp_path / "runs"
+    _merge_verify(project, f"echo run >> {runs}")
+    ids = [create(capsys, name, "--command", f"echo {name} > {name}.txt") for name in "abcd"]
+    for tid in ids:
+        execute(capsys, tid)
+    code, rep, err = merge(capsys, "--batch", "4")
+    assert code == 0, err
+    assert [e["outcome"] for e in rep["entries"]] == ["merged"] * 4
+    assert runs.read_text().count("run") == 1
+    assert all(status(capsys, t)["status"] == "merged" for t in ids)
+    assert set("abcd") <= {p[0] for p in git(project, "ls-tree", "--name-only", "main").split()}
+
+
+def test_a_failing_batch_is_bisected_to_the_culprit(project, capsys, tmp_path):
+    runs = tmp_path / "runs"
+    _merge_verify(project, f"echo run >> {runs}; test ! -e c.txt")
+    ids = {n: create(capsys, n, "--command", f"echo {n} > {n}.txt") for n in "abcd"}
+    for tid in ids.values():
+        execute(capsys, tid)
+    code, rep, _ = merge(capsys, "--batch", "4")
+    assert code == 1
+    assert {e["task_id"]: e["outcome"] for e in rep["entries"]} == {
+        ids["a"]: "merged",
+        ids["b"]: "merged",
+        ids["c"]: "verify_failed",
+        ids["d"]: "merged",
+    }
+    assert runs.read_text().count("run") == 5  # abcd, ab, cd, c, d
+    files = git(project, "ls-tree", "--name-only", "main").split()
+    assert {"a.txt", "b.txt", "d.txt"} <= set(files) and "c.txt" not in files
+    assert status(capsys, ids["c"])["status"] == "queued"
