@@ -32,7 +32,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     with store.read() as tx:
         row = task_row(tx, task.id)
     ctx.ai = ai
-    ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
+    ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None) + merge_feedback(task)
     ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills_for(task, settings.project_dir))
     ctx.instructions = ctx.system
     tools = allowed_tools(policy, row, ai, epoch=task.lease_epoch)
@@ -45,6 +45,18 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     ctx.max_turns = ai.config.get("max_turns")
     ctx.budget_usd = limits.get("max_cost_usd")
     ctx.on_event = activity.on_event if activity is not None else None
+
+
+def merge_feedback(task: Task) -> str:
+    """What the merge queue said when it sent this task back (aictl merge), for the next attempt's prompt."""
+    merge = task.result.get("merge") if isinstance(task.result, dict) else None
+    if not merge:
+        return ""
+    text = (f"\n\nYour previous result of this task could not be merged: {merge.get('reason', '')}. "
+            "The workspace now starts from the updated target branch; redo the change on top of it.")
+    if merge.get("verify_log_tail"):
+        text += "\nThe end of the failed verification log:\n" + merge["verify_log_tail"]
+    return text
 
 
 def usage_record(result: Any, connector: str | None, ai: str | None, model: str | None) -> dict[str, Any]:

@@ -235,6 +235,10 @@ class Executor:
         from aictl.sandbox.startpoint import DependencyConflict, start_point
 
         base = opts.base or self.settings.workspace_base
+        if not opts.base and self.settings.integration_branch and isinstance(task.result, dict) and task.result.get(
+            "merge"
+        ):  # sent back by the merge queue: redo the change on the target it failed to land on
+            base = f"refs/heads/{self.settings.integration_branch}"
         deps = []
         for dep_id in sorted(task.dependencies):
             dep = self.queries.get(dep_id)

@@ -241,3 +241,28 @@ def test_a_failing_batch_is_bisected_to_the_culprit(project, capsys, tmp_path):
     files = git(project, "ls-tree", "--name-only", "main").split()
     assert {"a.txt", "b.txt", "d.txt"} <= set(files) and "c.txt" not in files
     assert status(capsys, ids["c"])["status"] == "queued"
+
+
+def test_a_sent_back_task_restarts_from_the_integration_branch_and_is_told_why(project, capsys):
+    from aictl.execution.agent import merge_feedback
+    from aictl.tasks.queries import TaskQueries
+
+    git(project, "branch", "integration")
+    cfg = project / ".ai" / "config.yaml"
+    cfg.write_text(cfg.read_text() + "integration_branch: integration\n")
+    a = create(capsys, "a", "--command", "echo A > README.md")
+    b = create(capsys, "b", "--command", "cat README.md > seen.txt; echo B > README.md")
+    execute(capsys, a)
+    execute(capsys, b)
+    assert merge(capsys)[0] == 1  # b conflicts with a on the integration branch
+    assert git(project, "show", "main:README.md") == "hello\n"  # the checked-out branch is not the target
+    from aictl.config import load_settings
+    from aictl.store import open_store
+
+    settings = load_settings(str(project))
+    task_b = TaskQueries(open_store(settings.resolved_database_url)).get(b)
+    assert "could not be merged" in merge_feedback(task_b) and "README.md" in merge_feedback(task_b)
+    execute(capsys, b)
+    assert git(project, "show", f"aictl/task-{b}:seen.txt") == "A\n"  # started from a's landed result
+    assert merge(capsys)[0] == 0
+    assert git(project, "show", "integration:README.md") == "B\n"
