@@ -64,8 +64,14 @@ def merge(
     report = queue.run(task_ids or None, into=into, dry_run=dry_run, batch=batch)
     if out.mode == "table":
         info(
-            f"{'would merge into' if dry_run else 'merged into'} {report.into}: "
-            f"{(report.target_before or '')[:12]} -> {(report.target_after or '')[:12]}"
+            f"{report.into}: {(report.target_before or '')[:12]} -> {(report.target_after or '')[:12]}"
+            + (
+                " (dry run: nothing moved)"
+                if dry_run
+                else ""
+                if report.target_after != report.target_before
+                else " (unchanged)"
+            )
         )
         if report.worktree == "left_dirty":
             info(f"your working tree is on {report.into} with local changes: left alone (git merge --ff-only later)")
