@@ -171,6 +171,14 @@ SETTINGS: dict[str, Setting] = {
     "sandbox_pids": Setting(_to_int, 512, "docker pids limit", 8),
     "execution_timeout": Setting(_to_float, 1800.0, "hard timeout of one agent run, seconds", 0, True),
     "workspace_base": Setting(_to_str, "HEAD", "git ref new task workspaces start from"),
+    "integration_branch": Setting(_optional_str, None,
+                                  "branch aictl merge lands done tasks on; default the main worktree's branch"),
+    "merge_strategy": Setting(_one_of("rebase", "merge"), "rebase",
+                              "how aictl merge puts a task's change on the target: rebase (linear) or merge"),
+    "merge_verify": Setting(_optional_str, None, "command run on every merge result, besides the task's verify"),
+    "merge_batch": Setting(_to_int, 1, "done tasks aictl merge verifies together (bisected on failure)", 1),
+    "merge_conflicts": Setting(_one_of("requeue", "resolve_task"), "requeue",
+                               "a rejected merge: send the task back, or create a follow-up resolve task"),
     "busy_timeout_ms": Setting(_to_int, 30000, "SQLite busy timeout", 0),
     "secret_patterns": Setting(_patterns, list, "extra regexes whose matches are redacted from logs and evidence"),
     "log_level": Setting(_one_of("debug", "info", "warning", "error"), "warning", "stderr log level"),
@@ -201,6 +209,11 @@ class Settings:
     sandbox_pids: int
     execution_timeout: float
     workspace_base: str
+    integration_branch: str | None
+    merge_strategy: str
+    merge_verify: str | None
+    merge_batch: int
+    merge_conflicts: str
     busy_timeout_ms: int
     secret_patterns: list[str]
     log_level: str

@@ -32,7 +32,8 @@ NOUNS = {
     "ai": "aictl.cli.ai",
     "mcp": "aictl.cli.mcp",
 }
-COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route")}
+COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route"),
+            "merge": ("aictl.cli.merge", "merge")}
 params.install()
 
 

@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 from aictl.cli.output import ago, terminal_width
 
-STATUS_ORDER = ("queued", "blocked", "claimed", "running", "awaiting_approval", "done", "failed", "cancelled")
+STATUS_ORDER = ("queued", "blocked", "claimed", "running", "awaiting_approval", "done", "merged", "failed", "cancelled")
 STATUS_STYLE = {"queued": "cyan", "blocked": "yellow", "claimed": "blue", "running": "green",
-                "awaiting_approval": "magenta", "done": "dim", "failed": "red", "cancelled": "dim"}
+                "awaiting_approval": "magenta", "done": "dim", "merged": "dim", "failed": "red", "cancelled": "dim"}
 
 
 def _short(text: Optional[str], width: int) -> str:

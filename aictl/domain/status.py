@@ -14,6 +14,7 @@ class TaskStatus(str, Enum):
     RUNNING = "running"
     AWAITING_APPROVAL = "awaiting_approval"
     DONE = "done"
+    MERGED = "merged"  # done, and its commit landed on the integration branch (aictl merge)
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -27,9 +28,9 @@ S = TaskStatus
 LEASED = frozenset({S.CLAIMED, S.RUNNING})
 # A task in these states holds its path locks (only under a lease, so every lock can expire).
 HOLDING_LOCKS = LEASED
-TERMINAL = frozenset({S.DONE, S.CANCELLED})
+TERMINAL = frozenset({S.DONE, S.MERGED, S.CANCELLED})
 # Dependents wait while a dependency is in any state but done.
-FINISHED_OK = frozenset({S.DONE})
+FINISHED_OK = frozenset({S.DONE, S.MERGED})
 
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.QUEUED: frozenset({S.CLAIMED, S.BLOCKED, S.CANCELLED}),
@@ -39,7 +40,9 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.AWAITING_APPROVAL: frozenset({S.QUEUED, S.RUNNING, S.FAILED, S.CANCELLED}),
     S.FAILED: frozenset({S.QUEUED, S.BLOCKED}),
     S.CANCELLED: frozenset({S.QUEUED, S.BLOCKED}),
-    S.DONE: frozenset(),
+    # The merge queue lands done work (merged) or sends it back with the conflict or failed verify (queued).
+    S.DONE: frozenset({S.MERGED, S.QUEUED}),
+    S.MERGED: frozenset(),
 }
 
 

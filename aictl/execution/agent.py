@@ -35,7 +35,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     with store.read() as tx:
         row = task_row(tx, task.id)
     ctx.ai = ai
-    ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
+    ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None) + merge_feedback(task)
     waiting = mailbox.pending(store, task.id)
     if waiting:  # messages sent while the task was not running: this attempt is their reader
         ctx.prompt += "\n\n" + mailbox.prompt_section(waiting)
@@ -94,6 +94,18 @@ def task_server(task: Task, owner: str, settings: Settings) -> dict[str, Any]:
     return {"command": sys.executable,
             "args": ["-m", "aictl", "mcp", "serve", "--task", str(task.id), "--epoch", str(task.lease_epoch),
                      "--owner", owner], "env": env}
+
+
+def merge_feedback(task: Task) -> str:
+    """What the merge queue said when it sent this task back (aictl merge), for the next attempt's prompt."""
+    merge = task.result.get("merge") if isinstance(task.result, dict) else None
+    if not merge:
+        return ""
+    text = (f"\n\nYour previous result of this task could not be merged: {merge.get('reason', '')}. "
+            "The workspace now starts from the updated target branch; redo the change on top of it.")
+    if merge.get("verify_log_tail"):
+        text += "\nThe end of the failed verification log:\n" + merge["verify_log_tail"]
+    return text
 
 
 def usage_record(result: Any, connector: str | None, ai: str | None, model: str | None) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from aictl.domain.errors import (
     AictlError,
@@ -164,7 +165,8 @@ class Executor:
             spec = tighten(spec, limits["sandbox"])
         self._phase(task.id, "workspace")
         t = time.monotonic()
-        ws = self.workspaces.create(task.id, epoch, base=opts.base or self.settings.workspace_base)
+        start = self._start_point(task, opts, epoch, report)
+        ws = self.workspaces.create(task.id, epoch, base=start)
         resources.callback(self._dispose, ws, report, opts)
         report.branch = ws.branch
         timings["workspace"] = time.monotonic() - t
@@ -220,6 +222,45 @@ class Executor:
         else:
             report.workspace = str(ws.path)
         report.timings["cleanup"] = round(time.monotonic() - t, 4)
+
+    def _start_point(self, task: Task, opts: ExecuteOptions, epoch: int, report: ExecutionReport) -> str:
+        """The commit the workspace starts from: the base with the done dependencies' commits folded in.
+
+        A conflict between dependencies fails the start step, not an agent attempt: the task fails,
+        not retryable (the same commits would conflict again), naming the files in its evidence.
+        """
+        import json
+
+        from aictl.sandbox.startpoint import DependencyConflict, start_point
+
+        base = opts.base or self.settings.workspace_base
+        if not opts.base and self.settings.integration_branch and isinstance(task.result, dict) and task.result.get(
+            "merge"
+        ):  # sent back by the merge queue: redo the change on the target it failed to land on
+            base = f"refs/heads/{self.settings.integration_branch}"
+        deps = []
+        for dep_id in sorted(task.dependencies):
+            dep = self.queries.get(dep_id)
+            commit = dep.result.get("commit") if isinstance(dep.result, dict) else None
+            if dep.status in ("done", "merged") and commit:
+                deps.append((dep_id, str(commit)))
+        if not deps:
+            return base
+        try:
+            start = start_point(self.workspaces, base, deps)
+        except DependencyConflict as e:
+            self.recorder.put(report, task, opts, epoch, json.dumps({"error": e.message, **e.details}, sort_keys=True),
+                              kind="start", name="start_conflict.json", media_type="application/json",
+                              summary={"files": e.details["files"]})
+            report.task = self.svc.fail(task.id, opts.owner, epoch, reason=f"start step: {e.message}",
+                                        retryable=False)
+            raise _Stop(Outcome.FAILED, f"start step: {e.message}") from None
+        self.recorder.put(report, task, opts, epoch, start.model_dump_json(indent=2), kind="start",
+                          name="start_point.json", media_type="application/json",
+                          summary={"commit": start.commit, "dependencies": [d.task_id for d in start.dependencies]})
+        self._phase(task.id, "start_point", commit=start.commit,
+                    dependencies=[d.model_dump() for d in start.dependencies])
+        return start.commit
 
     @staticmethod
     def _check_lease(keeper: LeaseKeeper) -> None:

@@ -294,7 +294,20 @@ M0007 = Migration(
     ],
 )
 
-MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006, M0007]
+M0008 = Migration(
+    8,
+    "queue_leases: the merge queue runs on one host at a time, under a fenced lease",
+    common=[
+        """CREATE TABLE queue_leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            expires_at {float} NOT NULL
+        )""",
+    ],
+)
+
+MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006, M0007, M0008]
 
 
 def latest_version() -> int:

@@ -202,6 +202,15 @@ class MessageRow(SQLModel, table=True):
     read_epoch: int | None = None
 
 
+class QueueLeaseRow(SQLModel, table=True):
+    __tablename__ = "queue_leases"
+
+    name: str = Field(primary_key=True)
+    owner: str
+    epoch: int
+    expires_at: float
+
+
 class SchemaMigrationRow(SQLModel, table=True):
     __tablename__ = "schema_migrations"
 

@@ -1,5 +1,9 @@
 """Approvals: a human approves or rejects a task the policy parked (awaiting_approval).
 
+A done task whose merge the policy parked (`aictl merge`, effect require_approval) is approved
+the same way: the verdict is recorded as an event and the task stays done; the merge queue
+reads it on its next run (aictl.merge.queue).
+
 Parking itself is a lease operation (aictl.tasks.leases.await_approval). Approving
 sends the task back to the queue; rejecting fails it (and, with
 on_dependency_failure=fail, its blocked dependents). With a policy, who may
@@ -35,7 +39,8 @@ def reject(p: TaskPlane, task_id: int, *, comment: str = "", dry_run: bool = Fal
 def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: str, dry_run: bool) -> Task:
     def run(tx: Tx, now: float) -> Task:
         cur = load_row(tx, task_id)
-        if cur["status"] != S.AWAITING_APPROVAL:
+        merge_parked = cur["status"] == S.DONE and merge_waiting(tx, task_id)
+        if cur["status"] != S.AWAITING_APPROVAL and not merge_parked:
             raise IllegalTransition(f"cannot {verb} task {task_id}: it is {cur['status']}, not awaiting approval",
                                     hint="see the approval inbox: aictl task list --status awaiting_approval")
         if p.policy is not None:  # who may approve is itself a policy question
@@ -46,6 +51,9 @@ def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: 
             from aictl.policy.records import write_record
 
             write_record(tx, record)
+        if merge_parked:  # the verdict is the merge queue's to act on; the task stays done
+            p.event(tx, now, verb, cur, cur["status"], comment=comment or None, merge=True)
+            return to_task(cur)
         result = canonical_json({"error": f"rejected by {p.actor}: {comment}"}) if target == S.FAILED else None
         row = tx.row("UPDATE tasks SET status = :st, result = COALESCE(:res, result), updated_at = :now"
                      f" WHERE id = :id {returning_task(tx)}",
@@ -56,6 +64,29 @@ def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: 
         return to_task(row)
 
     return p.write(run, dry_run)
+
+
+def merge_waiting(tx: Tx, task_id: int) -> bool:
+    """A merge of the task was parked for approval and no verdict has come since."""
+    row = tx.one("SELECT MAX(ts) AS ts FROM decisions WHERE task_id = :t AND action = 'merge'"
+                 " AND effect = 'require_approval'", {"t": task_id})
+    if row is None or row["ts"] is None:
+        return False
+    verdict = tx.one("SELECT 1 AS x FROM events WHERE task_id = :t AND action IN ('approve', 'reject')"
+                     " AND ts >= :s LIMIT 1", {"t": task_id, "s": row["ts"]})
+    return verdict is None
+
+
+def verdict_since(p: TaskPlane, task_id: int, since: float) -> dict[str, Any] | None:
+    """The latest approve or reject of a task at or after `since` (verdict, who, why), if any."""
+    with p.store.read() as tx:
+        row = tx.one("SELECT action, actor, ts, data FROM events WHERE task_id = :t"
+                     " AND action IN ('approve', 'reject') AND ts >= :s ORDER BY id DESC LIMIT 1",
+                     {"t": task_id, "s": since})
+    if row is None:
+        return None
+    return {"verdict": row["action"], "by": row["actor"], "at": row["ts"],
+            "comment": (json.loads(row["data"]) or {}).get("comment") if row["data"] else None}
 
 
 def approved_since(p: TaskPlane, task_id: int, since: float) -> dict[str, Any] | None:

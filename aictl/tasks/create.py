@@ -73,7 +73,8 @@ def creator(p: TaskPlane, specs: list[TaskSpec]) -> Callable[[Tx, float], list[T
                 load_row(tx, d)  # NotFound names a missing dependency
             undone = [
                 r["id"] for r in tx.all(
-                    f"SELECT id FROM tasks WHERE status != 'done' AND id IN ({in_list(tx, 'ids')}) ORDER BY id",
+                    "SELECT id FROM tasks WHERE status NOT IN ('done', 'merged')"
+                    f" AND id IN ({in_list(tx, 'ids')}) ORDER BY id",
                     {"ids": as_json_list(dep_ids)}
                 )
             ] if dep_ids else []

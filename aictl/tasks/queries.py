@@ -173,7 +173,7 @@ def reasons_not_ready(
     idp = {"ids": as_json_list(ids)}
     for d in tx.all(
         f"SELECT d.task_id, p.id, p.status FROM task_deps d JOIN tasks p ON p.id = d.depends_on"
-        f" WHERE d.task_id IN ({in_list(tx, 'ids')}) AND p.status != 'done' ORDER BY d.task_id, p.id",
+        f" WHERE d.task_id IN ({in_list(tx, 'ids')}) AND p.status NOT IN ('done', 'merged') ORDER BY d.task_id, p.id",
         idp,
     ):
         if d["status"] in (S.FAILED, S.CANCELLED):

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from aictl.audit.events import canonical_json
+from aictl.domain.errors import IllegalTransition
 from aictl.domain.models import Task
 from aictl.domain.status import TaskStatus, check_transition
 from aictl.store.base import Tx
@@ -84,8 +85,11 @@ def retry(p: TaskPlane, task_id: int, *, dry_run: bool = False) -> Task:
         cur = load_row(tx, task_id)
         undone = tx.row(
             "SELECT COUNT(*) AS n FROM task_deps d JOIN tasks p ON p.id = d.depends_on"
-            " WHERE d.task_id = :id AND p.status != 'done'", {"id": task_id})["n"]
+            " WHERE d.task_id = :id AND p.status NOT IN ('done', 'merged')", {"id": task_id})["n"]
         target = S.BLOCKED if undone else S.QUEUED
+        if cur["status"] not in (S.FAILED, S.CANCELLED):  # done -> queued is the merge queue's move, not retry's
+            raise IllegalTransition(f"cannot retry task {task_id}: it is {cur['status']}, not failed or cancelled",
+                                    hint="only failed or cancelled tasks are retried")
         check_transition(task_id, cur["status"], target, "retry")
         row = tx.row("UPDATE tasks SET status = :st, attempts = 0, next_run_at = NULL, result = NULL,"
                      f" updated_at = :now WHERE id = :id {returning_task(tx)}",
@@ -113,7 +117,7 @@ def unblock_dependents(p: TaskPlane, tx: Tx, now: float, task_id: int) -> None:
         "UPDATE tasks SET status = 'queued', updated_at = :now WHERE status = 'blocked'"
         " AND id IN (SELECT task_id FROM task_deps WHERE depends_on = :id)"
         " AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks p ON p.id = d.depends_on"
-        "   WHERE d.task_id = tasks.id AND p.status != 'done') RETURNING *",
+        "   WHERE d.task_id = tasks.id AND p.status NOT IN ('done', 'merged')) RETURNING *",
         {"now": now, "id": task_id},
     )
     for row in sorted(rows, key=lambda r: r["id"]):

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from aictl.domain.models import Lease, Task
 from aictl.store.base import Store, Tx
-from aictl.tasks import approvals, create, leases, recovery
+from aictl.tasks import approvals, create, leases, merging, recovery
 from aictl.tasks.spec import TaskSpec
 from aictl.tasks.leases import ClaimResult
 from aictl.tasks.queries import task_row
@@ -111,12 +111,24 @@ class TaskService:
         """The latest approval of a task at or after `since` (who and why), if any."""
         return approvals.approved_since(self._p, task_id, since)
 
+    def verdict_since(self, task_id: int, since: float) -> dict[str, Any] | None:
+        """The latest approve or reject of a task at or after `since` (for a parked merge), if any."""
+        return approvals.verdict_since(self._p, task_id, since)
+
     def cancel(self, task_id: int, *, reason: str = "", dry_run: bool = False) -> Task:
         return recovery.cancel(self._p, task_id, reason=reason, dry_run=dry_run)
 
     def retry(self, task_id: int, *, dry_run: bool = False) -> Task:
         """Send a failed or cancelled task back to the queue with a fresh attempt budget."""
         return recovery.retry(self._p, task_id, dry_run=dry_run)
+
+    def mark_merged(self, task_id: int, *, commit: str, into: str, chain_head: str | None = None) -> Task:
+        """The merge queue landed the task's work on `into` as `commit`: done -> merged."""
+        return merging.mark_merged(self._p, task_id, commit=commit, into=into, chain_head=chain_head)
+
+    def send_back(self, task_id: int, *, evidence: dict[str, Any]) -> Task:
+        """The merge queue refused the task's work (conflict, failed verify): done -> queued, evidence kept."""
+        return merging.send_back(self._p, task_id, evidence=evidence)
 
     def reap(self) -> list[Task]:
         """Sweep expired leases now (claims do this too, before they pick)."""

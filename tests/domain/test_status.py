@@ -15,7 +15,7 @@ def test_every_status_has_a_row():
 @pytest.mark.parametrize("src,dst", [
     (S.QUEUED, S.CLAIMED), (S.CLAIMED, S.RUNNING), (S.RUNNING, S.DONE), (S.RUNNING, S.FAILED),
     (S.RUNNING, S.QUEUED), (S.BLOCKED, S.QUEUED), (S.FAILED, S.QUEUED), (S.CANCELLED, S.QUEUED),
-    (S.RUNNING, S.AWAITING_APPROVAL), (S.AWAITING_APPROVAL, S.RUNNING),
+    (S.RUNNING, S.AWAITING_APPROVAL), (S.AWAITING_APPROVAL, S.RUNNING), (S.DONE, S.MERGED), (S.DONE, S.QUEUED),
 ])
 def test_legal(src, dst):
     assert can_transition(src, dst)
@@ -23,8 +23,8 @@ def test_legal(src, dst):
 
 
 @pytest.mark.parametrize("src,dst", [
-    (S.QUEUED, S.DONE), (S.QUEUED, S.RUNNING), (S.BLOCKED, S.CLAIMED), (S.DONE, S.QUEUED),
-    (S.DONE, S.CANCELLED), (S.FAILED, S.DONE), (S.CANCELLED, S.RUNNING), (S.QUEUED, S.QUEUED),
+    (S.QUEUED, S.DONE), (S.QUEUED, S.RUNNING), (S.BLOCKED, S.CLAIMED), (S.MERGED, S.QUEUED),
+    (S.DONE, S.CANCELLED), (S.DONE, S.FAILED), (S.MERGED, S.DONE), (S.FAILED, S.DONE), (S.CANCELLED, S.RUNNING), (S.QUEUED, S.QUEUED),
 ])
 def test_illegal_raises_with_allowed_targets(src, dst):
     assert not can_transition(src, dst)
@@ -34,6 +34,7 @@ def test_illegal_raises_with_allowed_targets(src, dst):
     assert e.value.exit_code == 4
 
 
-def test_done_is_final():
-    assert TRANSITIONS[S.DONE] == frozenset()
-    assert S.DONE in TERMINAL
+def test_done_only_moves_through_the_merge_queue_and_merged_is_final():
+    assert TRANSITIONS[S.DONE] == frozenset({S.MERGED, S.QUEUED})
+    assert TRANSITIONS[S.MERGED] == frozenset()
+    assert {S.DONE, S.MERGED} <= TERMINAL
