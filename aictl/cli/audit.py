@@ -62,9 +62,10 @@ def verify(
 ) -> None:
     """Recompute the hash chain; exit 1 naming the first broken entry if anything was tampered with."""
     from aictl.audit.chain import verify as run_verify
+    from aictl.policy.records import vouch_decisions
 
     out = state.output(output)
-    report = run_verify(state.store(), against=against)
+    report = run_verify(state.store(), against=against, vouchers={"decision": vouch_decisions})
     if out.mode in ("json", "yaml"):
         out.emit(report)
     elif report.ok:

@@ -357,8 +357,17 @@ EVIDENCE_COLUMNS = [
 def evidence(task_id: TaskIdArg, output: OutputOpt = None) -> None:
     """Evidence recorded for a task (diffs, test reports, transcripts, logs)."""
     out = state.output(output)
+    from aictl.audit.evidence import EvidenceTampered
+
     state.queries().get(task_id)  # NotFound for a wrong id, not an empty list
-    out.emit(state.evidence().list(task_id), columns=EVIDENCE_COLUMNS, name=lambda e: e.digest)
+    refs = state.evidence().list(task_id)
+    out.emit(refs, columns=[*EVIDENCE_COLUMNS, ("check", lambda e: "ok" if e.verified else "FAILS VERIFICATION")],
+             name=lambda e: e.digest)
+    forged = [str(e.id) for e in refs if not e.verified]
+    if forged:
+        raise EvidenceTampered(f"evidence row(s) {', '.join(forged)} of task {task_id} fail verification: "
+                               "they no longer match the audit events that recorded them",
+                               hint="check the whole log: aictl audit verify")
 
 
 @app.command("attach")
