@@ -42,6 +42,7 @@ class VerifyReport(BaseModel):
     first_break: Break | None = None
     anchored: int = 0  # events confirmed against an exported copy
     vouched: int = 0  # rows of other tables checked against the events that carry their hashes
+    anchor_id: int | None = None  # the event anchored outside the database (git), checked
 
 
 Voucher = Callable[[Tx, list[dict[str, Any]]], tuple[int | None, str] | None]
@@ -59,9 +60,15 @@ def _rows(store: Store, batch: int = 5000) -> Iterator[dict[str, Any]]:
 
 
 def verify(
-    store: Store, *, against: Path | None = None, vouchers: Mapping[str, Voucher] | None = None
+    store: Store,
+    *,
+    against: Path | None = None,
+    vouchers: Mapping[str, Voucher] | None = None,
+    anchor: tuple[int, str] | None = None,
 ) -> VerifyReport:
-    """Recompute the chain, check the head, then every row the events vouch for (evidence, plus ``vouchers``)."""
+    """Recompute the chain, check the anchor (event id, hash) kept outside the db and the head, then every row
+    the events vouch for (evidence, plus ``vouchers``)."""
+    from aictl.audit.anchor import check_anchor
     from aictl.audit.evidence import vouch_evidence
 
     vouchers = {"evidence": vouch_evidence, **(vouchers or {})}
@@ -89,6 +96,10 @@ def verify(
             elif event_hash(prev, row) != row["hash"]:
                 first = Break(event_id=eid, reason=f"event {eid} was modified: its content does not match its hash")
         prev, expected_id, last_id = row["hash"], eid + 1, eid
+    if first is None and anchor is not None:
+        why = check_anchor(store, *anchor)
+        if why:
+            first = Break(event_id=anchor[0], reason=why)
     with store.read() as tx:
         head = tx.one("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
     if first is None and head is None:
@@ -104,7 +115,12 @@ def verify(
             f"but the log ends at {last_id} (events at the end were deleted or rewritten)",
         )
     report = VerifyReport(
-        ok=first is None, checked=checked, last_id=last_id, last_hash=prev if checked else GENESIS, first_break=first
+        ok=first is None,
+        checked=checked,
+        last_id=last_id,
+        last_hash=prev if checked else GENESIS,
+        first_break=first,
+        anchor_id=anchor[0] if anchor else None,
     )
     if report.ok:
         with store.read() as tx:

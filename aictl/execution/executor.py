@@ -152,7 +152,19 @@ class Executor:
                 raise
             finally:
                 report.timings = {k: round(v, 4) for k, v in timings.items()} | report.timings
+        self._anchor_audit_head(report)
         return report
+
+    def _anchor_audit_head(self, report: ExecutionReport) -> None:
+        """Keep the chain head in git too (aictl.audit.anchor): a log truncated with its head is then caught."""
+        from aictl.audit.anchor import ANCHOR_REF, anchor_text, head
+
+        try:
+            got = head(self.store)
+            if got is not None:
+                self.workspaces.write_anchor(ANCHOR_REF, anchor_text(*got))
+        except Exception as e:  # noqa: BLE001 - the anchor is a second copy of the head; a run never fails for it
+            self._phase(report.task.id, "anchor_failed", reason=f"{type(e).__name__}: {e}")
 
     def _steps(self, plan: Plan, opts: ExecuteOptions, report: ExecutionReport, resources: ExitStack,
                timings: dict[str, float], t0: float) -> None:
