@@ -108,7 +108,11 @@ def verify(
             reason="the chain head (table audit_head) is missing: it was deleted, "
             "possibly together with events at the end of the log",
         )
-    elif first is None and (head["last_id"] != last_id or head["last_hash"] != (prev if checked else GENESIS)):
+    elif (
+        first is None
+        and head is not None
+        and (head["last_id"] != last_id or head["last_hash"] != (prev if checked else GENESIS))
+    ):
         first = Break(
             event_id=head["last_id"],
             reason=f"the chain head records event {head['last_id']} as the last, "

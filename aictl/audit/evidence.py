@@ -107,6 +107,7 @@ class EvidenceStore:
             {"t": task_id, "e": epoch, "k": kind, "n": name, "d": digest, "s": len(data), "m": media_type,
              "sum": None if summary is None else canonical_json(summary), "now": now},
         )
+        assert row is not None  # INSERT … RETURNING always returns the row
         append_event(tx, ts=now, actor=owner or self.actor, action="evidence", task_id=task_id, lease_epoch=epoch,
                      data={"evidence_id": row["id"], "kind": kind, "name": name, "digest": digest, "size": len(data),
                            **({"summary": summary} if summary else {})})
@@ -196,8 +197,8 @@ def _match(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> tuple[tu
         row = by_id.get(rid)
         want = _key(ev["task_id"], ev["lease_epoch"], ev["data"])
         if row is None or tuple(row[k] for k in _VOUCHED) != want:
-            if by_id.pop(rid, None) is not None:
-                unmatched.append(row)
+            if row is not None:
+                unmatched.append(by_id.pop(rid))
             if first is None:
                 what = "is missing" if row is None else "was modified (digest, task or kind differ from the event)"
                 first = (ev["id"], f"evidence row {rid} recorded by event {ev['id']} {what}")
