@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt, noun_app
+from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import info, iso
 from aictl.domain.errors import AictlError, NotFound
 
@@ -96,7 +96,7 @@ def _anchors():
 
 
 @app.command("anchor")
-def anchor(output: OutputOpt = None) -> None:
+def anchor(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
     """Record the chain head (event id and hash) in the project's git repository (refs/aictl/audit-head).
 
     Task runs do this on their own; `audit verify` then catches a log truncated together with its head.
@@ -108,9 +108,10 @@ def anchor(output: OutputOpt = None) -> None:
     got = head(state.store())
     if got is None:
         raise NotFound("the audit log has no events to anchor yet")
-    WorkspaceManager.from_settings(state.settings()).write_anchor(ANCHOR_REF, anchor_text(*got))
-    out.emit({"ref": ANCHOR_REF, "event_id": got[0], "hash": got[1]}, name=lambda a: a["event_id"])
-    info(f"anchored event {got[0]} in {ANCHOR_REF}")
+    if not dry_run:
+        WorkspaceManager.from_settings(state.settings()).write_anchor(ANCHOR_REF, anchor_text(*got))
+    out.emit({"ref": ANCHOR_REF, "event_id": got[0], "hash": got[1], "dry_run": dry_run}, name=lambda a: a["event_id"])
+    info(f"{'would anchor' if dry_run else 'anchored'} event {got[0]} in {ANCHOR_REF}")
 
 
 @app.command("export")
