@@ -2,7 +2,8 @@
 
 A store's id is the time its first migration was applied (``schema_migrations`` version 1): set once
 when the store is created, never rewritten. ``<home>/store-id`` records the id of the project's store
-(written by `aictl init`); SQLite stores are also known by their file's (device, inode).
+and its path (written by `aictl init`; a store at another path is not compared). SQLite stores are
+also known by their file's (device, inode).
 
 - `expect_existing` (CLI commands and the daemon, never `aictl init`): an initialised project whose
   SQLite file is gone or empty is refused instead of silently getting a new empty store.
@@ -53,9 +54,9 @@ def expect_existing(url: str, home: Path | None) -> None:
 
 
 def write_marker(store: Store, home: Path) -> None:
-    sid = store_id(store)
-    if sid is not None:
-        (Path(home) / MARKER).write_text(sid + "\n", encoding="utf-8")
+    sid, path = store_id(store), sqlite_path(store.url)
+    if sid is not None and path is not None:
+        (Path(home) / MARKER).write_text(f"{sid} {path.resolve()}\n", encoding="utf-8")
 
 
 def check_marker(store: Store, home: Path | None) -> None:
@@ -63,14 +64,15 @@ def check_marker(store: Store, home: Path | None) -> None:
     if home is None or not (Path(home) / "config.yaml").exists() or sqlite_path(store.url) is None:
         return
     marker = Path(home) / MARKER
-    sid = store_id(store)
     try:
-        want = marker.read_text(encoding="utf-8").strip()
+        want, _, where = marker.read_text(encoding="utf-8").strip().partition(" ")
     except FileNotFoundError:
-        if sid is not None:
-            marker.write_text(sid + "\n", encoding="utf-8")  # a project from before markers: adopt its store
+        write_marker(store, home)  # a project from before markers: adopt its store
         return
-    if sid != want:
+    path = sqlite_path(store.url)
+    if path is None or where != str(path.resolve()):
+        return  # the marker is about another file (database_url points elsewhere)
+    if store_id(store) != want:
         raise StoreReplaced(
             f"{store.url.split('///', 1)[-1]} is not this project's store (it was replaced)", hint=_HINT
         )
