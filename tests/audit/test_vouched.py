@@ -120,3 +120,19 @@ def test_cli_missing_head_exit_1_no_traceback(project, cli):
     assert code == 1 and "chain head is missing" in err and "Traceback" not in err
     code, _, err = cli("audit", "verify")
     assert code == 1 and "chain head" in err
+
+
+def test_cli_task_evidence_says_a_forged_row_fails_verification(project, j, cli, tmp_path):
+    from aictl.store import open_store
+
+    tid = j("task", "create", "x")["id"]
+    epoch = j("task", "claim", "--owner", "w")["lease"]["lease_epoch"]
+    (tmp_path / "a.log").write_text("real\n")
+    j("task", "attach", str(tid), "--epoch", str(epoch), str(tmp_path / "a.log"), "--owner", "w")
+    code, out, err = cli("task", "evidence", str(tid))
+    assert code == 0 and "FAILS" not in out
+    store = open_store(f"sqlite:///{project / '.ai' / 'state.db'}")
+    tamper(store, "UPDATE evidence SET kind = 'test_report'")
+    store.close()
+    code, out, err = cli("task", "evidence", str(tid))
+    assert code == 1 and "FAILS VERIFICATION" in out and "fail verification" in err
