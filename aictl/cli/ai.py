@@ -233,7 +233,7 @@ def status(
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(ais)))) as pool:
         results = list(pool.map(lambda a: check(a, timeout=timeout), ais))
     # the probe is the health signal: a failure pauses the AI as unhealthy, a pass lifts that pause
-    ais = [apply_probe(reg, a, h, pause_s=UNHEALTHY_PAUSE_S, now=now) for a, h in zip(ais, results)]
+    ais = [apply_probe(reg, a, h, pause_s=UNHEALTHY_PAUSE_S, now=now) for a, h in zip(ais, results, strict=True)]
     rows = [{"id": a.id, "connector": a.connector, "model": a.model, "ok": bool(h["ok"]), "health": h,
              "enabled": a.enabled, "state": _state_of(a, now), "paused_until": a.paused_until,
              "pause_reason": a.pause_reason, "running": running.get(a.id, 0), "max_concurrency": a.max_concurrency}

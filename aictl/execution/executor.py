@@ -334,7 +334,8 @@ class Executor:
         if result.error_kind == UNREACHABLE:
             from aictl.agents.health import UNHEALTHY_PAUSE_S, UNHEALTHY_PREFIX
 
-            until, why = now + UNHEALTHY_PAUSE_S, f"{UNHEALTHY_PREFIX} {result.error or 'the provider cannot be reached'}"
+            until = now + UNHEALTHY_PAUSE_S
+            why = f"{UNHEALTHY_PREFIX} {result.error or 'the provider cannot be reached'}"
             event, state = "ai_unhealthy", "unhealthy"
         else:
             until = result.retry_at if result.retry_at and result.retry_at > now else now + DEFAULT_PAUSE_S
