@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-NOTIFY_EVENTS = ("task.failed", "task.awaiting_approval", "task.done", "task.rate_limited",
+NOTIFY_EVENTS = ("task.failed", "task.awaiting_approval", "task.done", "task.rate_limited", "ai.unhealthy",
                  "daemon.started", "daemon.stopped", "test")
 
 

@@ -57,6 +57,20 @@ def check(ai: AIRecord, *, timeout: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
     return result
 
 
+UNHEALTHY_PREFIX = "unhealthy:"  # pause_reason of an AI whose provider failed (the router names it)
+UNHEALTHY_PAUSE_S = 300.0  # how long an unhealthy AI is skipped unless a passing probe (aictl ai status) lifts it
+
+
+def apply_probe(registry: Any, ai: AIRecord, result: dict[str, Any], *, pause_s: float, now: float) -> AIRecord:
+    """A failed probe pauses the AI as unhealthy (a rate-limit pause is kept); a passing one lifts such a pause."""
+    unhealthy = (ai.pause_reason or "").startswith(UNHEALTHY_PREFIX)
+    if not result.get("ok"):
+        return registry.pause(ai.id, now + pause_s, f"{UNHEALTHY_PREFIX} {result.get('detail') or 'probe failed'}")
+    if unhealthy:
+        return registry.resume(ai.id)
+    return ai
+
+
 def ollama_model_size_gb(ai: AIRecord, *, timeout: float = 1.0) -> float | None:
     """The model's size from config `model_size_gb`, else from Ollama's /api/tags; None when unknown."""
     if ai.config.get("model_size_gb"):
@@ -74,4 +88,4 @@ def ollama_model_size_gb(ai: AIRecord, *, timeout: float = 1.0) -> float | None:
     return None
 
 
-__all__ = ["check", "ollama_model_size_gb", "quick_check"]
+__all__ = ["UNHEALTHY_PAUSE_S", "UNHEALTHY_PREFIX", "apply_probe", "check", "ollama_model_size_gb", "quick_check"]

@@ -145,7 +145,10 @@ class Router:
         notes: list[str] = []
         if not ai.enabled:
             reasons.append(f"disabled (enable with: aictl ai enable {ai.id})")
-        if is_paused(ai, now) and ai.paused_until is not None:
+        if is_paused(ai, now) and (ai.pause_reason or "").startswith("unhealthy:"):  # set by the executor
+            reasons.append(f"{ai.pause_reason} (skipped until {when(ai.paused_until or now, now)} or a passing probe:"
+                           f" aictl ai status {ai.id})")
+        elif is_paused(ai, now) and ai.paused_until is not None:
             reasons.append(f"rate-limited until {when(ai.paused_until, now)}"
                            + (f" ({ai.pause_reason})" if ai.pause_reason else ""))
         missing = sorted(set(json.loads(row["required_capabilities"])) - set(ai.capabilities))

@@ -21,11 +21,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from aictl.domain.errors import AictlError
 from aictl.store.base import Tx
 from aictl.store.rowhash import GENESIS, HASHED_FIELDS, canonical_json, event_hash
 
 # The hashing of a stored row lives with the store (its migration backfills the chain); callers import it here too.
-__all__ = ["GENESIS", "HASHED_FIELDS", "append_event", "canonical_json", "event_hash"]
+__all__ = ["GENESIS", "HASHED_FIELDS", "ChainHeadBroken", "append_event", "canonical_json", "event_hash"]
+
+
+class ChainHeadBroken(AictlError):
+    """The chain head row is gone or does not fit the log: nothing more can be appended safely."""
+
+    code = "audit_head_broken"
+
+
+def _head_broken(detail: str) -> ChainHeadBroken:
+    return ChainHeadBroken(
+        f"the audit chain head is {detail}; no event can be appended to the log",
+        hint="the store was tampered with: run `aictl audit verify` to see where the chain breaks",
+    )
 
 
 def append_event(
@@ -75,14 +89,21 @@ def _flush(tx: Tx) -> None:
 def _flush_sqlite(tx: Tx, pending: list[dict[str, Any]]) -> None:
     """The first event is numbered and chained from the head inside its INSERT (sha256_hex is a function
     aictl.store.sqlite registers); the rest follow in Python; then the head moves."""
+    import sqlite3
+
     first = pending[0]
     pre, suf = _body_around_id(first)
-    head = tx.row(
-        f"INSERT INTO events (id, {', '.join(_COLS)}, prev_hash, hash)"
-        f" SELECT last_id + 1, {', '.join(':' + c for c in _COLS)}, last_hash,"
-        " sha256_hex(last_hash || :pre || (last_id + 1) || :suf) FROM audit_head WHERE id = 1 RETURNING id, hash",
-        {**{c: first[c] for c in _COLS}, "pre": pre, "suf": suf},
-    )
+    try:
+        head = tx.one(
+            f"INSERT INTO events (id, {', '.join(_COLS)}, prev_hash, hash)"
+            f" SELECT last_id + 1, {', '.join(':' + c for c in _COLS)}, last_hash,"
+            " sha256_hex(last_hash || :pre || (last_id + 1) || :suf) FROM audit_head WHERE id = 1 RETURNING id, hash",
+            {**{c: first[c] for c in _COLS}, "pre": pre, "suf": suf},
+        )
+    except sqlite3.IntegrityError:  # the head names an id that is taken, or holds no hash
+        raise _head_broken("out of step with the log") from None
+    if head is None:
+        raise _head_broken("missing")
     last_id, prev = head["id"], head["hash"]
     for ev in pending[1:]:
         last_id += 1
@@ -124,8 +145,15 @@ def _flush_pg(tx: Tx, pending: list[dict[str, Any]]) -> None:
     ctes.append(f"head AS (UPDATE audit_head SET last_id = h{n}.id, last_hash = h{n}.hash FROM h{n}"
                 " WHERE audit_head.id = 1)")
     channels = sorted(getattr(tx, "_aictl_notify", None) or ())
-    tail = ", ".join(f"pg_notify('{c}', '')" for c in channels) or "1"
-    tx.one(f"WITH {', '.join(ctes)} SELECT {tail}", params)
+    tail = "".join(f", pg_notify('{c}', '')" for c in channels)
+    try:
+        got = tx.one(f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM h{n}) AS n{tail}", params)
+    except Exception as e:  # the head names an id that is taken, or holds no hash
+        if type(e).__name__ in ("UniqueViolation", "NotNullViolation"):
+            raise _head_broken("out of step with the log") from None
+        raise
+    if not got or not got["n"]:
+        raise _head_broken("missing")
     if channels:
         tx._aictl_notify.clear()  # type: ignore[attr-defined]
 

@@ -5,7 +5,9 @@ in the `evidence_blobs` table for PostgreSQL deployments (several machines
 share the database, not a disk). Text evidence is redacted before it is
 hashed, so a secret never reaches the store. Evidence written for a task
 presents the lease (owner, epoch) like every other task write; its digest
-goes into a hash-chained event, so a swapped blob is detected on read.
+goes into a hash-chained event, so a swapped blob is detected on read, and an
+evidence row whose digest, task or kind was edited fails verification (the event
+names the row: ``evidence_id``; events written before it are matched by content).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class EvidenceRef(BaseModel):
     media_type: str
     summary: dict[str, Any] | None = None
     created_at: float
+    verified: bool = True  # False: the row no longer matches the audit event that recorded it
 
     @field_serializer("created_at")
     def _iso(self, v: float) -> str:
@@ -104,8 +107,9 @@ class EvidenceStore:
             {"t": task_id, "e": epoch, "k": kind, "n": name, "d": digest, "s": len(data), "m": media_type,
              "sum": None if summary is None else canonical_json(summary), "now": now},
         )
+        assert row is not None  # INSERT … RETURNING always returns the row
         append_event(tx, ts=now, actor=owner or self.actor, action="evidence", task_id=task_id, lease_epoch=epoch,
-                     data={"kind": kind, "name": name, "digest": digest, "size": len(data),
+                     data={"evidence_id": row["id"], "kind": kind, "name": name, "digest": digest, "size": len(data),
                            **({"summary": summary} if summary else {})})
         return _ref(row)
 
@@ -161,9 +165,62 @@ class EvidenceStore:
         return data
 
     def list(self, task_id: int) -> list[EvidenceRef]:
+        """A task's evidence; a row that does not match its audit event comes back with verified=False."""
         with self.store.read() as tx:
             rows = tx.all("SELECT * FROM evidence WHERE task_id = :t ORDER BY id", {"t": task_id})
-        return [_ref(r) for r in rows]
+            events = tx.all("SELECT id, task_id, lease_epoch, data FROM events WHERE action = 'evidence'"
+                            " AND task_id = :t ORDER BY id", {"t": task_id})
+        _, unmatched = _match(rows, [{**e, "data": json.loads(e["data"]) if e["data"] else {}} for e in events])
+        bad = {r["id"] for r in unmatched}
+        return [_ref(r).model_copy(update={"verified": r["id"] not in bad}) for r in rows]
+
+
+_VOUCHED = ("task_id", "lease_epoch", "kind", "digest", "size")
+
+
+def _key(task_id: Any, epoch: Any, data: dict[str, Any]) -> tuple:
+    return (task_id, epoch, data.get("kind"), data.get("digest"), data.get("size"))
+
+
+def _match(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> tuple[tuple[int | None, str] | None,
+                                                                            list[dict[str, Any]]]:
+    """Pair evidence rows with their events: (first event whose row is gone or changed, rows no event vouches for)."""
+    by_id = {r["id"]: r for r in rows}
+    first: tuple[int | None, str] | None = None
+    unmatched: list[dict[str, Any]] = []
+    by_key: dict[tuple, list[dict[str, Any]]] = {}
+    for ev in events:
+        rid = ev["data"].get("evidence_id")
+        if rid is None:  # written before events named their row: match by content below
+            by_key.setdefault(_key(ev["task_id"], ev["lease_epoch"], ev["data"]), []).append(ev)
+            continue
+        row = by_id.get(rid)
+        want = _key(ev["task_id"], ev["lease_epoch"], ev["data"])
+        if row is None or tuple(row[k] for k in _VOUCHED) != want:
+            if row is not None:
+                unmatched.append(by_id.pop(rid))
+            if first is None:
+                what = "is missing" if row is None else "was modified (digest, task or kind differ from the event)"
+                first = (ev["id"], f"evidence row {rid} recorded by event {ev['id']} {what}")
+            continue
+        del by_id[rid]
+    for row in by_id.values():
+        waiting = by_key.get(tuple(row[k] for k in _VOUCHED))
+        if waiting:
+            waiting.pop()
+        else:
+            unmatched.append(row)
+    return first, unmatched
+
+
+def vouch_evidence(tx: Tx, events: list[dict[str, Any]]) -> tuple[int | None, str] | None:
+    """The chain's voucher for the evidence table (see aictl.audit.chain)."""
+    first, unmatched = _match(tx.all("SELECT * FROM evidence ORDER BY id"), events)
+    if first is None and unmatched:
+        r = unmatched[0]
+        first = (None, f"evidence row {r['id']} (task {r['task_id']}, {r['kind']} {r['name']}) matches no audit event:"
+                       " it was inserted or edited outside aictl")
+    return first
 
 def evidence_by_kind(tx: Tx, task_id: int, epoch: int) -> dict[str, list[dict[str, Any]]]:
     """Evidence of one attempt by kind, with summaries (for completion requirements)."""

@@ -218,10 +218,13 @@ def status(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each provider.")] = 3.0,
     output: OutputOpt = None,
 ) -> None:
-    """Check each AI for real (CLI --version, provider model list) with its load and pause. Exit 1 if any fails."""
+    """Check each AI for real (CLI --version, provider model list) with its load and pause. Exit 1 if any fails.
+
+    A failing probe marks the AI unhealthy (the router skips it); a passing one lifts that mark.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    from aictl.agents.health import check
+    from aictl.agents.health import UNHEALTHY_PAUSE_S, apply_probe, check
 
     out = state.output(output)
     reg = _registry()
@@ -230,6 +233,8 @@ def status(
     now = time.time()
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(ais)))) as pool:
         results = list(pool.map(lambda a: check(a, timeout=timeout), ais))
+    # the probe is the health signal: a failure pauses the AI as unhealthy, a pass lifts that pause
+    ais = [apply_probe(reg, a, h, pause_s=UNHEALTHY_PAUSE_S, now=now) for a, h in zip(ais, results, strict=True)]
     rows = [{"id": a.id, "connector": a.connector, "model": a.model, "ok": bool(h["ok"]), "health": h,
              "enabled": a.enabled, "state": _state_of(a, now), "paused_until": a.paused_until,
              "pause_reason": a.pause_reason, "running": running.get(a.id, 0), "max_concurrency": a.max_concurrency}

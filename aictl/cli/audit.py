@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from aictl.cli.context import state
-from aictl.cli.options import OutputOpt, noun_app
+from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import info, iso
 from aictl.domain.errors import AictlError, NotFound
 
@@ -61,19 +61,57 @@ def verify(
     output: OutputOpt = None,
 ) -> None:
     """Recompute the hash chain; exit 1 naming the first broken entry if anything was tampered with."""
+    from aictl.audit.anchor import ANCHOR_REF, parse_anchor
     from aictl.audit.chain import verify as run_verify
+    from aictl.policy.records import vouch_decisions
 
     out = state.output(output)
-    report = run_verify(state.store(), against=against)
+    text = _anchors()
+    anchor = parse_anchor(text) if text is not None else None
+    report = run_verify(state.store(), against=against, vouchers={"decision": vouch_decisions}, anchor=anchor)
     if out.mode in ("json", "yaml"):
         out.emit(report)
     elif report.ok:
         info(f"audit log intact: {report.checked} events, head {report.last_hash[:16]}…"
-             + (f", {report.anchored} confirmed against {against}" if against else ""))
+             + (f", {report.anchored} confirmed against {against}" if against else "")
+             + (f", anchor event {report.anchor_id} in git ({ANCHOR_REF}) holds" if anchor else ""))
     if report.first_break is not None:
         raise ChainBroken(f"audit log tampered: {report.first_break.reason}",
                           hint="compare with an exported copy: aictl audit verify --against FILE",
                           details={"event_id": report.first_break.event_id})
+
+
+def _anchors():
+    """The project's git anchor text (None: no project repository or no anchor yet)."""
+    from aictl.audit.anchor import ANCHOR_REF
+    from aictl.sandbox.workspace import NotAGitRepository, WorkspaceManager
+
+    settings = state.settings()
+    if settings.project_dir is None or settings.home is None:
+        return None
+    try:
+        return WorkspaceManager.from_settings(settings).read_anchor(ANCHOR_REF)
+    except NotAGitRepository:
+        return None
+
+
+@app.command("anchor")
+def anchor(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
+    """Record the chain head (event id and hash) in the project's git repository (refs/aictl/audit-head).
+
+    Task runs do this on their own; `audit verify` then catches a log truncated together with its head.
+    """
+    from aictl.audit.anchor import ANCHOR_REF, anchor_text, head
+    from aictl.sandbox.workspace import WorkspaceManager
+
+    out = state.output(output)
+    got = head(state.store())
+    if got is None:
+        raise NotFound("the audit log has no events to anchor yet")
+    if not dry_run:
+        WorkspaceManager.from_settings(state.settings()).write_anchor(ANCHOR_REF, anchor_text(*got))
+    out.emit({"ref": ANCHOR_REF, "event_id": got[0], "hash": got[1], "dry_run": dry_run}, name=lambda a: a["event_id"])
+    info(f"{'would anchor' if dry_run else 'anchored'} event {got[0]} in {ANCHOR_REF}")
 
 
 @app.command("export")

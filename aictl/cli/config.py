@@ -56,6 +56,10 @@ def init(
             created.append(f".ai/{target}")
     settings = load_settings(root, state.overrides)
     store = open_store(settings.resolved_database_url, busy_timeout_ms=settings.busy_timeout_ms)
+    if settings.home is not None:
+        from aictl.store.identity import write_marker
+
+        write_marker(store, settings.home)  # the store other commands expect (aictl.store.identity)
     store.close()
     result = {"project_dir": str(root), "home": str(settings.home), "created": created,
               "database_url": settings.resolved_database_url}

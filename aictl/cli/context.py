@@ -45,9 +45,12 @@ class CliState:
     def store(self) -> Store:
         if self._store is None:
             from aictl.store import open_store
+            from aictl.store.identity import check_marker, expect_existing
 
             s = self.settings()
+            expect_existing(s.resolved_database_url, s.home)  # only `aictl init` may create the project's store
             self._store = open_store(s.resolved_database_url, busy_timeout_ms=s.busy_timeout_ms)
+            check_marker(self._store, s.home)
         return self._store
 
     def output(self, flag: str | None) -> Output:

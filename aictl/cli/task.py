@@ -357,8 +357,17 @@ EVIDENCE_COLUMNS = [
 def evidence(task_id: TaskIdArg, output: OutputOpt = None) -> None:
     """Evidence recorded for a task (diffs, test reports, transcripts, logs)."""
     out = state.output(output)
+    from aictl.audit.evidence import EvidenceTampered
+
     state.queries().get(task_id)  # NotFound for a wrong id, not an empty list
-    out.emit(state.evidence().list(task_id), columns=EVIDENCE_COLUMNS, name=lambda e: e.digest)
+    refs = state.evidence().list(task_id)
+    out.emit(refs, columns=[*EVIDENCE_COLUMNS, ("check", lambda e: "ok" if e.verified else "FAILS VERIFICATION")],
+             name=lambda e: e.digest)
+    forged = [str(e.id) for e in refs if not e.verified]
+    if forged:
+        raise EvidenceTampered(f"evidence row(s) {', '.join(forged)} of task {task_id} fail verification: "
+                               "they no longer match the audit events that recorded them",
+                               hint="check the whole log: aictl audit verify")
 
 
 @app.command("attach")
@@ -486,10 +495,30 @@ def execute(
     out = state.output(output)
     if backend not in (None, "local", "docker"):
         raise UsageError(f"unknown backend {backend!r}", hint="use --backend local or --backend docker")
-    executor = Executor(state.store(), state.settings(), policy=state.gate(), on_event=_progress_printer(out))
-    report = executor.execute(task_id, ExecuteOptions(
-        owner=_owner(owner), ai=ai, connector=connector, command=command, verify=verify, backend=backend, base=base,
-        timeout_s=timeout, ttl=ttl, epoch=epoch, keep_workspace=keep, resume=resume, message=message))
+    settings = state.settings()
+    notifier, printer = None, _progress_printer(out)
+    if settings.notifications:  # the same channels as the daemon: an unattended `task execute` in CI tells people
+        from aictl.daemon.notify import Notifier, exec_notification
+
+        notifier = Notifier.from_settings(settings)
+
+        def on_event(e: dict) -> None:
+            printer(e)
+            note = exec_notification(e)
+            if note:
+                notifier.notify(*note)
+    executor = Executor(state.store(), settings, policy=state.gate(), on_event=on_event if notifier else printer)
+    try:
+        report = executor.execute(task_id, ExecuteOptions(
+            owner=_owner(owner), ai=ai, connector=connector, command=command, verify=verify, backend=backend,
+            base=base, timeout_s=timeout, ttl=ttl, epoch=epoch, keep_workspace=keep, resume=resume, message=message))
+        if notifier is not None and report.outcome.value == "failed":
+            notifier.notify("task.failed", {"task_id": report.task.id, "title": report.task.title, "outcome": "failed",
+                                            "reason": report.reason, "status": str(report.task.status),
+                                            "ai": report.ai, "epoch": report.lease_epoch})
+    finally:
+        if notifier is not None:
+            notifier.close(timeout=10.0)  # flush what is queued; a dead channel costs at most this
     if out.mode == "json":
         sys.stdout.write(json.dumps({"type": "report", **report.model_dump(mode="json")}) + "\n")
     else:

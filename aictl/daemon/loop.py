@@ -121,6 +121,8 @@ class Daemon:
         self._store_error: str | None = None
         self._store_down_since: float | None = None
         self._store_retry_at = 0.0
+        self._store_watch: Any = None  # aictl.store.identity.StoreWatch of the store we started on
+        self.fatal_error: AictlError | None = None  # why the daemon stopped on its own (exit 1)
         self._store_backoff = self.options.store_retry_min_s
         self._last_store_ok: float | None = None
         self._paused_until = 0.0  # after an unexpected error in a pass
@@ -166,12 +168,21 @@ class Daemon:
             self._store = None
 
     def _try_store(self, *, fatal_config: bool = False) -> Any:
+        from aictl.store.identity import StoreReplaced
+
         if self._store is not None:
             return self._store
         if time.monotonic() < self._store_retry_at:
             return None
         try:
             self._store = self.open_store()
+        except StoreReplaced as e:
+            if fatal_config:
+                raise
+            log.error("store vanished or replaced; stopping", error=e.message, hint=e.hint)
+            self.fatal_error = e
+            self.request_stop(now=True)
+            return None
         except (UsageError, SchemaTooNew) as e:
             if fatal_config:
                 raise
@@ -185,8 +196,33 @@ class Daemon:
 
     def open_store(self) -> Any:
         from aictl.store import open_store
+        from aictl.store.identity import StoreWatch, check_marker, expect_existing
 
-        return open_store(self.url, busy_timeout_ms=self.settings.busy_timeout_ms)
+        expect_existing(self.url, self.settings.home)  # never a new empty store in place of the project's
+        store = open_store(self.url, busy_timeout_ms=self.settings.busy_timeout_ms)
+        try:
+            check_marker(store, self.settings.home)
+            watch = StoreWatch.of(store)
+        except BaseException:
+            store.close()
+            raise
+        if self._store_watch is None:
+            self._store_watch = watch  # the store this daemon runs on, for its whole life
+        return store
+
+    def _check_store(self, store: Any, *, deep: bool) -> bool:
+        """Stop (fatal_error set) if the store vanished or was replaced under us; True while it is the same."""
+        from aictl.store.identity import StoreReplaced
+
+        try:
+            if self._store_watch is not None:
+                self._store_watch.check(store, deep=deep)
+        except StoreReplaced as e:
+            log.error("store vanished or replaced; stopping", error=e.message, hint=e.hint)
+            self.fatal_error = e
+            self.request_stop(now=True)
+            return False
+        return True
 
     def _store_ok(self) -> None:
         self._last_store_ok = time.time()
@@ -266,6 +302,11 @@ class Daemon:
                 "task.rate_limited",
                 {k: event.get(k) for k in ("task_id", "ai", "until", "reason")} | {"daemon": self.id},
             )
+        elif event.get("type") == "ai_unhealthy":  # its provider cannot be reached: skipped until a probe passes
+            log.warning("AI unhealthy", worker=worker, task_id=event.get("task_id"), ai=event.get("ai"),
+                        reason=event.get("reason"))
+            self.notify("ai.unhealthy", {k: event.get(k) for k in ("task_id", "ai", "until", "reason")}
+                        | {"daemon": self.id})
         elif event.get("type") == "output":
             log.debug(
                 "output",
@@ -341,6 +382,8 @@ class Daemon:
         if store is None:
             return False
         now = time.monotonic()
+        if not self._check_store(store, deep=now >= self._next_beat):
+            return False
         if not self._registered:
             self._register(store)
         if self._reload.is_set():

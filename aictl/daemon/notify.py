@@ -32,7 +32,7 @@ from typing import Any
 from aictl.config import NOTIFY_EVENTS, NotificationChannel
 from aictl.domain.errors import ConfigError
 
-__all__ = ["NOTIFY_EVENTS", "Delivery", "Notifier", "sign", "verify_signature"]
+__all__ = ["NOTIFY_EVENTS", "Delivery", "Notifier", "exec_notification", "sign", "verify_signature"]
 
 QUEUE_SIZE = 1000
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubles each attempt
@@ -237,6 +237,14 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+def exec_notification(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The notification an executor progress event calls for (daemon and `task execute` alike), if any."""
+    kind = {"ai_paused": "task.rate_limited", "ai_unhealthy": "ai.unhealthy"}.get(str(event.get("type")))
+    if kind is None:
+        return None
+    return kind, {k: event.get(k) for k in ("task_id", "ai", "until", "reason")}
 
 
 def console_line(event: dict[str, Any]) -> str:

@@ -319,6 +319,8 @@ def serve(
             }
         )
         daemon.run()
+        if daemon.fatal_error is not None:  # logged where it happened; the exit code says it to supervisors
+            return daemon.fatal_error.exit_code
         return 0
     finally:
         pidfile.release()

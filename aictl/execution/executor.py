@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 Emit = Callable[[dict[str, Any]], None]
 
 RATE_LIMITED = ("rate_limit", "overloaded")
+UNREACHABLE = "unreachable"  # connection refused/reset: the AI is unhealthy, paused like a rate limit
 DEFAULT_PAUSE_S = 60.0
 
 
@@ -152,7 +153,19 @@ class Executor:
                 raise
             finally:
                 report.timings = {k: round(v, 4) for k, v in timings.items()} | report.timings
+        self._anchor_audit_head(report)
         return report
+
+    def _anchor_audit_head(self, report: ExecutionReport) -> None:
+        """Keep the chain head in git too (aictl.audit.anchor): a log truncated with its head is then caught."""
+        from aictl.audit.anchor import ANCHOR_REF, anchor_text, head
+
+        try:
+            got = head(self.store)
+            if got is not None:
+                self.workspaces.write_anchor(ANCHOR_REF, anchor_text(*got))
+        except Exception as e:  # noqa: BLE001 - the anchor is a second copy of the head; a run never fails for it
+            self._phase(report.task.id, "anchor_failed", reason=f"{type(e).__name__}: {e}")
 
     def _steps(self, plan: Plan, opts: ExecuteOptions, report: ExecutionReport, resources: ExitStack,
                timings: dict[str, float], t0: float) -> None:
@@ -190,7 +203,7 @@ class Executor:
             report.changed_paths, report.commit = changes.paths, changes.commit
             self._phase(task.id, "evidence", changed=len(changes.paths))
             self.recorder.run(task, opts, epoch, result, changes, spec, report, plan.ai)
-            if not result.ok and result.error_kind in RATE_LIMITED and plan.ai is not None:
+            if not result.ok and result.error_kind in (*RATE_LIMITED, UNREACHABLE) and plan.ai is not None:
                 live.close()
                 self._rate_limited(report, opts, epoch, plan, result)
                 return
@@ -358,11 +371,19 @@ class Executor:
 
         assert plan.ai is not None
         now = self.clock()
-        until = result.retry_at if result.retry_at and result.retry_at > now else now + DEFAULT_PAUSE_S
-        why = f"{result.error_kind}: {result.error or 'the provider refused'}"
+        if result.error_kind == UNREACHABLE:
+            from aictl.agents.health import UNHEALTHY_PAUSE_S, UNHEALTHY_PREFIX
+
+            until = now + UNHEALTHY_PAUSE_S
+            why = f"{UNHEALTHY_PREFIX} {result.error or 'the provider cannot be reached'}"
+            event, state = "ai_unhealthy", "unhealthy"
+        else:
+            until = result.retry_at if result.retry_at and result.retry_at > now else now + DEFAULT_PAUSE_S
+            why = f"{result.error_kind}: {result.error or 'the provider refused'}"
+            event, state = "ai_paused", "rate-limited"
         Registry(self.store, actor=opts.owner).pause(plan.ai.id, until, why)
-        self.emit({"type": "ai_paused", "task_id": report.task.id, "ai": plan.ai.id, "until": until, "reason": why})
-        reason = f"{plan.ai.id} is rate-limited until {when(until, now)} ({why})"
+        self.emit({"type": event, "task_id": report.task.id, "ai": plan.ai.id, "until": until, "reason": why})
+        reason = f"{plan.ai.id} is {state} until {when(until, now)} ({why})"
         if not plan.routed:
             self._fail(report, opts, epoch, reason, True)
             return

@@ -4,7 +4,9 @@ A record holds who asked (subject), what (action, resource), the whole input
 with secrets masked, the effect, the matched rule ids, reasons, limits, the
 policy files with their content hashes, and how long evaluation took. Each
 record also appends a `decision` event whose data carries the record's sha256,
-so the hash-chained audit log vouches for the decision table too.
+so the hash-chained audit log vouches for the decision table too: `vouch_decisions`
+is the chain verifier's check of every record, and `DecisionLog.get` refuses to
+show a record whose content no longer matches the hash its event carries.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from aictl.audit.events import append_event, canonical_json
 from aictl.audit.redact import redact
-from aictl.domain.errors import NotFound, UsageError
+from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import Record
 from aictl.store.base import Store, Tx
 
@@ -150,6 +152,38 @@ def _from_row(row: dict[str, Any]) -> DecisionRecord:
     return DecisionRecord(**{k: data[k] for k in DecisionRecord.model_fields if k in data})
 
 
+class RecordTampered(AictlError):
+    code = "record_tampered"
+
+
+def _mismatch(row: dict[str, Any] | None, event: dict[str, Any]) -> str | None:
+    """Why a stored record does not match the decision event that vouches for it (None: it matches)."""
+    did = event["data"].get("decision_id")
+    if row is None:
+        return f"decision {did} recorded by event {event['id']} is missing from the decisions table"
+    try:
+        digest = _from_row(row).digest()
+    except (ValueError, TypeError):
+        digest = None
+    if digest != event["data"].get("sha256"):
+        return (f"decision {did} was modified: its stored record no longer matches the sha256 "
+                f"in event {event['id']}")
+    return None
+
+
+def vouch_decisions(tx: Tx, events: list[dict[str, Any]]) -> tuple[int | None, str] | None:
+    """The audit chain's voucher for the decisions table (aictl.audit.chain.verify(vouchers=...))."""
+    rows = {r["decision_id"]: r for r in tx.all("SELECT * FROM decisions")}
+    for ev in events:
+        why = _mismatch(rows.pop(ev["data"].get("decision_id"), None), ev)
+        if why:
+            return ev["id"], why
+    if rows:
+        did = min(rows, key=lambda d: rows[d]["ts"])
+        return None, f"decision {did} matches no audit event: it was inserted outside aictl"
+    return None
+
+
 class DecisionLog:
     """Read decision records back."""
 
@@ -166,6 +200,16 @@ class DecisionLog:
             raise NotFound(f"decision {decision_id} not found", hint="list decisions with: aictl audit decisions")
         if len(rows) > 1:
             raise UsageError(f"decision id prefix {decision_id} is ambiguous; give more characters")
+        full = rows[0]["decision_id"]
+        with self.store.read() as tx:
+            # canonical JSON (sorted keys, no spaces) makes the id's key/value pair an exact substring
+            ev = tx.one("SELECT id, data FROM events WHERE action = 'decision' AND data LIKE :p ORDER BY id LIMIT 1",
+                        {"p": f'%"decision_id":"{full}"%'})
+        why = (f"decision {full} matches no audit event: it was inserted outside aictl" if ev is None
+               else _mismatch(rows[0], {**ev, "data": json.loads(ev["data"])}))
+        if why:
+            raise RecordTampered(f"decision record fails verification: {why}",
+                                 hint="check the whole log: aictl audit verify")
         return _from_row(rows[0])
 
     def list(

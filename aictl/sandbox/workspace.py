@@ -469,6 +469,18 @@ class WorkspaceManager:
             paths, patch, stats = _parse_diff(out)
             return Changes(paths=paths, diff=patch, commit=commit if paths else None, stats=stats)
 
+    def write_anchor(self, ref: str, text: str) -> None:
+        """Point `ref` in the main repository at a blob holding `text` (the audit chain's head, kept outside the db)."""
+        top, _ = self._repo()
+        blob = self._out(top, "hash-object", "-w", "--stdin", input=text.encode())
+        self._git(top, "update-ref", "-m", "aictl: audit anchor", ref, blob)
+
+    def read_anchor(self, ref: str) -> str | None:
+        """The text `write_anchor` left under `ref`, or None if there is none."""
+        top, _ = self._repo()
+        p = self._git(top, "cat-file", "blob", ref, check=False)
+        return p.stdout.decode("utf-8", "replace") if p.returncode == 0 else None
+
     def remove(self, ws_or_task_id: Workspace | int) -> None:
         """Remove a workspace (or every workspace of a task id): worktree and directory go, the branch stays."""
         if isinstance(ws_or_task_id, Workspace):

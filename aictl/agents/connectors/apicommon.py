@@ -20,7 +20,8 @@ from aictl.agents.connectors.spec import TRANSIENT_KINDS, status_error_kind
 
 
 class ProviderError(Exception):
-    """A request failed; `kind` is the ConnectorResult.error_kind (rate_limit, overloaded, auth, timeout, other)."""
+    """A request failed; `kind` is the ConnectorResult.error_kind (rate_limit, overloaded, auth, timeout, unreachable,
+    other)."""
 
     def __init__(self, message: str, *, kind: str = "other", status: int | None = None, retryable: bool = False,
                  retry_after: float | None = None, retry_at: float | None = None):
@@ -112,7 +113,8 @@ def connection_error(exc: BaseException, *, connector: str, base_url: str, timed
     if timed_out:
         return ProviderError(f"{connector} at {base_url}: no answer in time ({type(exc).__name__})", kind="timeout",
                              retryable=True)
-    return ProviderError(f"{connector}: cannot reach {base_url}: {exc}", retryable=True)
+    # "unreachable": the executor marks the AI unhealthy and routes the task elsewhere (no attempt spent)
+    return ProviderError(f"{connector}: cannot reach {base_url}: {exc}", kind="unreachable", retryable=True)
 
 
 def provider_message(body: Any, fallback: str = "") -> str:
