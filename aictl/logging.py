@@ -40,13 +40,20 @@ def _structlog() -> Any:
             colors=False)
         structlog.configure(
             processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                        renderer],
+                        _redacted, renderer],
             wrapper_class=structlog.make_filtering_bound_logger(_level()),
             logger_factory=structlog.PrintLoggerFactory(file=_state["stream"] or sys.stderr),
             cache_logger_on_first_use=False,
         )
         _state["configured"] = True
     return structlog
+
+
+def _redacted(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: every known secret masked in every field, before any renderer sees it."""
+    from aictl.audit.redact import redact
+
+    return {k: redact(v) if isinstance(v, (str, dict, list, tuple)) else v for k, v in event_dict.items()}
 
 
 class Logger:

@@ -14,9 +14,12 @@ otherwise leaves Typer's own behaviour (slower, and uglier help, but correct).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, get_args, get_origin
+
+from aictl.domain.limits import INT64_MAX, INT64_MIN
 
 try:
     from typer import core as _core
@@ -54,11 +57,19 @@ def _number(kind: type, low: float | None, high: float | None) -> Callable[[Any]
             number = kind(value.strip() if isinstance(value, str) else value)
         except ValueError:
             raise ValueError(f"{value!r} is not a valid {_NUMBER_WORDS[kind]}.") from None
+        if kind is float and not math.isfinite(number):
+            # inf/nan pass every range check and then break whatever stores or compares them
+            raise ValueError(f"{value!r}: must be a finite number{_range_suffix(low, high)}.")
         if (low is not None and number < low) or (high is not None and number > high):
             raise ValueError(f"{number}: must be {range_text(low, high)}.")
         return number
 
     return convert
+
+
+def _range_suffix(low: float | None, high: float | None) -> str:
+    text = range_text(low, high)
+    return f", {text}" if text else ""
 
 
 def range_text(low: float | None, high: float | None) -> str | None:
@@ -83,7 +94,11 @@ def _converter(annotation: Any, info: Any) -> Callable[[Any, Any, Any], Any] | N
     if annotation in (int, float):
         if getattr(info, "clamp", False):
             return None
-        convert = _number(annotation, info.min, info.max)
+        low, high = info.min, info.max
+        if annotation is int:  # ids, epochs, priorities: the store's columns are 64-bit
+            low = INT64_MIN if low is None else low
+            high = INT64_MAX if high is None else high
+        convert = _number(annotation, low, high)
         return lambda v, p, c: convert(v)
     if annotation is Path and getattr(info, "path_type", None) is None:
         return lambda v, p, c: coerce_cli_path(v, info, path_type=Path, param=p, ctx=c)

@@ -70,6 +70,13 @@ def tighten(spec: SandboxSpec, sandbox: dict[str, Any]) -> SandboxSpec:
     return spec.model_copy(update=update)
 
 
+def _redacting(emit: Emit) -> Emit:
+    """The live progress stream (stderr, JSON lines, the daemon) with every known secret masked."""
+    from aictl.audit.redact import redact
+
+    return lambda event: emit(redact(event))
+
+
 class Executor:
     def __init__(self, store: Store, settings: Settings, *, policy: PolicyGate | None = None,
                  on_event: Emit | None = None,
@@ -88,7 +95,7 @@ class Executor:
         if project is None:
             raise UsageError("executing a task needs a project (a git repository with .ai/)", hint="aictl init")
         self.store, self.settings, self.policy, self.clock = store, settings, policy, clock
-        self.emit: Emit = on_event or (lambda e: None)
+        self.emit: Emit = _redacting(on_event) if on_event else (lambda e: None)
         self.claims = Claims(store, settings, policy=policy, clock=clock,
                              ranker=Router(store, settings, policy=policy, clock=clock))
         self.svc = self.claims.svc

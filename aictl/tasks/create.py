@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from aictl.domain import limits
 from aictl.domain.errors import CycleError, IllegalTransition, UsageError
 from aictl.domain.models import Task
 from aictl.domain.status import TaskStatus, check_transition
@@ -29,10 +30,10 @@ class TaskSpec(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    title: str = Field(min_length=1)
-    description: str = ""
-    type: str = "task"
-    priority: int = 0
+    title: str = Field(min_length=1, max_length=limits.TITLE_MAX)
+    description: str = Field("", max_length=limits.DESCRIPTION_MAX)
+    type: str = Field("task", max_length=limits.LABEL_MAX)
+    priority: int = Field(0, ge=limits.PRIORITY_MIN, le=limits.PRIORITY_MAX)
     labels: list[str] = Field(default_factory=list)
     required_capabilities: list[str] = Field(default_factory=list)
     depends_on: list[int | str] = Field(default_factory=list)
@@ -43,10 +44,40 @@ class TaskSpec(BaseModel):
     verify: str | None = None  # verification run after the agent (e.g. "pytest -q")
     key: str | None = None  # local name inside a batch file, for depends_on
 
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the title is empty (only spaces)")
+        return v.strip()
+
+    @field_validator("labels", "required_capabilities", "lock_paths", "depends_on")
+    @classmethod
+    def _bounded(cls, v: list, info: ValidationInfo) -> list:
+        if len(v) > limits.LABELS_MAX:
+            raise ValueError(f"{len(v)} {info.field_name}: at most {limits.LABELS_MAX}")
+        return v
+
     @field_validator("labels", "required_capabilities")
     @classmethod
     def _clean(cls, v: list[str]) -> list[str]:
-        return sorted({s.strip() for s in v if s.strip()})
+        cleaned = sorted({s.strip() for s in v if s.strip()})
+        long = [s for s in cleaned if len(s) > limits.LABEL_MAX]
+        if long:
+            raise ValueError(f"{long[0][:20]!r}…: at most {limits.LABEL_MAX} characters")
+        return cleaned
+
+    @classmethod
+    def parse(cls, **fields: object) -> TaskSpec:
+        """A TaskSpec from a command's options; UsageError (exit 2) naming the field and its limit."""
+        from pydantic import ValidationError
+
+        try:
+            return cls(**fields)  # type: ignore[arg-type]
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise UsageError(f"{where}: {err['msg']}") from None
 
 
 def create_many(p: TaskPlane, specs: list[TaskSpec], *, dry_run: bool = False) -> list[Task]:
