@@ -209,6 +209,7 @@ class Executor:
             self._fail(report, opts, epoch, result.error or "the agent failed", result.transient)
         elif violations:
             self._fail(report, opts, epoch, "; ".join(violations), False)
+            self._reject(ws, report)
         else:
             report.task = self.svc.complete(task.id, opts.owner, epoch, ai=opts.ai, result={
                 "summary": result.summary, "changed_paths": changes.paths, "commit": changes.commit,
@@ -228,6 +229,15 @@ class Executor:
         else:
             report.workspace = str(ws.path)
         report.timings["cleanup"] = round(time.monotonic() - t, 4)
+
+    def _reject(self, ws: Workspace, report: ExecutionReport) -> None:
+        """A result the checks refused leaves refs/heads (see aictl.execution.rejected)."""
+        from aictl.execution.rejected import reject_branch
+
+        ref = reject_branch(self.workspaces.repo_root, ws.path, ws.branch, ws.task_id, ws.lease_epoch)
+        if ref is not None:
+            report.branch = ref
+            self._phase(ws.task_id, "rejected", ref=ref)
 
     @staticmethod
     def _check_lease(keeper: LeaseKeeper) -> None:

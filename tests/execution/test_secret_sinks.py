@@ -26,8 +26,9 @@ DB_PASSWORD = "dbpassw0rdvalue"
 
 
 def _aictl(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "aictl.cli.main", *args], cwd=root, env=env,
-                          capture_output=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "aictl.cli.main", *args], cwd=root, env=env, capture_output=True, timeout=120
+    )
 
 
 def _files_holding(root: Path, secret: bytes, skip: tuple[str, ...]) -> list[str]:
@@ -40,14 +41,29 @@ def _files_holding(root: Path, secret: bytes, skip: tuple[str, ...]) -> list[str
 
 def test_a_hostile_model_cannot_put_any_known_secret_into_any_sink(fake_provider, git_project):
     env = {**os.environ, "ATK_KEY": ATK, "AICTL_LOG_LEVEL": "debug"}
-    reg = _aictl(git_project, env, "ai", "register", "api-1", "--connector", "anthropic", "--model",
-                 "claude-haiku-4-5", "--base-url", fake_provider.url, "--api-key-env", "ATK_KEY",
-                 "--config", "retry_backoff_s=0.01")
+    reg = _aictl(
+        git_project,
+        env,
+        "ai",
+        "register",
+        "api-1",
+        "--connector",
+        "anthropic",
+        "--model",
+        "claude-haiku-4-5",
+        "--base-url",
+        fake_provider.url,
+        "--api-key-env",
+        "ATK_KEY",
+        "--config",
+        "retry_backoff_s=0.01",
+    )
     assert reg.returncode == 0, reg.stderr
     leak = f"tr '\\0' '\\n' < /proc/$PPID/environ | grep ATK_KEY; echo key=$ATK_KEY; echo {ANT}"
     for mode in ("json", "table"):
-        tid = json.loads(_aictl(git_project, env, "task", "create", f"leak {mode}", "--lock", f"{mode}.txt",
-                                "-o", "json").stdout)["id"]
+        tid = json.loads(
+            _aictl(git_project, env, "task", "create", f"leak {mode}", "--lock", f"{mode}.txt", "-o", "json").stdout
+        )["id"]
         fake_provider.script(
             reply(f"Reading {ATK}", [tool("run_command", {"command": leak})]),
             reply(f"Found {ATK} and {ANT}", [tool("write_file", {"path": f"{mode}.txt", "content": f"{ATK}\n"})]),
@@ -109,7 +125,8 @@ def test_notifications_and_logs_carry_no_webhook_or_ai_secret(git_project, monke
     monkeypatch.setenv("HOOK_SIG", HOOK)
     url = f"http://127.0.0.1:{server.server_port}/hook"
     (git_project / ".ai" / "config.yaml").write_text(
-        f"notifications:\n  - type: webhook\n    url: {url}\n    secret_env: HOOK_SIG\n")
+        f"notifications:\n  - type: webhook\n    url: {url}\n    secret_env: HOOK_SIG\n"
+    )
     settings = load_settings(git_project)
     notifier = Notifier.from_settings(settings)
     notifier.notify("task.failed", {"task_id": 1, "reason": f"model said {HOOK} and {ANT}"})
