@@ -16,6 +16,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 from tests.fakeprovider import reply, tool
 
@@ -104,7 +105,7 @@ def test_the_activity_column_is_redacted_at_the_sink(git_project):
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[bytes] = []
+    bodies: ClassVar[list[bytes]] = []
 
     def do_POST(self) -> None:
         _Receiver.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
