@@ -62,6 +62,8 @@ def _number(kind: type, low: float | None, high: float | None) -> Callable[[Any]
             raise ValueError(f"{value!r}: must be a finite number{_range_suffix(low, high)}.")
         if (low is not None and number < low) or (high is not None and number > high):
             raise ValueError(f"{number}: must be {range_text(low, high)}.")
+        if kind is int and not INT64_MIN <= number <= INT64_MAX:  # ids, epochs: the store's columns are 64-bit
+            raise ValueError(f"{number}: must be {range_text(INT64_MIN, INT64_MAX)} (a 64-bit integer).")
         return number
 
     return convert
@@ -94,11 +96,7 @@ def _converter(annotation: Any, info: Any) -> Callable[[Any, Any, Any], Any] | N
     if annotation in (int, float):
         if getattr(info, "clamp", False):
             return None
-        low, high = info.min, info.max
-        if annotation is int:  # ids, epochs, priorities: the store's columns are 64-bit
-            low = INT64_MIN if low is None else low
-            high = INT64_MAX if high is None else high
-        convert = _number(annotation, low, high)
+        convert = _number(annotation, info.min, info.max)
         return lambda v, p, c: convert(v)
     if annotation is Path and getattr(info, "path_type", None) is None:
         return lambda v, p, c: coerce_cli_path(v, info, path_type=Path, param=p, ctx=c)
