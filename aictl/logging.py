@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -49,7 +50,7 @@ def _structlog() -> Any:
     return structlog
 
 
-def _redacted(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redacted(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: every known secret masked in every field, before any renderer sees it."""
     from aictl.audit.redact import redact
 
