@@ -83,14 +83,13 @@ def _to_int(v: Any) -> int:
 def _to_float(v: Any) -> float:
     if isinstance(v, bool):
         raise ValueError("Input should be a valid number")
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v.strip())
-        except ValueError:
-            pass
-    raise ValueError("Input should be a valid number")
+    try:
+        number = float(v.strip() if isinstance(v, str) else v) if isinstance(v, (int, float, str)) else None
+    except ValueError:
+        number = None
+    if number is None or number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("Input should be a finite number")  # inf/nan would pass every bound below
+    return number
 
 
 def _one_of(*choices: str) -> Callable[[Any], str]:
@@ -377,8 +376,18 @@ def load_settings(project: str | Path | None = None, overrides: dict[str, Any] |
     settings.project_dir = project_dir
     settings.home = home
     settings.sources = sources
-    if settings.secret_patterns:
-        from aictl.audit import redact
-
-        redact.configure(settings.secret_patterns)
+    _register_secrets(settings)
     return settings
+
+
+def _register_secrets(settings: Settings) -> None:
+    """Tell the redactor every secret these settings point at (DB password, webhook secrets, patterns)."""
+    secret_envs = [c.secret_env for c in settings.notifications if getattr(c, "secret_env", None)]
+    if not (settings.secret_patterns or secret_envs or (settings.database_url and "@" in settings.database_url)):
+        return  # the common case stays free of the redact import
+    from aictl.audit import redact
+
+    redact.register_url(settings.database_url)
+    redact.register_env(*secret_envs)
+    if settings.secret_patterns:
+        redact.configure(settings.secret_patterns)

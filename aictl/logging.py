@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -40,13 +41,20 @@ def _structlog() -> Any:
             colors=False)
         structlog.configure(
             processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                        renderer],
+                        _redacted, renderer],
             wrapper_class=structlog.make_filtering_bound_logger(_level()),
             logger_factory=structlog.PrintLoggerFactory(file=_state["stream"] or sys.stderr),
             cache_logger_on_first_use=False,
         )
         _state["configured"] = True
     return structlog
+
+
+def _redacted(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
+    """structlog processor: every known secret masked in every field, before any renderer sees it."""
+    from aictl.audit.redact import redact
+
+    return {k: redact(v) if isinstance(v, (str, dict, list, tuple)) else v for k, v in event_dict.items()}
 
 
 class Logger:

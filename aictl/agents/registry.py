@@ -106,12 +106,23 @@ def _strings(value: Any) -> list[str]:
 
 
 def row_to_ai(row: dict[str, Any]) -> AIRecord:
-    return AIRecord(
+    ai = AIRecord(
         id=row["id"], connector=row["connector"], model=row["model"], capabilities=json.loads(row["capabilities"]),
         labels=json.loads(row["labels"]), max_concurrency=row["max_concurrency"], config=json.loads(row["config"]),
         enabled=bool(row["enabled"]), paused_until=row["paused_until"], pause_reason=row["pause_reason"],
         created_at=row["created_at"], updated_at=row["updated_at"],
     )
+    register_secrets(ai)
+    return ai
+
+
+def register_secrets(ai: AIRecord) -> None:
+    """Tell the redactor this AI's secrets: every `*_env` config value names a variable holding one."""
+    names = [v for k, v in (ai.config or {}).items() if k.endswith("_env") and isinstance(v, str)]
+    if names:
+        from aictl.audit.redact import register_env
+
+        register_env(*names)
 
 
 def _clean(values: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ def show(output: OutputOpt = None) -> None:
 
     out = state.output(output)
     s = state.settings()
-    rows = [{"key": k, "value": getattr(s, k), "source": s.sources.get(k, "default")} for k in USER_KEYS]
+    rows = [{"key": k, "value": _shown(k, getattr(s, k)), "source": s.sources.get(k, "default")} for k in USER_KEYS]
     rows.append({"key": "project_dir", "value": str(s.project_dir) if s.project_dir else None, "source": "resolved"})
     rows.append({"key": "home", "value": str(s.home) if s.home else None, "source": "resolved"})
     if out.mode in ("json", "yaml"):
@@ -28,6 +28,15 @@ def show(output: OutputOpt = None) -> None:
     else:
         out.emit(rows, name=lambda r: r["key"],
                  columns=[("key", lambda r: r["key"]), ("value", lambda r: r["value"]), ("source", lambda r: r["source"])])
+
+
+def _shown(key: str, value: object) -> object:
+    """A setting as `config show` prints it: a database password masked."""
+    if key == "database_url" and isinstance(value, str):
+        from aictl.audit.redact import mask_url
+
+        return mask_url(value)
+    return value
 
 
 def init(
@@ -62,7 +71,7 @@ def init(
         write_marker(store, settings.home)  # the store other commands expect (aictl.store.identity)
     store.close()
     result = {"project_dir": str(root), "home": str(settings.home), "created": created,
-              "database_url": settings.resolved_database_url}
+              "database_url": _shown("database_url", settings.resolved_database_url)}
     if out.mode == "table":
         info(f"initialised aictl in {home}" + (f" (created {', '.join(created)})" if created else " (already set up)"))
         info("next: aictl task create \"My first task\" --lock 'src/**'")

@@ -14,9 +14,12 @@ otherwise leaves Typer's own behaviour (slower, and uglier help, but correct).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, get_args, get_origin
+
+from aictl.domain.limits import INT64_MAX, INT64_MIN
 
 try:
     from typer import core as _core
@@ -54,11 +57,21 @@ def _number(kind: type, low: float | None, high: float | None) -> Callable[[Any]
             number = kind(value.strip() if isinstance(value, str) else value)
         except ValueError:
             raise ValueError(f"{value!r} is not a valid {_NUMBER_WORDS[kind]}.") from None
+        if kind is float and not math.isfinite(number):
+            # inf/nan pass every range check and then break whatever stores or compares them
+            raise ValueError(f"{value!r}: must be a finite number{_range_suffix(low, high)}.")
         if (low is not None and number < low) or (high is not None and number > high):
             raise ValueError(f"{number}: must be {range_text(low, high)}.")
+        if kind is int and not INT64_MIN <= number <= INT64_MAX:  # ids, epochs: the store's columns are 64-bit
+            raise ValueError(f"{number}: must be {range_text(INT64_MIN, INT64_MAX)} (a 64-bit integer).")
         return number
 
     return convert
+
+
+def _range_suffix(low: float | None, high: float | None) -> str:
+    text = range_text(low, high)
+    return f", {text}" if text else ""
 
 
 def range_text(low: float | None, high: float | None) -> str | None:

@@ -15,6 +15,7 @@ from aictl.cli.output import ago, info
 from aictl.cli.taskview import TASK_COLUMNS
 from aictl.cli.taskview import task_human as _task_human
 from aictl.domain.errors import NotFound, UsageError
+from aictl.domain.limits import PRIORITY_MAX, PRIORITY_MIN, TTL_MAX, TTL_MIN
 
 app = noun_app("Create, claim and finish tasks.")
 
@@ -37,7 +38,7 @@ def create(
     title: Annotated[Optional[str], typer.Argument(help="Task title.", show_default=False)] = None,
     description: Annotated[str, typer.Option("--description", "-d", help="Longer description / instructions.")] = "",
     type_: Annotated[str, typer.Option("--type", help="Task type, e.g. feature, bugfix, chore.")] = "task",
-    priority: Annotated[int, typer.Option("--priority", "-p", help="Higher runs first.")] = 0,
+    priority: Annotated[int, typer.Option("--priority", "-p", min=PRIORITY_MIN, max=PRIORITY_MAX, help="Higher runs first.")] = 0,
     label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Label (repeatable, or comma list).")] = None,
     capability: Annotated[
         Optional[list[str]], typer.Option("--capability", "-c", help="Capability the claimer must have (repeatable).")
@@ -79,7 +80,7 @@ def create(
         if every is None or file is not None or not title:
             raise UsageError("--every needs a TITLE (not --file); --tz needs --every",
                              hint='aictl task create "Nightly dependency bump" --every "0 3 * * *"')
-        create_schedule(out, TaskSpec(title=title, description=description, type=type_, priority=priority,
+        create_schedule(out, TaskSpec.parse(title=title, description=description, type=type_, priority=priority,
                                       labels=_split(label), required_capabilities=_split(capability),
                                       depends_on=depends_on or [], lock_paths=lock or [], exclusive=exclusive,
                                       max_attempts=max_attempts, command=command, verify=verify),
@@ -88,7 +89,7 @@ def create(
     if file is not None:
         specs = _load_batch(file)
     elif title:
-        specs = [TaskSpec(title=title, description=description, type=type_, priority=priority, labels=_split(label),
+        specs = [TaskSpec.parse(title=title, description=description, type=type_, priority=priority, labels=_split(label),
                           required_capabilities=_split(capability), depends_on=depends_on or [],
                           lock_paths=lock or [], exclusive=exclusive, max_attempts=max_attempts,
                           command=command, verify=verify)]
@@ -159,7 +160,7 @@ def claim(
     ] = None,
     label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only tasks with this label.")] = None,
     task_id: Annotated[Optional[int], typer.Option("--id", help="Claim this task, not the next one.")] = None,
-    ttl: Annotated[Optional[float], typer.Option("--ttl", help="Lease seconds (default lease_ttl).")] = None,
+    ttl: Annotated[Optional[float], typer.Option("--ttl", min=TTL_MIN, max=TTL_MAX, help="Lease seconds (default lease_ttl).")] = None,
     ai: Annotated[Optional[str], typer.Option(
         "--ai", help="Claim for this AI: the policy judges it, ai:<x> task labels must name it, a registered AI's "
                      "labels, capabilities and concurrency limit apply (default: the owner).")] = None,
@@ -196,7 +197,7 @@ def claim(
 
 @app.command("heartbeat")
 def heartbeat(task_id: TaskIdArg, epoch: EpochOpt, owner: OwnerOpt = None,
-              ttl: Annotated[Optional[float], typer.Option("--ttl", help="New lease length in seconds.")] = None,
+              ttl: Annotated[Optional[float], typer.Option("--ttl", min=TTL_MIN, max=TTL_MAX, help="New lease length in seconds.")] = None,
               dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
     """Extend a lease you hold."""
     out = state.output(output)
@@ -477,7 +478,7 @@ def execute(
     backend: Annotated[Optional[str], typer.Option("--backend", help="Sandbox: local or docker.")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Git ref the workspace starts from.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Hard timeout of the run, seconds.")] = None,
-    ttl: Annotated[Optional[float], typer.Option("--ttl", help="Lease seconds (heartbeats keep it alive).")] = None,
+    ttl: Annotated[Optional[float], typer.Option("--ttl", min=TTL_MIN, max=TTL_MAX, help="Lease seconds (heartbeats keep it alive).")] = None,
     epoch: Annotated[Optional[int], typer.Option("--epoch", help="Adopt your existing claim instead of claiming.")] = None,
     keep: Annotated[bool, typer.Option("--keep-workspace", help="Keep the workspace even on success.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the agent session of the task's last run.")] = False,

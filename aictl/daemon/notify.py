@@ -324,6 +324,9 @@ class Notifier:
                         f"{where}: notifications[{i}].secret_env names {cfg.secret_env}, which is not set",
                         hint=f"export {cfg.secret_env}=<the webhook secret>, or remove secret_env",
                     )
+                from aictl.audit.redact import register
+
+                register(value)
                 secret = value.encode("utf-8")
             channels.append(Channel(cfg, i, secret))
         source = {"actor": settings.actor}
@@ -439,4 +442,7 @@ class Notifier:
 
 
 def _body(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    from aictl.audit.redact import redact
+
+    # a notification leaves the host: no known secret in any field of it
+    return json.dumps(redact(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")

@@ -35,6 +35,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     with store.read() as tx:
         row = task_row(tx, task.id)
     ctx.ai = ai
+    _register_key(ai)
     ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None) + merge_feedback(task)
     waiting = mailbox.pending(store, task.id)
     if waiting:  # messages sent while the task was not running: this attempt is their reader
@@ -126,3 +127,16 @@ def usage_record(result: Any, connector: str | None, ai: str | None, model: str 
 
 
 __all__ = ["agent_context", "usage_record"]
+
+
+def _register_key(ai: AIRecord) -> None:
+    """The redactor learns this AI's key (its connector's default variable too) before the agent starts."""
+    from aictl.agents.connectors.spec import spec_for
+    from aictl.audit.redact import register
+    from aictl.domain.errors import UsageError
+
+    try:
+        spec = spec_for(ai.connector)
+    except UsageError:  # an unknown connector fails the run elsewhere, with its own message
+        return
+    register(*spec.secrets(ai))

@@ -72,6 +72,13 @@ def tighten(spec: SandboxSpec, sandbox: dict[str, Any]) -> SandboxSpec:
     return spec.model_copy(update=update)
 
 
+def _redacting(emit: Emit) -> Emit:
+    """The live progress stream (stderr, JSON lines, the daemon) with every known secret masked."""
+    from aictl.audit.redact import redact
+
+    return lambda event: emit(redact(event))
+
+
 class Executor:
     def __init__(self, store: Store, settings: Settings, *, policy: PolicyGate | None = None,
                  on_event: Emit | None = None,
@@ -89,7 +96,7 @@ class Executor:
         if project is None:
             raise UsageError("executing a task needs a project (a git repository with .ai/)", hint="aictl init")
         self.store, self.settings, self.policy, self.clock = store, settings, policy, clock
-        self.emit: Emit = on_event or (lambda e: None)
+        self.emit: Emit = _redacting(on_event) if on_event else (lambda e: None)
         self.claims = Claims(store, settings, policy=policy, clock=clock,
                              ranker=Router(store, settings, policy=policy, clock=clock))
         self.svc = self.claims.svc
@@ -216,6 +223,7 @@ class Executor:
             self._fail(report, opts, epoch, result.error or "the agent failed", result.transient)
         elif violations:
             self._fail(report, opts, epoch, "; ".join(violations), False)
+            self._reject(ws, report)
         else:
             report.task = self.svc.complete(task.id, opts.owner, epoch, ai=opts.ai, result={
                 "summary": result.summary, "changed_paths": changes.paths, "commit": changes.commit,
@@ -274,6 +282,15 @@ class Executor:
         self._phase(task.id, "start_point", commit=start.commit,
                     dependencies=[d.model_dump() for d in start.dependencies])
         return start.commit
+
+    def _reject(self, ws: Workspace, report: ExecutionReport) -> None:
+        """A result the checks refused leaves refs/heads (see aictl.execution.rejected)."""
+        from aictl.execution.rejected import reject_branch
+
+        ref = reject_branch(self.workspaces.repo_root, ws.path, ws.branch, ws.task_id, ws.lease_epoch)
+        if ref is not None:
+            report.branch = ref
+            self._phase(ws.task_id, "rejected", ref=ref)
 
     @staticmethod
     def _check_lease(keeper: LeaseKeeper) -> None:

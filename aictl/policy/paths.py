@@ -54,6 +54,9 @@ def seed_paths(patterns: tuple[str, ...], regexes: list[tuple[bool, str]]) -> No
 @lru_cache(maxsize=1024)
 def compile_paths(patterns: tuple[str, ...]) -> PathMatcher:
     """A gitignore-style matcher; raises ValueError for a pattern pathspec cannot parse."""
+    for p in patterns:
+        if _unclosed_bracket(p):  # pathspec takes it, and the rule then silently matches nothing
+            raise ValueError(f"invalid path pattern {p!r}: unclosed '['")
     seeded = _seeded.get(patterns)
     if seeded is not None:
         return seeded
@@ -61,6 +64,24 @@ def compile_paths(patterns: tuple[str, ...]) -> PathMatcher:
         return PathMatcher(patterns)
     except Exception as exc:  # noqa: BLE001 - pathspec raises several types for a bad pattern
         raise ValueError(f"invalid path pattern: {exc}") from None
+
+
+def _unclosed_bracket(pattern: str) -> bool:
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i] == "[":
+            j = i + 1 + (pattern[i + 1 : i + 2] in ("!", "^"))
+            j += pattern[j : j + 1] == "]"  # `[]a]`: a leading ] is a member, not the end
+            end = pattern.find("]", j)
+            if end < 0:
+                return True
+            i = end + 1
+            continue
+        i += 1
+    return False
 
 
 @lru_cache(maxsize=1024)

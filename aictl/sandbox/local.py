@@ -31,6 +31,7 @@ from aictl.sandbox.base import (
     SandboxSpec,
     check_run_args,
 )
+from aictl.sandbox.nodump import hide_environment
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # How often the wait loop looks at the cancel event and the deadline.
@@ -99,6 +100,7 @@ class LocalSandbox:
         }
         sink = OutputSink(on_output)
         started = time.monotonic()
+        hide_environment()  # the command must not read aictl's keys through /proc/$PPID/environ
         run_dir = Path(tempfile.mkdtemp(prefix="aictl-run-"))
         try:
             home, tmp = run_dir / "home", run_dir / "tmp"

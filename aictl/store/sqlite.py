@@ -61,7 +61,7 @@ class SqliteStore(Store):
             # The audit chain hashes its first event inside the INSERT (aictl.audit.events).
             self._conn.create_function("sha256_hex", 1, _sha256_hex, deterministic=True)
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open SQLite store {path}: {e}") from None
+            raise _no_space(e, path) or StoreError(f"cannot open SQLite store {path}: {e}") from None
         self.journal_mode = next(iter(mode.values())) if mode else None
 
     @contextlib.contextmanager
@@ -78,11 +78,24 @@ class SqliteStore(Store):
             yield tx
             for hook in tx.before_commit:
                 hook(tx)
+        except sqlite3.OperationalError as e:
+            self._rollback()
+            raise _no_space(e, self.path) or e from None
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                self._rollback()
+                raise _no_space(e, self.path) or e from None
+
+    def _rollback(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # SQLite already rolled back (a full disk or an I/O error ends the transaction)
 
     def write(self) -> contextlib.AbstractContextManager[SqliteTx]:
         return self._tx("BEGIN IMMEDIATE")
@@ -92,3 +105,23 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _no_space(e: sqlite3.Error, path: Any) -> StoreError | None:
+    """A clear StoreError for a full disk (or an I/O error on one); None for any other error."""
+    import os
+    import shutil
+
+    code = getattr(e, "sqlite_errorcode", None)
+    full = code == sqlite3.SQLITE_FULL or "disk is full" in str(e)
+    if not full and (code != sqlite3.SQLITE_IOERR and "disk I/O error" not in str(e)):
+        return None
+    try:
+        free = shutil.disk_usage(os.path.dirname(str(path)) or ".").free
+    except OSError:
+        free = None
+    if not full and (free is None or free > 1 << 20):
+        return None  # an I/O error with space left: not ours to explain
+    where = os.path.dirname(str(path))
+    return StoreError(f"SQLite store {path}: the disk is full ({free if free is not None else '?'} bytes free in {where});"
+                      " nothing was written", hint=f"free space on the file system holding {where}, then retry")

@@ -28,7 +28,7 @@ from typing import Any
 
 from aictl.audit.events import canonical_json
 from aictl.audit.redact import redact
-from aictl.domain.errors import AictlError, AILimitReached, LeaseLost, LockConflict
+from aictl.domain.errors import AictlError, AILimitReached, LeaseLost, LockConflict, UsageError
 from aictl.domain.models import Lease, Task
 from aictl.domain.status import LEASED, TaskStatus, check_transition
 from aictl.store.base import Tx
@@ -58,6 +58,16 @@ class _NeedsFloor(Exception):
     """PostgreSQL only: the claim picked an exclusive task; claim again holding the claim lock exclusively."""
 
 
+def lease_ttl(p: TaskPlane, ttl: float | None) -> float:
+    """The TTL to use; UsageError for one outside TTL_MIN..TTL_MAX (0 or inf would double-run or never expire)."""
+    from aictl.domain.limits import check_ttl
+
+    try:
+        return check_ttl(ttl) or p.settings.lease_ttl
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 # -- claim ---------------------------------------------------------------------------------
 
 
@@ -76,7 +86,7 @@ def claim(p: TaskPlane, owner: str, *, capabilities: list[str] | None = None, la
     the AI may hold at most that many tasks — counted inside this transaction
     (PostgreSQL: under an advisory lock per AI), so racing claimers cannot exceed it.
     """
-    ttl = ttl or p.settings.lease_ttl
+    ttl = lease_ttl(p, ttl)
     want = _Want(owner, capabilities, labels, task_id, ttl, ai or owner, ai_labels, ai, ai_limit)
     floor = False
     for _ in range(100):
@@ -242,7 +252,7 @@ def _lease_update(tx: Tx, task_id: int, owner: str, epoch: int, verb: str, allow
 
 def heartbeat(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ttl: float | None = None) -> Lease:
     """Extend the lease. Not an audit event: heartbeats change no state a reader cares about."""
-    ttl = ttl or p.settings.lease_ttl
+    ttl = lease_ttl(p, ttl)
 
     def run(tx: Tx, now: float) -> Lease:
         row = tx.one(f"UPDATE tasks SET lease_expires_at = :exp, heartbeat_at = :now WHERE {fence_sql()}"

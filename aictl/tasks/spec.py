@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from aictl.domain import limits
 from aictl.domain.errors import UsageError
 
 
@@ -45,7 +46,21 @@ def _opt_str(name: str, value: Any) -> str | None:
 def _str_list(name: str, value: Any) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise SpecError(name, f"expected a list of strings, got {value!r}")
-    return list(value)
+    return _bounded(name, list(value))
+
+
+def _bounded(name: str, items: list[Any]) -> list[Any]:
+    if len(items) > limits.LABELS_MAX:
+        raise SpecError(name, f"{len(items)} given: at most {limits.LABELS_MAX}")
+    return items
+
+
+def _labels(name: str, value: Any) -> list[str]:
+    cleaned = sorted({s.strip() for s in _str_list(name, value) if s.strip()})
+    long = [s for s in cleaned if len(s) > limits.LABEL_MAX]
+    if long:
+        raise SpecError(name, f"{long[0][:20]!r}…: at most {limits.LABEL_MAX} characters")
+    return cleaned
 
 
 @dataclass
@@ -65,20 +80,28 @@ class TaskSpec:
     key: str | None = None  # local name inside a batch file, for depends_on
 
     def __post_init__(self) -> None:
-        if not isinstance(self.title, str) or not self.title:
-            raise SpecError("title", "a task needs a non-empty title")
+        if not isinstance(self.title, str) or not self.title.strip():
+            raise SpecError("title", "a task needs a title (not empty, not only spaces)")
+        self.title = self.title.strip()
+        if len(self.title) > limits.TITLE_MAX:
+            raise SpecError("title", f"{len(self.title)} characters: at most {limits.TITLE_MAX}")
         self.description = _opt_str("description", self.description) or ""
+        if len(self.description) > limits.DESCRIPTION_MAX:
+            raise SpecError("description", f"{len(self.description)} characters: at most {limits.DESCRIPTION_MAX}")
         self.type = _opt_str("type", self.type) or "task"
+        if len(self.type) > limits.LABEL_MAX:
+            raise SpecError("type", f"at most {limits.LABEL_MAX} characters")
         self.priority = _int("priority", self.priority)
-        self.labels = sorted({s.strip() for s in _str_list("labels", self.labels) if s.strip()})
-        caps = _str_list("required_capabilities", self.required_capabilities)
-        self.required_capabilities = sorted({s.strip() for s in caps if s.strip()})
+        if not limits.PRIORITY_MIN <= self.priority <= limits.PRIORITY_MAX:
+            raise SpecError("priority", f"{self.priority}: must be {limits.PRIORITY_MIN} to {limits.PRIORITY_MAX}")
+        self.labels = _labels("labels", self.labels)
+        self.required_capabilities = _labels("required_capabilities", self.required_capabilities)
         deps = self.depends_on
         if not isinstance(deps, (list, tuple)) or not all(
             isinstance(d, (int, str)) and not isinstance(d, bool) for d in deps
         ):
             raise SpecError("depends_on", f"expected a list of task ids or batch keys, got {deps!r}")
-        self.depends_on = list(deps)
+        self.depends_on = _bounded("depends_on", list(deps))
         self.lock_paths = _str_list("lock_paths", self.lock_paths)
         if not isinstance(self.exclusive, bool):
             raise SpecError("exclusive", f"expected true or false, got {self.exclusive!r}")
@@ -89,6 +112,11 @@ class TaskSpec:
         self.command = _opt_str("command", self.command)
         self.verify = _opt_str("verify", self.verify)
         self.key = _opt_str("key", self.key)
+
+    @classmethod
+    def parse(cls, **fields: Any) -> TaskSpec:
+        """A TaskSpec from a command's options: a SpecError (a UsageError, exit 2) names the field and its limit."""
+        return cls(**fields)
 
     @classmethod
     def model_validate(cls, data: Any) -> TaskSpec:

@@ -40,12 +40,18 @@ def test_list_filters_and_empty_list_is_not_an_error(project, cli, j):
     assert code == 2 and "unknown status" in err
 
 
+def _expire_leases(project) -> None:
+    """An hour passes for every lease (TTLs under 1 s are refused, and tests do not sleep that long)."""
+    import sqlite3
+
+    with sqlite3.connect(project / ".ai" / "state.db") as db:
+        db.execute("UPDATE tasks SET lease_expires_at = lease_expires_at - 3600 WHERE lease_expires_at IS NOT NULL")
+
+
 def test_stale_epoch_exit_4_with_json_error(project, cli, j):
     j("task", "create", "x")
-    j("task", "claim", "--owner", "a", "--ttl", "0.05")
-    import time
-
-    time.sleep(0.1)
+    j("task", "claim", "--owner", "a", "--ttl", "1")
+    _expire_leases(project)
     j("task", "claim", "--owner", "b")
     code, out, err = cli("task", "complete", "1", "--owner", "a", "--epoch", "1", "-o", "json")
     assert code == 4 and out == ""
@@ -103,10 +109,8 @@ def test_batch_file_and_ready(project, tmp_path, cli, j):
 
 def test_reap_cancel_retry(project, j):
     j("task", "create", "a", "--max-attempts", "1")
-    j("task", "claim", "--owner", "w", "--ttl", "0.05")
-    import time
-
-    time.sleep(0.1)
+    j("task", "claim", "--owner", "w", "--ttl", "1")
+    _expire_leases(project)
     reaped = j("task", "reap")
     assert reaped[0]["status"] == "failed"
     assert j("task", "retry", "1")["status"] == "queued"
