@@ -385,7 +385,7 @@ def _register_secrets(settings: Settings) -> None:
     secret_envs = [c.secret_env for c in settings.notifications if getattr(c, "secret_env", None)]
     if not (settings.secret_patterns or secret_envs or (settings.database_url and "@" in settings.database_url)):
         return  # the common case stays free of the redact import
-    from aictl.audit import redact
+    from aictl.domain import redact
 
     redact.register_url(settings.database_url)
     redact.register_env(*secret_envs)

@@ -52,7 +52,7 @@ def _structlog() -> Any:
 
 def _redacted(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: every known secret masked in every field, before any renderer sees it."""
-    from aictl.audit.redact import redact
+    from aictl.domain.redact import redact
 
     return {k: redact(v) if isinstance(v, (str, dict, list, tuple)) else v for k, v in event_dict.items()}
 

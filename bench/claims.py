@@ -103,7 +103,7 @@ def _remaining(store_or_conn: Any, kind: str) -> int:
 def cache_redaction_pattern() -> bool:
     """EXPERIMENT (this process only): build the redaction regex once instead of on every string.
 
-    aictl.audit.redact._pattern() rescans os.environ and re-derives its cache key for every
+    aictl.domain.redact._pattern() rescans os.environ and re-derives its cache key for every
     string of every audit event; this shows what caching it per process would buy."""
     try:
         from aictl.audit import redact
@@ -126,7 +126,7 @@ def cache_redaction_pattern() -> bool:
 def aictl_worker(idx: int, url: str, barrier: Any, results: Any, cache_redaction: bool = False) -> None:
     try:
         if cache_redaction and not cache_redaction_pattern():
-            raise RuntimeError("--cache-redaction: aictl.audit.redact._pattern not found")
+            raise RuntimeError("--cache-redaction: aictl.domain.redact._pattern not found")
         from aictl.config import Settings
         from aictl.store import open_store
         from aictl.tasks.service import TaskService

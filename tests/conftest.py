@@ -22,7 +22,7 @@ def _isolated_env(monkeypatch, tmp_path_factory):
             monkeypatch.delenv(k)
     monkeypatch.setenv("AICTL_CONFIG_DIR", str(tmp_path_factory.mktemp("userconf")))
     monkeypatch.setenv("NO_COLOR", "1")
-    from aictl.audit import redact
+    from aictl.domain import redact
 
     redact.refresh()  # the secret pattern is cached per process; each test starts from its own env
 

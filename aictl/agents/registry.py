@@ -44,7 +44,7 @@ def validate_id(ai_id: str) -> str:
 
 
 def _looks_like_secret(value: str) -> bool:
-    from aictl.audit.redact import redact_text
+    from aictl.domain.redact import redact_text
 
     return redact_text(value) != value
 
@@ -120,7 +120,7 @@ def register_secrets(ai: AIRecord) -> None:
     """Tell the redactor this AI's secrets: every `*_env` config value names a variable holding one."""
     names = [v for k, v in (ai.config or {}).items() if k.endswith("_env") and isinstance(v, str)]
     if names:
-        from aictl.audit.redact import register_env
+        from aictl.domain.redact import register_env
 
         register_env(*names)
 

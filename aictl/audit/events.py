@@ -55,7 +55,7 @@ def append_event(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Queue one event; it is written (redacted, numbered, chained) when the transaction commits."""
-    from aictl.audit.redact import redact
+    from aictl.domain.redact import redact
 
     pending = getattr(tx, "_aictl_events", None)
     if pending is None:

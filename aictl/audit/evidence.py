@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, field_serializer
 
 from aictl.audit.events import append_event, canonical_json
-from aictl.audit.redact import redact, redact_text
+from aictl.domain.redact import redact, redact_text
 from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import ts_to_dt
 from aictl.store.base import Store, Tx

@@ -33,7 +33,7 @@ def show(output: OutputOpt = None) -> None:
 def _shown(key: str, value: object) -> object:
     """A setting as `config show` prints it: a database password masked."""
     if key == "database_url" and isinstance(value, str):
-        from aictl.audit.redact import mask_url
+        from aictl.domain.redact import mask_url
 
         return mask_url(value)
     return value

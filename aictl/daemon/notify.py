@@ -324,7 +324,7 @@ class Notifier:
                         f"{where}: notifications[{i}].secret_env names {cfg.secret_env}, which is not set",
                         hint=f"export {cfg.secret_env}=<the webhook secret>, or remove secret_env",
                     )
-                from aictl.audit.redact import register
+                from aictl.domain.redact import register
 
                 register(value)
                 secret = value.encode("utf-8")
@@ -442,7 +442,7 @@ class Notifier:
 
 
 def _body(event: dict[str, Any]) -> bytes:
-    from aictl.audit.redact import redact
+    from aictl.domain.redact import redact
 
     # a notification leaves the host: no known secret in any field of it
     return json.dumps(redact(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")

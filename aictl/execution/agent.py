@@ -132,7 +132,7 @@ __all__ = ["agent_context", "usage_record"]
 def _register_key(ai: AIRecord) -> None:
     """The redactor learns this AI's key (its connector's default variable too) before the agent starts."""
     from aictl.agents.connectors.spec import spec_for
-    from aictl.audit.redact import register
+    from aictl.domain.redact import register
     from aictl.domain.errors import UsageError
 
     try:

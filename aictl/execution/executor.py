@@ -74,7 +74,7 @@ def tighten(spec: SandboxSpec, sandbox: dict[str, Any]) -> SandboxSpec:
 
 def _redacting(emit: Emit) -> Emit:
     """The live progress stream (stderr, JSON lines, the daemon) with every known secret masked."""
-    from aictl.audit.redact import redact
+    from aictl.domain.redact import redact
 
     return lambda event: emit(redact(event))
 

@@ -19,7 +19,7 @@ from dataclasses import field
 from typing import Any
 
 from aictl.audit.events import append_event, canonical_json
-from aictl.audit.redact import redact
+from aictl.domain.redact import redact
 from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import Record
 from aictl.store.base import Store, Tx

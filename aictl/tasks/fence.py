@@ -77,7 +77,7 @@ def check_fence(tx: Tx, task_id: int, owner: str, epoch: int, *, verb: str,
 
 def write_activity(tx: Tx, task_id: int, owner: str, epoch: int, line: str | None) -> bool:
     """Set the task's one-line activity while (owner, epoch) still holds it; False when the lease is gone."""
-    from aictl.audit.redact import redact_text
+    from aictl.domain.redact import redact_text
 
     return tx.run(f"UPDATE tasks SET activity = :a WHERE {fence_sql()}",
                   {"a": None if line is None else redact_text(line), "id": task_id, "owner": owner, "epoch": epoch}) > 0

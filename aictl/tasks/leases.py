@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aictl.audit.events import canonical_json
-from aictl.audit.redact import redact
+from aictl.domain.redact import redact
 from aictl.domain.errors import AictlError, AILimitReached, LeaseLost, LockConflict, UsageError
 from aictl.domain.models import Lease, Task
 from aictl.domain.status import LEASED, TaskStatus, check_transition

@@ -71,7 +71,7 @@ def test_junit_parsed_to_counts(services, ev):
 
 def test_secrets_redacted_before_hashing(services, ev, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123")
-    from aictl.audit import redact as redact_mod
+    from aictl.domain import redact as redact_mod
 
     redact_mod.refresh()
     ref = ev.put(

@@ -1,7 +1,7 @@
 """Secrets never reach a sink: a hostile model reads every secret aictl knows of and prints it everywhere.
 
 The AI's key sits in a variable with a harmless name and value (`--api-key-env ATK_KEY`), so no pattern
-can find it: only the registry of known secret values (aictl.audit.redact.register) does. The model
+can find it: only the registry of known secret values (aictl.domain.redact.register) does. The model
 reads aictl's environment through /proc/$PPID/environ, echoes the key, prints an sk-ant-… key and writes
 both into a file; `aictl task execute` runs as a real process, and every sink is grepped: its stdout and
 stderr (JSON and table mode), the store (events, activity, result), evidence blobs, `task get -o json`.
@@ -84,7 +84,7 @@ def test_a_hostile_model_cannot_put_any_known_secret_into_any_sink(fake_provider
 
 
 def test_the_activity_column_is_redacted_at_the_sink(git_project):
-    from aictl.audit.redact import register
+    from aictl.domain.redact import register
     from aictl.config import load_settings
     from aictl.store import open_store
     from aictl.tasks.fence import write_activity
@@ -156,7 +156,7 @@ def test_config_show_masks_the_database_password(git_project):
 
 
 def test_the_database_password_is_a_known_secret(git_project, monkeypatch):
-    from aictl.audit.redact import redact_text
+    from aictl.domain.redact import redact_text
     from aictl.config import load_settings
 
     monkeypatch.setenv("AICTL_DATABASE_URL", f"postgresql://me:{DB_PASSWORD}@127.0.0.1:1/db")

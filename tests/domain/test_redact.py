@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from aictl.audit import redact as redact_mod
-from aictl.audit.redact import MASK, redact, redact_text
+from aictl.domain import redact as redact_mod
+from aictl.domain.redact import MASK, redact, redact_text
 from aictl.tasks.service import TaskSpec
 
 SECRETS = [
