@@ -178,9 +178,12 @@ class WorkspaceTools:
             raise ToolError(f"{path} is a directory; list_files shows what is in it")
         if not real.exists():
             raise ToolError(f"{path}: no such file (list_files shows what exists)")
-        size = real.stat().st_size
-        with open(real, "rb") as f:
-            data = f.read(READ_LIMIT)
+        from aictl.sandbox.safeio import Refused, read_head
+
+        try:  # a regular file only: a FIFO or device left in the worktree must not hang or flood the host
+            data, size = read_head(self.root, self._rel(real), limit=READ_LIMIT, deadline=time.monotonic() + 10)
+        except Refused as e:
+            raise ToolError(f"{path}: {e.reason}") from None
         if b"\x00" in data[:8192]:
             return f"[{self._rel(real)} is a binary file of {size} bytes; not shown]"
         text = data.decode("utf-8", errors="replace")
