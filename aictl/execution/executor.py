@@ -185,7 +185,7 @@ class Executor:
             timings["run"] = time.monotonic() - t
             self._check_lease(keeper)
             t = time.monotonic()
-            changes = self.workspaces.collect(ws, message=f"aictl: task {task.id}: {task.title}\n\n{result.summary}")
+            changes = self._collect(task, ws, opts, epoch, result, spec, report, plan)
             report.changed_paths, report.commit = changes.paths, changes.commit
             self._phase(task.id, "evidence", changed=len(changes.paths))
             self.recorder.run(task, opts, epoch, result, changes, spec, report, plan.ai)
@@ -221,6 +221,24 @@ class Executor:
         else:
             report.workspace = str(ws.path)
         report.timings["cleanup"] = round(time.monotonic() - t, 4)
+
+    def _collect(self, task: Task, ws: Workspace, opts: ExecuteOptions, epoch: int, result: Any,
+                 spec: SandboxSpec, report: ExecutionReport, plan: Plan) -> Any:
+        """Commit the workspace; if the agent sabotaged it, the run's evidence is stored before the error goes on.
+
+        The error then reaches `_unexpected`: a failed, counted attempt with its output and the error kept.
+        """
+        from aictl.sandbox.workspace import Changes, WorkspaceError
+        from aictl.store.base import is_store_error
+
+        try:
+            return self.workspaces.collect(ws, message=f"aictl: task {task.id}: {task.title}\n\n{result.summary}")
+        except Exception as e:
+            if is_store_error(e) or isinstance(e, LeaseLost):
+                raise
+            nothing = Changes(paths=[], diff="", commit=None, stats={})
+            self.recorder.run(task, opts, epoch, result, nothing, spec, report, plan.ai)
+            raise WorkspaceError(f"collecting the workspace failed: {getattr(e, 'message', e)}") from e
 
     @staticmethod
     def _check_lease(keeper: LeaseKeeper) -> None:

@@ -70,3 +70,38 @@ def test_a_reports_directory_linked_to_the_host_is_not_read(git_project, tmp_pat
     verify = next(e for e in rep["evidence"] if e["kind"] == "verify_log")
     assert verify["summary"]["refused_files"] == [{"path": ".aictl-reports", "reason": "refused: a symbolic link"}]
     assert "host-secret" not in json.dumps(rep)
+
+
+def test_a_sabotaged_git_file_is_a_counted_attempt_with_its_evidence(git_project):
+    """`.git` pointed elsewhere made collection raise and dropped the run's output; it must fail the attempt
+    (counted, backoff), keep stdout and the error, and `task execute` must not repeat it for ever."""
+    tid = create(
+        git_project,
+        "saboteur",
+        "--lock",
+        "src/**",
+        "--max-attempts",
+        "2",
+        "--command",
+        "echo wrote-something; echo y > src/y.py; printf 'gitdir: /tmp/nowhere\\n' > .git",
+    )
+    for attempt in (1, 2):
+        r, rep = execute(git_project, tid)
+        assert r.returncode == 1 and rep["task"]["attempts"] == attempt, rep
+        assert rep["outcome"] == ("retrying" if attempt == 1 else "failed")
+        names = {e["name"]: e for e in rep["evidence"]}
+        assert {"stdout.txt", "run.json", "executor_error.txt"} <= set(names), names
+        assert "wrote-something" in evidence_text(git_project, names["stdout.txt"]["digest"])
+        assert "not an aictl workspace" in evidence_text(git_project, names["executor_error.txt"]["digest"])
+        assert "collect" in rep["reason"]
+    assert rep["task"]["status"] == "failed"
+    assert run_cli("task", "execute", str(tid), "--owner", "w1", cwd=git_project).returncode == 4
+
+
+def test_a_deleted_git_file_is_a_counted_attempt(git_project):
+    tid = create(
+        git_project, "saboteur", "--lock", "src/**", "--max-attempts", "1", "--command", "echo gone; rm -f .git"
+    )
+    r, rep = execute(git_project, tid)
+    assert r.returncode == 1 and rep["outcome"] == "failed" and rep["task"]["attempts"] == 1
+    assert {"stdout.txt", "executor_error.txt"} <= {e["name"] for e in rep["evidence"]}
