@@ -165,6 +165,7 @@ class Executor:
             spec = tighten(spec, limits["sandbox"])
         self._phase(task.id, "workspace")
         t = time.monotonic()
+        self._stop_stale_runs(task.id, epoch)
         ws = self.workspaces.create(task.id, epoch, base=opts.base or self.settings.workspace_base)
         resources.callback(self._dispose, ws, report, opts)
         report.branch = ws.branch
@@ -239,6 +240,14 @@ class Executor:
             nothing = Changes(paths=[], diff="", commit=None, stats={})
             self.recorder.run(task, opts, epoch, result, nothing, spec, report, plan.ai)
             raise WorkspaceError(f"collecting the workspace failed: {getattr(e, 'message', e)}") from e
+
+    def _stop_stale_runs(self, task_id: int, epoch: int) -> None:
+        """A reclaimed task's earlier run (its holder died or lost the lease) must not write beside this one."""
+        from aictl.sandbox.runs import stop_stale_runs
+
+        stopped = stop_stale_runs(self.workspaces.workspaces_dir, task_id, epoch)
+        if stopped:
+            self._phase(task_id, "stale_runs_stopped", stopped=stopped)
 
     @staticmethod
     def _check_lease(keeper: LeaseKeeper) -> None:

@@ -11,14 +11,16 @@ can, use the network, and escape the group with setsid. Use docker for that.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -31,12 +33,14 @@ from aictl.sandbox.base import (
     SandboxSpec,
     check_run_args,
 )
+from aictl.sandbox.runs import forget_run, record_run
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # How often the wait loop looks at the cancel event and the deadline.
 POLL_S = 0.05
 # Readers still blocked this long after the group is dead mean an escaped process holds the pipe.
 READER_JOIN_S = 2.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def clean_env(spec: SandboxSpec, home: Path, tmp: Path) -> dict[str, str]:
@@ -48,6 +52,21 @@ def clean_env(spec: SandboxSpec, home: Path, tmp: Path) -> dict[str, str]:
     }
     env.update(spec.env)
     return env
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when the thread that started it dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def prepare() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(137)
+
+    return prepare
 
 
 def _group_alive(pgid: int) -> bool:
@@ -113,6 +132,7 @@ class LocalSandbox:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent(),
                 )
             except FileNotFoundError:
                 sink.note("stderr", f"command not found: {argv[0]}")
@@ -138,9 +158,11 @@ class LocalSandbox:
                     duration_s=time.monotonic() - started,
                     settings=settings,
                 )
+            record = record_run(workdir, labels, proc.pid)  # so a later epoch's claimer can kill it if we die
             try:
                 return self._supervise(proc, spec, sink, cancel, started, settings)
             finally:
+                forget_run(record)
                 # Also on KeyboardInterrupt in the caller: nothing we started may outlive run().
                 if proc.poll() is None or _group_alive(proc.pid):
                     _signal_group(proc.pid, signal.SIGKILL)
