@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from aictl.sandbox.safeio import read_dir_regular
 from aictl.tasks.queries import task_row
@@ -52,8 +53,11 @@ class Recorder:
 
             if changes.diff:
                 put(changes.diff, kind="diff", name="changes.diff", media_type="text/x-diff", summary=changes.stats)
-            put(json.dumps({"paths": changes.paths, "commit": changes.commit}), kind="changes",
-                name="changed_paths.json", media_type="application/json")
+            refused = getattr(changes, "refused", [])
+            put(json.dumps({"paths": changes.paths, "commit": changes.commit,
+                            **({"refused_files": refused} if refused else {})}), kind="changes",
+                name="changed_paths.json", media_type="application/json",
+                summary={"refused_files": refused} if refused else None)
             if result.stdout:
                 put(result.stdout, kind="log", name="stdout.txt")
             if result.stderr:

@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from aictl.domain.errors import AictlError, Conflict, LeaseLost, NotFound, NotInitialized
+from aictl.sandbox.ownership import strip_special
 
 __all__ = [
     "BaseRefNotFound",
@@ -103,6 +104,7 @@ class Changes(BaseModel):
     diff: str
     commit: str | None
     stats: dict
+    refused: list[str] = []  # setuid/setgid bits and device nodes the collector stripped, for the evidence
 
 
 def branch_name(task_id: int) -> str:
@@ -442,6 +444,7 @@ class WorkspaceManager:
                     f"workspace of task {ws.task_id} (epoch {ws.lease_epoch}) is gone: {ws.path}",
                     hint="it was removed or pruned; start the task again",
                 )
+            refused = strip_special(ws.path)  # never kept, never committed: whatever the backend let the agent make
             gitdir = self._worktree_gitdir(ws.path)
             _, common = self._repo()
             ref = f"refs/heads/{ws.branch}"
@@ -467,7 +470,7 @@ class WorkspaceManager:
                 )
             out = self._git(ws.path, "diff", *DIFF_FLAGS, "--numstat", "-p", "-z", ws.base_commit, commit).stdout
             paths, patch, stats = _parse_diff(out)
-            return Changes(paths=paths, diff=patch, commit=commit if paths else None, stats=stats)
+            return Changes(paths=paths, diff=patch, commit=commit if paths else None, stats=stats, refused=refused)
 
     def remove(self, ws_or_task_id: Workspace | int) -> None:
         """Remove a workspace (or every workspace of a task id): worktree and directory go, the branch stays."""

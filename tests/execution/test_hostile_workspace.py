@@ -4,6 +4,8 @@ a sabotaged .git. Real `aictl task execute` processes; nothing may hang, read ou
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 
 from tests.conftest import run_cli
@@ -105,3 +107,12 @@ def test_a_deleted_git_file_is_a_counted_attempt(git_project):
     r, rep = execute(git_project, tid)
     assert r.returncode == 1 and rep["outcome"] == "failed" and rep["task"]["attempts"] == 1
     assert {"stdout.txt", "executor_error.txt"} <= {e["name"] for e in rep["evidence"]}
+
+
+def test_collection_strips_setuid_bits_and_says_so(git_project):
+    tid = create(git_project, "suid", "--lock", "**", "--command", "cp /bin/sh ./sush && chmod 6755 ./sush")
+    r, rep = execute(git_project, tid, "--keep-workspace")
+    assert r.returncode == 0 and rep["outcome"] == "done"
+    assert not os.stat(os.path.join(rep["workspace"], "sush")).st_mode & (stat.S_ISUID | stat.S_ISGID)
+    changes = next(e for e in rep["evidence"] if e["name"] == "changed_paths.json")
+    assert changes["summary"]["refused_files"] == ["sush: setuid/setgid bit removed"]

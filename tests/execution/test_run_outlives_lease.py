@@ -5,10 +5,12 @@ signal alone (which reaches only its direct child) is not enough: the reclaim mu
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +165,45 @@ def test_sigkilled_docker_run_is_stopped_on_reclaim(git_project, sandbox_image):
         )
     assert rep.outcome is Outcome.DONE and rep.lease_epoch == 2, rep.reason
     assert not connect().containers.list(all=True, filters={"label": [label, "aictl.epoch=1"]})
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(os.getuid() != 0, reason="the sandbox as root needs aictl to run as root")
+def test_root_invoker_runs_the_container_unprivileged_and_keeps_no_setuid_file(git_project, sandbox_image):
+    """As root, a container ran as uid 0 and `chmod 4755` left a setuid-root binary in the host workspace."""
+    import stat
+
+    (git_project / ".ai" / "config.yaml").write_text(
+        f"lease_ttl: 30\nheartbeat_interval: 1\nbackoff_base: 0\nsandbox_backend: docker\n"
+        f"sandbox_image: {sandbox_image}\n"
+    )
+    tid = json.loads(
+        run_cli(
+            "task",
+            "create",
+            "suid",
+            "--lock",
+            "**",
+            "--command",
+            "cp /bin/busybox ./sush && chmod 4755 ./sush && id -u > uid.txt && mkdir -p d && echo w > d/f",
+            "-o",
+            "json",
+            cwd=git_project,
+        ).stdout
+    )["id"]
+    r = run_cli("task", "execute", str(tid), "--owner", "root", "--keep-workspace", "-o", "json", cwd=git_project)
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["outcome"] == "done", rep
+    ws = Path(rep["workspace"])
+    assert (ws / "uid.txt").read_text().strip() == "65534"
+    for f in ws.rglob("*"):
+        st = f.lstat()
+        assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), f
+        assert (st.st_uid, st.st_gid) == (0, 0), f  # given back to the invoker
+    mode = subprocess.run(
+        ["git", "-C", str(git_project), "ls-tree", rep["commit"], "sush"], capture_output=True, text=True
+    ).stdout.split()[0]
+    assert mode == "100755"
+    stderr = next(e for e in rep["evidence"] if e["name"] == "stderr.txt")
+    text = run_cli("audit", "evidence", stderr["digest"], cwd=git_project).stdout
+    assert "refused from the workspace: sush: setuid/setgid bit removed" in text
