@@ -31,7 +31,7 @@ def tags(marker) -> list[str]:
     return marker.read_text().split() if marker.exists() else []
 
 
-def kill_executor_mid_run(git_project, marker, *extra) -> int:
+def kill_executor_mid_run(git_project, marker, *extra, writer: str = WRITER) -> int:
     tid = json.loads(
         run_cli(
             "task",
@@ -100,6 +100,27 @@ def test_sigkilled_local_run_is_killed_on_reclaim(git_project, tmp_path):
     marker = tmp_path / "marker"
     tid = kill_executor_mid_run(git_project, marker)
     reclaim_and_check(git_project, marker, tid)
+
+
+def test_the_daemons_sweep_kills_the_run_of_a_reaped_lease(git_project, tmp_path):
+    """Nobody reclaims the task (no worker free): the sweep that reaps the lease kills its run at once."""
+    from aictl.daemon.loop import Daemon
+    from aictl.tasks.queries import TaskQueries
+
+    marker = tmp_path / "marker"
+    tid = kill_executor_mid_run(git_project, marker, writer=WRITER.replace("seq 30", "seq 300"))
+    settings = load_settings(git_project)
+    with open_store(settings.resolved_database_url) as store:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if TaskQueries(store).get(tid).lease_expires_at < time.time():
+                break
+            time.sleep(0.1)
+        Daemon(settings)._sweep(store)
+    assert json.loads(run_cli("task", "get", str(tid), "-o", "json", cwd=git_project).stdout)["status"] == "queued"
+    written = tags(marker)
+    time.sleep(0.3)
+    assert tags(marker) == written, "the reaped run kept writing"
 
 
 @pytest.mark.docker
