@@ -93,7 +93,8 @@ def _read_at(dir_fd: int, name: str, shown: str, limit: int, deadline: float | N
             raise Refused(shown, "refused: a setuid/setgid file")
         if st.st_size > limit and not head:
             raise Refused(shown, f"refused: {st.st_size} bytes, more than the {limit}-byte limit")
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
         while True:
             if deadline is not None and time.monotonic() > deadline:
                 raise Refused(shown, "refused: reading it took longer than the run's deadline")
