@@ -116,3 +116,19 @@ def test_collection_strips_setuid_bits_and_says_so(git_project):
     assert not os.stat(os.path.join(rep["workspace"], "sush")).st_mode & (stat.S_ISUID | stat.S_ISGID)
     changes = next(e for e in rep["evidence"] if e["name"] == "changed_paths.json")
     assert changes["summary"]["refused_files"] == ["sush: setuid/setgid bit removed"]
+
+
+def test_a_git_file_replaced_by_a_fifo_fails_the_attempt_without_hanging(git_project):
+    tid = create(
+        git_project,
+        "saboteur",
+        "--lock",
+        "src/**",
+        "--max-attempts",
+        "1",
+        "--command",
+        "echo y > src/y.py; rm -f .git; mkfifo .git",
+    )
+    r, rep = execute(git_project, tid, timeout=60)
+    assert r.returncode == 1 and rep["outcome"] == "failed" and rep["task"]["attempts"] == 1
+    assert "not an aictl workspace" in rep["reason"]
