@@ -327,3 +327,10 @@ def test_read_file_of_a_fifo_the_agent_made_is_refused_at_once(ws):
     out = t.call("read_file", {"path": "f"})
     assert time.monotonic() - started < 5
     assert not out.ok and out.output == "f: refused: a FIFO"
+
+
+def test_write_file_to_a_fifo_is_refused_at_once(ws):
+    os.mkfifo(ws / "w")
+    started = time.monotonic()
+    out = tools(ws).call("write_file", {"path": "w", "content": "x"})
+    assert time.monotonic() - started < 5 and not out.ok

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -199,7 +200,12 @@ class WorkspaceTools:
         if real.is_dir():
             raise ToolError(f"{path} is a directory")
         real.parent.mkdir(parents=True, exist_ok=True)
-        with open(real, "wb") as f:
+        # O_NONBLOCK: a FIFO the agent made must not hang the host (ENXIO without a reader); regular files only.
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o644)
+        with open(fd, "wb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ToolError(f"{path}: refused, it is not a regular file")
+            f.truncate(0)
             f.write(data)
         return f"wrote {len(data)} bytes to {self._rel(real)}"
 
