@@ -4,7 +4,9 @@ What it does promise: the working directory, stdin from /dev/null, a clean
 environment (nothing from the parent but PATH, so the parent's API keys do not
 leak; HOME and TMPDIR are fresh per-run directories, removed afterwards), a
 hard timeout, and that the whole process group dies on timeout, cancel, or
-when the main process exits and leaves children behind. What it does not: the
+when the main process exits and leaves children behind. If aictl itself is
+SIGKILLed, the child gets SIGKILL too (PR_SET_PDEATHSIG), and the group it
+recorded (runs.py) is killed by whoever reaps or reclaims the task. What it does not: the
 process runs as the invoking user and can read and write anything that user
 can, use the network, and escape the group with setsid. Use docker for that.
 """
@@ -58,11 +60,11 @@ def _die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn that makes the child get SIGKILL when the thread that started it dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child between fork and exec only calls it
     parent = os.getpid()
 
     def prepare() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(137)
 
