@@ -173,9 +173,11 @@ def test_the_command_dies_with_a_sigkilled_aictl(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from pathlib import Path; from aictl.sandbox import SandboxSpec, get_sandbox; "
-            "get_sandbox('local').run(['sh', '-c', 'echo $$ > pid; exec sleep 30'], workdir=Path(sys.argv[1]), "
-            "spec=SandboxSpec())")
+    code = (
+        "import sys; from pathlib import Path; from aictl.sandbox import SandboxSpec, get_sandbox; "
+        "get_sandbox('local').run(['sh', '-c', 'echo $$ > pid; exec sleep 30'], workdir=Path(sys.argv[1]), "
+        "spec=SandboxSpec())"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
     pid_file = tmp_path / "pid"
     deadline = time.monotonic() + 20
