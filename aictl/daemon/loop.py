@@ -426,6 +426,17 @@ class Daemon:
             caps.append(self._next_due - time.time())
         return max(0.0, min(caps))
 
+    def _stop_reaped_runs(self, reaped: list[Any]) -> None:
+        """A reaped lease's run (its holder died or froze) is killed now, not when someone reclaims the task."""
+        from aictl.sandbox.runs import stop_stale_runs
+
+        if self.settings.home is None:
+            return
+        for t in reaped:
+            stopped = stop_stale_runs(self.settings.home / "workspaces", t.id, t.lease_epoch + 1)
+            if stopped:
+                log.info("runs of a reaped lease stopped", task=t.id, stopped=stopped)
+
     def _sweep(self, store: Any) -> None:
         from aictl.tasks.queries import any_lease_expired
         from aictl.tasks.service import TaskService
@@ -437,6 +448,7 @@ class Daemon:
             reaped = TaskService(store, self.settings).reap()
             if reaped:
                 log.info("expired leases swept", tasks=[t.id for t in reaped])
+                self._stop_reaped_runs(reaped)
         from aictl.tasks.schedules import fire_due
 
         try:

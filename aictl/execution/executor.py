@@ -185,6 +185,7 @@ class Executor:
             spec = tighten(spec, limits["sandbox"])
         self._phase(task.id, "workspace")
         t = time.monotonic()
+        self._stop_stale_runs(task.id, epoch)
         start = self._start_point(task, opts, epoch, report)
         ws = self.workspaces.create(task.id, epoch, base=start)
         resources.callback(self._dispose, ws, report, opts)
@@ -206,7 +207,7 @@ class Executor:
             timings["run"] = time.monotonic() - t
             self._check_lease(keeper)
             t = time.monotonic()
-            changes = self.workspaces.collect(ws, message=f"aictl: task {task.id}: {task.title}\n\n{result.summary}")
+            changes = self._collect(task, ws, opts, epoch, result, spec, report, plan)
             report.changed_paths, report.commit = changes.paths, changes.commit
             self._phase(task.id, "evidence", changed=len(changes.paths))
             self.recorder.run(task, opts, epoch, result, changes, spec, report, plan.ai)
@@ -291,6 +292,32 @@ class Executor:
         if ref is not None:
             report.branch = ref
             self._phase(ws.task_id, "rejected", ref=ref)
+
+    def _collect(self, task: Task, ws: Workspace, opts: ExecuteOptions, epoch: int, result: Any,
+                 spec: SandboxSpec, report: ExecutionReport, plan: Plan) -> Any:
+        """Commit the workspace; if the agent sabotaged it, the run's evidence is stored before the error goes on.
+
+        The error then reaches `_unexpected`: a failed, counted attempt with its output and the error kept.
+        """
+        from aictl.sandbox.workspace import Changes, WorkspaceError
+        from aictl.store.base import is_store_error
+
+        try:
+            return self.workspaces.collect(ws, message=f"aictl: task {task.id}: {task.title}\n\n{result.summary}")
+        except Exception as e:
+            if is_store_error(e) or isinstance(e, LeaseLost):
+                raise
+            nothing = Changes(paths=[], diff="", commit=None, stats={})
+            self.recorder.run(task, opts, epoch, result, nothing, spec, report, plan.ai)
+            raise WorkspaceError(f"collecting the workspace failed: {getattr(e, 'message', e)}") from e
+
+    def _stop_stale_runs(self, task_id: int, epoch: int) -> None:
+        """A reclaimed task's earlier run (its holder died or lost the lease) must not write beside this one."""
+        from aictl.sandbox.runs import stop_stale_runs
+
+        stopped = stop_stale_runs(self.workspaces.workspaces_dir, task_id, epoch)
+        if stopped:
+            self._phase(task_id, "stale_runs_stopped", stopped=stopped)
 
     @staticmethod
     def _check_lease(keeper: LeaseKeeper) -> None:

@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from aictl.sandbox.safeio import read_dir_regular
 from aictl.tasks.queries import task_row
+
+REPORT_LIMIT = 16 * 1024 * 1024  # bytes of one test report read into evidence
+READ_DEADLINE_S = 30.0  # for reading all of a run's reports; regular files under the limit take far less
 
 if TYPE_CHECKING:
     from aictl.audit.evidence import EvidenceRef, EvidenceStore
@@ -48,8 +53,11 @@ class Recorder:
 
             if changes.diff:
                 put(changes.diff, kind="diff", name="changes.diff", media_type="text/x-diff", summary=changes.stats)
-            put(json.dumps({"paths": changes.paths, "commit": changes.commit}), kind="changes",
-                name="changed_paths.json", media_type="application/json")
+            refused = getattr(changes, "refused", [])
+            put(json.dumps({"paths": changes.paths, "commit": changes.commit,
+                            **({"refused_files": refused} if refused else {})}), kind="changes",
+                name="changed_paths.json", media_type="application/json",
+                summary={"refused_files": refused} if refused else None)
             if result.stdout:
                 put(result.stdout, kind="log", name="stdout.txt")
             if result.stderr:
@@ -82,8 +90,10 @@ class Recorder:
             return None
         self.emit({"type": "phase", "task_id": task.id, "phase": "verify", "ts": time.time(), "command": command})
         reports_rel = ".aictl-reports"
-        reports = workdir / reports_rel
-        reports.mkdir(exist_ok=True)
+        try:
+            (workdir / reports_rel).mkdir(exist_ok=True)
+        except OSError:
+            pass  # a file or dangling link the agent left there: refused below, when the reports are read
         mount = spec.mount if spec.backend == "docker" else str(workdir)
         vspec = spec.model_copy(update={"env": {**spec.env, "AICTL_REPORT_DIR": f"{mount}/{reports_rel}"}})
         res = get_sandbox(spec.backend).run(["/bin/sh", "-c", command], workdir=workdir, spec=vspec, cancel=stop,
@@ -93,14 +103,19 @@ class Recorder:
                                                  "line": line}))
         log = f"$ {command}\n{res.stdout}" + (f"\n[stderr]\n{res.stderr}" if res.stderr else "")
         junit: dict[str, Any] | None = None
-        for xml in sorted(reports.glob("*.xml")):
-            data = xml.read_bytes()
-            ref = self.put(report, task, opts, epoch, data, kind="test_report", name=xml.name,
+        # Only regular files inside the worktree, bounded: a symlink to /dev/zero or a FIFO is refused, not read.
+        found, refused = read_dir_regular(workdir, reports_rel, "*.xml", limit=REPORT_LIMIT,
+                                          deadline=time.monotonic() + READ_DEADLINE_S)
+        for name, data in found:
+            ref = self.put(report, task, opts, epoch, data, kind="test_report", name=name,
                            media_type="application/xml", summary=parse_junit(data))
             junit = ref.summary
+        if refused:
+            log += "\n[aictl: refused to read]\n" + "".join(f"{p}: {why}\n" for p, why in refused)
         passed = res.exit_code == 0 and not res.timed_out and (junit is None or bool(junit.get("ok")))
         summary = {"command": command, "exit_code": res.exit_code, "timed_out": res.timed_out, "passed": passed,
-                   **({"tests": junit} if junit else {})}
+                   **({"tests": junit} if junit else {}),
+                   **({"refused_files": [{"path": p, "reason": why} for p, why in refused]} if refused else {})}
         self.put(report, task, opts, epoch, log, kind="verify_log", name="verify.txt", summary=summary)
         return summary
 

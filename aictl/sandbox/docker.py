@@ -5,7 +5,7 @@ working directory); the image's filesystem is read-only with a small /tmp
 tmpfs; no network unless spec.network; every capability dropped,
 no-new-privileges, limits on processes, memory (no swap) and CPU; the process
 runs as the invoking uid:gid, so files it writes belong to the user who ran
-aictl. Output is streamed over an attach made before start (nothing is kept in
+aictl (never as root: see ownership.py). Output is streamed over an attach made before start (nothing is kept in
 docker's log files), and the container is removed in every case, including
 KeyboardInterrupt. Containers carry the label aictl.managed=true plus the
 owner's host and pid, so `cleanup_containers()` can find the ones whose owner
@@ -34,6 +34,7 @@ from aictl.sandbox.base import (
     SandboxSpec,
     check_run_args,
 )
+from aictl.sandbox.ownership import chown_tree, sandbox_user, strip_special
 
 MANAGED_LABEL = "aictl.managed"
 TMPFS = {"/tmp": "rw,size=64m,mode=1777"}
@@ -97,7 +98,7 @@ def isolation_settings(spec: SandboxSpec, workdir: Path) -> dict[str, Any]:
         "memory_mb": spec.memory_mb,
         "memswap_mb": spec.memory_mb,
         "pids": spec.pids,
-        "user": f"{os.getuid()}:{os.getgid()}",
+        "user": "{}:{}".format(*sandbox_user()),
         "read_only": True,
         "tmpfs": dict(TMPFS),
         "cap_drop": list(CAP_DROP),
@@ -127,6 +128,30 @@ class DockerSandbox:
         labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         workdir = check_run_args(argv, workdir)
+        if sandbox_user() == (os.getuid(), os.getgid()):
+            return self._run(argv, workdir, spec, on_output, cancel, labels)
+        # Root invoked us: the unprivileged container user borrows the worktree for the run, then gives it back.
+        chown_tree(workdir, *sandbox_user())
+        refused: list[str] = []
+        try:
+            res = self._run(argv, workdir, spec, on_output, cancel, labels)
+        finally:
+            refused = strip_special(workdir)  # before root's chown would clear the bits silently
+            chown_tree(workdir, os.getuid(), os.getgid())
+        if refused:
+            res.stderr += "".join(f"[aictl: refused from the workspace: {line}]\n" for line in refused)
+            res.settings["refused_files"] = refused
+        return res
+
+    def _run(
+        self,
+        argv: list[str],
+        workdir: Path,
+        spec: SandboxSpec,
+        on_output: OutputCallback | None,
+        cancel: threading.Event | None,
+        labels: Mapping[str, str] | None,
+    ) -> RunResult:
         settings = isolation_settings(spec, workdir)
         started = time.monotonic()
         sink = OutputSink(on_output)
@@ -229,7 +254,7 @@ class DockerSandbox:
             spec.image,
             command=list(argv),
             working_dir=spec.mount,
-            user=f"{os.getuid()}:{os.getgid()}",
+            user="{}:{}".format(*sandbox_user()),
             environment=_environment(spec),
             labels=owner_labels(labels),
             host_config=host_config,

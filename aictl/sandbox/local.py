@@ -4,21 +4,25 @@ What it does promise: the working directory, stdin from /dev/null, a clean
 environment (nothing from the parent but PATH, so the parent's API keys do not
 leak; HOME and TMPDIR are fresh per-run directories, removed afterwards), a
 hard timeout, and that the whole process group dies on timeout, cancel, or
-when the main process exits and leaves children behind. What it does not: the
+when the main process exits and leaves children behind. If aictl itself is
+SIGKILLed, the child gets SIGKILL too (PR_SET_PDEATHSIG), and the group it
+recorded (runs.py) is killed by whoever reaps or reclaims the task. What it does not: the
 process runs as the invoking user and can read and write anything that user
 can, use the network, and escape the group with setsid. Use docker for that.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -32,12 +36,14 @@ from aictl.sandbox.base import (
     check_run_args,
 )
 from aictl.sandbox.nodump import hide_environment
+from aictl.sandbox.runs import forget_run, record_run
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # How often the wait loop looks at the cancel event and the deadline.
 POLL_S = 0.05
 # Readers still blocked this long after the group is dead mean an escaped process holds the pipe.
 READER_JOIN_S = 2.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def clean_env(spec: SandboxSpec, home: Path, tmp: Path) -> dict[str, str]:
@@ -49,6 +55,21 @@ def clean_env(spec: SandboxSpec, home: Path, tmp: Path) -> dict[str, str]:
     }
     env.update(spec.env)
     return env
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when the thread that started it dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child between fork and exec only calls it
+    parent = os.getpid()
+
+    def prepare() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(137)
+
+    return prepare
 
 
 def _group_alive(pgid: int) -> bool:
@@ -115,6 +136,7 @@ class LocalSandbox:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent(),
                 )
             except FileNotFoundError:
                 sink.note("stderr", f"command not found: {argv[0]}")
@@ -140,9 +162,11 @@ class LocalSandbox:
                     duration_s=time.monotonic() - started,
                     settings=settings,
                 )
+            record = record_run(workdir, labels, proc.pid)  # so a later epoch's claimer can kill it if we die
             try:
                 return self._supervise(proc, spec, sink, cancel, started, settings)
             finally:
+                forget_run(record)
                 # Also on KeyboardInterrupt in the caller: nothing we started may outlive run().
                 if proc.poll() is None or _group_alive(proc.pid):
                     _signal_group(proc.pid, signal.SIGKILL)

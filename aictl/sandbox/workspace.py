@@ -35,6 +35,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from aictl.domain.errors import AictlError, Conflict, LeaseLost, NotFound, NotInitialized
+from aictl.sandbox.ownership import strip_special
+from aictl.sandbox.safeio import Refused, read_regular
 
 __all__ = [
     "BaseRefNotFound",
@@ -66,6 +68,7 @@ GIT_FIXED_CONFIG = (
 )
 DIFF_FLAGS = ("--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefix=a/", "--dst-prefix=b/", "--unified=3")
 LOCK_WAIT = 2.0  # seconds to wait out another git process's lock before calling the lock stale
+GITFILE_LIMIT = 64 * 1024  # a worktree's .git file holds one "gitdir: <path>" line
 TASK_LOCK_WAIT = 60.0  # seconds to wait for another aictl process working on the same task
 _ENTRY = re.compile(r"task-(\d+)-e(\d+)(\.json(?:\.tmp)?)?")
 _REF_LOCK = re.compile(r"task-(\d+)\.lock")
@@ -103,6 +106,7 @@ class Changes(BaseModel):
     diff: str
     commit: str | None
     stats: dict
+    refused: list[str] = []  # setuid/setgid bits and device nodes the collector stripped, for the evidence
 
 
 def branch_name(task_id: int) -> str:
@@ -320,9 +324,9 @@ class WorkspaceManager:
     def _worktree_gitdir(self, path: Path) -> Path:
         """The worktree's admin dir in the main repo, checked so git never acts on another repository."""
         _, common = self._repo()
-        try:
-            text = (path / ".git").read_text()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        try:  # the agent owns this file: a FIFO or a link to /dev/zero here must not hang or flood the host
+            text = read_regular(path, ".git", limit=GITFILE_LIMIT).decode("utf-8", "replace")
+        except (Refused, OSError):
             text = ""
         gitdir = Path(text[len("gitdir:") :].strip()) if text.startswith("gitdir:") else None
         gitdir = (path / gitdir).resolve() if gitdir else None  # relative with worktree.useRelativePaths
@@ -442,6 +446,7 @@ class WorkspaceManager:
                     f"workspace of task {ws.task_id} (epoch {ws.lease_epoch}) is gone: {ws.path}",
                     hint="it was removed or pruned; start the task again",
                 )
+            refused = strip_special(ws.path)  # never kept, never committed: whatever the backend let the agent make
             gitdir = self._worktree_gitdir(ws.path)
             _, common = self._repo()
             ref = f"refs/heads/{ws.branch}"
@@ -467,7 +472,7 @@ class WorkspaceManager:
                 )
             out = self._git(ws.path, "diff", *DIFF_FLAGS, "--numstat", "-p", "-z", ws.base_commit, commit).stdout
             paths, patch, stats = _parse_diff(out)
-            return Changes(paths=paths, diff=patch, commit=commit if paths else None, stats=stats)
+            return Changes(paths=paths, diff=patch, commit=commit if paths else None, stats=stats, refused=refused)
 
     def write_anchor(self, ref: str, text: str) -> None:
         """Point `ref` in the main repository at a blob holding `text` (the audit chain's head, kept outside the db)."""

@@ -317,3 +317,20 @@ def test_importing_the_connectors_does_not_import_the_sdks():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2], env={**os.environ})
     assert out.stdout.strip() == "[]"
+
+
+def test_read_file_of_a_fifo_the_agent_made_is_refused_at_once(ws):
+    """`mkfifo f` then `read_file f` used to block the tool loop past the run's deadline and past cancel."""
+    t = tools(ws)
+    assert t.call("run_command", {"command": "mkfifo f"}).ok
+    started = time.monotonic()
+    out = t.call("read_file", {"path": "f"})
+    assert time.monotonic() - started < 5
+    assert not out.ok and out.output == "f: refused: a FIFO"
+
+
+def test_write_file_to_a_fifo_is_refused_at_once(ws):
+    os.mkfifo(ws / "w")
+    started = time.monotonic()
+    out = tools(ws).call("write_file", {"path": "w", "content": "x"})
+    assert time.monotonic() - started < 5 and not out.ok

@@ -166,3 +166,35 @@ def test_missing_workdir_is_a_caller_error(box, tmp_path):
 
     with pytest.raises(UsageError):
         box.run(["true"], workdir=tmp_path / "nope", spec=SandboxSpec())
+
+
+def test_the_command_dies_with_a_sigkilled_aictl(tmp_path):
+    """start_new_session detached the command from its parent: a SIGKILLed aictl left it running."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from aictl.sandbox import SandboxSpec, get_sandbox; "
+        "get_sandbox('local').run(['sh', '-c', 'echo $$ > pid; exec sleep 30'], workdir=Path(sys.argv[1]), "
+        "spec=SandboxSpec())"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    pid_file = tmp_path / "pid"
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child = int(pid_file.read_text())
+    holder.kill()
+    holder.wait()
+    deadline = time.monotonic() + 5
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _running(child), "the command outlived the process that ran it"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

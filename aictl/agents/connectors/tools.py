@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -178,9 +179,12 @@ class WorkspaceTools:
             raise ToolError(f"{path} is a directory; list_files shows what is in it")
         if not real.exists():
             raise ToolError(f"{path}: no such file (list_files shows what exists)")
-        size = real.stat().st_size
-        with open(real, "rb") as f:
-            data = f.read(READ_LIMIT)
+        from aictl.sandbox.safeio import Refused, read_head
+
+        try:  # a regular file only: a FIFO or device left in the worktree must not hang or flood the host
+            data, size = read_head(self.root, self._rel(real), limit=READ_LIMIT, deadline=time.monotonic() + 10)
+        except Refused as e:
+            raise ToolError(f"{path}: {e.reason}") from None
         if b"\x00" in data[:8192]:
             return f"[{self._rel(real)} is a binary file of {size} bytes; not shown]"
         text = data.decode("utf-8", errors="replace")
@@ -196,7 +200,12 @@ class WorkspaceTools:
         if real.is_dir():
             raise ToolError(f"{path} is a directory")
         real.parent.mkdir(parents=True, exist_ok=True)
-        with open(real, "wb") as f:
+        # O_NONBLOCK: a FIFO the agent made must not hang the host (ENXIO without a reader); regular files only.
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o644)
+        with open(fd, "wb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ToolError(f"{path}: refused, it is not a regular file")
+            f.truncate(0)
             f.write(data)
         return f"wrote {len(data)} bytes to {self._rel(real)}"
 
