@@ -32,7 +32,8 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     assert row is not None  # the task is claimed by this run: it exists
     ctx.ai = ai
     ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
-    ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills_for(task, settings.project_dir))
+    skills = skills_for(task, settings.project_dir, ai.id, ai.connector)
+    ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills)
     ctx.instructions = ctx.system
     tools = allowed_tools(policy, row, ai, epoch=task.lease_epoch)
     if limits.get("allowed_tools") is not None:
