@@ -22,15 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine, ms_stats
 
 from aictl.domain.models import Task
-from aictl.skills import load_registry, resolve
+from aictl.skills import load_registry, resolve, validate
 
 
 def write(root: Path, name: str, i: int, extra: str = "") -> None:
     d = root / name
     d.mkdir(parents=True)
     body = "\n".join(f"- rule {k} of {name}: keep it small and tested." for k in range(20))
-    (d / "SKILL.md").write_text(f"---\nname: {name}\ndescription: skill number {i} for the bench\n"
-                                f"version: 1.{i % 7}.0\n{extra}---\n{body}\n")
+    (d / "SKILL.md").write_text(
+        f"---\nname: {name}\ndescription: skill number {i} for the bench\nversion: 1.{i % 7}.0\n{extra}---\n{body}\n"
+    )
 
 
 def build(project: Path, user: Path, count: int) -> None:
@@ -59,9 +60,17 @@ def main() -> None:
         project, user = Path(tmp) / "proj", Path(tmp) / "user"
         build(project, user / "skills", args.skills)
         os.environ["AICTL_CONFIG_DIR"] = str(user)
-        task = Task(id=1, title="t", status="queued", created_at=0, updated_at=0, labels=["common", "l3"],
-                    required_capabilities=["python"], lock_paths=["src/m1/**"])
-        load_registry(project).validate()
+        task = Task(
+            id=1,
+            title="t",
+            status="queued",
+            created_at=0,
+            updated_at=0,
+            labels=["common", "l3"],
+            required_capabilities=["python"],
+            lock_paths=["src/m1/**"],
+        )
+        validate(load_registry(project))
         loads, resolves, got = [], [], []
         for _ in range(args.runs):
             t0 = time.perf_counter()
@@ -71,8 +80,17 @@ def main() -> None:
             t0 = time.perf_counter()
             got = resolve(reg, task, "ai-a", "anthropic")
             resolves.append(time.perf_counter() - t0)
-    emit({"bench": "skills", "skills": args.skills, "runs": args.runs, "resolved": len(got),
-          "load_registry": ms_stats(loads), "resolve": ms_stats(resolves), "machine": machine()})
+    emit(
+        {
+            "bench": "skills",
+            "skills": args.skills,
+            "runs": args.runs,
+            "resolved": len(got),
+            "load_registry": ms_stats(loads),
+            "resolve": ms_stats(resolves),
+            "machine": machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

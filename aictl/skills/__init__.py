@@ -8,6 +8,15 @@ switches skills; `delivery.py` puts them where each connector's agent reads them
 
 from aictl.skills.model import Skill, SkillError, load_skill_file
 from aictl.skills.registry import SkillRegistry, load_registry
-from aictl.skills.resolve import Resolved, resolve
+from aictl.skills.resolve import Resolved, resolve, validate
 
-__all__ = ["Resolved", "Skill", "SkillError", "SkillRegistry", "load_registry", "load_skill_file", "resolve"]
+__all__ = [
+    "Resolved",
+    "Skill",
+    "SkillError",
+    "SkillRegistry",
+    "load_registry",
+    "load_skill_file",
+    "resolve",
+    "validate",
+]

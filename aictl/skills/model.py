@@ -94,10 +94,20 @@ class Skill:
         return self._digest
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "description": self.description, "scope": self.scope,
-                "ai": self.ai, "source": self.source, "requires": [str(r) for r in self.requires],
-                "labels": list(self.labels), "capabilities": list(self.capabilities), "paths": list(self.paths),
-                "connectors": list(self.connectors), "tests": len(self.tests)}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "scope": self.scope,
+            "ai": self.ai,
+            "source": self.source,
+            "requires": [str(r) for r in self.requires],
+            "labels": list(self.labels),
+            "capabilities": list(self.capabilities),
+            "paths": list(self.paths),
+            "connectors": list(self.connectors),
+            "tests": len(self.tests),
+        }
 
 
 def _quote(text: str) -> str:
@@ -162,18 +172,28 @@ def load_skill_file(path: Path | str, *, scope: str = "shared", ai: str | None =
     else:
         match = _FRONT_MATTER.match(text)
         if match is None:
-            raise SkillError(f"{path}:1: a skill starts with YAML front matter between '---' lines",
-                             hint="e.g.\n---\nname: testing\ndescription: how we write tests\nversion: 1.0.0\n---")
+            raise SkillError(
+                f"{path}:1: a skill starts with YAML front matter between '---' lines",
+                hint="e.g.\n---\nname: testing\ndescription: how we write tests\nversion: 1.0.0\n---",
+            )
         meta = _load_yaml(match.group(1), str(path)) or {}
         lines = _key_lines(match.group(1), 2)
         if not isinstance(meta, dict):
             raise SkillError(f"{path}:2: the front matter must be a mapping of keys")
-        body, files, root = text[match.end():], {}, str(path.parent)
+        body, files, root = text[match.end() :], {}, str(path.parent)
     return _build(meta, body.strip(), files, path, lines, root, scope, ai)
 
 
-def _build(meta: dict[str, Any], body: str, files: dict[str, str], path: Path, lines: dict[str, int],
-           root: str | None, scope: str, ai: str | None) -> Skill:
+def _build(
+    meta: dict[str, Any],
+    body: str,
+    files: dict[str, str],
+    path: Path,
+    lines: dict[str, int],
+    root: str | None,
+    scope: str,
+    ai: str | None,
+) -> Skill:
     def at(key: str) -> str:
         return f"{path}:{lines.get(key, 1)}"
 
@@ -205,11 +225,24 @@ def _build(meta: dict[str, Any], body: str, files: dict[str, str], path: Path, l
         if req.name == name:
             raise SkillError(f"{at('requires')}: {name} requires itself")
         requires.append(req)
-    return Skill(name=name, description=meta["description"].strip(), version=version, body=body, source=str(path),
-                 root=root, requires=tuple(requires), labels=_strings(meta, "labels", at("labels")),
-                 capabilities=_strings(meta, "capabilities", at("capabilities")),
-                 paths=_strings(meta, "paths", at("paths")), connectors=_strings(meta, "connectors", at("connectors")),
-                 tests=_tests(meta.get("tests"), at("tests")), extra_files=files, scope=scope, ai=ai, lines=lines)
+    return Skill(
+        name=name,
+        description=meta["description"].strip(),
+        version=version,
+        body=body,
+        source=str(path),
+        root=root,
+        requires=tuple(requires),
+        labels=_strings(meta, "labels", at("labels")),
+        capabilities=_strings(meta, "capabilities", at("capabilities")),
+        paths=_strings(meta, "paths", at("paths")),
+        connectors=_strings(meta, "connectors", at("connectors")),
+        tests=_tests(meta.get("tests"), at("tests")),
+        extra_files=files,
+        scope=scope,
+        ai=ai,
+        lines=lines,
+    )
 
 
 def _tests(value: Any, where: str) -> tuple[dict[str, Any], ...]:
@@ -228,12 +261,22 @@ def _tests(value: Any, where: str) -> tuple[dict[str, Any], ...]:
         elif not bad:
             bad = ["expect (must be a mapping)"]
         if bad:
-            raise SkillError(f"{where}: test {i}: unknown key {bad[0]}",
-                             hint="a case has name, prompt, labels, expect: {status, contains, not_contains}")
-        out.append({"name": str(case.get("name") or f"case {i}"), "prompt": case["prompt"],
-                    "labels": [str(x) for x in case.get("labels") or []],
-                    "expect": {"status": expect.get("status", "done"), "contains": _listed(expect.get("contains")),
-                               "not_contains": _listed(expect.get("not_contains"))}})
+            raise SkillError(
+                f"{where}: test {i}: unknown key {bad[0]}",
+                hint="a case has name, prompt, labels, expect: {status, contains, not_contains}",
+            )
+        out.append(
+            {
+                "name": str(case.get("name") or f"case {i}"),
+                "prompt": case["prompt"],
+                "labels": [str(x) for x in case.get("labels") or []],
+                "expect": {
+                    "status": expect.get("status", "done"),
+                    "contains": _listed(expect.get("contains")),
+                    "not_contains": _listed(expect.get("not_contains")),
+                },
+            }
+        )
     return tuple(out)
 
 

@@ -51,8 +51,10 @@ def _scan(directory: Path, scope: str, ai: str | None, *, allow_ai_dir: bool) ->
                 continue
             path = Path(entry.path)
             if not (path / SKILL_FILE).is_file():
-                raise SkillError(f"{path}: a skill folder needs a {SKILL_FILE}",
-                                 hint=f"skills for one AI go in {directory / AI_DIR / '<ai-id>' / path.name}/<skill>/")
+                raise SkillError(
+                    f"{path}: a skill folder needs a {SKILL_FILE}",
+                    hint=f"skills for one AI go in {directory / AI_DIR / '<ai-id>' / path.name}/<skill>/",
+                )
             out.append(load_skill_file(path / SKILL_FILE, scope=scope, ai=ai))
         elif entry.name.endswith((".yaml", ".yml")) and entry.name != STATE_FILE:
             out.append(load_skill_file(entry.path, scope=scope, ai=ai))
@@ -154,17 +156,6 @@ class SkillRegistry:
     def find(self, name: str, ai: str | None = None) -> Skill | None:
         return self.view(ai).get(name)
 
-    def validate(self) -> list[Skill]:
-        """Check requires (present, enabled, in range, no cycle) in every AI's view; the skills checked."""
-        from aictl.skills.resolve import closure
-
-        for ai in [None, *sorted(self.per_ai)]:
-            view = self.view(ai)
-            for skill in view.values():
-                if self.state.enabled(skill.name, ai):
-                    closure([skill], view, self.state, ai)
-        return self.all()
-
 
 def load_registry(project_dir: Path | str | None, *, user_dir: Path | None = None) -> SkillRegistry:
     """Read every scope; a malformed skill raises SkillError naming file and line."""
@@ -211,5 +202,16 @@ def paths_overlap(skill_paths: tuple[str, ...], task_paths: list[str]) -> bool:
     return False
 
 
-__all__ = ["AI_DIR", "SCOPES", "STATE_FILE", "SkillRegistry", "SkillState", "load_registry", "load_state",
-           "paths_overlap", "project_skills_dir", "save_state", "user_skills_dir"]
+__all__ = [
+    "AI_DIR",
+    "SCOPES",
+    "STATE_FILE",
+    "SkillRegistry",
+    "SkillState",
+    "load_registry",
+    "load_state",
+    "paths_overlap",
+    "project_skills_dir",
+    "save_state",
+    "user_skills_dir",
+]

@@ -16,8 +16,14 @@ class Resolved:
 
     def evidence(self) -> dict[str, Any]:
         s = self.skill
-        return {"name": s.name, "version": s.version, "digest": s.digest, "scope": s.scope, "source": s.source,
-                "reason": self.reason}
+        return {
+            "name": s.name,
+            "version": s.version,
+            "digest": s.digest,
+            "scope": s.scope,
+            "source": s.source,
+            "reason": self.reason,
+        }
 
 
 def applies(skill: Skill, task: Any, connector: str | None) -> bool:
@@ -44,16 +50,22 @@ def closure(roots: list[Skill], view: dict[str, Skill], state: SkillState, ai: s
             dep = view.get(req.name)
             where = skill.where("requires")
             if dep is None:
-                raise SkillError(f"{where}: {skill.name} requires {req}, which is not installed"
-                                 + (f" for AI {ai}" if ai else ""), hint="aictl skill add PATH")
+                raise SkillError(
+                    f"{where}: {skill.name} requires {req}, which is not installed" + (f" for AI {ai}" if ai else ""),
+                    hint="aictl skill add PATH",
+                )
             if not state.enabled(dep.name, ai):
-                raise SkillError(f"{where}: {skill.name} requires {req}, which is disabled"
-                                 + (f" for AI {ai}" if ai else ""), hint=f"aictl skill enable {dep.name}")
+                raise SkillError(
+                    f"{where}: {skill.name} requires {req}, which is disabled" + (f" for AI {ai}" if ai else ""),
+                    hint=f"aictl skill enable {dep.name}",
+                )
             if not req.allows(dep.version):
-                raise SkillError(f"{where}: version conflict: {skill.name} requires {req}, "
-                                 f"but {dep.name} is {dep.version} ({dep.source})")
+                raise SkillError(
+                    f"{where}: version conflict: {skill.name} requires {req}, "
+                    f"but {dep.name} is {dep.version} ({dep.source})"
+                )
             if dep.name in path:
-                cycle = " -> ".join((*path[path.index(dep.name):], dep.name))
+                cycle = " -> ".join((*path[path.index(dep.name) :], dep.name))
                 raise SkillError(f"{where}: cyclic requires: {cycle}")
             why.setdefault(dep.name, f"required by {skill.name}")
             visit(dep, (*path, dep.name))
@@ -74,4 +86,14 @@ def resolve(registry: SkillRegistry, task: Any, ai: str | None, connector: str |
     return [Resolved(view[name], reasons[name]) for name in sorted(reasons)]
 
 
-__all__ = ["Resolved", "applies", "closure", "resolve"]
+def validate(registry: SkillRegistry) -> list[Skill]:
+    """Check requires (present, enabled, in range, no cycle) in every AI's view; the skills checked."""
+    for ai in [None, *sorted(registry.per_ai)]:
+        view = registry.view(ai)
+        for skill in view.values():
+            if registry.state.enabled(skill.name, ai):
+                closure([skill], view, registry.state, ai)
+    return registry.all()
+
+
+__all__ = ["Resolved", "applies", "closure", "resolve", "validate"]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from aictl.domain.models import Task
-from aictl.skills import SkillError, load_registry, load_skill_file, resolve
+from aictl.skills import SkillError, load_registry, load_skill_file, resolve, validate
 from aictl.skills.registry import load_state, save_state
 from aictl.skills.version import parse_requirement
 
@@ -44,11 +44,16 @@ def test_yaml_form_is_the_same_model_with_its_files(tmp_path):
     (tmp_path / ".ai" / "skills").mkdir(parents=True)
     (tmp_path / ".ai" / "skills" / "lint.yaml").write_text(
         "name: lint\ndescription: run the linter\nversion: 2.1.0\nlabels: [python]\n"
-        "body: |\n  Run ruff.\nfiles:\n  scripts/lint.sh: ruff check .\n")
+        "body: |\n  Run ruff.\nfiles:\n  scripts/lint.sh: ruff check .\n"
+    )
     reg = load_registry(tmp_path)
     s = reg.find("lint")
-    assert (s.version, s.body, s.files(), s.read_file("scripts/lint.sh")) == ("2.1.0", "Run ruff.", ["scripts/lint.sh"],
-                                                                               "ruff check .")
+    assert (s.version, s.body, s.files(), s.read_file("scripts/lint.sh")) == (
+        "2.1.0",
+        "Run ruff.",
+        ["scripts/lint.sh"],
+        "ruff check .",
+    )
     assert names(resolve(reg, task(labels=["python"]), None)) == ["lint@2.1.0:shared"]
     assert resolve(reg, task(labels=["go"]), None) == []
     assert s.digest.startswith("sha256:")
@@ -92,38 +97,47 @@ def test_filters_labels_capabilities_paths_connectors(tmp_path):
 def test_requirements_are_pulled_in_and_checked(tmp_path):
     put(tmp_path, "python-tests", "name: python-tests\ndescription: d\nversion: 1.4.0")
     put(tmp_path, "small-commits", "name: small-commits\ndescription: d\nversion: 1.0.0\nlabels: [never]")
-    put(tmp_path, "api", "name: api\ndescription: d\nversion: 1.0.0\nlabels: [api]\n"
-        "requires: ['python-tests>=1.2,<2', small-commits]")
+    put(
+        tmp_path,
+        "api",
+        "name: api\ndescription: d\nversion: 1.0.0\nlabels: [api]\nrequires: ['python-tests>=1.2,<2', small-commits]",
+    )
     reg = load_registry(tmp_path)
     got = resolve(reg, task(labels=["api"]), None)
     assert [(r.skill.name, r.reason) for r in got] == [
-        ("api", "labels"), ("python-tests", "all tasks"), ("small-commits", "required by api")]
-    assert reg.validate()
+        ("api", "labels"),
+        ("python-tests", "all tasks"),
+        ("small-commits", "required by api"),
+    ]
+    assert validate(reg)
 
 
 def test_version_conflict_names_file_and_line(tmp_path):
     put(tmp_path, "python-tests", "name: python-tests\ndescription: d\nversion: 2.0.0")
     d = put(tmp_path, "api", "name: api\ndescription: d\nversion: 1.0.0\nrequires: ['python-tests>=1.2,<2']")
-    with pytest.raises(SkillError, match=rf"{d}/SKILL.md:5: version conflict: api requires python-tests>=1.2,<2, "
-                                         r"but python-tests is 2.0.0"):
-        load_registry(tmp_path).validate()
+    with pytest.raises(
+        SkillError,
+        match=rf"{d}/SKILL.md:5: version conflict: api requires python-tests>=1.2,<2, "
+        r"but python-tests is 2.0.0",
+    ):
+        validate(load_registry(tmp_path))
 
 
 def test_missing_cyclic_and_disabled_requirements(tmp_path):
     put(tmp_path, "a", "name: a\ndescription: d\nrequires: [b]")
     with pytest.raises(SkillError, match=r"a/SKILL.md:4: a requires b, which is not installed"):
-        load_registry(tmp_path).validate()
+        validate(load_registry(tmp_path))
     put(tmp_path, "b", "name: b\ndescription: d\nrequires: [c]")
     put(tmp_path, "c", "name: c\ndescription: d\nrequires: [a]")
     with pytest.raises(SkillError, match=r"cyclic requires: (a -> b -> c -> a|b -> c -> a -> b|c -> a -> b -> c)"):
-        load_registry(tmp_path).validate()
+        validate(load_registry(tmp_path))
     (tmp_path / ".ai/skills/c/SKILL.md").write_text("---\nname: c\ndescription: d\n---\n")
     skills_dir = tmp_path / ".ai" / "skills"
     state = load_state(skills_dir)
     state.set("c", False, None)
     save_state(skills_dir, state)
     with pytest.raises(SkillError, match="b requires c, which is disabled"):
-        load_registry(tmp_path).validate()
+        validate(load_registry(tmp_path))
     state.set("c", True, "x")  # back on for AI x only
     save_state(skills_dir, state)
     reg = load_registry(tmp_path)
@@ -132,14 +146,17 @@ def test_missing_cyclic_and_disabled_requirements(tmp_path):
         resolve(reg, task(), "y")
 
 
-@pytest.mark.parametrize(("front", "message"), [
-    ("name: a\ndescription: d\nlables: [x]", r"a/SKILL.md:4: unknown key 'lables'"),
-    ("name: a\ndescription: d\nversion: 1.2", r"a/SKILL.md:4: '1.2' is not a semantic version"),
-    ("name: a\ndescription: d\nrequires: ['b>=x']", r"a/SKILL.md:4: 'b>=x': 'x' is not a version"),
-    ("name: b\ndescription: d", r"a/SKILL.md:2: name 'b' must match its folder 'a'"),
-    ("name: a\n\ndescription: d\ntests: [{prompt: p, expect: {contain: x}}]", r"a/SKILL.md:5: test 1: unknown key"),
-    ("name: a\ndescription: [d", r"a/SKILL.md:\d+:\d+: invalid YAML"),
-])
+@pytest.mark.parametrize(
+    ("front", "message"),
+    [
+        ("name: a\ndescription: d\nlables: [x]", r"a/SKILL.md:4: unknown key 'lables'"),
+        ("name: a\ndescription: d\nversion: 1.2", r"a/SKILL.md:4: '1.2' is not a semantic version"),
+        ("name: a\ndescription: d\nrequires: ['b>=x']", r"a/SKILL.md:4: 'b>=x': 'x' is not a version"),
+        ("name: b\ndescription: d", r"a/SKILL.md:2: name 'b' must match its folder 'a'"),
+        ("name: a\n\ndescription: d\ntests: [{prompt: p, expect: {contain: x}}]", r"a/SKILL.md:5: test 1: unknown key"),
+        ("name: a\ndescription: [d", r"a/SKILL.md:\d+:\d+: invalid YAML"),
+    ],
+)
 def test_errors_name_file_and_line(tmp_path, front, message):
     put(tmp_path, "a", front)
     with pytest.raises(SkillError, match=message):
