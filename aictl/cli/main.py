@@ -33,6 +33,7 @@ NOUNS = {
     "notify": "aictl.cli.notify",
     "schedule": "aictl.cli.schedule",
     "ai": "aictl.cli.ai",
+    "skill": "aictl.cli.skill",
 }
 COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route")}
 params.install()

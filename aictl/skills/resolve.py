@@ -96,4 +96,13 @@ def validate(registry: SkillRegistry) -> list[Skill]:
     return registry.all()
 
 
-__all__ = ["Resolved", "applies", "closure", "resolve", "validate"]
+def check_project(project_dir: Any) -> int:
+    """Validate a project's skills (and the user's) where a broken one must stop a command; how many there are."""
+    if project_dir is None:
+        return 0
+    from aictl.skills.registry import load_registry
+
+    return len(validate(load_registry(project_dir)))
+
+
+__all__ = ["Resolved", "applies", "check_project", "closure", "resolve", "validate"]
