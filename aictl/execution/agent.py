@@ -17,23 +17,27 @@ if TYPE_CHECKING:
 
 def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOptions, *, store: Store,
                   settings: Settings, policy: PolicyGate | None, limits: dict[str, Any], resume_session: str | None,
-                  activity: ActivityWriter | None) -> None:
-    """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget."""
+                  activity: ActivityWriter | None) -> dict[str, Any]:
+    """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget.
+    Returns the record of the skills it gets (evidence), whose files `deliver_skills` writes for the agent."""
     from aictl.agents.context import (
         TOOLS,
         allowed_tools,
         build_prompt,
         build_system,
-        skills_for,
     )
+    from aictl.execution.skills import run_skills
+    from aictl.skills.delivery import mode_for, system_section
 
     with store.read() as tx:
         row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
     assert row is not None  # the task is claimed by this run: it exists
     ctx.ai = ai
     ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
-    skills = skills_for(task, settings.project_dir, ai.id, ai.connector)
-    ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills)
+    delivered, record = run_skills(task, ai, settings.project_dir, policy, epoch=task.lease_epoch, store=store)
+    ctx.skills = [r.skill for r in delivered]
+    section = system_section(ctx.skills, mode_for(ai.connector))
+    ctx.system = build_system(task, verify=opts.verify or task.verify, skills=[section] if section else [])
     ctx.instructions = ctx.system
     tools = allowed_tools(policy, row, ai, epoch=task.lease_epoch)
     if limits.get("allowed_tools") is not None:
@@ -45,6 +49,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     ctx.max_turns = ai.config.get("max_turns")
     ctx.budget_usd = limits.get("max_cost_usd")
     ctx.on_event = activity.on_event if activity is not None else None
+    return record
 
 
 def usage_record(result: Any, connector: str | None, ai: str | None, model: str | None) -> dict[str, Any]:

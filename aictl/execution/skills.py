@@ -27,9 +27,12 @@ def task_policy_facts(task: Any) -> dict[str, Any]:
     return {k: (v.value if hasattr(v, "value") else v) for k in keys for v in [getattr(task, k, None)]}
 
 
-def denied_skills(gate: Any, ai: Any, task: Any, resolved: list[Any], *, epoch: int | None = None) -> dict[str, str]:
+def denied_skills(
+    gate: Any, ai: Any, task: Any, resolved: list[Any], *, epoch: int | None = None, records: list[Any] | None = None
+) -> dict[str, str]:
     """name -> why, for each skill a policy rule denies to this AI. Only a matching rule withholds a skill: the
-    policy's default effect does not (a `default: deny` policy written before skills existed keeps them)."""
+    policy's default effect does not (a `default: deny` policy written before skills existed keeps them).
+    The denying decision records are appended to `records`."""
     if gate is None or not resolved:
         return {}
     facts = task_policy_facts(task)
@@ -46,24 +49,37 @@ def denied_skills(gate: Any, ai: Any, task: Any, resolved: list[Any], *, epoch: 
         )
         if record.effect != "allow" and record.matched_rules:
             out[r.skill.name] = "denied by policy: " + (", ".join(record.matched_rules))
+            if records is not None:
+                records.append(record)
     return out
 
 
 def run_skills(
-    task: Any, ai: Any, project_dir: Path | str | None, gate: Any, *, epoch: int | None = None
+    task: Any, ai: Any, project_dir: Path | str | None, gate: Any, *, epoch: int | None = None, store: Any = None
 ) -> tuple[list[Any], dict[str, Any]]:
-    """(the skills delivered to this run, the evidence record of them and of those withheld)."""
+    """(the skills delivered to this run, the evidence record of them and of those withheld). With a store, the
+    decision records of denied skills are written (audit decisions) and listed under "decisions"."""
     from aictl.agents.context import resolve_skills
 
     resolved = resolve_skills(task, project_dir, ai.id, ai.connector)
-    denied = denied_skills(gate, ai, task, resolved, epoch=epoch)
+    records: list[Any] = []
+    denied = denied_skills(gate, ai, task, resolved, epoch=epoch, records=records)
     delivered = [r for r in resolved if r.skill.name not in denied]
-    record = {
+    record: dict[str, Any] = {
         "ai": ai.id,
         "connector": ai.connector,
         "skills": [r.evidence() for r in delivered],
         "denied": [{"name": n, "reason": why} for n, why in sorted(denied.items())],
     }
+    if store is not None and records:
+        from aictl.policy.records import write_record
+
+        with store.write() as tx:
+            for rec in records:
+                write_record(tx, rec)
+        record["decisions"] = [
+            {"action": "use_skill", "decision_id": rec.decision_id, "effect": rec.effect} for rec in records
+        ]
     return delivered, record
 
 

@@ -64,6 +64,7 @@ class RunContext:
     max_turns: int | None = None
     budget_usd: float | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None  # normalized AgentEvent dicts, as they happen
+    skills: list[Any] = field(default_factory=list)  # aictl.skills.Skill delivered to this run (load_skill reads them)
 
 
 # The normalized event stream every AI connector emits (ctx.on_event and ConnectorResult.events):

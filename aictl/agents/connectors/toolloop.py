@@ -259,7 +259,12 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
                            on_output=ctx.on_output, allowed=ctx.allowed_tools, deadline=deadline,
                            command_timeout_s=_number(config, "command_timeout_s", 300.0))
     specs = tools.specs()
-    setup = Setup(model=ai.model, system=_system_prompt(ctx, specs), prompt=_prompt(ctx), tools=specs, config=config,
+    system = _system_prompt(ctx, specs)
+    if ctx.skills:  # progressive disclosure: the system prompt lists them, this tool reads one
+        from aictl.agents.connectors import skilltool
+
+        specs = [*specs, skilltool.SPEC]
+    setup = Setup(model=ai.model, system=system, prompt=_prompt(ctx), tools=specs, config=config,
                   max_tokens=config.get("max_tokens"), temperature=config.get("temperature"))
     retry = _Retry(run, max_retries=int(_number(config, "max_retries", DEFAULT_MAX_RETRIES)),
                    max_wait_s=_number(config, "max_retry_wait_s", MAX_RETRY_WAIT_S),
@@ -292,7 +297,7 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
     if setup.system:
         run.note("== system\n" + setup.system)
     run.note("== user\n" + setup.prompt)
-    run.emit({"type": "init", "session_id": None, "model": ai.model, "tools": [SHORT_NAMES[s.name] for s in specs]})
+    run.emit({"type": "init", "session_id": None, "model": ai.model, "tools": [SHORT_NAMES.get(s.name, s.name) for s in specs]})
     if ctx.budget_usd is not None and prices is None:
         return finish(False, f"a budget of ${ctx.budget_usd:g} is set but the price of {ai.model} is unknown, so it "
                              "cannot be enforced; set the AI's config prices (USD per million tokens)", kind="other")
@@ -324,7 +329,14 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
             results = []
             for call in turn.calls:
                 run.check()
-                outcome = ToolOutcome(False, call.error) if call.error else tools.call(call.name, call.input)
+                if call.error:
+                    outcome = ToolOutcome(False, call.error)
+                elif ctx.skills and call.name == "load_skill":
+                    from aictl.agents.connectors import skilltool
+
+                    outcome = skilltool.call(ctx.skills, call.input)
+                else:
+                    outcome = tools.call(call.name, call.input)
                 run.emit({"type": "tool_result", "id": call.id, "ok": outcome.ok,
                           "output": outcome.output[:EVENT_OUTPUT_LIMIT]})
                 results.append((call, outcome))
