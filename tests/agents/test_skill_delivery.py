@@ -139,3 +139,29 @@ def test_claude_code_sees_a_skill_in_its_worktree_and_the_diff_does_not_contain_
     assert ".claude" not in found["diff"] and "bonjour" in found["diff"]
     assert ".claude" not in git(git_project, "ls-tree", "-r", "--name-only", f"aictl/task-{tid}")
     assert json.loads(found["run"])["skills"] == ["greeting@1.2.0"]
+
+
+def test_codex_reads_a_skill_from_agents_md_and_the_diff_does_not_contain_it(codex_bin, fake_provider, git_project,
+                                                                             capsys, monkeypatch):
+    from tests.agents.cli_fixtures import cli_json, evidence_of, execute
+    from tests.execution.conftest import git
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-proj-fakeKEYforTESTS0123456789abcdefghijklmnopqrstuv")
+    put_skill(git_project, "greeting", "greeting", "Always greet in French: write 'bonjour'.")
+    (git_project / "AGENTS.md").write_text("# Project notes\nKeep it short.\n")
+    git(git_project, "add", "AGENTS.md")
+    git(git_project, "commit", "-qm", "agents notes")
+    cli_json(capsys, "ai", "register", "codex-1", "--connector", "codex", "--model", "gpt-5.5",
+             "--base-url", fake_provider.url, "--binary", codex_bin, "--api-key-env", "FAKE_OPENAI_KEY",
+             "--config", "max_retries=0")
+    tid = cli_json(capsys, "task", "create", "create hello.txt with a greeting", "--lock", "hello.txt")["id"]
+    fake_provider.script(reply("", [tool("apply_patch", "*** Begin Patch\n*** Add File: hello.txt\n+bonjour\n"
+                                                        "*** End Patch\n")]), reply("Done."))
+    code, rep, err = execute(capsys, str(tid), "--ai", "codex-1")
+    assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
+    sent = json.dumps(fake_provider.calls()[0].body["input"])
+    assert "Always greet in French" in sent and "Keep it short." in sent  # AGENTS.md, the project's and the skill
+    assert rep["changed_paths"] == ["hello.txt"]
+    found = evidence_of(capsys, tid)
+    assert "AGENTS.md" not in found["diff"]
+    assert git(git_project, "show", f"aictl/task-{tid}:AGENTS.md") == "# Project notes\nKeep it short.\n"
