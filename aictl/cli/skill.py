@@ -210,3 +210,28 @@ def validate(
         columns=[("name", lambda r: r["name"]), ("version", lambda r: r["version"]), ("source", lambda r: r["source"])],
         name=lambda r: r["name"],
     )
+
+
+@app.command("test")
+def test(
+    name: NameArg,
+    ai: Annotated[str, typer.Option("--ai", help="The registered AI that runs the cases.", show_default=False)],
+    output: OutputOpt = None,
+) -> None:
+    """Run the skill's `tests:` cases with an AI, each in a throwaway project; exit 1 when a case fails."""
+    from aictl.execution.skilltest import run_skill_tests
+
+    out = state.output(output)
+    results = run_skill_tests(_project(), state.store(), name, ai)
+    out.emit(
+        results,
+        columns=[
+            ("case", lambda r: r["case"]),
+            ("ok", lambda r: r["ok"]),
+            ("outcome", lambda r: r["outcome"]),
+            ("failures", lambda r: "; ".join(r["failures"])),
+        ],
+        name=lambda r: r["case"],
+    )
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(1)

@@ -4,6 +4,7 @@ real SDK and the fake provider, per-AI scoping with two AIs on one queue, eviden
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,35 @@ def test_codex_reads_a_skill_from_agents_md_and_the_diff_does_not_contain_it(cod
     found = evidence_of(capsys, tid)
     assert "AGENTS.md" not in found["diff"]
     assert git(git_project, "show", f"aictl/task-{tid}:AGENTS.md") == "# Project notes\nKeep it short.\n"
+
+
+EXAMPLES = sorted(p.parent.name for p in (Path(__file__).resolve().parents[2] / "skills").glob("*/SKILL.md"))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_each_example_skill_passes_its_own_tests_through_skill_test(fake_provider, git_project, capsys, name):
+    from aictl.skills import load_skill_file
+    from tests.agents.cli_fixtures import cli, cli_json
+
+    cli_json(capsys, "init", "--with-examples")
+    skill = load_skill_file(git_project / ".ai" / "skills" / name)
+    assert skill.tests, f"example {name} has no tests: cases"
+    register(capsys, fake_provider, "api-1", ANTHROPIC)
+    for case in skill.tests:  # the scripted model reads the skill, then writes what the case expects
+        fake_provider.script(reply("", [tool("load_skill", {"name": name})]),
+                             reply("", [tool("write_file", {"path": "out.txt",
+                                                            "content": "\n".join(case["expect"]["contains"])})]),
+                             reply("Done: wrote out.txt."))
+    code, out, err = cli(capsys, "skill", "test", name, "--ai", "api-1", "-o", "json")
+    results = json.loads(out)
+    assert code == 0, ([r["failures"] for r in results], err)
+    assert [r["ok"] for r in results] == [True] * len(skill.tests), results
+    assert "Done: wrote out.txt." in results[0]["summary"]
+    loaded = tool_results_of(ANTHROPIC, fake_provider.calls("anthropic")[1].body)
+    assert skill.body.splitlines()[0] in loaded[0]
+    assert cli_json(capsys, "task", "list") == []  # the cases ran in a throwaway project
+
+    fake_provider.script(reply("", [tool("load_skill", {"name": name})]), reply("I did nothing."))
+    code, out, _ = cli(capsys, "skill", "test", name, "--ai", "api-1", "-o", "json")
+    (failed,) = json.loads(out)[:1]
+    assert code == 1 and not failed["ok"] and failed["failures"][0].startswith("missing ")
