@@ -23,6 +23,8 @@ from _common import emit, machine, ms_stats
 
 from aictl.domain.models import Task
 from aictl.skills import load_registry, resolve, validate
+from aictl.skills.delivery import system_section
+from aictl.skills.manage import find_skills
 
 
 def write(root: Path, name: str, i: int, extra: str = "") -> None:
@@ -80,6 +82,8 @@ def main() -> None:
             t0 = time.perf_counter()
             got = resolve(reg, task, "ai-a", "anthropic")
             resolves.append(time.perf_counter() - t0)
+        prompt = {"bench_task": prompt_cost([r.skill for r in got])}
+        prompt["example_skills"] = prompt_cost(find_skills(Path(__file__).resolve().parents[1] / "skills"))
     emit(
         {
             "bench": "skills",
@@ -88,9 +92,23 @@ def main() -> None:
             "resolved": len(got),
             "load_registry": ms_stats(loads),
             "resolve": ms_stats(resolves),
+            "system_prompt_on_skills": prompt,
             "machine": machine(),
         }
     )
+
+
+def prompt_cost(skills: list) -> dict:
+    """System-prompt size spent on skills: index + load_skill (API connectors) versus every body inlined.
+    Tokens are estimated as characters / 4 (no tokenizer here)."""
+    index, inline = system_section(skills, "tool"), system_section(skills, "inline")
+    return {
+        "skills": len(skills),
+        "index_chars": len(index),
+        "inline_chars": len(inline),
+        "index_tokens_est": len(index) // 4,
+        "inline_tokens_est": len(inline) // 4,
+    }
 
 
 if __name__ == "__main__":
