@@ -24,7 +24,8 @@ def task_policy_facts(task: Any) -> dict[str, Any]:
         "attempts",
         "max_attempts",
     )
-    return {k: (v.value if hasattr(v, "value") else v) for k in keys for v in [getattr(task, k, None)]}
+    facts = {k: getattr(task, k, None) for k in keys}
+    return {k: getattr(v, "value", v) for k, v in facts.items()}  # enums (type, status) as their values
 
 
 def denied_skills(

@@ -98,7 +98,12 @@ def add(project_dir: Path | str, source: str, *, ai: str | None = None, dry_run:
                     shutil.copytree(s.root, dest, ignore=shutil.ignore_patterns(".git"))
                 else:
                     shutil.copy2(s.source, dest)
-            return lambda: [_delete(dest) for _, dest in dests]
+
+            def undo() -> None:
+                for _, dest in dests:
+                    _delete(dest)
+
+            return undo
 
         registry = _checked(project_dir, copy)
         added = [registry.find(s.name, ai) for s, _ in dests]
@@ -136,7 +141,11 @@ def remove(project_dir: Path | str, name: str, *, ai: str | None = None, dry_run
 
         def move() -> Callable[[], None]:
             shutil.move(str(path), keep)
-            return lambda: shutil.move(str(keep), path)
+
+            def undo() -> None:
+                shutil.move(str(keep), path)
+
+            return undo
 
         _checked(project_dir, move)
         if dry_run:
