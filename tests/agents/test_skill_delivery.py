@@ -28,8 +28,19 @@ def put_skill(root, rel, name, body, front=""):
 def register(capsys, fp, ai_id, v):
     from tests.agents.cli_fixtures import cli_json
 
-    args = ["ai", "register", ai_id, "--connector", v.connector, "--model", v.model, "--base-url", fp.url,
-            "--api-key-env", v.key_env]
+    args = [
+        "ai",
+        "register",
+        ai_id,
+        "--connector",
+        v.connector,
+        "--model",
+        v.model,
+        "--base-url",
+        fp.url,
+        "--api-key-env",
+        v.key_env,
+    ]
     for key, value in v.config.items():
         args += ["--config", f"{key}={value}"]
     cli_json(capsys, *args)
@@ -44,10 +55,12 @@ def test_api_connector_gets_an_index_and_loads_a_skill_on_demand(fake_provider, 
     (d / "scripts" / "check.sh").write_text("grep -q bonjour hello.txt\n")
     register(capsys, fake_provider, "api-1", v)
     tid = cli_json(capsys, "task", "create", "create hello.txt with a greeting", "--lock", "hello.txt")["id"]
-    fake_provider.script(reply("", [tool("load_skill", {"name": "greeting"})]),
-                         reply("", [tool("load_skill", {"name": "greeting", "file": "scripts/check.sh"})]),
-                         reply("", [tool("write_file", {"path": "hello.txt", "content": "bonjour\n"})]),
-                         reply("Done."))
+    fake_provider.script(
+        reply("", [tool("load_skill", {"name": "greeting"})]),
+        reply("", [tool("load_skill", {"name": "greeting", "file": "scripts/check.sh"})]),
+        reply("", [tool("write_file", {"path": "hello.txt", "content": "bonjour\n"})]),
+        reply("Done."),
+    )
     code, rep, err = execute(capsys, str(tid), "--ai", "api-1")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     bodies = [r.body for r in fake_provider.requests if r.protocol == v.protocol]
@@ -75,8 +88,12 @@ def test_shared_and_per_ai_skills_with_two_ais_on_one_queue(fake_provider, git_p
     register(capsys, fake_provider, "coder", ANTHROPIC)
     t1 = cli_json(capsys, "task", "create", "one", "--lock", "a.txt")["id"]
     t2 = cli_json(capsys, "task", "create", "two", "--lock", "b.txt")["id"]
-    fake_provider.script(reply("", [tool("load_skill", {"name": "house-style"})]), reply("ok"),
-                         reply("", [tool("load_skill", {"name": "house-style"})]), reply("ok"))
+    fake_provider.script(
+        reply("", [tool("load_skill", {"name": "house-style"})]),
+        reply("ok"),
+        reply("", [tool("load_skill", {"name": "house-style"})]),
+        reply("ok"),
+    )
     for tid, ai in ((t1, "writer"), (t2, "coder")):
         code, rep, err = execute(capsys, str(tid), "--ai", ai)
         assert code == 0, (rep.get("reason"), err)
@@ -94,8 +111,10 @@ def test_a_denied_skill_does_not_reach_the_ai_and_the_decision_is_recorded(fake_
     put_skill(git_project, "secret", "secret", "Secret sauce.")
     put_skill(git_project, "open", "open", "Open rule.")
     policy = git_project / ".ai" / "policy.yaml"
-    policy.write_text(policy.read_text() + "  - id: no-secret\n    effect: deny\n"
-                      "    match: {actions: [use_skill]}\n    when: 'context.skill == \"secret\"'\n")
+    policy.write_text(
+        policy.read_text() + "  - id: no-secret\n    effect: deny\n"
+        "    match: {actions: [use_skill]}\n    when: 'context.skill == \"secret\"'\n"
+    )
     register(capsys, fake_provider, "api-1", ANTHROPIC)
     tid = cli_json(capsys, "task", "create", "t", "--lock", "x.txt")["id"]
     fake_provider.script(reply("ok"))
@@ -108,8 +127,9 @@ def test_a_denied_skill_does_not_reach_the_ai_and_the_decision_is_recorded(fake_
     assert [s["name"] for s in skills["skills"]] == ["open"] and skills["denied"][0]["name"] == "secret"
 
 
-def test_claude_code_sees_a_skill_in_its_worktree_and_the_diff_does_not_contain_it(claude_bin, fake_provider,
-                                                                                   git_project, capsys, monkeypatch):
+def test_claude_code_sees_a_skill_in_its_worktree_and_the_diff_does_not_contain_it(
+    claude_bin, fake_provider, git_project, capsys, monkeypatch
+):
     from pathlib import Path
 
     from aictl.config import load_settings
@@ -118,15 +138,31 @@ def test_claude_code_sees_a_skill_in_its_worktree_and_the_diff_does_not_contain_
 
     monkeypatch.setenv("FAKE_ANTHROPIC_KEY", "sk-ant-api03-fakeKEYforTESTS0123456789abcdefghijklmnop")
     put_skill(git_project, "greeting", "greeting", "Always greet in French: write 'bonjour'.")
-    cli_json(capsys, "ai", "register", "claude-1", "--connector", "claude-code", "--model", "claude-sonnet-4-5",
-             "--base-url", fake_provider.url, "--binary", claude_bin, "--api-key-env", "FAKE_ANTHROPIC_KEY",
-             "--config", "max_retries=0")
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "claude-1",
+        "--connector",
+        "claude-code",
+        "--model",
+        "claude-sonnet-4-5",
+        "--base-url",
+        fake_provider.url,
+        "--binary",
+        claude_bin,
+        "--api-key-env",
+        "FAKE_ANTHROPIC_KEY",
+        "--config",
+        "max_retries=0",
+    )
     tid = cli_json(capsys, "task", "create", "create hello.txt with a greeting", "--lock", "hello.txt")["id"]
     workspace = Path(load_settings(git_project).home) / "workspaces" / f"task-{tid}-e1"
     fake_provider.script(
         reply("", [tool("Read", {"file_path": str(workspace / ".claude" / "skills" / "greeting" / "SKILL.md")})]),
         reply("", [tool("Write", {"file_path": str(workspace / "hello.txt"), "content": "bonjour\n"})]),
-        reply("Done."))
+        reply("Done."),
+    )
     code, rep, err = execute(capsys, str(tid), "--ai", "claude-1")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     first = fake_provider.calls("anthropic")[0]
@@ -142,8 +178,9 @@ def test_claude_code_sees_a_skill_in_its_worktree_and_the_diff_does_not_contain_
     assert json.loads(found["run"])["skills"] == ["greeting@1.2.0"]
 
 
-def test_codex_reads_a_skill_from_agents_md_and_the_diff_does_not_contain_it(codex_bin, fake_provider, git_project,
-                                                                             capsys, monkeypatch):
+def test_codex_reads_a_skill_from_agents_md_and_the_diff_does_not_contain_it(
+    codex_bin, fake_provider, git_project, capsys, monkeypatch
+):
     from tests.agents.cli_fixtures import cli_json, evidence_of, execute
     from tests.execution.conftest import git
 
@@ -152,12 +189,29 @@ def test_codex_reads_a_skill_from_agents_md_and_the_diff_does_not_contain_it(cod
     (git_project / "AGENTS.md").write_text("# Project notes\nKeep it short.\n")
     git(git_project, "add", "AGENTS.md")
     git(git_project, "commit", "-qm", "agents notes")
-    cli_json(capsys, "ai", "register", "codex-1", "--connector", "codex", "--model", "gpt-5.5",
-             "--base-url", fake_provider.url, "--binary", codex_bin, "--api-key-env", "FAKE_OPENAI_KEY",
-             "--config", "max_retries=0")
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "codex-1",
+        "--connector",
+        "codex",
+        "--model",
+        "gpt-5.5",
+        "--base-url",
+        fake_provider.url,
+        "--binary",
+        codex_bin,
+        "--api-key-env",
+        "FAKE_OPENAI_KEY",
+        "--config",
+        "max_retries=0",
+    )
     tid = cli_json(capsys, "task", "create", "create hello.txt with a greeting", "--lock", "hello.txt")["id"]
-    fake_provider.script(reply("", [tool("apply_patch", "*** Begin Patch\n*** Add File: hello.txt\n+bonjour\n"
-                                                        "*** End Patch\n")]), reply("Done."))
+    fake_provider.script(
+        reply("", [tool("apply_patch", "*** Begin Patch\n*** Add File: hello.txt\n+bonjour\n*** End Patch\n")]),
+        reply("Done."),
+    )
     code, rep, err = execute(capsys, str(tid), "--ai", "codex-1")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     sent = json.dumps(fake_provider.calls()[0].body["input"])
@@ -181,10 +235,11 @@ def test_each_example_skill_passes_its_own_tests_through_skill_test(fake_provide
     assert skill.tests, f"example {name} has no tests: cases"
     register(capsys, fake_provider, "api-1", ANTHROPIC)
     for case in skill.tests:  # the scripted model reads the skill, then writes what the case expects
-        fake_provider.script(reply("", [tool("load_skill", {"name": name})]),
-                             reply("", [tool("write_file", {"path": "out.txt",
-                                                            "content": "\n".join(case["expect"]["contains"])})]),
-                             reply("Done: wrote out.txt."))
+        fake_provider.script(
+            reply("", [tool("load_skill", {"name": name})]),
+            reply("", [tool("write_file", {"path": "out.txt", "content": "\n".join(case["expect"]["contains"])})]),
+            reply("Done: wrote out.txt."),
+        )
     code, out, err = cli(capsys, "skill", "test", name, "--ai", "api-1", "-o", "json")
     results = json.loads(out)
     assert code == 0, ([r["failures"] for r in results], err)
