@@ -246,15 +246,30 @@ class Settings:
         return "Settings(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in SETTINGS) + ")"
 
     @property
-    def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+    def project_home(self) -> Path:
+        """The project's .ai/ directory (state, evidence, workspaces); NotInitialized outside a project."""
         if self.home is None:
             raise NotInitialized(
                 "not inside an aictl project (no .ai/ directory here or above)",
                 hint="create one with: aictl init",
             )
-        return f"sqlite:///{self.home / 'state.db'}"
+        return self.home
+
+    @property
+    def project_root(self) -> Path:
+        """The repository aictl manages (the parent of .ai/); NotInitialized outside a project."""
+        if self.project_dir is None:
+            raise NotInitialized(
+                "not inside an aictl project (no .ai/ directory here or above)",
+                hint="create one with: aictl init",
+            )
+        return Path(self.project_dir)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.project_home / 'state.db'}"
 
 
 USER_KEYS = list(SETTINGS)

@@ -10,6 +10,8 @@ values, its defaults) is read from its spec (agents/connectors/spec.py).
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import re
 import time
@@ -28,7 +30,7 @@ SECRET_KEY = re.compile(r"(?i)(api_?key|token|secret|password|passwd|credential)
 CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "base_url": (str,), "binary": (str,), "args": (list,), "api_key_env": (str,),
     "max_turns": (int,), "max_tokens": (int,), "model_size_gb": (int, float), "requires_gpu": (bool,),
-    "prices": (dict,), "timeout_s": (int, float),
+    "prices": (dict,), "timeout_s": (int, float), "mcp_servers": (dict,),
 }
 _TYPE_NAMES = {str: "a string", list: "a list", int: "an integer", float: "a number", bool: "true or false",
                dict: "a mapping"}
@@ -84,6 +86,10 @@ def validate_config(connector: str, config: dict[str, Any]) -> dict[str, Any]:
         if key in config and config[key] not in choices:
             raise UsageError(f"config {key!r} of the {connector} connector must be "
                              f"{' or '.join(map(str, choices))}, not {config[key]!r}")
+    if "mcp_servers" in config:  # name -> {command, args, env} or {url, bearer_token_env}: checked at register
+        from aictl.agents.connectors.mcpconfig import configured_servers
+
+        configured_servers(config)
     if "model_size_gb" in config and config["model_size_gb"] <= 0:
         raise UsageError("config 'model_size_gb' must be positive")
     return config
@@ -171,18 +177,19 @@ class Registry:
         with self.store.read() as tx:
             return [row_to_ai(r) for r in tx.all("SELECT * FROM ais ORDER BY id")]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> builtins.list[dict[str, Any]]:
         """Raw rows (with last_assigned_at, for the router's round robin)."""
         with self.store.read() as tx:
             return tx.all("SELECT * FROM ais ORDER BY id")
 
     def running_counts(self, tx: Tx | None = None) -> dict[str, int]:
         """Tasks held (claimed or running) per AI."""
-        sql = "SELECT ai, COUNT(*) AS n FROM tasks WHERE status IN ('claimed', 'running') AND ai IS NOT NULL GROUP BY ai"
+        from aictl.tasks.queries import held_counts_by_ai
+
         if tx is not None:
-            return {r["ai"]: r["n"] for r in tx.all(sql)}
+            return held_counts_by_ai(tx)
         with self.store.read() as rtx:
-            return {r["ai"]: r["n"] for r in rtx.all(sql)}
+            return held_counts_by_ai(rtx)
 
     def running(self, ai_id: str) -> int:
         return self.running_counts().get(ai_id, 0)
@@ -206,11 +213,11 @@ class Registry:
                       "labels": canonical_json(labels), "maxc": ai.max_concurrency,
                       "config": canonical_json(ai.config), "enabled": int(ai.enabled), "now": now}
             if old is None:
-                row = tx.one("INSERT INTO ais (id, connector, model, capabilities, labels, max_concurrency, config,"
+                row = tx.row("INSERT INTO ais (id, connector, model, capabilities, labels, max_concurrency, config,"
                              " enabled, created_at, updated_at) VALUES (:id, :connector, :model, :caps, :labels,"
                              " :maxc, :config, :enabled, :now, :now) RETURNING *", params)
             else:
-                row = tx.one("UPDATE ais SET connector = :connector, model = :model, capabilities = :caps,"
+                row = tx.row("UPDATE ais SET connector = :connector, model = :model, capabilities = :caps,"
                              " labels = :labels, max_concurrency = :maxc, config = :config, enabled = :enabled,"
                              " updated_at = :now WHERE id = :id RETURNING *", params)
             self._event(tx, now, "ai_register", ai.id, None if old is None else self._state(old), self._state(row),
@@ -224,8 +231,9 @@ class Registry:
 
         def run(tx: Tx, now: float) -> AIRecord:
             row = self._row(tx, ai_id)
-            held = [r["id"] for r in tx.all("SELECT id FROM tasks WHERE ai = :ai AND status IN ('claimed', 'running')"
-                                            " ORDER BY id", {"ai": ai_id})]
+            from aictl.tasks.queries import held_by_ai
+
+            held = held_by_ai(tx, ai_id)
             if held and not force:
                 raise Conflict(f"AI {ai_id!r} holds {len(held)} running task(s): {', '.join(map(str, held))}",
                                hint=f"wait for them, or: aictl ai remove {ai_id} --force --yes",
@@ -242,7 +250,7 @@ class Registry:
             old = self._row(tx, ai_id)
             values = change(old, now)
             sets = ", ".join(f"{k} = :{k}" for k in values)
-            row = tx.one(f"UPDATE ais SET {sets}, updated_at = :now WHERE id = :id RETURNING *",
+            row = tx.row(f"UPDATE ais SET {sets}, updated_at = :now WHERE id = :id RETURNING *",
                          {**values, "now": now, "id": ai_id})
             before, after = self._state(old), self._state(row)
             changed = {k for k in after if before.get(k) != after.get(k)}
@@ -252,14 +260,14 @@ class Registry:
 
         return self._write(run, dry_run)
 
-    def label(self, ai_id: str, labels: list[str], *, dry_run: bool = False) -> AIRecord:
+    def label(self, ai_id: str, labels: builtins.list[str], *, dry_run: bool = False) -> AIRecord:
         add = _clean(labels)
         if not add:
             raise UsageError("give at least one label", hint=f"aictl ai label {ai_id} fast")
         return self._update(ai_id, "ai_label", lambda r, now: {
             "labels": canonical_json(sorted(set(json.loads(r["labels"])) | set(add)))}, dry_run, labels=add)
 
-    def unlabel(self, ai_id: str, labels: list[str], *, dry_run: bool = False) -> AIRecord:
+    def unlabel(self, ai_id: str, labels: builtins.list[str], *, dry_run: bool = False) -> AIRecord:
         drop = _clean(labels)
         if not drop:
             raise UsageError("give at least one label", hint=f"aictl ai unlabel {ai_id} fast")

@@ -100,15 +100,12 @@ class Router:
     def _snapshot(self, task_ids: list[int] | None = None) -> tuple[list[dict], dict[str, int], dict[int, dict]]:
         """(AI rows, held tasks per AI, task rows by id) in one read transaction."""
         from aictl.agents.registry import Registry
-        from aictl.tasks.sql import as_json_list, in_list
+        from aictl.tasks.queries import task_rows
 
         with self.store.read() as tx:
             ais = tx.all("SELECT * FROM ais ORDER BY id")
             running = Registry(self.store).running_counts(tx)
-            rows = {}
-            if task_ids:
-                rows = {r["id"]: r for r in tx.all(f"SELECT * FROM tasks WHERE id IN ({in_list(tx, 'ids')})",
-                                                   {"ids": as_json_list(task_ids)})}
+            rows = task_rows(tx, task_ids or [])
         return ais, running, rows
 
     def _gpu(self) -> Any:
@@ -148,7 +145,7 @@ class Router:
         notes: list[str] = []
         if not ai.enabled:
             reasons.append(f"disabled (enable with: aictl ai enable {ai.id})")
-        if is_paused(ai, now):
+        if is_paused(ai, now) and ai.paused_until is not None:
             reasons.append(f"rate-limited until {when(ai.paused_until, now)}"
                            + (f" ({ai.pause_reason})" if ai.pause_reason else ""))
         missing = sorted(set(json.loads(row["required_capabilities"])) - set(ai.capabilities))

@@ -5,6 +5,16 @@ COMMIT: it locks the chain head (one row, `audit_head`), numbers the events
 after the last one and sets ``hash = sha256(prev_hash || canonical_json(event))``.
 Taking the head lock last keeps it out of every lock-order cycle on
 PostgreSQL, and makes event ids gapless and in commit order on both backends.
+
+On PostgreSQL the whole flush is one statement (one round trip): the head row is
+locked and read, each event's id and hash computed from it in SQL (the event's
+canonical JSON is rendered here with the id left as a gap, so SQL only inserts the
+number and hashes), the events inserted, the head moved, and any NOTIFY queued by
+the transaction (`tx._aictl_notify`, see aictl.tasks.txn) sent. On SQLite the first
+event's INSERT reads the head the same way (BEGIN IMMEDIATE already holds the write
+lock), and one UPDATE moves the head. `aictl audit
+verify` recomputes every hash in Python, so the two computations are checked
+against each other.
 """
 
 from __future__ import annotations
@@ -55,11 +65,26 @@ def _flush(tx: Tx) -> None:
     pending = tx._aictl_events  # type: ignore[attr-defined]
     if not pending:
         return
-    lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
-    head = tx.one(f"SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}")
-    assert head is not None  # the first migration inserts the single head row
-    last_id, prev = head["last_id"], head["last_hash"]
-    for ev in pending:
+    if tx.dialect == "postgresql":
+        _flush_pg(tx, pending)
+    else:
+        _flush_sqlite(tx, pending)
+    pending.clear()
+
+
+def _flush_sqlite(tx: Tx, pending: list[dict[str, Any]]) -> None:
+    """The first event is numbered and chained from the head inside its INSERT (sha256_hex is a function
+    aictl.store.sqlite registers); the rest follow in Python; then the head moves."""
+    first = pending[0]
+    pre, suf = _body_around_id(first)
+    head = tx.row(
+        f"INSERT INTO events (id, {', '.join(_COLS)}, prev_hash, hash)"
+        f" SELECT last_id + 1, {', '.join(':' + c for c in _COLS)}, last_hash,"
+        " sha256_hex(last_hash || :pre || (last_id + 1) || :suf) FROM audit_head WHERE id = 1 RETURNING id, hash",
+        {**{c: first[c] for c in _COLS}, "pre": pre, "suf": suf},
+    )
+    last_id, prev = head["id"], head["hash"]
+    for ev in pending[1:]:
         last_id += 1
         record = {**ev, "id": last_id}
         h = event_hash(prev, record)
@@ -70,4 +95,44 @@ def _flush(tx: Tx) -> None:
         )
         prev = h
     tx.run("UPDATE audit_head SET last_id = :id, last_hash = :h WHERE id = 1", {"id": last_id, "h": prev})
-    pending.clear()
+
+
+_ID_GAP = -7340033  # stands for the event id in a body rendered before the id is known
+_COLS = ("ts", "actor", "action", "task_id", "lease_epoch", "before", "after", "data")
+_TYPES = {"ts": "double precision", "task_id": "bigint", "lease_epoch": "bigint"}
+
+
+def _flush_pg(tx: Tx, pending: list[dict[str, Any]]) -> None:
+    """Chain, insert and NOTIFY in one statement (see the module docstring)."""
+    params: dict[str, Any] = {}
+    ctes = ["h0 AS (SELECT last_id AS id, last_hash AS hash FROM audit_head WHERE id = 1 FOR UPDATE)"]
+    for i, ev in enumerate(pending, 1):
+        params[f"pre{i}"], params[f"suf{i}"] = _body_around_id(ev)
+        params.update({f"{c}{i}": ev[c] for c in _COLS})
+        ctes.append(
+            f"h{i} AS (SELECT h{i - 1}.id + 1 AS id, h{i - 1}.hash AS prev, encode(sha256(convert_to("
+            f"h{i - 1}.hash || :pre{i} || CAST(h{i - 1}.id + 1 AS TEXT) || :suf{i}, 'UTF8')), 'hex') AS hash"
+            f" FROM h{i - 1})"
+        )
+    n = len(pending)
+    rows = " UNION ALL ".join(
+        f"SELECT h{i}.id, " + ", ".join(f"CAST(:{c}{i} AS {_TYPES.get(c, 'text')})" for c in _COLS)
+        + f", h{i}.prev, h{i}.hash FROM h{i}"
+        for i in range(1, n + 1)
+    )
+    ctes.append(f"ins AS (INSERT INTO events (id, {', '.join(_COLS)}, prev_hash, hash) {rows})")
+    ctes.append(f"head AS (UPDATE audit_head SET last_id = h{n}.id, last_hash = h{n}.hash FROM h{n}"
+                " WHERE audit_head.id = 1)")
+    channels = sorted(getattr(tx, "_aictl_notify", None) or ())
+    tail = ", ".join(f"pg_notify('{c}', '')" for c in channels) or "1"
+    tx.one(f"WITH {', '.join(ctes)} SELECT {tail}", params)
+    if channels:
+        tx._aictl_notify.clear()  # type: ignore[attr-defined]
+
+
+def _body_around_id(ev: dict[str, Any]) -> tuple[str, str]:
+    """The event's hashed body (canonical JSON) split where its id goes: body = pre + str(id) + suf."""
+    body = canonical_json({**{k: ev.get(k) for k in HASHED_FIELDS}, "id": _ID_GAP})
+    gap = f'"id":{_ID_GAP}'
+    pre, suf = body.split(gap)  # keys are sorted and nested JSON is a string: "id" occurs once at the top
+    return pre + '"id":', suf

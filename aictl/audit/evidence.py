@@ -15,13 +15,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, field_serializer
 
 from aictl.audit.events import append_event, canonical_json
 from aictl.audit.redact import redact, redact_text
-from aictl.domain.errors import AictlError, LeaseLost, NotFound, UsageError
+from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import ts_to_dt
 from aictl.store.base import Store, Tx
 
@@ -49,11 +49,18 @@ class EvidenceTampered(AictlError):
     code = "evidence_tampered"
 
 
+class Fence(Protocol):
+    """The task plane's lease check (aictl.tasks.fence.check_fence), passed in: audit sits below tasks."""
+
+    def __call__(self, tx: Tx, task_id: int, owner: str, epoch: int, *, verb: str, transition: bool = ...) -> Any: ...
+
+
 class EvidenceStore:
-    def __init__(self, store: Store, home: Path | None, *, actor: str = "aictl"):
+    def __init__(self, store: Store, home: Path | None, *, actor: str = "aictl", fence: Fence | None = None):
         self.store = store
         self.home = home
         self.actor = actor
+        self.fence = fence  # without it, evidence cannot be written for a task (only read, or task-less)
         if store.dialect == "sqlite" and home is None:
             raise UsageError("a SQLite store keeps evidence files under its project home; none is set")
 
@@ -91,7 +98,7 @@ class EvidenceStore:
             self._check_lease(tx, task_id, owner, epoch)
         self._write_blob(tx, digest, data)
         summary = redact(summary) if summary else None
-        row = tx.one(
+        row = tx.row(
             "INSERT INTO evidence (task_id, lease_epoch, kind, name, digest, size, media_type, summary, created_at)"
             " VALUES (:t, :e, :k, :n, :d, :s, :m, :sum, :now) RETURNING *",
             {"t": task_id, "e": epoch, "k": kind, "n": name, "d": digest, "s": len(data), "m": media_type,
@@ -103,17 +110,13 @@ class EvidenceStore:
         return _ref(row)
 
     def _check_lease(self, tx: Tx, task_id: int, owner: str | None, epoch: int | None) -> None:
-        row = tx.one("SELECT status, owner, lease_epoch FROM tasks WHERE id = :id", {"id": task_id})
-        if row is None:
-            raise NotFound(f"task {task_id} not found")
+        """Evidence is fenced like completion: the presented lease must still hold the task."""
+        if self.fence is None:
+            raise UsageError("this evidence store was opened without the task plane's lease check",
+                             hint="pass fence=aictl.tasks.fence.check_fence to EvidenceStore")
         if owner is None or epoch is None:
             raise UsageError("evidence for a task must present the lease: owner and epoch")
-        if row["lease_epoch"] != epoch or row["owner"] != owner or row["status"] not in ("claimed", "running"):
-            raise LeaseLost(
-                f"lease lost: cannot attach evidence to task {task_id} with epoch {epoch}: it is "
-                f"{row['status']} at lease epoch {row['lease_epoch']} (owner {row['owner']})",
-                details={"task_id": task_id, "presented_epoch": epoch, "current_epoch": row["lease_epoch"]},
-            )
+        self.fence(tx, task_id, owner, epoch, verb="attach evidence to", transition=False)
 
     def _write_blob(self, tx: Tx, digest: str, data: bytes) -> None:
         if tx.dialect == "postgresql":

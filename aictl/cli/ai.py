@@ -152,7 +152,8 @@ def parse_until(for_: Optional[str], until: Optional[str], now: float) -> float:
 
     if (for_ is None) == (until is None):
         raise UsageError("give one of --for or --until", hint="aictl ai pause claude-1 --for 30m")
-    if for_ is not None:
+    if until is None:
+        assert for_ is not None  # exactly one of the two was given
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
         text = for_.strip().lower()
         try:

@@ -70,7 +70,7 @@ def verify(
     elif report.ok:
         info(f"audit log intact: {report.checked} events, head {report.last_hash[:16]}…"
              + (f", {report.anchored} confirmed against {against}" if against else ""))
-    if not report.ok:
+    if report.first_break is not None:
         raise ChainBroken(f"audit log tampered: {report.first_break.reason}",
                           hint="compare with an exported copy: aictl audit verify --against FILE",
                           details={"event_id": report.first_break.event_id})

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from aictl.cli.output import FORMATS, Output
 from aictl.domain.errors import UsageError
+from aictl.store.base import Store
+
+if TYPE_CHECKING:
+    from aictl.config import Settings
+    from aictl.store.base import Tx
 
 
 class CliState:
@@ -22,10 +28,10 @@ class CliState:
         self.project: str | None = None
         self.overrides: dict[str, Any] = {}
         self.output_mode: str | None = None
-        self._settings = None
-        self._store = None
+        self._settings: Settings | None = None
+        self._store: Store | None = None
 
-    def settings(self):
+    def settings(self) -> Settings:
         if self._settings is None:
             from aictl.config import load_settings
 
@@ -36,7 +42,7 @@ class CliState:
                 logging.configure(level=self._settings.log_level)
         return self._settings
 
-    def store(self):
+    def store(self) -> Store:
         if self._store is None:
             from aictl.store import open_store
 
@@ -61,7 +67,7 @@ class CliState:
         from aictl.policy.gate import load_gate
 
         settings = self.settings()
-        return load_gate(settings.project_dir) if settings.project_dir else None
+        return load_gate(settings.project_dir, state_dir=settings.home) if settings.project_dir else None
 
     def tasks(self, *, enforce: bool = False, dry_run: bool = False):
         """The task service; with dry_run, over a store whose writes roll back (for calls without a dry_run)."""
@@ -76,9 +82,10 @@ class CliState:
         return TaskQueries(self.store())
 
     def evidence(self):
-        from aictl.audit.evidence import EvidenceStore
 
-        return EvidenceStore(self.store(), self.settings().home, actor=self.settings().actor)
+        from aictl.tasks.fence import fenced_evidence
+
+        return fenced_evidence(self.store(), self.settings().home, actor=self.settings().actor)
 
     def close(self) -> None:
         if self._store is not None:
@@ -90,18 +97,26 @@ class _Rollback(Exception):
     pass
 
 
-class RollbackStore:
+class RollbackStore(Store):
     """A store whose write transactions do all their work, then roll back: `--dry-run` for a service call
     that has no dry_run of its own (heartbeat, reap, evidence, firing schedules). Reads pass through."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: Store):
         self._store = store
+        self.dialect = store.dialect
+        self.url = store.url
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
+    def read(self) -> contextlib.AbstractContextManager[Tx]:
+        return self._store.read()
+
+    def close(self) -> None:
+        self._store.close()
+
     @contextlib.contextmanager
-    def write(self) -> Iterator[Any]:
+    def write(self) -> Iterator[Tx]:
         try:
             with self._store.write() as tx:
                 yield tx

@@ -77,7 +77,7 @@ def start(
         code = serve(settings, options, paths, foreground=True, ready=ready)
         raise typer.Exit(code)
 
-    project_dir = settings.project_dir
+    project_dir = settings.project_root
     state.close()  # nothing open may cross the fork
 
     def body(ready: Any) -> int:

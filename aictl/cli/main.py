@@ -8,10 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-try:  # typer >= 0.20 vendors click; older typer depends on it
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_exceptions
+from typer._click import exceptions as click_exceptions
 
 from aictl import __version__
 from aictl.cli import params
@@ -34,6 +31,7 @@ NOUNS = {
     "schedule": "aictl.cli.schedule",
     "ai": "aictl.cli.ai",
     "skill": "aictl.cli.skill",
+    "mcp": "aictl.cli.mcp",
 }
 COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route")}
 params.install()

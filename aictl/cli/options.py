@@ -27,6 +27,7 @@ def noun_app(help: str) -> typer.Typer:
 # These are the exceptions, each with why (tests/cli/test_conventions.py holds the code to it; docs/cli.md lists them).
 NO_OUTPUT = {
     "audit evidence": "prints the stored evidence bytes verbatim, as cat would",
+    "mcp serve": "speaks the Model Context Protocol on stdio or HTTP; its replies are MCP messages",
 }
 NO_DRY_RUN = {
     "init": "creates files in the working tree; run it in a scratch directory to see what it writes",
@@ -37,4 +38,5 @@ NO_DRY_RUN = {
     "daemon stop": "stops a process",
     "notify test": "its whole point is to send a test notification",
     "skill test": "runs an agent, in a throwaway project it deletes afterwards; the project itself is untouched",
+    "mcp serve": "starts a server; each tool that changes something takes dry_run where the CLI command does",
 }

@@ -112,12 +112,11 @@ def _parse_context(text: Optional[str]) -> dict[str, Any]:
 
 def _task_subject(task_id: int) -> tuple[dict[str, Any], int | None]:
     """resource.task exactly as the task plane builds it, and the task's lease epoch."""
-    from aictl.tasks.service import task_facts
+    from aictl.tasks.queries import task_row
+    from aictl.tasks.txn import task_facts
 
     with state.store().read() as tx:
-        row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task_id})
-    if row is None:
-        raise NotFound(f"task {task_id} not found", hint="list tasks with: aictl task list")
+        row = task_row(tx, task_id)
     return task_facts(row), row["lease_epoch"] or None
 
 

@@ -384,20 +384,46 @@ def attach(
     mt = media_type or mimetypes.guess_type(str(file))[0] or "text/plain"
     if mt == "text/xml":
         mt = "application/xml"
-    put = dict(kind=kind, name=name or file.name, media_type=mt, task_id=task_id, owner=_owner(owner),
-               lease_epoch=epoch)
+    put: dict[str, Any] = dict(kind=kind, name=name or file.name, media_type=mt, task_id=task_id,
+                               owner=_owner(owner), lease_epoch=epoch)
     if dry_run:  # the lease check, redaction and parsing run; the row rolls back, the blob goes to a temp dir
         import tempfile
 
-        from aictl.audit.evidence import EvidenceStore
         from aictl.cli.context import RollbackStore
+        from aictl.tasks.fence import fenced_evidence
 
         with tempfile.TemporaryDirectory(prefix="aictl-dry-run-") as home:
-            ref = EvidenceStore(RollbackStore(state.store()), Path(home), actor=state.settings().actor).put(data, **put)
+            ref = fenced_evidence(RollbackStore(state.store()), Path(home), actor=state.settings().actor).put(data, **put)
         info("dry run: nothing was attached")
     else:
         ref = state.evidence().put(data, **put)
     out.emit(ref, columns=EVIDENCE_COLUMNS, name=lambda e: e.digest)
+
+
+@app.command("messages")
+def messages(
+    task_id: TaskIdArg,
+    send: Annotated[str | None, typer.Option("--send", help="Send this message to the task (as the actor).")] = None,
+    dry_run: DryRunOpt = False, output: OutputOpt = None,
+) -> None:
+    """Messages to and from a task (sent by agents over MCP, or with --send); unread ones reach its next attempt."""
+    from aictl.cli.context import RollbackStore
+    from aictl.execution import mailbox
+
+    out = state.output(output)
+    if send is not None:
+        store = RollbackStore(state.store()) if dry_run else state.store()
+        mailbox.send(store, sender=state.settings().actor, body=send, to_task=task_id)
+        if dry_run:
+            info("dry run: nothing was sent")
+    out.emit(mailbox.history(state.store(), task_id), name=lambda m: m["id"],
+             columns=[("id", lambda m: m["id"]), ("time", lambda m: ago(m["created_at"])),
+                      ("from", lambda m: f"task {m['from_task_id']} ({m['sender']})" if m["from_task_id"]
+                       else m["sender"]),
+                      ("to", lambda m: f"task {m['to_task_id']}" if m["to_task_id"] is not None
+                       else f"ai {m['to_ai']}"),
+                      ("read", lambda m: f"epoch {m['read_epoch']}" if m["read_at"] else "unread"),
+                      ("body", lambda m: m["body"][:200])])
 
 
 def _progress_printer(out: Any) -> Any:
@@ -493,7 +519,7 @@ def workspace(task_id: TaskIdArg, output: OutputOpt = None) -> None:
 
     out = state.output(output)
     s = state.settings()
-    ws = WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces").get(task_id)
+    ws = WorkspaceManager(s.project_root, s.project_home / "workspaces").get(task_id)
     if ws is None:
         raise NotFound(f"task {task_id} has no workspace (removed after success, or never executed)",
                        hint=f"see its changes with: aictl task diff {task_id}")
@@ -507,7 +533,7 @@ def diff(task_id: TaskIdArg, output: OutputOpt = None) -> None:
 
     out = state.output(output)
     s = state.settings()
-    text = WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces").diff(task_id)
+    text = WorkspaceManager(s.project_root, s.project_home / "workspaces").diff(task_id)
     if out.mode == "table":  # the unified diff itself, for a pager or `git apply`
         sys.stdout.write(text)
         return

@@ -14,7 +14,7 @@ def _manager():
     from aictl.sandbox.workspace import WorkspaceManager
 
     s = state.settings()
-    return WorkspaceManager(Path(s.project_dir), Path(s.home) / "workspaces")
+    return WorkspaceManager(s.project_root, s.project_home / "workspaces")
 
 
 @app.command("list")

@@ -30,15 +30,10 @@ class Claimer:
 
     def ready_now(self, store: Store) -> tuple[bool, float | None]:
         """A cheap read before any write: is some queued task due now? If not, when is the next one due."""
-        now = time.time()
+        from aictl.tasks.queries import queued_due
+
         with store.read() as tx:
-            row = tx.one("SELECT id FROM tasks WHERE status = 'queued' AND (next_run_at IS NULL OR next_run_at <= :now)"
-                         " LIMIT 1", {"now": now})
-            if row is not None:
-                return True, None
-            due = tx.one("SELECT MIN(next_run_at) AS due FROM tasks WHERE status = 'queued' AND next_run_at > :now",
-                         {"now": now})
-        return False, (due["due"] if due and due["due"] is not None else None)
+            return queued_due(tx, time.time())
 
     def claim(self, store: Store, owner: str) -> Job | None:
         """The first task in claim order that some AI (or, with a command, the command connector) can take."""

@@ -384,15 +384,13 @@ class Daemon:
         return max(0.0, min(caps))
 
     def _sweep(self, store: Any) -> None:
+        from aictl.tasks.queries import any_lease_expired
         from aictl.tasks.service import TaskService
 
         now = time.time()
         with store.read() as tx:
-            expired = tx.one(
-                "SELECT id FROM tasks WHERE status IN ('claimed', 'running') AND lease_expires_at < :now LIMIT 1",
-                {"now": now},
-            )
-        if expired is not None:
+            expired = any_lease_expired(tx, now)
+        if expired:
             reaped = TaskService(store, self.settings).reap()
             if reaped:
                 log.info("expired leases swept", tasks=[t.id for t in reaped])

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform, overload
 
 from aictl.domain.status import TaskStatus
 
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from aictl.domain.airecord import AIRecord
 
 
+@overload
+def ts_to_dt(ts: float) -> datetime: ...
+@overload
+def ts_to_dt(ts: None) -> None: ...
 def ts_to_dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
 
@@ -45,6 +49,7 @@ def _plain(value: Any, json_mode: bool) -> Any:
     return value
 
 
+@dataclass_transform(field_specifiers=(field,))  # tells type checkers that subclasses are dataclasses
 class Record:
     """Base of the records: dumps like a pydantic model (timestamps in `_timestamps` as ISO strings)."""
 
@@ -56,8 +61,9 @@ class Record:
         dataclass(cls)
         cls.model_fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
-    def model_dump(self, *, mode: str = "python", exclude: set[str] | None = None,
-                   exclude_none: bool = False) -> dict[str, Any]:
+    def model_dump(
+        self, *, mode: str = "python", exclude: set[str] | None = None, exclude_none: bool = False
+    ) -> dict[str, Any]:
         json_mode = mode == "json"
         out: dict[str, Any] = {}
         for name in self.model_fields:
@@ -83,7 +89,8 @@ class Record:
         return core_schema.no_info_plain_validator_function(
             cls.model_validate,
             serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda v, info: v.model_dump(mode=info.mode), info_arg=True),
+                lambda v, info: v.model_dump(mode=info.mode), info_arg=True
+            ),
         )
 
 
@@ -122,10 +129,31 @@ class Task(Record):
 
     # The JSON field order of the pydantic model this replaced (tests and users read it).
     _ORDER: ClassVar[tuple[str, ...]] = (
-        "id", "title", "description", "type", "priority", "status", "labels", "required_capabilities",
-        "dependencies", "lock_paths", "exclusive", "owner", "lease_epoch", "lease_expires_at", "heartbeat_at",
-        "attempts", "max_attempts", "next_run_at", "created_at", "updated_at", "result", "command", "verify",
-        "ai", "activity",
+        "id",
+        "title",
+        "description",
+        "type",
+        "priority",
+        "status",
+        "labels",
+        "required_capabilities",
+        "dependencies",
+        "lock_paths",
+        "exclusive",
+        "owner",
+        "lease_epoch",
+        "lease_expires_at",
+        "heartbeat_at",
+        "attempts",
+        "max_attempts",
+        "next_run_at",
+        "created_at",
+        "updated_at",
+        "result",
+        "command",
+        "verify",
+        "ai",
+        "activity",
     )
 
     def __post_init__(self) -> None:
@@ -136,8 +164,9 @@ class Task(Record):
         """A lease is held on it now (claimed or running); otherwise owner/ai/epoch name the last holder."""
         return self.status in (TaskStatus.CLAIMED, TaskStatus.RUNNING)
 
-    def model_dump(self, *, mode: str = "python", exclude: set[str] | None = None,
-                   exclude_none: bool = False) -> dict[str, Any]:
+    def model_dump(
+        self, *, mode: str = "python", exclude: set[str] | None = None, exclude_none: bool = False
+    ) -> dict[str, Any]:
         """As stored, except `owner`: the holder now, None when no lease is held (released, done, queued…).
 
         `last_owner`, `last_ai`, `last_epoch` name the latest claim's holder, whether it still holds it or not.
@@ -148,8 +177,9 @@ class Task(Record):
             if exclude_none:
                 del out["owner"]
         last = {"last_owner": self.owner, "last_ai": self.ai, "last_epoch": self.lease_epoch or None}
-        out.update({k: v for k, v in last.items()
-                    if not (exclude and k in exclude) and not (exclude_none and v is None)})
+        out.update(
+            {k: v for k, v in last.items() if not (exclude and k in exclude) and not (exclude_none and v is None)}
+        )
         return out
 
 
@@ -224,5 +254,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["AIRecord", "DepNode", "Event", "HeldLock", "Lease", "ReadyEntry", "Record", "Task", "TaskStatus",
-           "ts_to_dt"]
+__all__ = [
+    "AIRecord",
+    "DepNode",
+    "Event",
+    "HeldLock",
+    "Lease",
+    "ReadyEntry",
+    "Record",
+    "Task",
+    "TaskStatus",
+    "ts_to_dt",
+]

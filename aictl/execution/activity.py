@@ -65,10 +65,10 @@ class ActivityWriter:
 
     def _write(self, store: Any, line: str | None) -> None:
         try:
+            from aictl.tasks.fence import write_activity
+
             with store.write() as tx:
-                tx.run("UPDATE tasks SET activity = :a WHERE id = :id AND owner = :owner AND lease_epoch = :epoch"
-                       " AND status IN ('claimed', 'running')",
-                       {"a": line, "id": self.task_id, "owner": self.owner, "epoch": self.epoch})
+                write_activity(tx, self.task_id, self.owner, self.epoch, line)
             self._written = line
             self.writes += 1
         except Exception:  # activity is best effort; the run's result does not depend on it

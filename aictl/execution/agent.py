@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from aictl.tasks.queries import task_row
 
 if TYPE_CHECKING:
     from aictl.agents.connectors import RunContext
@@ -19,21 +21,26 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
                   settings: Settings, policy: PolicyGate | None, limits: dict[str, Any], resume_session: str | None,
                   activity: ActivityWriter | None) -> dict[str, Any]:
     """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget.
-    Returns the record of the skills it gets (evidence), whose files `deliver_skills` writes for the agent."""
+    Returns the record of the skills it gets (evidence); the executor writes their files for the agent."""
+    from aictl.agents.connectors.mcpconfig import AICTL_SERVER, configured_servers
     from aictl.agents.context import (
         TOOLS,
         allowed_tools,
         build_prompt,
         build_system,
     )
+    from aictl.execution import mailbox
     from aictl.execution.skills import run_skills
     from aictl.skills.delivery import mode_for, system_section
 
     with store.read() as tx:
-        row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
-    assert row is not None  # the task is claimed by this run: it exists
+        row = task_row(tx, task.id)
     ctx.ai = ai
     ctx.prompt = build_prompt(task, opts.message, resuming=resume_session is not None)
+    waiting = mailbox.pending(store, task.id)
+    if waiting:  # messages sent while the task was not running: this attempt is their reader
+        ctx.prompt += "\n\n" + mailbox.prompt_section(waiting)
+        mailbox.mark_delivered(store, waiting, task.lease_epoch)
     delivered, record = run_skills(task, ai, settings.project_dir, policy, epoch=task.lease_epoch, store=store)
     ctx.skills = [r.skill for r in delivered]
     section = system_section(ctx.skills, mode_for(ai.connector))
@@ -44,12 +51,54 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
         tools = [t for t in (TOOLS if tools is None else tools) if t in limits["allowed_tools"]]
     ctx.allowed_tools = tools
     ctx.resume_session = resume_session
-    ctx.state_dir = Path(settings.home) / "agents" / ai.id / f"task-{task.id}"
+    ctx.state_dir = settings.project_home / "agents" / ai.id / f"task-{task.id}"
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
     ctx.max_turns = ai.config.get("max_turns")
     ctx.budget_usd = limits.get("max_cost_usd")
     ctx.on_event = activity.on_event if activity is not None else None
+    ctx.mcp_servers = {AICTL_SERVER: task_server(task, opts.owner, settings), **configured_servers(ai.config)}
+    ctx.decide_tool = tool_decider(policy, settings, row, ai, task.lease_epoch)
     return record
+
+
+def tool_decider(policy: PolicyGate | None, settings: Settings, row: dict[str, Any], ai: AIRecord,
+                 epoch: int) -> Callable[[str, str, dict[str, Any]], tuple[bool, str]]:
+    """The policy's `use_tool` for each MCP tool call of the tool loop, with server and tool name; recorded."""
+    from aictl.agents.connectors.mcptools import tool_name
+    from aictl.tasks.service import task_facts
+
+    facts = task_facts(row)
+
+    def decide(server: str, tool: str, args: dict[str, Any]) -> tuple[bool, str]:
+        if policy is None:
+            return True, "no policy"
+        from aictl.policy.records import write_record
+        from aictl.store import open_store
+
+        record = policy.check("use_tool", ai=ai.id, actor=ai.id, ai_labels=list(ai.labels or []), task=facts,
+                              epoch=epoch, context={"tool": tool_name(server, tool), "mcp_server": server,
+                                                    "mcp_tool": tool})
+        store = open_store(settings.resolved_database_url)  # the loop calls from its own thread: its own connection
+        try:
+            with store.write() as tx:
+                write_record(tx, record)
+        finally:
+            store.close()
+        return record.effect == "allow", "; ".join(record.reasons)
+
+    return decide
+
+
+def task_server(task: Task, owner: str, settings: Settings) -> dict[str, Any]:
+    """`aictl mcp serve --task`: the run's own MCP server, bound to this task and lease epoch."""
+    import sys
+
+    env = {"AICTL_DATABASE_URL": settings.resolved_database_url, "AICTL_ACTOR": owner}
+    if settings.project_dir is not None:
+        env["AICTL_PROJECT"] = str(settings.project_dir)
+    return {"command": sys.executable,
+            "args": ["-m", "aictl", "mcp", "serve", "--task", str(task.id), "--epoch", str(task.lease_epoch),
+                     "--owner", owner], "env": env}
 
 
 def usage_record(result: Any, connector: str | None, ai: str | None, model: str | None) -> dict[str, Any]:

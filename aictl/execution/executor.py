@@ -30,6 +30,7 @@ from aictl.domain.errors import (
     UsageError,
 )
 from aictl.execution.outcome import ExecuteOptions, ExecutionReport, Outcome
+from aictl.tasks.queries import live_leases_and_failures, task_row
 
 if TYPE_CHECKING:
     import threading
@@ -75,11 +76,11 @@ class Executor:
                  open_store: Callable[[], Store] | None = None, clock: Callable[[], float] = time.time):
         from aictl.agents.registry import Registry
         from aictl.agents.router import Router
-        from aictl.audit.evidence import EvidenceStore
         from aictl.execution.planner import Planner
         from aictl.execution.record import Recorder
         from aictl.sandbox.workspace import WorkspaceManager
         from aictl.tasks.claims import Claims
+        from aictl.tasks.fence import fenced_evidence
         from aictl.tasks.queries import TaskQueries
 
         project = settings.project_dir
@@ -92,10 +93,10 @@ class Executor:
         self.svc = self.claims.svc
         self.queries = TaskQueries(store, clock=clock)
         self.registry = Registry(store, actor=settings.actor)
-        self.evidence = EvidenceStore(store, settings.home, actor=settings.actor)
+        self.evidence = fenced_evidence(store, settings.home, actor=settings.actor)
         self.planner = Planner(store, claims=self.claims, registry=self.registry, evidence=self.evidence)
         self.recorder = Recorder(store, self.evidence, policy=policy, emit=self.emit)
-        self.workspaces = WorkspaceManager(Path(project), Path(settings.home) / "workspaces")
+        self.workspaces = WorkspaceManager(Path(project), settings.project_home / "workspaces")
         self._open_store = open_store or self._default_open_store
 
     def _default_open_store(self) -> Store:
@@ -243,8 +244,7 @@ class Executor:
         from aictl.tasks.service import task_facts
 
         with self.store.read() as tx:
-            row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
-        assert row is not None  # the task is claimed by this run: it exists
+            row = task_row(tx, task.id)
         sandbox = {"backend": spec.backend, "sandboxed": spec.backend != "local", "network": spec.network,
                    "image": spec.image if spec.backend == "docker" else None}
         record = self.policy.check("execute", ai=opts.ai or opts.owner, actor=opts.owner, task=task_facts(row),
@@ -383,7 +383,7 @@ class Executor:
 def workspace_keep_rule(store: Store) -> Callable[[int, int], bool]:
     """Which workspaces `prune` keeps: live leases of that epoch, and the last attempt of failed tasks."""
     with store.read() as tx:
-        rows = tx.all("SELECT id, status, lease_epoch FROM tasks WHERE status IN ('claimed', 'running', 'failed')")
+        rows = live_leases_and_failures(tx)
     live = {(r["id"], r["lease_epoch"]) for r in rows}
     return lambda task_id, epoch: (task_id, epoch) in live
 

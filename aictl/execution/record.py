@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from aictl.tasks.queries import task_row
+
 if TYPE_CHECKING:
     from aictl.audit.evidence import EvidenceRef, EvidenceStore
     from aictl.domain.models import AIRecord, Task
@@ -128,8 +130,7 @@ class Recorder:
             from aictl.tasks.service import task_facts
 
             with self.store.read() as tx:
-                row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task.id})
-            assert row is not None  # the task is claimed by this run: it exists
+                row = task_row(tx, task.id)
             record, refused = protected_paths(self.policy, task_facts(row), opts.owner, opts.ai, epoch, paths)
             records.append(record)
             if refused:

@@ -9,15 +9,15 @@ whose condition errors counts as matched (fail closed), any other rule as not ma
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from aictl.policy.limits import merge_limits
 from aictl.policy.matching import CompiledRule, RequestView
 from aictl.policy.merge import EffectivePolicy
 from aictl.policy.request import PolicyRequest, Resource, Subject
-from aictl.policy.schema import Effect, Limits
+from aictl.policy.resolve import decide, decide_matched, error_reason
+from aictl.policy.schema import Limits, Sandbox
 
 # The request types live in request.py (matching needs them below the engine); callers import them from here too.
 __all__ = [
@@ -75,16 +75,7 @@ class Explanation(BaseModel):
 def evaluate(policy: EffectivePolicy, request: PolicyRequest) -> Decision:
     started = time.perf_counter()
     resolved = policy.resolve(request.subject.ai)
-    view = RequestView(request, resolved.cel_fields)
-    matched: list[CompiledRule] = []
-    errors: list[str] = []
-    for rule in resolved.rules:
-        ok, _failed, error = rule.check(view)
-        if error is not None:
-            errors.append(_error_reason(rule, error))
-        if ok:
-            matched.append(rule)
-    decision = _decide(resolved.default, matched, errors, resolved.warnings)
+    decision = _decision(decide(resolved, RequestView(request, resolved.cel_fields)))
     decision.eval_ms = (time.perf_counter() - started) * 1000
     return decision
 
@@ -100,7 +91,7 @@ def explain(policy: EffectivePolicy, request: PolicyRequest) -> Explanation:
     for rule in resolved.rules:
         ok, failed, error = rule.check(view)
         if error is not None:
-            errors.append(_error_reason(rule, error))
+            errors.append(error_reason(rule, error))
         if ok:
             matched.append(rule)
         if ok and error is not None:
@@ -123,7 +114,7 @@ def explain(policy: EffectivePolicy, request: PolicyRequest) -> Explanation:
                 condition_error=error,
             )
         )
-    decision = _decide(resolved.default, matched, errors, resolved.warnings)
+    decision = _decision(decide_matched(resolved.default, matched, errors, resolved.warnings))
     decision.eval_ms = (time.perf_counter() - started) * 1000
     return Explanation(
         decision=decision,
@@ -135,31 +126,12 @@ def explain(policy: EffectivePolicy, request: PolicyRequest) -> Explanation:
     )
 
 
-def _error_reason(rule: CompiledRule, error: str) -> str:
-    outcome = "treated as matched (deny fails closed)" if rule.is_deny else "treated as not matched"
-    return f"rule {rule.id}: condition error, {outcome}: {error}"
-
-
-def _decide(default: Effect, matched: list[CompiledRule], errors: list[str], warnings: list[str]) -> Decision:
+def _decision(fields: dict[str, Any]) -> Decision:
     # model_construct: every value here is already valid, and validation would double the decision time.
-    if not matched:
-        reasons = [f"no rule matched; the default is {default.value}", *errors, *warnings]
-        return Decision.model_construct(
-            effect=default.value,
-            matched_rules=[],
-            reasons=reasons,
-            limits=Limits.model_construct(),
-            default_applied=True,
-            eval_ms=0.0,
-        )
-    effect = max((rule.effect for rule in matched), key=lambda e: e.strictness)
-    reasons = [rule.rule.display_reason() for rule in matched if rule.effect is effect]
-    limits = merge_limits(rule.rule.limits for rule in matched if rule.effect is not Effect.deny)
-    return Decision.model_construct(
-        effect=effect.value,
-        matched_rules=[rule.id for rule in matched],
-        reasons=[*reasons, *errors, *warnings],
-        limits=limits,
-        default_applied=False,
-        eval_ms=0.0,
-    )
+    limits = fields["limits"]
+    if limits is None:
+        model = Limits.model_construct()
+    else:
+        box = limits["sandbox"]
+        model = Limits.model_construct(**{**limits, "sandbox": Sandbox.model_construct(**box) if box else None})
+    return Decision.model_construct(**{**fields, "limits": model, "eval_ms": 0.0})

@@ -1,6 +1,7 @@
 """Rules compiled for evaluation: globs to regexes, paths to pathspecs, conditions to CEL programs.
 
-Everything expensive happens once per rule at load time; `CompiledRule.check` is the hot path.
+Globs and paths compile once per rule at load time, a condition on first use (so CEL loads only
+when a rule's other match fields hold); `CompiledRule.check` is the hot path.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from aictl.policy.conditions import VARIABLES, FieldTree, compile_condition, new_activation, project, run_condition
 from aictl.policy.paths import compile_globs, compile_paths, normalize_command, normalize_path
-from aictl.policy.schema import Effect, Rule
+from aictl.policy.vocab import Effect
 
 if TYPE_CHECKING:
     from aictl.policy.request import PolicyRequest
+    from aictl.policy.schema import Rule
 
 
 class RequestView:
@@ -102,6 +104,7 @@ class CompiledRule:
     """One rule ready to match. `scope` is the AI glob of the `ai:` section or per-AI file it came from."""
 
     __slots__ = (
+        "_program",
         "actions",
         "ai",
         "ai_labels",
@@ -110,14 +113,13 @@ class CompiledRule:
         "id",
         "is_deny",
         "paths",
-        "program",
         "rule",
         "scope",
         "task_labels",
         "task_types",
     )
 
-    def __init__(self, rule: Rule, scope: str | None = None):
+    def __init__(self, rule: Rule | Any, scope: str | None = None):
         m = rule.match
         self.rule = rule
         self.id = rule.id
@@ -131,7 +133,13 @@ class CompiledRule:
         self.commands = compile_globs(tuple(m.commands)) if m.commands is not None else None
         self.task_labels = frozenset(m.task_labels) if m.task_labels is not None else None
         self.task_types = frozenset(m.task_types) if m.task_types is not None else None
-        self.program = compile_condition(rule.when) if rule.when is not None else None
+        self._program: Any = None  # compiled on first use: CEL loads only when a condition is reached
+
+    @property
+    def program(self) -> Any:
+        if self._program is None and self.rule.when is not None:
+            self._program = compile_condition(self.rule.when)
+        return self._program
 
     def check(self, view: RequestView) -> tuple[bool, str | None, str | None]:
         """(matched, the first field that failed, condition error). A condition error on a deny rule matches."""
@@ -154,7 +162,7 @@ class CompiledRule:
                     break
             else:
                 return False, "paths", None
-        if self.program is not None:
+        if self.rule.when is not None:
             activation, error = view.activation()
             if error is None:
                 result, error = run_condition(self.program, activation)

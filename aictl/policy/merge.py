@@ -14,7 +14,6 @@ resolved per AI id (and cached). A final rule may only be replaced by a stricter
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
@@ -23,16 +22,21 @@ from typing import Literal
 
 from pydantic import BaseModel, PrivateAttr
 
-from aictl.domain.errors import ConfigError, UsageError
-from aictl.policy.conditions import FieldTree, add_fields, referenced_fields
-from aictl.policy.limits import looser_limits
 from aictl.policy.loader import PolicyIssue, issues_error, load_model_file
-from aictl.policy.matching import CompiledRule
+from aictl.policy.resolve import ResolvedPolicy, resolve_layers
 from aictl.policy.schema import Effect, PolicyFile, PolicySource, Rule
+from aictl.policy.sources import FileLevel, default_global_policy_path, policy_files
 
-FileLevel = Literal["global", "project"]  # where a policy file sits in the hierarchy (per-AI files apart)
-
-_SAFE_AI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]*$")
+# Moved to resolve.py and sources.py (free of pydantic, for the fast gate); importers still find them here.
+__all__ = [
+    "EffectivePolicy",
+    "FileLevel",
+    "PolicyLayer",
+    "ResolvedPolicy",
+    "default_global_policy_path",
+    "load_effective_policy",
+    "merge_policies",
+]
 
 
 class PolicyLayer(BaseModel):
@@ -42,31 +46,6 @@ class PolicyLayer(BaseModel):
     default: Effect | None = None
     default_final: bool = False
     rules: list[Rule]
-
-
-class ResolvedPolicy:
-    """The merged rules for one AI id, compiled for evaluation."""
-
-    __slots__ = ("ai", "cel_fields", "default", "default_source", "rules", "warnings")
-
-    def __init__(
-        self,
-        ai: str | None,
-        default: Effect,
-        default_source: str | None,
-        rules: list[CompiledRule],
-        warnings: list[str],
-    ):
-        self.ai = ai
-        self.default = default
-        self.default_source = default_source
-        self.rules = rules
-        self.warnings = warnings
-        self.cel_fields: FieldTree = {}  # what the conditions select, so a request converts only that
-        for compiled in rules:
-            if compiled.rule.when is not None:
-                for chain in referenced_fields(compiled.rule.when):
-                    add_fields(self.cel_fields, chain)
 
 
 class EffectivePolicy(BaseModel):
@@ -166,26 +145,7 @@ def load_effective_policy(
     only that AI's per-AI file is read and its merged rules are checked now; without it every
     per-AI file is read and each AI's rules are picked at evaluation time.
     """
-    if ai_id is not None and not _SAFE_AI_ID.match(ai_id):
-        raise UsageError(f"invalid AI id {ai_id!r}: use letters, digits and _.@:+-")
-    project_dir = Path(project_dir)
-    candidates: list[tuple[Path, FileLevel]] = []
-    global_file = Path(global_path) if global_path is not None else default_global_policy_path()
-    if global_path is not None and not global_file.is_file():
-        raise ConfigError(
-            f"global policy file {global_file} does not exist",
-            hint="create it, or leave out global_path to use the user config dir",
-        )
-    if global_file.is_file():
-        candidates.append((global_file, "global"))
-    project_file = project_dir / ".ai" / "policy.yaml"
-    if project_file.is_file():
-        candidates.append((project_file, "project"))
-    ai_dir = project_dir / ".ai" / "policies" / "ai"
-    if ai_id is not None:
-        ai_candidates = [ai_dir / f"{ai_id}.yaml"] if (ai_dir / f"{ai_id}.yaml").is_file() else []
-    else:
-        ai_candidates = sorted(ai_dir.glob("*.yaml")) if ai_dir.is_dir() else []
+    candidates, ai_candidates = policy_files(Path(project_dir), global_path=global_path, ai_id=ai_id)
 
     issues: list[PolicyIssue] = []
     loaded: list[PolicyFile] = []
@@ -211,15 +171,6 @@ def load_effective_policy(
         files = sorted({issue.file for issue in issues})
         raise issues_error(", ".join(files), issues, what="policy files" if len(files) > 1 else "policy file")
     return merge_policies(loaded, ai_files=ai_files, ai_id=ai_id, levels=[level for _, level in candidates])
-
-
-def default_global_policy_path() -> Path:
-    """$AICTL_CONFIG_DIR/policy.yaml, else $XDG_CONFIG_HOME/aictl/policy.yaml, else ~/.config/aictl/policy.yaml."""
-    if os.environ.get("AICTL_CONFIG_DIR"):
-        return Path(os.environ["AICTL_CONFIG_DIR"]) / "policy.yaml"
-    if os.environ.get("XDG_CONFIG_HOME"):
-        return Path(os.environ["XDG_CONFIG_HOME"]) / "aictl" / "policy.yaml"
-    return Path.home() / ".config" / "aictl" / "policy.yaml"
 
 
 def _load(path: Path) -> tuple[PolicyFile | None, list[PolicyIssue]]:
@@ -259,51 +210,8 @@ def _check_conflicts(policy: EffectivePolicy) -> None:
 def _resolve(
     layers: list[PolicyLayer], ai: str | None, applies: Callable[[str], bool]
 ) -> tuple[ResolvedPolicy, list[PolicyIssue]]:
-    merged: dict[str, tuple[Rule, str | None]] = {}
-    issues: list[PolicyIssue] = []
-    warnings: list[str] = []
-    default, default_final, default_source = Effect.deny, False, None
-    for layer in layers:
-        if layer.scope is not None and not applies(layer.scope):
-            continue
-        if layer.default is not None:
-            if default_final and layer.default.strictness < default.strictness:
-                message = (
-                    f"default {layer.default.value} loosens the final default {default.value} "
-                    f"set in {default_source}; a later level may only tighten it"
-                )
-                issues.append(PolicyIssue(file=layer.source, message=message))
-                warnings.append(message)
-            else:
-                default, default_source = layer.default, layer.source
-        default_final = default_final or layer.default_final
-        for rule in layer.rules:
-            previous = merged.get(rule.id)
-            if previous is not None and previous[0].final:
-                problems = _loosening(rule, previous[0])
-                if problems:
-                    message = (
-                        f"replaces final rule {rule.id!r} from {previous[0].location} but loosens it "
-                        f"({'; '.join(problems)}); a final rule may only be replaced by a stricter one: "
-                        f"same match and when, an equal or stricter effect, equal or smaller limits"
-                    )
-                    issues.append(PolicyIssue(file=layer.source, line=rule.line, message=message, rule_id=rule.id))
-                    warnings.append(f"rule {rule.id} at {rule.location} ignored: {message}")
-                    continue
-                rule = rule.model_copy(update={"final": True})
-            merged[rule.id] = (rule, layer.scope)
-    compiled = [CompiledRule(rule, scope) for rule, scope in merged.values()]
-    return ResolvedPolicy(ai, default, default_source, compiled, warnings), issues
-
-
-def _loosening(new: Rule, old: Rule) -> list[str]:
-    problems = []
-    if new.effect.strictness < old.effect.strictness:
-        problems.append(f"effect {old.effect.value} -> {new.effect.value}")
-    if new.match != old.match:
-        problems.append("match changed")
-    if new.when != old.when:
-        problems.append("when changed")
-    if new.effect is not Effect.deny:
-        problems += [f"limits: {p}" for p in looser_limits(new.limits, old.limits)]
-    return problems
+    resolved, problems = resolve_layers(layers, ai, applies)
+    issues = [
+        PolicyIssue(file=file, line=line, message=message, rule_id=rule_id) for file, line, message, rule_id in problems
+    ]
+    return resolved, issues

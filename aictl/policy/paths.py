@@ -11,8 +11,6 @@ import posixpath
 import re
 from functools import lru_cache
 
-import pathspec
-
 
 class PathMatcher:
     """gitignore-style patterns (via pathspec) compiled into Python regexes, ~10x faster than PathSpec.match_file.
@@ -20,11 +18,15 @@ class PathMatcher:
     Without negations one alternation answers; with `!pattern`s the last matching pattern decides, as in git.
     """
 
-    __slots__ = ("_any", "_ordered", "match")
+    __slots__ = ("_any", "_ordered", "match", "regexes")
 
-    def __init__(self, patterns: tuple[str, ...]):
-        compiled = pathspec.PathSpec.from_lines("gitignore", patterns).patterns
-        rules = [(p.include, p.regex.pattern) for p in compiled if p.include is not None and p.regex is not None]
+    def __init__(self, patterns: tuple[str, ...], regexes: list[tuple[bool, str]] | None = None):
+        if regexes is None:
+            import pathspec  # only when compiling: a cached policy carries the regexes (see `regexes`)
+
+            compiled = pathspec.PathSpec.from_lines("gitignore", patterns).patterns
+            regexes = [(p.include, p.regex.pattern) for p in compiled if p.include is not None and p.regex is not None]
+        rules = self.regexes = regexes
         self._any: re.Pattern[str] | None = None
         self._ordered: list[tuple[bool, re.Pattern[str]]] | None = None
         if all(include for include, _ in rules):
@@ -41,9 +43,20 @@ class PathMatcher:
         return False
 
 
+_seeded: dict[tuple[str, ...], PathMatcher] = {}
+
+
+def seed_paths(patterns: tuple[str, ...], regexes: list[tuple[bool, str]]) -> None:
+    """Give `compile_paths` the regexes pathspec made for `patterns` earlier (the policy cache stores them)."""
+    _seeded[patterns] = PathMatcher(patterns, regexes)
+
+
 @lru_cache(maxsize=1024)
 def compile_paths(patterns: tuple[str, ...]) -> PathMatcher:
     """A gitignore-style matcher; raises ValueError for a pattern pathspec cannot parse."""
+    seeded = _seeded.get(patterns)
+    if seeded is not None:
+        return seeded
     try:
         return PathMatcher(patterns)
     except Exception as exc:  # noqa: BLE001 - pathspec raises several types for a bad pattern

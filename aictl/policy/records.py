@@ -13,39 +13,38 @@ import hashlib
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from dataclasses import field
 from typing import Any
-
-from pydantic import BaseModel, Field, field_serializer
 
 from aictl.audit.events import append_event, canonical_json
 from aictl.audit.redact import redact
 from aictl.domain.errors import NotFound, UsageError
+from aictl.domain.models import Record
 from aictl.store.base import Store, Tx
 
 
-class DecisionRecord(BaseModel):
+class DecisionRecord(Record):
+    """A plain record (built on every enforced action, so no pydantic); `ts` dumps as ISO-8601 like the model did."""
+
+    _timestamps = ("ts",)
+
     decision_id: str
     ts: float
+    action: str
+    input: dict[str, Any]
+    effect: str
+    eval_ms: float
     ai: str | None = None
     actor: str | None = None
     task_id: int | None = None
     lease_epoch: int | None = None
-    action: str
-    resource: dict[str, Any] = Field(default_factory=dict)
-    input: dict[str, Any]
-    effect: str
-    matched_rules: list[str] = Field(default_factory=list)
-    reasons: list[str] = Field(default_factory=list)
-    limits: dict[str, Any] = Field(default_factory=dict)
-    sources: list[dict[str, Any]] = Field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
+    matched_rules: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    limits: dict[str, Any] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
     policy_digest: str = ""
-    eval_ms: float
     enforced: bool = True
-
-    @field_serializer("ts")
-    def _iso(self, v: float) -> str:
-        return datetime.fromtimestamp(v, tz=UTC).isoformat(timespec="milliseconds")
 
     def digest(self) -> str:
         return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
@@ -59,9 +58,16 @@ def policy_digest(sources: list[dict[str, Any]]) -> str:
 def make_record(
     request: Any, decision: Any, sources: list[dict[str, Any]], *, enforced: bool = True, ts: float | None = None
 ) -> DecisionRecord:
-    """A record from a PolicyRequest and the engine's Decision (input masked before it is stored)."""
+    """A record from a PolicyRequest and the engine's Decision, or the fast gate's plain request and
+    verdict whose limits are a dict (input masked before it is stored)."""
     req = redact(request.model_dump(mode="json"))
-    limits = decision.limits.model_dump(mode="json", exclude_none=True) if decision.limits is not None else {}
+    limits = decision.limits
+    if limits is None:
+        limits = {}
+    elif isinstance(limits, dict):  # as resolve.merged_limit_values gives them: the dump without Nones
+        limits = {k: _without_none(v) for k, v in limits.items() if v is not None}
+    else:
+        limits = limits.model_dump(mode="json", exclude_none=True)
     return DecisionRecord(
         decision_id=uuid.uuid4().hex,
         ts=time.time() if ts is None else ts,
@@ -81,6 +87,10 @@ def make_record(
         eval_ms=round(decision.eval_ms, 4),
         enforced=enforced,
     )
+
+
+def _without_none(value: Any) -> Any:
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
 
 
 def write_record(tx: Tx, record: DecisionRecord) -> None:
@@ -136,7 +146,8 @@ def _from_row(row: dict[str, Any]) -> DecisionRecord:
     for k in ("resource", "input", "matched_rules", "reasons", "limits", "sources"):
         data[k] = json.loads(data[k])
     data["enforced"] = bool(data["enforced"])
-    return DecisionRecord(**data)
+    data["ts"], data["eval_ms"] = float(data["ts"]), float(data["eval_ms"])  # PostgreSQL may give Decimal
+    return DecisionRecord(**{k: data[k] for k in DecisionRecord.model_fields if k in data})
 
 
 class DecisionLog:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,46 +17,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from aictl.policy.conditions import condition_error
 from aictl.policy.paths import compile_paths
 
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
-
-# Actions a rule may name. A new action must be added here before a policy can use it.
-KNOWN_ACTIONS: tuple[str, ...] = (
-    "create",
-    "claim",
-    "heartbeat",
-    "start",
-    "complete",
-    "fail",
-    "release",
-    "cancel",
-    "retry",
-    "execute",
-    "read_path",
-    "write_path",
-    "delete_path",
-    "run_command",
-    "use_tool",
-    "use_skill",
-    "network",
-    "merge",
-    "push",
-    "approve",
-)
+# The fixed words live in vocab.py (free of pydantic, for the fast gate); importers still find them here.
+from aictl.policy.vocab import KNOWN_ACTIONS, SUPPORTED_VERSIONS, Effect
 
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
-
-
-class Effect(str, Enum):
-    allow = "allow"
-    require_approval = "require_approval"
-    deny = "deny"
-
-    @property
-    def strictness(self) -> int:
-        return _STRICTNESS[self]
-
-
-_STRICTNESS = {Effect.allow: 0, Effect.require_approval: 1, Effect.deny: 2}
 
 
 def _check_action(name: str) -> str:
@@ -112,7 +75,9 @@ class Match(_Strict):
 class Sandbox(_Strict):
     backend: Literal["local", "docker"] | None = Field(None, description="docker is stricter than local")
     network: bool | None = Field(None, description="false: no network inside the sandbox")
-    memory_mb: int | None = Field(None, ge=6, description="at most this much memory (the lower of this and the request)")
+    memory_mb: int | None = Field(
+        None, ge=6, description="at most this much memory (the lower of this and the request)"
+    )
 
 
 class Limits(_Strict):
@@ -170,6 +135,9 @@ class Rule(_Strict):
         if self._source is None:
             return "<unknown>"
         return f"{self._source}:{self._line}" if self._line else self._source
+
+    def as_final(self) -> Rule:
+        return self.model_copy(update={"final": True})
 
     def display_reason(self) -> str:
         return self.reason or self.description or f"rule {self.id} ({self.effect.value})"

@@ -22,6 +22,10 @@ class Tx(Protocol):
 
     def one(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None: ...
 
+    def row(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A statement that always yields a row (e.g. RETURNING of a row this transaction holds); StoreError if not."""
+        ...
+
     def run(self, sql: str, params: dict[str, Any] | None = None) -> int: ...
 
 
@@ -48,6 +52,15 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def must_row(row: dict[str, Any] | None, sql: str) -> dict[str, Any]:
+    """The row a statement had to yield; its absence means the store is not what aictl wrote (or a bug)."""
+    if row is None:
+        from aictl.domain.errors import StoreError
+
+        raise StoreError(f"the store returned no row where one must exist: {' '.join(sql.split())[:120]}")
+    return row
 
 
 def is_store_error(e: BaseException) -> bool:

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from aictl.domain.errors import StoreError
-from aictl.store.base import Store
+from aictl.store.base import Store, must_row
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -39,6 +39,9 @@ class PgTx:
     def one(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         cur = self._conn.execute(to_pyformat(sql), params or {})
         return cur.fetchone() if cur.description else None
+
+    def row(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return must_row(self.one(sql, params), sql)
 
     def run(self, sql: str, params: dict[str, Any] | None = None) -> int:
         return self._conn.execute(to_pyformat(sql), params or {}).rowcount

@@ -275,7 +275,26 @@ M0006 = Migration(
     ],
 )
 
-MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006]
+M0007 = Migration(
+    7,
+    "messages between agents: to a task (read by its running attempt, or put into its next prompt) or to an AI",
+    common=[
+        """CREATE TABLE messages (
+            id {pk},
+            to_task_id {bigint},
+            to_ai TEXT,
+            from_task_id {bigint},
+            sender TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at {float} NOT NULL,
+            read_at {float},
+            read_epoch INTEGER
+        )""",
+        "CREATE INDEX ix_messages_to_task ON messages (to_task_id, read_at)",
+    ],
+)
+
+MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006, M0007]
 
 
 def latest_version() -> int:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from aictl.domain.errors import StoreError
-from aictl.store.base import Store
+from aictl.store.base import Store, must_row
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+def _sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class SqliteTx:
@@ -28,6 +33,9 @@ class SqliteTx:
 
     def one(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         return self._conn.execute(sql, params or {}).fetchone()
+
+    def row(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return must_row(self.one(sql, params), sql)
 
     def run(self, sql: str, params: dict[str, Any] | None = None) -> int:
         return self._conn.execute(sql, params or {}).rowcount
@@ -50,6 +58,8 @@ class SqliteStore(Store):
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
+            # The audit chain hashes its first event inside the INSERT (aictl.audit.events).
+            self._conn.create_function("sha256_hex", 1, _sha256_hex, deterministic=True)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite store {path}: {e}") from None
         self.journal_mode = next(iter(mode.values())) if mode else None

@@ -188,6 +188,20 @@ class DaemonRow(SQLModel, table=True):
     info: str = "{}"  # JSON
 
 
+class MessageRow(SQLModel, table=True):
+    __tablename__ = "messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    to_task_id: int | None = None
+    to_ai: str | None = None
+    from_task_id: int | None = None
+    sender: str
+    body: str
+    created_at: float
+    read_at: float | None = None  # None: not read yet (a task's next attempt gets it in its prompt)
+    read_epoch: int | None = None
+
+
 class SchemaMigrationRow(SQLModel, table=True):
     __tablename__ = "schema_migrations"
 

@@ -9,17 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aictl.tasks.service import TaskSpec
+    from aictl.tasks.spec import TaskSpec
 
 SHORT_KEYS = (("locks", "lock_paths"), ("capabilities", "required_capabilities"))
 
 
 def parse_batch(text: str, name: str) -> list[TaskSpec]:
     """TaskSpecs from the text of a batch file; ConfigError names the file, the task and the field."""
-    from pydantic import ValidationError
-
     from aictl.domain.errors import ConfigError
-    from aictl.tasks.service import TaskSpec
+    from aictl.tasks.spec import SpecError, TaskSpec
     from aictl.yamlfile import parse_yaml
 
     data = parse_yaml(text, name)
@@ -30,10 +28,8 @@ def parse_batch(text: str, name: str) -> list[TaskSpec]:
     for i, item in enumerate(items):
         try:
             specs.append(TaskSpec.model_validate(_normalised(item)))
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"{name}: task {i + 1}: {where}: {err['msg']}") from None
+        except SpecError as e:
+            raise ConfigError(f"{name}: task {i + 1}: {e.field}: {e.reason}") from None
     return specs
 
 

@@ -1,6 +1,13 @@
-"""Read-only task queries: get, list, ready (with reasons), dependency trees, held locks, events."""
+"""The one reader of the tasks table: get, list, ready (with reasons), dependency trees, held locks, events.
+
+`TaskQueries` opens its own read transactions. The module functions below take the
+caller's transaction (read or write), so other packages (the CLI, the daemon, the
+AI registry, the executor) read tasks through here instead of writing SQL on them.
+"""
 
 from __future__ import annotations
+
+import builtins
 
 import json
 import time
@@ -70,10 +77,10 @@ class TaskQueries:
     def ready(
         self,
         *,
-        capabilities: list[str] | None = None,
-        labels: list[str] | None = None,
+        capabilities: builtins.list[str] | None = None,
+        labels: builtins.list[str] | None = None,
         limit: int = 20,
-    ) -> list[ReadyEntry]:
+    ) -> builtins.list[ReadyEntry]:
         """Tasks claimable now in claim order, then waiting ones with the reason each waits."""
         now = self.clock()
         with self.store.read() as tx:
@@ -107,7 +114,7 @@ class TaskQueries:
         ]
         return out
 
-    def deps(self, task_id: int) -> list[DepNode]:
+    def deps(self, task_id: int) -> builtins.list[DepNode]:
         """The task's dependencies (transitively) and its dependents (transitively), with status."""
         with self.store.read() as tx:
             if tx.one("SELECT 1 AS x FROM tasks WHERE id = :id", {"id": task_id}) is None:
@@ -127,12 +134,12 @@ class TaskQueries:
                                 direction=direction) for r in rows]
             return out
 
-    def locks(self) -> list[HeldLock]:
+    def locks(self) -> builtins.list[HeldLock]:
         with self.store.read() as tx:
             rows = tx.all("SELECT task_id, pattern, owner, lease_epoch, acquired_at FROM locks ORDER BY task_id, id")
         return [HeldLock(**r) for r in rows]
 
-    def events(self, *, task_id: int | None = None, limit: int | None = None, after_id: int = 0) -> list[Event]:
+    def events(self, *, task_id: int | None = None, limit: int | None = None, after_id: int = 0) -> builtins.list[Event]:
         sql = "SELECT * FROM events WHERE id > :after"
         params: dict[str, Any] = {"after": after_id}
         if task_id is not None:
@@ -202,4 +209,59 @@ def reasons_not_ready(
     return out
 
 
-__all__ = ["TaskQueries", "reasons_not_ready"]
+def task_row(tx: Tx, task_id: int) -> dict[str, Any]:
+    """The task's raw row (NotFound if none): what a policy sees of it is aictl.tasks.txn.task_facts(row)."""
+    row = tx.one("SELECT * FROM tasks WHERE id = :id", {"id": task_id})
+    if row is None:
+        raise NotFound(f"task {task_id} not found", hint="list tasks with: aictl task list")
+    return row
+
+
+def task_rows(tx: Tx, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Raw rows of the given tasks by id (missing ids are left out)."""
+    if not ids:
+        return {}
+    return {r["id"]: r for r in tx.all(f"SELECT * FROM tasks WHERE id IN ({in_list(tx, 'ids')})",
+                                       {"ids": as_json_list(ids)})}
+
+
+def claimable_rows(tx: Tx, where: str, params: dict[str, Any], *, limit: int, columns: str = "t.*") -> list[dict[str, Any]]:
+    """Rows matching a claimable_where clause (alias t), in claim order."""
+    return tx.all(f"SELECT {columns} FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT {int(limit)}", params)
+
+
+def queued_due(tx: Tx, now: float) -> tuple[bool, float | None]:
+    """Is some queued task due now (no backoff pending)? If not, when the earliest backoff ends (or None)."""
+    if tx.one("SELECT id FROM tasks WHERE status = 'queued' AND (next_run_at IS NULL OR next_run_at <= :now)"
+              " LIMIT 1", {"now": now}) is not None:
+        return True, None
+    due = tx.one("SELECT MIN(next_run_at) AS due FROM tasks WHERE status = 'queued' AND next_run_at > :now",
+                 {"now": now})
+    return False, (due["due"] if due and due["due"] is not None else None)
+
+
+def live_leases_and_failures(tx: Tx) -> list[dict[str, Any]]:
+    """(id, status, lease_epoch) of claimed, running and failed tasks (which workspaces prune keeps)."""
+    return tx.all(f"SELECT id, status, lease_epoch FROM tasks WHERE status IN {HELD[:-1]}, 'failed')")
+
+
+def any_lease_expired(tx: Tx, now: float) -> bool:
+    """Has some claimed or running task's lease run out? (cheap: the lease-expiry index)."""
+    return tx.one(f"SELECT id FROM tasks WHERE status IN {HELD} AND lease_expires_at < :now LIMIT 1",
+                  {"now": now}) is not None
+
+
+def held_by_ai(tx: Tx, ai: str) -> list[int]:
+    """Ids of the tasks an AI holds (claimed or running), in id order."""
+    return [r["id"] for r in tx.all(f"SELECT id FROM tasks WHERE ai = :ai AND status IN {HELD} ORDER BY id",
+                                    {"ai": ai})]
+
+
+def held_counts_by_ai(tx: Tx) -> dict[str, int]:
+    """Tasks held (claimed or running) per AI."""
+    return {r["ai"]: r["n"] for r in tx.all(
+        f"SELECT ai, COUNT(*) AS n FROM tasks WHERE status IN {HELD} AND ai IS NOT NULL GROUP BY ai")}
+
+
+__all__ = ["TaskQueries", "any_lease_expired", "claimable_rows", "held_by_ai", "held_counts_by_ai",
+           "live_leases_and_failures", "queued_due", "reasons_not_ready", "task_row", "task_rows"]

@@ -13,6 +13,8 @@ awaiting approval) the firing is skipped and recorded as such.
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import time
 from typing import Any, Callable
@@ -94,7 +96,7 @@ class ScheduleService:
                 if tx.one("SELECT 1 AS x FROM tasks WHERE id = :id", {"id": int(d)}) is None:
                     raise NotFound(f"task {d} not found (named in depends_on)", hint="list tasks with: aictl task list")
             next_at = expr.next_after(now)
-            row = tx.one("INSERT INTO schedules (cron, spec, enabled, next_at, created_at, updated_at)"
+            row = tx.row("INSERT INTO schedules (cron, spec, enabled, next_at, created_at, updated_at)"
                          " VALUES (:cron, :spec, 1, :next, :now, :now) RETURNING *",
                          {"cron": expr.text, "spec": canonical_json(body), "next": next_at, "now": now})
             self._event(tx, now, "schedule_create", row["id"], after={"enabled": True}, cron=expr.text,
@@ -134,7 +136,7 @@ class ScheduleService:
                 raise Conflict(f"cannot {verb} schedule {schedule_id}: it is already {'active' if enabled else 'paused'}",
                                hint=f"see it with: aictl schedule get {schedule_id}")
             next_at = cronlib.parse(cur["cron"]).next_after(now) if enabled else cur["next_at"]
-            row = tx.one("UPDATE schedules SET enabled = :e, next_at = :n, updated_at = :now WHERE id = :id"
+            row = tx.row("UPDATE schedules SET enabled = :e, next_at = :n, updated_at = :now WHERE id = :id"
                          " RETURNING *", {"e": int(enabled), "n": next_at, "now": now, "id": schedule_id})
             self._event(tx, now, f"schedule_{verb}", schedule_id, before={"enabled": not enabled},
                         after={"enabled": enabled}, next_at=next_at if enabled else None)
@@ -156,7 +158,7 @@ class ScheduleService:
 
     # -- the sweep ----------------------------------------------------------------------
 
-    def fire_due(self, now: float | None = None) -> list[int]:
+    def fire_due(self, now: float | None = None) -> builtins.list[int]:
         """Fire every schedule due at `now` (default: the clock); return the ids of the tasks created."""
         now = self.clock() if now is None else now
         tasks = TaskService(self.store, self.settings, clock=lambda: now, policy=self.policy)

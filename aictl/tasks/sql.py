@@ -18,7 +18,22 @@ def as_json_list(values: Iterable[Any]) -> str:
     return json.dumps(list(values), separators=(",", ":"))
 
 
-def row_to_task(row: dict[str, Any], deps: list[int]) -> Task:
+def deps_column(tx: Tx, table: str = "tasks") -> str:
+    """A column `deps`: the row's dependency ids as "1,5,9", so one statement returns a whole task."""
+    agg = ("group_concat(depends_on)" if tx.dialect == "sqlite"
+           else "string_agg(CAST(depends_on AS TEXT), ',')")
+    return f"(SELECT {agg} FROM task_deps WHERE task_id = {table}.id) AS deps"
+
+
+def returning_task(tx: Tx) -> str:
+    """RETURNING clause of a tasks UPDATE/INSERT: the new row and its dependencies."""
+    return f"RETURNING *, {deps_column(tx)}"
+
+
+def row_to_task(row: dict[str, Any], deps: list[int] | None = None) -> Task:
+    """A Task from a row; its dependencies from `deps`, else from the row's `deps` column."""
+    if deps is None:
+        deps = sorted(int(d) for d in row["deps"].split(",")) if row.get("deps") else []
     return Task(
         id=row["id"],
         title=row["title"],

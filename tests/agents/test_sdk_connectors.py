@@ -10,7 +10,6 @@ import importlib
 import json
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +18,8 @@ import pytest
 from aictl.agents.connectors.base import RunContext
 from aictl.domain.models import AIRecord
 from aictl.sandbox import SandboxSpec, get_sandbox
+from tests.agents.sdk_variants import ANTHROPIC, CHAT, KEYS, VARIANTS, Variant
 from tests.fakeprovider import FakeProvider, error, reply, tool
-
-KEYS = {"ANTHROPIC_API_KEY": "sk-ant-test-KEYVALUE-0001", "OPENAI_API_KEY": "sk-test-KEYVALUE-0002",
-        "OLLAMA_TEST_KEY": "ollama-test-KEYVALUE-0003"}
-
-
-@dataclass(frozen=True)
-class Variant:
-    connector: str
-    model: str
-    config: dict
-    protocol: str  # as the fake provider records it
-    key_env: str
-    module: str
-
-
-ANTHROPIC = Variant("anthropic", "claude-haiku-4-5", {}, "anthropic", "ANTHROPIC_API_KEY", "anthropic_api")
-CHAT = Variant("openai", "gpt-4.1-mini", {"api": "chat"}, "openai-chat", "OPENAI_API_KEY", "openai_api")
-RESPONSES = Variant("openai", "gpt-4.1-mini", {"api": "responses"}, "openai-responses", "OPENAI_API_KEY", "openai_api")
-# Ollama needs no key by default; a hosted one takes a bearer token from the variable config names.
-OLLAMA = Variant("ollama", "llama3.2:3b", {"api_key_env": "OLLAMA_TEST_KEY"}, "ollama", "OLLAMA_TEST_KEY", "ollama_api")
-VARIANTS = [pytest.param(v, id=v.protocol) for v in (ANTHROPIC, CHAT, RESPONSES, OLLAMA)]
 
 # 250 input and 30 output tokens over the two turns of the edit script, at the built-in list prices.
 EDIT_COST = {"anthropic": 250 * 1.0e-6 + 30 * 5.0e-6, "openai-chat": 250 * 0.4e-6 + 30 * 1.6e-6,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.agents.test_sdk_connectors import KEYS, VARIANTS, Variant
+from tests.agents.sdk_variants import KEYS, VARIANTS, Variant
 from tests.fakeprovider import error, reply, tool
 
 # 2200 input and 25 output tokens, at the list prices of the models the variants use.
@@ -60,7 +60,8 @@ def test_task_execute_lands_the_file_diff_transcript_and_usage(fake_provider, gi
     run = json.loads(found["run"])
     assert run["ok"] and run["connector"] == v.connector
     calls = fake_provider.calls(v.protocol)
-    assert len(calls) == 2 and calls[0].tools == ["read_file", "write_file", "list_files", "run_command"]
+    assert len(calls) == 2 and calls[0].tools[:4] == ["read_file", "write_file", "list_files", "run_command"]
+    assert {"mcp__aictl__report_progress", "mcp__aictl__create_subtasks"} <= set(calls[0].tools)  # the task server
     assert "create hello.txt containing hi" in json.dumps(calls[0].body)  # the task became the prompt
     assert KEYS[v.key_env] not in "".join(found.values())
 

@@ -8,8 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.agents.test_sdk_connectors import ANTHROPIC, CHAT, KEYS, system_of, tool_results_of
+from tests.agents.sdk_variants import ANTHROPIC, CHAT, KEYS
 from tests.fakeprovider import reply, tool
+
+
+# What the model was sent (the two protocols these tests use).
+def system_of(v, body: dict) -> str:
+    return body["system"] if v.protocol == "anthropic" else body["messages"][0]["content"]
+
+
+def tool_results_of(v, body: dict) -> list[str]:
+    if v.protocol == "anthropic":
+        return [
+            b["content"]
+            for m in body["messages"]
+            if m["role"] == "user" and isinstance(m["content"], list)
+            for b in m["content"]
+            if b["type"] == "tool_result"
+        ]
+    return [m["content"] for m in body["messages"] if m["role"] == "tool"]
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import pytest
 
 from aictl.audit.evidence import EvidenceStore, EvidenceTampered, parse_junit
 from aictl.domain.errors import LeaseLost
+from aictl.tasks.fence import check_fence
 from aictl.tasks.service import TaskSpec
 
 JUNIT = b"""<?xml version="1.0"?><testsuites><testsuite name="s" tests="5" failures="1" errors="0" skipped="1">
@@ -16,7 +17,7 @@ JUNIT = b"""<?xml version="1.0"?><testsuites><testsuite name="s" tests="5" failu
 
 @pytest.fixture
 def ev(services, tmp_path):
-    return EvidenceStore(services.store, tmp_path / "home", actor="tester")
+    return EvidenceStore(services.store, tmp_path / "home", actor="tester", fence=check_fence)
 
 
 def test_put_get_list_and_event(services, ev):

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from aictl.agents.connectors import ConnectorResult, register
-from aictl.cli.main import main
 
 
 class Scripted:
@@ -37,20 +36,8 @@ def scripted(git_project):
     _FACTORIES.pop("scripted", None)
 
 
-def run(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def j(capsys, *args):
-    code, out, err = run(capsys, *args, "-o", "json")
-    assert code == 0, err
-    return json.loads(out)
-
-
-def execute(capsys, *args):
-    code, out, err = run(capsys, "task", "execute", *args, "-o", "json")
+def execute(cli, *args):
+    code, out, err = cli("task", "execute", *args, "-o", "json")
     lines = [json.loads(x) for x in out.splitlines() if x.strip()]
     return code, lines, err
 
@@ -85,28 +72,28 @@ def rate_limited(retry_in: float = 120):
     return act
 
 
-def register_ai(capsys, ai_id, *args):
-    j(capsys, "ai", "register", ai_id, "--connector", "scripted", *args)
+def register_ai(j, ai_id, *args):
+    j("ai", "register", ai_id, "--connector", "scripted", *args)
 
 
-def create(capsys, *args) -> int:
-    return j(capsys, "task", "create", *args)["id"]
+def create(j, *args) -> int:
+    return j("task", "create", *args)["id"]
 
 
-def evidence(capsys, tid, kind):
-    refs = [e for e in j(capsys, "task", "evidence", str(tid)) if e["kind"] == kind]
-    return [json.loads(run(capsys, "audit", "evidence", e["digest"])[1]) for e in refs]
+def evidence(cli, j, tid, kind):
+    refs = [e for e in j("task", "evidence", str(tid)) if e["kind"] == kind]
+    return [json.loads(cli("audit", "evidence", e["digest"])[1]) for e in refs]
 
 
-def test_routed_run_gets_its_context_and_leaves_usage_and_activity(scripted, git_project, capsys):
-    register_ai(capsys, "a1", "-c", "code", "--config", "max_turns=7")
-    tid = create(capsys, "Fix login", "-d", "Users cannot log in.", "--lock", "src/**", "-c", "code",
+def test_routed_run_gets_its_context_and_leaves_usage_and_activity(scripted, git_project, cli, j):
+    register_ai(j, "a1", "-c", "code", "--config", "max_turns=7")
+    tid = create(j, "Fix login", "-d", "Users cannot log in.", "--lock", "src/**", "-c", "code",
                  "--verify", "test -f src/login.py", "-l", "auth")
     skill_dir = git_project / ".ai" / "skills" / "auth"
     skill_dir.mkdir(parents=True)
     (skill_dir / "SKILL.md").write_text("---\nname: auth\ndescription: how auth works\nlabels: [auth]\n---\nUse bcrypt.\n")
     scripted.script = [writes("src/login.py")]
-    code, lines, err = execute(capsys, str(tid))
+    code, lines, err = execute(cli, str(tid))
     rep = report_of(lines)
     assert code == 0 and rep["outcome"] == "done" and rep["ai"] == "a1" and rep["connector"] == "scripted", err
     assert rep["changed_paths"] == ["src/login.py"]
@@ -118,121 +105,121 @@ def test_routed_run_gets_its_context_and_leaves_usage_and_activity(scripted, git
     assert ctx.state_dir == git_project / ".ai" / "agents" / "a1" / f"task-{tid}" and ctx.state_dir.is_dir()
     agent = [x["event"]["type"] for x in lines if x.get("type") == "agent"]
     assert agent == ["init", "tool_call", "message"]
-    (usage,) = evidence(capsys, tid, "usage")
+    (usage,) = evidence(cli, j, tid, "usage")
     assert usage["tokens"] == {"input": 1200, "output": 300, "cache_read": 50, "total": 1550}
     assert usage["turns"] == 3 and usage["cost_usd"] == 0.0123 and usage["model"] == "m1" and usage["ai"] == "a1"
-    (run_json,) = evidence(capsys, tid, "run")
+    (run_json,) = evidence(cli, j, tid, "run")
     assert run_json["session_id"] == "sess-1" and run_json["ai"] == "a1"
-    task = j(capsys, "task", "get", str(tid))
+    task = j("task", "get", str(tid))
     assert task["ai"] == "a1" and task["activity"] == "wrote src/login.py"
-    claim = [e for e in j(capsys, "audit", "log", "--task", str(tid)) if e["action"] == "claim"][0]
+    claim = [e for e in j("audit", "log", "--task", str(tid)) if e["action"] == "claim"][0]
     assert claim["data"]["ai"] == "a1"
 
 
-def test_rate_limited_routed_ai_is_paused_and_the_next_ai_takes_the_task_at_once(scripted, capsys):
-    register_ai(capsys, "a1")
-    register_ai(capsys, "a2")
-    tid = create(capsys, "t", "--lock", "src/**", "--max-attempts", "1")
+def test_rate_limited_routed_ai_is_paused_and_the_next_ai_takes_the_task_at_once(scripted, cli, j):
+    register_ai(j, "a1")
+    register_ai(j, "a2")
+    tid = create(j, "t", "--lock", "src/**", "--max-attempts", "1")
     scripted.script = [rate_limited(), writes("src/t.py")]
-    code, lines, err = execute(capsys, str(tid))
+    code, lines, err = execute(cli, str(tid))
     rep = report_of(lines)
     assert code == 0 and rep["outcome"] == "done" and rep["ai"] == "a2", err
     assert [c.ai.id for c in scripted.runs] == ["a1", "a2"]
-    a1 = j(capsys, "ai", "get", "a1")
+    a1 = j("ai", "get", "a1")
     assert a1["paused_until"] > time.time() + 60 and "rate_limit: 429" in a1["pause_reason"]
     assert [x["ai"] for x in lines if x.get("type") == "ai_paused"] == ["a1"]
-    actions = [e["action"] for e in j(capsys, "audit", "log", "--task", str(tid)) if e["action"] != "decision"]
+    actions = [e["action"] for e in j("audit", "log", "--task", str(tid)) if e["action"] != "decision"]
     assert actions[:3] == ["create", "claim", "start"] and "release" in actions and actions[-1] == "complete"
-    assert j(capsys, "task", "get", str(tid))["attempts"] == 0  # a release burns no attempt (max_attempts was 1)
-    code, out, err = run(capsys, "route", str(tid), "-o", "json")
+    assert j("task", "get", str(tid))["attempts"] == 0  # a release burns no attempt (max_attempts was 1)
+    code, out, err = cli("route", str(tid), "-o", "json")
     route = json.loads(out)
     assert any(r.startswith("rate-limited until") for r in route["candidates"][-1]["reasons"])
 
 
-def test_rate_limit_of_a_pinned_ai_fails_the_attempt_as_transient(scripted, capsys):
-    register_ai(capsys, "a1")
-    register_ai(capsys, "a2")
-    tid = create(capsys, "t", "--lock", "src/**")
+def test_rate_limit_of_a_pinned_ai_fails_the_attempt_as_transient(scripted, cli, j):
+    register_ai(j, "a1")
+    register_ai(j, "a2")
+    tid = create(j, "t", "--lock", "src/**")
     scripted.script = [rate_limited(retry_in=0)]
-    code, lines, _ = execute(capsys, str(tid), "--ai", "a1")
+    code, lines, _ = execute(cli, str(tid), "--ai", "a1")
     rep = report_of(lines)
     assert code == 1 and rep["outcome"] == "retrying" and rep["task"]["status"] == "queued"
     assert rep["task"]["attempts"] == 1 and "a1 is rate-limited until" in rep["reason"]
-    a1 = j(capsys, "ai", "get", "a1")
+    a1 = j("ai", "get", "a1")
     assert 50 < a1["paused_until"] - time.time() <= 60  # no reset time given: the default pause
     assert len(scripted.runs) == 1
 
 
-def test_executor_releases_and_reports_released(scripted, git_project, capsys):
+def test_executor_releases_and_reports_released(scripted, git_project, cli, j):
     from aictl.config import load_settings
     from aictl.execution.executor import ExecuteOptions, Executor
     from aictl.policy.gate import load_gate
     from aictl.store import open_store
 
-    register_ai(capsys, "a1")
-    tid = create(capsys, "t", "--lock", "src/**")
+    register_ai(j, "a1")
+    tid = create(j, "t", "--lock", "src/**")
     scripted.script = [rate_limited()]
     settings = load_settings(git_project)
     with open_store(settings.resolved_database_url) as store:
         report = Executor(store, settings, policy=load_gate(git_project)).execute(tid, ExecuteOptions(owner="d1"))
     assert report.outcome == "released" and report.task.status == "queued" and report.workspace is None
     assert "released for another AI" in report.reason
-    code, _, err = run(capsys, "task", "execute", str(tid))
+    code, _, err = cli("task", "execute", str(tid))
     assert code == 3 and f"no AI can take task {tid}: a1: rate-limited until" in err
 
 
-def test_no_eligible_ai_names_every_reason_and_claims_nothing(scripted, capsys):
-    register_ai(capsys, "a1", "-c", "code")
-    register_ai(capsys, "a2", "-c", "gpu")
-    j(capsys, "ai", "pause", "a2", "--for", "1h", "--reason", "usage limit")
-    tid = create(capsys, "train", "-c", "gpu")
-    code, out, err = run(capsys, "task", "execute", str(tid))
+def test_no_eligible_ai_names_every_reason_and_claims_nothing(scripted, cli, j):
+    register_ai(j, "a1", "-c", "code")
+    register_ai(j, "a2", "-c", "gpu")
+    j("ai", "pause", "a2", "--for", "1h", "--reason", "usage limit")
+    tid = create(j, "train", "-c", "gpu")
+    code, out, err = cli("task", "execute", str(tid))
     assert code == 3
     assert f"no AI can take task {tid}: a1: missing capability gpu; a2: rate-limited until" in err
     assert "(usage limit)" in err and f"aictl route {tid}" in err
-    assert j(capsys, "task", "get", str(tid))["status"] == "queued" and not scripted.runs
+    assert j("task", "get", str(tid))["status"] == "queued" and not scripted.runs
 
 
-def test_pinned_ai_that_cannot_take_the_task_is_refused_with_reasons(scripted, capsys):
-    register_ai(capsys, "a1", "-c", "docs")
-    tid = create(capsys, "x", "-c", "code", "-l", "ai:other")
-    code, out, err = run(capsys, "task", "execute", str(tid), "--ai", "a1")
+def test_pinned_ai_that_cannot_take_the_task_is_refused_with_reasons(scripted, cli, j):
+    register_ai(j, "a1", "-c", "docs")
+    tid = create(j, "x", "-c", "code", "-l", "ai:other")
+    code, out, err = cli("task", "execute", str(tid), "--ai", "a1")
     assert code == 4 and "AI a1 cannot take task" in err and "missing capability code" in err
-    assert "task wants ai:other" in err and j(capsys, "task", "get", str(tid))["status"] == "queued"
+    assert "task wants ai:other" in err and j("task", "get", str(tid))["status"] == "queued"
 
 
-def test_command_tasks_still_run_their_command_without_an_ai(scripted, capsys):
-    register_ai(capsys, "a1")
-    tid = create(capsys, "fmt", "--lock", "src/**", "--command", "echo x > src/x.py")
-    code, lines, _ = execute(capsys, str(tid))
+def test_command_tasks_still_run_their_command_without_an_ai(scripted, cli, j):
+    register_ai(j, "a1")
+    tid = create(j, "fmt", "--lock", "src/**", "--command", "echo x > src/x.py")
+    code, lines, _ = execute(cli, str(tid))
     rep = report_of(lines)
     assert code == 0 and rep["connector"] == "command" and rep["ai"] is None and not scripted.runs
 
 
-def test_resume_continues_the_last_session_on_the_same_ai(scripted, capsys):
-    register_ai(capsys, "a1")
-    tid = create(capsys, "t", "--lock", "src/**", "--max-attempts", "1")
-    code, _, err = run(capsys, "task", "execute", str(tid), "--resume")
+def test_resume_continues_the_last_session_on_the_same_ai(scripted, cli, j):
+    register_ai(j, "a1")
+    tid = create(j, "t", "--lock", "src/**", "--max-attempts", "1")
+    code, _, err = cli("task", "execute", str(tid), "--resume")
     assert code == 2 and "no earlier agent session" in err
     scripted.script = [writes("src/t.py", ok=False, error="gave up", session_id="sess-42")]
-    assert execute(capsys, str(tid))[0] == 1
-    j(capsys, "task", "retry", str(tid))
-    register_ai(capsys, "a0")  # idle and never used: the router would pick it, but the session lives in a1
+    assert execute(cli, str(tid))[0] == 1
+    j("task", "retry", str(tid))
+    register_ai(j, "a0")  # idle and never used: the router would pick it, but the session lives in a1
     scripted.script = [writes("src/t.py")]
-    code, lines, err = execute(capsys, str(tid), "--resume", "-m", "use the other API")
+    code, lines, err = execute(cli, str(tid), "--resume", "-m", "use the other API")
     assert code == 0 and report_of(lines)["ai"] == "a1", err
     ctx = scripted.runs[-1]
     assert ctx.resume_session == "sess-42" and ctx.prompt == "use the other API"
     assert ctx.state_dir == scripted.runs[0].state_dir  # the agent's state persists across attempts
 
 
-def test_activity_writes_are_throttled_and_fenced(git_project, capsys):
+def test_activity_writes_are_throttled_and_fenced(git_project, cli, j):
     from aictl.config import load_settings
     from aictl.execution.activity import ActivityWriter
     from aictl.store import open_store
     from aictl.tasks.service import TaskService
 
-    tid = create(capsys, "t")
+    tid = create(j, "t")
     settings = load_settings(git_project)
     open_ = lambda: open_store(settings.resolved_database_url)  # noqa: E731
     with open_() as store:
@@ -245,8 +232,8 @@ def test_activity_writes_are_throttled_and_fenced(git_project, capsys):
         writer.finish()
         assert len(seen) == 50 and seen[0]["type"] == "agent" and seen[0]["task_id"] == tid
         assert 1 <= writer.writes <= 2
-        assert j(capsys, "task", "get", str(tid))["activity"] == "run: step 49"
+        assert j("task", "get", str(tid))["activity"] == "run: step 49"
         stale = ActivityWriter(open_, tid, "w", claim.lease.lease_epoch + 1, seen.append)
         stale.on_event({"type": "message", "text": "late worker"})
         stale.finish()
-        assert j(capsys, "task", "get", str(tid))["activity"] == "run: step 49"
+        assert j("task", "get", str(tid))["activity"] == "run: step 49"

@@ -10,6 +10,7 @@ from aictl.audit.evidence import EvidenceStore
 from aictl.domain.errors import PolicyDenied
 from aictl.policy.gate import load_gate
 from aictl.policy.records import DecisionLog
+from aictl.tasks.fence import check_fence
 from aictl.tasks.service import TaskService, TaskSpec
 
 POLICY = """
@@ -95,7 +96,7 @@ def test_require_approval_at_start_refuses_and_rolls_back(gated):
 
 def test_completion_requires_a_passing_test_report(gated, tmp_path):
     svc, log, b = gated
-    ev = EvidenceStore(b.store, tmp_path / "home")
+    ev = EvidenceStore(b.store, tmp_path / "home", fence=check_fence)
     t = svc.create(TaskSpec(title="fix", type="bugfix"))
     r = svc.claim("bot")
     epoch = r.lease.lease_epoch

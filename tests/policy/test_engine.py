@@ -81,7 +81,7 @@ def test_limits_merge_to_the_strictest_of_matched_allow_and_approval_rules():
         "max_attempts": 4,
         "allowed_tools": ["Read", "Bash"],
         "require_evidence": ["diff", "test_report"],
-        "sandbox": {"backend": "docker", "network": False},
+        "sandbox": {"backend": "docker", "network": False, "memory_mb": None},
     }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from aictl.domain.errors import CycleError, IllegalTransition, LeaseLost, LockConflict, NotFound, UsageError
@@ -31,6 +29,8 @@ def test_lifecycle_writes_one_event_per_transition(services):
     ev = b.q.events(task_id=t.id)
     assert ev[1].before == {"status": "queued"} and ev[1].after["status"] == "claimed"
     assert ev[1].actor == "w1" and ev[1].lease_epoch == 1
+    # each event names the status the task had before its change (read in the same statement on PostgreSQL)
+    assert [e.before for e in ev[2:]] == [{"status": "claimed"}, {"status": "running"}]
 
 
 def test_claim_order_priority_then_age(services):
@@ -43,11 +43,11 @@ def test_claim_order_priority_then_age(services):
     assert b.svc.claim("w") is None
 
 
-def test_stale_epoch_is_rejected_and_names_the_winner(services):
-    b = services.make(lease_ttl=0.2)
+def test_stale_epoch_is_rejected_and_names_the_winner(clocked):
+    b = clocked(lease_ttl=60)
     t = b.svc.create(spec())
     first = b.svc.claim("old")
-    time.sleep(0.3)
+    b.clock.advance(61)
     second = b.svc.claim("new")  # reaps the expired lease, then claims again
     assert second.task.id == t.id and second.lease.lease_epoch == first.lease.lease_epoch + 1
     with pytest.raises(LeaseLost) as e:
@@ -65,11 +65,13 @@ def test_stale_epoch_is_rejected_and_names_the_winner(services):
     assert expired.before == {"status": "claimed"} and expired.after["status"] == "queued"
 
 
-def test_expired_but_unreaped_lease_reports_expiry(services):
-    b = services.make(lease_ttl=0.1)
+def test_expired_but_unreaped_lease_reports_expiry(clocked):
+    b = clocked(lease_ttl=60)
     t = b.svc.create(spec())
     r = b.svc.claim("w")
-    time.sleep(0.2)
+    b.clock.advance(59)
+    assert b.svc.reap() == []  # not yet: a lease holds until its expiry
+    b.clock.advance(2)
     assert [x.id for x in b.svc.reap()] == [t.id]
     with pytest.raises(LeaseLost, match="expired"):
         b.svc.complete(t.id, "w", r.lease.lease_epoch)
@@ -83,24 +85,25 @@ def test_wrong_owner_same_epoch_rejected(services):
         b.svc.complete(t.id, "mallory", 1)
 
 
-def test_heartbeat_extends_lease(services):
-    b = services.make(lease_ttl=0.3)
+def test_heartbeat_extends_lease(clocked):
+    b = clocked(lease_ttl=60)
     t = b.svc.create(spec())
     r = b.svc.claim("w")
     for _ in range(4):
-        time.sleep(0.15)
+        b.clock.advance(30)
         lease = b.svc.heartbeat(t.id, "w", r.lease.lease_epoch)
+    assert lease.lease_expires_at == b.clock.now + 60
     assert lease.lease_expires_at > r.lease.lease_expires_at
     assert b.svc.reap() == []
     assert b.q.get(t.id).status == "claimed"
 
 
-def test_reap_to_failed_after_max_attempts(services):
-    b = services.make(lease_ttl=0.05)
+def test_reap_to_failed_after_max_attempts(clocked):
+    b = clocked(lease_ttl=60)
     t = b.svc.create(spec(max_attempts=2))
     for attempt in (1, 2):
         assert b.svc.claim("w") is not None
-        time.sleep(0.1)
+        b.clock.advance(61)
         reaped = b.svc.reap()
         assert reaped[0].attempts == attempt
     assert b.q.get(t.id).status == "failed"
@@ -205,14 +208,14 @@ def test_overlapping_locks_cannot_be_held_together(services):
 
 
 @pytest.mark.parametrize("exit_path", ["complete", "fail", "release", "cancel", "expire"])
-def test_locks_freed_on_every_exit_path(services, exit_path):
-    b = services.make(lease_ttl=0.2)
+def test_locks_freed_on_every_exit_path(clocked, exit_path):
+    b = clocked(lease_ttl=60)
     a = b.svc.create(spec("a", lock_paths=["src/**"]))
     c = b.svc.create(spec("c", lock_paths=["src/x.py"]))
     r = b.svc.claim("w")
     assert b.svc.claim("v") is None
     if exit_path == "expire":
-        time.sleep(0.3)
+        b.clock.advance(61)
     else:
         {"complete": lambda: b.svc.complete(a.id, "w", 1), "fail": lambda: b.svc.fail(a.id, "w", 1),
          "release": lambda: b.svc.release(a.id, "w", 1), "cancel": lambda: b.svc.cancel(a.id)}[exit_path]()
@@ -249,15 +252,17 @@ def test_capabilities_and_labels_of_the_claimer(services):
     assert b.svc.claim("w", labels=["frontend"]) is None
 
 
-def test_retryable_failure_backs_off(services):
-    b = services.make(backoff_base=30.0, backoff_max=60.0)
+def test_retryable_failure_backs_off(clocked):
+    b = clocked(backoff_base=30.0, backoff_max=60.0)
     t = b.svc.create(spec(max_attempts=3))
     r = b.svc.claim("w")
     failed = b.svc.fail(t.id, "w", r.lease.lease_epoch, reason="timeout", retryable=True)
     assert failed.status == "queued" and failed.attempts == 1
-    assert 15 <= failed.next_run_at - time.time() <= 31
+    assert 15 <= failed.next_run_at - b.clock.now <= 30
     assert b.svc.claim("w") is None
     assert any("retry backoff until" in r for r in next(e for e in b.q.ready() if e.id == t.id).reasons)
+    b.clock.advance(failed.next_run_at - b.clock.now)
+    assert b.svc.claim("w").task.id == t.id  # due again once the backoff has passed
 
 
 def test_non_retryable_failure_is_final(services):
@@ -302,3 +307,23 @@ def test_deps_tree(services):
     nodes = {(n.direction, n.id, n.depth) for n in b.q.deps(c.id)}
     assert nodes == {("dependency", a.id, 1), ("dependent", d.id, 1)}
     assert {(n.id, n.depth) for n in b.q.deps(d.id)} == {(c.id, 1), (a.id, 2)}
+
+
+def test_claim_and_complete_cost_few_statements(services, monkeypatch):
+    """Round trips are the store cost of a claim: a plain claim+complete sends this many statements, no more."""
+    from aictl.store.postgres import PgTx
+    from aictl.store.sqlite import SqliteTx
+
+    b = services
+    t = b.svc.create(spec())
+    sent: list[str] = []
+    for cls in (PgTx, SqliteTx):
+        for name in ("one", "all", "run"):
+            orig = getattr(cls, name)
+            monkeypatch.setattr(cls, name, lambda self, sql, params=None, _o=orig: (sent.append(sql), _o(self, sql, params))[1])
+    r = b.svc.claim("w")
+    b.svc.complete(t.id, "w", r.lease.lease_epoch)
+    # SQLite (in process): probe, claim, chained event INSERT, head UPDATE; status read, update, the same two.
+    # PostgreSQL: probe with the claim lock, claim, chain+NOTIFY in one; update, chain in one.
+    assert len(sent) == {"sqlite": 8, "postgresql": 5}[b.store.dialect], sent
+    assert [e.action for e in b.q.events(task_id=t.id)] == ["create", "claim", "complete"]

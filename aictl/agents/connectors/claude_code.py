@@ -83,7 +83,7 @@ ASSISTANT_ERRORS = {"rate_limit": "rate_limit", "authentication_failed": "auth",
 ARGV_SYSTEM_LIMIT = 64 * 1024
 
 
-def permission_args(allowed_tools: list[str] | None, *, network: bool) -> list[str]:
+def permission_args(allowed_tools: list[str] | None, *, network: bool, mcp_servers: Any = ()) -> list[str]:
     """--permission-mode/--allowedTools/--disallowedTools for the aictl tools the policy allows (None = all).
 
     acceptEdits approves edits inside the working directory only; edits and reads elsewhere need
@@ -95,6 +95,7 @@ def permission_args(allowed_tools: list[str] | None, *, network: bool) -> list[s
         raise UsageError(f"unknown tool(s) {', '.join(unknown)} for claude-code",
                          hint=f"aictl tools are: {', '.join(CLAUDE_TOOLS)}")
     allow = _unique(rule for name in CLAUDE_TOOLS if name in allowed for rule in ALLOW_RULES[name])
+    allow += [f"mcp__{server}" for server in mcp_servers]  # every tool of the run's MCP servers, no prompt
     kept = {tool for name in allowed for tool in CLAUDE_TOOLS[name]}
     deny = _unique(t for name in CLAUDE_TOOLS if name not in allowed for t in CLAUDE_TOOLS[name] if t not in kept)
     deny += ALWAYS_DENIED + ([] if network else WEB_TOOLS)
@@ -108,12 +109,16 @@ def _unique(items: Any) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def build_argv(binary: str, ctx: RunContext, *, system_file: Path | None = None) -> list[str]:
+def build_argv(binary: str, ctx: RunContext, *, system_file: Path | None = None,
+               mcp_config: Path | None = None) -> list[str]:
     ai = ctx.ai
     argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
     if ai is not None and ai.model:
         argv += ["--model", ai.model]
-    argv += permission_args(ctx.allowed_tools, network=bool(ctx.spec.network))
+    argv += permission_args(ctx.allowed_tools, network=bool(ctx.spec.network),
+                            mcp_servers=ctx.mcp_servers if mcp_config is not None else ())
+    if mcp_config is not None:  # strict: the run's servers only, never the user's own ~/.claude.json ones
+        argv += ["--mcp-config", str(mcp_config), "--strict-mcp-config"]
     if system_file is not None:
         argv += ["--append-system-prompt-file", str(system_file)]
     elif ctx.system:
@@ -326,8 +331,15 @@ class ClaudeCodeConnector:
                 system_file.write_text(ctx.system)
             if ctx.resume_session:
                 carry_session(config_dir, ctx.resume_session, ctx.workdir)
+            mcp_config = None
+            if ctx.mcp_servers:
+                from aictl.agents.connectors.mcpconfig import claude_mcp_json
+
+                mcp_config = state.path / "mcp.json"
+                mcp_config.write_text(claude_mcp_json(ctx.mcp_servers))
+                env["MCP_CONNECTION_NONBLOCKING"] = "0"  # headless: the first turn must already see the tools
             parser = ClaudeStream(ctx.on_event, ai=ctx.ai)
-            res = run_cli(ctx, build_argv(binary, ctx, system_file=system_file), env, parser)
+            res = run_cli(ctx, build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config), env, parser)
             parser.settle()
             return finish(ctx, res, parser, SPEC)
         finally:

@@ -95,6 +95,10 @@ def config_toml(ctx: RunContext, key_env: str) -> str:
     if retries is not None:
         lines += [f"request_max_retries = {int(retries)}", f"stream_max_retries = {int(retries)}"]
     lines += ["", "[sandbox_workspace_write]", f"network_access = {'true' if ctx.spec.network else 'false'}"]
+    if ctx.mcp_servers:
+        from aictl.agents.connectors.mcpconfig import codex_mcp_toml
+
+        lines += codex_mcp_toml(ctx.mcp_servers)
     return "\n".join(lines) + "\n"
 
 

@@ -222,8 +222,8 @@ def _limit(*values: Any) -> Any:
 
 def _system_prompt(ctx: RunContext, tools: list[ToolSpec]) -> str:
     parts = []
-    if tools:
-        phrases = [TOOL_PHRASES[SHORT_NAMES[t.name]] for t in tools]
+    if any(t.name in SHORT_NAMES for t in tools):
+        phrases = [TOOL_PHRASES[SHORT_NAMES[t.name]] for t in tools if t.name in SHORT_NAMES]
         listed = ", ".join(phrases[:-1]) + (" and " if len(phrases) > 1 else "") + phrases[-1]
         parts.append(ENV_NOTE.format(tools=listed))
     if ctx.system.strip():
@@ -259,6 +259,17 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
                            on_output=ctx.on_output, allowed=ctx.allowed_tools, deadline=deadline,
                            command_timeout_s=_number(config, "command_timeout_s", 300.0))
     specs = tools.specs()
+    mcp = None
+    if ctx.mcp_servers:
+        from aictl.agents.connectors.mcptools import McpTools, McpUnavailable
+
+        try:
+            mcp = McpTools(ctx.mcp_servers, decide=ctx.decide_tool,
+                           call_timeout_s=_number(config, "command_timeout_s", 300.0))
+        except McpUnavailable as e:
+            return ConnectorResult(ok=False, error=str(e), error_kind="other", transient=True,
+                                   duration_s=time.monotonic() - t0, model=ai.model)
+        specs = specs + mcp.specs()
     system = _system_prompt(ctx, specs)
     if ctx.skills:  # progressive disclosure: the system prompt lists them, this tool reads one
         from aictl.agents.connectors import skilltool
@@ -297,7 +308,8 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
     if setup.system:
         run.note("== system\n" + setup.system)
     run.note("== user\n" + setup.prompt)
-    run.emit({"type": "init", "session_id": None, "model": ai.model, "tools": [SHORT_NAMES.get(s.name, s.name) for s in specs]})
+    run.emit({"type": "init", "session_id": None, "model": ai.model,
+              "tools": [SHORT_NAMES.get(s.name, s.name) for s in specs]})
     if ctx.budget_usd is not None and prices is None:
         return finish(False, f"a budget of ${ctx.budget_usd:g} is set but the price of {ai.model} is unknown, so it "
                              "cannot be enforced; set the AI's config prices (USD per million tokens)", kind="other")
@@ -335,6 +347,8 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
                     from aictl.agents.connectors import skilltool
 
                     outcome = skilltool.call(ctx.skills, call.input)
+                elif mcp is not None and mcp.handles(call.name):
+                    outcome = mcp.call(call.name, call.input)
                 else:
                     outcome = tools.call(call.name, call.input)
                 run.emit({"type": "tool_result", "id": call.id, "ok": outcome.ok,
@@ -358,6 +372,8 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
     finally:
         if session is not None:
             session.close()
+        if mcp is not None:
+            mcp.close()
 
 
 class _Retry:

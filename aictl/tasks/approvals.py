@@ -1,0 +1,69 @@
+"""Approvals: a human approves or rejects a task the policy parked (awaiting_approval).
+
+Parking itself is a lease operation (aictl.tasks.leases.await_approval). Approving
+sends the task back to the queue; rejecting fails it (and, with
+on_dependency_failure=fail, its blocked dependents). With a policy, who may
+approve is itself a policy question (action `approve`), and the decision is kept.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aictl.audit.events import canonical_json
+from aictl.domain.errors import IllegalTransition
+from aictl.domain.models import Task
+from aictl.domain.status import TaskStatus
+from aictl.store.base import Tx
+from aictl.tasks.recovery import dependency_failed
+from aictl.tasks.sql import returning_task
+from aictl.tasks.txn import Refused, TaskPlane, load_row, task_facts, to_task
+
+S = TaskStatus
+
+
+def approve(p: TaskPlane, task_id: int, *, comment: str = "", dry_run: bool = False) -> Task:
+    """A human approves a parked task: it goes back to the queue, and the approval is on record."""
+    return _decide(p, task_id, "approve", S.QUEUED, comment, dry_run)
+
+
+def reject(p: TaskPlane, task_id: int, *, comment: str = "", dry_run: bool = False) -> Task:
+    return _decide(p, task_id, "reject", S.FAILED, comment, dry_run)
+
+
+def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: str, dry_run: bool) -> Task:
+    def run(tx: Tx, now: float) -> Task:
+        cur = load_row(tx, task_id)
+        if cur["status"] != S.AWAITING_APPROVAL:
+            raise IllegalTransition(f"cannot {verb} task {task_id}: it is {cur['status']}, not awaiting approval",
+                                    hint="see the approval inbox: aictl task list --status awaiting_approval")
+        if p.policy is not None:  # who may approve is itself a policy question
+            record = p.policy.check("approve", ai=p.actor, actor=p.actor, task=task_facts(cur),
+                                    context={"verdict": verb}, now=now)
+            if record.effect != "allow":
+                raise Refused(record)
+            from aictl.policy.records import write_record
+
+            write_record(tx, record)
+        result = canonical_json({"error": f"rejected by {p.actor}: {comment}"}) if target == S.FAILED else None
+        row = tx.row("UPDATE tasks SET status = :st, result = COALESCE(:res, result), updated_at = :now"
+                     f" WHERE id = :id {returning_task(tx)}",
+                     {"st": target.value, "res": result, "now": now, "id": task_id})
+        p.event(tx, now, verb, row, cur["status"], comment=comment or None)
+        if target == S.FAILED:
+            dependency_failed(p, tx, now, task_id)
+        return to_task(row)
+
+    return p.write(run, dry_run)
+
+
+def approved_since(p: TaskPlane, task_id: int, since: float) -> dict[str, Any] | None:
+    """The latest approval of a task at or after `since` (who and why), if any."""
+    with p.store.read() as tx:
+        row = tx.one("SELECT actor, ts, data FROM events WHERE task_id = :t AND action = 'approve' AND ts >= :s"
+                     " ORDER BY id DESC LIMIT 1", {"t": task_id, "s": since})
+    if row is None:
+        return None
+    return {"by": row["actor"], "at": row["ts"], "comment": (json.loads(row["data"]) or {}).get("comment")
+            if row["data"] else None}

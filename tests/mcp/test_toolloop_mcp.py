@@ -1,0 +1,109 @@
+"""The API connectors' tool loop with MCP tools, through the whole CLI (`aictl task execute`, the real Anthropic SDK
+against the fake provider): the run's own task server and a server from the AI's config join the tools, each call
+is decided by the policy as `use_tool` with the server and tool name and recorded, and a message sent to the task
+before it ran is part of its prompt."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.agents.cli_fixtures import cli_json, execute
+from tests.fakeprovider import reply, tool
+
+KEY = "sk-ant-api03-fakeKEYforTESTS0123456789abcdefghijklmnop"
+DENY_MCP_CREATE = """
+  - id: no-task-create-over-mcp
+    effect: deny
+    match:
+      actions: [use_tool]
+    when: 'has(context.mcp_tool) && context.mcp_tool == "task_create"'
+    reason: agents do not add to the queue through the queue server
+"""
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+
+
+def test_the_tool_loop_calls_mcp_tools_under_the_policy(fake_provider, git_project, capsys):
+    policy = git_project / ".ai" / "policy.yaml"
+    policy.write_text(policy.read_text().replace("rules:\n", "rules:" + DENY_MCP_CREATE, 1))
+    queue = {
+        "queue": {
+            "command": sys.executable,
+            "args": ["-m", "aictl", "mcp", "serve"],
+            "env": {"AICTL_PROJECT": str(git_project), "AICTL_ACTOR": "queue-reader"},
+        }
+    }
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "api-1",
+        "--connector",
+        "anthropic",
+        "--model",
+        "claude-haiku-4-5",
+        "--base-url",
+        fake_provider.url,
+        "--api-key-env",
+        "ANTHROPIC_API_KEY",
+        "--config",
+        "retry_backoff_s=0.01",
+        "--config",
+        "mcp_servers=" + json.dumps(queue),
+    )
+    tid = cli_json(capsys, "task", "create", "Look around", "--lock", "src/**")["id"]
+    other = cli_json(capsys, "task", "create", "Another task")["id"]
+    cli_json(capsys, "task", "messages", str(tid), "--send", "REMEMBER-PLUGH before you start")
+    fake_provider.script(
+        reply(
+            "Working.",
+            [
+                tool("mcp__aictl__report_progress", {"text": "looking around"}),
+                tool("mcp__queue__task_list", {}),
+                tool("mcp__queue__task_create", {"tasks": [{"title": "sneaky"}]}),
+                tool("mcp__aictl__send_message", {"to_task": other, "body": "hello from the run"}),
+            ],
+        ),
+        reply("Looked around."),
+    )
+    code, rep, err = execute(capsys, str(tid), "--ai", "api-1")
+    assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
+
+    first, second = fake_provider.calls("anthropic")
+    assert "REMEMBER-PLUGH" in json.dumps(first.body["messages"])  # the waiting message is in the prompt
+    assert {"mcp__aictl__report_progress", "mcp__queue__task_list", "mcp__queue__task_create"} <= set(first.tools)
+    results = [
+        b
+        for m in second.body["messages"]
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b.get("type") == "tool_result"
+    ]
+    assert [bool(r.get("is_error")) for r in results] == [False, False, True, False]
+    assert "Look around" in json.dumps(results[1]["content"])  # the queue server listed the tasks
+    assert "not allowed" in json.dumps(results[2]["content"])
+    assert [t["title"] for t in cli_json(capsys, "task", "list")] == ["Look around", "Another task"]
+    to_other = cli_json(capsys, "task", "messages", str(other))
+    assert [(m["from_task_id"], m["body"]) for m in to_other] == [(tid, "hello from the run")]
+    assert cli_json(capsys, "task", "messages", str(tid))[0]["read_epoch"] == rep["task"]["lease_epoch"]
+
+    decisions = [d for d in cli_json(capsys, "audit", "decisions", "--task", str(tid)) if d["action"] == "use_tool"]
+    mcp_calls = [
+        (d["input"]["context"]["mcp_server"], d["input"]["context"]["mcp_tool"], d["effect"])
+        for d in decisions
+        if "mcp_server" in d["input"]["context"]
+    ]
+    assert sorted(mcp_calls) == sorted(
+        [
+            ("aictl", "report_progress", "allow"),
+            ("queue", "task_list", "allow"),
+            ("queue", "task_create", "deny"),
+            ("aictl", "send_message", "allow"),
+        ]
+    )
