@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("merge", frozenset({"aictl.merge"})),
     ("execution", frozenset({"aictl.execution"})),
     ("agents", frozenset({"aictl.agents"})),
+    ("skills", frozenset({"aictl.skills"})),
     ("tasks", frozenset({"aictl.tasks"})),
     ("policy and settings", frozenset({"aictl.policy", "aictl.config"})),
     ("audit", frozenset({"aictl.audit"})),

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-from aictl.domain.errors import ConfigError
-
 TOOLS = ("read", "write", "list", "run")
-_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 
 
 def build_prompt(task: Any, message: str | None = None, *, resuming: bool = False) -> str:
@@ -45,47 +41,25 @@ def build_system(task: Any, *, verify: str | None = None, skills: list[str] | No
     return text
 
 
-def _parse_skill(path: Path) -> dict[str, Any] | None:
-    from aictl.yamlfile import parse_yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    match = _FRONT_MATTER.match(text)
-    if match is None:
-        raise ConfigError(f"{path}: a skill starts with YAML front matter between '---' lines",
-                          hint="e.g.\n---\nname: testing\ndescription: how we write tests\n---")
-    meta = parse_yaml(match.group(1), str(path)) or {}
-    if not isinstance(meta, dict) or not meta.get("name") or not meta.get("description"):
-        raise ConfigError(f"{path}: the front matter needs 'name' and 'description'")
-    labels = meta.get("labels") or []
-    if isinstance(labels, str):
-        labels = [labels]
-    if not isinstance(labels, list):
-        raise ConfigError(f"{path}: 'labels' must be a list of task labels")
-    return {"name": str(meta["name"]), "description": str(meta["description"]), "labels": [str(x) for x in labels],
-            "body": text[match.end():].strip(), "path": str(path)}
+def skills_for(task: Any, project_dir: Path | str | None, ai: str | None = None,
+               connector: str | None = None) -> list[str]:
+    """Texts of the skills `ai` gets for the task (aictl.skills.resolve), each with its whole body inlined."""
+    return [skill_text(r.skill) for r in resolve_skills(task, project_dir, ai, connector)]
 
 
-def skills_for(task: Any, project_dir: Path | str | None) -> list[str]:
-    """Texts of the project's skills (.ai/skills/*/SKILL.md) that apply: no labels, or a label the task carries."""
+def resolve_skills(task: Any, project_dir: Path | str | None, ai: str | None = None,
+                   connector: str | None = None) -> list[Any]:
+    """The skills (aictl.skills.Resolved) `ai` gets for the task on `connector`; none without a project."""
     if project_dir is None:
         return []
-    root = Path(project_dir) / ".ai" / "skills"
-    if not root.is_dir():
-        return []
-    out = []
-    task_labels = set(task.labels)
-    for path in sorted(root.glob("*/SKILL.md")):
-        skill = _parse_skill(path)
-        if skill["labels"] and not task_labels & set(skill["labels"]):
-            continue
-        text = f"## Skill: {skill['name']}\n{skill['description']}"
-        if skill["body"]:
-            text += "\n\n" + skill["body"]
-        out.append(text)
-    return out
+    from aictl.skills import load_registry, resolve
+
+    return resolve(load_registry(project_dir), task, ai, connector)
+
+
+def skill_text(skill: Any) -> str:
+    text = f"## Skill: {skill.name}\n{skill.description}"
+    return text + "\n\n" + skill.body if skill.body else text
 
 
 def allowed_tools(policy: Any, task_row: dict[str, Any], ai: Any, *, epoch: int | None = None) -> list[str] | None:
@@ -134,4 +108,5 @@ def activity_line(event: dict[str, Any]) -> str | None:
     return line if len(line) <= 160 else line[:159] + "…"
 
 
-__all__ = ["TOOLS", "activity_line", "allowed_tools", "build_prompt", "build_system", "skills_for"]
+__all__ = ["TOOLS", "activity_line", "allowed_tools", "build_prompt", "build_system", "resolve_skills", "skill_text",
+           "skills_for"]

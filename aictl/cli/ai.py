@@ -97,6 +97,9 @@ def register(
             cfg[key] = value
     if arg:
         cfg["args"] = list(arg)
+    from aictl.skills.resolve import check_project
+
+    check_project(state.settings().project_dir)  # the skills it would get must load (exit 2, file:line)
     ai = AIRecord(id=ai_id, connector=connector, model=model, capabilities=_split(capability),
                   labels=_split(label), max_concurrency=max_concurrency, config=cfg, enabled=not disabled)
     _emit(out, _registry().register(ai, replace=replace, dry_run=dry_run), dry_run)

@@ -41,6 +41,8 @@ def _shown(key: str, value: object) -> object:
 
 def init(
     directory: Annotated[Optional[Path], typer.Argument(help="Repository to initialise (default: current dir).")] = None,
+    with_examples: Annotated[bool, typer.Option(
+        "--with-examples", help="Also copy aictl's example skills (skills/) into .ai/skills/.")] = False,
     output: OutputOpt = None,
 ) -> None:
     """Create .ai/ (config.yaml, policy.yaml, skills/, workflows/) and the state store. Safe to rerun."""
@@ -63,6 +65,13 @@ def init(
         if not path.exists():
             path.write_text(templates.joinpath(name).read_text(encoding="utf-8"), encoding="utf-8")
             created.append(f".ai/{target}")
+    if with_examples:
+        from aictl.skills.manage import copy_examples
+
+        created += copy_examples(root)
+    from aictl.skills.resolve import check_project
+
+    check_project(root)  # a broken skill stops here (exit 2, file:line), not mid-run
     settings = load_settings(root, state.overrides)
     store = open_store(settings.resolved_database_url, busy_timeout_ms=settings.busy_timeout_ms)
     if settings.home is not None:

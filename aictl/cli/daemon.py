@@ -51,9 +51,11 @@ def start(
     """Start the daemon for this project: in the background (detached) unless --foreground. One per project and host."""
     from aictl.daemon.loop import DaemonOptions
     from aictl.daemon.process import detach, local_daemon, serve
+    from aictl.skills.resolve import check_project
 
     out = state.output(output)
     settings = state.settings()
+    check_project(settings.project_dir)  # a broken skill stops the start (exit 2, file:line), not a run
     paths = _paths()
     local = local_daemon(paths)
     if local.running:

@@ -30,6 +30,7 @@ NOUNS = {
     "notify": "aictl.cli.notify",
     "schedule": "aictl.cli.schedule",
     "ai": "aictl.cli.ai",
+    "skill": "aictl.cli.skill",
     "mcp": "aictl.cli.mcp",
 }
 COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route"),

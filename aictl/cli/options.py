@@ -37,5 +37,6 @@ NO_DRY_RUN = {
     "daemon start": "starts a process",
     "daemon stop": "stops a process",
     "notify test": "its whole point is to send a test notification",
+    "skill test": "runs an agent, in a throwaway project it deletes afterwards; the project itself is untouched",
     "mcp serve": "starts a server; each tool that changes something takes dry_run where the CLI command does",
 }

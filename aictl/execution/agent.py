@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aictl.tasks.queries import task_row
@@ -20,17 +19,19 @@ if TYPE_CHECKING:
 
 def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOptions, *, store: Store,
                   settings: Settings, policy: PolicyGate | None, limits: dict[str, Any], resume_session: str | None,
-                  activity: ActivityWriter | None) -> None:
-    """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget."""
+                  activity: ActivityWriter | None) -> dict[str, Any]:
+    """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget.
+    Returns the record of the skills it gets (evidence); the executor writes their files for the agent."""
     from aictl.agents.connectors.mcpconfig import AICTL_SERVER, configured_servers
     from aictl.agents.context import (
         TOOLS,
         allowed_tools,
         build_prompt,
         build_system,
-        skills_for,
     )
     from aictl.execution import mailbox
+    from aictl.execution.skills import run_skills
+    from aictl.skills.delivery import mode_for, system_section
 
     with store.read() as tx:
         row = task_row(tx, task.id)
@@ -41,7 +42,10 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     if waiting:  # messages sent while the task was not running: this attempt is their reader
         ctx.prompt += "\n\n" + mailbox.prompt_section(waiting)
         mailbox.mark_delivered(store, waiting, task.lease_epoch)
-    ctx.system = build_system(task, verify=opts.verify or task.verify, skills=skills_for(task, settings.project_dir))
+    delivered, record = run_skills(task, ai, settings.project_dir, policy, epoch=task.lease_epoch, store=store)
+    ctx.skills = [r.skill for r in delivered]
+    section = system_section(ctx.skills, mode_for(ai.connector))
+    ctx.system = build_system(task, verify=opts.verify or task.verify, skills=[section] if section else [])
     ctx.instructions = ctx.system
     tools = allowed_tools(policy, row, ai, epoch=task.lease_epoch)
     if limits.get("allowed_tools") is not None:
@@ -55,6 +59,7 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     ctx.on_event = activity.on_event if activity is not None else None
     ctx.mcp_servers = {AICTL_SERVER: task_server(task, opts.owner, settings), **configured_servers(ai.config)}
     ctx.decide_tool = tool_decider(policy, settings, row, ai, task.lease_epoch)
+    return record
 
 
 def tool_decider(policy: PolicyGate | None, settings: Settings, row: dict[str, Any], ai: AIRecord,

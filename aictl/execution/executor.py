@@ -201,7 +201,7 @@ class Executor:
                 live.callback(activity.finish)
             self._phase(task.id, "running", backend=spec.backend, connector=opts.connector)
             t = time.monotonic()
-            result = self._run_connector(task, ws.path, spec, opts, keeper.stop, plan, limits, activity)
+            result = self._run_connector(task, ws.path, spec, opts, keeper.stop, plan, limits, activity, report)
             if activity is not None:
                 activity.finish()  # its last line lands before the evidence
             timings["run"] = time.monotonic() - t
@@ -390,7 +390,7 @@ class Executor:
 
     def _run_connector(self, task: Task, workdir: Path, spec: SandboxSpec, opts: ExecuteOptions,
                        stop: threading.Event, plan: Plan, limits: dict[str, Any],
-                       activity: ActivityWriter | None) -> Any:
+                       activity: ActivityWriter | None, report: ExecutionReport) -> Any:
         from aictl.agents.connectors import RunContext, get_connector
         from aictl.sandbox import get_sandbox
 
@@ -403,9 +403,17 @@ class Executor:
         if plan.ai is not None:
             from aictl.execution.agent import agent_context
 
-            agent_context(ctx, task, plan.ai, opts, store=self.store, settings=self.settings, policy=self.policy,
-                          limits=limits, resume_session=plan.resume_session, activity=activity)
-        return connector.run(ctx)
+            report.skills = agent_context(ctx, task, plan.ai, opts, store=self.store, settings=self.settings,
+                                          policy=self.policy, limits=limits, resume_session=plan.resume_session,
+                                          activity=activity)
+            report.decisions += report.skills.pop("decisions", [])
+        from aictl.skills.delivery import materialize, mode_for
+
+        undo = materialize(workdir, ctx.skills, mode_for(opts.connector))
+        try:
+            return connector.run(ctx)
+        finally:
+            undo()  # the delivered skills never reach the diff
 
     def _rate_limited(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, plan: Plan,
                       result: Any) -> None:

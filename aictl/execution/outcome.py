@@ -70,6 +70,7 @@ class ExecutionReport(BaseModel):
     workspace: str | None = None  # kept for inspection (failures), None when removed
     evidence: list[dict[str, Any]] = Field(default_factory=list)
     decisions: list[dict[str, Any]] = Field(default_factory=list)
+    skills: dict[str, Any] | None = None  # the skills that reached the agent (name, version, digest) and those denied
     timings: dict[str, float] = Field(default_factory=dict)
 
     @property

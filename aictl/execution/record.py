@@ -69,7 +69,11 @@ class Recorder:
                    "error": result.error, "timed_out": result.timed_out, "duration_s": round(result.duration_s, 4),
                    "usage": result.usage, "cost_usd": result.cost_usd, "sandbox": result.sandbox or spec.model_dump(),
                    "sandboxed": spec.backend != "local", "ai": ai.id if ai is not None else None, "model": model,
-                   "session_id": result.session_id, "error_kind": result.error_kind, "retry_at": result.retry_at}
+                   "session_id": result.session_id, "error_kind": result.error_kind, "retry_at": result.retry_at,
+                   "skills": [f"{s['name']}@{s['version']}" for s in (report.skills or {}).get("skills", [])]}
+            if report.skills and (report.skills["skills"] or report.skills["denied"]):
+                put(json.dumps(report.skills, sort_keys=True), kind="skills", name="skills.json",
+                    media_type="application/json", summary={"skills": run["skills"]})
             if ai is not None or result.usage or result.cost_usd is not None:
                 usage = usage_record(result, opts.connector, ai.id if ai is not None else None, model)
                 put(json.dumps(usage, sort_keys=True), kind="usage", name="usage.json", media_type="application/json",

@@ -23,6 +23,7 @@ KNOWN_ACTIONS: tuple[str, ...] = (
     "delete_path",
     "run_command",
     "use_tool",
+    "use_skill",
     "network",
     "merge",
     "push",

@@ -34,7 +34,7 @@ def test_prompt_and_system_say_how_to_work():
 
 def test_skills_without_labels_apply_to_all_and_labelled_ones_by_intersection(tmp_path):
     skill(tmp_path, "general", "name: general\ndescription: how we work")
-    skill(tmp_path, "db", "name: migrations\ndescription: writing migrations\nlabels: [db, migration]",
+    skill(tmp_path, "migrations", "name: migrations\ndescription: writing migrations\nlabels: [db, migration]",
           "Always add a down step.")
     skill(tmp_path, "web", "name: web\ndescription: frontend\nlabels: frontend")
     (tmp_path / ".ai" / "skills" / "notes.md").write_text("not a skill dir")
@@ -49,7 +49,7 @@ def test_skills_without_labels_apply_to_all_and_labelled_ones_by_intersection(tm
 
 def test_a_malformed_skill_is_a_config_error_naming_the_file(tmp_path):
     skill(tmp_path, "bad", "name: bad")  # no description
-    with pytest.raises(ConfigError, match=r"bad/SKILL.md: the front matter needs 'name' and 'description'"):
+    with pytest.raises(ConfigError, match=r"bad/SKILL.md:1: 'description' is required"):
         skills_for(task(), tmp_path)
     (tmp_path / ".ai" / "skills" / "bad" / "SKILL.md").write_text("no front matter")
     with pytest.raises(ConfigError, match="front matter"):

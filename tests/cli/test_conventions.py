@@ -33,7 +33,7 @@ READ_ONLY = {
     "task watch", "audit log", "audit show", "audit verify", "audit export", "audit evidence", "audit decisions",
     "audit decision", "policy validate", "policy explain", "policy test", "policy replay", "policy schema",
     "config show", "sandbox status", "workspace list", "daemon status", "daemon logs", "schedule list",
-    "schedule get", "ai list", "ai get", "ai status",
+    "schedule get", "ai list", "ai get", "ai status", "skill list", "skill show", "skill validate",
 }
 
 

@@ -64,6 +64,7 @@ class RunContext:
     max_turns: int | None = None
     budget_usd: float | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None  # normalized AgentEvent dicts, as they happen
+    skills: list[Any] = field(default_factory=list)  # aictl.skills.Skill delivered to this run (load_skill reads them)
     # MCP servers for the agent, name -> entry (connectors/mcpconfig.py): "aictl" is the run's task server.
     mcp_servers: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The policy's `use_tool` for one MCP tool call, recorded: (server, tool, args) -> (allowed, why). None: allow.

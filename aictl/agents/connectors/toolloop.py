@@ -270,7 +270,12 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
             return ConnectorResult(ok=False, error=str(e), error_kind="other", transient=True,
                                    duration_s=time.monotonic() - t0, model=ai.model)
         specs = specs + mcp.specs()
-    setup = Setup(model=ai.model, system=_system_prompt(ctx, specs), prompt=_prompt(ctx), tools=specs, config=config,
+    system = _system_prompt(ctx, specs)
+    if ctx.skills:  # progressive disclosure: the system prompt lists them, this tool reads one
+        from aictl.agents.connectors import skilltool
+
+        specs = [*specs, skilltool.SPEC]
+    setup = Setup(model=ai.model, system=system, prompt=_prompt(ctx), tools=specs, config=config,
                   max_tokens=config.get("max_tokens"), temperature=config.get("temperature"))
     retry = _Retry(run, max_retries=int(_number(config, "max_retries", DEFAULT_MAX_RETRIES)),
                    max_wait_s=_number(config, "max_retry_wait_s", MAX_RETRY_WAIT_S),
@@ -338,6 +343,10 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
                 run.check()
                 if call.error:
                     outcome = ToolOutcome(False, call.error)
+                elif ctx.skills and call.name == "load_skill":
+                    from aictl.agents.connectors import skilltool
+
+                    outcome = skilltool.call(ctx.skills, call.input)
                 elif mcp is not None and mcp.handles(call.name):
                     outcome = mcp.call(call.name, call.input)
                 else:
