@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from aictl.domain.errors import ConfigError, NotInitialized
 
@@ -160,8 +161,9 @@ SETTINGS: dict[str, Setting] = {
     "max_attempts": Setting(_to_int, 3, "default attempts before a task fails for good", 1),
     "backoff_base": Setting(_to_float, 5.0, "first retry delay in seconds (doubles each attempt)", 0),
     "backoff_max": Setting(_to_float, 300.0, "cap of the retry delay in seconds", 0),
-    "on_dependency_failure": Setting(_one_of("block", "fail"), "block",
-                                     "what a failed dependency does to its dependents"),
+    "on_dependency_failure": Setting(
+        _one_of("block", "fail"), "block", "what a failed dependency does to its dependents"
+    ),
     "sandbox_backend": Setting(_one_of("local", "docker"), "local", "where agents run: local or docker"),
     "sandbox_image": Setting(_to_str, "aictl-sandbox:latest", "docker image for the sandbox (aictl sandbox build)"),
     "sandbox_network": Setting(_to_bool, False, "let sandboxed runs reach the network (policy may tighten)"),
@@ -170,21 +172,29 @@ SETTINGS: dict[str, Setting] = {
     "sandbox_pids": Setting(_to_int, 512, "docker pids limit", 8),
     "execution_timeout": Setting(_to_float, 1800.0, "hard timeout of one agent run, seconds", 0, True),
     "workspace_base": Setting(_to_str, "HEAD", "git ref new task workspaces start from"),
-    "integration_branch": Setting(_optional_str, None,
-                                  "branch aictl merge lands done tasks on; default the main worktree's branch"),
-    "merge_strategy": Setting(_one_of("rebase", "merge"), "rebase",
-                              "how aictl merge puts a task's change on the target: rebase (linear) or merge"),
+    "integration_branch": Setting(
+        _optional_str, None, "branch aictl merge lands done tasks on; default the main worktree's branch"
+    ),
+    "merge_strategy": Setting(
+        _one_of("rebase", "merge"),
+        "rebase",
+        "how aictl merge puts a task's change on the target: rebase (linear) or merge",
+    ),
     "merge_verify": Setting(_optional_str, None, "command run on every merge result, besides the task's verify"),
     "merge_batch": Setting(_to_int, 1, "done tasks aictl merge verifies together (bisected on failure)", 1),
-    "merge_conflicts": Setting(_one_of("requeue", "resolve_task"), "requeue",
-                               "a rejected merge: send the task back, or create a follow-up resolve task"),
+    "merge_conflicts": Setting(
+        _one_of("requeue", "resolve_task"),
+        "requeue",
+        "a rejected merge: send the task back, or create a follow-up resolve task",
+    ),
     "busy_timeout_ms": Setting(_to_int, 30000, "SQLite busy timeout", 0),
     "secret_patterns": Setting(_patterns, list, "extra regexes whose matches are redacted from logs and evidence"),
     "log_level": Setting(_one_of("debug", "info", "warning", "error"), "warning", "stderr log level"),
     "daemon_workers": Setting(_to_int, 2, "tasks a daemon runs at once (aictl daemon start --workers)", 1),
     "daemon_grace_s": Setting(_to_float, 30.0, "on stop, seconds running tasks get to finish before release", 0),
-    "notifications": Setting(_notifications, list,
-                             "where events (task.failed, task.done, …) are sent: console, webhook, command"),
+    "notifications": Setting(
+        _notifications, list, "where events (task.failed, task.done, …) are sent: console, webhook, command"
+    ),
 }
 
 

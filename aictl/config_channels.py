@@ -7,8 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-NOTIFY_EVENTS = ("task.failed", "task.awaiting_approval", "task.done", "task.rate_limited", "ai.unhealthy",
-                 "daemon.started", "daemon.stopped", "test")
+NOTIFY_EVENTS = (
+    "task.failed",
+    "task.awaiting_approval",
+    "task.done",
+    "task.rate_limited",
+    "ai.unhealthy",
+    "daemon.started",
+    "daemon.stopped",
+    "test",
+)
 
 
 class NotificationChannel(BaseModel):
@@ -35,7 +43,7 @@ class NotificationChannel(BaseModel):
         return items
 
     @model_validator(mode="after")
-    def _needs(self) -> "NotificationChannel":
+    def _needs(self) -> NotificationChannel:
         if self.type == "webhook":
             if not self.url:
                 raise ValueError("a webhook needs url")
@@ -56,6 +64,7 @@ class NotificationChannel(BaseModel):
 
 def validate_channels(items: list[Any]) -> list[NotificationChannel]:
     """Channels from config dicts (YAML 1.1 reads the key `on:` as true); raises pydantic's ValidationError."""
-    items = [{("on" if k is True else k): x for k, x in item.items()} if isinstance(item, dict) else item
-             for item in items]
+    items = [
+        {("on" if k is True else k): x for k, x in item.items()} if isinstance(item, dict) else item for item in items
+    ]
     return TypeAdapter(list[NotificationChannel]).validate_python(items)

@@ -37,11 +37,16 @@ def _structlog() -> Any:
     import structlog
 
     if not _state["configured"]:
-        renderer = structlog.processors.JSONRenderer() if _state["json"] else structlog.dev.ConsoleRenderer(
-            colors=False)
+        renderer = (
+            structlog.processors.JSONRenderer() if _state["json"] else structlog.dev.ConsoleRenderer(colors=False)
+        )
         structlog.configure(
-            processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                        _redacted, renderer],
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _redacted,
+                renderer,
+            ],
             wrapper_class=structlog.make_filtering_bound_logger(_level()),
             logger_factory=structlog.PrintLoggerFactory(file=_state["stream"] or sys.stderr),
             cache_logger_on_first_use=False,

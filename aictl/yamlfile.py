@@ -65,9 +65,11 @@ def _loader() -> Any:
                         continue
                     if first is not key_node:
                         raise yaml.constructor.ConstructorError(
-                            "while constructing a mapping", node.start_mark,
+                            "while constructing a mapping",
+                            node.start_mark,
                             f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
-                            key_node.start_mark)
+                            key_node.start_mark,
+                        )
                 return super().construct_mapping(node, deep=deep)
 
         _LOADER = NoDuplicates

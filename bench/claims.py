@@ -43,7 +43,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, emit, log, machine, parse_int_list, top_functions  # noqa: E402
+from _common import emit, log, machine, parse_int_list, top_functions
 
 FILL_BATCH = 5000
 
@@ -62,27 +62,39 @@ def claim_sql(dialect: str) -> tuple[str, dict[str, Any]]:
     tx.dialect = dialect  # type: ignore[attr-defined]
     where, params = claimable_where(tx, capabilities=None, labels=None, task_id=None)  # type: ignore[arg-type]
     skip = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
-    sql = ("UPDATE tasks SET status = 'claimed', owner = :owner, lease_epoch = lease_epoch + 1,"
-           " lease_expires_at = :expires, heartbeat_at = :now, updated_at = :now"
-           f" WHERE id = (SELECT t.id FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT 1{skip})"
-           " AND status = 'queued' RETURNING id, lease_epoch, lock_paths")
+    sql = (
+        "UPDATE tasks SET status = 'claimed', owner = :owner, lease_epoch = lease_epoch + 1,"
+        " lease_expires_at = :expires, heartbeat_at = :now, updated_at = :now"
+        f" WHERE id = (SELECT t.id FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT 1{skip})"
+        " AND status = 'queued' RETURNING id, lease_epoch, lock_paths"
+    )
     return sql, params
 
 
-COMPLETE_SQL = ("UPDATE tasks SET status = 'done', lease_expires_at = NULL, next_run_at = NULL, result = NULL,"
-                " updated_at = :now WHERE id = :id AND owner = :owner AND lease_epoch = :epoch"
-                " AND status IN ('claimed', 'running')")
-EVENT_SQL = ("INSERT INTO events (ts, actor, action, task_id, lease_epoch, before, after, data)"
-             " VALUES (:ts, :actor, :action, :task_id, :epoch, :before, :after, :data)")
-LOCK_SQL = ("INSERT INTO locks (task_id, pattern, owner, lease_epoch, acquired_at)"
-            " VALUES (:t, :p, :o, :e, :now)")
+COMPLETE_SQL = (
+    "UPDATE tasks SET status = 'done', lease_expires_at = NULL, next_run_at = NULL, result = NULL,"
+    " updated_at = :now WHERE id = :id AND owner = :owner AND lease_epoch = :epoch"
+    " AND status IN ('claimed', 'running')"
+)
+EVENT_SQL = (
+    "INSERT INTO events (ts, actor, action, task_id, lease_epoch, before, after, data)"
+    " VALUES (:ts, :actor, :action, :task_id, :epoch, :before, :after, :data)"
+)
+LOCK_SQL = "INSERT INTO locks (task_id, pattern, owner, lease_epoch, acquired_at) VALUES (:t, :p, :o, :e, :now)"
 UNLOCK_SQL = "DELETE FROM locks WHERE task_id = :id"
 
 
 def _event(now: float, owner: str, action: str, task_id: int, epoch: int, before: str, after: str) -> dict:
-    return {"ts": now, "actor": owner, "action": action, "task_id": task_id, "epoch": epoch,
-            "before": json.dumps({"status": before}), "after": json.dumps({"status": after, "owner": owner}),
-            "data": None}
+    return {
+        "ts": now,
+        "actor": owner,
+        "action": action,
+        "task_id": task_id,
+        "epoch": epoch,
+        "before": json.dumps({"status": before}),
+        "after": json.dumps({"status": after, "owner": owner}),
+        "data": None,
+    }
 
 
 # -- workers (top-level: multiprocessing spawn imports them by name) ----------------------------
@@ -240,8 +252,7 @@ def run_workers(target: Any, arg: str, workers: int, tasks: int, *extra: Any) ->
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(i, arg, barrier, results, *extra), daemon=True)
-             for i in range(workers)]
+    procs = [ctx.Process(target=target, args=(i, arg, barrier, results, *extra), daemon=True) for i in range(workers)]
     for p in procs:
         p.start()
     got = [results.get(timeout=900) for _ in procs]
@@ -254,8 +265,12 @@ def run_workers(target: Any, arg: str, workers: int, tasks: int, *extra: Any) ->
     elapsed = max(g["t1"] for g in got) - min(g["t0"] for g in got)
     if done != tasks:
         log(f"warning: {target.__name__} finished {done} of {tasks} tasks")
-    return {"cycles": done, "seconds": round(elapsed, 3), "cycles_per_s": round(done / elapsed, 1),
-            "per_worker": sorted(g["cycles"] for g in got)}
+    return {
+        "cycles": done,
+        "seconds": round(elapsed, 3),
+        "cycles_per_s": round(done / elapsed, 1),
+        "per_worker": sorted(g["cycles"] for g in got),
+    }
 
 
 # -- stores ----------------------------------------------------------------------------------
@@ -273,18 +288,31 @@ def fill(url: str, tasks: int, locks: bool) -> dict[str, Any]:
         if not locks:
             svc = TaskService(store, Settings(actor="bench-fill"))
             for start in range(0, tasks, FILL_BATCH):
-                svc.create_many([TaskSpec(title=f"bench task {i}", priority=i % 5)
-                                 for i in range(start, min(tasks, start + FILL_BATCH))])
+                svc.create_many(
+                    [
+                        TaskSpec(title=f"bench task {i}", priority=i % 5)
+                        for i in range(start, min(tasks, start + FILL_BATCH))
+                    ]
+                )
                 log(f"  filled {min(tasks, start + FILL_BATCH)}/{tasks}")
             how = "TaskService.create_many, 5,000 per transaction"
         else:
             # Direct SQL (see the module docstring): pairwise-disjoint globs, so no conflict rows.
             now = time.time()
-            rows = [{"title": f"bench task {i}", "priority": i % 5, "locks": json.dumps([f"bench/t{i}/**"]),
-                     "now": now + i * 1e-6} for i in range(tasks)]
-            sql = ("INSERT INTO tasks (title, description, type, priority, status, labels, required_capabilities,"
-                   " lock_paths, exclusive, max_attempts, created_at, updated_at) VALUES"
-                   " (:title, '', 'task', :priority, 'queued', '[]', '[]', :locks, 0, 3, :now, :now)")
+            rows = [
+                {
+                    "title": f"bench task {i}",
+                    "priority": i % 5,
+                    "locks": json.dumps([f"bench/t{i}/**"]),
+                    "now": now + i * 1e-6,
+                }
+                for i in range(tasks)
+            ]
+            sql = (
+                "INSERT INTO tasks (title, description, type, priority, status, labels, required_capabilities,"
+                " lock_paths, exclusive, max_attempts, created_at, updated_at) VALUES"
+                " (:title, '', 'task', :priority, 'queued', '[]', '[]', :locks, 0, 3, :now, :now)"
+            )
             with store.write() as tx:
                 if store.dialect == "sqlite":
                     tx._conn.executemany(sql, rows)  # type: ignore[attr-defined]
@@ -353,15 +381,18 @@ class PgStores:
     def seal(self) -> None:
         # aictl numbers events itself (from audit_head), so the identity sequence never moved;
         # move it past them so the bare loop's plain INSERTs get fresh ids.
-        from tests.pgserver import to_libpq
         import psycopg
+
+        from tests.pgserver import to_libpq
 
         with psycopg.connect(to_libpq(self.template), autocommit=True) as c:
             # Planner statistics, as autovacuum would have gathered on a live database (the copies
             # inherit them). Without them PostgreSQL sorts every queued row for each claim.
             c.execute("ANALYZE")
-            c.execute("SELECT setval(pg_get_serial_sequence('events', 'id'), (SELECT COALESCE(MAX(id), 0) + 1 FROM events),"
-                      " false)")
+            c.execute(
+                "SELECT setval(pg_get_serial_sequence('events', 'id'), (SELECT COALESCE(MAX(id), 0) + 1 FROM events),"
+                " false)"
+            )
 
     def fresh(self) -> tuple[str, str]:
         from tests.pgserver import to_libpq
@@ -379,8 +410,13 @@ class PgStores:
             ver = c.execute("SHOW server_version").fetchone()[0]
             fs = c.execute("SHOW fsync").fetchone()[0]
             sc = c.execute("SHOW synchronous_commit").fetchone()[0]
-        return {"postgres": ver, "fsync": fs, "synchronous_commit": sc, "analyzed_after_fill": True,
-                "server": "tests/pgserver.py PgServer (local TCP, shared_buffers=64MB)"}
+        return {
+            "postgres": ver,
+            "fsync": fs,
+            "synchronous_commit": sc,
+            "analyzed_after_fill": True,
+            "server": "tests/pgserver.py PgServer (local TCP, shared_buffers=64MB)",
+        }
 
     def close(self) -> None:
         self.srv.stop()
@@ -409,9 +445,11 @@ def profile_aictl(url: str, cycles: int, cache_redaction: bool, locks: bool) -> 
         from aictl.store.postgres import PgTx
 
         for m in ("all", "one", "run"):
+
             def counted(self: Any, sql: str, params: Any = None, _orig: Any = getattr(PgTx, m)) -> Any:
                 statements.append(sql)
                 return _orig(self, sql, params)
+
             setattr(PgTx, m, counted)
 
     def loop(k: int) -> int:
@@ -434,9 +472,12 @@ def profile_aictl(url: str, cycles: int, cache_redaction: bool, locks: bool) -> 
     wall = time.perf_counter() - t0
     path = os.path.join(tempfile.mkdtemp(prefix="aictl-bench-prof-"), "claims.prof")
     prof.dump_stats(path)
-    out: dict[str, Any] = {"cycles": n, "profiled_cycles_per_s": round(n / wall, 1),
-                           "top_tottime": top_functions(path, 15, "tottime"),
-                           "top_cumtime": top_functions(path, 15, "cumtime")}
+    out: dict[str, Any] = {
+        "cycles": n,
+        "profiled_cycles_per_s": round(n / wall, 1),
+        "top_tottime": top_functions(path, 15, "tottime"),
+        "top_cumtime": top_functions(path, 15, "cumtime"),
+    }
     if statements:
         kinds: dict[str, int] = {}
         for s in statements:
@@ -463,11 +504,18 @@ def main() -> int:
     ap.add_argument("--locks", action="store_true", help="every task locks its own glob (adds lock rows)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per (mode, workers); the best is reported")
     ap.add_argument("--profile", action="store_true", help="add a cProfile of one in-process aictl worker")
-    ap.add_argument("--cache-redaction", action="store_true",
-                    help="experiment: aictl workers build the audit redaction regex once (monkeypatch in the"
-                         " benchmark's worker processes; aictl's code is not touched)")
-    ap.add_argument("--pg-fsync", choices=["on", "off"], default="off",
-                    help="PostgreSQL fsync (PgServer default off; 'on' = default durability)")
+    ap.add_argument(
+        "--cache-redaction",
+        action="store_true",
+        help="experiment: aictl workers build the audit redaction regex once (monkeypatch in the"
+        " benchmark's worker processes; aictl's code is not touched)",
+    )
+    ap.add_argument(
+        "--pg-fsync",
+        choices=["on", "off"],
+        default="off",
+        help="PostgreSQL fsync (PgServer default off; 'on' = default durability)",
+    )
     args = ap.parse_args()
 
     stores: Any = SqliteStores() if args.backend == "sqlite" else PgStores(args.pg_fsync == "on")
@@ -488,19 +536,32 @@ def main() -> int:
                         r = run_workers(target, url, n, args.tasks, args.cache_redaction)
                     else:
                         r = run_workers(target, bare_arg, n, args.tasks)
-                    log(f"workers={n} {mode:5} run {rep + 1}: {r['cycles_per_s']:9.1f} cycles/s"
-                        f" ({r['cycles']} in {r['seconds']} s, per worker {r['per_worker']})")
+                    log(
+                        f"workers={n} {mode:5} run {rep + 1}: {r['cycles_per_s']:9.1f} cycles/s"
+                        f" ({r['cycles']} in {r['seconds']} s, per worker {r['per_worker']})"
+                    )
                     if mode not in best or r["cycles_per_s"] > best[mode]["cycles_per_s"]:
                         best[mode] = r
             a, b = best["aictl"]["cycles_per_s"], best["bare"]["cycles_per_s"]
-            results.append({"workers": n, "aictl_cycles_per_s": a, "bare_cycles_per_s": b,
-                            "ratio": round(a / b, 3), "aictl_seconds": best["aictl"]["seconds"],
-                            "bare_seconds": best["bare"]["seconds"]})
+            results.append(
+                {
+                    "workers": n,
+                    "aictl_cycles_per_s": a,
+                    "bare_cycles_per_s": b,
+                    "ratio": round(a / b, 3),
+                    "aictl_seconds": best["aictl"]["seconds"],
+                    "bare_seconds": best["bare"]["seconds"],
+                }
+            )
         out: dict[str, Any] = {
-            "benchmark": "claims", "backend": args.backend, "tasks": args.tasks, "locks": args.locks,
+            "benchmark": "claims",
+            "backend": args.backend,
+            "tasks": args.tasks,
+            "locks": args.locks,
             "repeat": args.repeat,
             "redaction": "EXPERIMENT: pattern cached per process" if args.cache_redaction else "as aictl does it",
-            "fill": filled, "results": results,
+            "fill": filled,
+            "results": results,
             "target": "sqlite, 4 workers: aictl >= 40% of the bare loop (ratio >= 0.40)",
             "machine": machine(stores.info()),
         }

@@ -32,11 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import redirect_stdout
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, emit, log, machine  # noqa: E402
+from _common import ROOT, emit, log, machine
 
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 PY = os.path.join(VENV_BIN, "python") if os.path.exists(os.path.join(VENV_BIN, "python")) else sys.executable
@@ -72,22 +73,35 @@ def make_project(tasks: int, held: int) -> tuple[str, dict[str, str], dict[str, 
     svc = TaskService(store, settings)
     t0 = time.perf_counter()
     for start in range(0, tasks, 5000):
-        svc.create_many([TaskSpec(title=f"bench task {i}", priority=i % 5, labels=["bench"] if i % 3 == 0 else [])
-                         for i in range(start, min(tasks, start + 5000))])
+        svc.create_many(
+            [
+                TaskSpec(title=f"bench task {i}", priority=i % 5, labels=["bench"] if i % 3 == 0 else [])
+                for i in range(start, min(tasks, start + 5000))
+            ]
+        )
         log(f"  filled {min(tasks, start + 5000)}/{tasks}")
     fill_s = time.perf_counter() - t0
     # Leases for the lease commands: one kept alive by heartbeats, then one per round to complete.
     leases = [svc.claim("bench@localhost", ttl=3600) for _ in range(held)]
     store.close()
-    return proj, env, {"tasks": tasks, "seconds": round(fill_s, 2), "how": "TaskService.create_many, 5,000 per tx",
-                       "database_url": "sqlite (.ai/state.db)",
-                       "held": [(r.task.id, r.lease.lease_epoch) for r in leases if r is not None]}
+    return (
+        proj,
+        env,
+        {
+            "tasks": tasks,
+            "seconds": round(fill_s, 2),
+            "how": "TaskService.create_many, 5,000 per tx",
+            "database_url": "sqlite (.ai/state.db)",
+            "held": [(r.task.id, r.lease.lease_epoch) for r in leases if r is not None],
+        },
+    )
 
 
 def time_once(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[float, int, int]:
     t0 = time.perf_counter()
-    r = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       stdin=subprocess.DEVNULL, timeout=300)
+    r = subprocess.run(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=300
+    )
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {r.returncode}: {r.stderr.decode(errors='replace')[-2000:]}")
@@ -96,16 +110,29 @@ def time_once(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[float, in
 
 def importtime(cwd: str, env: dict[str, str]) -> dict[str, Any]:
     """Parse `python -X importtime` (stderr: 'import time: self [us] | cumulative | imported package')."""
-    r = subprocess.run([PY, "-X", "importtime", "-m", "aictl", "task", "list"], cwd=cwd, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+    r = subprocess.run(
+        [PY, "-X", "importtime", "-m", "aictl", "task", "list"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
     rows = []
     for line in r.stderr.splitlines():
         if not line.startswith("import time:") or "imported package" in line:
             continue
         try:
-            self_us, cum_us, name = line[len("import time:"):].split("|", 2)
-            rows.append({"module": name.rstrip(), "self_ms": int(self_us) / 1e3, "cumulative_ms": int(cum_us) / 1e3,
-                         "depth": (len(name) - len(name.lstrip())) // 2})
+            self_us, cum_us, name = line[len("import time:") :].split("|", 2)
+            rows.append(
+                {
+                    "module": name.rstrip(),
+                    "self_ms": int(self_us) / 1e3,
+                    "cumulative_ms": int(cum_us) / 1e3,
+                    "depth": (len(name) - len(name.lstrip())) // 2,
+                }
+            )
         except ValueError:
             continue
     for row in rows:
@@ -113,18 +140,43 @@ def importtime(cwd: str, env: dict[str, str]) -> dict[str, Any]:
     top_level = [r for r in rows if r["depth"] == 0]
     by_cum = sorted(rows, key=lambda r: r["cumulative_ms"], reverse=True)[:10]
     by_self = sorted(rows, key=lambda r: r["self_ms"], reverse=True)[:10]
-    fmt = lambda rs: [{"module": r["module"], "cumulative_ms": round(r["cumulative_ms"], 1),  # noqa: E731
-                       "self_ms": round(r["self_ms"], 1)} for r in rs]
+    fmt = lambda rs: [
+        {
+            "module": r["module"],
+            "cumulative_ms": round(r["cumulative_ms"], 1),  # noqa: E731
+            "self_ms": round(r["self_ms"], 1),
+        }
+        for r in rs
+    ]
     heavy = {}
-    for name in ("typer", "click", "rich", "pydantic", "yaml", "sqlite3", "psycopg", "sqlmodel", "sqlalchemy",
-                 "pathspec", "celpy", "cel", "anthropic", "openai", "structlog", "httpx"):
+    for name in (
+        "typer",
+        "click",
+        "rich",
+        "pydantic",
+        "yaml",
+        "sqlite3",
+        "psycopg",
+        "sqlmodel",
+        "sqlalchemy",
+        "pathspec",
+        "celpy",
+        "cel",
+        "anthropic",
+        "openai",
+        "structlog",
+        "httpx",
+    ):
         hit = [r for r in rows if r["module"] == name]
         if hit:
             heavy[name] = round(hit[0]["cumulative_ms"], 1)
-    return {"modules_imported": len(rows),
-            "total_import_ms": round(sum(r["cumulative_ms"] for r in top_level), 1),
-            "top10_cumulative": fmt(by_cum), "top10_self": fmt(by_self),
-            "selected_packages_cumulative_ms": heavy}
+    return {
+        "modules_imported": len(rows),
+        "total_import_ms": round(sum(r["cumulative_ms"] for r in top_level), 1),
+        "top10_cumulative": fmt(by_cum),
+        "top10_self": fmt(by_self),
+        "selected_packages_cumulative_ms": heavy,
+    }
 
 
 def inprocess_list(proj: str) -> dict[str, Any]:
@@ -178,10 +230,24 @@ def main() -> int:
         "aictl task list -o json": lambda r: [*AICTL, "task", "list", "-o", "json"],
         "aictl task list -o json --limit 20": lambda r: [*AICTL, "task", "list", "-o", "json", "--limit", "20"],
         "aictl task claim": lambda r: [*AICTL, "task", "claim", *owner],
-        "aictl task heartbeat ID --epoch N": lambda r: [*AICTL, "task", "heartbeat", str(hb_id), "--epoch",
-                                                        str(hb_epoch), *owner],
-        "aictl task complete ID --epoch N": lambda r: [*AICTL, "task", "complete", str(to_complete[r][0]),
-                                                       "--epoch", str(to_complete[r][1]), *owner],
+        "aictl task heartbeat ID --epoch N": lambda r: [
+            *AICTL,
+            "task",
+            "heartbeat",
+            str(hb_id),
+            "--epoch",
+            str(hb_epoch),
+            *owner,
+        ],
+        "aictl task complete ID --epoch N": lambda r: [
+            *AICTL,
+            "task",
+            "complete",
+            str(to_complete[r][0]),
+            "--epoch",
+            str(to_complete[r][1]),
+            *owner,
+        ],
     }
     samples: dict[str, list[float]] = {k: [] for k in commands}
     out_bytes: dict[str, int] = {}
@@ -196,8 +262,13 @@ def main() -> int:
         results = []
         for name, xs in samples.items():
             med = statistics.median(xs)
-            row = {"command": name, "median_s": round(med, 3), "min_s": round(min(xs), 3), "max_s": round(max(xs), 3),
-                   "stdout_bytes": out_bytes[name]}
+            row = {
+                "command": name,
+                "median_s": round(med, 3),
+                "min_s": round(min(xs), 3),
+                "max_s": round(max(xs), 3),
+                "stdout_bytes": out_bytes[name],
+            }
             if name.startswith("aictl"):
                 target = HELP_TARGET_S if name == "aictl --help" else TARGET_S
                 row["target_s"] = target
@@ -207,12 +278,19 @@ def main() -> int:
         imports = importtime(proj, env)
         log("in-process split of task list")
         split = inprocess_list(proj)
-        emit({
-            "benchmark": "cli_latency", "runs": args.runs, "fill": fill, "aictl": " ".join(AICTL),
-            "results": results, "importtime_task_list": imports, "inprocess_task_list": split,
-            "target": f"each hot aictl command < {TARGET_S} s, aictl --help < {HELP_TARGET_S} s (median)",
-            "machine": machine(),
-        })
+        emit(
+            {
+                "benchmark": "cli_latency",
+                "runs": args.runs,
+                "fill": fill,
+                "aictl": " ".join(AICTL),
+                "results": results,
+                "importtime_task_list": imports,
+                "inprocess_task_list": split,
+                "target": f"each hot aictl command < {TARGET_S} s, aictl --help < {HELP_TARGET_S} s (median)",
+                "machine": machine(),
+            }
+        )
     finally:
         shutil.rmtree(os.path.dirname(proj), ignore_errors=True)
     return 0

@@ -41,8 +41,12 @@ def make_project(root: Path, files: int, tasks: int, verify_s: float) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         assert main(["init", "-o", "json"]) == 0
     policy = root / ".ai" / "policy.yaml"
-    policy.write_text(policy.read_text().replace("effect: require_approval\n    match:\n      actions: [merge]",
-                                                 "effect: allow\n    match:\n      actions: [merge]"))
+    policy.write_text(
+        policy.read_text().replace(
+            "effect: require_approval\n    match:\n      actions: [merge]",
+            "effect: allow\n    match:\n      actions: [merge]",
+        )
+    )
     git(root, "add", "-A")
     git(root, "commit", "-qm", "init")
     base = git(root, "rev-parse", "HEAD")
@@ -50,12 +54,21 @@ def make_project(root: Path, files: int, tasks: int, verify_s: float) -> None:
     svc = TaskService(open_store(settings.resolved_database_url), settings)
     for i in range(tasks):
         task = svc.create(TaskSpec(title=f"t{i}", lock_paths=[f"new/t{i}.txt"], verify=f"sleep {verify_s}"))
-        blob = subprocess.run(["git", "-C", str(root), "hash-object", "-w", "--stdin"], input=f"t{i}\n",
-                              capture_output=True, text=True, check=True).stdout.strip()
+        blob = subprocess.run(
+            ["git", "-C", str(root), "hash-object", "-w", "--stdin"],
+            input=f"t{i}\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         env = {**os.environ, "GIT_INDEX_FILE": str(root / ".git" / f"bench-index-{i}")}
         run = lambda *a, env=env: subprocess.run(  # noqa: E731 - a private index per task
             ["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", *a],
-            env=env, check=True, capture_output=True, text=True).stdout.strip()
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         run("read-tree", base)
         run("update-index", "--add", "--cacheinfo", f"100644,{blob},new/t{i}.txt")
         tree = run("write-tree")
@@ -97,11 +110,18 @@ def main() -> None:
             make_project(root, args.files, args.tasks, args.verify_s)
             log(f"merging {name} (batch {batch})")
             results[name] = merge_once(root, batch)
-    emit({
-        "bench": "merge", "tasks": args.tasks, "files": args.files, "verify_s": args.verify_s, **results,
-        "speedup": round(results["one_by_one"]["seconds"] / results["batched"]["seconds"], 1),
-        "git": git_state(), "machine": machine(),
-    })
+    emit(
+        {
+            "bench": "merge",
+            "tasks": args.tasks,
+            "files": args.files,
+            "verify_s": args.verify_s,
+            **results,
+            "speedup": round(results["one_by_one"]["seconds"] / results["batched"]["seconds"], 1),
+            "git": git_state(),
+            "machine": machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

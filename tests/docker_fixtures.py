@@ -64,8 +64,13 @@ class _Dockerd:
 
     def start(self, dockerd: str) -> None:
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([dockerd, "--host", DEFAULT_SOCKET], stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=log, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [dockerd, "--host", DEFAULT_SOCKET],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         (self.dir / "dockerd.pid").write_text(f"{self.proc.pid}\n")
 
     def log_tail(self, lines: int = 20) -> str:
@@ -103,9 +108,11 @@ def docker_engine():
         if os.environ.get("DOCKER_HOST", DEFAULT_SOCKET) != DEFAULT_SOCKET:
             _unavailable(f"{why}; DOCKER_HOST names another engine, which the tests do not start")
         if os.geteuid() != 0 or dockerd is None:
-            _unavailable(f"{why}; and cannot start one here ("
-                         + ("not root" if os.geteuid() != 0 else "dockerd not installed: apt-get install -y docker.io")
-                         + ")")
+            _unavailable(
+                f"{why}; and cannot start one here ("
+                + ("not root" if os.geteuid() != 0 else "dockerd not installed: apt-get install -y docker.io")
+                + ")"
+            )
         started = _Dockerd()
         started.start(dockerd)
         deadline = time.monotonic() + DOCKERD_WAIT_S
@@ -144,7 +151,8 @@ def aictl_containers(docker_engine):
 
     def list_(test_label: str) -> list[str]:
         found = docker_engine.api.containers(
-            all=True, filters={"label": ["aictl.managed=true", f"aictl.test={test_label}"]})
+            all=True, filters={"label": ["aictl.managed=true", f"aictl.test={test_label}"]}
+        )
         return [c["Names"][0].lstrip("/") for c in found]
 
     return list_

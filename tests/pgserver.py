@@ -64,9 +64,7 @@ def find_bindir() -> str:
         candidates += [os.path.dirname(found), os.path.dirname(os.path.realpath(found))]
     if shutil.which("pg_config"):
         try:
-            out = subprocess.run(
-                ["pg_config", "--bindir"], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
+            out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10).stdout.strip()
             if out:
                 candidates.append(out)
         except (OSError, subprocess.SubprocessError):
@@ -123,14 +121,14 @@ class PgServer:
         """SQLAlchemy URL of database `name` on this server."""
         return f"postgresql+psycopg://{_PG_USER}@127.0.0.1:{self.port}/{name}"
 
-    def __enter__(self) -> "PgServer":
+    def __enter__(self) -> PgServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     # -- lifecycle ----------------------------------------------------------
-    def start(self) -> "PgServer":
+    def start(self) -> PgServer:
         if self._port is not None:
             return self
         t0 = time.monotonic()
@@ -156,8 +154,9 @@ class PgServer:
             atexit.unregister(self.stop)
             if self.data_dir and os.path.exists(os.path.join(self.data_dir, "postmaster.pid")):
                 for mode in ("fast", "immediate"):
-                    r = self._run(["pg_ctl", "stop", "-D", self.data_dir, "-m", mode, "-w", "-t", "30"],
-                                  timeout=40, check=False)
+                    r = self._run(
+                        ["pg_ctl", "stop", "-D", self.data_dir, "-m", mode, "-w", "-t", "30"], timeout=40, check=False
+                    )
                     if r is not None and r.returncode == 0:
                         break
                 else:
@@ -180,8 +179,22 @@ class PgServer:
 
     def resume(self) -> None:
         """Start a paused server again, on the same port."""
-        self._run(["pg_ctl", "start", "-D", self.data_dir, "-l", self.log_file, "-w", "-t", "60",
-                   "-o", self._server_opts(self.port)], timeout=90)
+        self._run(
+            [
+                "pg_ctl",
+                "start",
+                "-D",
+                self.data_dir,
+                "-l",
+                self.log_file,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                self._server_opts(self.port),
+            ],
+            timeout=90,
+        )
 
     # -- databases ----------------------------------------------------------
     def _admin(self):
@@ -208,8 +221,7 @@ class PgServer:
         _check_name(name)
         with self._admin() as conn:
             conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                 (name,),
             )
             force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
@@ -244,16 +256,22 @@ class PgServer:
     def _run(self, argv, *, timeout: float, check: bool = True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         try:
-            r = subprocess.run(self._cmd(argv), capture_output=True, text=True, timeout=timeout,
-                               env=env, cwd=self.dir or "/", stdin=subprocess.DEVNULL)
+            r = subprocess.run(
+                self._cmd(argv),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                cwd=self.dir or "/",
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             if check:
                 raise PgUnavailable(f"{argv[0]} failed: {exc}") from exc
             return None
         if check and r.returncode != 0:
             raise PgUnavailable(
-                f"{argv[0]} exited {r.returncode}: {(r.stderr or r.stdout).strip()[-2000:]}"
-                + self._log_tail()
+                f"{argv[0]} exited {r.returncode}: {(r.stderr or r.stdout).strip()[-2000:]}" + self._log_tail()
             )
         return r
 
@@ -280,15 +298,32 @@ class PgServer:
             )
 
     def _initdb(self) -> None:
-        self._run(["initdb", "-D", self.data_dir, "-A", "trust", "-U", _PG_USER, "--no-sync",
-                   "-E", "UTF8", "--locale=C"], timeout=180)
+        self._run(
+            ["initdb", "-D", self.data_dir, "-A", "trust", "-U", _PG_USER, "--no-sync", "-E", "UTF8", "--locale=C"],
+            timeout=180,
+        )
 
     def _pg_ctl_start(self) -> None:
         last = ""
         for _attempt in range(5):  # the free port can be taken before we bind it
             port = _free_port()
-            r = self._run(["pg_ctl", "start", "-D", self.data_dir, "-l", self.log_file,
-                           "-w", "-t", "60", "-o", self._server_opts(port)], timeout=90, check=False)
+            r = self._run(
+                [
+                    "pg_ctl",
+                    "start",
+                    "-D",
+                    self.data_dir,
+                    "-l",
+                    self.log_file,
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    self._server_opts(port),
+                ],
+                timeout=90,
+                check=False,
+            )
             if r is not None and r.returncode == 0:
                 self._port = port
                 return
@@ -298,8 +333,10 @@ class PgServer:
         raise PgUnavailable(f"pg_ctl start failed: {last[-2000:]}" + self._log_tail())
 
     def _server_opts(self, port: int) -> str:
-        return (f"-p {port} -k {shlex.quote(self.sock_dir)} -c listen_addresses=127.0.0.1"
-                " -c fsync=off -c max_connections=200 -c shared_buffers=64MB")
+        return (
+            f"-p {port} -k {shlex.quote(self.sock_dir)} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c max_connections=200 -c shared_buffers=64MB"
+        )
 
     def _log_tail(self) -> str:
         try:
@@ -312,14 +349,21 @@ class PgServer:
         """A shell that waits for EOF on a pipe only we hold, then stops the
         server: EOF comes when we exit, however we exit."""
         stop = shlex.join(self._cmd(["pg_ctl", "stop", "-D", self.data_dir, "-m", "immediate", "-w"]))
-        script = (f"cat >/dev/null; if [ -e {shlex.quote(self.data_dir)}/postmaster.pid ]; then "
-                  f"{stop}; fi >/dev/null 2>&1; rm -rf {shlex.quote(self.dir)}")
+        script = (
+            f"cat >/dev/null; if [ -e {shlex.quote(self.data_dir)}/postmaster.pid ]; then "
+            f"{stop}; fi >/dev/null 2>&1; rm -rf {shlex.quote(self.dir)}"
+        )
         if self.sock_dir and not self.sock_dir.startswith(self.dir + os.sep):
             script += f" {shlex.quote(self.sock_dir)}"
         try:
-            self._watchdog = subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                              start_new_session=True, cwd="/")
+            self._watchdog = subprocess.Popen(
+                ["/bin/sh", "-c", script],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
+            )
         except OSError as exc:
             raise PgUnavailable(f"cannot start the cleanup watchdog: {exc}") from exc
 
@@ -345,9 +389,19 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds into the finally
     try:
         url = srv.create_database()
-        print(json.dumps({"url": url, "dsn": srv.dsn, "port": srv.port, "data_dir": srv.data_dir,
-                          "log": srv.log_file, "startup_seconds": round(srv.startup_seconds, 3)}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "url": url,
+                    "dsn": srv.dsn,
+                    "port": srv.port,
+                    "data_dir": srv.data_dir,
+                    "log": srv.log_file,
+                    "startup_seconds": round(srv.startup_seconds, 3),
+                }
+            ),
+            flush=True,
+        )
         print("PostgreSQL running; Ctrl-C to stop", file=sys.stderr, flush=True)
         while True:
             signal.pause()

@@ -21,10 +21,13 @@ def test_pg_urls_are_distinct_isolated_databases(pg_server, request):
     try:
         assert url_a.startswith("postgresql+psycopg://postgres@127.0.0.1:")
         assert url_a != url_b
-        with psycopg.connect(to_libpq(url_a), autocommit=True) as a, \
-                psycopg.connect(to_libpq(url_b), autocommit=True) as b:
-            assert a.execute("SELECT current_database()").fetchone() != \
-                b.execute("SELECT current_database()").fetchone()
+        with (
+            psycopg.connect(to_libpq(url_a), autocommit=True) as a,
+            psycopg.connect(to_libpq(url_b), autocommit=True) as b,
+        ):
+            assert (
+                a.execute("SELECT current_database()").fetchone() != b.execute("SELECT current_database()").fetchone()
+            )
             a.execute("CREATE TABLE only_in_a (x int)")
             a.execute("INSERT INTO only_in_a VALUES (1)")
             assert a.execute("SELECT x FROM only_in_a").fetchall() == [(1,)]

@@ -28,8 +28,11 @@ def build_system(task: Any, *, verify: str | None = None, skills: list[str] | No
         "the current working directory is the root of that workspace.",
     ]
     if task.lock_paths:
-        lines.append("Only change files matching these paths (gitignore-style patterns): "
-                     + ", ".join(task.lock_paths) + ". A change to any other file fails the task.")
+        lines.append(
+            "Only change files matching these paths (gitignore-style patterns): "
+            + ", ".join(task.lock_paths)
+            + ". A change to any other file fails the task."
+        )
     else:
         lines.append("Change only what the task needs.")
     if verify:
@@ -41,14 +44,16 @@ def build_system(task: Any, *, verify: str | None = None, skills: list[str] | No
     return text
 
 
-def skills_for(task: Any, project_dir: Path | str | None, ai: str | None = None,
-               connector: str | None = None) -> list[str]:
+def skills_for(
+    task: Any, project_dir: Path | str | None, ai: str | None = None, connector: str | None = None
+) -> list[str]:
     """Texts of the skills `ai` gets for the task (aictl.skills.resolve), each with its whole body inlined."""
     return [skill_text(r.skill) for r in resolve_skills(task, project_dir, ai, connector)]
 
 
-def resolve_skills(task: Any, project_dir: Path | str | None, ai: str | None = None,
-                   connector: str | None = None) -> list[Any]:
+def resolve_skills(
+    task: Any, project_dir: Path | str | None, ai: str | None = None, connector: str | None = None
+) -> list[Any]:
     """The skills (aictl.skills.Resolved) `ai` gets for the task on `connector`; none without a project."""
     if project_dir is None:
         return []
@@ -73,13 +78,15 @@ def allowed_tools(policy: Any, task_row: dict[str, Any], ai: Any, *, epoch: int 
     ai_id = getattr(ai, "id", None)
     out = []
     for tool in TOOLS:
-        record = policy.check("use_tool", ai=ai_id, actor=ai_id, ai_labels=labels, task=facts, epoch=epoch,
-                              context={"tool": tool})
+        record = policy.check(
+            "use_tool", ai=ai_id, actor=ai_id, ai_labels=labels, task=facts, epoch=epoch, context={"tool": tool}
+        )
         if record.effect != "allow":
             continue
         if tool == "run":
-            record = policy.check("run_command", ai=ai_id, actor=ai_id, ai_labels=labels, task=facts, epoch=epoch,
-                                  context={"tool": tool})
+            record = policy.check(
+                "run_command", ai=ai_id, actor=ai_id, ai_labels=labels, task=facts, epoch=epoch, context={"tool": tool}
+            )
             if record.effect != "allow":
                 continue
         out.append(tool)
@@ -93,8 +100,13 @@ def activity_line(event: dict[str, Any]) -> str | None:
         name = event.get("name") or "tool"
         args = event.get("input")
         if isinstance(args, dict):
-            detail = (args.get("command") or args.get("file_path") or args.get("path") or args.get("pattern")
-                      or json.dumps(args, sort_keys=True, default=str))
+            detail = (
+                args.get("command")
+                or args.get("file_path")
+                or args.get("path")
+                or args.get("pattern")
+                or json.dumps(args, sort_keys=True, default=str)
+            )
         else:
             detail = "" if args is None else str(args)
         line = f"{name}: {detail}" if detail else str(name)
@@ -108,5 +120,13 @@ def activity_line(event: dict[str, Any]) -> str | None:
     return line if len(line) <= 160 else line[:159] + "…"
 
 
-__all__ = ["TOOLS", "activity_line", "allowed_tools", "build_prompt", "build_system", "resolve_skills", "skill_text",
-           "skills_for"]
+__all__ = [
+    "TOOLS",
+    "activity_line",
+    "allowed_tools",
+    "build_prompt",
+    "build_system",
+    "resolve_skills",
+    "skill_text",
+    "skills_for",
+]

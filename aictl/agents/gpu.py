@@ -36,8 +36,14 @@ def gpu_info() -> GpuReport:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             name = pynvml.nvmlDeviceGetName(handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append({"index": index, "name": name.decode() if isinstance(name, bytes) else str(name),
-                         "total_mb": int(mem.total // 2**20), "free_mb": int(mem.free // 2**20)})
+            gpus.append(
+                {
+                    "index": index,
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "total_mb": int(mem.total // 2**20),
+                    "free_mb": int(mem.free // 2**20),
+                }
+            )
         return GpuReport(gpus=gpus, reason=None if gpus else "no GPU: NVML found no device")
     except Exception as e:
         return GpuReport(reason=f"no GPU: {_nvml_message(e)}")

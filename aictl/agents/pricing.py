@@ -76,8 +76,9 @@ def _validated(prices: Any, where: str) -> dict[str, float]:
     return out
 
 
-def prices_for(model: str | None, *, connector: str | ConnectorSpec | None = None,
-               override: Mapping[str, Any] | None = None) -> dict[str, float] | None:
+def prices_for(
+    model: str | None, *, connector: str | ConnectorSpec | None = None, override: Mapping[str, Any] | None = None
+) -> dict[str, float] | None:
     """The prices to use for this model (its connector's table, else all known), or None when nobody knows them."""
     if override is not None:
         return _validated(override, "config.prices")
@@ -104,15 +105,18 @@ def cost_usd(usage: Mapping[str, Any], prices: Mapping[str, float] | None) -> fl
     if prices is None:
         return None
     per_token = {k: v / 1_000_000 for k, v in prices.items()}
-    total = (usage.get("input_tokens", 0) * per_token["input"]
-             + usage.get("output_tokens", 0) * per_token["output"]
-             + usage.get("cache_read_tokens", 0) * per_token.get("cache_read", per_token["input"])
-             + usage.get("cache_write_tokens", 0) * per_token.get("cache_write", per_token["input"]))
+    total = (
+        usage.get("input_tokens", 0) * per_token["input"]
+        + usage.get("output_tokens", 0) * per_token["output"]
+        + usage.get("cache_read_tokens", 0) * per_token.get("cache_read", per_token["input"])
+        + usage.get("cache_write_tokens", 0) * per_token.get("cache_write", per_token["input"])
+    )
     return round(total, 8)
 
 
-def run_cost(spec: ConnectorSpec, ai: AIRecord | None, usage: Mapping[str, Any],
-             reported: float | None = None) -> float | None:
+def run_cost(
+    spec: ConnectorSpec, ai: AIRecord | None, usage: Mapping[str, Any], reported: float | None = None
+) -> float | None:
     """USD for one run's usage: at the AI's prices (config, else its connector's table), else what the agent
     itself reported (Claude Code's total_cost_usd), else None."""
     model = ai.model if ai is not None else None

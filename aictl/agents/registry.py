@@ -11,11 +11,11 @@ values, its defaults) is read from its spec (agents/connectors/spec.py).
 from __future__ import annotations
 
 import builtins
-
 import json
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aictl.audit.events import append_event, canonical_json
 from aictl.domain.errors import Conflict, NotFound, UsageError
@@ -28,18 +28,34 @@ SECRET_KEY = re.compile(r"(?i)(api_?key|token|secret|password|passwd|credential)
 # Config keys every connector may take and the type each must have; a connector's spec adds its own
 # (`config_types`); other keys pass through to the connector.
 CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "base_url": (str,), "binary": (str,), "args": (list,), "api_key_env": (str,),
-    "max_turns": (int,), "max_tokens": (int,), "model_size_gb": (int, float), "requires_gpu": (bool,),
-    "prices": (dict,), "timeout_s": (int, float), "mcp_servers": (dict,),
+    "base_url": (str,),
+    "binary": (str,),
+    "args": (list,),
+    "api_key_env": (str,),
+    "max_turns": (int,),
+    "max_tokens": (int,),
+    "model_size_gb": (int, float),
+    "requires_gpu": (bool,),
+    "prices": (dict,),
+    "timeout_s": (int, float),
+    "mcp_servers": (dict,),
 }
-_TYPE_NAMES = {str: "a string", list: "a list", int: "an integer", float: "a number", bool: "true or false",
-               dict: "a mapping"}
+_TYPE_NAMES = {
+    str: "a string",
+    list: "a list",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a mapping",
+}
 
 
 def validate_id(ai_id: str) -> str:
     if not SAFE_ID.match(ai_id or ""):
-        raise UsageError(f"invalid AI id {ai_id!r}: use letters, digits and _.@:+- (starting with a letter or digit)",
-                         hint="e.g. aictl ai register claude-1 --connector claude-code")
+        raise UsageError(
+            f"invalid AI id {ai_id!r}: use letters, digits and _.@:+- (starting with a letter or digit)",
+            hint="e.g. aictl ai register claude-1 --connector claude-code",
+        )
     return ai_id
 
 
@@ -59,24 +75,31 @@ def validate_config(connector: str, config: dict[str, Any]) -> dict[str, Any]:
         env = config[name]
         if not isinstance(env, str) or not ENV_NAME.match(env):
             what = "a secret" if isinstance(env, str) and _looks_like_secret(env) else repr(env)
-            raise UsageError(f"{name} must be the NAME of an environment variable, not {what}",
-                             hint="e.g. --api-key-env ANTHROPIC_API_KEY (aictl reads the key from it at run time)")
+            raise UsageError(
+                f"{name} must be the NAME of an environment variable, not {what}",
+                hint="e.g. --api-key-env ANTHROPIC_API_KEY (aictl reads the key from it at run time)",
+            )
     types = {**CONFIG_TYPES, **spec.config_types}
     for key, value in config.items():
         if key not in env_keys and SECRET_KEY.search(key):
             raise UsageError(
                 f"config key {key!r} looks like a secret: the registry never stores secrets",
-                hint="put the key in an environment variable and name it: --api-key-env ANTHROPIC_API_KEY")
+                hint="put the key in an environment variable and name it: --api-key-env ANTHROPIC_API_KEY",
+            )
         for text in _strings(value):
             if _looks_like_secret(text):
                 raise UsageError(
                     f"config value of {key!r} looks like a secret (an API key or token): the registry never stores "
-                    "secrets", hint="put it in an environment variable and name it: --api-key-env MY_KEY_VAR")
+                    "secrets",
+                    hint="put it in an environment variable and name it: --api-key-env MY_KEY_VAR",
+                )
         want = types.get(key)
         if want and (not isinstance(value, want) or (bool not in want and isinstance(value, bool))):
             names = " or ".join(_TYPE_NAMES[t] for t in want)
-            raise UsageError(f"config {key!r} must be {names}, not {value!r}",
-                             hint=f"e.g. --config {key}=VALUE (JSON values: 20, 4.7, true, [\"a\"])")
+            raise UsageError(
+                f"config {key!r} must be {names}, not {value!r}",
+                hint=f'e.g. --config {key}=VALUE (JSON values: 20, 4.7, true, ["a"])',
+            )
     url = config.get("base_url")
     if url is not None and not re.match(r"^https?://[^/\s]+", url):
         raise UsageError(f"base_url must be an http(s) URL, not {url!r}", hint="e.g. --base-url http://127.0.0.1:11434")
@@ -84,8 +107,10 @@ def validate_config(connector: str, config: dict[str, Any]) -> dict[str, Any]:
         raise UsageError("config 'args' must be a list of strings")
     for key, choices in spec.config_choices.items():
         if key in config and config[key] not in choices:
-            raise UsageError(f"config {key!r} of the {connector} connector must be "
-                             f"{' or '.join(map(str, choices))}, not {config[key]!r}")
+            raise UsageError(
+                f"config {key!r} of the {connector} connector must be "
+                f"{' or '.join(map(str, choices))}, not {config[key]!r}"
+            )
     if "mcp_servers" in config:  # name -> {command, args, env} or {url, bearer_token_env}: checked at register
         from aictl.agents.connectors.mcpconfig import configured_servers
 
@@ -107,10 +132,18 @@ def _strings(value: Any) -> list[str]:
 
 def row_to_ai(row: dict[str, Any]) -> AIRecord:
     ai = AIRecord(
-        id=row["id"], connector=row["connector"], model=row["model"], capabilities=json.loads(row["capabilities"]),
-        labels=json.loads(row["labels"]), max_concurrency=row["max_concurrency"], config=json.loads(row["config"]),
-        enabled=bool(row["enabled"]), paused_until=row["paused_until"], pause_reason=row["pause_reason"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        id=row["id"],
+        connector=row["connector"],
+        model=row["model"],
+        capabilities=json.loads(row["capabilities"]),
+        labels=json.loads(row["labels"]),
+        max_concurrency=row["max_concurrency"],
+        config=json.loads(row["config"]),
+        enabled=bool(row["enabled"]),
+        paused_until=row["paused_until"],
+        pause_reason=row["pause_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
     register_secrets(ai)
     return ai
@@ -155,14 +188,24 @@ class Registry:
     def _row(self, tx: Tx, ai_id: str) -> dict[str, Any]:
         row = tx.one("SELECT * FROM ais WHERE id = :id", {"id": ai_id})
         if row is None:
-            raise NotFound(f"AI {ai_id!r} is not registered",
-                           hint="see the registered AIs with: aictl ai list; add one with: aictl ai register")
+            raise NotFound(
+                f"AI {ai_id!r} is not registered",
+                hint="see the registered AIs with: aictl ai list; add one with: aictl ai register",
+            )
         return row
 
-    def _event(self, tx: Tx, now: float, action: str, ai_id: str, before: dict | None, after: dict | None,
-               **data: Any) -> None:
-        append_event(tx, ts=now, actor=self.actor, action=action, before=before, after=after,
-                     data={"ai": ai_id, **{k: v for k, v in data.items() if v is not None}})
+    def _event(
+        self, tx: Tx, now: float, action: str, ai_id: str, before: dict | None, after: dict | None, **data: Any
+    ) -> None:
+        append_event(
+            tx,
+            ts=now,
+            actor=self.actor,
+            action=action,
+            before=before,
+            after=after,
+            data={"ai": ai_id, **{k: v for k, v in data.items() if v is not None}},
+        )
         from aictl.tasks.service import notify_daemons
 
         notify_daemons(tx)  # a new, resumed or relabelled AI may make waiting tasks routable: wake daemons now
@@ -218,21 +261,44 @@ class Registry:
         def run(tx: Tx, now: float) -> AIRecord:
             old = tx.one("SELECT * FROM ais WHERE id = :id", {"id": ai.id})
             if old is not None and not replace:
-                raise Conflict(f"AI {ai.id!r} is already registered",
-                               hint=f"change it with: aictl ai register {ai.id} … --replace (or aictl ai label)")
-            params = {"id": ai.id, "connector": ai.connector, "model": ai.model, "caps": canonical_json(caps),
-                      "labels": canonical_json(labels), "maxc": ai.max_concurrency,
-                      "config": canonical_json(ai.config), "enabled": int(ai.enabled), "now": now}
+                raise Conflict(
+                    f"AI {ai.id!r} is already registered",
+                    hint=f"change it with: aictl ai register {ai.id} … --replace (or aictl ai label)",
+                )
+            params = {
+                "id": ai.id,
+                "connector": ai.connector,
+                "model": ai.model,
+                "caps": canonical_json(caps),
+                "labels": canonical_json(labels),
+                "maxc": ai.max_concurrency,
+                "config": canonical_json(ai.config),
+                "enabled": int(ai.enabled),
+                "now": now,
+            }
             if old is None:
-                row = tx.row("INSERT INTO ais (id, connector, model, capabilities, labels, max_concurrency, config,"
-                             " enabled, created_at, updated_at) VALUES (:id, :connector, :model, :caps, :labels,"
-                             " :maxc, :config, :enabled, :now, :now) RETURNING *", params)
+                row = tx.row(
+                    "INSERT INTO ais (id, connector, model, capabilities, labels, max_concurrency, config,"
+                    " enabled, created_at, updated_at) VALUES (:id, :connector, :model, :caps, :labels,"
+                    " :maxc, :config, :enabled, :now, :now) RETURNING *",
+                    params,
+                )
             else:
-                row = tx.row("UPDATE ais SET connector = :connector, model = :model, capabilities = :caps,"
-                             " labels = :labels, max_concurrency = :maxc, config = :config, enabled = :enabled,"
-                             " updated_at = :now WHERE id = :id RETURNING *", params)
-            self._event(tx, now, "ai_register", ai.id, None if old is None else self._state(old), self._state(row),
-                        replaced=True if old is not None else None)
+                row = tx.row(
+                    "UPDATE ais SET connector = :connector, model = :model, capabilities = :caps,"
+                    " labels = :labels, max_concurrency = :maxc, config = :config, enabled = :enabled,"
+                    " updated_at = :now WHERE id = :id RETURNING *",
+                    params,
+                )
+            self._event(
+                tx,
+                now,
+                "ai_register",
+                ai.id,
+                None if old is None else self._state(old),
+                self._state(row),
+                replaced=True if old is not None else None,
+            )
             return row_to_ai(row)
 
         return self._write(run, dry_run)
@@ -246,27 +312,44 @@ class Registry:
 
             held = held_by_ai(tx, ai_id)
             if held and not force:
-                raise Conflict(f"AI {ai_id!r} holds {len(held)} running task(s): {', '.join(map(str, held))}",
-                               hint=f"wait for them, or: aictl ai remove {ai_id} --force --yes",
-                               details={"tasks": held})
+                raise Conflict(
+                    f"AI {ai_id!r} holds {len(held)} running task(s): {', '.join(map(str, held))}",
+                    hint=f"wait for them, or: aictl ai remove {ai_id} --force --yes",
+                    details={"tasks": held},
+                )
             tx.run("DELETE FROM ais WHERE id = :id", {"id": ai_id})
             self._event(tx, now, "ai_remove", ai_id, self._state(row), None, forced_with_tasks=held or None)
             return row_to_ai(row)
 
         return self._write(run, dry_run)
 
-    def _update(self, ai_id: str, action: str, change: Callable[[dict[str, Any], float], dict[str, Any]],
-                dry_run: bool, **data: Any) -> AIRecord:
+    def _update(
+        self,
+        ai_id: str,
+        action: str,
+        change: Callable[[dict[str, Any], float], dict[str, Any]],
+        dry_run: bool,
+        **data: Any,
+    ) -> AIRecord:
         def run(tx: Tx, now: float) -> AIRecord:
             old = self._row(tx, ai_id)
             values = change(old, now)
             sets = ", ".join(f"{k} = :{k}" for k in values)
-            row = tx.row(f"UPDATE ais SET {sets}, updated_at = :now WHERE id = :id RETURNING *",
-                         {**values, "now": now, "id": ai_id})
+            row = tx.row(
+                f"UPDATE ais SET {sets}, updated_at = :now WHERE id = :id RETURNING *",
+                {**values, "now": now, "id": ai_id},
+            )
             before, after = self._state(old), self._state(row)
             changed = {k for k in after if before.get(k) != after.get(k)}
-            self._event(tx, now, action, ai_id, {k: before[k] for k in sorted(changed)},
-                        {k: after[k] for k in sorted(changed)}, **data)
+            self._event(
+                tx,
+                now,
+                action,
+                ai_id,
+                {k: before[k] for k in sorted(changed)},
+                {k: after[k] for k in sorted(changed)},
+                **data,
+            )
             return row_to_ai(row)
 
         return self._write(run, dry_run)
@@ -275,15 +358,25 @@ class Registry:
         add = _clean(labels)
         if not add:
             raise UsageError("give at least one label", hint=f"aictl ai label {ai_id} fast")
-        return self._update(ai_id, "ai_label", lambda r, now: {
-            "labels": canonical_json(sorted(set(json.loads(r["labels"])) | set(add)))}, dry_run, labels=add)
+        return self._update(
+            ai_id,
+            "ai_label",
+            lambda r, now: {"labels": canonical_json(sorted(set(json.loads(r["labels"])) | set(add)))},
+            dry_run,
+            labels=add,
+        )
 
     def unlabel(self, ai_id: str, labels: builtins.list[str], *, dry_run: bool = False) -> AIRecord:
         drop = _clean(labels)
         if not drop:
             raise UsageError("give at least one label", hint=f"aictl ai unlabel {ai_id} fast")
-        return self._update(ai_id, "ai_unlabel", lambda r, now: {
-            "labels": canonical_json(sorted(set(json.loads(r["labels"])) - set(drop)))}, dry_run, labels=drop)
+        return self._update(
+            ai_id,
+            "ai_unlabel",
+            lambda r, now: {"labels": canonical_json(sorted(set(json.loads(r["labels"])) - set(drop)))},
+            dry_run,
+            labels=drop,
+        )
 
     def enable(self, ai_id: str, *, dry_run: bool = False) -> AIRecord:
         return self._update(ai_id, "ai_enable", lambda r, now: {"enabled": 1}, dry_run)

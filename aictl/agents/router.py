@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -83,9 +83,16 @@ def ai_label_requirements(task_labels: Iterable[str]) -> list[str]:
 
 
 class Router:
-    def __init__(self, store: Store, settings: Settings | None = None, *, policy: PolicyGate | None = None,
-                 clock: Callable[[], float] = time.time, gpu_info: Callable[[], Any] | None = None,
-                 model_size: Callable[[AIRecord], float | None] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings | None = None,
+        *,
+        policy: PolicyGate | None = None,
+        clock: Callable[[], float] = time.time,
+        gpu_info: Callable[[], Any] | None = None,
+        model_size: Callable[[AIRecord], float | None] | None = None,
+    ):
         self.store = store
         self.settings = settings
         self.policy = policy  # aictl.policy.gate.PolicyGate or None (no policy: nothing to refuse)
@@ -146,11 +153,15 @@ class Router:
         if not ai.enabled:
             reasons.append(f"disabled (enable with: aictl ai enable {ai.id})")
         if is_paused(ai, now) and (ai.pause_reason or "").startswith("unhealthy:"):  # set by the executor
-            reasons.append(f"{ai.pause_reason} (skipped until {when(ai.paused_until or now, now)} or a passing probe:"
-                           f" aictl ai status {ai.id})")
+            reasons.append(
+                f"{ai.pause_reason} (skipped until {when(ai.paused_until or now, now)} or a passing probe:"
+                f" aictl ai status {ai.id})"
+            )
         elif is_paused(ai, now) and ai.paused_until is not None:
-            reasons.append(f"rate-limited until {when(ai.paused_until, now)}"
-                           + (f" ({ai.pause_reason})" if ai.pause_reason else ""))
+            reasons.append(
+                f"rate-limited until {when(ai.paused_until, now)}"
+                + (f" ({ai.pause_reason})" if ai.pause_reason else "")
+            )
         missing = sorted(set(json.loads(row["required_capabilities"])) - set(ai.capabilities))
         if missing:
             reasons.append(f"missing capability {', '.join(missing)}")
@@ -170,27 +181,46 @@ class Router:
         if self.policy is not None and not reasons:
             from aictl.tasks.service import task_facts
 
-            record = self.policy.check("claim", ai=ai.id, actor=ai.id, ai_labels=ai.labels, task=task_facts(row),
-                                       now=now)
+            record = self.policy.check(
+                "claim", ai=ai.id, actor=ai.id, ai_labels=ai.labels, task=task_facts(row), now=now
+            )
             if record.effect != "allow":
                 rules = f" [{', '.join(record.matched_rules)}]" if record.matched_rules else ""
                 verdict = "needs approval" if record.effect == "require_approval" else "denies claim"
                 reasons.append(f"policy {verdict}: {'; '.join(record.reasons) or record.effect}{rules}")
-        return Candidate(ai=ai.id, connector=ai.connector, model=ai.model, eligible=not reasons, reasons=reasons,
-                         notes=notes, running=running, max_concurrency=ai.max_concurrency,
-                         last_assigned_at=ai_row.get("last_assigned_at"))
+        return Candidate(
+            ai=ai.id,
+            connector=ai.connector,
+            model=ai.model,
+            eligible=not reasons,
+            reasons=reasons,
+            notes=notes,
+            running=running,
+            max_concurrency=ai.max_concurrency,
+            last_assigned_at=ai_row.get("last_assigned_at"),
+        )
 
-    def _route(self, row: dict[str, Any], ais: list[dict], running: dict[str, int], now: float,
-               ai_ids: Iterable[str] | None = None) -> Route:
+    def _route(
+        self,
+        row: dict[str, Any],
+        ais: list[dict],
+        running: dict[str, int],
+        now: float,
+        ai_ids: Iterable[str] | None = None,
+    ) -> Route:
         only = set(ai_ids) if ai_ids is not None else None
-        candidates = [self._judge(row, a, running.get(a["id"], 0), now) for a in ais
-                      if only is None or a["id"] in only]
+        candidates = [self._judge(row, a, running.get(a["id"], 0), now) for a in ais if only is None or a["id"] in only]
         eligible = sorted((c for c in candidates if c.eligible), key=_rank_key)
         for i, c in enumerate(eligible, 1):
             c.rank = i
         candidates.sort(key=lambda c: (c.rank is None, c.rank or 0, c.ai))
-        return Route(task_id=row["id"], title=row["title"], status=row["status"],
-                     chosen=eligible[0].ai if eligible else None, candidates=candidates)
+        return Route(
+            task_id=row["id"],
+            title=row["title"],
+            status=row["status"],
+            chosen=eligible[0].ai if eligible else None,
+            candidates=candidates,
+        )
 
     # -- public ----------------------------------------------------------------------
 
@@ -216,8 +246,7 @@ class Router:
 
         return Registry(self.store).get(ai_id)
 
-    def rank(self, rows: Sequence[Mapping[str, Any]], *,
-             ai_ids: Collection[str] | None = None) -> Iterator[Ranking]:
+    def rank(self, rows: Sequence[Mapping[str, Any]], *, ai_ids: Collection[str] | None = None) -> Iterator[Ranking]:
         """For aictl.tasks.claims: per task row, in order, the eligible AIs best first and why the others are not.
 
         One snapshot of the AIs for all rows; lazy, so a claimer that gets the first task judges no more.
@@ -229,10 +258,12 @@ class Router:
         now = self.clock()
         for row in rows:
             route = self._route(dict(row), ais, running, now, ai_ids)
-            yield Ranking(task_id=route.task_id,
-                          eligible=[row_to_ai(by_id[c.ai]) for c in route.candidates if c.eligible],
-                          refused={c.ai: c.reasons for c in route.candidates if not c.eligible},
-                          details={"candidates": [c.model_dump(mode="json") for c in route.candidates]})
+            yield Ranking(
+                task_id=route.task_id,
+                eligible=[row_to_ai(by_id[c.ai]) for c in route.candidates if c.eligible],
+                refused={c.ai: c.reasons for c in route.candidates if not c.eligible},
+                details={"candidates": [c.model_dump(mode="json") for c in route.candidates]},
+            )
 
     def find(self, ai_id: str) -> AIRecord | None:
         from aictl.agents.registry import Registry

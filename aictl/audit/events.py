@@ -137,13 +137,15 @@ def _flush_pg(tx: Tx, pending: list[dict[str, Any]]) -> None:
         )
     n = len(pending)
     rows = " UNION ALL ".join(
-        f"SELECT h{i}.id, " + ", ".join(f"CAST(:{c}{i} AS {_TYPES.get(c, 'text')})" for c in _COLS)
+        f"SELECT h{i}.id, "
+        + ", ".join(f"CAST(:{c}{i} AS {_TYPES.get(c, 'text')})" for c in _COLS)
         + f", h{i}.prev, h{i}.hash FROM h{i}"
         for i in range(1, n + 1)
     )
     ctes.append(f"ins AS (INSERT INTO events (id, {', '.join(_COLS)}, prev_hash, hash) {rows})")
-    ctes.append(f"head AS (UPDATE audit_head SET last_id = h{n}.id, last_hash = h{n}.hash FROM h{n}"
-                " WHERE audit_head.id = 1)")
+    ctes.append(
+        f"head AS (UPDATE audit_head SET last_id = h{n}.id, last_hash = h{n}.hash FROM h{n} WHERE audit_head.id = 1)"
+    )
     channels = sorted(getattr(tx, "_aictl_notify", None) or ())
     tail = "".join(f", pg_notify('{c}', '')" for c in channels)
     try:

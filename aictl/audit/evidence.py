@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, field_serializer
 
 from aictl.audit.events import append_event, canonical_json
-from aictl.domain.redact import redact, redact_text
 from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import ts_to_dt
+from aictl.domain.redact import redact, redact_text
 from aictl.store.base import Store, Tx
 
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-ndjson")
@@ -94,8 +94,19 @@ class EvidenceStore:
         with self.store.write() as wtx:
             return self._record(wtx, data, digest, kind, name, media_type, task_id, owner, lease_epoch, summary)
 
-    def _record(self, tx: Tx, data: bytes, digest: str, kind: str, name: str, media_type: str,
-                task_id: int | None, owner: str | None, epoch: int | None, summary: dict | None) -> EvidenceRef:
+    def _record(
+        self,
+        tx: Tx,
+        data: bytes,
+        digest: str,
+        kind: str,
+        name: str,
+        media_type: str,
+        task_id: int | None,
+        owner: str | None,
+        epoch: int | None,
+        summary: dict | None,
+    ) -> EvidenceRef:
         now = time.time()
         if task_id is not None:
             self._check_lease(tx, task_id, owner, epoch)
@@ -104,28 +115,54 @@ class EvidenceStore:
         row = tx.row(
             "INSERT INTO evidence (task_id, lease_epoch, kind, name, digest, size, media_type, summary, created_at)"
             " VALUES (:t, :e, :k, :n, :d, :s, :m, :sum, :now) RETURNING *",
-            {"t": task_id, "e": epoch, "k": kind, "n": name, "d": digest, "s": len(data), "m": media_type,
-             "sum": None if summary is None else canonical_json(summary), "now": now},
+            {
+                "t": task_id,
+                "e": epoch,
+                "k": kind,
+                "n": name,
+                "d": digest,
+                "s": len(data),
+                "m": media_type,
+                "sum": None if summary is None else canonical_json(summary),
+                "now": now,
+            },
         )
         assert row is not None  # INSERT … RETURNING always returns the row
-        append_event(tx, ts=now, actor=owner or self.actor, action="evidence", task_id=task_id, lease_epoch=epoch,
-                     data={"evidence_id": row["id"], "kind": kind, "name": name, "digest": digest, "size": len(data),
-                           **({"summary": summary} if summary else {})})
+        append_event(
+            tx,
+            ts=now,
+            actor=owner or self.actor,
+            action="evidence",
+            task_id=task_id,
+            lease_epoch=epoch,
+            data={
+                "evidence_id": row["id"],
+                "kind": kind,
+                "name": name,
+                "digest": digest,
+                "size": len(data),
+                **({"summary": summary} if summary else {}),
+            },
+        )
         return _ref(row)
 
     def _check_lease(self, tx: Tx, task_id: int, owner: str | None, epoch: int | None) -> None:
         """Evidence is fenced like completion: the presented lease must still hold the task."""
         if self.fence is None:
-            raise UsageError("this evidence store was opened without the task plane's lease check",
-                             hint="pass fence=aictl.tasks.fence.check_fence to EvidenceStore")
+            raise UsageError(
+                "this evidence store was opened without the task plane's lease check",
+                hint="pass fence=aictl.tasks.fence.check_fence to EvidenceStore",
+            )
         if owner is None or epoch is None:
             raise UsageError("evidence for a task must present the lease: owner and epoch")
         self.fence(tx, task_id, owner, epoch, verb="attach evidence to", transition=False)
 
     def _write_blob(self, tx: Tx, digest: str, data: bytes) -> None:
         if tx.dialect == "postgresql":
-            tx.run("INSERT INTO evidence_blobs (digest, content) VALUES (:d, :c) ON CONFLICT DO NOTHING",
-                   {"d": digest, "c": data})
+            tx.run(
+                "INSERT INTO evidence_blobs (digest, content) VALUES (:d, :c) ON CONFLICT DO NOTHING",
+                {"d": digest, "c": data},
+            )
             return
         path = self._path(digest)
         if path.exists():
@@ -148,7 +185,9 @@ class EvidenceStore:
         with self.store.read() as tx:
             rows = tx.all("SELECT DISTINCT digest FROM evidence WHERE digest LIKE :p", {"p": digest + "%"})
             if not rows:
-                raise NotFound(f"no evidence with digest {digest}", hint="list a task's evidence: aictl task evidence ID")
+                raise NotFound(
+                    f"no evidence with digest {digest}", hint="list a task's evidence: aictl task evidence ID"
+                )
             if len(rows) > 1:
                 raise UsageError(f"digest prefix {digest} is ambiguous ({len(rows)} matches); give more characters")
             full = rows[0]["digest"]
@@ -168,8 +207,11 @@ class EvidenceStore:
         """A task's evidence; a row that does not match its audit event comes back with verified=False."""
         with self.store.read() as tx:
             rows = tx.all("SELECT * FROM evidence WHERE task_id = :t ORDER BY id", {"t": task_id})
-            events = tx.all("SELECT id, task_id, lease_epoch, data FROM events WHERE action = 'evidence'"
-                            " AND task_id = :t ORDER BY id", {"t": task_id})
+            events = tx.all(
+                "SELECT id, task_id, lease_epoch, data FROM events WHERE action = 'evidence'"
+                " AND task_id = :t ORDER BY id",
+                {"t": task_id},
+            )
         _, unmatched = _match(rows, [{**e, "data": json.loads(e["data"]) if e["data"] else {}} for e in events])
         bad = {r["id"] for r in unmatched}
         return [_ref(r).model_copy(update={"verified": r["id"] not in bad}) for r in rows]
@@ -182,8 +224,9 @@ def _key(task_id: Any, epoch: Any, data: dict[str, Any]) -> tuple:
     return (task_id, epoch, data.get("kind"), data.get("digest"), data.get("size"))
 
 
-def _match(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> tuple[tuple[int | None, str] | None,
-                                                                            list[dict[str, Any]]]:
+def _match(
+    rows: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> tuple[tuple[int | None, str] | None, list[dict[str, Any]]]:
     """Pair evidence rows with their events: (first event whose row is gone or changed, rows no event vouches for)."""
     by_id = {r["id"]: r for r in rows}
     first: tuple[int | None, str] | None = None
@@ -218,15 +261,20 @@ def vouch_evidence(tx: Tx, events: list[dict[str, Any]]) -> tuple[int | None, st
     first, unmatched = _match(tx.all("SELECT * FROM evidence ORDER BY id"), events)
     if first is None and unmatched:
         r = unmatched[0]
-        first = (None, f"evidence row {r['id']} (task {r['task_id']}, {r['kind']} {r['name']}) matches no audit event:"
-                       " it was inserted or edited outside aictl")
+        first = (
+            None,
+            f"evidence row {r['id']} (task {r['task_id']}, {r['kind']} {r['name']}) matches no audit event:"
+            " it was inserted or edited outside aictl",
+        )
     return first
+
 
 def evidence_by_kind(tx: Tx, task_id: int, epoch: int) -> dict[str, list[dict[str, Any]]]:
     """Evidence of one attempt by kind, with summaries (for completion requirements)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for r in tx.all("SELECT kind, summary FROM evidence WHERE task_id = :t AND lease_epoch = :e",
-                    {"t": task_id, "e": epoch}):
+    for r in tx.all(
+        "SELECT kind, summary FROM evidence WHERE task_id = :t AND lease_epoch = :e", {"t": task_id, "e": epoch}
+    ):
         out.setdefault(r["kind"], []).append(json.loads(r["summary"]) if r["summary"] else {})
     return out
 

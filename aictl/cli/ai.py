@@ -1,9 +1,8 @@
 """`aictl ai …`: register AIs, label them, pause them, and check that they answer."""
 
-
 import sys
 import time
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -24,7 +23,7 @@ def _registry() -> Any:
     return Registry(state.store(), actor=state.settings().actor)
 
 
-def _split(values: Optional[list[str]]) -> list[str]:
+def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
@@ -39,19 +38,28 @@ def _state_of(ai: Any, now: float) -> str:
 def _columns(running: dict[str, int]) -> list:
     now = time.time()
     return [
-        ("id", lambda a: a.id), ("connector", lambda a: a.connector), ("model", lambda a: a.model),
-        ("capabilities", lambda a: a.capabilities), ("labels", lambda a: a.labels),
-        ("running", lambda a: f"{running.get(a.id, 0)}/{a.max_concurrency}"), ("state", lambda a: _state_of(a, now)),
+        ("id", lambda a: a.id),
+        ("connector", lambda a: a.connector),
+        ("model", lambda a: a.model),
+        ("capabilities", lambda a: a.capabilities),
+        ("labels", lambda a: a.labels),
+        ("running", lambda a: f"{running.get(a.id, 0)}/{a.max_concurrency}"),
+        ("state", lambda a: _state_of(a, now)),
     ]
 
 
 def _human(ai: Any, running: int | None = None) -> str:
-    lines = [f"ai {ai.id}: {ai.connector}" + (f" / {ai.model}" if ai.model else ""),
-             f"  state:          {_state_of(ai, time.time())}"]
+    lines = [
+        f"ai {ai.id}: {ai.connector}" + (f" / {ai.model}" if ai.model else ""),
+        f"  state:          {_state_of(ai, time.time())}",
+    ]
     if ai.pause_reason and ai.paused_until and ai.paused_until > time.time():
         lines.append(f"  pause reason:   {ai.pause_reason}")
-    lines += [f"  capabilities:   {cell(ai.capabilities)}", f"  labels:         {cell(ai.labels)}",
-              f"  concurrency:    " + (f"{running}/" if running is not None else "") + str(ai.max_concurrency)]
+    lines += [
+        f"  capabilities:   {cell(ai.capabilities)}",
+        f"  labels:         {cell(ai.labels)}",
+        "  concurrency:    " + (f"{running}/" if running is not None else "") + str(ai.max_concurrency),
+    ]
     for key, value in sorted(ai.config.items()):
         lines.append(f"  {key + ':':<15} {cell(value)}")
     return "\n".join(lines)
@@ -66,21 +74,35 @@ def _emit(out: Any, ai: Any, dry_run: bool = False) -> None:
 @app.command("register")
 def register(
     ai_id: AiIdArg,
-    connector: Annotated[str, typer.Option("--connector", help="claude-code, codex, anthropic, openai, ollama or command.",
-                                           show_default=False)],
-    model: Annotated[Optional[str], typer.Option("--model", help="Model name, e.g. sonnet, gpt-5.5, qwen2.5-coder:7b.")] = None,
-    capability: Annotated[Optional[list[str]], typer.Option(
-        "--capability", "-c", help="What it can do; tasks requiring a capability need it (repeatable).")] = None,
-    label: Annotated[Optional[list[str]], typer.Option(
-        "--label", "-l", help="Label; a task labelled ai:<label> wants an AI with it (repeatable).")] = None,
+    connector: Annotated[
+        str,
+        typer.Option(
+            "--connector", help="claude-code, codex, anthropic, openai, ollama or command.", show_default=False
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model name, e.g. sonnet, gpt-5.5, qwen2.5-coder:7b.")
+    ] = None,
+    capability: Annotated[
+        list[str] | None,
+        typer.Option("--capability", "-c", help="What it can do; tasks requiring a capability need it (repeatable)."),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", "-l", help="Label; a task labelled ai:<label> wants an AI with it (repeatable)."),
+    ] = None,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="Tasks it may hold at once.")] = 1,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Provider URL (APIs, or the CLI's API).")] = None,
-    binary: Annotated[Optional[str], typer.Option("--binary", help="CLI executable (path, or name on PATH).")] = None,
-    arg: Annotated[Optional[list[str]], typer.Option("--arg", help="Extra argument for the CLI (repeatable).")] = None,
-    api_key_env: Annotated[Optional[str], typer.Option(
-        "--api-key-env", help="NAME of the environment variable holding the API key (never the key).")] = None,
-    config: Annotated[Optional[list[str]], typer.Option(
-        "--config", help="More settings as key=value, e.g. max_turns=20, model_size_gb=4.7 (repeatable).")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Provider URL (APIs, or the CLI's API).")] = None,
+    binary: Annotated[str | None, typer.Option("--binary", help="CLI executable (path, or name on PATH).")] = None,
+    arg: Annotated[list[str] | None, typer.Option("--arg", help="Extra argument for the CLI (repeatable).")] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option("--api-key-env", help="NAME of the environment variable holding the API key (never the key)."),
+    ] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option("--config", help="More settings as key=value, e.g. max_turns=20, model_size_gb=4.7 (repeatable)."),
+    ] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Register it disabled (the router skips it).")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an AI with this id.")] = False,
     dry_run: DryRunOpt = False,
@@ -100,8 +122,16 @@ def register(
     from aictl.skills.resolve import check_project
 
     check_project(state.settings().project_dir)  # the skills it would get must load (exit 2, file:line)
-    ai = AIRecord(id=ai_id, connector=connector, model=model, capabilities=_split(capability),
-                  labels=_split(label), max_concurrency=max_concurrency, config=cfg, enabled=not disabled)
+    ai = AIRecord(
+        id=ai_id,
+        connector=connector,
+        model=model,
+        capabilities=_split(capability),
+        labels=_split(label),
+        max_concurrency=max_concurrency,
+        config=cfg,
+        enabled=not disabled,
+    )
     _emit(out, _registry().register(ai, replace=replace, dry_run=dry_run), dry_run)
 
 
@@ -146,7 +176,7 @@ def disable(ai_id: AiIdArg, dry_run: DryRunOpt = False, output: OutputOpt = None
     _emit(state.output(output), _registry().disable(ai_id, dry_run=dry_run), dry_run)
 
 
-def parse_until(for_: Optional[str], until: Optional[str], now: float) -> float:
+def parse_until(for_: str | None, until: str | None, now: float) -> float:
     """--for 90s|10m|2h|SECONDS or --until ISO-8601 (local time when no zone) → unix time."""
     from datetime import datetime
 
@@ -175,10 +205,13 @@ def parse_until(for_: Optional[str], until: Optional[str], now: float) -> float:
 @app.command("pause")
 def pause(
     ai_id: AiIdArg,
-    for_: Annotated[Optional[str], typer.Option("--for", help="How long: 90s, 10m, 2h.")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="Until when: ISO time, local unless it has a zone.")] = None,
+    for_: Annotated[str | None, typer.Option("--for", help="How long: 90s, 10m, 2h.")] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Until when: ISO time, local unless it has a zone.")
+    ] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (shown by aictl route).")] = "",
-    dry_run: DryRunOpt = False, output: OutputOpt = None,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = None,
 ) -> None:
     """Keep the router off this AI until a time (as a rate limit does)."""
     out = state.output(output)
@@ -197,7 +230,8 @@ def remove(
     ai_id: AiIdArg,
     force: Annotated[bool, typer.Option("--force", help="Even while it holds running tasks.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm the removal.")] = False,
-    dry_run: DryRunOpt = False, output: OutputOpt = None,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = None,
 ) -> None:
     """Forget an AI. Refused while it holds tasks unless --force; needs --yes."""
     out = state.output(output)
@@ -209,15 +243,16 @@ def remove(
 def _status_human(rows: list[dict]) -> None:
     for r in rows:
         mark = "ok  " if r["ok"] else "FAIL"
-        sys.stdout.write(f"{mark} {r['id']} ({r['connector']}{' / ' + r['model'] if r['model'] else ''}): "
-                         f"{r['health']['detail']}\n")
+        sys.stdout.write(
+            f"{mark} {r['id']} ({r['connector']}{' / ' + r['model'] if r['model'] else ''}): {r['health']['detail']}\n"
+        )
         extra = [f"running {r['running']}/{r['max_concurrency']}", r["state"]]
         sys.stdout.write(f"     {', '.join(extra)}\n")
 
 
 @app.command("status")
 def status(
-    ai_id: Annotated[Optional[str], typer.Argument(help="Only this AI (default: all).", show_default=False)] = None,
+    ai_id: Annotated[str | None, typer.Argument(help="Only this AI (default: all).", show_default=False)] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each provider.")] = 3.0,
     output: OutputOpt = None,
 ) -> None:
@@ -238,10 +273,22 @@ def status(
         results = list(pool.map(lambda a: check(a, timeout=timeout), ais))
     # the probe is the health signal: a failure pauses the AI as unhealthy, a pass lifts that pause
     ais = [apply_probe(reg, a, h, pause_s=UNHEALTHY_PAUSE_S, now=now) for a, h in zip(ais, results, strict=True)]
-    rows = [{"id": a.id, "connector": a.connector, "model": a.model, "ok": bool(h["ok"]), "health": h,
-             "enabled": a.enabled, "state": _state_of(a, now), "paused_until": a.paused_until,
-             "pause_reason": a.pause_reason, "running": running.get(a.id, 0), "max_concurrency": a.max_concurrency}
-            for a, h in zip(ais, results)]
+    rows = [
+        {
+            "id": a.id,
+            "connector": a.connector,
+            "model": a.model,
+            "ok": bool(h["ok"]),
+            "health": h,
+            "enabled": a.enabled,
+            "state": _state_of(a, now),
+            "paused_until": a.paused_until,
+            "pause_reason": a.pause_reason,
+            "running": running.get(a.id, 0),
+            "max_concurrency": a.max_concurrency,
+        }
+        for a, h in zip(ais, results)
+    ]
     if out.mode == "table":
         if not rows:
             info("no AI is registered; add one with: aictl ai register claude-1 --connector claude-code")

@@ -1,10 +1,9 @@
 """`aictl audit …`: read the append-only event log."""
 
-
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,8 +28,8 @@ EVENT_COLUMNS = [
 
 @app.command("log")
 def log(
-    task_id: Annotated[Optional[int], typer.Option("--task", "-t", help="Only events of this task.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", "-L", min=1, help="Only the last N events.")] = None,
+    task_id: Annotated[int | None, typer.Option("--task", "-t", help="Only events of this task.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-L", min=1, help="Only the last N events.")] = None,
     output: OutputOpt = None,
 ) -> None:
     """Events in order (oldest first)."""
@@ -56,7 +55,7 @@ class ChainBroken(AictlError):
 @app.command("verify")
 def verify(
     against: Annotated[
-        Optional[Path], typer.Option("--against", help="Also check every event of an earlier export is unchanged.")
+        Path | None, typer.Option("--against", help="Also check every event of an earlier export is unchanged.")
     ] = None,
     output: OutputOpt = None,
 ) -> None:
@@ -72,13 +71,17 @@ def verify(
     if out.mode in ("json", "yaml"):
         out.emit(report)
     elif report.ok:
-        info(f"audit log intact: {report.checked} events, head {report.last_hash[:16]}…"
-             + (f", {report.anchored} confirmed against {against}" if against else "")
-             + (f", anchor event {report.anchor_id} in git ({ANCHOR_REF}) holds" if anchor else ""))
+        info(
+            f"audit log intact: {report.checked} events, head {report.last_hash[:16]}…"
+            + (f", {report.anchored} confirmed against {against}" if against else "")
+            + (f", anchor event {report.anchor_id} in git ({ANCHOR_REF}) holds" if anchor else "")
+        )
     if report.first_break is not None:
-        raise ChainBroken(f"audit log tampered: {report.first_break.reason}",
-                          hint="compare with an exported copy: aictl audit verify --against FILE",
-                          details={"event_id": report.first_break.event_id})
+        raise ChainBroken(
+            f"audit log tampered: {report.first_break.reason}",
+            hint="compare with an exported copy: aictl audit verify --against FILE",
+            details={"event_id": report.first_break.event_id},
+        )
 
 
 def _anchors():
@@ -116,7 +119,7 @@ def anchor(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
 
 @app.command("export")
 def export(
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Write to this file (default: stdout).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Write to this file (default: stdout).")] = None,
     since: Annotated[int, typer.Option("--since-id", help="Only events after this id.")] = 0,
     output: OutputOpt = None,
 ) -> None:
@@ -171,10 +174,19 @@ DECISION_COLUMNS = [
 
 
 def _decision_human(d) -> str:
-    lines = [f"decision {d.decision_id}", f"  time:      {iso(d.ts)}", f"  effect:    {d.effect}"
-             + ("" if d.enforced else " (not enforced)")]
-    for label, value in (("ai", d.ai), ("actor", d.actor), ("task", d.task_id), ("epoch", d.lease_epoch),
-                         ("action", d.action), ("rules", ", ".join(d.matched_rules) or None)):
+    lines = [
+        f"decision {d.decision_id}",
+        f"  time:      {iso(d.ts)}",
+        f"  effect:    {d.effect}" + ("" if d.enforced else " (not enforced)"),
+    ]
+    for label, value in (
+        ("ai", d.ai),
+        ("actor", d.actor),
+        ("task", d.task_id),
+        ("epoch", d.lease_epoch),
+        ("action", d.action),
+        ("rules", ", ".join(d.matched_rules) or None),
+    ):
         if value is not None:
             lines.append(f"  {label + ':':<10} {value}")
     lines += [f"  reason:    {reason}" for reason in d.reasons]
@@ -188,14 +200,14 @@ def _decision_human(d) -> str:
 
 @app.command("decisions")
 def decisions(
-    task_id: Annotated[Optional[int], typer.Option("--task", "-t", help="Only decisions on this task.")] = None,
-    ai: Annotated[Optional[str], typer.Option("--ai", help="Only decisions about this AI id.")] = None,
+    task_id: Annotated[int | None, typer.Option("--task", "-t", help="Only decisions on this task.")] = None,
+    ai: Annotated[str | None, typer.Option("--ai", help="Only decisions about this AI id.")] = None,
     effect: Annotated[
-        Optional[str], typer.Option("--effect", "-e", help="Only this effect: allow, deny or require_approval.")
+        str | None, typer.Option("--effect", "-e", help="Only this effect: allow, deny or require_approval.")
     ] = None,
-    action: Annotated[Optional[str], typer.Option("--action", "-a", help="Only this action, e.g. claim.")] = None,
-    since: Annotated[Optional[str], typer.Option("--since", help="Only at or after: ISO 8601 or 30m, 2h, 7d.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", "-L", min=1, help="Only the last N decisions.")] = None,
+    action: Annotated[str | None, typer.Option("--action", "-a", help="Only this action, e.g. claim.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only at or after: ISO 8601 or 30m, 2h, 7d.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-L", min=1, help="Only the last N decisions.")] = None,
     output: OutputOpt = None,
 ) -> None:
     """Policy decision records, oldest first: who asked for what, the effect and the rules behind it."""
@@ -206,8 +218,9 @@ def decisions(
     out = state.output(output)
     if effect is not None and effect not in ("allow", "deny", "require_approval"):
         raise UsageError(f"unknown effect {effect!r}", hint="use one of: allow, deny, require_approval")
-    records = DecisionLog(state.store()).list(task_id=task_id, ai=ai, effect=effect, action=action,
-                                              since=parse_when(since) if since else None, limit=limit)
+    records = DecisionLog(state.store()).list(
+        task_id=task_id, ai=ai, effect=effect, action=action, since=parse_when(since) if since else None, limit=limit
+    )
     out.emit(records, columns=DECISION_COLUMNS, name=lambda d: d.decision_id)
 
 
@@ -220,5 +233,9 @@ def decision(
     from aictl.policy.records import DecisionLog
 
     out = state.output(output)
-    out.emit(DecisionLog(state.store()).get(decision_id), columns=DECISION_COLUMNS, human=_decision_human,
-             name=lambda d: d.decision_id)
+    out.emit(
+        DecisionLog(state.store()).get(decision_id),
+        columns=DECISION_COLUMNS,
+        human=_decision_human,
+        name=lambda d: d.decision_id,
+    )

@@ -1,8 +1,7 @@
 """`aictl init` and `aictl config show`."""
 
-
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,8 +25,11 @@ def show(output: OutputOpt = None) -> None:
     if out.mode in ("json", "yaml"):
         out.emit({r["key"]: {"value": r["value"], "source": r["source"]} for r in rows})
     else:
-        out.emit(rows, name=lambda r: r["key"],
-                 columns=[("key", lambda r: r["key"]), ("value", lambda r: r["value"]), ("source", lambda r: r["source"])])
+        out.emit(
+            rows,
+            name=lambda r: r["key"],
+            columns=[("key", lambda r: r["key"]), ("value", lambda r: r["value"]), ("source", lambda r: r["source"])],
+        )
 
 
 def _shown(key: str, value: object) -> object:
@@ -40,9 +42,10 @@ def _shown(key: str, value: object) -> object:
 
 
 def init(
-    directory: Annotated[Optional[Path], typer.Argument(help="Repository to initialise (default: current dir).")] = None,
-    with_examples: Annotated[bool, typer.Option(
-        "--with-examples", help="Also copy aictl's example skills (skills/) into .ai/skills/.")] = False,
+    directory: Annotated[Path | None, typer.Argument(help="Repository to initialise (default: current dir).")] = None,
+    with_examples: Annotated[
+        bool, typer.Option("--with-examples", help="Also copy aictl's example skills (skills/) into .ai/skills/.")
+    ] = False,
     output: OutputOpt = None,
 ) -> None:
     """Create .ai/ (config.yaml, policy.yaml, skills/, workflows/) and the state store. Safe to rerun."""
@@ -79,8 +82,12 @@ def init(
 
         write_marker(store, settings.home)  # the store other commands expect (aictl.store.identity)
     store.close()
-    result = {"project_dir": str(root), "home": str(settings.home), "created": created,
-              "database_url": _shown("database_url", settings.resolved_database_url)}
+    result = {
+        "project_dir": str(root),
+        "home": str(settings.home),
+        "created": created,
+        "database_url": _shown("database_url", settings.resolved_database_url),
+    }
     if out.mode == "table":
         info(f"initialised aictl in {home}" + (f" (created {', '.join(created)})" if created else " (already set up)"))
         info("next: aictl task create \"My first task\" --lock 'src/**'")

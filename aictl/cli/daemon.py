@@ -1,11 +1,10 @@
 """`aictl daemon …`: run the scheduler in the background (or foreground), stop it, see it, read its log."""
 
-
 import json
 import os
 import sys
 import time
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -22,12 +21,13 @@ def _paths() -> Any:
 
     s = state.settings()
     if s.home is None or s.project_dir is None:
-        raise NotInitialized("not inside an aictl project (no .ai/ directory here or above)",
-                             hint="create one with: aictl init")
+        raise NotInitialized(
+            "not inside an aictl project (no .ai/ directory here or above)", hint="create one with: aictl init"
+        )
     return DaemonPaths.for_home(s.home)
 
 
-def _split(values: Optional[list[str]]) -> list[str]:
+def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
@@ -40,12 +40,19 @@ def _error_from(d: dict[str, Any]) -> AictlError:
 
 @app.command("start")
 def start(
-    foreground: Annotated[bool, typer.Option(
-        "--foreground", "-F", help="Run in this process (systemd, containers); the log goes to stderr too.")] = False,
-    workers: Annotated[Optional[int], typer.Option(
-        "--workers", "-w", min=1, help="Tasks run at once (default: setting daemon_workers).")] = None,
-    ai: Annotated[Optional[list[str]], typer.Option(
-        "--ai", help="Route AI tasks only to this registered AI (repeatable). Command tasks always run.")] = None,
+    foreground: Annotated[
+        bool,
+        typer.Option(
+            "--foreground", "-F", help="Run in this process (systemd, containers); the log goes to stderr too."
+        ),
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Tasks run at once (default: setting daemon_workers).")
+    ] = None,
+    ai: Annotated[
+        list[str] | None,
+        typer.Option("--ai", help="Route AI tasks only to this registered AI (repeatable). Command tasks always run."),
+    ] = None,
     output: OutputOpt = None,
 ) -> None:
     """Start the daemon for this project: in the background (detached) unless --foreground. One per project and host."""
@@ -61,16 +68,21 @@ def start(
     if local.running:
         from aictl.domain.errors import Conflict
 
-        raise Conflict(f"a daemon is already running for this project (pid {local.pid})",
-                       hint="see it with: aictl daemon status; stop it with: aictl daemon stop",
-                       details={"pid": local.pid})
+        raise Conflict(
+            f"a daemon is already running for this project (pid {local.pid})",
+            hint="see it with: aictl daemon status; stop it with: aictl daemon stop",
+            details={"pid": local.pid},
+        )
     options = DaemonOptions(workers=workers or settings.daemon_workers, ai_ids=_split(ai) or None)
     if foreground:
+
         def ready(msg: dict[str, Any]) -> None:
             if msg.get("took_over"):
                 info(f"stale pid file (pid {msg['took_over']['pid']} is gone): taking over")
-            info(f"daemon {msg['daemon_id']} running in the foreground, pid {msg['pid']}, "
-                 f"{msg['workers']} worker(s); log {msg['log']}; stop with Ctrl-C or: aictl daemon stop")
+            info(
+                f"daemon {msg['daemon_id']} running in the foreground, pid {msg['pid']}, "
+                f"{msg['workers']} worker(s); log {msg['log']}; stop with Ctrl-C or: aictl daemon stop"
+            )
             if not msg["store"]["reachable"]:
                 info(f"warning: the store is unreachable ({msg['store']['error']}); retrying")
 
@@ -92,19 +104,28 @@ def start(
     if not msg["store"]["reachable"]:
         info(f"warning: the store is unreachable ({msg['store']['error']}); the daemon keeps retrying")
     result = {k: msg[k] for k in ("pid", "daemon_id", "workers", "log", "took_over", "store")}
-    out.emit(result, name=lambda r: r["pid"],
-             human=lambda r: f"daemon {r['daemon_id']} started: pid {r['pid']}, {r['workers']} worker(s)\n"
-                             f"  log:    {r['log']}  (aictl daemon logs -f)\n  status: aictl daemon status")
+    out.emit(
+        result,
+        name=lambda r: r["pid"],
+        human=lambda r: (
+            f"daemon {r['daemon_id']} started: pid {r['pid']}, {r['workers']} worker(s)\n"
+            f"  log:    {r['log']}  (aictl daemon logs -f)\n  status: aictl daemon status"
+        ),
+    )
 
 
 @app.command("stop")
 def stop(
-    drain: Annotated[bool, typer.Option(
-        "--drain", help="Let running tasks finish (up to daemon_grace_s), then stop. The default.")] = False,
-    now: Annotated[bool, typer.Option(
-        "--now", help="Stop at once: running tasks are cancelled and released for others.")] = False,
-    timeout: Annotated[Optional[float], typer.Option(
-        "--timeout", min=0, help="Give up waiting after N seconds (default: the grace period + 60).")] = None,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Let running tasks finish (up to daemon_grace_s), then stop. The default.")
+    ] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="Stop at once: running tasks are cancelled and released for others.")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0, help="Give up waiting after N seconds (default: the grace period + 60)."),
+    ] = None,
     output: OutputOpt = None,
 ) -> None:
     """Stop this project's daemon on this host (SIGTERM; --now: SIGQUIT) and wait until it has exited."""
@@ -119,8 +140,9 @@ def stop(
         extra = " (its pid file is stale: the daemon died; the next start takes over)" if local.stale_pid_file else ""
         raise NotFound(f"no daemon is running for this project{extra}", hint="start one with: aictl daemon start")
     if local.pid is None:
-        raise AictlError(f"a daemon holds {paths.lock} but its pid file is missing",
-                         hint="find it with: fuser " + str(paths.lock))
+        raise AictlError(
+            f"a daemon holds {paths.lock} but its pid file is missing", hint="find it with: fuser " + str(paths.lock)
+        )
     status = read_status(paths) or {}
     grace = 0.0 if now else float(status.get("grace_s", state.settings().daemon_grace_s))
     limit = timeout if timeout is not None else grace + 60.0
@@ -133,13 +155,22 @@ def stop(
         info(f"daemon pid {local.pid}: draining (running tasks get up to {grace:g}s)")
     while lock_is_held(paths):
         if time.monotonic() - t0 > limit:
-            raise AictlError(f"daemon pid {local.pid} is still running after {limit:g}s",
-                             hint="stop it at once with: aictl daemon stop --now")
+            raise AictlError(
+                f"daemon pid {local.pid} is still running after {limit:g}s",
+                hint="stop it at once with: aictl daemon stop --now",
+            )
         time.sleep(0.1)
-    result = {"pid": local.pid, "mode": "now" if now else "drain", "stopped": True,
-              "waited_s": round(time.monotonic() - t0, 2)}
-    out.emit(result, name=lambda r: r["pid"],
-             human=lambda r: f"daemon pid {r['pid']} stopped ({r['mode']}) after {r['waited_s']}s")
+    result = {
+        "pid": local.pid,
+        "mode": "now" if now else "drain",
+        "stopped": True,
+        "waited_s": round(time.monotonic() - t0, 2),
+    }
+    out.emit(
+        result,
+        name=lambda r: r["pid"],
+        human=lambda r: f"daemon pid {r['pid']} stopped ({r['mode']}) after {r['waited_s']}s",
+    )
 
 
 def _status_data() -> tuple[dict[str, Any], bool]:
@@ -147,22 +178,35 @@ def _status_data() -> tuple[dict[str, Any], bool]:
 
     paths = _paths()
     local = local_daemon(paths)
-    data: dict[str, Any] = {"running": local.running, "pid": local.pid, "stale_pid_file": local.stale_pid_file,
-                            "log": str(paths.log)}
+    data: dict[str, Any] = {
+        "running": local.running,
+        "pid": local.pid,
+        "stale_pid_file": local.stale_pid_file,
+        "log": str(paths.log),
+    }
     st = read_status(paths) if local.running else None
     if st:
         now = time.time()
-        data.update({
-            "daemon_id": st.get("daemon_id"), "state": st.get("state"), "host": st.get("host"),
-            "started_at": iso(st.get("started_at")), "uptime_s": round(now - st.get("started_at", now), 1),
-            "workers": st.get("workers"),
-            "running_tasks": [{**r, "since": iso(r.get("since"))} for r in st.get("running", [])],
-            "last_sweep_at": iso(st.get("last_sweep_at")) if st.get("last_sweep_at") else None,
-            "store": st.get("store"), "wakeup": st.get("wakeup"),
-            "policy": st.get("policy"), "outcomes": st.get("outcomes"), "grace_s": st.get("grace_s"),
-            "lease_ttl": st.get("lease_ttl"), "ai_ids": st.get("ai_ids"),
-            "status_age_s": round(now - st.get("updated_at", now), 1),
-        })
+        data.update(
+            {
+                "daemon_id": st.get("daemon_id"),
+                "state": st.get("state"),
+                "host": st.get("host"),
+                "started_at": iso(st.get("started_at")),
+                "uptime_s": round(now - st.get("started_at", now), 1),
+                "workers": st.get("workers"),
+                "running_tasks": [{**r, "since": iso(r.get("since"))} for r in st.get("running", [])],
+                "last_sweep_at": iso(st.get("last_sweep_at")) if st.get("last_sweep_at") else None,
+                "store": st.get("store"),
+                "wakeup": st.get("wakeup"),
+                "policy": st.get("policy"),
+                "outcomes": st.get("outcomes"),
+                "grace_s": st.get("grace_s"),
+                "lease_ttl": st.get("lease_ttl"),
+                "ai_ids": st.get("ai_ids"),
+                "status_age_s": round(now - st.get("updated_at", now), 1),
+            }
+        )
         for key in ("down_since", "last_ok_at"):
             if data["store"] and data["store"].get(key):
                 data["store"][key] = iso(data["store"][key])
@@ -189,25 +233,35 @@ def _registered_daemons() -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
 def _status_human(d: dict[str, Any]) -> str:
     if d["running"]:
         w = d.get("workers") or {}
-        lines = [f"daemon {d.get('daemon_id')} {d.get('state')}: pid {d['pid']}, up {d.get('uptime_s')}s, "
-                 f"workers {w.get('busy', '?')}/{w.get('total', '?')} busy"]
+        lines = [
+            f"daemon {d.get('daemon_id')} {d.get('state')}: pid {d['pid']}, up {d.get('uptime_s')}s, "
+            f"workers {w.get('busy', '?')}/{w.get('total', '?')} busy"
+        ]
         for r in d.get("running_tasks") or []:
-            lines.append(f"  task {r['task_id']} ({r.get('ai') or r.get('connector')}) since {r['since']}: {r['title']}")
+            lines.append(
+                f"  task {r['task_id']} ({r.get('ai') or r.get('connector')}) since {r['since']}: {r['title']}"
+            )
         store = d.get("store") or {}
-        lines.append(f"  store: {store.get('backend')} "
-                     + ("reachable" if store.get("reachable") else f"UNREACHABLE: {store.get('error')}")
-                     + f"; last sweep {d.get('last_sweep_at') or '-'}")
+        lines.append(
+            f"  store: {store.get('backend')} "
+            + ("reachable" if store.get("reachable") else f"UNREACHABLE: {store.get('error')}")
+            + f"; last sweep {d.get('last_sweep_at') or '-'}"
+        )
     else:
-        lines = ["no daemon is running for this project on this host"
-                 + (" (stale pid file: the last one died)" if d["stale_pid_file"] else "")]
+        lines = [
+            "no daemon is running for this project on this host"
+            + (" (stale pid file: the last one died)" if d["stale_pid_file"] else "")
+        ]
     if d["daemons"] is None:
         lines.append(f"daemons table: store unreachable: {d['store_from_here']['error']}")
     elif d["daemons"]:
         lines.append("registered daemons:")
         for r in d["daemons"]:
             w = (r.get("info") or {}).get("workers") or {}
-            lines.append(f"  {r['id']}  {r['status']:<8} {r['host']} pid {r['pid']}  heartbeat {r['heartbeat_age_s']}s"
-                         f" ago  busy {w.get('busy', '-')}/{w.get('total', '-')}  {cell(r['project'])}")
+            lines.append(
+                f"  {r['id']}  {r['status']:<8} {r['host']} pid {r['pid']}  heartbeat {r['heartbeat_age_s']}s"
+                f" ago  busy {w.get('busy', '-')}/{w.get('total', '-')}  {cell(r['project'])}"
+            )
     return "\n".join(lines)
 
 

@@ -1,13 +1,11 @@
 """The `aictl` entry point: global options, sub-apps, and the one place errors become exit codes."""
 
-
 import json
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-
 from typer._click import exceptions as click_exceptions
 
 from aictl import __version__
@@ -33,8 +31,11 @@ NOUNS = {
     "skill": "aictl.cli.skill",
     "mcp": "aictl.cli.mcp",
 }
-COMMANDS = {"init": ("aictl.cli.config", "init"), "route": ("aictl.cli.route", "route"),
-            "merge": ("aictl.cli.merge", "merge")}
+COMMANDS = {
+    "init": ("aictl.cli.config", "init"),
+    "route": ("aictl.cli.route", "route"),
+    "merge": ("aictl.cli.merge", "merge"),
+}
 params.install()
 
 
@@ -42,9 +43,15 @@ def build_app(only: str | None = None) -> typer.Typer:
     """The command tree; with `only`, just that noun (or top-level command) under the root options."""
     import importlib
 
-    app = typer.Typer(name="aictl", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False,
-                      add_completion=False, rich_markup_mode=None,
-                      context_settings={"help_option_names": ["-h", "--help"]})
+    app = typer.Typer(
+        name="aictl",
+        help=HELP,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
     app.callback()(root)
     for noun, module in NOUNS.items():
         if only is None or only == noun:
@@ -69,12 +76,15 @@ def _version(value: bool) -> None:
 
 def root(
     project: Annotated[
-        Optional[str], typer.Option("--project", "-C", help="Project directory (default: nearest with .ai/). Env AICTL_PROJECT.")
+        str | None,
+        typer.Option("--project", "-C", help="Project directory (default: nearest with .ai/). Env AICTL_PROJECT."),
     ] = None,
     database_url: Annotated[
-        Optional[str], typer.Option("--database-url", help="Store URL (env AICTL_DATABASE_URL).", show_default=False)
+        str | None, typer.Option("--database-url", help="Store URL (env AICTL_DATABASE_URL).", show_default=False)
     ] = None,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = None,
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = None,
 ) -> None:
     state.project = project
     state.overrides = {"database_url": database_url}
@@ -149,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not a user error: one line unless AICTL_DEBUG
         if debug:
             raise
-        err = AictlError(f"internal error: {type(e).__name__}: {e}",
-                         hint="rerun with AICTL_DEBUG=1 for the traceback, and report it")
+        err = AictlError(
+            f"internal error: {type(e).__name__}: {e}", hint="rerun with AICTL_DEBUG=1 for the traceback, and report it"
+        )
         _report(err, argv)
         code = ExitCode.FAILURE
     finally:

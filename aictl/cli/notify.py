@@ -1,7 +1,6 @@
 """`aictl notify …`: check the configured notification channels."""
 
-
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -29,7 +28,7 @@ class NotifyFailed(AictlError):
 @app.command("test")
 def test(
     event: Annotated[
-        Optional[str], typer.Option("--event", "-e", help="Send as this event type (only to channels subscribed to it).")
+        str | None, typer.Option("--event", "-e", help="Send as this event type (only to channels subscribed to it).")
     ] = None,
     output: OutputOpt = None,
 ) -> None:
@@ -42,8 +41,10 @@ def test(
     if event is not None and event not in NOTIFY_EVENTS:
         raise UsageError(f"unknown event {event!r}", hint=f"use one of: {', '.join(NOTIFY_EVENTS)}")
     if not settings.notifications:
-        raise AictlError("no notification channels are configured",
-                         hint="add a `notifications:` list to .ai/config.yaml (see docs/notifications.md)")
+        raise AictlError(
+            "no notification channels are configured",
+            hint="add a `notifications:` list to .ai/config.yaml (see docs/notifications.md)",
+        )
     notifier = Notifier.from_settings(settings)
     payload: dict[str, Any] = {"message": "test notification from aictl notify test", "test": True}
     if event is not None and event.startswith("task."):
@@ -53,7 +54,9 @@ def test(
     out.emit(rows, columns=COLUMNS, name=lambda d: d["channel"])
     failed = [r for r in results if not r.ok and not r.skipped]
     if failed:
-        raise NotifyFailed(f"{len(failed)} of {len(results)} channel(s) failed: "
-                           + "; ".join(f"{r.channel}: {r.error}" for r in failed))
+        raise NotifyFailed(
+            f"{len(failed)} of {len(results)} channel(s) failed: "
+            + "; ".join(f"{r.channel}: {r.error}" for r in failed)
+        )
     if out.mode == "table" and all(r.skipped for r in results):
         info(f"no channel is subscribed to {event}")

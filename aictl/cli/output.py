@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 FORMATS = ("table", "json", "yaml", "name")
 
@@ -108,7 +109,7 @@ def ago(ts: float | None) -> str:
 
 
 def iso(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+    return "-" if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
 def terminal_width() -> int:

@@ -15,9 +15,10 @@ otherwise leaves Typer's own behaviour (slower, and uglier help, but correct).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 from aictl.domain.limits import INT64_MAX, INT64_MIN
 

@@ -1,17 +1,16 @@
 """`aictl policy …`: check, explain, test and replay policies. None of these commands enforces anything."""
 
-
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from aictl.cli.context import state
 from aictl.cli.options import OutputOpt, noun_app
 from aictl.cli.output import cell, info, iso
-from aictl.domain.errors import ExitCode, NotFound, UsageError
+from aictl.domain.errors import ExitCode, UsageError
 
 app = noun_app("Check, explain, test and replay the policy that judges AIs.")
 
@@ -60,9 +59,13 @@ def _validate_hierarchy() -> tuple[list[Any], int, int]:
 @app.command("validate")
 def validate(
     files: Annotated[
-        Optional[list[Path]],
-        typer.Argument(help="Policy files to check on their own (*_test.yaml as test files). "
-                            "Default: the project's whole hierarchy.", show_default=False, metavar="FILE"),
+        list[Path] | None,
+        typer.Argument(
+            help="Policy files to check on their own (*_test.yaml as test files). "
+            "Default: the project's whole hierarchy.",
+            show_default=False,
+            metavar="FILE",
+        ),
     ] = None,
     output: OutputOpt = None,
 ) -> None:
@@ -82,8 +85,9 @@ def validate(
     elif issues:
         for issue in issues:
             sys.stderr.write(f"{issue}\n")
-        info(f"{len(issues)} problem{'s' if len(issues) != 1 else ''} in "
-             f"{len({issue.file for issue in issues})} file(s)")
+        info(
+            f"{len(issues)} problem{'s' if len(issues) != 1 else ''} in {len({issue.file for issue in issues})} file(s)"
+        )
     elif count == 0:
         info("ok: no policy file found, so every request is denied; create one with: aictl init")
     else:
@@ -92,7 +96,7 @@ def validate(
         raise typer.Exit(ExitCode.USAGE)
 
 
-def _parse_context(text: Optional[str]) -> dict[str, Any]:
+def _parse_context(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
     source = text
@@ -144,8 +148,10 @@ def _explanation_human(why: Any) -> str:
         lines.append("no rules apply to this AI")
         return "\n".join(lines)
     rows = [("MATCHED", "EFFECT", "RULE", "SOURCE", "WHY")]
-    rows += [(("yes" if t.matched else "no"), t.effect, t.id, f"{t.source}:{t.line}" if t.line else cell(t.source),
-              t.why) for t in why.rules]
+    rows += [
+        (("yes" if t.matched else "no"), t.effect, t.id, f"{t.source}:{t.line}" if t.line else cell(t.source), t.why)
+        for t in why.rules
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines.append(f"rules ({len(why.rules)}):")
     for row in rows:
@@ -155,14 +161,17 @@ def _explanation_human(why: Any) -> str:
 
 @app.command("explain")
 def explain(
-    action: Annotated[str, typer.Option("--action", "-a", help="Action, e.g. claim, write_path, run_command.",
-                                        show_default=False)],
-    ai: Annotated[Optional[str], typer.Option("--ai", help="AI id asking (leave out for a human).")] = None,
-    task_id: Annotated[Optional[int], typer.Option("--task", "-t", help="Task the action is on (read from the store).")] = None,
-    path: Annotated[Optional[list[str]], typer.Option("--path", help="Path the action touches (repeatable).")] = None,
-    command: Annotated[Optional[str], typer.Option("--command", help="Command line, for run_command.")] = None,
-    ai_label: Annotated[Optional[list[str]], typer.Option("--ai-label", help="Label of the AI (repeatable).")] = None,
-    context: Annotated[Optional[str], typer.Option("--context", help="Context as a JSON object, or @FILE.")] = None,
+    action: Annotated[
+        str, typer.Option("--action", "-a", help="Action, e.g. claim, write_path, run_command.", show_default=False)
+    ],
+    ai: Annotated[str | None, typer.Option("--ai", help="AI id asking (leave out for a human).")] = None,
+    task_id: Annotated[
+        int | None, typer.Option("--task", "-t", help="Task the action is on (read from the store).")
+    ] = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="Path the action touches (repeatable).")] = None,
+    command: Annotated[str | None, typer.Option("--command", help="Command line, for run_command.")] = None,
+    ai_label: Annotated[list[str] | None, typer.Option("--ai-label", help="Label of the AI (repeatable).")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="Context as a JSON object, or @FILE.")] = None,
     output: OutputOpt = None,
 ) -> None:
     """What would the project's policy decide, and why: every rule, matched or not, with the reason.
@@ -184,8 +193,12 @@ def explain(
     request = PolicyRequest(
         subject=Subject(ai=ai, ai_labels=ai_label or [], task_id=task_id, lease_epoch=epoch, actor=ai),
         action=action,
-        resource=Resource(task=task, path=paths[0] if len(paths) == 1 else None,
-                          paths=paths if len(paths) > 1 else [], command=command),
+        resource=Resource(
+            task=task,
+            path=paths[0] if len(paths) == 1 else None,
+            paths=paths if len(paths) > 1 else [],
+            command=command,
+        ),
         context=extra,
     )
     policy = load_effective_policy(_project_dir())
@@ -219,9 +232,12 @@ def _case_lines(case: Any) -> list[str]:
 @app.command("test")
 def test(
     directory: Annotated[
-        Optional[Path],
-        typer.Argument(help="Directory (searched recursively) or one file. Default: policies/ if it exists, else .ai/.",
-                       show_default=False, metavar="DIR"),
+        Path | None,
+        typer.Argument(
+            help="Directory (searched recursively) or one file. Default: policies/ if it exists, else .ai/.",
+            show_default=False,
+            metavar="DIR",
+        ),
     ] = None,
     output: OutputOpt = None,
 ) -> None:
@@ -241,9 +257,11 @@ def test(
         lines = [str(issue) for issue in report.issues]
         for case in report.cases:
             lines += _case_lines(case)
-        lines.append(f"{report.passed} passed, {report.failed} failed"
-                     + (f", {len(report.issues)} file error(s)" if report.issues else "")
-                     + f" in {len(report.files)} file(s)")
+        lines.append(
+            f"{report.passed} passed, {report.failed} failed"
+            + (f", {len(report.issues)} file error(s)" if report.issues else "")
+            + f" in {len(report.files)} file(s)"
+        )
         sys.stdout.write("\n".join(lines) + "\n")
     if broken:
         raise typer.Exit(ExitCode.USAGE)
@@ -265,12 +283,17 @@ REPLAY_COLUMNS = [
 
 @app.command("replay")
 def replay(
-    new_policy: Annotated[Path, typer.Argument(help="The policy file to try, in place of .ai/policy.yaml.",
-                                               show_default=False)],
-    since: Annotated[Optional[str], typer.Option("--since", help="Only decisions at or after: ISO 8601 or 30m, 2h, 7d.")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="Only decisions before: ISO 8601 or 30m, 2h, 7d.")] = None,
-    ai: Annotated[Optional[str], typer.Option("--ai", help="Only decisions about this AI id.")] = None,
-    action: Annotated[Optional[str], typer.Option("--action", "-a", help="Only decisions on this action.")] = None,
+    new_policy: Annotated[
+        Path, typer.Argument(help="The policy file to try, in place of .ai/policy.yaml.", show_default=False)
+    ],
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only decisions at or after: ISO 8601 or 30m, 2h, 7d.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Only decisions before: ISO 8601 or 30m, 2h, 7d.")
+    ] = None,
+    ai: Annotated[str | None, typer.Option("--ai", help="Only decisions about this AI id.")] = None,
+    action: Annotated[str | None, typer.Option("--action", "-a", help="Only decisions on this action.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="List unchanged decisions too.")] = False,
     alone: Annotated[bool, typer.Option("--alone", help="Use NEW_POLICY alone: no global or per-AI files.")] = False,
     output: OutputOpt = None,

@@ -1,6 +1,5 @@
 """`aictl route ID`: which AI would take a task now, and why each other one would not."""
 
-
 import sys
 from typing import Any
 
@@ -13,8 +12,9 @@ from aictl.domain.errors import ExitCode
 
 
 def _human(route: Any) -> str:
-    head = (f"task {route.task_id} ({route.title}, {route.status}): "
-            + (f"{route.chosen} would take it" if route.chosen else "no AI can take it"))
+    head = f"task {route.task_id} ({route.title}, {route.status}): " + (
+        f"{route.chosen} would take it" if route.chosen else "no AI can take it"
+    )
     lines = [head]
     for c in route.candidates:
         verdict = f"#{c.rank}" if c.eligible else "no"

@@ -1,10 +1,9 @@
 """`aictl sandbox …`: build the image, check the engine, clean up, try a command."""
 
-
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -18,20 +17,30 @@ app = noun_app("Sandbox backends (local, docker): build the image, check the eng
 DEFAULT_IMAGE = "aictl-sandbox:latest"  # keep in step with aictl.sandbox.image.DEFAULT_IMAGE (not imported: speed)
 
 CONTAINER_COLUMNS = [
-    ("id", lambda c: c["id"]), ("name", lambda c: c["name"]), ("state", lambda c: c["state"]),
+    ("id", lambda c: c["id"]),
+    ("name", lambda c: c["name"]),
+    ("state", lambda c: c["state"]),
     ("owner", lambda c: f"{c['owner_host']}:{c['owner_pid']}"),
-    ("owner_alive", lambda c: c["owner_alive"]), ("status", lambda c: c["status"]),
+    ("owner_alive", lambda c: c["owner_alive"]),
+    ("status", lambda c: c["status"]),
 ]
 
 
 @app.command("build")
 def build(
     tag: Annotated[str, typer.Option("--tag", "-t", help="Name of the image to build.")] = DEFAULT_IMAGE,
-    base: Annotated[Optional[str], typer.Option(
-        "--base", help="Build FROM this image already in the local engine, e.g. a Debian made with "
-                       "`debootstrap bookworm dir && tar -C dir -c . | docker import - debian:local`.")] = None,
-    rootfs: Annotated[Optional[Path], typer.Option(
-        "--rootfs", help="Import this root filesystem tarball as the base (aictl-base:rootfs).")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Build FROM this image already in the local engine, e.g. a Debian made with "
+            "`debootstrap bookworm dir && tar -C dir -c . | docker import - debian:local`.",
+        ),
+    ] = None,
+    rootfs: Annotated[
+        Path | None,
+        typer.Option("--rootfs", help="Import this root filesystem tarball as the base (aictl-base:rootfs)."),
+    ] = None,
     output: OutputOpt = None,
 ) -> None:
     """Build the sandbox image locally, with no registry: by default from the host's static busybox."""
@@ -39,24 +48,32 @@ def build(
 
     out = state.output(output)
     image = build_image(tag, base=base, rootfs=rootfs, progress=info)
-    out.emit(image, name=lambda i: i.tag,
-             human=lambda i: f"built {i.tag} ({i.id[7:19]}, {i.size_bytes / 1e6:.1f} MB) from {i.base} "
-                             f"[{i.base_source}]")
+    out.emit(
+        image,
+        name=lambda i: i.tag,
+        human=lambda i: f"built {i.tag} ({i.id[7:19]}, {i.size_bytes / 1e6:.1f} MB) from {i.base} [{i.base_source}]",
+    )
 
 
 def _status_human(s: dict[str, Any]) -> str:
     if not s["reachable"]:
         return f"docker engine: not reachable: {s.get('error')}\n  hint: {s.get('hint')}"
-    lines = [f"docker engine: {s['version']} (API {s['api_version']}, cgroup v{s['cgroup_version']}, "
-             f"{s['cgroup_driver']} driver)",
-             f"image {s['image']}: " + (f"present ({s['image_id'][7:19]})" if s["image_present"]
-                                        else "missing; build it with: aictl sandbox build")]
+    lines = [
+        f"docker engine: {s['version']} (API {s['api_version']}, cgroup v{s['cgroup_version']}, "
+        f"{s['cgroup_driver']} driver)",
+        f"image {s['image']}: "
+        + (f"present ({s['image_id'][7:19]})" if s["image_present"] else "missing; build it with: aictl sandbox build"),
+    ]
     lines += [f"warning: {w}" for w in s.get("warnings", [])]
     containers = s.get("containers", [])
-    lines.append(f"aictl containers: {len(containers)}" + (" (remove strays: aictl sandbox cleanup)" if any(
-        c["owner_alive"] is False for c in containers) else ""))
-    lines += [f"  {c['id']} {c['name']} {c['state']} owner {c['owner_host']}:{c['owner_pid']} "
-              f"alive={cell(c['owner_alive'])}" for c in containers]
+    lines.append(
+        f"aictl containers: {len(containers)}"
+        + (" (remove strays: aictl sandbox cleanup)" if any(c["owner_alive"] is False for c in containers) else "")
+    )
+    lines += [
+        f"  {c['id']} {c['name']} {c['state']} owner {c['owner_host']}:{c['owner_pid']} alive={cell(c['owner_alive'])}"
+        for c in containers
+    ]
     return "\n".join(lines)
 
 
@@ -77,7 +94,9 @@ def status(
 
 @app.command("cleanup")
 def cleanup(
-    all_: Annotated[bool, typer.Option("--all", help="Also containers of live runs (stops them); needs --yes.")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also containers of live runs (stops them); needs --yes.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --all.")] = False,
     dry_run: DryRunOpt = False,
     output: OutputOpt = None,
@@ -87,7 +106,9 @@ def cleanup(
 
     out = state.output(output)
     if all_ and not (yes or dry_run):
-        raise UsageError("--all also stops the containers of runs in progress", hint="aictl sandbox cleanup --all --yes")
+        raise UsageError(
+            "--all also stops the containers of runs in progress", hint="aictl sandbox cleanup --all --yes"
+        )
     removed = cleanup_containers(all_=all_, dry_run=dry_run)
     if dry_run:
         info(f"dry run: would remove {len(removed)} container(s)")
@@ -96,7 +117,7 @@ def cleanup(
     out.emit(removed, columns=CONTAINER_COLUMNS, name=lambda c: c["id"])
 
 
-def _env(items: Optional[list[str]]) -> dict[str, str]:
+def _env(items: list[str] | None) -> dict[str, str]:
     env = {}
     for item in items or []:
         name, eq, value = item.partition("=")
@@ -112,18 +133,25 @@ def _env(items: Optional[list[str]]) -> dict[str, str]:
 
 @app.command("run", context_settings={"allow_interspersed_args": False})
 def run(
-    command: Annotated[list[str], typer.Argument(help="Command and its arguments (put them after --).",
-                                                 show_default=False)],
+    command: Annotated[
+        list[str], typer.Argument(help="Command and its arguments (put them after --).", show_default=False)
+    ],
     backend: Annotated[str, typer.Option("--backend", "-b", help="local (not isolated) or docker.")] = "docker",
-    workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Workspace directory (default: current).")] = Path("."),
+    workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Workspace directory (default: current).")] = Path(
+        "."
+    ),
     image: Annotated[str, typer.Option("--image", help="Docker image.")] = DEFAULT_IMAGE,
     network: Annotated[bool, typer.Option("--network", help="Allow network (docker: bridge).")] = False,
     cpus: Annotated[float, typer.Option("--cpus", help="CPU limit (docker).")] = 1.0,
     memory_mb: Annotated[int, typer.Option("--memory-mb", help="Memory limit in MB, no swap (docker).")] = 1024,
     pids: Annotated[int, typer.Option("--pids", help="Process limit (docker).")] = 256,
     timeout: Annotated[float, typer.Option("--timeout", help="Kill after this many seconds.")] = 600.0,
-    env: Annotated[Optional[list[str]], typer.Option(
-        "--env", "-e", help="NAME=VALUE, or NAME to pass aictl's value (repeatable). Nothing else is passed.")] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env", "-e", help="NAME=VALUE, or NAME to pass aictl's value (repeatable). Nothing else is passed."
+        ),
+    ] = None,
     output: OutputOpt = None,
 ) -> None:
     """Run a command in a sandbox, as the executor would: `aictl sandbox run -- sh -c 'make test'`.
@@ -134,22 +162,33 @@ def run(
     from aictl.sandbox import SandboxSpec, get_sandbox
 
     out = state.output(output)
-    spec = SandboxSpec(backend=backend, image=image, network=network, cpus=cpus, memory_mb=memory_mb, pids=pids,
-                       timeout_s=timeout, env=_env(env))
+    spec = SandboxSpec(
+        backend=backend,
+        image=image,
+        network=network,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        pids=pids,
+        timeout_s=timeout,
+        env=_env(env),
+    )
 
     def echo(stream: str, line: str) -> None:
         stream_file = sys.stdout if stream == "stdout" else sys.stderr
         stream_file.write(line + "\n")
         stream_file.flush()
 
-    result = get_sandbox(spec.backend).run(list(command), workdir=workdir, spec=spec,
-                                           on_output=echo if out.mode == "table" else None)
+    result = get_sandbox(spec.backend).run(
+        list(command), workdir=workdir, spec=spec, on_output=echo if out.mode == "table" else None
+    )
     if out.mode == "table":
         notes = [ln for ln in result.stderr.splitlines() if ln.startswith("[aictl: ")]
         for note in notes:
             info(note)
-        info(f"{result.backend}: exit {result.exit_code} in {result.duration_s:.2f}s"
-             + ("" if result.sandboxed else " (not sandboxed)"))
+        info(
+            f"{result.backend}: exit {result.exit_code} in {result.duration_s:.2f}s"
+            + ("" if result.sandboxed else " (not sandboxed)")
+        )
     else:
         out.emit(result, name=lambda r: r.exit_code)
     if result.start_error:

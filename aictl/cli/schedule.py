@@ -1,8 +1,7 @@
 """`aictl schedule …`: recurring tasks (created with `aictl task create TITLE --every CRON`)."""
 
-
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -33,8 +32,11 @@ COLUMNS = [
 
 
 def _human(s: Any) -> str:
-    lines = [f"schedule {s.id}: {s.title}", f"  cron:      {s.cron}",
-             f"  state:     {'active' if s.enabled else 'paused'}"]
+    lines = [
+        f"schedule {s.id}: {s.title}",
+        f"  cron:      {s.cron}",
+        f"  state:     {'active' if s.enabled else 'paused'}",
+    ]
     if s.enabled:
         lines.append(f"  next run:  {_local(s.next_at)} ({ago(s.next_at)})")
     if s.last_task_id is not None:
@@ -54,19 +56,22 @@ def _emit(out: Any, schedule: Any, dry_run: bool = False) -> None:
     out.emit(schedule, columns=COLUMNS, human=_human)
 
 
-def create_schedule(out: Any, spec: Any, every: str, tz: Optional[str], dry_run: bool) -> None:
+def create_schedule(out: Any, spec: Any, every: str, tz: str | None, dry_run: bool) -> None:
     """`aictl task create … --every CRON`: the schedule, its next run, and how to manage it."""
     schedule = _service().create(spec, every, tz=tz, dry_run=dry_run)
     _emit(out, schedule, dry_run)
     if out.mode == "table" and not dry_run:
-        info(f"a task is created each time it fires (by aictl task reap or the daemon); "
-             f"pause with: aictl schedule pause {schedule.id}")
+        info(
+            f"a task is created each time it fires (by aictl task reap or the daemon); "
+            f"pause with: aictl schedule pause {schedule.id}"
+        )
 
 
 @app.command("list")
 def list_(
-    paused: Annotated[Optional[bool], typer.Option("--paused/--active", help="Only paused / only active ones.",
-                                                   show_default=False)] = None,
+    paused: Annotated[
+        bool | None, typer.Option("--paused/--active", help="Only paused / only active ones.", show_default=False)
+    ] = None,
     output: OutputOpt = None,
 ) -> None:
     """Schedules with their next run. An empty list is not an error."""
@@ -103,8 +108,10 @@ def remove(
     out = state.output(output)
     if not yes and not dry_run:
         if not sys.stdin.isatty():
-            raise UsageError(f"removing schedule {schedule_id} needs --yes",
-                             hint=f"aictl schedule remove {schedule_id} --yes (or pause it: aictl schedule pause)")
+            raise UsageError(
+                f"removing schedule {schedule_id} needs --yes",
+                hint=f"aictl schedule remove {schedule_id} --yes (or pause it: aictl schedule pause)",
+            )
         if not typer.confirm(f"remove schedule {schedule_id}?"):
             raise typer.Exit(2)
     _emit(out, _service().remove(schedule_id, dry_run=dry_run), dry_run)

@@ -27,11 +27,16 @@ def task_human(t: Any) -> str:
     if t.description:
         lines.append(f"  description:  {t.description}")
     for label, value in (
-        ("type", t.type), ("labels", t.labels), ("capabilities", t.required_capabilities),
-        ("depends on", t.dependencies), ("locks", t.lock_paths + (["(exclusive)"] if t.exclusive else [])),
+        ("type", t.type),
+        ("labels", t.labels),
+        ("capabilities", t.required_capabilities),
+        ("depends on", t.dependencies),
+        ("locks", t.lock_paths + (["(exclusive)"] if t.exclusive else [])),
         *holder(t),
-        ("attempts", f"{t.attempts}/{t.max_attempts}"), ("next run", ago(t.next_run_at)),
-        ("command", t.command), ("verify", t.verify),
+        ("attempts", f"{t.attempts}/{t.max_attempts}"),
+        ("next run", ago(t.next_run_at)),
+        ("command", t.command),
+        ("verify", t.verify),
     ):
         if value not in (None, [], "-", 0) or label == "attempts":
             lines.append(f"  {label + ':':<13} {cell(value)}")

@@ -3,27 +3,35 @@
 rich is imported only here, and only when a frame is drawn.
 """
 
-
 import json
 import os
 import signal
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 from aictl.cli.output import ago, terminal_width
 
 STATUS_ORDER = ("queued", "blocked", "claimed", "running", "awaiting_approval", "done", "merged", "failed", "cancelled")
-STATUS_STYLE = {"queued": "cyan", "blocked": "yellow", "claimed": "blue", "running": "green",
-                "awaiting_approval": "magenta", "done": "dim", "merged": "dim", "failed": "red", "cancelled": "dim"}
+STATUS_STYLE = {
+    "queued": "cyan",
+    "blocked": "yellow",
+    "claimed": "blue",
+    "running": "green",
+    "awaiting_approval": "magenta",
+    "done": "dim",
+    "merged": "dim",
+    "failed": "red",
+    "cancelled": "dim",
+}
 
 
-def _short(text: Optional[str], width: int) -> str:
+def _short(text: str | None, width: int) -> str:
     text = (text or "").replace("\n", " ").strip()
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-def _since(ts: Optional[float]) -> str:
+def _since(ts: float | None) -> str:
     return ago(ts).replace(" ago", "") if ts else "-"
 
 
@@ -49,8 +57,15 @@ def render(snap: Any, *, title: str = "") -> Any:
     def table(name: str, columns: list[tuple[str, dict]], rows: list[list[str]], empty: str) -> Any:
         if not rows:
             return Group(Text(name, style="bold"), Text(f"  {empty}", style="dim"))
-        t = Table(title=name, title_justify="left", title_style="bold", show_edge=False, pad_edge=False, box=None,
-                  header_style="dim")
+        t = Table(
+            title=name,
+            title_justify="left",
+            title_style="bold",
+            show_edge=False,
+            pad_edge=False,
+            box=None,
+            header_style="dim",
+        )
         for col, kw in columns:
             t.add_column(col, overflow="ellipsis", no_wrap=True, **kw)
         for r in rows:
@@ -59,17 +74,31 @@ def render(snap: Any, *, title: str = "") -> Any:
 
     running = table(
         f"Running ({snap.counts.get('claimed', 0) + snap.counts.get('running', 0)})",
-        [("ID", {}), ("STATUS", {}), ("AI", {"max_width": 20}), ("FOR", {}), ("TITLE", {"max_width": 40}),
-         ("LATEST ACTION", {"max_width": 80})],
-        [[str(t.id), t.status, t.ai or t.owner or "-", _since(t.since), t.title, _short(t.activity, 200) or "-"]
-         for t in snap.running],
+        [
+            ("ID", {}),
+            ("STATUS", {}),
+            ("AI", {"max_width": 20}),
+            ("FOR", {}),
+            ("TITLE", {"max_width": 40}),
+            ("LATEST ACTION", {"max_width": 80}),
+        ],
+        [
+            [str(t.id), t.status, t.ai or t.owner or "-", _since(t.since), t.title, _short(t.activity, 200) or "-"]
+            for t in snap.running
+        ],
         "nothing running",
     )
     ready = table(
         f"Ready ({snap.counts.get('queued', 0)} queued)",
         [("ID", {}), ("PRI", {}), ("TITLE", {"max_width": 80})],
-        [[str(t.id), str(t.priority), t.title + (f"  [dim](schedule {t.schedule_id})[/dim]" if t.schedule_id else "")]
-         for t in snap.ready],
+        [
+            [
+                str(t.id),
+                str(t.priority),
+                t.title + (f"  [dim](schedule {t.schedule_id})[/dim]" if t.schedule_id else ""),
+            ]
+            for t in snap.ready
+        ],
         "nothing ready to claim",
     )
     approvals = table(
@@ -92,9 +121,13 @@ def _console() -> Any:
     from rich.console import Console
 
     tty = sys.stdout.isatty()
-    return Console(file=sys.stdout, width=None if tty else terminal_width(),
-                   no_color=bool(os.environ.get("NO_COLOR")) or (not tty and not os.environ.get("FORCE_COLOR")),
-                   highlight=False, soft_wrap=False)
+    return Console(
+        file=sys.stdout,
+        width=None if tty else terminal_width(),
+        no_color=bool(os.environ.get("NO_COLOR")) or (not tty and not os.environ.get("FORCE_COLOR")),
+        highlight=False,
+        soft_wrap=False,
+    )
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -112,8 +145,13 @@ def run_view(store: Any, *, title: str, interval: float, limit: int, once: bool)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        with Live(render(snapshot(store, limit=limit), title=title), console=console, auto_refresh=False,
-                  screen=False, transient=False) as live:
+        with Live(
+            render(snapshot(store, limit=limit), title=title),
+            console=console,
+            auto_refresh=False,
+            screen=False,
+            transient=False,
+        ) as live:
             while True:
                 time.sleep(interval)
                 live.update(render(snapshot(store, limit=limit), title=title), refresh=True)
@@ -121,7 +159,7 @@ def run_view(store: Any, *, title: str, interval: float, limit: int, once: bool)
         pass
 
 
-def run_stream(store: Any, *, since: Optional[int], interval: float) -> None:
+def run_stream(store: Any, *, since: int | None, interval: float) -> None:
     """Print audit events as JSON lines as they are committed, from the head (or after `since`), until interrupted."""
     from aictl.tasks.watch import events_after, head_event_id
 

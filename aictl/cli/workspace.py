@@ -1,8 +1,5 @@
 """`aictl workspace …`: task workspaces (git worktrees) on this machine."""
 
-
-from pathlib import Path
-
 from aictl.cli.context import state
 from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import info, iso
@@ -21,9 +18,17 @@ def _manager():
 def list_(output: OutputOpt = None) -> None:
     """Workspaces present, with their task, attempt and branch."""
     out = state.output(output)
-    out.emit(_manager().list(), name=lambda w: w.path,
-             columns=[("task", lambda w: w.task_id), ("epoch", lambda w: w.lease_epoch), ("branch", lambda w: w.branch),
-                      ("created", lambda w: iso(w.created_at)), ("path", lambda w: w.path)])
+    out.emit(
+        _manager().list(),
+        name=lambda w: w.path,
+        columns=[
+            ("task", lambda w: w.task_id),
+            ("epoch", lambda w: w.lease_epoch),
+            ("branch", lambda w: w.branch),
+            ("created", lambda w: iso(w.created_at)),
+            ("path", lambda w: w.path),
+        ],
+    )
 
 
 @app.command("prune")
@@ -42,5 +47,8 @@ def prune(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
         removed = _manager().prune(keep)
     if out.mode == "table":
         info(f"{'would remove' if dry_run else 'removed'} {len(removed)} workspace(s)")
-    out.emit(removed, name=lambda w: w.path,
-             columns=[("task", lambda w: w.task_id), ("epoch", lambda w: w.lease_epoch), ("path", lambda w: w.path)])
+    out.emit(
+        removed,
+        name=lambda w: w.path,
+        columns=[("task", lambda w: w.task_id), ("epoch", lambda w: w.lease_epoch), ("path", lambda w: w.path)],
+    )

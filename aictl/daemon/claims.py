@@ -39,13 +39,19 @@ class Claimer:
         """The first task in claim order that some AI (or, with a command, the command connector) can take."""
         from aictl.tasks.claims import ClaimRequest
 
-        got = self._claims(store).claim(ClaimRequest(owner=owner, routed=True, commands=True, ai_ids=self.ai_ids,
-                                                     ttl=self.ttl))
+        got = self._claims(store).claim(
+            ClaimRequest(owner=owner, routed=True, commands=True, ai_ids=self.ai_ids, ttl=self.ttl)
+        )
         if got is None:
             return None
-        return Job(task_id=got.task.id, epoch=got.lease.lease_epoch, title=got.task.title, owner=owner,
-                   connector=got.ai.connector if got.ai is not None else "command",
-                   ai=got.ai.id if got.ai is not None else None)
+        return Job(
+            task_id=got.task.id,
+            epoch=got.lease.lease_epoch,
+            title=got.task.title,
+            owner=owner,
+            connector=got.ai.connector if got.ai is not None else "command",
+            ai=got.ai.id if got.ai is not None else None,
+        )
 
     def _claims(self, store: Store) -> Claims:
         """One Claims (and router, with its GPU and model-size caches) per store connection and policy."""
@@ -53,7 +59,8 @@ class Claimer:
         from aictl.tasks.claims import Claims
 
         if self._cached is None or self._cached[0] is not store:
-            claims = Claims(store, self.settings, policy=self.gate,
-                            ranker=Router(store, self.settings, policy=self.gate))
+            claims = Claims(
+                store, self.settings, policy=self.gate, ranker=Router(store, self.settings, policy=self.gate)
+            )
             self._cached = (store, claims)
         return self._cached[1]

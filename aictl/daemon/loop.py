@@ -303,10 +303,16 @@ class Daemon:
                 {k: event.get(k) for k in ("task_id", "ai", "until", "reason")} | {"daemon": self.id},
             )
         elif event.get("type") == "ai_unhealthy":  # its provider cannot be reached: skipped until a probe passes
-            log.warning("AI unhealthy", worker=worker, task_id=event.get("task_id"), ai=event.get("ai"),
-                        reason=event.get("reason"))
-            self.notify("ai.unhealthy", {k: event.get(k) for k in ("task_id", "ai", "until", "reason")}
-                        | {"daemon": self.id})
+            log.warning(
+                "AI unhealthy",
+                worker=worker,
+                task_id=event.get("task_id"),
+                ai=event.get("ai"),
+                reason=event.get("reason"),
+            )
+            self.notify(
+                "ai.unhealthy", {k: event.get(k) for k in ("task_id", "ai", "until", "reason")} | {"daemon": self.id}
+            )
         elif event.get("type") == "output":
             log.debug(
                 "output",

@@ -445,4 +445,6 @@ def _body(event: dict[str, Any]) -> bytes:
     from aictl.domain.redact import redact
 
     # a notification leaves the host: no known secret in any field of it
-    return json.dumps(redact(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    return json.dumps(redact(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+        "utf-8"
+    )

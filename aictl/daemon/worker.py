@@ -33,9 +33,16 @@ class Job:
     claimed_at: float = field(default_factory=time.time)
 
     def describe(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "title": self.title, "ai": self.ai, "connector": self.connector,
-                "owner": self.owner, "epoch": self.epoch, "since": self.claimed_at,
-                "running_s": round(time.time() - self.claimed_at, 1)}
+        return {
+            "task_id": self.task_id,
+            "title": self.title,
+            "ai": self.ai,
+            "connector": self.connector,
+            "owner": self.owner,
+            "epoch": self.epoch,
+            "since": self.claimed_at,
+            "running_s": round(time.time() - self.claimed_at, 1),
+        }
 
 
 class Worker:
@@ -73,8 +80,9 @@ class Worker:
             except BaseException as e:  # noqa: BLE001 - a worker never dies of one task
                 self._drop_store()
                 error = f"{type(e).__name__}: {getattr(e, 'message', e)}"
-                log.error("task run failed in the daemon", task_id=job.task_id, epoch=job.epoch, worker=self.n,
-                          error=error)
+                log.error(
+                    "task run failed in the daemon", task_id=job.task_id, epoch=job.epoch, worker=self.n, error=error
+                )
                 self.daemon._count("error")
                 if is_store_error(e):
                     self._give_back(job, f"daemon worker lost the store: {error}")  # an outage: no attempt lost
@@ -92,14 +100,18 @@ class Worker:
 
         try:
             with self.daemon.open_store() as store:
-                TaskService(store, self.daemon.settings).release(job.task_id, self.owner, job.epoch,
-                                                                 reason=reason[:500])
+                TaskService(store, self.daemon.settings).release(
+                    job.task_id, self.owner, job.epoch, reason=reason[:500]
+                )
             log.info("released the task after the error", task_id=job.task_id, epoch=job.epoch)
         except (LeaseLost, Conflict):
             pass  # already finished, released or taken over: nothing to give back
         except Exception as e:  # noqa: BLE001 - store still down: the lease expires instead
-            log.warning("could not release the task after the error; its lease will expire", task_id=job.task_id,
-                        error=getattr(e, "message", str(e)))
+            log.warning(
+                "could not release the task after the error; its lease will expire",
+                task_id=job.task_id,
+                error=getattr(e, "message", str(e)),
+            )
 
     def _executor_for(self) -> Any:
         from aictl.execution.executor import Executor
@@ -112,8 +124,9 @@ class Worker:
             self._store_generation = d.store_generation
             self._executor = None
         if self._executor is None or self._executor_gate != d.gate_generation:
-            self._executor = Executor(self._store, d.settings, policy=d.gate,
-                                      on_event=lambda e: d._on_exec_event(self.n, e))
+            self._executor = Executor(
+                self._store, d.settings, policy=d.gate, on_event=lambda e: d._on_exec_event(self.n, e)
+            )
             self._executor_gate = d.gate_generation
         return self._executor
 
@@ -129,13 +142,28 @@ class Worker:
         from aictl.execution.outcome import ExecuteOptions, Outcome
 
         d = self.daemon
-        log.info("task started", task_id=job.task_id, epoch=job.epoch, worker=self.n, ai=job.ai,
-                 connector=job.connector, title=job.title)
+        log.info(
+            "task started",
+            task_id=job.task_id,
+            epoch=job.epoch,
+            worker=self.n,
+            ai=job.ai,
+            connector=job.connector,
+            title=job.title,
+        )
         t0 = time.monotonic()
         try:
-            report = self._executor_for().execute(job.task_id, ExecuteOptions(
-                owner=self.owner, ai=job.ai, connector=job.connector, epoch=job.epoch, ttl=d.ttl,
-                routed=job.ai is not None))
+            report = self._executor_for().execute(
+                job.task_id,
+                ExecuteOptions(
+                    owner=self.owner,
+                    ai=job.ai,
+                    connector=job.connector,
+                    epoch=job.epoch,
+                    ttl=d.ttl,
+                    routed=job.ai is not None,
+                ),
+            )
         except LeaseLost as e:  # lost between the claim and the adoption (an expired lease, a shutdown release)
             log.warning("lease lost before the run started", task_id=job.task_id, epoch=job.epoch, error=e.message)
             d._count("lease_lost")
@@ -144,12 +172,32 @@ class Worker:
         if outcome is Outcome.LEASE_LOST and d.released(job.task_id, job.epoch):
             outcome = Outcome.RELEASED  # the daemon gave it back itself (a shutdown)
         d._count(outcome.value)
-        log.info("task finished", task_id=job.task_id, epoch=job.epoch, worker=self.n, outcome=outcome.value,
-                 status=str(report.task.status), reason=report.reason, seconds=round(time.monotonic() - t0, 3))
-        event = {Outcome.DONE: "task.done", Outcome.FAILED: "task.failed",
-                 Outcome.AWAITING_APPROVAL: "task.awaiting_approval"}.get(outcome)
+        log.info(
+            "task finished",
+            task_id=job.task_id,
+            epoch=job.epoch,
+            worker=self.n,
+            outcome=outcome.value,
+            status=str(report.task.status),
+            reason=report.reason,
+            seconds=round(time.monotonic() - t0, 3),
+        )
+        event = {
+            Outcome.DONE: "task.done",
+            Outcome.FAILED: "task.failed",
+            Outcome.AWAITING_APPROVAL: "task.awaiting_approval",
+        }.get(outcome)
         if event:
-            d.notify(event, {"task_id": job.task_id, "title": job.title, "outcome": outcome.value,
-                             "reason": report.reason,
-                             "status": str(report.task.status), "ai": job.ai, "epoch": job.epoch,
-                             "daemon": d.id})
+            d.notify(
+                event,
+                {
+                    "task_id": job.task_id,
+                    "title": job.title,
+                    "outcome": outcome.value,
+                    "reason": report.reason,
+                    "status": str(report.task.status),
+                    "ai": job.ai,
+                    "epoch": job.epoch,
+                    "daemon": d.id,
+                },
+            )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform, overload
 
@@ -29,7 +29,7 @@ def ts_to_dt(ts: float) -> datetime: ...
 @overload
 def ts_to_dt(ts: None) -> None: ...
 def ts_to_dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
 def _iso(ts: float | None) -> str | None:

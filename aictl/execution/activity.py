@@ -10,7 +10,8 @@ it changes no state a reader must be able to replay.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aictl.agents.context import activity_line
 
@@ -18,8 +19,16 @@ THROTTLE_S = 1.0
 
 
 class ActivityWriter:
-    def __init__(self, open_store: Callable[[], Any], task_id: int, owner: str, epoch: int,
-                 emit: Callable[[dict[str, Any]], None], *, interval: float = THROTTLE_S):
+    def __init__(
+        self,
+        open_store: Callable[[], Any],
+        task_id: int,
+        owner: str,
+        epoch: int,
+        emit: Callable[[dict[str, Any]], None],
+        *,
+        interval: float = THROTTLE_S,
+    ):
         self._open_store = open_store
         self.task_id, self.owner, self.epoch = task_id, owner, epoch
         self._emit = emit

@@ -17,9 +17,19 @@ if TYPE_CHECKING:
     from aictl.store.base import Store
 
 
-def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOptions, *, store: Store,
-                  settings: Settings, policy: PolicyGate | None, limits: dict[str, Any], resume_session: str | None,
-                  activity: ActivityWriter | None) -> dict[str, Any]:
+def agent_context(
+    ctx: RunContext,
+    task: Task,
+    ai: AIRecord,
+    opts: ExecuteOptions,
+    *,
+    store: Store,
+    settings: Settings,
+    policy: PolicyGate | None,
+    limits: dict[str, Any],
+    resume_session: str | None,
+    activity: ActivityWriter | None,
+) -> dict[str, Any]:
     """Fill the AI's part of the run context; the execute decision's limits narrow the tools and budget.
     Returns the record of the skills it gets (evidence); the executor writes their files for the agent."""
     from aictl.agents.connectors.mcpconfig import AICTL_SERVER, configured_servers
@@ -62,8 +72,9 @@ def agent_context(ctx: RunContext, task: Task, ai: AIRecord, opts: ExecuteOption
     return record
 
 
-def tool_decider(policy: PolicyGate | None, settings: Settings, row: dict[str, Any], ai: AIRecord,
-                 epoch: int) -> Callable[[str, str, dict[str, Any]], tuple[bool, str]]:
+def tool_decider(
+    policy: PolicyGate | None, settings: Settings, row: dict[str, Any], ai: AIRecord, epoch: int
+) -> Callable[[str, str, dict[str, Any]], tuple[bool, str]]:
     """The policy's `use_tool` for each MCP tool call of the tool loop, with server and tool name; recorded."""
     from aictl.agents.connectors.mcptools import tool_name
     from aictl.tasks.service import task_facts
@@ -76,9 +87,15 @@ def tool_decider(policy: PolicyGate | None, settings: Settings, row: dict[str, A
         from aictl.policy.records import write_record
         from aictl.store import open_store
 
-        record = policy.check("use_tool", ai=ai.id, actor=ai.id, ai_labels=list(ai.labels or []), task=facts,
-                              epoch=epoch, context={"tool": tool_name(server, tool), "mcp_server": server,
-                                                    "mcp_tool": tool})
+        record = policy.check(
+            "use_tool",
+            ai=ai.id,
+            actor=ai.id,
+            ai_labels=list(ai.labels or []),
+            task=facts,
+            epoch=epoch,
+            context={"tool": tool_name(server, tool), "mcp_server": server, "mcp_tool": tool},
+        )
         store = open_store(settings.resolved_database_url)  # the loop calls from its own thread: its own connection
         try:
             with store.write() as tx:
@@ -97,9 +114,22 @@ def task_server(task: Task, owner: str, settings: Settings) -> dict[str, Any]:
     env = {"AICTL_DATABASE_URL": settings.resolved_database_url, "AICTL_ACTOR": owner}
     if settings.project_dir is not None:
         env["AICTL_PROJECT"] = str(settings.project_dir)
-    return {"command": sys.executable,
-            "args": ["-m", "aictl", "mcp", "serve", "--task", str(task.id), "--epoch", str(task.lease_epoch),
-                     "--owner", owner], "env": env}
+    return {
+        "command": sys.executable,
+        "args": [
+            "-m",
+            "aictl",
+            "mcp",
+            "serve",
+            "--task",
+            str(task.id),
+            "--epoch",
+            str(task.lease_epoch),
+            "--owner",
+            owner,
+        ],
+        "env": env,
+    }
 
 
 def merge_feedback(task: Task) -> str:
@@ -107,8 +137,10 @@ def merge_feedback(task: Task) -> str:
     merge = task.result.get("merge") if isinstance(task.result, dict) else None
     if not merge:
         return ""
-    text = (f"\n\nYour previous result of this task could not be merged: {merge.get('reason', '')}. "
-            "The workspace now starts from the updated target branch; redo the change on top of it.")
+    text = (
+        f"\n\nYour previous result of this task could not be merged: {merge.get('reason', '')}. "
+        "The workspace now starts from the updated target branch; redo the change on top of it."
+    )
     if merge.get("verify_log_tail"):
         text += "\nThe end of the failed verification log:\n" + merge["verify_log_tail"]
     return text
@@ -124,11 +156,21 @@ def usage_record(result: Any, connector: str | None, ai: str | None, model: str 
                 return int(u[k])
         return None
 
-    tokens = {"input": num("input_tokens", "prompt_tokens"), "output": num("output_tokens", "completion_tokens"),
-              "cache_read": num("cache_read_tokens", "cache_read_input_tokens")}
+    tokens = {
+        "input": num("input_tokens", "prompt_tokens"),
+        "output": num("output_tokens", "completion_tokens"),
+        "cache_read": num("cache_read_tokens", "cache_read_input_tokens"),
+    }
     tokens["total"] = sum(v for v in tokens.values() if v)
-    return {"ai": ai, "connector": connector, "model": model, "tokens": tokens, "turns": num("turns", "num_turns"),
-            "cost_usd": result.cost_usd, "duration_s": round(result.duration_s, 4)}
+    return {
+        "ai": ai,
+        "connector": connector,
+        "model": model,
+        "tokens": tokens,
+        "turns": num("turns", "num_turns"),
+        "cost_usd": result.cost_usd,
+        "duration_s": round(result.duration_s, 4),
+    }
 
 
 __all__ = ["agent_context", "usage_record"]
@@ -137,8 +179,8 @@ __all__ = ["agent_context", "usage_record"]
 def _register_key(ai: AIRecord) -> None:
     """The redactor learns this AI's key (its connector's default variable too) before the agent starts."""
     from aictl.agents.connectors.spec import spec_for
-    from aictl.domain.redact import register
     from aictl.domain.errors import UsageError
+    from aictl.domain.redact import register
 
     try:
         spec = spec_for(ai.connector)

@@ -80,9 +80,16 @@ def _redacting(emit: Emit) -> Emit:
 
 
 class Executor:
-    def __init__(self, store: Store, settings: Settings, *, policy: PolicyGate | None = None,
-                 on_event: Emit | None = None,
-                 open_store: Callable[[], Store] | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        policy: PolicyGate | None = None,
+        on_event: Emit | None = None,
+        open_store: Callable[[], Store] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         from aictl.agents.registry import Registry
         from aictl.agents.router import Router
         from aictl.execution.planner import Planner
@@ -97,8 +104,9 @@ class Executor:
             raise UsageError("executing a task needs a project (a git repository with .ai/)", hint="aictl init")
         self.store, self.settings, self.policy, self.clock = store, settings, policy, clock
         self.emit: Emit = _redacting(on_event) if on_event else (lambda e: None)
-        self.claims = Claims(store, settings, policy=policy, clock=clock,
-                             ranker=Router(store, settings, policy=policy, clock=clock))
+        self.claims = Claims(
+            store, settings, policy=policy, clock=clock, ranker=Router(store, settings, policy=policy, clock=clock)
+        )
         self.svc = self.claims.svc
         self.queries = TaskQueries(store, clock=clock)
         self.registry = Registry(store, actor=settings.actor)
@@ -120,8 +128,12 @@ class Executor:
         t0 = time.monotonic()
         report = self.run(self.planner.plan(task_id, opts), opts, started=t0)
         tried: set[str] = set()
-        while (report.outcome is Outcome.RELEASED and report.ai is not None and report.ai not in tried
-               and opts.epoch is None):  # an adopted claim goes back to its claimer (the daemon)
+        while (
+            report.outcome is Outcome.RELEASED
+            and report.ai is not None
+            and report.ai not in tried
+            and opts.epoch is None
+        ):  # an adopted claim goes back to its claimer (the daemon)
             tried.add(report.ai)
             self._phase(report.task.id, "rerouting", reason=report.reason)
             t0 = time.monotonic()
@@ -137,10 +149,20 @@ class Executor:
         t0 = started if started is not None else time.monotonic()
         opts = opts.model_copy(update={"connector": plan.connector, **({"ai": plan.ai.id} if plan.ai else {})})
         task, epoch = plan.task, plan.epoch
-        report = ExecutionReport(task=task, outcome=Outcome.FAILED, lease_epoch=epoch,
-                                 ai=plan.ai.id if plan.ai else None, connector=plan.connector)
-        self._phase(task.id, "claimed", epoch=epoch, owner=opts.owner,
-                    **({"ai": plan.ai.id, "routed": plan.routed} if plan.ai is not None else {}))
+        report = ExecutionReport(
+            task=task,
+            outcome=Outcome.FAILED,
+            lease_epoch=epoch,
+            ai=plan.ai.id if plan.ai else None,
+            connector=plan.connector,
+        )
+        self._phase(
+            task.id,
+            "claimed",
+            epoch=epoch,
+            owner=opts.owner,
+            **({"ai": plan.ai.id, "routed": plan.routed} if plan.ai is not None else {}),
+        )
         timings = {"claim": time.monotonic() - t0}
         with ExitStack() as resources:  # the workspace: removed or kept by the outcome, once it is known
             try:
@@ -174,8 +196,15 @@ class Executor:
         except Exception as e:  # noqa: BLE001 - the anchor is a second copy of the head; a run never fails for it
             self._phase(report.task.id, "anchor_failed", reason=f"{type(e).__name__}: {e}")
 
-    def _steps(self, plan: Plan, opts: ExecuteOptions, report: ExecutionReport, resources: ExitStack,
-               timings: dict[str, float], t0: float) -> None:
+    def _steps(
+        self,
+        plan: Plan,
+        opts: ExecuteOptions,
+        report: ExecutionReport,
+        resources: ExitStack,
+        timings: dict[str, float],
+        t0: float,
+    ) -> None:
         from aictl.execution.activity import ActivityWriter
 
         task, epoch = plan.task, plan.epoch
@@ -226,9 +255,19 @@ class Executor:
             self._fail(report, opts, epoch, "; ".join(violations), False)
             self._reject(ws, report)
         else:
-            report.task = self.svc.complete(task.id, opts.owner, epoch, ai=opts.ai, result={
-                "summary": result.summary, "changed_paths": changes.paths, "commit": changes.commit,
-                "branch": ws.branch, "evidence": [e["digest"] for e in report.evidence]})
+            report.task = self.svc.complete(
+                task.id,
+                opts.owner,
+                epoch,
+                ai=opts.ai,
+                result={
+                    "summary": result.summary,
+                    "changed_paths": changes.paths,
+                    "commit": changes.commit,
+                    "branch": ws.branch,
+                    "evidence": [e["digest"] for e in report.evidence],
+                },
+            )
             report.outcome = Outcome.DONE
             timings["until_complete"] = time.monotonic() - t0
             self._phase(task.id, "done", elapsed=round(time.monotonic() - t0, 3))
@@ -256,8 +295,11 @@ class Executor:
         from aictl.sandbox.startpoint import DependencyConflict, start_point
 
         base = opts.base or self.settings.workspace_base
-        if not opts.base and self.settings.integration_branch and isinstance(task.result, dict) and task.result.get(
-            "merge"
+        if (
+            not opts.base
+            and self.settings.integration_branch
+            and isinstance(task.result, dict)
+            and task.result.get("merge")
         ):  # sent back by the merge queue: redo the change on the target it failed to land on
             base = f"refs/heads/{self.settings.integration_branch}"
         deps = []
@@ -271,17 +313,33 @@ class Executor:
         try:
             start = start_point(self.workspaces, base, deps)
         except DependencyConflict as e:
-            self.recorder.put(report, task, opts, epoch, json.dumps({"error": e.message, **e.details}, sort_keys=True),
-                              kind="start", name="start_conflict.json", media_type="application/json",
-                              summary={"files": e.details["files"]})
-            report.task = self.svc.fail(task.id, opts.owner, epoch, reason=f"start step: {e.message}",
-                                        retryable=False)
+            self.recorder.put(
+                report,
+                task,
+                opts,
+                epoch,
+                json.dumps({"error": e.message, **e.details}, sort_keys=True),
+                kind="start",
+                name="start_conflict.json",
+                media_type="application/json",
+                summary={"files": e.details["files"]},
+            )
+            report.task = self.svc.fail(task.id, opts.owner, epoch, reason=f"start step: {e.message}", retryable=False)
             raise _Stop(Outcome.FAILED, f"start step: {e.message}") from None
-        self.recorder.put(report, task, opts, epoch, start.model_dump_json(indent=2), kind="start",
-                          name="start_point.json", media_type="application/json",
-                          summary={"commit": start.commit, "dependencies": [d.task_id for d in start.dependencies]})
-        self._phase(task.id, "start_point", commit=start.commit,
-                    dependencies=[d.model_dump() for d in start.dependencies])
+        self.recorder.put(
+            report,
+            task,
+            opts,
+            epoch,
+            start.model_dump_json(indent=2),
+            kind="start",
+            name="start_point.json",
+            media_type="application/json",
+            summary={"commit": start.commit, "dependencies": [d.task_id for d in start.dependencies]},
+        )
+        self._phase(
+            task.id, "start_point", commit=start.commit, dependencies=[d.model_dump() for d in start.dependencies]
+        )
         return start.commit
 
     def _reject(self, ws: Workspace, report: ExecutionReport) -> None:
@@ -293,8 +351,17 @@ class Executor:
             report.branch = ref
             self._phase(ws.task_id, "rejected", ref=ref)
 
-    def _collect(self, task: Task, ws: Workspace, opts: ExecuteOptions, epoch: int, result: Any,
-                 spec: SandboxSpec, report: ExecutionReport, plan: Plan) -> Any:
+    def _collect(
+        self,
+        task: Task,
+        ws: Workspace,
+        opts: ExecuteOptions,
+        epoch: int,
+        result: Any,
+        spec: SandboxSpec,
+        report: ExecutionReport,
+        plan: Plan,
+    ) -> Any:
         """Commit the workspace; if the agent sabotaged it, the run's evidence is stored before the error goes on.
 
         The error then reaches `_unexpected`: a failed, counted attempt with its output and the error kept.
@@ -322,19 +389,27 @@ class Executor:
     @staticmethod
     def _check_lease(keeper: LeaseKeeper) -> None:
         if keeper.stop.is_set():
-            raise _Stop(Outcome.CANCELLED if keeper.cancelled else Outcome.LEASE_LOST,
-                        keeper.lost_reason or "lease lost")
+            raise _Stop(
+                Outcome.CANCELLED if keeper.cancelled else Outcome.LEASE_LOST, keeper.lost_reason or "lease lost"
+            )
 
     def _sandbox_spec(self, opts: ExecuteOptions) -> SandboxSpec:
         from aictl.sandbox.base import SandboxSpec
 
         s = self.settings
-        return SandboxSpec(backend=opts.backend or s.sandbox_backend, image=s.sandbox_image, network=s.sandbox_network,
-                           cpus=s.sandbox_cpus, memory_mb=s.sandbox_memory_mb, pids=s.sandbox_pids,
-                           timeout_s=opts.timeout_s or s.execution_timeout)
+        return SandboxSpec(
+            backend=opts.backend or s.sandbox_backend,
+            image=s.sandbox_image,
+            network=s.sandbox_network,
+            cpus=s.sandbox_cpus,
+            memory_mb=s.sandbox_memory_mb,
+            pids=s.sandbox_pids,
+            timeout_s=opts.timeout_s or s.execution_timeout,
+        )
 
-    def _policy_execute(self, task: Task, opts: ExecuteOptions, epoch: int, spec: SandboxSpec,
-                        report: ExecutionReport) -> dict[str, Any]:
+    def _policy_execute(
+        self, task: Task, opts: ExecuteOptions, epoch: int, spec: SandboxSpec, report: ExecutionReport
+    ) -> dict[str, Any]:
         """Policy check for `execute`; the sandbox is part of the input, so a rule can forbid `local`."""
         if self.policy is None:
             return {}
@@ -343,16 +418,27 @@ class Executor:
 
         with self.store.read() as tx:
             row = task_row(tx, task.id)
-        sandbox = {"backend": spec.backend, "sandboxed": spec.backend != "local", "network": spec.network,
-                   "image": spec.image if spec.backend == "docker" else None}
-        record = self.policy.check("execute", ai=opts.ai or opts.owner, actor=opts.owner, task=task_facts(row),
-                                   epoch=epoch, context={"connector": opts.connector, "sandbox": sandbox})
+        sandbox = {
+            "backend": spec.backend,
+            "sandboxed": spec.backend != "local",
+            "network": spec.network,
+            "image": spec.image if spec.backend == "docker" else None,
+        }
+        record = self.policy.check(
+            "execute",
+            ai=opts.ai or opts.owner,
+            actor=opts.owner,
+            task=task_facts(row),
+            epoch=epoch,
+            context={"connector": opts.connector, "sandbox": sandbox},
+        )
         if record.effect == "require_approval":
             approval = self._approval_for(task.id, "execute")
             if approval:
                 record.effect = "allow"
-                record.reasons.append(f"approved by {approval['by']}" +
-                                      (f": {approval['comment']}" if approval.get("comment") else ""))
+                record.reasons.append(
+                    f"approved by {approval['by']}" + (f": {approval['comment']}" if approval.get("comment") else "")
+                )
         report.decisions.append({"action": "execute", "decision_id": record.decision_id, "effect": record.effect})
         if record.effect == "allow":
             with self.store.write() as tx:
@@ -360,8 +446,9 @@ class Executor:
             self.emit({"type": "decision", "task_id": task.id, "action": "execute", "effect": "allow"})
             return dict(record.limits)
         if record.effect == "require_approval":
-            report.task = self.svc.await_approval(task.id, opts.owner, epoch, record=record,
-                                                  reason="; ".join(record.reasons))
+            report.task = self.svc.await_approval(
+                task.id, opts.owner, epoch, record=record, reason="; ".join(record.reasons)
+            )
             raise _Stop(Outcome.AWAITING_APPROVAL, "; ".join(record.reasons))
         from aictl.policy.gate import denied_error
 
@@ -373,8 +460,11 @@ class Executor:
 
     def _approval_for(self, task_id: int, action: str) -> dict[str, Any] | None:
         with self.store.read() as tx:
-            row = tx.one("SELECT MAX(ts) AS ts FROM decisions WHERE task_id = :t AND action = :a"
-                         " AND effect = 'require_approval'", {"t": task_id, "a": action})
+            row = tx.one(
+                "SELECT MAX(ts) AS ts FROM decisions WHERE task_id = :t AND action = :a"
+                " AND effect = 'require_approval'",
+                {"t": task_id, "a": action},
+            )
         return None if row is None or row["ts"] is None else self.svc.approved_since(task_id, row["ts"])
 
     def _keep_lease(self, task_id: int, owner: str, epoch: int, ttl: float | None) -> LeaseKeeper:
@@ -383,29 +473,61 @@ class Executor:
 
         ttl = ttl or self.settings.lease_ttl
         interval = max(0.2, min(self.settings.heartbeat_interval, ttl / 3))
-        keeper = LeaseKeeper(lambda: TaskService(self._open_store(), self.settings, clock=self.clock), task_id,
-                             owner, epoch, ttl=ttl, interval=interval)
+        keeper = LeaseKeeper(
+            lambda: TaskService(self._open_store(), self.settings, clock=self.clock),
+            task_id,
+            owner,
+            epoch,
+            ttl=ttl,
+            interval=interval,
+        )
         keeper.start()
         return keeper
 
-    def _run_connector(self, task: Task, workdir: Path, spec: SandboxSpec, opts: ExecuteOptions,
-                       stop: threading.Event, plan: Plan, limits: dict[str, Any],
-                       activity: ActivityWriter | None, report: ExecutionReport) -> Any:
+    def _run_connector(
+        self,
+        task: Task,
+        workdir: Path,
+        spec: SandboxSpec,
+        opts: ExecuteOptions,
+        stop: threading.Event,
+        plan: Plan,
+        limits: dict[str, Any],
+        activity: ActivityWriter | None,
+        report: ExecutionReport,
+    ) -> Any:
         from aictl.agents.connectors import RunContext, get_connector
         from aictl.sandbox import get_sandbox
 
         connector = get_connector(opts.connector or "command")
-        ctx = RunContext(task=task, workdir=workdir, sandbox=get_sandbox(spec.backend), spec=spec,
-                         on_output=lambda stream, line: self.emit(
-                             {"type": "output", "task_id": task.id, "stream": stream, "line": line}),
-                         cancel=stop, command=opts.command, instructions=task.description,
-                         labels={"task": str(task.id), "epoch": str(task.lease_epoch)})
+        ctx = RunContext(
+            task=task,
+            workdir=workdir,
+            sandbox=get_sandbox(spec.backend),
+            spec=spec,
+            on_output=lambda stream, line: self.emit(
+                {"type": "output", "task_id": task.id, "stream": stream, "line": line}
+            ),
+            cancel=stop,
+            command=opts.command,
+            instructions=task.description,
+            labels={"task": str(task.id), "epoch": str(task.lease_epoch)},
+        )
         if plan.ai is not None:
             from aictl.execution.agent import agent_context
 
-            report.skills = agent_context(ctx, task, plan.ai, opts, store=self.store, settings=self.settings,
-                                          policy=self.policy, limits=limits, resume_session=plan.resume_session,
-                                          activity=activity)
+            report.skills = agent_context(
+                ctx,
+                task,
+                plan.ai,
+                opts,
+                store=self.store,
+                settings=self.settings,
+                policy=self.policy,
+                limits=limits,
+                resume_session=plan.resume_session,
+                activity=activity,
+            )
             report.decisions += report.skills.pop("decisions", [])
         from aictl.skills.delivery import materialize, mode_for
 
@@ -415,8 +537,7 @@ class Executor:
         finally:
             undo()  # the delivered skills never reach the diff
 
-    def _rate_limited(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, plan: Plan,
-                      result: Any) -> None:
+    def _rate_limited(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, plan: Plan, result: Any) -> None:
         """A usage or rate limit: pause the AI; a routed task goes back for another AI, a pinned one retries."""
         from aictl.agents.registry import Registry
         from aictl.agents.router import when
@@ -463,8 +584,16 @@ class Executor:
             self._release_quietly(task_id, opts.owner, epoch, reason)
             raise err
         try:
-            self.recorder.put(report, report.task, opts, epoch, traceback.format_exc(), kind="log",
-                              name="executor_error.txt", summary={"error": reason})
+            self.recorder.put(
+                report,
+                report.task,
+                opts,
+                epoch,
+                traceback.format_exc(),
+                kind="log",
+                name="executor_error.txt",
+                summary={"error": reason},
+            )
         except AictlError:
             pass  # the attempt is recorded below either way
         try:

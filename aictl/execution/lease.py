@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aictl.domain.errors import AictlError
 
@@ -17,8 +18,17 @@ class LeaseKeeper(threading.Thread):
     state, it sets `stop` (the sandbox kills the run) and records why.
     """
 
-    def __init__(self, open_service: Callable[[], Any], task_id: int, owner: str, epoch: int, *,
-                 ttl: float, interval: float, poll: float = 1.0):
+    def __init__(
+        self,
+        open_service: Callable[[], Any],
+        task_id: int,
+        owner: str,
+        epoch: int,
+        *,
+        ttl: float,
+        interval: float,
+        poll: float = 1.0,
+    ):
         super().__init__(name=f"lease-keeper-{task_id}", daemon=True)
         self.open_service = open_service
         self.task_id, self.owner, self.epoch = task_id, owner, epoch
@@ -51,7 +61,7 @@ class LeaseKeeper(threading.Thread):
                         last_renewal = time.monotonic()
                         next_beat = last_renewal + self.interval
                     self.store_error = None
-                except Exception as e:  # noqa: BLE001 - sorted below: store outage, lost lease, or a bug
+                except Exception as e:
                     if not is_store_error(e):
                         if isinstance(e, AictlError):
                             self._lose(e.message)
@@ -62,8 +72,10 @@ class LeaseKeeper(threading.Thread):
                     self.store_error = str(getattr(e, "message", e))
                     svc = self._close(svc)
                     if time.monotonic() - last_renewal >= self.ttl:
-                        self._lose(f"could not reach the store to renew the lease for {self.ttl:g}s "
-                                   f"(it may now belong to another worker): {self.store_error}")
+                        self._lose(
+                            f"could not reach the store to renew the lease for {self.ttl:g}s "
+                            f"(it may now belong to another worker): {self.store_error}"
+                        )
                         return
         finally:
             self._close(svc)

@@ -32,8 +32,11 @@ class Outcome(str, Enum):
         return _EXIT[self]
 
 
-_EXIT = {Outcome.DONE: ExitCode.OK, Outcome.LEASE_LOST: ExitCode.CONFLICT,
-         Outcome.AWAITING_APPROVAL: ExitCode.POLICY_DENIED}
+_EXIT = {
+    Outcome.DONE: ExitCode.OK,
+    Outcome.LEASE_LOST: ExitCode.CONFLICT,
+    Outcome.AWAITING_APPROVAL: ExitCode.POLICY_DENIED,
+}
 _EXIT.update({o: ExitCode.FAILURE for o in Outcome if o not in _EXIT})
 
 

@@ -61,15 +61,19 @@ class Planner:
         if plan.connector == "command" and not (opts.command or plan.task.command) and opts.epoch is None:
             # the caller's mistake, found before anything ran: give the claim back, no attempt counted
             self.claims.svc.release(plan.task.id, opts.owner, plan.epoch, reason="no command to run")
-            raise UsageError(f"task {plan.task.id} has no command for the command connector",
-                             hint=f"give one: aictl task execute {plan.task.id} --command 'make fmt'")
+            raise UsageError(
+                f"task {plan.task.id} has no command for the command connector",
+                hint=f"give one: aictl task execute {plan.task.id} --command 'make fmt'",
+            )
         return plan
 
     def _plan(self, task_id: int | None, opts: ExecuteOptions) -> Plan:
         pinned = self.registry.find(opts.ai) if opts.ai else None
         if pinned is not None and opts.connector not in (None, pinned.connector):
-            raise UsageError(f"AI {pinned.id} runs on connector {pinned.connector}, not {opts.connector}",
-                             hint="leave out --connector, or register another AI for that connector")
+            raise UsageError(
+                f"AI {pinned.id} runs on connector {pinned.connector}, not {opts.connector}",
+                hint="leave out --connector, or register another AI for that connector",
+            )
         session = None
         if opts.resume or opts.message:
             previous = self.previous_session(task_id, required=opts.resume)
@@ -82,31 +86,38 @@ class Planner:
         if pinned is not None:
             claimed = self.claims.claim(ClaimRequest(owner=opts.owner, task_id=task_id, ttl=opts.ttl, ai=pinned))
             if claimed is None:
-                raise NotFound(f"nothing to execute for AI {pinned.id}: no ready task it can take, or it is at its "
-                               f"concurrency limit ({pinned.max_concurrency})", hint="see why with: aictl task ready")
+                raise NotFound(
+                    f"nothing to execute for AI {pinned.id}: no ready task it can take, or it is at its "
+                    f"concurrency limit ({pinned.max_concurrency})",
+                    hint="see why with: aictl task ready",
+                )
             return Plan(claimed, pinned.connector, session)
         plain = opts.connector is not None or (opts.ai is not None and task_id is None)
         if not plain and opts.ai and task_id is not None:
             if not self.queries.get(task_id).command:
-                raise NotFound(f"AI {opts.ai!r} is not registered, and task {task_id} has no command to run",
-                               hint=f"register it: aictl ai register {opts.ai} --connector claude-code")
+                raise NotFound(
+                    f"AI {opts.ai!r} is not registered, and task {task_id} has no command to run",
+                    hint=f"register it: aictl ai register {opts.ai} --connector claude-code",
+                )
             plain = True
         if plain:  # an unregistered --ai name is who the policy judges
             claimed = self.claims.claim(ClaimRequest(owner=opts.owner, task_id=task_id, ttl=opts.ttl, ai=opts.ai))
             if claimed is None:
                 raise NotFound("nothing to execute: no task is ready", hint="see why with: aictl task ready")
             return Plan(claimed, opts.connector or "command", session)
-        claimed = self.claims.claim(ClaimRequest(owner=opts.owner, task_id=task_id, ttl=opts.ttl, routed=True,
-                                                 commands=True))
+        claimed = self.claims.claim(
+            ClaimRequest(owner=opts.owner, task_id=task_id, ttl=opts.ttl, routed=True, commands=True)
+        )
         if claimed is None:
-            raise NotFound("nothing to execute: no task is ready, or no AI can take the ready ones",
-                           hint="see why with: aictl task ready")
+            raise NotFound(
+                "nothing to execute: no task is ready, or no AI can take the ready ones",
+                hint="see why with: aictl task ready",
+            )
         if claimed.ai is None:
             return Plan(claimed, "command")
         return Plan(claimed, claimed.ai.connector, session)
 
-    def _adopt(self, task_id: int | None, opts: ExecuteOptions, pinned: AIRecord | None,
-               session: str | None) -> Plan:
+    def _adopt(self, task_id: int | None, opts: ExecuteOptions, pinned: AIRecord | None, session: str | None) -> Plan:
         """Run a claim the caller already holds (the daemon claims, then hands the epoch to a worker)."""
         if task_id is None:
             raise UsageError("adopting a claim (--epoch) needs the task id")
@@ -122,8 +133,9 @@ class Planner:
         if task_id is None:
             raise UsageError("--resume and --message need the task id", hint="aictl task execute 7 --resume")
         with self.store.read() as tx:
-            rows = tx.all("SELECT digest FROM evidence WHERE task_id = :t AND kind = 'run' ORDER BY id DESC",
-                          {"t": task_id})
+            rows = tx.all(
+                "SELECT digest FROM evidence WHERE task_id = :t AND kind = 'run' ORDER BY id DESC", {"t": task_id}
+            )
         for row in rows:
             try:
                 run = json.loads(self.evidence.get(row["digest"]))
@@ -132,8 +144,10 @@ class Planner:
             if run.get("session_id"):
                 return dict(run)
         if required:
-            raise UsageError(f"task {task_id} has no earlier agent session to resume",
-                             hint=f"run it without --resume: aictl task execute {task_id}")
+            raise UsageError(
+                f"task {task_id} has no earlier agent session to resume",
+                hint=f"run it without --resume: aictl task execute {task_id}",
+            )
         return None
 
 

@@ -19,9 +19,9 @@ from dataclasses import field
 from typing import Any
 
 from aictl.audit.events import append_event, canonical_json
-from aictl.domain.redact import redact
 from aictl.domain.errors import AictlError, NotFound, UsageError
 from aictl.domain.models import Record
+from aictl.domain.redact import redact
 from aictl.store.base import Store, Tx
 
 
@@ -166,8 +166,7 @@ def _mismatch(row: dict[str, Any] | None, event: dict[str, Any]) -> str | None:
     except (ValueError, TypeError):
         digest = None
     if digest != event["data"].get("sha256"):
-        return (f"decision {did} was modified: its stored record no longer matches the sha256 "
-                f"in event {event['id']}")
+        return f"decision {did} was modified: its stored record no longer matches the sha256 in event {event['id']}"
     return None
 
 
@@ -203,13 +202,19 @@ class DecisionLog:
         full = rows[0]["decision_id"]
         with self.store.read() as tx:
             # canonical JSON (sorted keys, no spaces) makes the id's key/value pair an exact substring
-            ev = tx.one("SELECT id, data FROM events WHERE action = 'decision' AND data LIKE :p ORDER BY id LIMIT 1",
-                        {"p": f'%"decision_id":"{full}"%'})
-        why = (f"decision {full} matches no audit event: it was inserted outside aictl" if ev is None
-               else _mismatch(rows[0], {**ev, "data": json.loads(ev["data"])}))
+            ev = tx.one(
+                "SELECT id, data FROM events WHERE action = 'decision' AND data LIKE :p ORDER BY id LIMIT 1",
+                {"p": f'%"decision_id":"{full}"%'},
+            )
+        why = (
+            f"decision {full} matches no audit event: it was inserted outside aictl"
+            if ev is None
+            else _mismatch(rows[0], {**ev, "data": json.loads(ev["data"])})
+        )
         if why:
-            raise RecordTampered(f"decision record fails verification: {why}",
-                                 hint="check the whole log: aictl audit verify")
+            raise RecordTampered(
+                f"decision record fails verification: {why}", hint="check the whole log: aictl audit verify"
+            )
         return _from_row(rows[0])
 
     def list(

@@ -123,5 +123,8 @@ def _no_space(e: sqlite3.Error, path: Any) -> StoreError | None:
     if not full and (free is None or free > 1 << 20):
         return None  # an I/O error with space left: not ours to explain
     where = os.path.dirname(str(path))
-    return StoreError(f"SQLite store {path}: the disk is full ({free if free is not None else '?'} bytes free in {where});"
-                      " nothing was written", hint=f"free space on the file system holding {where}, then retry")
+    return StoreError(
+        f"SQLite store {path}: the disk is full ({free if free is not None else '?'} bytes free in {where});"
+        " nothing was written",
+        hint=f"free space on the file system holding {where}, then retry",
+    )

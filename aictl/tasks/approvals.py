@@ -41,11 +41,14 @@ def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: 
         cur = load_row(tx, task_id)
         merge_parked = cur["status"] == S.DONE and merge_waiting(tx, task_id)
         if cur["status"] != S.AWAITING_APPROVAL and not merge_parked:
-            raise IllegalTransition(f"cannot {verb} task {task_id}: it is {cur['status']}, not awaiting approval",
-                                    hint="see the approval inbox: aictl task list --status awaiting_approval")
+            raise IllegalTransition(
+                f"cannot {verb} task {task_id}: it is {cur['status']}, not awaiting approval",
+                hint="see the approval inbox: aictl task list --status awaiting_approval",
+            )
         if p.policy is not None:  # who may approve is itself a policy question
-            record = p.policy.check("approve", ai=p.actor, actor=p.actor, task=task_facts(cur),
-                                    context={"verdict": verb}, now=now)
+            record = p.policy.check(
+                "approve", ai=p.actor, actor=p.actor, task=task_facts(cur), context={"verdict": verb}, now=now
+            )
             if record.effect != "allow":
                 raise Refused(record)
             from aictl.policy.records import write_record
@@ -55,9 +58,11 @@ def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: 
             p.event(tx, now, verb, cur, cur["status"], comment=comment or None, merge=True)
             return to_task(cur)
         result = canonical_json({"error": f"rejected by {p.actor}: {comment}"}) if target == S.FAILED else None
-        row = tx.row("UPDATE tasks SET status = :st, result = COALESCE(:res, result), updated_at = :now"
-                     f" WHERE id = :id {returning_task(tx)}",
-                     {"st": target.value, "res": result, "now": now, "id": task_id})
+        row = tx.row(
+            "UPDATE tasks SET status = :st, result = COALESCE(:res, result), updated_at = :now"
+            f" WHERE id = :id {returning_task(tx)}",
+            {"st": target.value, "res": result, "now": now, "id": task_id},
+        )
         p.event(tx, now, verb, row, cur["status"], comment=comment or None)
         if target == S.FAILED:
             dependency_failed(p, tx, now, task_id)
@@ -68,33 +73,49 @@ def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: 
 
 def merge_waiting(tx: Tx, task_id: int) -> bool:
     """A merge of the task was parked for approval and no verdict has come since."""
-    row = tx.one("SELECT MAX(ts) AS ts FROM decisions WHERE task_id = :t AND action = 'merge'"
-                 " AND effect = 'require_approval'", {"t": task_id})
+    row = tx.one(
+        "SELECT MAX(ts) AS ts FROM decisions WHERE task_id = :t AND action = 'merge' AND effect = 'require_approval'",
+        {"t": task_id},
+    )
     if row is None or row["ts"] is None:
         return False
-    verdict = tx.one("SELECT 1 AS x FROM events WHERE task_id = :t AND action IN ('approve', 'reject')"
-                     " AND ts >= :s LIMIT 1", {"t": task_id, "s": row["ts"]})
+    verdict = tx.one(
+        "SELECT 1 AS x FROM events WHERE task_id = :t AND action IN ('approve', 'reject') AND ts >= :s LIMIT 1",
+        {"t": task_id, "s": row["ts"]},
+    )
     return verdict is None
 
 
 def verdict_since(p: TaskPlane, task_id: int, since: float) -> dict[str, Any] | None:
     """The latest approve or reject of a task at or after `since` (verdict, who, why), if any."""
     with p.store.read() as tx:
-        row = tx.one("SELECT action, actor, ts, data FROM events WHERE task_id = :t"
-                     " AND action IN ('approve', 'reject') AND ts >= :s ORDER BY id DESC LIMIT 1",
-                     {"t": task_id, "s": since})
+        row = tx.one(
+            "SELECT action, actor, ts, data FROM events WHERE task_id = :t"
+            " AND action IN ('approve', 'reject') AND ts >= :s ORDER BY id DESC LIMIT 1",
+            {"t": task_id, "s": since},
+        )
     if row is None:
         return None
-    return {"verdict": row["action"], "by": row["actor"], "at": row["ts"],
-            "comment": (json.loads(row["data"]) or {}).get("comment") if row["data"] else None}
+    return {
+        "verdict": row["action"],
+        "by": row["actor"],
+        "at": row["ts"],
+        "comment": (json.loads(row["data"]) or {}).get("comment") if row["data"] else None,
+    }
 
 
 def approved_since(p: TaskPlane, task_id: int, since: float) -> dict[str, Any] | None:
     """The latest approval of a task at or after `since` (who and why), if any."""
     with p.store.read() as tx:
-        row = tx.one("SELECT actor, ts, data FROM events WHERE task_id = :t AND action = 'approve' AND ts >= :s"
-                     " ORDER BY id DESC LIMIT 1", {"t": task_id, "s": since})
+        row = tx.one(
+            "SELECT actor, ts, data FROM events WHERE task_id = :t AND action = 'approve' AND ts >= :s"
+            " ORDER BY id DESC LIMIT 1",
+            {"t": task_id, "s": since},
+        )
     if row is None:
         return None
-    return {"by": row["actor"], "at": row["ts"], "comment": (json.loads(row["data"]) or {}).get("comment")
-            if row["data"] else None}
+    return {
+        "by": row["actor"],
+        "at": row["ts"],
+        "comment": (json.loads(row["data"]) or {}).get("comment") if row["data"] else None,
+    }

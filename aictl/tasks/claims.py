@@ -67,8 +67,7 @@ class Ranking:
 class Ranker(Protocol):
     """Ranks registered AIs for tasks (aictl.agents.router.Router)."""
 
-    def rank(self, rows: Sequence[Mapping[str, Any]], *,
-             ai_ids: Collection[str] | None = None) -> Iterator[Ranking]:
+    def rank(self, rows: Sequence[Mapping[str, Any]], *, ai_ids: Collection[str] | None = None) -> Iterator[Ranking]:
         """One Ranking per task row, in order (lazily: a claimer may stop at the first row it gets)."""
         ...
 
@@ -104,9 +103,16 @@ class Claimed:
 
 
 class Claims:
-    def __init__(self, store: Store, settings: Settings, *, policy: PolicyGate | None = None,
-                 ranker: Ranker | None = None,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        policy: PolicyGate | None = None,
+        ranker: Ranker | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         from aictl.tasks.service import TaskService
 
         self.store, self.settings, self.policy, self.ranker = store, settings, policy, ranker
@@ -134,13 +140,21 @@ class Claims:
             return self._for_ai(req, ai)
         if req.routed and req.ai is None:
             return self._routed(req) if req.task_id is not None else self._next(req)
-        got = self.svc.claim(req.owner, capabilities=req.capabilities, labels=req.labels, task_id=req.task_id,
-                             ttl=req.ttl, ai=req.ai if isinstance(req.ai, str) else None, ai_labels=req.ai_labels,
-                             dry_run=req.dry_run)
+        got = self.svc.claim(
+            req.owner,
+            capabilities=req.capabilities,
+            labels=req.labels,
+            task_id=req.task_id,
+            ttl=req.ttl,
+            ai=req.ai if isinstance(req.ai, str) else None,
+            ai_labels=req.ai_labels,
+            dry_run=req.dry_run,
+        )
         return None if got is None else Claimed(got.lease, got.task)
 
-    def _for_ai(self, req: ClaimRequest, ai: AIRecord, *, routed: bool = False,
-                task_id: int | None = None) -> Claimed | None:
+    def _for_ai(
+        self, req: ClaimRequest, ai: AIRecord, *, routed: bool = False, task_id: int | None = None
+    ) -> Claimed | None:
         """Claim for a registered AI, with its labels, capabilities and concurrency limit."""
         task_id = req.task_id if task_id is None else task_id
         if task_id is not None and self.ranker is not None and not routed:
@@ -148,12 +162,22 @@ class Claims:
             # busy is decided by the claim itself (ai_limit), under the lock that makes it exact
             blocking = [r for r in ranking.refused.get(ai.id, []) if not r.startswith("busy:")]
             if blocking:
-                raise Conflict(f"AI {ai.id} cannot take task {task_id}: {'; '.join(blocking)}",
-                               hint=f"see every AI's reasons: aictl route {task_id}", details={"reasons": blocking})
-        got = self.svc.claim(req.owner, capabilities=ai.capabilities if req.capabilities is None else req.capabilities,
-                             labels=req.labels, task_id=task_id, ttl=req.ttl, ai=ai.id,
-                             ai_labels=ai.labels if req.ai_labels is None else req.ai_labels,
-                             ai_limit=ai.max_concurrency, dry_run=req.dry_run)
+                raise Conflict(
+                    f"AI {ai.id} cannot take task {task_id}: {'; '.join(blocking)}",
+                    hint=f"see every AI's reasons: aictl route {task_id}",
+                    details={"reasons": blocking},
+                )
+        got = self.svc.claim(
+            req.owner,
+            capabilities=ai.capabilities if req.capabilities is None else req.capabilities,
+            labels=req.labels,
+            task_id=task_id,
+            ttl=req.ttl,
+            ai=ai.id,
+            ai_labels=ai.labels if req.ai_labels is None else req.ai_labels,
+            ai_limit=ai.max_concurrency,
+            dry_run=req.dry_run,
+        )
         return None if got is None else Claimed(got.lease, got.task, ai, routed=routed)
 
     def _plain(self, req: ClaimRequest, task_id: int) -> Claimed | None:
@@ -179,8 +203,11 @@ class Claims:
                 continue
             if got is not None:
                 return got
-        hint = (f"see the details with: aictl route {req.task_id}" if ranking.eligible or ranking.refused else
-                "register one: aictl ai register claude-1 --connector claude-code (or give the task a --command)")
+        hint = (
+            f"see the details with: aictl route {req.task_id}"
+            if ranking.eligible or ranking.refused
+            else "register one: aictl ai register claude-1 --connector claude-code (or give the task a --command)"
+        )
         raise NotFound(ranking.why_none(), hint=hint, details=ranking.details)
 
     def _next(self, req: ClaimRequest) -> Claimed | None:
@@ -193,10 +220,13 @@ class Claims:
 
         refused_for = (req.owner, self.policy.digest) if self.policy is not None else None
         with self.store.read() as tx:
-            where, params = claimable_where(tx, capabilities=req.capabilities, labels=req.labels, task_id=None,
-                                            refused_for=refused_for)
-            rows = tx.all(f"SELECT t.* FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT {NEXT_ROWS}",
-                          {**params, "now": self.clock()})
+            where, params = claimable_where(
+                tx, capabilities=req.capabilities, labels=req.labels, task_id=None, refused_for=refused_for
+            )
+            rows = tx.all(
+                f"SELECT t.* FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT {NEXT_ROWS}",
+                {**params, "now": self.clock()},
+            )
         agent_rows = [r for r in rows if not r.get("command")]
         rankings = self._ranker().rank(agent_rows, ai_ids=req.ai_ids) if agent_rows else iter(())
         for row in rows:
@@ -220,14 +250,14 @@ class Claims:
                     return got
         return None
 
-    def ready(self, *, capabilities: list[str] | None = None, labels: list[str] | None = None,
-              limit: int = 20) -> list[ReadyEntry]:
+    def ready(
+        self, *, capabilities: list[str] | None = None, labels: list[str] | None = None, limit: int = 20
+    ) -> list[ReadyEntry]:
         """Claimable tasks in claim order, then waiting ones with reasons; with AIs registered (and no
         capabilities given) a task no AI can take is not ready, and says why."""
         from aictl.tasks.queries import TaskQueries
 
-        entries = TaskQueries(self.store, clock=self.clock).ready(capabilities=capabilities, labels=labels,
-                                                                  limit=limit)
+        entries = TaskQueries(self.store, clock=self.clock).ready(capabilities=capabilities, labels=labels, limit=limit)
         ids = [e.id for e in entries if e.ready]
         if capabilities is not None or self.ranker is None or not ids:
             return entries
@@ -243,8 +273,12 @@ class Claims:
         from aictl.tasks.sql import as_json_list, in_list
 
         with self.store.read() as tx:
-            found = {r["id"]: r for r in tx.all(f"SELECT * FROM tasks WHERE id IN ({in_list(tx, 'ids')})",
-                                                {"ids": as_json_list(task_ids)})}
+            found = {
+                r["id"]: r
+                for r in tx.all(
+                    f"SELECT * FROM tasks WHERE id IN ({in_list(tx, 'ids')})", {"ids": as_json_list(task_ids)}
+                )
+            }
         missing = [i for i in task_ids if i not in found]
         if missing:
             raise NotFound(f"task {missing[0]} not found", hint="list tasks with: aictl task list")

@@ -19,8 +19,7 @@ def index(tx: Tx, task_id: int, patterns: list[str]) -> int:
     from aictl.tasks.globs import patterns_overlap
 
     groups = tx.all(
-        f"SELECT lock_paths FROM tasks WHERE id != :id AND lock_paths != '[]' AND status IN {LIVE}"
-        " GROUP BY lock_paths",
+        f"SELECT lock_paths FROM tasks WHERE id != :id AND lock_paths != '[]' AND status IN {LIVE} GROUP BY lock_paths",
         {"id": task_id},
     )
     overlapping = [g["lock_paths"] for g in groups if patterns_overlap(patterns, json.loads(g["lock_paths"]))]

@@ -9,7 +9,7 @@ task gets one `create` event. add_dependency refuses an edge that closes a cycle
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from aictl.domain.errors import CycleError, IllegalTransition, UsageError
 from aictl.domain.models import Task
@@ -67,17 +67,23 @@ def creator(p: TaskPlane, specs: list[TaskSpec]) -> Callable[[Tx, float], list[T
         # Insert in dependency order so every dependency exists first.
         for i in _topo_order(specs, by_key):
             s = specs[i]
-            dep_ids = sorted({ids[by_key[d]] if isinstance(d, str) and not d.isdigit() else int(d)
-                              for d in s.depends_on})
+            dep_ids = sorted(
+                {ids[by_key[d]] if isinstance(d, str) and not d.isdigit() else int(d) for d in s.depends_on}
+            )
             for d in dep_ids:
                 load_row(tx, d)  # NotFound names a missing dependency
-            undone = [
-                r["id"] for r in tx.all(
-                    "SELECT id FROM tasks WHERE status NOT IN ('done', 'merged')"
-                    f" AND id IN ({in_list(tx, 'ids')}) ORDER BY id",
-                    {"ids": as_json_list(dep_ids)}
-                )
-            ] if dep_ids else []
+            undone = (
+                [
+                    r["id"]
+                    for r in tx.all(
+                        "SELECT id FROM tasks WHERE status NOT IN ('done', 'merged')"
+                        f" AND id IN ({in_list(tx, 'ids')}) ORDER BY id",
+                        {"ids": as_json_list(dep_ids)},
+                    )
+                ]
+                if dep_ids
+                else []
+            )
             status = S.BLOCKED if undone else S.QUEUED
             row = tx.row(
                 "INSERT INTO tasks (title, description, type, priority, status, labels, required_capabilities,"
@@ -85,11 +91,19 @@ def creator(p: TaskPlane, specs: list[TaskSpec]) -> Callable[[Tx, float], list[T
                 " VALUES (:title, :description, :type, :priority, :status, :labels, :caps, :locks, :excl,"
                 " :max_attempts, :command, :verify, :now, :now) RETURNING *",
                 {
-                    "title": s.title, "description": s.description, "type": s.type, "priority": s.priority,
-                    "status": status.value, "labels": as_json_list(s.labels),
-                    "caps": as_json_list(s.required_capabilities), "locks": as_json_list(locks[i]),
-                    "excl": int(s.exclusive), "max_attempts": s.max_attempts or p.settings.max_attempts,
-                    "command": s.command, "verify": s.verify, "now": now,
+                    "title": s.title,
+                    "description": s.description,
+                    "type": s.type,
+                    "priority": s.priority,
+                    "status": status.value,
+                    "labels": as_json_list(s.labels),
+                    "caps": as_json_list(s.required_capabilities),
+                    "locks": as_json_list(locks[i]),
+                    "excl": int(s.exclusive),
+                    "max_attempts": s.max_attempts or p.settings.max_attempts,
+                    "command": s.command,
+                    "verify": s.verify,
+                    "now": now,
                 },
             )
             ids[i] = row["id"]
@@ -97,8 +111,18 @@ def creator(p: TaskPlane, specs: list[TaskSpec]) -> Callable[[Tx, float], list[T
             for d in dep_ids:
                 tx.run("INSERT INTO task_deps (task_id, depends_on) VALUES (:t, :d)", {"t": row["id"], "d": d})
             conflicts.index(tx, row["id"], locks[i])
-            p.event(tx, now, "create", row, None, title=s.title, priority=s.priority,
-                    depends_on=dep_ids or None, lock_paths=locks[i] or None, waiting_on=undone or None)
+            p.event(
+                tx,
+                now,
+                "create",
+                row,
+                None,
+                title=s.title,
+                priority=s.priority,
+                depends_on=dep_ids or None,
+                lock_paths=locks[i] or None,
+                waiting_on=undone or None,
+            )
         return [to_task(rows[i]) for i in range(len(specs))]
 
     return run
@@ -120,13 +144,17 @@ def add_dependency(p: TaskPlane, task_id: int, depends_on: int, *, dry_run: bool
                 f"task {task_id} cannot depend on {depends_on}: that closes the cycle {dag.format_cycle(cycle)}",
                 details={"cycle": cycle},
             )
-        tx.run("INSERT INTO task_deps (task_id, depends_on) VALUES (:t, :d) ON CONFLICT DO NOTHING",
-               {"t": task_id, "d": depends_on})
+        tx.run(
+            "INSERT INTO task_deps (task_id, depends_on) VALUES (:t, :d) ON CONFLICT DO NOTHING",
+            {"t": task_id, "d": depends_on},
+        )
         before = row["status"]
         if dep["status"] != S.DONE and before == S.QUEUED:
             check_transition(task_id, S.QUEUED, S.BLOCKED, "block")
-            row = tx.row(f"UPDATE tasks SET status = 'blocked', updated_at = :now WHERE id = :id {returning_task(tx)}",
-                         {"now": now, "id": task_id})
+            row = tx.row(
+                f"UPDATE tasks SET status = 'blocked', updated_at = :now WHERE id = :id {returning_task(tx)}",
+                {"now": now, "id": task_id},
+            )
         else:
             row = load_row(tx, task_id)  # the new edge is in its dependencies now
         p.event(tx, now, "add_dependency", row, before, depends_on=depends_on)

@@ -31,9 +31,9 @@ from __future__ import annotations
 import bisect
 import calendar
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from aictl.domain.errors import UsageError
 
@@ -44,12 +44,19 @@ FIELDS = (
     ("month", 1, 12),
     ("day-of-week", 0, 7),
 )
-MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
-                                      "nov", "dec"), start=1)}
+MONTHS = {
+    m: i
+    for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)
+}
 DAYS = {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 ALIASES = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
 }
 MAX_SHIFT = timedelta(hours=3)  # larger than any DST (or double summer time) shift there is
 SEARCH_YEARS = 30  # `0 0 29 2 1` (Feb 29 falling on a Monday) recurs within 28 years
@@ -87,8 +94,12 @@ class Cron:
 
     def matches(self, wall: datetime) -> bool:
         """Does this wall-clock time (naive, or read in its own zone) match every field?"""
-        return (wall.minute in self.minutes and wall.hour in self.hours and wall.month in self.months
-                and self.day_matches(wall.year, wall.month, wall.day))
+        return (
+            wall.minute in self.minutes
+            and wall.hour in self.hours
+            and wall.month in self.months
+            and self.day_matches(wall.year, wall.month, wall.day)
+        )
 
     def next_after(self, ts: float, tz: tzinfo | None = None) -> float:
         """The first firing time strictly after `ts` (a UNIX timestamp), as a UNIX timestamp."""
@@ -110,13 +121,15 @@ class Cron:
                 continue
             if t.hour not in hours:
                 i = bisect.bisect_right(hours, t.hour)
-                t = (datetime(t.year, t.month, t.day, hours[i]) if i < len(hours)
-                     else datetime(t.year, t.month, t.day) + timedelta(days=1))
+                t = (
+                    datetime(t.year, t.month, t.day, hours[i])
+                    if i < len(hours)
+                    else datetime(t.year, t.month, t.day) + timedelta(days=1)
+                )
                 continue
             if t.minute not in mins:
                 i = bisect.bisect_right(mins, t.minute)
-                t = (t.replace(minute=mins[i]) if i < len(mins)
-                     else t.replace(minute=0) + timedelta(hours=1))
+                t = t.replace(minute=mins[i]) if i < len(mins) else t.replace(minute=0) + timedelta(hours=1)
                 continue
             yield t
             t += timedelta(minutes=1)
@@ -138,8 +151,10 @@ def parse(expr: str, tz: str | None = None) -> Cron:
         _zone(tz_name)  # an unknown zone is an error now, not at the first firing
     if body.startswith("@"):
         if body.lower() not in ALIASES:
-            raise CronError(f"unknown cron alias {body!r}",
-                            hint=f"use one of {', '.join(ALIASES)} or five fields: minute hour day month weekday")
+            raise CronError(
+                f"unknown cron alias {body!r}",
+                hint=f"use one of {', '.join(ALIASES)} or five fields: minute hour day month weekday",
+            )
         body = ALIASES[body.lower()]
     parts = body.split(" ")
     if len(parts) != 5:
@@ -149,9 +164,18 @@ def parse(expr: str, tz: str | None = None) -> Cron:
         )
     values = [_field(text, parts[i], *FIELDS[i]) for i in range(5)]
     weekdays = tuple(sorted({d % 7 for d in values[4]}))
-    cron = Cron(text=text if not tz or m else f"CRON_TZ={tz} {text}", minutes=values[0], hours=values[1],
-                days=values[2], months=values[3], weekdays=weekdays, dom_star=parts[2].startswith("*"),
-                dow_star=parts[4].startswith("*"), hour_star=parts[1].startswith("*"), tz_name=tz_name)
+    cron = Cron(
+        text=text if not tz or m else f"CRON_TZ={tz} {text}",
+        minutes=values[0],
+        hours=values[1],
+        days=values[2],
+        months=values[3],
+        weekdays=weekdays,
+        dom_star=parts[2].startswith("*"),
+        dow_star=parts[4].startswith("*"),
+        hour_star=parts[1].startswith("*"),
+        tz_name=tz_name,
+    )
     _check_possible(cron)
     return cron
 
@@ -161,9 +185,12 @@ def _field(text: str, spec: str, name: str, lo: int, hi: int) -> tuple[int, ...]
     out: set[int] = set()
 
     def bad(why: str) -> CronError:
-        return CronError(f"cron expression {text!r}: {name} field {spec!r}: {why}",
-                         hint=f"{name} takes {lo}-{hi}" + (f" or names ({', '.join(names)})" if names else "")
-                              + ", as N, A-B, */S, A-B/S or comma lists")
+        return CronError(
+            f"cron expression {text!r}: {name} field {spec!r}: {why}",
+            hint=f"{name} takes {lo}-{hi}"
+            + (f" or names ({', '.join(names)})" if names else "")
+            + ", as N, A-B, */S, A-B/S or comma lists",
+        )
 
     def number(tok: str) -> int:
         if tok.lower() in names:
@@ -203,13 +230,15 @@ def _check_possible(cron: Cron) -> None:
     if cron.dom_star or not cron.dow_star:
         return  # day of week restricted too (either may match), or every day allowed
     if not any(d <= (29 if m == 2 else calendar.monthrange(2001, m)[1]) for m in cron.months for d in cron.days):
-        raise CronError(f"cron expression {cron.text!r} never fires: no month it names has that day",
-                        hint="check the day-of-month and month fields")
+        raise CronError(
+            f"cron expression {cron.text!r} never fires: no month it names has that day",
+            hint="check the day-of-month and month fields",
+        )
 
 
 def next_after(cron: Cron, ts: float, zone: tzinfo) -> float:
     """First instant > ts at which `cron` fires in `zone`, with the DST rules of the module docstring."""
-    at = datetime.fromtimestamp(ts, tz=timezone.utc)
+    at = datetime.fromtimestamp(ts, tz=UTC)
     wall = at.astimezone(zone).replace(tzinfo=None)
     # Near an offset change, wall-clock order and real order differ by up to the shift: start earlier.
     offsets = {_offset(at + d, zone) for d in (-MAX_SHIFT, timedelta(0), MAX_SHIFT)}
@@ -232,8 +261,8 @@ def next_after(cron: Cron, ts: float, zone: tzinfo) -> float:
 
 def _instants(cron: Cron, w: datetime, zone: tzinfo) -> list[datetime]:
     """The real instants at which wall time `w` fires (none, one, or two)."""
-    first = w.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
-    second = w.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+    first = w.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = w.replace(tzinfo=zone, fold=1).astimezone(UTC)
     exists0 = first.astimezone(zone).replace(tzinfo=None) == w
     exists1 = second.astimezone(zone).replace(tzinfo=None) == w
     if exists0 and exists1 and first != second:  # a fall-back: this wall time happens twice
@@ -259,7 +288,7 @@ def _transition(lo: datetime, hi: datetime, zone: tzinfo) -> datetime:
         else:
             lo = mid
     # (lo, hi] is at most a second long and zones change offset on whole seconds: one candidate.
-    return datetime.fromtimestamp(math.floor(lo.timestamp()) + 1, tz=timezone.utc)
+    return datetime.fromtimestamp(math.floor(lo.timestamp()) + 1, tz=UTC)
 
 
 def _offset(at: datetime, zone: tzinfo) -> timedelta | None:
@@ -296,10 +325,10 @@ def _local_zone() -> tzinfo:
         with open("/etc/localtime", "rb") as f:
             return ZoneInfo.from_file(f, key="localtime")
     except (OSError, ValueError):
-        return timezone.utc
+        return UTC
 
 
 def describe_next(cron: Cron, ts: float) -> str:
     """The next firing as local ISO time, for humans."""
     zone = cron.tz or _local_zone()
-    return datetime.fromtimestamp(cron.next_after(ts), tz=timezone.utc).astimezone(zone).isoformat(timespec="minutes")
+    return datetime.fromtimestamp(cron.next_after(ts), tz=UTC).astimezone(zone).isoformat(timespec="minutes")

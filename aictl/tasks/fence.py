@@ -9,7 +9,7 @@ executor's activity line is written with `write_activity`.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,19 +22,28 @@ if TYPE_CHECKING:
     from aictl.audit.evidence import EvidenceStore
 
 S = TaskStatus
-_VERB_TARGET = {"start": S.RUNNING, "complete": S.DONE, "fail": S.FAILED, "release": S.QUEUED,
-                "heartbeat": S.RUNNING}
+_VERB_TARGET = {"start": S.RUNNING, "complete": S.DONE, "fail": S.FAILED, "release": S.QUEUED, "heartbeat": S.RUNNING}
 
 
-@lru_cache(maxsize=None)
+@cache
 def fence_sql(allowed: frozenset[TaskStatus] = LEASED) -> str:
     """The fence as a WHERE clause (bind :id, :owner, :epoch): the lease presented still holds the task."""
-    return (f"id = :id AND owner = :owner AND lease_epoch = :epoch"
-            f" AND status IN ({', '.join(repr(s.value) for s in sorted(allowed))})")
+    return (
+        f"id = :id AND owner = :owner AND lease_epoch = :epoch"
+        f" AND status IN ({', '.join(repr(s.value) for s in sorted(allowed))})"
+    )
 
 
-def check_fence(tx: Tx, task_id: int, owner: str, epoch: int, *, verb: str,
-                allowed: frozenset[TaskStatus] = LEASED, transition: bool = True) -> dict[str, Any]:
+def check_fence(
+    tx: Tx,
+    task_id: int,
+    owner: str,
+    epoch: int,
+    *,
+    verb: str,
+    allowed: frozenset[TaskStatus] = LEASED,
+    transition: bool = True,
+) -> dict[str, Any]:
     """The task's row if (owner, epoch) holds it in an `allowed` status; else raise why not.
 
     LeaseLost names the epoch and owner that hold the task now (or says the lease
@@ -50,8 +59,13 @@ def check_fence(tx: Tx, task_id: int, owner: str, epoch: int, *, verb: str,
             f"lease lost: task {task_id} is at lease epoch {cur['lease_epoch']} ({cur['status']}{holder});"
             f" you presented epoch {epoch}",
             hint=f"your result is stale; see the task with: aictl task get {task_id}",
-            details={"task_id": task_id, "presented_epoch": epoch, "current_epoch": cur["lease_epoch"],
-                     "current_owner": cur["owner"], "status": cur["status"]},
+            details={
+                "task_id": task_id,
+                "presented_epoch": epoch,
+                "current_epoch": cur["lease_epoch"],
+                "current_owner": cur["owner"],
+                "status": cur["status"],
+            },
         )
     if cur["owner"] != owner:
         raise LeaseLost(
@@ -68,8 +82,13 @@ def check_fence(tx: Tx, task_id: int, owner: str, epoch: int, *, verb: str,
     if not transition:
         raise LeaseLost(
             f"lease lost: cannot {verb} task {task_id} with epoch {epoch}: it is {cur['status']}",
-            details={"task_id": task_id, "presented_epoch": epoch, "current_epoch": cur["lease_epoch"],
-                     "current_owner": cur["owner"], "status": cur["status"]},
+            details={
+                "task_id": task_id,
+                "presented_epoch": epoch,
+                "current_epoch": cur["lease_epoch"],
+                "current_owner": cur["owner"],
+                "status": cur["status"],
+            },
         )
     check_transition(task_id, cur["status"], _VERB_TARGET.get(verb, cur["status"]), verb)
     raise IllegalTransition(f"cannot {verb} task {task_id}: it is {cur['status']}")
@@ -79,8 +98,13 @@ def write_activity(tx: Tx, task_id: int, owner: str, epoch: int, line: str | Non
     """Set the task's one-line activity while (owner, epoch) still holds it; False when the lease is gone."""
     from aictl.domain.redact import redact_text
 
-    return tx.run(f"UPDATE tasks SET activity = :a WHERE {fence_sql()}",
-                  {"a": None if line is None else redact_text(line), "id": task_id, "owner": owner, "epoch": epoch}) > 0
+    return (
+        tx.run(
+            f"UPDATE tasks SET activity = :a WHERE {fence_sql()}",
+            {"a": None if line is None else redact_text(line), "id": task_id, "owner": owner, "epoch": epoch},
+        )
+        > 0
+    )
 
 
 def fenced_evidence(store: Store, home: Path | None, *, actor: str) -> EvidenceStore:

@@ -29,8 +29,15 @@ import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-__all__ = ["GlobError", "normalize_pattern", "normalize_patterns", "patterns_overlap",
-           "pattern_overlap", "overlap_witness", "path_matches"]
+__all__ = [
+    "GlobError",
+    "normalize_pattern",
+    "normalize_patterns",
+    "overlap_witness",
+    "path_matches",
+    "pattern_overlap",
+    "patterns_overlap",
+]
 
 
 class GlobError(ValueError):
@@ -101,7 +108,7 @@ def _pick(s: CharSet) -> str:
 class _NFA:
     """Epsilon-free NFA: start state 0, `edges[s]` = ((charset, target), ...)."""
 
-    __slots__ = ("edges", "accept")
+    __slots__ = ("accept", "edges")
 
     def __init__(self, edges: list[list[tuple[CharSet | None, int]]], accept: set[int]):
         # Eliminate epsilon edges (charset None) by folding each state's closure in.
@@ -115,9 +122,7 @@ class _NFA:
             return seen
 
         closures = [closure(s) for s in range(len(edges))]
-        self.edges = tuple(
-            tuple((cs, t) for c in cl for cs, t in edges[c] if cs is not None) for cl in closures
-        )
+        self.edges = tuple(tuple((cs, t) for c in cl for cs, t in edges[c] if cs is not None) for cl in closures)
         self.accept = frozenset(s for s, cl in enumerate(closures) if cl & accept)
 
 
@@ -140,9 +145,15 @@ class _Builder:
 
 # Normalized repo-relative paths: states 0=segment start, 1="." 2=".." 3=ordinary segment.
 _DOT, _NOT_DOT_SLASH = _lit("."), _complement(_union([(46, 47)]))
-_VALID_PATH = _NFA([[(_DOT, 1), (_NOT_DOT_SLASH, 3)], [(_DOT, 2), (_NOT_DOT_SLASH, 3)],
-                    [(_DOT, 3), (_NOT_DOT_SLASH, 3)],
-                    [(_DOT, 3), (_NOT_DOT_SLASH, 3), (_lit("/"), 0)]], {3})
+_VALID_PATH = _NFA(
+    [
+        [(_DOT, 1), (_NOT_DOT_SLASH, 3)],
+        [(_DOT, 2), (_NOT_DOT_SLASH, 3)],
+        [(_DOT, 3), (_NOT_DOT_SLASH, 3)],
+        [(_DOT, 3), (_NOT_DOT_SLASH, 3), (_lit("/"), 0)],
+    ],
+    {3},
+)
 
 
 def _parse_class(seg: str, i: int, pattern: str) -> tuple[CharSet, int]:
@@ -286,10 +297,7 @@ def _witness(nfas: tuple[_NFA, ...]) -> str | None:
         partial: list[tuple[CharSet, tuple[int, ...]]] = [(ANY, ())]
         for s, n in zip(node, nfas):
             partial = [
-                (both, tgt + (t,))
-                for cs, tgt in partial
-                for ecs, t in n.edges[s]
-                if (both := _intersect(cs, ecs))
+                (both, tgt + (t,)) for cs, tgt in partial for ecs, t in n.edges[s] if (both := _intersect(cs, ecs))
             ]
         for cs, nxt in partial:
             ch = _pick(cs)

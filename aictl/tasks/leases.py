@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from aictl.audit.events import canonical_json
-from aictl.domain.redact import redact
 from aictl.domain.errors import AictlError, AILimitReached, LeaseLost, LockConflict, UsageError
 from aictl.domain.models import Lease, Task
+from aictl.domain.redact import redact
 from aictl.domain.status import LEASED, TaskStatus, check_transition
 from aictl.store.base import Tx
 from aictl.tasks.backoff import backoff_delay
 from aictl.tasks.fence import check_fence, fence_sql
 from aictl.tasks.recovery import dependency_failed, expired_probe, reap_in, unblock_dependents
-from aictl.tasks.sql import CLAIM_ORDER, HELD, ai_label_values, claimable_where, returning_task
+from aictl.tasks.sql import CLAIM_ORDER, ai_label_values, claimable_where, returning_task
 from aictl.tasks.txn import DryRun, Refused, TaskPlane, free_locks, load_row, to_task
 
 S = TaskStatus
@@ -71,10 +71,19 @@ def lease_ttl(p: TaskPlane, ttl: float | None) -> float:
 # -- claim ---------------------------------------------------------------------------------
 
 
-def claim(p: TaskPlane, owner: str, *, capabilities: list[str] | None = None, labels: list[str] | None = None,
-          task_id: int | None = None, ttl: float | None = None, ai: str | None = None,
-          ai_labels: list[str] | None = None, ai_limit: int | None = None,
-          dry_run: bool = False) -> ClaimResult | None:
+def claim(
+    p: TaskPlane,
+    owner: str,
+    *,
+    capabilities: list[str] | None = None,
+    labels: list[str] | None = None,
+    task_id: int | None = None,
+    ttl: float | None = None,
+    ai: str | None = None,
+    ai_labels: list[str] | None = None,
+    ai_limit: int | None = None,
+    dry_run: bool = False,
+) -> ClaimResult | None:
     """Atomically claim the best ready task (or `task_id`); None when nothing is claimable.
 
     With a policy, a task the policy refuses to this AI is skipped (its decision
@@ -127,23 +136,29 @@ class _Want:
 def _claimed(row: dict[str, Any] | None) -> ClaimResult | None:
     if row is None:
         return None
-    lease = Lease(task_id=row["id"], owner=row["owner"], lease_epoch=row["lease_epoch"],
-                  lease_expires_at=row["lease_expires_at"])
+    lease = Lease(
+        task_id=row["id"], owner=row["owner"], lease_epoch=row["lease_epoch"], lease_expires_at=row["lease_expires_at"]
+    )
     return ClaimResult(lease=lease, task=to_task(row))
 
 
 def _claim(p: TaskPlane, tx: Tx, now: float, w: _Want, floor: bool) -> dict[str, Any] | None:
     """The claim transaction; returns the claimed row (the lease and Task are built after commit)."""
     pg = tx.dialect == "postgresql"
-    lock = (f"pg_advisory_xact_lock{'' if floor else '_shared'}({_PG_CLAIM_LOCK}) AS claim_lock, " if pg else "")
+    lock = f"pg_advisory_xact_lock{'' if floor else '_shared'}({_PG_CLAIM_LOCK}) AS claim_lock, " if pg else ""
     if tx.row(f"SELECT {lock}{expired_probe(tx)}", {"now": now})["expired"]:
         reap_in(p, tx, now)
     if w.for_ai is not None and w.ai_limit is not None and not _ai_has_room(tx, w.for_ai, w.ai_limit, w.task_id):
         return None
     refused_for = (w.ai, p.policy.digest) if p.policy is not None and w.task_id is None else None
-    where, params = claimable_where(tx, capabilities=w.caps, labels=w.labels, task_id=w.task_id,
-                                    refused_for=refused_for,
-                                    for_ai=(w.for_ai, w.ai_labels or []) if w.for_ai is not None else None)
+    where, params = claimable_where(
+        tx,
+        capabilities=w.caps,
+        labels=w.labels,
+        task_id=w.task_id,
+        refused_for=refused_for,
+        for_ai=(w.for_ai, w.ai_labels or []) if w.for_ai is not None else None,
+    )
     skip = " FOR UPDATE SKIP LOCKED" if pg else ""
     row = tx.one(
         "UPDATE tasks SET status = 'claimed', owner = :owner, lease_epoch = lease_epoch + 1,"
@@ -168,9 +183,16 @@ def _claim(p: TaskPlane, tx: Tx, now: float, w: _Want, floor: bool) -> dict[str,
     held = patterns + (["**"] if row["exclusive"] else [])
     if held:
         values = ", ".join(f"(:t, :p{i}, :o, :e, :now)" for i in range(len(held)))
-        tx.run(f"INSERT INTO locks (task_id, pattern, owner, lease_epoch, acquired_at) VALUES {values}",
-               {"t": row["id"], "o": w.owner, "e": row["lease_epoch"], "now": now,
-                **{f"p{i}": pat for i, pat in enumerate(held)}})
+        tx.run(
+            f"INSERT INTO locks (task_id, pattern, owner, lease_epoch, acquired_at) VALUES {values}",
+            {
+                "t": row["id"],
+                "o": w.owner,
+                "e": row["lease_epoch"],
+                "now": now,
+                **{f"p{i}": pat for i, pat in enumerate(held)},
+            },
+        )
     p.event(tx, now, "claim", row, S.QUEUED, actor=w.owner, ttl=w.ttl, ai=w.for_ai)
     return row
 
@@ -178,8 +200,11 @@ def _claim(p: TaskPlane, tx: Tx, now: float, w: _Want, floor: bool) -> dict[str,
 def _pg_recheck_globs(tx: Tx, task_id: int) -> None:
     """After the glob lock is granted, a fresh statement sees every committed claim: catch a clash here."""
     tx.one(f"SELECT pg_advisory_xact_lock({_PG_GLOB_LOCK})")
-    clash = tx.one("SELECT c.other_id AS id FROM task_conflicts c JOIN locks l ON l.task_id = c.other_id"
-                   " WHERE c.task_id = :id LIMIT 1", {"id": task_id})
+    clash = tx.one(
+        "SELECT c.other_id AS id FROM task_conflicts c JOIN locks l ON l.task_id = c.other_id"
+        " WHERE c.task_id = :id LIMIT 1",
+        {"id": task_id},
+    )
     if clash is not None:
         raise _ClaimRace()
 
@@ -195,10 +220,11 @@ def _ai_has_room(tx: Tx, ai: str, limit: int, task_id: int | None) -> bool:
     if held < limit:
         return True
     if task_id is not None:
-        raise AILimitReached(f"AI {ai!r} is at its concurrency limit: {held}/{limit} tasks held",
-                             hint=f"wait for one to finish, or raise it: aictl ai register {ai} … "
-                                  "--max-concurrency N --replace",
-                             details={"ai": ai, "held": held, "limit": limit})
+        raise AILimitReached(
+            f"AI {ai!r} is at its concurrency limit: {held}/{limit} tasks held",
+            hint=f"wait for one to finish, or raise it: aictl ai register {ai} … --max-concurrency N --replace",
+            details={"ai": ai, "held": held, "limit": limit},
+        )
     return False
 
 
@@ -216,15 +242,26 @@ def _explain_unclaimable(tx: Tx, now: float, w: _Want) -> None:
         if unmet:
             reasons.append(f"it wants {', '.join(unmet)}, and AI {w.for_ai} is not that")
     reasons = reasons or ["it is not claimable"]
-    raise LockConflict(f"cannot claim task {w.task_id}: {'; '.join(reasons)}",
-                       hint="see why with: aictl task ready", details={"reasons": reasons})
+    raise LockConflict(
+        f"cannot claim task {w.task_id}: {'; '.join(reasons)}",
+        hint="see why with: aictl task ready",
+        details={"reasons": reasons},
+    )
 
 
 # -- fenced updates ------------------------------------------------------------------------
 
 
-def _lease_update(tx: Tx, task_id: int, owner: str, epoch: int, verb: str, allowed: frozenset[TaskStatus],
-                  set_sql: str, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _lease_update(
+    tx: Tx,
+    task_id: int,
+    owner: str,
+    epoch: int,
+    verb: str,
+    allowed: frozenset[TaskStatus],
+    set_sql: str,
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
     """One UPDATE guarded by the fence; returns (new row with has_dependents, status before).
 
     PostgreSQL reads the status before in the same statement (a subquery sees the
@@ -255,9 +292,11 @@ def heartbeat(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ttl: float 
     ttl = lease_ttl(p, ttl)
 
     def run(tx: Tx, now: float) -> Lease:
-        row = tx.one(f"UPDATE tasks SET lease_expires_at = :exp, heartbeat_at = :now WHERE {fence_sql()}"
-                     " RETURNING lease_expires_at", {"exp": now + ttl, "now": now, "id": task_id, "owner": owner,
-                                                     "epoch": epoch})
+        row = tx.one(
+            f"UPDATE tasks SET lease_expires_at = :exp, heartbeat_at = :now WHERE {fence_sql()}"
+            " RETURNING lease_expires_at",
+            {"exp": now + ttl, "now": now, "id": task_id, "owner": owner, "epoch": epoch},
+        )
         if row is None:
             check_fence(tx, task_id, owner, epoch, verb="heartbeat")
             raise LeaseLost(f"lease lost: task {task_id} changed while being updated; try again")  # not reached
@@ -266,11 +305,18 @@ def heartbeat(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ttl: float 
     return p.write(run)
 
 
-def start(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ai: str | None = None,
-          dry_run: bool = False) -> Task:
+def start(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ai: str | None = None, dry_run: bool = False) -> Task:
     def run(tx: Tx, now: float) -> dict[str, Any]:
-        row, before = _lease_update(tx, task_id, owner, epoch, "start", frozenset({S.CLAIMED}),
-                                    "status = 'running', heartbeat_at = :now, updated_at = :now", {"now": now})
+        row, before = _lease_update(
+            tx,
+            task_id,
+            owner,
+            epoch,
+            "start",
+            frozenset({S.CLAIMED}),
+            "status = 'running', heartbeat_at = :now, updated_at = :now",
+            {"now": now},
+        )
         p.enforce(tx, "start", row, owner, ai=ai, before=before)
         p.event(tx, now, "start", row, before, actor=owner)
         return row
@@ -278,16 +324,36 @@ def start(p: TaskPlane, task_id: int, owner: str, epoch: int, *, ai: str | None 
     return p.write(run, dry_run, then=to_task)
 
 
-def complete(p: TaskPlane, task_id: int, owner: str, epoch: int, *, result: Any = None, ai: str | None = None,
-             dry_run: bool = False) -> Task:
+def complete(
+    p: TaskPlane,
+    task_id: int,
+    owner: str,
+    epoch: int,
+    *,
+    result: Any = None,
+    ai: str | None = None,
+    dry_run: bool = False,
+) -> Task:
     def run(tx: Tx, now: float) -> dict[str, Any]:
         row, before = _lease_update(
-            tx, task_id, owner, epoch, "complete", LEASED,
+            tx,
+            task_id,
+            owner,
+            epoch,
+            "complete",
+            LEASED,
             "status = 'done', lease_expires_at = NULL, next_run_at = NULL, result = :result, updated_at = :now",
             {"now": now, "result": None if result is None else canonical_json(redact(result))},
         )
-        p.enforce(tx, "complete", row, owner, ai=ai, before=before,
-                  extra_check=lambda record: _require_evidence(tx, record, task_id, epoch))
+        p.enforce(
+            tx,
+            "complete",
+            row,
+            owner,
+            ai=ai,
+            before=before,
+            extra_check=lambda record: _require_evidence(tx, record, task_id, epoch),
+        )
         free_locks(tx, row)
         p.event(tx, now, "complete", row, before, actor=owner)
         if row["has_dependents"]:
@@ -297,8 +363,16 @@ def complete(p: TaskPlane, task_id: int, owner: str, epoch: int, *, result: Any 
     return p.write(run, dry_run, then=to_task)
 
 
-def fail(p: TaskPlane, task_id: int, owner: str, epoch: int, *, reason: str = "", retryable: bool = False,
-         dry_run: bool = False) -> Task:
+def fail(
+    p: TaskPlane,
+    task_id: int,
+    owner: str,
+    epoch: int,
+    *,
+    reason: str = "",
+    retryable: bool = False,
+    dry_run: bool = False,
+) -> Task:
     """Fail an attempt. A retryable failure requeues with backoff while attempts remain."""
 
     def run(tx: Tx, now: float) -> Task:
@@ -307,15 +381,33 @@ def fail(p: TaskPlane, task_id: int, owner: str, epoch: int, *, reason: str = ""
         again = retryable and attempts < cur["max_attempts"]
         delay = backoff_delay(attempts, base=p.settings.backoff_base, cap=p.settings.backoff_max)
         row, before = _lease_update(
-            tx, task_id, owner, epoch, "fail", LEASED,
+            tx,
+            task_id,
+            owner,
+            epoch,
+            "fail",
+            LEASED,
             "status = :st, attempts = attempts + 1, lease_expires_at = NULL, next_run_at = :nra,"
             " result = :result, updated_at = :now",
-            {"st": S.QUEUED.value if again else S.FAILED.value, "nra": now + delay if again else None,
-             "now": now, "result": canonical_json(redact({"error": reason, "retryable": retryable}))},
+            {
+                "st": S.QUEUED.value if again else S.FAILED.value,
+                "nra": now + delay if again else None,
+                "now": now,
+                "result": canonical_json(redact({"error": reason, "retryable": retryable})),
+            },
         )
         free_locks(tx, row)
-        p.event(tx, now, "fail", row, cur["status"], actor=owner, reason=reason, retryable=retryable,
-                retry_in_s=round(delay, 3) if again else None)
+        p.event(
+            tx,
+            now,
+            "fail",
+            row,
+            cur["status"],
+            actor=owner,
+            reason=reason,
+            retryable=retryable,
+            retry_in_s=round(delay, 3) if again else None,
+        )
         if not again:
             dependency_failed(p, tx, now, task_id)
         return to_task(row)
@@ -323,13 +415,29 @@ def fail(p: TaskPlane, task_id: int, owner: str, epoch: int, *, reason: str = ""
     return p.write(run, dry_run)
 
 
-def release(p: TaskPlane, task_id: int, owner: str, epoch: int, *, reason: str = "", ai: str | None = None,
-            dry_run: bool = False) -> Task:
+def release(
+    p: TaskPlane,
+    task_id: int,
+    owner: str,
+    epoch: int,
+    *,
+    reason: str = "",
+    ai: str | None = None,
+    dry_run: bool = False,
+) -> Task:
     """Give the task back to the queue without counting an attempt."""
 
     def run(tx: Tx, now: float) -> Task:
-        row, before = _lease_update(tx, task_id, owner, epoch, "release", LEASED,
-                                    "status = 'queued', lease_expires_at = NULL, updated_at = :now", {"now": now})
+        row, before = _lease_update(
+            tx,
+            task_id,
+            owner,
+            epoch,
+            "release",
+            LEASED,
+            "status = 'queued', lease_expires_at = NULL, updated_at = :now",
+            {"now": now},
+        )
         p.enforce(tx, "release", row, owner, ai=ai, before=before)
         free_locks(tx, row)
         p.event(tx, now, "release", row, before, actor=owner, reason=reason or None)
@@ -338,21 +446,35 @@ def release(p: TaskPlane, task_id: int, owner: str, epoch: int, *, reason: str =
     return p.write(run, dry_run)
 
 
-def await_approval(p: TaskPlane, task_id: int, owner: str, epoch: int, *, record: Any = None,
-                   reason: str = "") -> Task:
+def await_approval(p: TaskPlane, task_id: int, owner: str, epoch: int, *, record: Any = None, reason: str = "") -> Task:
     """The policy wants a human: park the task (lease and locks given up) until approved or rejected."""
 
     def run(tx: Tx, now: float) -> Task:
-        row, before = _lease_update(tx, task_id, owner, epoch, "await approval", LEASED,
-                                    "status = 'awaiting_approval', lease_expires_at = NULL, updated_at = :now",
-                                    {"now": now})
+        row, before = _lease_update(
+            tx,
+            task_id,
+            owner,
+            epoch,
+            "await approval",
+            LEASED,
+            "status = 'awaiting_approval', lease_expires_at = NULL, updated_at = :now",
+            {"now": now},
+        )
         if record is not None:
             from aictl.policy.records import write_record
 
             write_record(tx, record)
         free_locks(tx, row)
-        p.event(tx, now, "await_approval", row, before, actor=owner, reason=reason or None,
-                decision_id=getattr(record, "decision_id", None))
+        p.event(
+            tx,
+            now,
+            "await_approval",
+            row,
+            before,
+            actor=owner,
+            reason=reason or None,
+            decision_id=getattr(record, "decision_id", None),
+        )
         return to_task(row)
 
     return p.write(run)
@@ -371,6 +493,8 @@ def _require_evidence(tx: Tx, record: Any, task_id: int, epoch: int) -> None:
     if missing or failing:
         record.effect = "deny"
         if missing:
-            record.reasons.append(f"completion requires evidence: {', '.join(missing)} (none attached to epoch {epoch})")
+            record.reasons.append(
+                f"completion requires evidence: {', '.join(missing)} (none attached to epoch {epoch})"
+            )
         if failing:
             record.reasons.append("completion requires a passing test_report; the attached report has failures")

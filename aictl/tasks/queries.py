@@ -8,11 +8,11 @@ AI registry, the executor) read tasks through here instead of writing SQL on the
 from __future__ import annotations
 
 import builtins
-
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from aictl.domain.errors import NotFound
 from aictl.domain.models import DepNode, Event, HeldLock, ReadyEntry, Task
@@ -105,12 +105,21 @@ class TaskQueries:
             waiting.sort(key=lambda r: (-r["priority"], r["created_at"], r["id"]))
             waiting = waiting[:limit]
             reasons = reasons_not_ready(tx, waiting, now, capabilities=capabilities, labels=labels)
-        out = [ReadyEntry(id=r["id"], title=r["title"], status=r["status"], priority=r["priority"], ready=True)
-               for r in ready_rows]
+        out = [
+            ReadyEntry(id=r["id"], title=r["title"], status=r["status"], priority=r["priority"], ready=True)
+            for r in ready_rows
+        ]
         out += [
-            ReadyEntry(id=r["id"], title=r["title"], status=r["status"], priority=r["priority"], ready=False,
-                       reasons=reasons.get(r["id"], []))
-            for r in waiting if r["id"] not in ready_ids
+            ReadyEntry(
+                id=r["id"],
+                title=r["title"],
+                status=r["status"],
+                priority=r["priority"],
+                ready=False,
+                reasons=reasons.get(r["id"], []),
+            )
+            for r in waiting
+            if r["id"] not in ready_ids
         ]
         return out
 
@@ -121,8 +130,14 @@ class TaskQueries:
                 raise NotFound(f"task {task_id} not found", hint="list tasks with: aictl task list")
             out: list[DepNode] = []
             for direction, sql in (
-                ("dependency", "SELECT d.depends_on AS id, up.depth + 1 AS depth FROM task_deps d JOIN up ON d.task_id = up.id"),
-                ("dependent", "SELECT d.task_id AS id, up.depth + 1 AS depth FROM task_deps d JOIN up ON d.depends_on = up.id"),
+                (
+                    "dependency",
+                    "SELECT d.depends_on AS id, up.depth + 1 AS depth FROM task_deps d JOIN up ON d.task_id = up.id",
+                ),
+                (
+                    "dependent",
+                    "SELECT d.task_id AS id, up.depth + 1 AS depth FROM task_deps d JOIN up ON d.depends_on = up.id",
+                ),
             ):
                 rows = tx.all(
                     f"WITH RECURSIVE up(id, depth) AS (SELECT CAST(:id AS BIGINT), 0 UNION {sql} WHERE up.depth < 1000)"
@@ -130,8 +145,10 @@ class TaskQueries:
                     " WHERE up.depth > 0 GROUP BY t.id, t.title, t.status ORDER BY MIN(up.depth), t.id",
                     {"id": task_id},
                 )
-                out += [DepNode(id=r["id"], title=r["title"], status=r["status"], depth=r["depth"],
-                                direction=direction) for r in rows]
+                out += [
+                    DepNode(id=r["id"], title=r["title"], status=r["status"], depth=r["depth"], direction=direction)
+                    for r in rows
+                ]
             return out
 
     def locks(self) -> builtins.list[HeldLock]:
@@ -139,7 +156,9 @@ class TaskQueries:
             rows = tx.all("SELECT task_id, pattern, owner, lease_epoch, acquired_at FROM locks ORDER BY task_id, id")
         return [HeldLock(**r) for r in rows]
 
-    def events(self, *, task_id: int | None = None, limit: int | None = None, after_id: int = 0) -> builtins.list[Event]:
+    def events(
+        self, *, task_id: int | None = None, limit: int | None = None, after_id: int = 0
+    ) -> builtins.list[Event]:
         sql = "SELECT * FROM events WHERE id > :after"
         params: dict[str, Any] = {"after": after_id}
         if task_id is not None:
@@ -151,8 +170,13 @@ class TaskQueries:
         with self.store.read() as tx:
             rows = tx.all(sql, params)
         return [
-            Event(**{k: (json.loads(v) if k in ("before", "after", "data") and v is not None else v)
-                     for k, v in r.items() if k in Event.model_fields})
+            Event(
+                **{
+                    k: (json.loads(v) if k in ("before", "after", "data") and v is not None else v)
+                    for k, v in r.items()
+                    if k in Event.model_fields
+                }
+            )
             for r in rows
         ]
 
@@ -192,7 +216,7 @@ def reasons_not_ready(
     for r in rows:
         reasons = out[r["id"]]
         if r["next_run_at"] is not None and r["next_run_at"] > now:
-            when = datetime.fromtimestamp(r["next_run_at"], tz=timezone.utc).isoformat(timespec="seconds")
+            when = datetime.fromtimestamp(r["next_run_at"], tz=UTC).isoformat(timespec="seconds")
             reasons.append(f"retry backoff until {when}")
         if held_excl and held_excl[0]["id"] != r["id"]:
             reasons.append(f"exclusive task #{held_excl[0]['id']} is running ({held_excl[0]['owner']})")
@@ -221,22 +245,32 @@ def task_rows(tx: Tx, ids: list[int]) -> dict[int, dict[str, Any]]:
     """Raw rows of the given tasks by id (missing ids are left out)."""
     if not ids:
         return {}
-    return {r["id"]: r for r in tx.all(f"SELECT * FROM tasks WHERE id IN ({in_list(tx, 'ids')})",
-                                       {"ids": as_json_list(ids)})}
+    return {
+        r["id"]: r
+        for r in tx.all(f"SELECT * FROM tasks WHERE id IN ({in_list(tx, 'ids')})", {"ids": as_json_list(ids)})
+    }
 
 
-def claimable_rows(tx: Tx, where: str, params: dict[str, Any], *, limit: int, columns: str = "t.*") -> list[dict[str, Any]]:
+def claimable_rows(
+    tx: Tx, where: str, params: dict[str, Any], *, limit: int, columns: str = "t.*"
+) -> list[dict[str, Any]]:
     """Rows matching a claimable_where clause (alias t), in claim order."""
     return tx.all(f"SELECT {columns} FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT {int(limit)}", params)
 
 
 def queued_due(tx: Tx, now: float) -> tuple[bool, float | None]:
     """Is some queued task due now (no backoff pending)? If not, when the earliest backoff ends (or None)."""
-    if tx.one("SELECT id FROM tasks WHERE status = 'queued' AND (next_run_at IS NULL OR next_run_at <= :now)"
-              " LIMIT 1", {"now": now}) is not None:
+    if (
+        tx.one(
+            "SELECT id FROM tasks WHERE status = 'queued' AND (next_run_at IS NULL OR next_run_at <= :now) LIMIT 1",
+            {"now": now},
+        )
+        is not None
+    ):
         return True, None
-    due = tx.one("SELECT MIN(next_run_at) AS due FROM tasks WHERE status = 'queued' AND next_run_at > :now",
-                 {"now": now})
+    due = tx.one(
+        "SELECT MIN(next_run_at) AS due FROM tasks WHERE status = 'queued' AND next_run_at > :now", {"now": now}
+    )
     return False, (due["due"] if due and due["due"] is not None else None)
 
 
@@ -247,21 +281,36 @@ def live_leases_and_failures(tx: Tx) -> list[dict[str, Any]]:
 
 def any_lease_expired(tx: Tx, now: float) -> bool:
     """Has some claimed or running task's lease run out? (cheap: the lease-expiry index)."""
-    return tx.one(f"SELECT id FROM tasks WHERE status IN {HELD} AND lease_expires_at < :now LIMIT 1",
-                  {"now": now}) is not None
+    return (
+        tx.one(f"SELECT id FROM tasks WHERE status IN {HELD} AND lease_expires_at < :now LIMIT 1", {"now": now})
+        is not None
+    )
 
 
 def held_by_ai(tx: Tx, ai: str) -> list[int]:
     """Ids of the tasks an AI holds (claimed or running), in id order."""
-    return [r["id"] for r in tx.all(f"SELECT id FROM tasks WHERE ai = :ai AND status IN {HELD} ORDER BY id",
-                                    {"ai": ai})]
+    return [
+        r["id"] for r in tx.all(f"SELECT id FROM tasks WHERE ai = :ai AND status IN {HELD} ORDER BY id", {"ai": ai})
+    ]
 
 
 def held_counts_by_ai(tx: Tx) -> dict[str, int]:
     """Tasks held (claimed or running) per AI."""
-    return {r["ai"]: r["n"] for r in tx.all(
-        f"SELECT ai, COUNT(*) AS n FROM tasks WHERE status IN {HELD} AND ai IS NOT NULL GROUP BY ai")}
+    return {
+        r["ai"]: r["n"]
+        for r in tx.all(f"SELECT ai, COUNT(*) AS n FROM tasks WHERE status IN {HELD} AND ai IS NOT NULL GROUP BY ai")
+    }
 
 
-__all__ = ["TaskQueries", "any_lease_expired", "claimable_rows", "held_by_ai", "held_counts_by_ai",
-           "live_leases_and_failures", "queued_due", "reasons_not_ready", "task_row", "task_rows"]
+__all__ = [
+    "TaskQueries",
+    "any_lease_expired",
+    "claimable_rows",
+    "held_by_ai",
+    "held_counts_by_ai",
+    "live_leases_and_failures",
+    "queued_due",
+    "reasons_not_ready",
+    "task_row",
+    "task_rows",
+]

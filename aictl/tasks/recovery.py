@@ -45,7 +45,11 @@ def reap_in(p: TaskPlane, tx: Tx, now: float) -> list[dict[str, Any]]:
         " attempts = attempts + 1, lease_expires_at = NULL, updated_at = :now,"
         " result = CASE WHEN attempts + 1 >= max_attempts THEN :res ELSE result END"
         f" WHERE id IN ({in_list(tx, 'ids')}) AND {EXPIRED} {returning_task(tx)}",
-        {"now": now, "ids": as_json_list(old_status), "res": canonical_json({"error": "lease expired; attempts exhausted"})},
+        {
+            "now": now,
+            "ids": as_json_list(old_status),
+            "res": canonical_json({"error": "lease expired; attempts exhausted"}),
+        },
     )
     rows.sort(key=lambda r: r["id"])
     from aictl.logging import get_logger
@@ -68,8 +72,11 @@ def cancel(p: TaskPlane, task_id: int, *, reason: str = "", dry_run: bool = Fals
     def run(tx: Tx, now: float) -> Task:
         cur = load_row(tx, task_id)
         check_transition(task_id, cur["status"], S.CANCELLED, "cancel")
-        row = tx.row("UPDATE tasks SET status = 'cancelled', lease_expires_at = NULL, updated_at = :now"
-                     f" WHERE id = :id {returning_task(tx)}", {"now": now, "id": task_id})
+        row = tx.row(
+            "UPDATE tasks SET status = 'cancelled', lease_expires_at = NULL, updated_at = :now"
+            f" WHERE id = :id {returning_task(tx)}",
+            {"now": now, "id": task_id},
+        )
         free_locks(tx, row)
         p.event(tx, now, "cancel", row, cur["status"], reason=reason or None)
         dependency_failed(p, tx, now, task_id)
@@ -85,15 +92,21 @@ def retry(p: TaskPlane, task_id: int, *, dry_run: bool = False) -> Task:
         cur = load_row(tx, task_id)
         undone = tx.row(
             "SELECT COUNT(*) AS n FROM task_deps d JOIN tasks p ON p.id = d.depends_on"
-            " WHERE d.task_id = :id AND p.status NOT IN ('done', 'merged')", {"id": task_id})["n"]
+            " WHERE d.task_id = :id AND p.status NOT IN ('done', 'merged')",
+            {"id": task_id},
+        )["n"]
         target = S.BLOCKED if undone else S.QUEUED
         if cur["status"] not in (S.FAILED, S.CANCELLED):  # done -> queued is the merge queue's move, not retry's
-            raise IllegalTransition(f"cannot retry task {task_id}: it is {cur['status']}, not failed or cancelled",
-                                    hint="only failed or cancelled tasks are retried")
+            raise IllegalTransition(
+                f"cannot retry task {task_id}: it is {cur['status']}, not failed or cancelled",
+                hint="only failed or cancelled tasks are retried",
+            )
         check_transition(task_id, cur["status"], target, "retry")
-        row = tx.row("UPDATE tasks SET status = :st, attempts = 0, next_run_at = NULL, result = NULL,"
-                     f" updated_at = :now WHERE id = :id {returning_task(tx)}",
-                     {"st": target.value, "now": now, "id": task_id})
+        row = tx.row(
+            "UPDATE tasks SET status = :st, attempts = 0, next_run_at = NULL, result = NULL,"
+            f" updated_at = :now WHERE id = :id {returning_task(tx)}",
+            {"st": target.value, "now": now, "id": task_id},
+        )
         conflicts.index(tx, task_id, json.loads(row["lock_paths"]))
         p.event(tx, now, "retry", row, cur["status"])
         revive_failed_dependents(p, tx, now, task_id)
@@ -106,8 +119,11 @@ def _lock_dependents(tx: Tx, task_id: int) -> None:
     # PostgreSQL: lock dependents before reading their other dependencies, so two
     # dependencies finishing at once cannot both miss each other (write skew).
     if tx.dialect == "postgresql":
-        tx.all("SELECT id FROM tasks WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = :id)"
-               " ORDER BY id FOR UPDATE", {"id": task_id})
+        tx.all(
+            "SELECT id FROM tasks WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = :id)"
+            " ORDER BY id FOR UPDATE",
+            {"id": task_id},
+        )
 
 
 def unblock_dependents(p: TaskPlane, tx: Tx, now: float, task_id: int) -> None:

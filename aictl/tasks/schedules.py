@@ -14,12 +14,12 @@ awaiting approval) the firing is skipped and recorded as such.
 from __future__ import annotations
 
 import builtins
-
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import BaseModel, Field, field_serializer
+from pydantic import BaseModel, field_serializer
 
 from aictl.audit.events import append_event, canonical_json
 from aictl.domain.errors import AictlError, Conflict, NotFound, UsageError
@@ -50,9 +50,17 @@ class Schedule(BaseModel):
 
 def _schedule(row: dict[str, Any]) -> Schedule:
     spec = json.loads(row["spec"])
-    return Schedule(id=row["id"], cron=row["cron"], title=spec.get("title", ""), spec=spec,
-                    enabled=bool(row["enabled"]), next_at=row["next_at"], last_task_id=row["last_task_id"],
-                    created_at=row["created_at"], updated_at=row["updated_at"])
+    return Schedule(
+        id=row["id"],
+        cron=row["cron"],
+        title=spec.get("title", ""),
+        spec=spec,
+        enabled=bool(row["enabled"]),
+        next_at=row["next_at"],
+        last_task_id=row["last_task_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 class ScheduleService:
@@ -70,10 +78,27 @@ class ScheduleService:
             raise NotFound(f"schedule {schedule_id} not found", hint="list schedules with: aictl schedule list")
         return row
 
-    def _event(self, tx: Tx, now: float, action: str, schedule_id: int, task_id: int | None = None,
-               before: dict | None = None, after: dict | None = None, **data: Any) -> None:
-        append_event(tx, ts=now, actor=self.actor, action=action, task_id=task_id, before=before, after=after,
-                     data={"schedule_id": schedule_id, **{k: v for k, v in data.items() if v is not None}})
+    def _event(
+        self,
+        tx: Tx,
+        now: float,
+        action: str,
+        schedule_id: int,
+        task_id: int | None = None,
+        before: dict | None = None,
+        after: dict | None = None,
+        **data: Any,
+    ) -> None:
+        append_event(
+            tx,
+            ts=now,
+            actor=self.actor,
+            action=action,
+            task_id=task_id,
+            before=before,
+            after=after,
+            data={"schedule_id": schedule_id, **{k: v for k, v in data.items() if v is not None}},
+        )
 
     # -- create, read -----------------------------------------------------------------
 
@@ -96,11 +121,21 @@ class ScheduleService:
                 if tx.one("SELECT 1 AS x FROM tasks WHERE id = :id", {"id": int(d)}) is None:
                     raise NotFound(f"task {d} not found (named in depends_on)", hint="list tasks with: aictl task list")
             next_at = expr.next_after(now)
-            row = tx.row("INSERT INTO schedules (cron, spec, enabled, next_at, created_at, updated_at)"
-                         " VALUES (:cron, :spec, 1, :next, :now, :now) RETURNING *",
-                         {"cron": expr.text, "spec": canonical_json(body), "next": next_at, "now": now})
-            self._event(tx, now, "schedule_create", row["id"], after={"enabled": True}, cron=expr.text,
-                        title=spec.title, next_at=next_at)
+            row = tx.row(
+                "INSERT INTO schedules (cron, spec, enabled, next_at, created_at, updated_at)"
+                " VALUES (:cron, :spec, 1, :next, :now, :now) RETURNING *",
+                {"cron": expr.text, "spec": canonical_json(body), "next": next_at, "now": now},
+            )
+            self._event(
+                tx,
+                now,
+                "schedule_create",
+                row["id"],
+                after={"enabled": True},
+                cron=expr.text,
+                title=spec.title,
+                next_at=next_at,
+            )
             return _schedule(row)
 
         return self._write(run, dry_run)
@@ -133,13 +168,24 @@ class ScheduleService:
         def run(tx: Tx, now: float) -> Schedule:
             cur = self._row(tx, schedule_id, lock=True)
             if bool(cur["enabled"]) == enabled:
-                raise Conflict(f"cannot {verb} schedule {schedule_id}: it is already {'active' if enabled else 'paused'}",
-                               hint=f"see it with: aictl schedule get {schedule_id}")
+                raise Conflict(
+                    f"cannot {verb} schedule {schedule_id}: it is already {'active' if enabled else 'paused'}",
+                    hint=f"see it with: aictl schedule get {schedule_id}",
+                )
             next_at = cronlib.parse(cur["cron"]).next_after(now) if enabled else cur["next_at"]
-            row = tx.row("UPDATE schedules SET enabled = :e, next_at = :n, updated_at = :now WHERE id = :id"
-                         " RETURNING *", {"e": int(enabled), "n": next_at, "now": now, "id": schedule_id})
-            self._event(tx, now, f"schedule_{verb}", schedule_id, before={"enabled": not enabled},
-                        after={"enabled": enabled}, next_at=next_at if enabled else None)
+            row = tx.row(
+                "UPDATE schedules SET enabled = :e, next_at = :n, updated_at = :now WHERE id = :id RETURNING *",
+                {"e": int(enabled), "n": next_at, "now": now, "id": schedule_id},
+            )
+            self._event(
+                tx,
+                now,
+                f"schedule_{verb}",
+                schedule_id,
+                before={"enabled": not enabled},
+                after={"enabled": enabled},
+                next_at=next_at if enabled else None,
+            )
             return _schedule(row)
 
         return self._write(run, dry_run)
@@ -150,8 +196,15 @@ class ScheduleService:
         def run(tx: Tx, now: float) -> Schedule:
             cur = self._row(tx, schedule_id, lock=True)
             tx.run("DELETE FROM schedules WHERE id = :id", {"id": schedule_id})
-            self._event(tx, now, "schedule_remove", schedule_id, before={"enabled": bool(cur["enabled"])},
-                        cron=cur["cron"], title=json.loads(cur["spec"]).get("title"))
+            self._event(
+                tx,
+                now,
+                "schedule_remove",
+                schedule_id,
+                before={"enabled": bool(cur["enabled"])},
+                cron=cur["cron"],
+                title=json.loads(cur["spec"]).get("title"),
+            )
             return _schedule(cur)
 
         return self._write(run, dry_run)
@@ -186,27 +239,42 @@ class ScheduleService:
     def _next_due(self, tx: Tx, now: float, exclude: set[int]) -> dict[str, Any] | None:
         skip = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
         not_in = f" AND id NOT IN ({', '.join(str(int(i)) for i in sorted(exclude))})" if exclude else ""
-        return tx.one(f"SELECT * FROM schedules WHERE enabled = 1 AND next_at <= :now{not_in}"
-                      f" ORDER BY next_at, id LIMIT 1{skip}", {"now": now})
+        return tx.one(
+            f"SELECT * FROM schedules WHERE enabled = 1 AND next_at <= :now{not_in} ORDER BY next_at, id LIMIT 1{skip}",
+            {"now": now},
+        )
 
     def _fire(self, tx: Tx, now: float, row: dict[str, Any], tasks: TaskService) -> int | None:
         expr = cronlib.parse(row["cron"])
         next_at = expr.next_after(now)
         live = None
         if row["last_task_id"] is not None:
-            live = tx.one(f"SELECT id, status FROM tasks WHERE id = :id AND status IN {LIVE}",
-                          {"id": row["last_task_id"]})
+            live = tx.one(
+                f"SELECT id, status FROM tasks WHERE id = :id AND status IN {LIVE}", {"id": row["last_task_id"]}
+            )
         if live is not None:
-            tx.run("UPDATE schedules SET next_at = :n, updated_at = :now WHERE id = :id",
-                   {"n": next_at, "now": now, "id": row["id"]})
-            self._event(tx, now, "schedule_skip", row["id"], task_id=live["id"], due_at=row["next_at"],
-                        next_at=next_at, reason=f"task {live['id']} from the previous firing is still {live['status']}")
+            tx.run(
+                "UPDATE schedules SET next_at = :n, updated_at = :now WHERE id = :id",
+                {"n": next_at, "now": now, "id": row["id"]},
+            )
+            self._event(
+                tx,
+                now,
+                "schedule_skip",
+                row["id"],
+                task_id=live["id"],
+                due_at=row["next_at"],
+                next_at=next_at,
+                reason=f"task {live['id']} from the previous firing is still {live['status']}",
+            )
             return None
         spec = TaskSpec.model_validate(json.loads(row["spec"]))
         task = tasks.create_in(tx, now, [spec])[0]
         tx.run("UPDATE tasks SET schedule_id = :s WHERE id = :t", {"s": row["id"], "t": task.id})
-        tx.run("UPDATE schedules SET last_task_id = :t, next_at = :n, updated_at = :now WHERE id = :id",
-               {"t": task.id, "n": next_at, "now": now, "id": row["id"]})
+        tx.run(
+            "UPDATE schedules SET last_task_id = :t, next_at = :n, updated_at = :now WHERE id = :id",
+            {"t": task.id, "n": next_at, "now": now, "id": row["id"]},
+        )
         self._event(tx, now, "schedule_fire", row["id"], task_id=task.id, due_at=row["next_at"], next_at=next_at)
         return task.id
 
@@ -222,10 +290,13 @@ class ScheduleService:
                 next_at = cronlib.parse(row["cron"]).next_after(now)
             except AictlError:
                 next_at = now + 86400.0
-            tx.run("UPDATE schedules SET next_at = :n, updated_at = :now WHERE id = :id",
-                   {"n": next_at, "now": now, "id": schedule_id})
-            self._event(tx, now, "schedule_error", schedule_id, due_at=row["next_at"], next_at=next_at,
-                        error=err.message)
+            tx.run(
+                "UPDATE schedules SET next_at = :n, updated_at = :now WHERE id = :id",
+                {"n": next_at, "now": now, "id": schedule_id},
+            )
+            self._event(
+                tx, now, "schedule_error", schedule_id, due_at=row["next_at"], next_at=next_at, error=err.message
+            )
 
     def _write(self, fn: Callable[[Tx, float], Any], dry_run: bool) -> Any:
         class _DryRun(Exception):

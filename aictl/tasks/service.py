@@ -22,14 +22,15 @@ queries.py     the one reader of tasks (TaskQueries and helpers)
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aictl.domain.models import Lease, Task
 from aictl.store.base import Store, Tx
 from aictl.tasks import approvals, create, leases, merging, recovery
-from aictl.tasks.spec import TaskSpec
 from aictl.tasks.leases import ClaimResult
 from aictl.tasks.queries import task_row
+from aictl.tasks.spec import TaskSpec
 from aictl.tasks.txn import TaskPlane, notify_daemons, task_facts
 
 
@@ -40,8 +41,7 @@ class TaskService:
     takes) and forwards each public method to the module that owns the job.
     """
 
-    def __init__(self, store: Store, settings: Any, *, clock: Callable[[], float] = time.time,
-                 policy: Any = None):
+    def __init__(self, store: Store, settings: Any, *, clock: Callable[[], float] = time.time, policy: Any = None):
         self._p = TaskPlane(store, settings, clock=clock, policy=policy)
         self.store, self.settings, self.actor = store, settings, self._p.actor
         self.clock, self.policy = clock, policy
@@ -64,13 +64,32 @@ class TaskService:
 
     # -- claim and lease ------------------------------------------------------
 
-    def claim(self, owner: str, *, capabilities: list[str] | None = None, labels: list[str] | None = None,
-              task_id: int | None = None, ttl: float | None = None, ai: str | None = None,
-              ai_labels: list[str] | None = None, ai_limit: int | None = None,
-              dry_run: bool = False) -> ClaimResult | None:
+    def claim(
+        self,
+        owner: str,
+        *,
+        capabilities: list[str] | None = None,
+        labels: list[str] | None = None,
+        task_id: int | None = None,
+        ttl: float | None = None,
+        ai: str | None = None,
+        ai_labels: list[str] | None = None,
+        ai_limit: int | None = None,
+        dry_run: bool = False,
+    ) -> ClaimResult | None:
         """Atomically claim the best ready task (or `task_id`); None when nothing is claimable (leases.claim)."""
-        return leases.claim(self._p, owner, capabilities=capabilities, labels=labels, task_id=task_id, ttl=ttl,
-                            ai=ai, ai_labels=ai_labels, ai_limit=ai_limit, dry_run=dry_run)
+        return leases.claim(
+            self._p,
+            owner,
+            capabilities=capabilities,
+            labels=labels,
+            task_id=task_id,
+            ttl=ttl,
+            ai=ai,
+            ai_labels=ai_labels,
+            ai_limit=ai_limit,
+            dry_run=dry_run,
+        )
 
     def heartbeat(self, task_id: int, owner: str, epoch: int, *, ttl: float | None = None) -> Lease:
         """Extend the lease. Not an audit event: heartbeats change no state a reader cares about."""
@@ -79,22 +98,24 @@ class TaskService:
     def start(self, task_id: int, owner: str, epoch: int, *, ai: str | None = None, dry_run: bool = False) -> Task:
         return leases.start(self._p, task_id, owner, epoch, ai=ai, dry_run=dry_run)
 
-    def complete(self, task_id: int, owner: str, epoch: int, *, result: Any = None, ai: str | None = None,
-                 dry_run: bool = False) -> Task:
+    def complete(
+        self, task_id: int, owner: str, epoch: int, *, result: Any = None, ai: str | None = None, dry_run: bool = False
+    ) -> Task:
         return leases.complete(self._p, task_id, owner, epoch, result=result, ai=ai, dry_run=dry_run)
 
-    def fail(self, task_id: int, owner: str, epoch: int, *, reason: str = "", retryable: bool = False,
-             dry_run: bool = False) -> Task:
+    def fail(
+        self, task_id: int, owner: str, epoch: int, *, reason: str = "", retryable: bool = False, dry_run: bool = False
+    ) -> Task:
         """Fail an attempt. A retryable failure requeues with backoff while attempts remain."""
         return leases.fail(self._p, task_id, owner, epoch, reason=reason, retryable=retryable, dry_run=dry_run)
 
-    def release(self, task_id: int, owner: str, epoch: int, *, reason: str = "", ai: str | None = None,
-                dry_run: bool = False) -> Task:
+    def release(
+        self, task_id: int, owner: str, epoch: int, *, reason: str = "", ai: str | None = None, dry_run: bool = False
+    ) -> Task:
         """Give the task back to the queue without counting an attempt."""
         return leases.release(self._p, task_id, owner, epoch, reason=reason, ai=ai, dry_run=dry_run)
 
-    def await_approval(self, task_id: int, owner: str, epoch: int, *, record: Any = None,
-                       reason: str = "") -> Task:
+    def await_approval(self, task_id: int, owner: str, epoch: int, *, record: Any = None, reason: str = "") -> Task:
         """The policy wants a human: park the task (lease and locks given up) until approved or rejected."""
         return leases.await_approval(self._p, task_id, owner, epoch, record=record, reason=reason)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from aictl.domain.models import Task
 from aictl.store.base import Tx
@@ -20,8 +21,7 @@ def as_json_list(values: Iterable[Any]) -> str:
 
 def deps_column(tx: Tx, table: str = "tasks") -> str:
     """A column `deps`: the row's dependency ids as "1,5,9", so one statement returns a whole task."""
-    agg = ("group_concat(depends_on)" if tx.dialect == "sqlite"
-           else "string_agg(CAST(depends_on AS TEXT), ',')")
+    agg = "group_concat(depends_on)" if tx.dialect == "sqlite" else "string_agg(CAST(depends_on AS TEXT), ',')"
     return f"(SELECT {agg} FROM task_deps WHERE task_id = {table}.id) AS deps"
 
 
@@ -114,8 +114,13 @@ def json_superset(tx: Tx, column: str, param: str) -> str:
 
 
 def claimable_where(
-    tx: Tx, *, capabilities: list[str] | None, labels: list[str] | None, task_id: int | None,
-    refused_for: tuple[str, str] | None = None, for_ai: tuple[str, list[str]] | None = None,
+    tx: Tx,
+    *,
+    capabilities: list[str] | None,
+    labels: list[str] | None,
+    task_id: int | None,
+    refused_for: tuple[str, str] | None = None,
+    for_ai: tuple[str, list[str]] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """WHERE clause (over alias t) selecting tasks a claimer could take right now.
 

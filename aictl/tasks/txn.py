@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aictl.audit.events import append_event
 from aictl.domain.errors import NotFound
@@ -46,16 +47,18 @@ class Refused(Exception):
 class TaskPlane:
     """Store, settings, clock and policy, and the transaction plumbing the job modules share."""
 
-    def __init__(self, store: Store, settings: "Settings | Any", *, clock: Callable[[], float] = time.time,
-                 policy: Any = None):
+    def __init__(
+        self, store: Store, settings: Settings | Any, *, clock: Callable[[], float] = time.time, policy: Any = None
+    ):
         self.store = store
         self.settings = settings
         self.actor: str = settings.actor
         self.clock = clock
         self.policy = policy  # aictl.policy.gate.PolicyGate, or None: no enforcement
 
-    def write(self, fn: Callable[[Tx, float], Any], dry_run: bool = False, *,
-              then: Callable[[Any], T] | None = None) -> T:
+    def write(
+        self, fn: Callable[[Tx, float], Any], dry_run: bool = False, *, then: Callable[[Any], T] | None = None
+    ) -> T:
         """Run fn in one write transaction; a dry run does all the work, then rolls back.
 
         `then` turns fn's result into the answer after the transaction ends (e.g. a row
@@ -84,9 +87,18 @@ class TaskPlane:
         with self.store.write() as tx:
             write_record(tx, record)
 
-    def enforce(self, tx: Tx, action: str, row: dict[str, Any], owner: str | None, *,
-                ai: str | None = None, ai_labels: list[str] | None = None, extra_check: Any = None,
-                before: str | None = None) -> Any:
+    def enforce(
+        self,
+        tx: Tx,
+        action: str,
+        row: dict[str, Any],
+        owner: str | None,
+        *,
+        ai: str | None = None,
+        ai_labels: list[str] | None = None,
+        extra_check: Any = None,
+        before: str | None = None,
+    ) -> Any:
         """Ask the policy about `action` on this task; keep the record, or refuse (rolling back)."""
         if self.policy is None:
             return None
@@ -95,8 +107,14 @@ class TaskPlane:
         facts = task_facts(row)
         if before is not None:
             facts["status"] = before  # the policy judges the task as it is when asked, not after the change
-        record = self.policy.check(action, ai=ai or owner, actor=owner or self.actor, ai_labels=ai_labels,
-                                   task=facts, epoch=row["lease_epoch"] or None)
+        record = self.policy.check(
+            action,
+            ai=ai or owner,
+            actor=owner or self.actor,
+            ai_labels=ai_labels,
+            task=facts,
+            epoch=row["lease_epoch"] or None,
+        )
         if record.effect == "allow" and extra_check is not None:
             extra_check(record)
         if record.effect != "allow":
@@ -104,17 +122,30 @@ class TaskPlane:
         write_record(tx, record)
         return record
 
-    def event(self, tx: Tx, now: float, action: str, row: dict[str, Any], before: str | None,
-              actor: str | None = None, **data: Any) -> None:
+    def event(
+        self,
+        tx: Tx,
+        now: float,
+        action: str,
+        row: dict[str, Any],
+        before: str | None,
+        actor: str | None = None,
+        **data: Any,
+    ) -> None:
         """Queue the audit event of one change to one task (written, chained, at commit)."""
         after = {"status": row["status"]}
         if row["status"] in HOLDING_LOCKS or action == "claim":
             after["owner"] = row["owner"]
         append_event(
-            tx, ts=now, actor=actor or self.actor, action=action, task_id=row["id"],
+            tx,
+            ts=now,
+            actor=actor or self.actor,
+            action=action,
+            task_id=row["id"],
             lease_epoch=row["lease_epoch"] or None,
             before=None if before is None else {"status": before},
-            after=after, data={k: v for k, v in data.items() if v is not None} or None,
+            after=after,
+            data={k: v for k, v in data.items() if v is not None} or None,
         )
         if action not in QUIET_ACTIONS:
             notify_daemons(tx)
@@ -168,9 +199,15 @@ def _notify_leftover(tx: Tx) -> None:
 def task_facts(row: dict[str, Any]) -> dict[str, Any]:
     """What a policy sees of a task (resource.task)."""
     return {
-        "id": row["id"], "title": row["title"], "type": row["type"], "priority": row["priority"],
-        "status": row["status"], "labels": json.loads(row["labels"]),
+        "id": row["id"],
+        "title": row["title"],
+        "type": row["type"],
+        "priority": row["priority"],
+        "status": row["status"],
+        "labels": json.loads(row["labels"]),
         "required_capabilities": json.loads(row["required_capabilities"]),
-        "lock_paths": json.loads(row["lock_paths"]), "exclusive": bool(row["exclusive"]),
-        "attempts": row["attempts"], "max_attempts": row["max_attempts"],
+        "lock_paths": json.loads(row["lock_paths"]),
+        "exclusive": bool(row["exclusive"]),
+        "attempts": row["attempts"],
+        "max_attempts": row["max_attempts"],
     }

@@ -17,7 +17,7 @@ from aictl.domain.models import Event, ts_to_dt
 from aictl.store.base import Store, Tx
 from aictl.tasks.sql import CLAIM_ORDER, HELD, claimable_where
 
-__all__ = ["Snapshot", "snapshot", "events_after", "head_event_id"]
+__all__ = ["Snapshot", "events_after", "head_event_id", "snapshot"]
 
 
 class WatchTask(BaseModel):
@@ -53,10 +53,19 @@ class Snapshot(BaseModel):
 
 
 def _task(row: dict[str, Any], **extra: Any) -> WatchTask:
-    return WatchTask(id=row["id"], title=row["title"], status=row["status"], priority=row.get("priority") or 0,
-                     owner=row.get("owner"), ai=row.get("ai"), activity=row.get("activity"),
-                     since=row.get("updated_at"), lease_expires_at=row.get("lease_expires_at"),
-                     schedule_id=row.get("schedule_id"), **extra)
+    return WatchTask(
+        id=row["id"],
+        title=row["title"],
+        status=row["status"],
+        priority=row.get("priority") or 0,
+        owner=row.get("owner"),
+        ai=row.get("ai"),
+        activity=row.get("activity"),
+        since=row.get("updated_at"),
+        lease_expires_at=row.get("lease_expires_at"),
+        schedule_id=row.get("schedule_id"),
+        **extra,
+    )
 
 
 def _error(result: str | None) -> str | None:
@@ -78,16 +87,23 @@ def snapshot(store: Store, *, limit: int = 10, now: float | None = None) -> Snap
     with store.read() as tx:
         counts = {r["status"]: r["n"] for r in tx.all("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")}
         where, params = claimable_where(tx, capabilities=None, labels=None, task_id=None)
-        ready = tx.all(f"SELECT t.id, t.title, t.status, t.priority, t.schedule_id FROM tasks t WHERE {where}"
-                       f" {CLAIM_ORDER} LIMIT {n}", {**params, "now": now})
+        ready = tx.all(
+            f"SELECT t.id, t.title, t.status, t.priority, t.schedule_id FROM tasks t WHERE {where}"
+            f" {CLAIM_ORDER} LIMIT {n}",
+            {**params, "now": now},
+        )
         running = tx.all(f"SELECT {cols} FROM tasks WHERE status IN {HELD} ORDER BY updated_at, id LIMIT {n}")
-        waiting = tx.all(f"SELECT {cols} FROM tasks WHERE status = 'awaiting_approval'"
-                         f" ORDER BY updated_at, id LIMIT {n}")
+        waiting = tx.all(
+            f"SELECT {cols} FROM tasks WHERE status = 'awaiting_approval' ORDER BY updated_at, id LIMIT {n}"
+        )
         failed = tx.all(f"SELECT {cols} FROM tasks WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT {n}")
         reasons = _approval_reasons(tx, [r["id"] for r in waiting])
         head = tx.one("SELECT last_id FROM audit_head WHERE id = 1")
     return Snapshot(
-        at=now, counts=counts, ready=[_task(r) for r in ready], running=[_task(r) for r in running],
+        at=now,
+        counts=counts,
+        ready=[_task(r) for r in ready],
+        running=[_task(r) for r in running],
         approvals=[_task(r, reason=reasons.get(r["id"])) for r in waiting],
         failures=[_task(r, reason=_error(r["result"])) for r in failed],
         last_event_id=head["last_id"] if head else 0,
@@ -97,8 +113,10 @@ def snapshot(store: Store, *, limit: int = 10, now: float | None = None) -> Snap
 def _approval_reasons(tx: Tx, ids: list[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for task_id in ids:  # at most `limit` tasks, each one indexed lookup
-        row = tx.one("SELECT data FROM events WHERE task_id = :t AND action = 'await_approval'"
-                     " ORDER BY id DESC LIMIT 1", {"t": task_id})
+        row = tx.one(
+            "SELECT data FROM events WHERE task_id = :t AND action = 'await_approval' ORDER BY id DESC LIMIT 1",
+            {"t": task_id},
+        )
         if row and row["data"]:
             reason = json.loads(row["data"]).get("reason")
             if reason:
@@ -118,7 +136,12 @@ def events_after(store: Store, after_id: int, limit: int = 500) -> list[Event]:
     with store.read() as tx:
         rows = tx.all(f"SELECT * FROM events WHERE id > :after ORDER BY id LIMIT {int(limit)}", {"after": after_id})
     return [
-        Event(**{k: (json.loads(v) if k in ("before", "after", "data") and v is not None else v)
-                 for k, v in r.items() if k in Event.model_fields})
+        Event(
+            **{
+                k: (json.loads(v) if k in ("before", "after", "data") and v is not None else v)
+                for k, v in r.items()
+                if k in Event.model_fields
+            }
+        )
         for r in rows
     ]

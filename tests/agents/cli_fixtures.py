@@ -47,8 +47,14 @@ def _ensure_installed() -> str | None:
             else:
                 env = {**os.environ, "AICTL_AGENT_CLIS": str(PREFIX), "CI": "true"}
                 try:
-                    proc = subprocess.run(["bash", str(INSTALLER)], env=env, stdin=subprocess.DEVNULL,
-                                          capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+                    proc = subprocess.run(
+                        ["bash", str(INSTALLER)],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        capture_output=True,
+                        text=True,
+                        timeout=INSTALL_TIMEOUT_S,
+                    )
                     if proc.returncode != 0:
                         problem = f"{INSTALLER.name} failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
                 except subprocess.TimeoutExpired:
@@ -62,8 +68,15 @@ def _ensure_installed() -> str | None:
 def _registry_answers() -> bool:
     """A quick look before a download that would otherwise wait out npm's own retries."""
     try:
-        return subprocess.run(["npm", "ping", "--fetch-timeout=10000", "--fetch-retries=0"], stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=30).returncode == 0
+        return (
+            subprocess.run(
+                ["npm", "ping", "--fetch-timeout=10000", "--fetch-retries=0"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -91,20 +104,46 @@ def codex_bin() -> str:
 def make_ai(connector: str, binary: str, fp: Any, *, model: str, key_env: str, **config: Any) -> Any:
     from aictl.domain.models import AIRecord
 
-    return AIRecord(id=f"{connector}-test", connector=connector, model=model,
-                    config={"binary": binary, "base_url": fp.url, "api_key_env": key_env, "max_retries": 0, **config})
+    return AIRecord(
+        id=f"{connector}-test",
+        connector=connector,
+        model=model,
+        config={"binary": binary, "base_url": fp.url, "api_key_env": key_env, "max_retries": 0, **config},
+    )
 
 
-def make_ctx(workdir: Path, ai: Any, *, state_dir: Path | None, prompt: str, system: str = "",
-             allowed_tools: list[str] | None = None, timeout_s: float = 120.0, resume: str | None = None,
-             events: list | None = None, cancel: threading.Event | None = None, **kw: Any) -> Any:
+def make_ctx(
+    workdir: Path,
+    ai: Any,
+    *,
+    state_dir: Path | None,
+    prompt: str,
+    system: str = "",
+    allowed_tools: list[str] | None = None,
+    timeout_s: float = 120.0,
+    resume: str | None = None,
+    events: list | None = None,
+    cancel: threading.Event | None = None,
+    **kw: Any,
+) -> Any:
     from aictl.agents.connectors.base import RunContext
     from aictl.sandbox.base import SandboxSpec
     from aictl.sandbox.local import LocalSandbox
 
-    ctx = RunContext(task=None, workdir=workdir, sandbox=LocalSandbox(), spec=SandboxSpec(timeout_s=timeout_s),
-                     ai=ai, prompt=prompt, system=system, allowed_tools=allowed_tools, resume_session=resume,
-                     state_dir=state_dir, on_event=(events.append if events is not None else None), **kw)
+    ctx = RunContext(
+        task=None,
+        workdir=workdir,
+        sandbox=LocalSandbox(),
+        spec=SandboxSpec(timeout_s=timeout_s),
+        ai=ai,
+        prompt=prompt,
+        system=system,
+        allowed_tools=allowed_tools,
+        resume_session=resume,
+        state_dir=state_dir,
+        on_event=(events.append if events is not None else None),
+        **kw,
+    )
     if cancel is not None:
         ctx.cancel = cancel
     return ctx

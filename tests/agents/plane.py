@@ -38,8 +38,11 @@ def plane(store_url, make_settings):
 
             with store.read() as tx:
                 rows = tx.all("SELECT action, before, after, data FROM events ORDER BY id")
-            return [{k: (json.loads(v) if k != "action" and v else v) for k, v in r.items()}
-                    for r in rows if r["action"].startswith(action_prefix)]
+            return [
+                {k: (json.loads(v) if k != "action" and v else v) for k, v in r.items()}
+                for r in rows
+                if r["action"].startswith(action_prefix)
+            ]
 
     yield Plane()
     store.close()

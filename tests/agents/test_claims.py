@@ -69,7 +69,8 @@ def test_routed_claim_falls_back_to_the_next_ai_when_the_first_fills_after_ranki
             return router.find(ai_id)
 
     got = Claims(plane.store, plane.settings, ranker=RacedRouter()).claim(
-        ClaimRequest(owner="w", task_id=t.id, routed=True))
+        ClaimRequest(owner="w", task_id=t.id, routed=True)
+    )
     assert got.ai.id == "b" and got.routed and got.task.ai == "b"
     assert plane.reg.running("a") == 1  # a was never pushed past its limit
     with pytest.raises(NotFound, match=r"no AI can take task \d+: a: busy: 1/1 tasks held; b: busy"):
@@ -116,9 +117,17 @@ def test_a_pinned_ai_limit_holds_when_processes_race_through_claims(plane):
     plane.ai("racer", max_concurrency=3)
     for i in range(20):
         plane.task(f"t{i}")
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.agents.claims_worker", plane.url, f"w{k}", "racer"],
-                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for k in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.agents.claims_worker", plane.url, f"w{k}", "racer"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(6)
+    ]
     try:
         for p in procs:
             line = p.stdout.readline()

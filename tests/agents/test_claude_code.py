@@ -47,8 +47,15 @@ def test_permissions_scope_allowed_tools_to_the_workspace_and_remove_the_rest():
     assert everything[:2] == ["--permission-mode", "acceptEdits"]
     assert "--dangerously-skip-permissions" not in everything
     allow = everything[everything.index("--allowedTools") + 1].split(",")
-    assert set(allow) == {"Read(./**)", "Grep(./**)", "Glob(./**)", "Edit(./**)", "Write(./**)",
-                          "NotebookEdit(./**)", "Bash"}
+    assert set(allow) == {
+        "Read(./**)",
+        "Grep(./**)",
+        "Glob(./**)",
+        "Edit(./**)",
+        "Write(./**)",
+        "NotebookEdit(./**)",
+        "Bash",
+    }
     deny = everything[everything.index("--disallowedTools") + 1].split(",")
     assert {"WebFetch", "WebSearch", "EnterWorktree"} <= set(deny) and "Bash" not in deny
 
@@ -81,11 +88,31 @@ def test_rate_limit_event_gives_the_reset_time():
     # The shape is the CLI's own schema (rate_limit_event, emitted for claude.ai subscription limits; an API key
     # never triggers it, so no fake-provider run can): a parser test with that line.
     parser = ClaudeStream()
-    parser.feed(json.dumps({"type": "rate_limit_event", "rate_limit_info": {
-        "status": "rejected", "resetsAt": 1_900_000_000, "rateLimitType": "five_hour"}, "uuid": "u", "session_id": "s"}))
-    parser.feed(json.dumps({"type": "result", "subtype": "success", "is_error": True, "api_error_status": 429,
-                            "num_turns": 1, "result": "Claude usage limit reached", "session_id": "s",
-                            "total_cost_usd": 0, "usage": {}}))
+    parser.feed(
+        json.dumps(
+            {
+                "type": "rate_limit_event",
+                "rate_limit_info": {"status": "rejected", "resetsAt": 1_900_000_000, "rateLimitType": "five_hour"},
+                "uuid": "u",
+                "session_id": "s",
+            }
+        )
+    )
+    parser.feed(
+        json.dumps(
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": True,
+                "api_error_status": 429,
+                "num_turns": 1,
+                "result": "Claude usage limit reached",
+                "session_id": "s",
+                "total_cost_usd": 0,
+                "usage": {},
+            }
+        )
+    )
     assert (parser.error_kind, parser.retry_at) == ("rate_limit", 1_900_000_000.0)
 
 
@@ -115,17 +142,24 @@ def test_missing_binary_or_key_is_a_clear_failure(fake_provider, ws, tmp_path, m
 
 def test_write_tool_creates_the_file_with_events_usage_and_transcript(claude_bin, fake_provider, ws, tmp_path, key):
     fake_provider.script(
-        reply("I'll create it.", [tool("Write", {"file_path": str(ws / "hello.txt"), "content": "hi\n"})],
-              usage=(100, 20)),
-        reply("Created hello.txt.", usage=(50, 5)))
+        reply(
+            "I'll create it.", [tool("Write", {"file_path": str(ws / "hello.txt"), "content": "hi\n"})], usage=(100, 20)
+        ),
+        reply("Created hello.txt.", usage=(50, 5)),
+    )
     events: list[dict] = []
     res = run(claude_bin, fake_provider, ws, tmp_path, events=events, system="SYSTEM-MARKER: stay in the workspace")
     assert res.ok, res.error
     assert (ws / "hello.txt").read_text() == "hi\n"
     assert res.summary == "Created hello.txt." and res.exit_code == 0 and res.error_kind is None
     assert res.model == MODEL and res.session_id
-    assert res.usage == {"input_tokens": 150, "output_tokens": 25, "cache_read_tokens": 0, "cache_write_tokens": 0,
-                         "turns": 2}
+    assert res.usage == {
+        "input_tokens": 150,
+        "output_tokens": 25,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "turns": 2,
+    }
     assert res.cost_usd == pytest.approx((150 * 3 + 25 * 15) / 1e6)  # Claude Code's own price for sonnet 4.5
     types = [e["type"] for e in res.events]
     assert types[0] == "init" and types[-1] == "result" and events == res.events
@@ -148,11 +182,17 @@ def test_edits_and_reads_outside_the_workspace_are_refused(claude_bin, fake_prov
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("s3cret\n")
-    fake_provider.script(reply("trying", [
-        tool("Write", {"file_path": str(outside / "x.txt"), "content": "x"}),
-        tool("Read", {"file_path": str(outside / "secret.txt")}),
-        tool("Bash", {"command": "echo ran > ran.txt"}),
-    ]), reply("done"))
+    fake_provider.script(
+        reply(
+            "trying",
+            [
+                tool("Write", {"file_path": str(outside / "x.txt"), "content": "x"}),
+                tool("Read", {"file_path": str(outside / "secret.txt")}),
+                tool("Bash", {"command": "echo ran > ran.txt"}),
+            ],
+        ),
+        reply("done"),
+    )
     res = run(claude_bin, fake_provider, ws, tmp_path)
     assert res.ok, res.error
     results = [e for e in res.events if e["type"] == "tool_result"]
@@ -162,8 +202,16 @@ def test_edits_and_reads_outside_the_workspace_are_refused(claude_bin, fake_prov
 
 
 def test_read_only_tools_take_write_and_bash_away(claude_bin, fake_provider, ws, tmp_path, key):
-    fake_provider.script(reply("trying", [tool("Write", {"file_path": "hello.txt", "content": "hi"}),
-                                          tool("Bash", {"command": "echo hi > hello.txt"})]), reply("could not"))
+    fake_provider.script(
+        reply(
+            "trying",
+            [
+                tool("Write", {"file_path": "hello.txt", "content": "hi"}),
+                tool("Bash", {"command": "echo hi > hello.txt"}),
+            ],
+        ),
+        reply("could not"),
+    )
     res = run(claude_bin, fake_provider, ws, tmp_path, allowed_tools=["read", "list"])
     assert res.ok, res.error
     offered = fake_provider.calls("anthropic")[0].tools
@@ -172,8 +220,10 @@ def test_read_only_tools_take_write_and_bash_away(claude_bin, fake_provider, ws,
     assert [e["ok"] for e in res.events if e["type"] == "tool_result"] == [False, False]
 
 
-@pytest.mark.parametrize("status, kind, transient", [(401, "auth", False), (529, "overloaded", True),
-                                                     (500, "overloaded", True), (429, "rate_limit", True)])
+@pytest.mark.parametrize(
+    "status, kind, transient",
+    [(401, "auth", False), (529, "overloaded", True), (500, "overloaded", True), (429, "rate_limit", True)],
+)
 def test_api_errors_are_classified(claude_bin, fake_provider, ws, tmp_path, key, status, kind, transient):
     fake_provider.script(error(status, "scripted failure"))
     res = run(claude_bin, fake_provider, ws, tmp_path)
@@ -203,8 +253,7 @@ def test_resume_continues_the_session_from_another_workspace(claude_bin, fake_pr
     res1 = run(claude_bin, fake_provider, first, tmp_path, prompt="remember the magic word PLUGH")
     assert res1.ok and res1.session_id
     fake_provider.script(reply("The magic word was PLUGH."))
-    res2 = run(claude_bin, fake_provider, second, tmp_path, prompt="what was the magic word?",
-               resume=res1.session_id)
+    res2 = run(claude_bin, fake_provider, second, tmp_path, prompt="what was the magic word?", resume=res1.session_id)
     assert res2.ok, res2.error
     assert res2.session_id == res1.session_id
     history = json.dumps(fake_provider.calls("anthropic")[-1].body["messages"])
@@ -253,21 +302,41 @@ def test_prefix_is_where_the_fixture_found_the_cli(claude_bin):
 # -- the whole CLI: aictl ai register + aictl task execute --ai -----------------------------------------------------
 
 
-def test_task_execute_with_claude_code_lands_the_file_diff_transcript_and_usage(claude_bin, fake_provider,
-                                                                                 git_project, capsys, key):
+def test_task_execute_with_claude_code_lands_the_file_diff_transcript_and_usage(
+    claude_bin, fake_provider, git_project, capsys, key
+):
     from aictl.config import load_settings
     from tests.agents.cli_fixtures import cli_json, evidence_of, execute
     from tests.execution.conftest import git
 
-    cli_json(capsys, "ai", "register", "claude-1", "--connector", "claude-code", "--model", MODEL,
-             "--base-url", fake_provider.url, "--binary", claude_bin, "--api-key-env", KEY_ENV,
-             "--config", "max_retries=0")
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "claude-1",
+        "--connector",
+        "claude-code",
+        "--model",
+        MODEL,
+        "--base-url",
+        fake_provider.url,
+        "--binary",
+        claude_bin,
+        "--api-key-env",
+        KEY_ENV,
+        "--config",
+        "max_retries=0",
+    )
     tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt")["id"]
     workspace = Path(load_settings(git_project).home) / "workspaces" / f"task-{tid}-e1"
     fake_provider.script(
-        reply("I'll create it.", [tool("Write", {"file_path": str(workspace / "hello.txt"), "content": "hi\n"})],
-              usage=(100, 20)),
-        reply("Created hello.txt.", usage=(50, 5)))
+        reply(
+            "I'll create it.",
+            [tool("Write", {"file_path": str(workspace / "hello.txt"), "content": "hi\n"})],
+            usage=(100, 20),
+        ),
+        reply("Created hello.txt.", usage=(50, 5)),
+    )
     code, rep, err = execute(capsys, str(tid), "--ai", "claude-1")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     assert rep["changed_paths"] == ["hello.txt"] and rep["ai"] == "claude-1"
@@ -287,13 +356,29 @@ def test_task_execute_with_claude_code_lands_the_file_diff_transcript_and_usage(
     assert KEY not in "".join(found.values())
 
 
-def test_task_execute_rate_limited_claude_code_pauses_the_ai_until_the_reset(claude_bin, fake_provider, git_project,
-                                                                             capsys, key):
+def test_task_execute_rate_limited_claude_code_pauses_the_ai_until_the_reset(
+    claude_bin, fake_provider, git_project, capsys, key
+):
     from tests.agents.cli_fixtures import cli_json, evidence_of, execute
 
-    cli_json(capsys, "ai", "register", "claude-1", "--connector", "claude-code", "--model", MODEL,
-             "--base-url", fake_provider.url, "--binary", claude_bin, "--api-key-env", KEY_ENV,
-             "--config", "max_retries=1")
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "claude-1",
+        "--connector",
+        "claude-code",
+        "--model",
+        MODEL,
+        "--base-url",
+        fake_provider.url,
+        "--binary",
+        claude_bin,
+        "--api-key-env",
+        KEY_ENV,
+        "--config",
+        "max_retries=1",
+    )
     tid = cli_json(capsys, "task", "create", "anything", "--lock", "x.txt")["id"]
     fake_provider.script(error(429, "slow down", retry_after=3), error(429, "slow down", retry_after=3))
     before = time.time()
@@ -305,23 +390,47 @@ def test_task_execute_rate_limited_claude_code_pauses_the_ai_until_the_reset(cla
     assert paused == pytest.approx(run_rec["retry_at"])
 
 
-def test_follow_up_message_resumes_the_session_in_the_new_worktree(claude_bin, fake_provider, git_project, capsys,
-                                                                   key):
+def test_follow_up_message_resumes_the_session_in_the_new_worktree(claude_bin, fake_provider, git_project, capsys, key):
     from tests.agents.cli_fixtures import cli_json, execute
     from tests.execution.conftest import git
 
-    cli_json(capsys, "ai", "register", "claude-1", "--connector", "claude-code", "--model", MODEL,
-             "--base-url", fake_provider.url, "--binary", claude_bin, "--api-key-env", KEY_ENV,
-             "--config", "max_retries=0")
-    tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt",
-                   "--verify", "grep -qx hi hello.txt")["id"]
-    fake_provider.script(reply("writing", [tool("Write", {"file_path": "hello.txt", "content": "ho\n"})]),
-                         reply("done"))
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "claude-1",
+        "--connector",
+        "claude-code",
+        "--model",
+        MODEL,
+        "--base-url",
+        fake_provider.url,
+        "--binary",
+        claude_bin,
+        "--api-key-env",
+        KEY_ENV,
+        "--config",
+        "max_retries=0",
+    )
+    tid = cli_json(
+        capsys,
+        "task",
+        "create",
+        "create hello.txt containing hi",
+        "--lock",
+        "hello.txt",
+        "--verify",
+        "grep -qx hi hello.txt",
+    )["id"]
+    fake_provider.script(
+        reply("writing", [tool("Write", {"file_path": "hello.txt", "content": "ho\n"})]), reply("done")
+    )
     code, rep, _ = execute(capsys, str(tid), "--ai", "claude-1")
     assert rep["outcome"] == "failed" and "verification failed" in rep["reason"]
     cli_json(capsys, "task", "retry", str(tid))
-    fake_provider.script(reply("fixing", [tool("Write", {"file_path": "hello.txt", "content": "hi\n"})]),
-                         reply("fixed"))
+    fake_provider.script(
+        reply("fixing", [tool("Write", {"file_path": "hello.txt", "content": "hi\n"})]), reply("fixed")
+    )
     code, rep, err = execute(capsys, str(tid), "--message", "it must say hi, not ho")
     assert code == 0 and rep["outcome"] == "done" and rep["lease_epoch"] == 2, (rep.get("reason"), err)
     history = json.dumps(fake_provider.calls("anthropic")[-1].body["messages"])

@@ -49,15 +49,27 @@ def test_sandbox_mode_follows_the_allowed_tools():
 def test_config_toml_names_the_provider_key_variable_and_instructions(tmp_path):
     from aictl.domain.models import AIRecord
 
-    ai = AIRecord(id="x", connector="codex", model="gpt-5.5",
-                  config={"base_url": "http://127.0.0.1:9/v1/", "max_retries": 2})
-    ctx = make_ctx(tmp_path, ai, state_dir=None, prompt="p", system='say "hi"\n\tthen \x7f stop — ok',
-                   allowed_tools=["read", "write"])
+    ai = AIRecord(
+        id="x", connector="codex", model="gpt-5.5", config={"base_url": "http://127.0.0.1:9/v1/", "max_retries": 2}
+    )
+    ctx = make_ctx(
+        tmp_path,
+        ai,
+        state_dir=None,
+        prompt="p",
+        system='say "hi"\n\tthen \x7f stop — ok',
+        allowed_tools=["read", "write"],
+    )
     config = tomllib.loads(config_toml(ctx, "MY_KEY"))
     assert config["model_provider"] == "aictl" and config["approval_policy"] == "never"
-    assert config["model_providers"]["aictl"] == {"name": "aictl", "base_url": "http://127.0.0.1:9/v1",
-                                                  "env_key": "MY_KEY", "wire_api": "responses",
-                                                  "request_max_retries": 2, "stream_max_retries": 2}
+    assert config["model_providers"]["aictl"] == {
+        "name": "aictl",
+        "base_url": "http://127.0.0.1:9/v1",
+        "env_key": "MY_KEY",
+        "wire_api": "responses",
+        "request_max_retries": 2,
+        "stream_max_retries": 2,
+    }
     assert config["developer_instructions"] == 'say "hi"\n\tthen \x7f stop — ok'
     assert config["features"] == {"plugins": False, "shell_tool": False}  # run not allowed: no shell tool
     assert config["web_search"] == "disabled" and config["sandbox_workspace_write"]["network_access"] is False
@@ -69,15 +81,26 @@ def test_config_toml_names_the_provider_key_variable_and_instructions(tmp_path):
 def test_cached_tokens_are_counted_apart_from_input():
     # The fake provider reports no cached tokens, so this checks the parser on the CLI's own turn.completed shape.
     from aictl.agents.connectors.codex import CodexStream
-
     from aictl.domain.models import AIRecord
 
-    ai = AIRecord(id="c", connector="codex", model="gpt-5.5",
-                  config={"prices": {"input": 2.0, "output": 8.0, "cache_read": 0.5}})
+    ai = AIRecord(
+        id="c", connector="codex", model="gpt-5.5", config={"prices": {"input": 2.0, "output": 8.0, "cache_read": 0.5}}
+    )
     parser = CodexStream(ai=ai)
-    parser.feed(json.dumps({"type": "turn.completed", "usage": {
-        "input_tokens": 14000, "cached_input_tokens": 12000, "cache_write_input_tokens": 0, "output_tokens": 30,
-        "reasoning_output_tokens": 10}}))
+    parser.feed(
+        json.dumps(
+            {
+                "type": "turn.completed",
+                "usage": {
+                    "input_tokens": 14000,
+                    "cached_input_tokens": 12000,
+                    "cache_write_input_tokens": 0,
+                    "output_tokens": 30,
+                    "reasoning_output_tokens": 10,
+                },
+            }
+        )
+    )
     assert parser.usage == {"input_tokens": 2000, "output_tokens": 30, "cache_read_tokens": 12000}
     assert parser.cost_usd == pytest.approx((2000 * 2 + 30 * 8 + 12000 * 0.5) / 1e6)
     parser = CodexStream(ai=ai.model_copy(update={"model": "gpt-5", "config": {}}))  # the OpenAI table prices gpt-5
@@ -85,14 +108,20 @@ def test_cached_tokens_are_counted_apart_from_input():
     assert parser.cost_usd == pytest.approx(1.25)
 
 
-@pytest.mark.parametrize("message, kind", [
-    ("unexpected status 401 Unauthorized: boom, url: http://127.0.0.1:42957/v1/responses, request id: req_1", "auth"),
-    ("exceeded retry limit, last status: 429 Too Many Requests, request id: req_4290", "rate_limit"),
-    ("unexpected status 529 <unknown status code>: boom, url: http://127.0.0.1:4291/v1/responses", "overloaded"),
-    ("We’re currently experiencing high demand, which may cause temporary errors.", "overloaded"),
-    ("API Error: Request rejected (429) · slow down", "rate_limit"),
-    ("stream disconnected before completion: http://127.0.0.1:40429/v1", "other"),
-])
+@pytest.mark.parametrize(
+    "message, kind",
+    [
+        (
+            "unexpected status 401 Unauthorized: boom, url: http://127.0.0.1:42957/v1/responses, request id: req_1",
+            "auth",
+        ),
+        ("exceeded retry limit, last status: 429 Too Many Requests, request id: req_4290", "rate_limit"),
+        ("unexpected status 529 <unknown status code>: boom, url: http://127.0.0.1:4291/v1/responses", "overloaded"),
+        ("We’re currently experiencing high demand, which may cause temporary errors.", "overloaded"),
+        ("API Error: Request rejected (429) · slow down", "rate_limit"),
+        ("stream disconnected before completion: http://127.0.0.1:40429/v1", "other"),
+    ],
+)
 def test_error_messages_are_classified_by_their_status_not_by_stray_digits(message, kind):
     # Messages as the CLIs print them; a port number once made a 401 look like a 429.
     from aictl.agents.connectors.cli_common import kind_from_text
@@ -104,12 +133,22 @@ def test_error_messages_are_classified_by_their_status_not_by_stray_digits(messa
 
 
 def test_apply_patch_creates_the_file_with_events_usage_and_cost(codex_bin, fake_provider, ws, tmp_path, key):
-    fake_provider.script(reply("I'll add it.", [tool("apply_patch", PATCH)], usage=(1000, 20)),
-                         reply("Added hello.txt.", usage=(1200, 5)))
+    fake_provider.script(
+        reply("I'll add it.", [tool("apply_patch", PATCH)], usage=(1000, 20)),
+        reply("Added hello.txt.", usage=(1200, 5)),
+    )
     events: list[dict] = []
     output: list[tuple[str, str]] = []
-    res = run(codex_bin, fake_provider, ws, tmp_path, events=events, system="SYSTEM-MARKER: stay in the workspace",
-              config={"prices": {"input": 2.0, "output": 8.0}}, on_output=lambda *line: output.append(line))
+    res = run(
+        codex_bin,
+        fake_provider,
+        ws,
+        tmp_path,
+        events=events,
+        system="SYSTEM-MARKER: stay in the workspace",
+        config={"prices": {"input": 2.0, "output": 8.0}},
+        on_output=lambda *line: output.append(line),
+    )
     assert res.ok, res.error
     # JSON events go to on_event only; what else the CLI prints (its stderr log) is passed on as output
     assert ("stderr", "Reading additional input from stdin...") in output
@@ -135,8 +174,9 @@ def test_apply_patch_creates_the_file_with_events_usage_and_cost(codex_bin, fake
 
 
 def test_shell_command_runs_in_the_workspace(codex_bin, fake_provider, ws, tmp_path, key):
-    fake_provider.script(reply("", [tool("exec_command", {"cmd": "echo hi > hello.txt; cat README.md"})]),
-                         reply("done"))
+    fake_provider.script(
+        reply("", [tool("exec_command", {"cmd": "echo hi > hello.txt; cat README.md"})]), reply("done")
+    )
     res = run(codex_bin, fake_provider, ws, tmp_path)
     assert res.ok, res.error
     assert (ws / "hello.txt").read_text() == "hi\n"
@@ -147,8 +187,11 @@ def test_shell_command_runs_in_the_workspace(codex_bin, fake_provider, ws, tmp_p
 
 
 def test_without_write_codex_sandbox_is_read_only(codex_bin, fake_provider, ws, tmp_path, key):
-    fake_provider.script(reply("", [tool("apply_patch", PATCH)]),
-                         reply("", [tool("exec_command", {"cmd": "echo hi > hello.txt"})]), reply("could not"))
+    fake_provider.script(
+        reply("", [tool("apply_patch", PATCH)]),
+        reply("", [tool("exec_command", {"cmd": "echo hi > hello.txt"})]),
+        reply("could not"),
+    )
     res = run(codex_bin, fake_provider, ws, tmp_path, allowed_tools=["read", "list", "run"])
     assert res.ok, res.error
     assert not (ws / "hello.txt").exists()
@@ -166,8 +209,10 @@ def test_without_run_there_is_no_shell_tool(codex_bin, fake_provider, ws, tmp_pa
     assert "apply_patch" in offered and "exec_command" not in offered
 
 
-@pytest.mark.parametrize("status, kind, transient", [(401, "auth", False), (529, "overloaded", True),
-                                                     (500, "overloaded", True), (429, "rate_limit", True)])
+@pytest.mark.parametrize(
+    "status, kind, transient",
+    [(401, "auth", False), (529, "overloaded", True), (500, "overloaded", True), (429, "rate_limit", True)],
+)
 def test_api_errors_are_classified(codex_bin, fake_provider, ws, tmp_path, key, status, kind, transient):
     fake_provider.script(error(status, "scripted failure", retry_after=1))
     res = run(codex_bin, fake_provider, ws, tmp_path)
@@ -186,8 +231,7 @@ def test_resume_continues_the_thread_from_another_workspace(codex_bin, fake_prov
     res1 = run(codex_bin, fake_provider, first, tmp_path, prompt="remember the magic word XYZZY")
     assert res1.ok and res1.session_id
     fake_provider.script(reply("It was XYZZY."))
-    res2 = run(codex_bin, fake_provider, second, tmp_path, prompt="what was the magic word?",
-               resume=res1.session_id)
+    res2 = run(codex_bin, fake_provider, second, tmp_path, prompt="what was the magic word?", resume=res1.session_id)
     assert res2.ok, res2.error
     assert res2.session_id == res1.session_id
     history = json.dumps(fake_provider.calls()[-1].body["input"])
@@ -223,17 +267,37 @@ def test_missing_key_is_an_auth_failure(codex_bin, fake_provider, ws, tmp_path, 
 # -- the whole CLI: aictl ai register + aictl task execute --ai -----------------------------------------------------
 
 
-def test_task_execute_with_codex_lands_the_file_diff_transcript_and_usage(codex_bin, fake_provider, git_project,
-                                                                          capsys, key):
+def test_task_execute_with_codex_lands_the_file_diff_transcript_and_usage(
+    codex_bin, fake_provider, git_project, capsys, key
+):
     from tests.agents.cli_fixtures import cli_json, evidence_of, execute
     from tests.execution.conftest import git
 
-    cli_json(capsys, "ai", "register", "codex-1", "--connector", "codex", "--model", MODEL,
-             "--base-url", fake_provider.url, "--binary", codex_bin, "--api-key-env", KEY_ENV,
-             "--config", "max_retries=0", "--config", 'prices={"input": 2, "output": 8}')
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "codex-1",
+        "--connector",
+        "codex",
+        "--model",
+        MODEL,
+        "--base-url",
+        fake_provider.url,
+        "--binary",
+        codex_bin,
+        "--api-key-env",
+        KEY_ENV,
+        "--config",
+        "max_retries=0",
+        "--config",
+        'prices={"input": 2, "output": 8}',
+    )
     tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt")["id"]
-    fake_provider.script(reply("I'll add it.", [tool("apply_patch", PATCH)], usage=(1000, 20)),
-                         reply("Added hello.txt.", usage=(1200, 5)))
+    fake_provider.script(
+        reply("I'll add it.", [tool("apply_patch", PATCH)], usage=(1000, 20)),
+        reply("Added hello.txt.", usage=(1200, 5)),
+    )
     code, rep, err = execute(capsys, str(tid), "--ai", "codex-1")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     assert rep["changed_paths"] == ["hello.txt"] and rep["ai"] == "codex-1"
@@ -249,13 +313,29 @@ def test_task_execute_with_codex_lands_the_file_diff_transcript_and_usage(codex_
     assert KEY not in "".join(found.values())
 
 
-def test_task_execute_codex_auth_failure_fails_the_task_without_retry(codex_bin, fake_provider, git_project,
-                                                                      capsys, key):
+def test_task_execute_codex_auth_failure_fails_the_task_without_retry(
+    codex_bin, fake_provider, git_project, capsys, key
+):
     from tests.agents.cli_fixtures import cli_json, evidence_of, execute
 
-    cli_json(capsys, "ai", "register", "codex-1", "--connector", "codex", "--model", MODEL,
-             "--base-url", fake_provider.url, "--binary", codex_bin, "--api-key-env", KEY_ENV,
-             "--config", "max_retries=0")
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "codex-1",
+        "--connector",
+        "codex",
+        "--model",
+        MODEL,
+        "--base-url",
+        fake_provider.url,
+        "--binary",
+        codex_bin,
+        "--api-key-env",
+        KEY_ENV,
+        "--config",
+        "max_retries=0",
+    )
     tid = cli_json(capsys, "task", "create", "anything", "--lock", "x.txt")["id"]
     fake_provider.script(error(401, "bad key"))
     code, rep, err = execute(capsys, str(tid), "--ai", "codex-1")

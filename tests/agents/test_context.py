@@ -34,8 +34,12 @@ def test_prompt_and_system_say_how_to_work():
 
 def test_skills_without_labels_apply_to_all_and_labelled_ones_by_intersection(tmp_path):
     skill(tmp_path, "general", "name: general\ndescription: how we work")
-    skill(tmp_path, "migrations", "name: migrations\ndescription: writing migrations\nlabels: [db, migration]",
-          "Always add a down step.")
+    skill(
+        tmp_path,
+        "migrations",
+        "name: migrations\ndescription: writing migrations\nlabels: [db, migration]",
+        "Always add a down step.",
+    )
     skill(tmp_path, "web", "name: web\ndescription: frontend\nlabels: frontend")
     (tmp_path / ".ai" / "skills" / "notes.md").write_text("not a skill dir")
     names = lambda texts: [t.splitlines()[0] for t in texts]  # noqa: E731
@@ -81,9 +85,25 @@ def test_allowed_tools_follow_use_tool_and_run_command(tmp_path):
     (tmp_path / ".ai").mkdir()
     (tmp_path / ".ai" / "policy.yaml").write_text(POLICY)
     gate = load_gate(tmp_path)
-    row = {"id": 7, "title": "t", "type": "task", "priority": 0, "status": "claimed", "labels": "[]",
-           "required_capabilities": "[]", "lock_paths": "[]", "exclusive": 0, "attempts": 0, "max_attempts": 3}
-    assert allowed_tools(gate, row, AIRecord(id="claude-1", connector="claude-code")) == ["read", "write", "list", "run"]
+    row = {
+        "id": 7,
+        "title": "t",
+        "type": "task",
+        "priority": 0,
+        "status": "claimed",
+        "labels": "[]",
+        "required_capabilities": "[]",
+        "lock_paths": "[]",
+        "exclusive": 0,
+        "attempts": 0,
+        "max_attempts": 3,
+    }
+    assert allowed_tools(gate, row, AIRecord(id="claude-1", connector="claude-code")) == [
+        "read",
+        "write",
+        "list",
+        "run",
+    ]
     assert allowed_tools(gate, row, AIRecord(id="ollama-1", connector="ollama")) == ["read", "write", "list"]
     reader = AIRecord(id="claude-2", connector="claude-code", labels=["readonly"])
     assert allowed_tools(gate, row, reader) == ["read", "list"]
@@ -91,8 +111,9 @@ def test_allowed_tools_follow_use_tool_and_run_command(tmp_path):
 
 
 def test_activity_lines():
-    assert activity_line({"type": "tool_call", "name": "write", "input": {"file_path": "src/x.py"}}) == \
-        "write: src/x.py"
+    assert (
+        activity_line({"type": "tool_call", "name": "write", "input": {"file_path": "src/x.py"}}) == "write: src/x.py"
+    )
     assert activity_line({"type": "tool_call", "name": "run", "input": {"command": "pytest -q"}}) == "run: pytest -q"
     assert activity_line({"type": "message", "role": "assistant", "text": "I will\n fix it"}) == "I will fix it"
     assert len(activity_line({"type": "message", "text": "x" * 500})) == 160

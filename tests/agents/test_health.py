@@ -25,7 +25,7 @@ class Provider:
         seen = self.seen = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 body = {"/v1/models": MODELS, "/api/tags": TAGS}.get(self.path.split("?")[0])
                 code = status if body is not None else 404
@@ -159,5 +159,3 @@ def test_router_asks_the_provider_for_the_model_size(provider, plane):
     assert route.candidates[0].reasons == ["needs 4.4 GB, GPU 0 has 2.9 GB free"]
     roomy = GpuReport(gpus=[{"index": 0, "name": "T4", "total_mb": 16000, "free_mb": 15000}])
     assert Router(plane.store, plane.settings, gpu_info=lambda: roomy).explain(t).chosen == "q"
-
-

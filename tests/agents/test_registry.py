@@ -10,8 +10,15 @@ from aictl.domain.models import AIRecord
 
 
 def test_register_get_list_and_each_change_is_an_audit_event(plane):
-    a = plane.ai("claude-1", "claude-code", model="sonnet", capabilities=["tests", "code", "code"],
-                 labels=[" fast "], max_concurrency=2, config={"binary": "/opt/claude", "max_turns": 20})
+    a = plane.ai(
+        "claude-1",
+        "claude-code",
+        model="sonnet",
+        capabilities=["tests", "code", "code"],
+        labels=[" fast "],
+        max_concurrency=2,
+        config={"binary": "/opt/claude", "max_turns": 20},
+    )
     assert a.capabilities == ["code", "tests"] and a.labels == ["fast"] and a.max_concurrency == 2
     plane.ai("codex-1", "codex", model="gpt-5.5")
     assert plane.reg.get("claude-1") == a
@@ -26,8 +33,16 @@ def test_register_get_list_and_each_change_is_an_audit_event(plane):
     assert plane.reg.get("claude-1").labels == ["gpu"]
     events = plane.events()
     assert [e["action"] for e in events] == [
-        "ai_register", "ai_register", "ai_label", "ai_unlabel", "ai_disable", "ai_enable", "ai_pause", "ai_resume",
-        "ai_remove"]
+        "ai_register",
+        "ai_register",
+        "ai_label",
+        "ai_unlabel",
+        "ai_disable",
+        "ai_enable",
+        "ai_pause",
+        "ai_resume",
+        "ai_remove",
+    ]
     assert events[0]["after"]["config"] == {"binary": "/opt/claude", "max_turns": 20}
     assert events[2]["before"] == {"labels": ["fast"]} and events[2]["after"] == {"labels": ["fast", "gpu"]}
     assert events[6]["data"] == {"ai": "claude-1", "reason": "429 from provider", "until": 2e9}
@@ -53,19 +68,25 @@ def test_dry_run_changes_nothing(plane):
     assert plane.reg.list() == [] and plane.events() == []
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"api_key": "abc"}, "config key 'api_key' looks like a secret"),
-    ({"token": "abc"}, "looks like a secret"),
-    ({"password": "hunter2"}, "looks like a secret"),
-    ({"extra_headers": {"x": "sk-ant-api03-abcdefghijklmnopqrstuvwxyz"}}, "value of 'extra_headers' looks like a secret"),
-    ({"api_key_env": "sk-proj-abcdefghijklmnopqrstuvwxyz0123"}, "NAME of an environment variable, not a secret"),
-    ({"api_key_env": "my key"}, "NAME of an environment variable"),
-    ({"base_url": "localhost:11434"}, "base_url must be an http"),
-    ({"max_turns": "many"}, "max_turns' must be an integer"),
-    ({"requires_gpu": "yes"}, "requires_gpu' must be true or false"),
-    ({"args": ["--x", 3]}, "list of strings"),
-    ({"api": "rest"}, "chat or responses"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"api_key": "abc"}, "config key 'api_key' looks like a secret"),
+        ({"token": "abc"}, "looks like a secret"),
+        ({"password": "hunter2"}, "looks like a secret"),
+        (
+            {"extra_headers": {"x": "sk-ant-api03-abcdefghijklmnopqrstuvwxyz"}},
+            "value of 'extra_headers' looks like a secret",
+        ),
+        ({"api_key_env": "sk-proj-abcdefghijklmnopqrstuvwxyz0123"}, "NAME of an environment variable, not a secret"),
+        ({"api_key_env": "my key"}, "NAME of an environment variable"),
+        ({"base_url": "localhost:11434"}, "base_url must be an http"),
+        ({"max_turns": "many"}, "max_turns' must be an integer"),
+        ({"requires_gpu": "yes"}, "requires_gpu' must be true or false"),
+        ({"args": ["--x", 3]}, "list of strings"),
+        ({"api": "rest"}, "chat or responses"),
+    ],
+)
 def test_secrets_and_bad_config_are_refused_with_a_clear_error(plane, config, message):
     with pytest.raises(UsageError, match=message) as err:
         plane.ai("x", "openai", config=config)
@@ -114,8 +135,8 @@ def test_pause_never_shortens_a_longer_pause(plane):
 
 
 def test_config_pairs_parse_json_values_else_text():
-    assert parse_config_pairs(["max_turns=20", "requires_gpu=true", "model_size_gb=4.7", "api=chat",
-                               'args=["-v"]', "note=a=b"]) == {
-        "max_turns": 20, "requires_gpu": True, "model_size_gb": 4.7, "api": "chat", "args": ["-v"], "note": "a=b"}
+    assert parse_config_pairs(
+        ["max_turns=20", "requires_gpu=true", "model_size_gb=4.7", "api=chat", 'args=["-v"]', "note=a=b"]
+    ) == {"max_turns": 20, "requires_gpu": True, "model_size_gb": 4.7, "api": "chat", "args": ["-v"], "note": "a=b"}
     with pytest.raises(UsageError, match="key=value"):
         parse_config_pairs(["oops"])

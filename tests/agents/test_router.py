@@ -177,7 +177,8 @@ def test_policy_refusal_appears_in_explain_and_nothing_is_recorded(plane, tmp_pa
         "version: 1\ndefault: deny\nrules:\n"
         "  - id: lifecycle\n    effect: allow\n    match: {actions: [claim]}\n"
         "  - id: no-codex-on-auth\n    effect: deny\n    match: {actions: [claim], ai: ['codex-*'], task_labels: [auth]}\n"
-        "    reason: auth code is reviewed by claude only\n")
+        "    reason: auth code is reviewed by claude only\n"
+    )
     gate = load_gate(tmp_path)
     plane.ai("codex-1")
     plane.ai("claude-1")
@@ -185,7 +186,10 @@ def test_policy_refusal_appears_in_explain_and_nothing_is_recorded(plane, tmp_pa
     route = Router(plane.store, plane.settings, policy=gate).explain(t)
     assert route.chosen == "claude-1"
     (reason,) = why(route, "codex-1")
-    assert reason.startswith("policy denies claim: auth code is reviewed by claude only [") and "no-codex-on-auth" in reason
+    assert (
+        reason.startswith("policy denies claim: auth code is reviewed by claude only [")
+        and "no-codex-on-auth" in reason
+    )
     with plane.store.read() as tx:
         assert tx.one("SELECT COUNT(*) AS n FROM decisions")["n"] == 0
 
@@ -196,8 +200,12 @@ def test_gpu_fit_arithmetic_with_an_injected_gpu(plane):
     plane.ai("small", "ollama", model="qwen2.5-coder:7b", config={"model_size_gb": 4.7})
     plane.ai("sized", "ollama", model="phi3")  # size from the provider, injected here
     t = plane.task("t")
-    one_gpu = GpuReport(gpus=[{"index": 0, "name": "RTX", "total_mb": 24576, "free_mb": 8192},
-                              {"index": 1, "name": "RTX", "total_mb": 24576, "free_mb": 2048}])
+    one_gpu = GpuReport(
+        gpus=[
+            {"index": 0, "name": "RTX", "total_mb": 24576, "free_mb": 8192},
+            {"index": 1, "name": "RTX", "total_mb": 24576, "free_mb": 2048},
+        ]
+    )
     route = router(plane, gpu_info=lambda: one_gpu, model_size=lambda ai: 9.5).explain(t)
     assert why(route, "big") == ["needs 40.0 GB, GPU 0 has 8.0 GB free"]
     assert why(route, "sized") == ["needs 9.5 GB, GPU 0 has 8.0 GB free"]
@@ -257,16 +265,19 @@ def test_concurrency_limit_holds_when_processes_race(plane):
     from tests.agents.ai_claim_worker import churn, hold
 
     plane.ai("racer", max_concurrency=3)
-    plane.svc.create_many([__import__("aictl.tasks.service", fromlist=["TaskSpec"]).TaskSpec(title=f"t{i}")
-                           for i in range(40)])
+    plane.svc.create_many(
+        [__import__("aictl.tasks.service", fromlist=["TaskSpec"]).TaskSpec(title=f"t{i}") for i in range(40)]
+    )
     # 1. Eight processes grab as much as they can at once and never let go: exactly the limit is granted.
     held = _race(plane.url, hold, 8, 3)
     granted = [t for _, ids in held for t in ids]
     assert len(granted) == 3 and len(set(granted)) == 3, held
     assert plane.reg.running("racer") == 3
     with plane.store.write() as tx:
-        tx.run("UPDATE tasks SET status = 'queued', owner = NULL, ai = NULL, lease_expires_at = NULL"
-               " WHERE status = 'claimed'")
+        tx.run(
+            "UPDATE tasks SET status = 'queued', owner = NULL, ai = NULL, lease_expires_at = NULL"
+            " WHERE status = 'claimed'"
+        )
     # 2. Claim, hold, complete until all 40 are done: at no instant are more than 3 leases held.
     spans = [s for _, ss in _race(plane.url, churn, 6, 3) for s in ss]
     assert sorted(s[0] for s in spans) == sorted(range(1, 41))

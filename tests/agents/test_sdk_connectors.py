@@ -22,8 +22,12 @@ from tests.agents.sdk_variants import ANTHROPIC, CHAT, KEYS, VARIANTS, Variant
 from tests.fakeprovider import FakeProvider, error, reply, tool
 
 # 250 input and 30 output tokens over the two turns of the edit script, at the built-in list prices.
-EDIT_COST = {"anthropic": 250 * 1.0e-6 + 30 * 5.0e-6, "openai-chat": 250 * 0.4e-6 + 30 * 1.6e-6,
-             "openai-responses": 250 * 0.4e-6 + 30 * 1.6e-6, "ollama": 0.0}
+EDIT_COST = {
+    "anthropic": 250 * 1.0e-6 + 30 * 5.0e-6,
+    "openai-chat": 250 * 0.4e-6 + 30 * 1.6e-6,
+    "openai-responses": 250 * 0.4e-6 + 30 * 1.6e-6,
+    "ollama": 0.0,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -46,15 +50,35 @@ def connector(v: Variant) -> Any:
     return cls()
 
 
-def make_ctx(fp: FakeProvider, v: Variant, workdir: Path, *, config: dict | None = None, model: str | None = None,
-             spec: SandboxSpec | None = None, **kw: Any) -> tuple[RunContext, list[dict]]:
+def make_ctx(
+    fp: FakeProvider,
+    v: Variant,
+    workdir: Path,
+    *,
+    config: dict | None = None,
+    model: str | None = None,
+    spec: SandboxSpec | None = None,
+    **kw: Any,
+) -> tuple[RunContext, list[dict]]:
     events: list[dict] = []
-    ai = AIRecord(id=f"{v.connector}-test", connector=v.connector, model=model or v.model,
-                  config={"base_url": fp.url, "retry_backoff_s": 0.01, **v.config, **(config or {})})
+    ai = AIRecord(
+        id=f"{v.connector}-test",
+        connector=v.connector,
+        model=model or v.model,
+        config={"base_url": fp.url, "retry_backoff_s": 0.01, **v.config, **(config or {})},
+    )
     spec = spec or SandboxSpec(timeout_s=120)
     kw.setdefault("on_event", events.append)
-    ctx = RunContext(task=None, workdir=workdir, sandbox=get_sandbox(spec.backend), spec=spec, ai=ai,
-                     prompt="Write hello.txt", system="Task 7: greet the world.", **kw)
+    ctx = RunContext(
+        task=None,
+        workdir=workdir,
+        sandbox=get_sandbox(spec.backend),
+        spec=spec,
+        ai=ai,
+        prompt="Write hello.txt",
+        system="Task 7: greet the world.",
+        **kw,
+    )
     return ctx, events
 
 
@@ -76,8 +100,13 @@ def system_of(v: Variant, body: dict) -> str:
 
 def tool_results_of(v: Variant, body: dict) -> list[str]:
     if v.protocol == "anthropic":
-        return [b["content"] for m in body["messages"] if m["role"] == "user" and isinstance(m["content"], list)
-                for b in m["content"] if b["type"] == "tool_result"]
+        return [
+            b["content"]
+            for m in body["messages"]
+            if m["role"] == "user" and isinstance(m["content"], list)
+            for b in m["content"]
+            if b["type"] == "tool_result"
+        ]
     if v.protocol == "openai-responses":
         return [i["output"] for i in body["input"] if i.get("type") == "function_call_output"]
     return [m["content"] for m in body["messages"] if m["role"] == "tool"]
@@ -95,15 +124,28 @@ def key_header(v: Variant, rec: Any) -> str | None:
 @pytest.mark.parametrize("v", VARIANTS)
 def test_tool_loop_edits_a_file(fake_provider, v, workdir):
     fp = fake_provider
-    fp.script(reply(text="I'll write it", tools=[tool("write_file", {"path": "hello.txt", "content": "hello\n"})],
-                    usage=(100, 20)),
-              reply(text="done", usage=(150, 10)))
+    fp.script(
+        reply(
+            text="I'll write it",
+            tools=[tool("write_file", {"path": "hello.txt", "content": "hello\n"})],
+            usage=(100, 20),
+        ),
+        reply(text="done", usage=(150, 10)),
+    )
     result, streamed = run(fp, v, workdir)
     assert result.ok, result.error
     assert (workdir / "hello.txt").read_text() == "hello\n"
     assert result.summary == "done" and result.model == v.model and result.error_kind is None
-    assert [e["type"] for e in result.events] == ["init", "message", "tool_call", "usage", "tool_result", "message",
-                                                  "usage", "result"]
+    assert [e["type"] for e in result.events] == [
+        "init",
+        "message",
+        "tool_call",
+        "usage",
+        "tool_result",
+        "message",
+        "usage",
+        "result",
+    ]
     assert streamed == result.events  # on_event saw every event, as it happened
     init, said, call, _, out, last, usage, end = result.events
     assert init["tools"] == ["read", "write", "list", "run"] and init["model"] == v.model
@@ -115,7 +157,13 @@ def test_tool_loop_edits_a_file(fake_provider, v, workdir):
     assert result.usage["turns"] == 2 and result.usage["requests"] == 2
     assert usage["input_tokens"] == 250 and usage["cost_usd"] == pytest.approx(EDIT_COST[v.protocol])
     assert result.cost_usd == pytest.approx(EDIT_COST[v.protocol])
-    for text in ("assistant: I'll write it", "→ write (write_file)", "wrote 6 bytes", "assistant: done", "Write hello.txt"):
+    for text in (
+        "assistant: I'll write it",
+        "→ write (write_file)",
+        "wrote 6 bytes",
+        "assistant: done",
+        "Write hello.txt",
+    ):
         assert text in result.transcript
     calls = fp.calls()
     assert [c.protocol for c in calls] == [v.protocol, v.protocol]
@@ -129,8 +177,10 @@ def test_tool_loop_edits_a_file(fake_provider, v, workdir):
 
 @pytest.mark.parametrize("v", VARIANTS)
 def test_run_command_goes_through_the_local_sandbox(fake_provider, v, workdir):
-    fake_provider.script(reply(tools=[tool("run_command", {"command": "echo made > out.txt && cat out.txt README.md"})]),
-                         reply(text="done"))
+    fake_provider.script(
+        reply(tools=[tool("run_command", {"command": "echo made > out.txt && cat out.txt README.md"})]),
+        reply(text="done"),
+    )
     lines: list[str] = []
     result, _ = run(fake_provider, v, workdir, on_output=lambda stream, line: lines.append(line))
     assert result.ok, result.error
@@ -145,8 +195,10 @@ def test_run_command_goes_through_the_local_sandbox(fake_provider, v, workdir):
 @pytest.mark.docker
 @pytest.mark.parametrize("v", VARIANTS)
 def test_run_command_goes_through_the_docker_sandbox(fake_provider, v, workdir, sandbox_image):
-    fake_provider.script(reply(tools=[tool("run_command", {"command": "echo made > out.txt && pwd && cat README.md"})]),
-                         reply(text="done"))
+    fake_provider.script(
+        reply(tools=[tool("run_command", {"command": "echo made > out.txt && pwd && cat README.md"})]),
+        reply(text="done"),
+    )
     spec = SandboxSpec(backend="docker", image=sandbox_image, timeout_s=120)
     result, _ = run(fake_provider, v, workdir, spec=spec)
     assert result.ok, result.error
@@ -162,11 +214,17 @@ def test_paths_out_of_the_workspace_are_refused_to_the_model(fake_provider, v, w
     outside.mkdir()
     (outside / "secret.txt").write_text("top secret\n")
     (workdir / "escape").symlink_to(outside)
-    fake_provider.script(reply(tools=[tool("read_file", {"path": "../outside/secret.txt"}),
-                                      tool("write_file", {"path": str(outside / "evil.txt"), "content": "x"}),
-                                      tool("write_file", {"path": "escape/evil.txt", "content": "x"}),
-                                      tool("read_file", {"path": "escape/secret.txt"})]),
-                         reply(text="ok, I will stay inside"))
+    fake_provider.script(
+        reply(
+            tools=[
+                tool("read_file", {"path": "../outside/secret.txt"}),
+                tool("write_file", {"path": str(outside / "evil.txt"), "content": "x"}),
+                tool("write_file", {"path": "escape/evil.txt", "content": "x"}),
+                tool("read_file", {"path": "escape/secret.txt"}),
+            ]
+        ),
+        reply(text="ok, I will stay inside"),
+    )
     result, _ = run(fake_provider, v, workdir)
     assert result.ok, result.error  # refusals are tool errors the model reads, not a crash
     outs = [e for e in result.events if e["type"] == "tool_result"]
@@ -358,8 +416,12 @@ def test_cancel_between_turns(fake_provider, v, workdir):
 def test_the_run_deadline_ends_a_stalled_stream(fake_provider, v, workdir):
     fake_provider.script(reply(text="slow " * 10, delay_s=60))
     result, _ = run(fake_provider, v, workdir, spec=SandboxSpec(timeout_s=1.0))
-    assert not result.ok and result.timed_out and result.error_kind == "timeout" and result.transient, \
-        (result.error, result.error_kind, result.timed_out, result.duration_s)
+    assert not result.ok and result.timed_out and result.error_kind == "timeout" and result.transient, (
+        result.error,
+        result.error_kind,
+        result.timed_out,
+        result.duration_s,
+    )
 
 
 # -- registry and health -----------------------------------------------------------------------

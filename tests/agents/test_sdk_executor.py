@@ -14,8 +14,12 @@ from tests.agents.sdk_variants import KEYS, VARIANTS, Variant
 from tests.fakeprovider import error, reply, tool
 
 # 2200 input and 25 output tokens, at the list prices of the models the variants use.
-COST = {"anthropic": 2200 * 1.0e-6 + 25 * 5.0e-6, "openai-chat": 2200 * 0.4e-6 + 25 * 1.6e-6,
-        "openai-responses": 2200 * 0.4e-6 + 25 * 1.6e-6, "ollama": 0.0}
+COST = {
+    "anthropic": 2200 * 1.0e-6 + 25 * 5.0e-6,
+    "openai-chat": 2200 * 0.4e-6 + 25 * 1.6e-6,
+    "openai-responses": 2200 * 0.4e-6 + 25 * 1.6e-6,
+    "ollama": 0.0,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +31,21 @@ def _keys(monkeypatch):
 def register(capsys, fp, v: Variant) -> None:
     from tests.agents.cli_fixtures import cli_json
 
-    args = ["ai", "register", "api-1", "--connector", v.connector, "--model", v.model, "--base-url", fp.url,
-            "--api-key-env", v.key_env, "--config", "retry_backoff_s=0.01"]
+    args = [
+        "ai",
+        "register",
+        "api-1",
+        "--connector",
+        v.connector,
+        "--model",
+        v.model,
+        "--base-url",
+        fp.url,
+        "--api-key-env",
+        v.key_env,
+        "--config",
+        "retry_backoff_s=0.01",
+    ]
     for key, value in v.config.items():
         if key != "api_key_env":
             args += ["--config", f"{key}={value}"]
@@ -42,9 +59,10 @@ def test_task_execute_lands_the_file_diff_transcript_and_usage(fake_provider, gi
 
     register(capsys, fake_provider, v)
     tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt")["id"]
-    fake_provider.script(reply("I'll add it.", [tool("write_file", {"path": "hello.txt", "content": "hi\n"})],
-                               usage=(1000, 20)),
-                         reply("Added hello.txt.", usage=(1200, 5)))
+    fake_provider.script(
+        reply("I'll add it.", [tool("write_file", {"path": "hello.txt", "content": "hi\n"})], usage=(1000, 20)),
+        reply("Added hello.txt.", usage=(1200, 5)),
+    )
     code, rep, err = execute(capsys, str(tid), "--ai", "api-1")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     assert rep["changed_paths"] == ["hello.txt"] and rep["ai"] == "api-1" and rep["connector"] == v.connector

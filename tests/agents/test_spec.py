@@ -27,23 +27,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_every_builtin_is_registered_through_the_entry_point_group():
     found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    assert BUILTINS <= set(found)
+    assert set(found) >= BUILTINS
     for name in BUILTINS:
         spec = found[name].load()
         assert isinstance(spec, ConnectorSpec) and spec.name == name and spec_for(name) is spec
         assert get_connector(name).name == name
-    assert BUILTINS <= set(known_connectors())
+    assert set(known_connectors()) >= BUILTINS
     with pytest.raises(UsageError) as e:
         spec_for("gemini")
     assert "claude-code" in (e.value.hint or "")
 
 
 def test_loading_every_spec_imports_no_sdk():
-    code = ("import sys, aictl.agents.connectors as c\n"
-            "for s in c.specs():\n"
-            "    (s.name, s.kind, s.binary, s.sdk_module, s.base_url(None), s.key_env(None), s.defaults, s.probe,\n"
-            "     s.prices, s.factory, s.config_types, s.config_choices, s.secret_env_keys, s.error_kind(500))\n"
-            "print(len(c.specs()), sorted(m for m in ('anthropic', 'openai', 'ollama', 'httpx') if m in sys.modules))")
+    code = (
+        "import sys, aictl.agents.connectors as c\n"
+        "for s in c.specs():\n"
+        "    (s.name, s.kind, s.binary, s.sdk_module, s.base_url(None), s.key_env(None), s.defaults, s.probe,\n"
+        "     s.prices, s.factory, s.config_types, s.config_choices, s.secret_env_keys, s.error_kind(500))\n"
+        "print(len(c.specs()), sorted(m for m in ('anthropic', 'openai', 'ollama', 'httpx') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.split(" ", 1) == [str(len(specs())), "[]\n"]
 
@@ -57,8 +59,18 @@ def test_one_status_rule_for_the_sdks_and_the_clis(status):
     if kind != "other":  # a CLI quoting the status in its message
         assert kind_from_text(f"API Error: {status} something went wrong") == kind
     parser = ClaudeStream()
-    parser.feed(json.dumps({"type": "result", "subtype": "success", "is_error": True, "api_error_status": status,
-                            "result": "API Error", "num_turns": 1}))
+    parser.feed(
+        json.dumps(
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": True,
+                "api_error_status": status,
+                "result": "API Error",
+                "num_turns": 1,
+            }
+        )
+    )
     assert parser.error_kind == kind
 
 
@@ -69,20 +81,23 @@ def test_a_5xx_is_overloaded_and_transient():
     assert status_error_kind(400) == "other" and status_error_kind(None) is None
 
 
-@pytest.mark.parametrize("connector, configured, expected", [
-    ("anthropic", None, "https://api.anthropic.com"),
-    ("anthropic", "http://h:1/v1/", "http://h:1"),  # the SDK adds /v1
-    ("openai", None, "https://api.openai.com/v1"),
-    ("openai", "http://h:1", "http://h:1/v1"),  # a bare host gets /v1
-    ("openai", "https://gw.example/v1beta/openai/", "https://gw.example/v1beta/openai"),  # a path is kept
-    ("codex", "http://h:1", "http://h:1/v1"),
-    ("codex", "http://h:1/v1/", "http://h:1/v1"),
-    ("ollama", None, "http://127.0.0.1:11434"),
-    ("ollama", "http://h:1/api", "http://h:1"),
-    ("claude-code", None, None),  # the CLI's own default
-    ("claude-code", "http://h:1/v1", "http://h:1"),
-    ("command", None, None),
-])
+@pytest.mark.parametrize(
+    "connector, configured, expected",
+    [
+        ("anthropic", None, "https://api.anthropic.com"),
+        ("anthropic", "http://h:1/v1/", "http://h:1"),  # the SDK adds /v1
+        ("openai", None, "https://api.openai.com/v1"),
+        ("openai", "http://h:1", "http://h:1/v1"),  # a bare host gets /v1
+        ("openai", "https://gw.example/v1beta/openai/", "https://gw.example/v1beta/openai"),  # a path is kept
+        ("codex", "http://h:1", "http://h:1/v1"),
+        ("codex", "http://h:1/v1/", "http://h:1/v1"),
+        ("ollama", None, "http://127.0.0.1:11434"),
+        ("ollama", "http://h:1/api", "http://h:1"),
+        ("claude-code", None, None),  # the CLI's own default
+        ("claude-code", "http://h:1/v1", "http://h:1"),
+        ("command", None, None),
+    ],
+)
 def test_base_url_is_resolved_once_by_the_spec(connector, configured, expected):
     ai = AIRecord(id="a", connector=connector, config={"base_url": configured} if configured else {})
     assert spec_for(connector).base_url(ai) == expected
@@ -99,7 +114,7 @@ def test_key_variable_default_override_and_problem(monkeypatch):
     assert spec_for("ollama").key_env(None) is None and spec_for("command").key_problem(None) is None
 
 
-PLUGIN = '''
+PLUGIN = """
 from aictl.agents.connectors.base import ConnectorResult
 from aictl.agents.connectors.spec import ConnectorSpec
 
@@ -117,7 +132,7 @@ def probe(ai, spec, timeout):
 
 SPEC = ConnectorSpec(name="thirdparty", kind="sdk", factory=Echo, default_key_env="THIRDPARTY_KEY",
                      default_base_url="http://thirdparty.invalid", config_types={"flavour": (str,)}, probe=probe)
-'''
+"""
 
 
 @pytest.fixture
@@ -135,8 +150,19 @@ def plugin_path(tmp_path) -> str:
 
 def test_a_third_party_connector_registers_like_a_builtin(project, plugin_path):
     env = {"PYTHONPATH": os.pathsep.join([plugin_path, str(REPO)]), "THIRDPARTY_KEY": ""}
-    res = run_cli("ai", "register", "x", "--connector", "thirdparty", "--config", "flavour=mint", "-o", "json",
-                  cwd=project, env=env)
+    res = run_cli(
+        "ai",
+        "register",
+        "x",
+        "--connector",
+        "thirdparty",
+        "--config",
+        "flavour=mint",
+        "-o",
+        "json",
+        cwd=project,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["connector"] == "thirdparty"
     bad = run_cli("ai", "register", "y", "--connector", "thirdparty", "--config", "flavour=3", cwd=project, env=env)
@@ -174,7 +200,8 @@ def test_quick_check_finds_a_missing_sdk_without_importing_it(monkeypatch):
     register(ConnectorSpec(name="nosdk", kind="sdk", factory=dict, sdk_module="aictl_no_such_sdk"))
     try:
         assert quick_check(AIRecord(id="n", connector="nosdk")) == [
-            "the aictl_no_such_sdk package is not installed (pip install aictl_no_such_sdk)"]
+            "the aictl_no_such_sdk package is not installed (pip install aictl_no_such_sdk)"
+        ]
         monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
         assert quick_check(AIRecord(id="a", connector="anthropic", model="m")) == []
     finally:

@@ -10,11 +10,12 @@ import email.utils
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from aictl.agents.connectors.apicommon import http_error, provider_message, reset_at, retry_after_s
 from aictl.agents.connectors.tools import (
     LIST_LIMIT,
     READ_LIMIT,
@@ -24,7 +25,6 @@ from aictl.agents.connectors.tools import (
     WorkspaceTools,
     clip,
 )
-from aictl.agents.connectors.apicommon import http_error, provider_message, reset_at, retry_after_s
 from aictl.agents.pricing import cost_usd, prices_for
 from aictl.domain.errors import ConfigError
 from aictl.sandbox import SandboxSpec, get_sandbox
@@ -89,14 +89,24 @@ def test_the_docker_mount_path_means_the_workspace(ws):
     assert not local.call("write_file", {"path": "/workspace/b.txt", "content": "B"}).ok
 
 
-@pytest.mark.parametrize("path,why", [
-    ("../outside/secret.txt", "'..' may not be used"), ("src/../../outside/secret.txt", "'..' may not be used"),
-    ("src/../README.md", "'..' may not be used"),  # inside, but '..' is refused outright
-    ("..", "'..' may not be used"), ("/etc/passwd", "outside the workspace"), ("a/\x00b", "NUL byte")])
+@pytest.mark.parametrize(
+    "path,why",
+    [
+        ("../outside/secret.txt", "'..' may not be used"),
+        ("src/../../outside/secret.txt", "'..' may not be used"),
+        ("src/../README.md", "'..' may not be used"),  # inside, but '..' is refused outright
+        ("..", "'..' may not be used"),
+        ("/etc/passwd", "outside the workspace"),
+        ("a/\x00b", "NUL byte"),
+    ],
+)
 def test_paths_that_leave_the_workspace_are_refused(ws, outside, path, why):
     t = tools(ws)
-    for name, args in (("read_file", {"path": path}), ("write_file", {"path": path, "content": "pwned"}),
-                       ("list_files", {"path": path})):
+    for name, args in (
+        ("read_file", {"path": path}),
+        ("write_file", {"path": path, "content": "pwned"}),
+        ("list_files", {"path": path}),
+    ):
         out = t.call(name, args)
         assert not out.ok, (name, path, out.output)
         assert why in out.output
@@ -109,11 +119,14 @@ def test_symlinks_that_lead_out_are_refused(ws, outside):
     (ws / "leak.txt").symlink_to(outside / "secret.txt")  # a file link
     (ws / "dangling").symlink_to(outside / "new.txt")  # writing through it would create a file outside
     t = tools(ws)
-    for name, args in (("read_file", {"path": "escape/secret.txt"}), ("read_file", {"path": "leak.txt"}),
-                       ("write_file", {"path": "escape/evil.txt", "content": "x"}),
-                       ("write_file", {"path": "leak.txt", "content": "x"}),
-                       ("write_file", {"path": "dangling", "content": "x"}),
-                       ("list_files", {"path": "escape"})):
+    for name, args in (
+        ("read_file", {"path": "escape/secret.txt"}),
+        ("read_file", {"path": "leak.txt"}),
+        ("write_file", {"path": "escape/evil.txt", "content": "x"}),
+        ("write_file", {"path": "leak.txt", "content": "x"}),
+        ("write_file", {"path": "dangling", "content": "x"}),
+        ("list_files", {"path": "escape"}),
+    ):
         out = t.call(name, args)
         assert not out.ok and "symbolic link" in out.output, (name, args, out.output)
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
@@ -248,7 +261,7 @@ def test_retry_after_forms():
 
 def test_reset_headers():
     now = 1_800_000_000.0
-    iso = datetime.fromtimestamp(now + 42, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    iso = datetime.fromtimestamp(now + 42, tz=UTC).isoformat().replace("+00:00", "Z")
     assert reset_at({"anthropic-ratelimit-requests-reset": iso}, now) == pytest.approx(now + 42)
     assert reset_at({"anthropic-ratelimit-unified-reset": str(int(now + 7))}, now) == now + 7
     assert reset_at({"x-ratelimit-reset-requests": "6m0s"}, now) == now + 360
@@ -299,8 +312,12 @@ def test_prices_from_table_override_and_unknown():
 
 def test_cost():
     prices = prices_for("claude-sonnet-4-5")
-    usage = {"input_tokens": 1_000_000, "output_tokens": 100_000, "cache_read_tokens": 1_000_000,
-             "cache_write_tokens": 0}
+    usage = {
+        "input_tokens": 1_000_000,
+        "output_tokens": 100_000,
+        "cache_read_tokens": 1_000_000,
+        "cache_write_tokens": 0,
+    }
     assert cost_usd(usage, prices) == pytest.approx(3.0 + 1.5 + 0.3)
     assert cost_usd(usage, None) is None
     # without a cache price, cached tokens cost what input costs
@@ -311,11 +328,19 @@ def test_importing_the_connectors_does_not_import_the_sdks():
     import subprocess
     import sys
 
-    code = ("import sys, aictl.agents.connectors.anthropic_api, aictl.agents.connectors.openai_api, "
-            "aictl.agents.connectors.ollama_api; "
-            "print(sorted(m for m in ('anthropic', 'openai', 'ollama', 'httpx', 'httpx2') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2], env={**os.environ})
+    code = (
+        "import sys, aictl.agents.connectors.anthropic_api, aictl.agents.connectors.openai_api, "
+        "aictl.agents.connectors.ollama_api; "
+        "print(sorted(m for m in ('anthropic', 'openai', 'ollama', 'httpx', 'httpx2') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ},
+    )
     assert out.stdout.strip() == "[]"
 
 

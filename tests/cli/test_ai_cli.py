@@ -10,13 +10,46 @@ import pytest
 
 def test_register_list_get_and_the_flags_land_in_config(project, cli, j):
     assert j("ai", "list") == []
-    a = j("ai", "register", "claude-1", "--connector", "claude-code", "--model", "sonnet",
-          "--capability", "code", "--capability", "tests", "--label", "fast", "--max-concurrency", "2",
-          "--base-url", "http://127.0.0.1:9/v1", "--binary", "/opt/claude", "--arg", "--verbose", "--arg", "-x",
-          "--api-key-env", "MY_KEY", "--config", "max_turns=20", "--config", "requires_gpu=false")
+    a = j(
+        "ai",
+        "register",
+        "claude-1",
+        "--connector",
+        "claude-code",
+        "--model",
+        "sonnet",
+        "--capability",
+        "code",
+        "--capability",
+        "tests",
+        "--label",
+        "fast",
+        "--max-concurrency",
+        "2",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--binary",
+        "/opt/claude",
+        "--arg",
+        "--verbose",
+        "--arg",
+        "-x",
+        "--api-key-env",
+        "MY_KEY",
+        "--config",
+        "max_turns=20",
+        "--config",
+        "requires_gpu=false",
+    )
     assert a["capabilities"] == ["code", "tests"] and a["labels"] == ["fast"] and a["max_concurrency"] == 2
-    assert a["config"] == {"base_url": "http://127.0.0.1:9/v1", "binary": "/opt/claude", "args": ["--verbose", "-x"],
-                           "api_key_env": "MY_KEY", "max_turns": 20, "requires_gpu": False}
+    assert a["config"] == {
+        "base_url": "http://127.0.0.1:9/v1",
+        "binary": "/opt/claude",
+        "args": ["--verbose", "-x"],
+        "api_key_env": "MY_KEY",
+        "max_turns": 20,
+        "requires_gpu": False,
+    }
     j("ai", "register", "codex-1", "--connector", "codex", "-c", "code,docs")
     assert [x["id"] for x in j("ai", "list")] == ["claude-1", "codex-1"]
     assert j("ai", "get", "codex-1")["capabilities"] == ["code", "docs"]
@@ -33,8 +66,9 @@ def test_errors_have_exit_codes_and_json_on_stderr(project, cli, j):
     assert code == 4 and out == "" and json.loads(err)["error"]["code"] == "conflict"
     code, out, err = cli("ai", "register", "a2", "--connector", "openai", "--config", "api_key=sk-abc")
     assert code == 2 and "looks like a secret" in err and "--api-key-env" in err
-    code, out, err = cli("ai", "register", "a2", "--connector", "openai",
-                         "--api-key-env", "sk-proj-abcdefghijklmnopqrstuvwxyz0123")
+    code, out, err = cli(
+        "ai", "register", "a2", "--connector", "openai", "--api-key-env", "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
+    )
     assert code == 2 and "NAME of an environment variable" in err and "sk-proj" not in err
     code, _, err = cli("ai", "register", "a2", "--connector", "gemini")
     assert code == 2 and "known connectors" in err
@@ -63,8 +97,16 @@ def test_label_enable_pause_resume_and_dry_run(project, cli, j):
     assert j("ai", "label", "a1", "zzz", "--dry-run")["labels"] == ["fast", "gpu", "zzz"]
     assert j("ai", "get", "a1")["labels"] == ["fast", "gpu"]
     actions = [e["action"] for e in j("audit", "log") if e["action"].startswith("ai_")]
-    assert actions == ["ai_register", "ai_label", "ai_unlabel", "ai_disable", "ai_enable", "ai_pause", "ai_pause",
-                       "ai_resume"]
+    assert actions == [
+        "ai_register",
+        "ai_label",
+        "ai_unlabel",
+        "ai_disable",
+        "ai_enable",
+        "ai_pause",
+        "ai_pause",
+        "ai_resume",
+    ]
 
 
 def test_remove_needs_yes_and_refuses_while_tasks_are_held(project, cli, j):
@@ -84,13 +126,31 @@ def test_status_checks_for_real_and_exits_1_when_one_fails(project, tmp_path, fa
     agent.write_text('#!/bin/sh\necho "fakeagent 9.9.9"\n')
     agent.chmod(0o755)
     j("ai", "register", "cli-1", "--connector", "claude-code", "--binary", str(agent), "--max-concurrency", "2")
-    j("ai", "register", "local", "--connector", "ollama", "--model", "qwen2.5-coder:7b",
-      "--base-url", fake_provider.url)
+    j(
+        "ai",
+        "register",
+        "local",
+        "--connector",
+        "ollama",
+        "--model",
+        "qwen2.5-coder:7b",
+        "--base-url",
+        fake_provider.url,
+    )
     rows = j("ai", "status")
     assert [(r["id"], r["ok"]) for r in rows] == [("cli-1", True), ("local", True)]
     assert "9.9.9" in json.dumps(rows[0]["health"]) and rows[0]["running"] == 0 and rows[0]["max_concurrency"] == 2
-    j("ai", "register", "gone", "--connector", "ollama", "--model", "qwen2.5-coder:7b",
-      "--base-url", fake_provider.url + "/nothing-here")
+    j(
+        "ai",
+        "register",
+        "gone",
+        "--connector",
+        "ollama",
+        "--model",
+        "qwen2.5-coder:7b",
+        "--base-url",
+        fake_provider.url + "/nothing-here",
+    )
     j("ai", "pause", "gone", "--for", "1h")
     code, out, _ = cli("ai", "status", "-o", "json")
     rows = json.loads(out)
@@ -108,7 +168,9 @@ def test_route_exit_0_with_a_choice_3_without(project, cli, j):
     gpu = j("task", "create", "train", "-c", "gpu")["id"]
     route = j("route", str(ok))
     assert route["chosen"] == "a2" and [(c["ai"], c["eligible"]) for c in route["candidates"]] == [
-        ("a2", True), ("a1", False)]
+        ("a2", True),
+        ("a1", False),
+    ]
     assert route["candidates"][1]["reasons"] == ["task wants ai:fast"]
     code, out, err = cli("route", str(gpu))
     assert code == 3 and "no AI can take it" in out and "missing capability gpu" in out

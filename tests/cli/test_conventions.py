@@ -29,11 +29,40 @@ COMMANDS = _commands()
 
 # Commands that change nothing; every other command is a change and must take --dry-run (or be in NO_DRY_RUN).
 READ_ONLY = {
-    "route", "task list", "task get", "task ready", "task locks", "task evidence", "task workspace", "task diff",
-    "task watch", "audit log", "audit show", "audit verify", "audit export", "audit evidence", "audit decisions",
-    "audit decision", "policy validate", "policy explain", "policy test", "policy replay", "policy schema",
-    "config show", "sandbox status", "workspace list", "daemon status", "daemon logs", "schedule list",
-    "schedule get", "ai list", "ai get", "ai status", "skill list", "skill show", "skill validate",
+    "route",
+    "task list",
+    "task get",
+    "task ready",
+    "task locks",
+    "task evidence",
+    "task workspace",
+    "task diff",
+    "task watch",
+    "audit log",
+    "audit show",
+    "audit verify",
+    "audit export",
+    "audit evidence",
+    "audit decisions",
+    "audit decision",
+    "policy validate",
+    "policy explain",
+    "policy test",
+    "policy replay",
+    "policy schema",
+    "config show",
+    "sandbox status",
+    "workspace list",
+    "daemon status",
+    "daemon logs",
+    "schedule list",
+    "schedule get",
+    "ai list",
+    "ai get",
+    "ai status",
+    "skill list",
+    "skill show",
+    "skill validate",
 }
 
 
@@ -61,9 +90,12 @@ def test_every_command_takes_output_but_the_listed_exceptions():
 
 
 def test_every_change_takes_dry_run_but_the_listed_exceptions():
-    assert READ_ONLY <= set(COMMANDS)
-    missing = [p for p, cmd in COMMANDS.items()
-               if p not in READ_ONLY and p not in NO_DRY_RUN and "--dry-run" not in _options(cmd)]
+    assert set(COMMANDS) >= READ_ONLY
+    missing = [
+        p
+        for p, cmd in COMMANDS.items()
+        if p not in READ_ONLY and p not in NO_DRY_RUN and "--dry-run" not in _options(cmd)
+    ]
     assert missing == []
     stale = [p for p in NO_DRY_RUN if p not in COMMANDS or "--dry-run" in _options(COMMANDS[p])]
     assert stale == []

@@ -17,8 +17,19 @@ def make_due(project, schedule_id):
 
 
 def test_task_create_every_makes_a_schedule_and_reap_fires_it(project, cli, j):
-    s = j("task", "create", "Nightly deps bump", "--every", "0 3 * * *", "--tz", "UTC", "-p", "2",
-          "--lock", "requirements.txt")
+    s = j(
+        "task",
+        "create",
+        "Nightly deps bump",
+        "--every",
+        "0 3 * * *",
+        "--tz",
+        "UTC",
+        "-p",
+        "2",
+        "--lock",
+        "requirements.txt",
+    )
     assert s["cron"] == "CRON_TZ=UTC 0 3 * * *" and s["enabled"] and s["title"] == "Nightly deps bump"
     assert s["next_at"].endswith("T03:00:00+00:00") and s["spec"]["priority"] == 2
     assert j("task", "list") == []  # a schedule, not a task

@@ -24,7 +24,10 @@ def test_create_claim_complete_round_trip(project, j):
     # the project's policy (aictl init's default) judged each lease action, and each judgment is on record
     decisions = [e["data"] for e in events if e["action"] == "decision"]
     assert [(d["policy_action"], d["effect"]) for d in decisions] == [
-        ("claim", "allow"), ("start", "allow"), ("complete", "allow")]
+        ("claim", "allow"),
+        ("start", "allow"),
+        ("complete", "allow"),
+    ]
 
 
 def test_list_filters_and_empty_list_is_not_an_error(project, cli, j):
@@ -91,8 +94,10 @@ def test_dry_run_writes_nothing(project, j):
 
 def test_batch_file_and_ready(project, tmp_path, cli, j):
     f = tmp_path / "tasks.yaml"
-    f.write_text("tasks:\n  - {key: a, title: A, priority: 2, locks: ['src/**']}\n"
-                 "  - {key: b, title: B, depends_on: [a]}\n  - {title: C, locks: ['src/x.py']}\n")
+    f.write_text(
+        "tasks:\n  - {key: a, title: A, priority: 2, locks: ['src/**']}\n"
+        "  - {key: b, title: B, depends_on: [a]}\n  - {title: C, locks: ['src/x.py']}\n"
+    )
     tasks = j("task", "create", "-f", str(f))
     assert [t["status"] for t in tasks] == ["queued", "blocked", "queued"]
     j("task", "claim", "--owner", "w")

@@ -31,15 +31,20 @@ def board(svc):
     """A running task with its AI and latest action, one awaiting approval, one failed, one ready."""
     from aictl.tasks.service import TaskSpec
 
-    run, appr, bad, ready = svc.create_many([TaskSpec(title="Refactor the session store"),
-                                             TaskSpec(title="Deploy to production"),
-                                             TaskSpec(title="Upgrade the ORM"),
-                                             TaskSpec(title="Write release notes", priority=5)])
+    run, appr, bad, ready = svc.create_many(
+        [
+            TaskSpec(title="Refactor the session store"),
+            TaskSpec(title="Deploy to production"),
+            TaskSpec(title="Upgrade the ORM"),
+            TaskSpec(title="Write release notes", priority=5),
+        ]
+    )
     c = svc.claim("worker-1", task_id=run.id)
     svc.start(run.id, "worker-1", c.lease.lease_epoch)
     with svc.store.write() as tx:  # what the executor writes while an agent works
-        tx.run("UPDATE tasks SET ai = 'claude-opus', activity = 'Edit src/session/store.py' WHERE id = :id",
-               {"id": run.id})
+        tx.run(
+            "UPDATE tasks SET ai = 'claude-opus', activity = 'Edit src/session/store.py' WHERE id = :id", {"id": run.id}
+        )
     c = svc.claim("worker-2", task_id=appr.id)
     svc.await_approval(appr.id, "worker-2", c.lease.lease_epoch, reason="policy rule prod-deploy needs a human")
     c = svc.claim("worker-3", task_id=bad.id)
@@ -70,7 +75,8 @@ def test_once_json_is_one_snapshot(svc, capsys):
     snap = json.loads(capsys.readouterr().out)
     assert snap["counts"] == {"running": 1, "awaiting_approval": 1, "failed": 1, "queued": 1}
     assert [(t["id"], t["ai"], t["activity"]) for t in snap["running"]] == [
-        (run.id, "claude-opus", "Edit src/session/store.py")]
+        (run.id, "claude-opus", "Edit src/session/store.py")
+    ]
     assert [(t["id"], t["reason"]) for t in snap["approvals"]] == [(appr.id, "policy rule prod-deploy needs a human")]
     assert [(t["id"], t["reason"]) for t in snap["failures"]] == [(bad.id, "verification failed: pytest -q exited 1")]
     assert [t["id"] for t in snap["ready"]] == [ready.id]
@@ -84,9 +90,14 @@ def test_empty_board(project, capsys):
 
 
 def popen_watch(project, *args):
-    return subprocess.Popen([sys.executable, "-m", "aictl", "task", "watch", "-o", "json", "--interval", "0.2", *args],
-                         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "aictl", "task", "watch", "-o", "json", "--interval", "0.2", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def start_watch(project, *args):

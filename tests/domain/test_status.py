@@ -12,20 +12,43 @@ def test_every_status_has_a_row():
     assert set(TRANSITIONS) == set(TaskStatus)
 
 
-@pytest.mark.parametrize("src,dst", [
-    (S.QUEUED, S.CLAIMED), (S.CLAIMED, S.RUNNING), (S.RUNNING, S.DONE), (S.RUNNING, S.FAILED),
-    (S.RUNNING, S.QUEUED), (S.BLOCKED, S.QUEUED), (S.FAILED, S.QUEUED), (S.CANCELLED, S.QUEUED),
-    (S.RUNNING, S.AWAITING_APPROVAL), (S.AWAITING_APPROVAL, S.RUNNING), (S.DONE, S.MERGED), (S.DONE, S.QUEUED),
-])
+@pytest.mark.parametrize(
+    "src,dst",
+    [
+        (S.QUEUED, S.CLAIMED),
+        (S.CLAIMED, S.RUNNING),
+        (S.RUNNING, S.DONE),
+        (S.RUNNING, S.FAILED),
+        (S.RUNNING, S.QUEUED),
+        (S.BLOCKED, S.QUEUED),
+        (S.FAILED, S.QUEUED),
+        (S.CANCELLED, S.QUEUED),
+        (S.RUNNING, S.AWAITING_APPROVAL),
+        (S.AWAITING_APPROVAL, S.RUNNING),
+        (S.DONE, S.MERGED),
+        (S.DONE, S.QUEUED),
+    ],
+)
 def test_legal(src, dst):
     assert can_transition(src, dst)
     check_transition(1, src, dst, "x")
 
 
-@pytest.mark.parametrize("src,dst", [
-    (S.QUEUED, S.DONE), (S.QUEUED, S.RUNNING), (S.BLOCKED, S.CLAIMED), (S.MERGED, S.QUEUED),
-    (S.DONE, S.CANCELLED), (S.DONE, S.FAILED), (S.MERGED, S.DONE), (S.FAILED, S.DONE), (S.CANCELLED, S.RUNNING), (S.QUEUED, S.QUEUED),
-])
+@pytest.mark.parametrize(
+    "src,dst",
+    [
+        (S.QUEUED, S.DONE),
+        (S.QUEUED, S.RUNNING),
+        (S.BLOCKED, S.CLAIMED),
+        (S.MERGED, S.QUEUED),
+        (S.DONE, S.CANCELLED),
+        (S.DONE, S.FAILED),
+        (S.MERGED, S.DONE),
+        (S.FAILED, S.DONE),
+        (S.CANCELLED, S.RUNNING),
+        (S.QUEUED, S.QUEUED),
+    ],
+)
 def test_illegal_raises_with_allowed_targets(src, dst):
     assert not can_transition(src, dst)
     with pytest.raises(IllegalTransition) as e:

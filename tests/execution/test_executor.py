@@ -47,8 +47,14 @@ def decisions(capsys, task_id):
 
 
 def test_edit_lands_in_diff_evidence_and_task_is_done(git_project, capsys):
-    tid = create(capsys, "update app", "--lock", "src/**",
-                 "--command", "echo 'print(\"new\")' > src/app.py && mkdir -p src/pkg && echo x > src/pkg/mod.py")
+    tid = create(
+        capsys,
+        "update app",
+        "--lock",
+        "src/**",
+        "--command",
+        "echo 'print(\"new\")' > src/app.py && mkdir -p src/pkg && echo x > src/pkg/mod.py",
+    )
     code, lines, err = jrun(capsys, "task", "execute", str(tid), "--owner", "w1")
     rep = report_of(lines)
     assert code == 0 and rep["outcome"] == "done", err
@@ -59,10 +65,10 @@ def test_edit_lands_in_diff_evidence_and_task_is_done(git_project, capsys):
     kinds = {e["kind"]: e for e in rep["evidence"]}
     assert {"diff", "changes", "run"} <= set(kinds)
     code, out, _ = run(capsys, "audit", "evidence", kinds["diff"]["digest"])
-    assert "+print(\"new\")" in out and "src/pkg/mod.py" in out
+    assert '+print("new")' in out and "src/pkg/mod.py" in out
     run_rec = json.loads(run(capsys, "audit", "evidence", kinds["run"]["digest"])[1])
     assert run_rec["sandboxed"] is False and run_rec["exit_code"] == 0
-    assert "+print(\"new\")" in run(capsys, "task", "diff", str(tid))[1]
+    assert '+print("new")' in run(capsys, "task", "diff", str(tid))[1]
     assert git(git_project, "show", f"aictl/task-{tid}:src/app.py") == 'print("new")\n'
     assert git(git_project, "status", "--porcelain") == ""  # the main tree is untouched
     assert run(capsys, "task", "workspace", str(tid))[0] == 3  # removed on success
@@ -94,10 +100,20 @@ def test_protected_path_fails_by_policy(git_project, capsys):
 
 
 def test_failing_verification_fails_with_report_attached(git_project, capsys):
-    junit = ("<testsuite tests='2' failures='1' errors='0' skipped='0'>"
-             "<testcase name='a'/><testcase name='b'><failure>no</failure></testcase></testsuite>")
-    tid = create(capsys, "change", "--lock", "src/**", "--command", "echo y > src/y.py",
-                 "--verify", f"echo \"{junit}\" > $AICTL_REPORT_DIR/junit.xml; echo '1 failed'; exit 1")
+    junit = (
+        "<testsuite tests='2' failures='1' errors='0' skipped='0'>"
+        "<testcase name='a'/><testcase name='b'><failure>no</failure></testcase></testsuite>"
+    )
+    tid = create(
+        capsys,
+        "change",
+        "--lock",
+        "src/**",
+        "--command",
+        "echo y > src/y.py",
+        "--verify",
+        f"echo \"{junit}\" > $AICTL_REPORT_DIR/junit.xml; echo '1 failed'; exit 1",
+    )
     code, lines, _ = jrun(capsys, "task", "execute", str(tid), "--owner", "w1")
     rep = report_of(lines)
     assert code == 1 and rep["outcome"] == "failed" and "verification failed" in rep["reason"]
@@ -127,13 +143,16 @@ def test_timeout_is_transient_and_retried_with_backoff(git_project, capsys):
 
 def test_policy_denial_of_execute_is_not_retried(git_project, capsys):
     policy = (git_project / ".ai" / "policy.yaml").read_text()
-    (git_project / ".ai" / "policy.yaml").write_text(policy + """
+    (git_project / ".ai" / "policy.yaml").write_text(
+        policy
+        + """
   - id: no-local-runs
     effect: deny
     match: {actions: [execute]}
     when: context.sandbox.backend == "local"
     reason: unsandboxed runs are forbidden here
-""")
+"""
+    )
     tid = create(capsys, "x", "--lock", "src/**", "--command", "true", "--max-attempts", "5")
     code, lines, _ = jrun(capsys, "task", "execute", str(tid), "--owner", "w1")
     rep = report_of(lines)
@@ -144,11 +163,14 @@ def test_policy_denial_of_execute_is_not_retried(git_project, capsys):
 
 def test_require_approval_round_trip(git_project, capsys):
     policy = (git_project / ".ai" / "policy.yaml").read_text()
-    (git_project / ".ai" / "policy.yaml").write_text(policy + """
+    (git_project / ".ai" / "policy.yaml").write_text(
+        policy
+        + """
   - id: migrations-need-a-human
     effect: require_approval
     match: {actions: [execute], task_labels: [migration]}
-""")
+"""
+    )
     tid = create(capsys, "migrate", "-l", "migration", "--lock", "src/**", "--command", "echo m > src/m.py")
     code, lines, _ = jrun(capsys, "task", "execute", str(tid), "--owner", "w1")
     assert code == 5 and report_of(lines)["outcome"] == "awaiting_approval"
@@ -193,10 +215,18 @@ def cmdline(pid: int) -> str:
 
 
 def test_cancel_stops_a_running_execution(git_project):
-    tid = json.loads(run_cli("task", "create", "long", "--lock", "src/**", "--command", "sleep 60", "-o", "json",
-                             cwd=git_project).stdout)["id"]
-    proc = subprocess.Popen([sys.executable, "-m", "aictl", "task", "execute", str(tid), "--owner", "w1", "-o", "json"],
-                            cwd=git_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tid = json.loads(
+        run_cli(
+            "task", "create", "long", "--lock", "src/**", "--command", "sleep 60", "-o", "json", cwd=git_project
+        ).stdout
+    )["id"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aictl", "task", "execute", str(tid), "--owner", "w1", "-o", "json"],
+        cwd=git_project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if '"phase": "running"' in line:
@@ -219,13 +249,43 @@ def test_cancel_stops_a_running_execution(git_project):
 
 
 def test_executor_killed_mid_run_task_runs_again_elsewhere(git_project):
-    tid = json.loads(run_cli("task", "create", "crashy", "--lock", "src/**", "--command",
-                             "if [ -f /tmp/aictl-crash-$PPID ]; then :; fi; echo done > src/out.py; sleep ${NAP:-0}",
-                             "-o", "json", cwd=git_project).stdout)["id"]
-    proc = subprocess.Popen([sys.executable, "-m", "aictl", "task", "execute", str(tid), "--owner", "doomed",
-                             "--ttl", "2", "--command", "sleep 60", "-o", "json"],
-                            cwd=git_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    tid = json.loads(
+        run_cli(
+            "task",
+            "create",
+            "crashy",
+            "--lock",
+            "src/**",
+            "--command",
+            "if [ -f /tmp/aictl-crash-$PPID ]; then :; fi; echo done > src/out.py; sleep ${NAP:-0}",
+            "-o",
+            "json",
+            cwd=git_project,
+        ).stdout
+    )["id"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aictl",
+            "task",
+            "execute",
+            str(tid),
+            "--owner",
+            "doomed",
+            "--ttl",
+            "2",
+            "--command",
+            "sleep 60",
+            "-o",
+            "json",
+        ],
+        cwd=git_project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     for line in proc.stdout:
         if '"phase": "running"' in line:
             break
@@ -237,7 +297,8 @@ def test_executor_killed_mid_run_task_runs_again_elsewhere(git_project):
     settings = load_settings(git_project)
     with open_store(settings.resolved_database_url) as store:
         rep = Executor(store, settings, policy=load_gate(git_project), clock=lambda: time.time() + 3).execute(
-            tid, ExecuteOptions(owner="survivor"))
+            tid, ExecuteOptions(owner="survivor")
+        )
     assert rep.outcome is Outcome.DONE and rep.exit_code == 0 and rep.lease_epoch == 2
     assert rep.changed_paths == ["src/out.py"]
     r = run_cli("task", "complete", str(tid), "--owner", "doomed", "--epoch", "1", cwd=git_project)
@@ -271,7 +332,8 @@ def test_an_error_in_the_run_is_a_failed_attempt_until_max_attempts(git_project,
         for attempt in (1, 2, 3):
             later = time.time() + 3600 * attempt  # past each retry's backoff, on the service clock
             rep = Executor(store, settings, clock=lambda later=later: later).execute(
-                tid, ExecuteOptions(owner="w1", base="no-such-branch"))
+                tid, ExecuteOptions(owner="w1", base="no-such-branch")
+            )
             assert rep.task.attempts == attempt and rep.lease_epoch == attempt and "no-such-branch" in rep.reason
             assert rep.outcome is (Outcome.RETRYING if attempt < 3 else Outcome.FAILED) and rep.exit_code == 1
             assert [e["name"] for e in rep.evidence] == ["executor_error.txt"]
@@ -286,12 +348,15 @@ def test_policy_sandbox_limits_only_tighten(git_project):
     from aictl.sandbox.base import SandboxSpec
 
     policy = (git_project / ".ai" / "policy.yaml").read_text()
-    (git_project / ".ai" / "policy.yaml").write_text(policy + """
+    (git_project / ".ai" / "policy.yaml").write_text(
+        policy
+        + """
   - id: small-local
     effect: allow
     match: {actions: [execute]}
     limits: {sandbox: {backend: local, memory_mb: 256, network: false}}
-""")
+"""
+    )
     record = load_gate(git_project).check("execute", ai="w1", actor="w1", task={"id": 1, "labels": []})
     limits = record.limits["sandbox"]
     assert limits == {"backend": "local", "memory_mb": 256, "network": False}

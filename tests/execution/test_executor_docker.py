@@ -33,7 +33,8 @@ def create(capsys, *args) -> int:
 def docker_project(git_project, sandbox_image):
     (git_project / ".ai" / "config.yaml").write_text(
         f"lease_ttl: 30\nheartbeat_interval: 1\nbackoff_base: 0\nsandbox_backend: docker\nsandbox_image: {sandbox_image}\n"
-        "sandbox_memory_mb: 128\nsandbox_pids: 64\nsandbox_cpus: 1\n")
+        "sandbox_memory_mb: 128\nsandbox_pids: 64\nsandbox_cpus: 1\n"
+    )
     return git_project
 
 
@@ -44,7 +45,9 @@ def containers(label="aictl.managed=true"):
 
 
 def test_edit_in_docker_lands_in_the_diff(docker_project, capsys):
-    tid = create(capsys, "docker edit", "--lock", "src/**", "--command", "echo from-docker > src/d.txt && cat /etc/hostname")
+    tid = create(
+        capsys, "docker edit", "--lock", "src/**", "--command", "echo from-docker > src/d.txt && cat /etc/hostname"
+    )
     code, rep, err = execute(capsys, str(tid), "--owner", "w1")
     assert code == 0 and rep["outcome"] == "done", err
     assert rep["changed_paths"] == ["src/d.txt"]
@@ -58,10 +61,16 @@ def test_edit_in_docker_lands_in_the_diff(docker_project, capsys):
 
 
 def test_writes_outside_the_workspace_fail_and_network_is_off(docker_project, capsys):
-    tid = create(capsys, "escape", "--lock", "src/**", "--command",
-                 "echo x > /etc/evil 2>/dev/null && echo WROTE_ETC; "
-                 "wget -q -T 2 -O /dev/null http://1.1.1.1 2>/dev/null && echo NET_OK; "
-                 "ls /sys/class/net; echo fine > src/ok.txt")
+    tid = create(
+        capsys,
+        "escape",
+        "--lock",
+        "src/**",
+        "--command",
+        "echo x > /etc/evil 2>/dev/null && echo WROTE_ETC; "
+        "wget -q -T 2 -O /dev/null http://1.1.1.1 2>/dev/null && echo NET_OK; "
+        "ls /sys/class/net; echo fine > src/ok.txt",
+    )
     code, rep, err = execute(capsys, str(tid), "--owner", "w1")
     assert code == 0, err
     by_name = {e["name"]: e for e in rep["evidence"]}
@@ -80,8 +89,16 @@ def test_timeout_in_docker_leaves_no_container(docker_project, capsys):
 
 
 def test_memory_hog_is_contained(docker_project, capsys):
-    tid = create(capsys, "hog", "--lock", "src/**", "--command",
-                 "x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived", "--max-attempts", "1")
+    tid = create(
+        capsys,
+        "hog",
+        "--lock",
+        "src/**",
+        "--command",
+        "x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived",
+        "--max-attempts",
+        "1",
+    )
     code, rep, _ = execute(capsys, str(tid), "--owner", "w1")
     assert code == 1 and rep["outcome"] == "failed"
     assert not containers(f"aictl.task={tid}")

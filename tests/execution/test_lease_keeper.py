@@ -23,8 +23,15 @@ def _keeper(url, make_settings, ttl):
     svc = TaskService(open_store(url), settings)
     task = svc.create(TaskSpec(title="long run"))
     claim = svc.claim("w1", task_id=task.id, ttl=ttl)
-    keeper = LeaseKeeper(lambda: TaskService(open_store(url), settings), task.id, "w1",
-                         claim.lease.lease_epoch, ttl=ttl, interval=0.3, poll=0.1)
+    keeper = LeaseKeeper(
+        lambda: TaskService(open_store(url), settings),
+        task.id,
+        "w1",
+        claim.lease.lease_epoch,
+        ttl=ttl,
+        interval=0.3,
+        poll=0.1,
+    )
     keeper.start()
     return svc, task, keeper
 

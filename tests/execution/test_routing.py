@@ -56,9 +56,15 @@ def writes(path: str, text: str = "new\n", **result):
             ctx.on_event({"type": "init", "session_id": "sess-1", "model": "m1", "tools": ctx.allowed_tools})
             ctx.on_event({"type": "tool_call", "id": "1", "name": "write", "input": {"file_path": path}})
             ctx.on_event({"type": "message", "role": "assistant", "text": f"wrote {path}"})
-        base = {"ok": True, "summary": f"wrote {path}", "session_id": "sess-1", "model": "m1",
-                "usage": {"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 50, "turns": 3},
-                "cost_usd": 0.0123, "transcript": f"write {path}"}
+        base = {
+            "ok": True,
+            "summary": f"wrote {path}",
+            "session_id": "sess-1",
+            "model": "m1",
+            "usage": {"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 50, "turns": 3},
+            "cost_usd": 0.0123,
+            "transcript": f"write {path}",
+        }
         return ConnectorResult(**{**base, **result})
 
     return act
@@ -66,8 +72,14 @@ def writes(path: str, text: str = "new\n", **result):
 
 def rate_limited(retry_in: float = 120):
     def act(ctx):
-        return ConnectorResult(ok=False, error="429 Too Many Requests", error_kind="rate_limit", transient=True,
-                               retry_at=time.time() + retry_in if retry_in else None, session_id="sess-rl")
+        return ConnectorResult(
+            ok=False,
+            error="429 Too Many Requests",
+            error_kind="rate_limit",
+            transient=True,
+            retry_at=time.time() + retry_in if retry_in else None,
+            session_id="sess-rl",
+        )
 
     return act
 
@@ -87,11 +99,25 @@ def evidence(cli, j, tid, kind):
 
 def test_routed_run_gets_its_context_and_leaves_usage_and_activity(scripted, git_project, cli, j):
     register_ai(j, "a1", "-c", "code", "--config", "max_turns=7")
-    tid = create(j, "Fix login", "-d", "Users cannot log in.", "--lock", "src/**", "-c", "code",
-                 "--verify", "test -f src/login.py", "-l", "auth")
+    tid = create(
+        j,
+        "Fix login",
+        "-d",
+        "Users cannot log in.",
+        "--lock",
+        "src/**",
+        "-c",
+        "code",
+        "--verify",
+        "test -f src/login.py",
+        "-l",
+        "auth",
+    )
     skill_dir = git_project / ".ai" / "skills" / "auth"
     skill_dir.mkdir(parents=True)
-    (skill_dir / "SKILL.md").write_text("---\nname: auth\ndescription: how auth works\nlabels: [auth]\n---\nUse bcrypt.\n")
+    (skill_dir / "SKILL.md").write_text(
+        "---\nname: auth\ndescription: how auth works\nlabels: [auth]\n---\nUse bcrypt.\n"
+    )
     scripted.script = [writes("src/login.py")]
     code, lines, err = execute(cli, str(tid))
     rep = report_of(lines)

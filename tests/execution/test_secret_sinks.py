@@ -84,8 +84,8 @@ def test_a_hostile_model_cannot_put_any_known_secret_into_any_sink(fake_provider
 
 
 def test_the_activity_column_is_redacted_at_the_sink(git_project):
-    from aictl.domain.redact import register
     from aictl.config import load_settings
+    from aictl.domain.redact import register
     from aictl.store import open_store
     from aictl.tasks.fence import write_activity
     from aictl.tasks.service import TaskService, TaskSpec
@@ -156,8 +156,8 @@ def test_config_show_masks_the_database_password(git_project):
 
 
 def test_the_database_password_is_a_known_secret(git_project, monkeypatch):
-    from aictl.domain.redact import redact_text
     from aictl.config import load_settings
+    from aictl.domain.redact import redact_text
 
     monkeypatch.setenv("AICTL_DATABASE_URL", f"postgresql://me:{DB_PASSWORD}@127.0.0.1:1/db")
     load_settings(git_project)

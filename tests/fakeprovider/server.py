@@ -28,10 +28,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_MODELS = ["claude-sonnet-5", "claude-haiku-4-5", "gpt-5.5", "gpt-4.1-mini", "llama3.2:3b", "qwen2.5-coder:7b"]
@@ -68,8 +69,14 @@ class Error:
 Turn = Reply | Error
 
 
-def reply(text: str = "", tools: list[ToolCall] | None = None, *, usage: tuple[int, int] | None = None,
-          delay_s: float = 0.0, stop: str | None = None) -> Reply:
+def reply(
+    text: str = "",
+    tools: list[ToolCall] | None = None,
+    *,
+    usage: tuple[int, int] | None = None,
+    delay_s: float = 0.0,
+    stop: str | None = None,
+) -> Reply:
     return Reply(text=text, tools=list(tools or []), usage=usage, delay_s=delay_s, stop=stop)
 
 
@@ -77,8 +84,14 @@ def tool(name: str, input: Any = None, *, id: str | None = None) -> ToolCall:
     return ToolCall(name=name, input={} if input is None else input, id=id)
 
 
-def error(status: int, message: str = "", *, retry_after: float | None = None, kind: str | None = None,
-          reset_at: float | None = None) -> Error:
+def error(
+    status: int,
+    message: str = "",
+    *,
+    retry_after: float | None = None,
+    kind: str | None = None,
+    reset_at: float | None = None,
+) -> Error:
     return Error(status=status, message=message, retry_after=retry_after, kind=kind, reset_at=reset_at)
 
 
@@ -108,8 +121,15 @@ class Recorded:
 
 
 class FakeProvider:
-    def __init__(self, *, models: list[str] | None = None, host: str = "127.0.0.1", port: int = 0,
-                 consume: Callable[[Recorded], bool] | None = None, model_sizes: dict[str, int] | None = None):
+    def __init__(
+        self,
+        *,
+        models: list[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        consume: Callable[[Recorded], bool] | None = None,
+        model_sizes: dict[str, int] | None = None,
+    ):
         self.models = list(models or DEFAULT_MODELS)
         self.model_sizes = dict(model_sizes or {})  # ollama model name -> bytes (for /api/tags and GPU fit)
         self.requests: list[Recorded] = []
@@ -131,9 +151,10 @@ class FakeProvider:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FakeProvider":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-provider", daemon=True)
+    def start(self) -> FakeProvider:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-provider", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -141,14 +162,14 @@ class FakeProvider:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakeProvider":
+    def __enter__(self) -> FakeProvider:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
     # scripting
-    def script(self, *turns: Turn) -> "FakeProvider":
+    def script(self, *turns: Turn) -> FakeProvider:
         with self._lock:
             self._script.extend(turns)
         return self
@@ -160,9 +181,12 @@ class FakeProvider:
 
     def calls(self, protocol: str | None = None) -> list[Recorded]:
         """Model requests (not model lists or probes), optionally of one protocol."""
-        return [r for r in list(self.requests)
-                if r.protocol in ("anthropic", "openai-chat", "openai-responses", "ollama")
-                and (protocol is None or r.protocol == protocol)]
+        return [
+            r
+            for r in list(self.requests)
+            if r.protocol in ("anthropic", "openai-chat", "openai-responses", "ollama")
+            and (protocol is None or r.protocol == protocol)
+        ]
 
     def next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):04d}{uuid.uuid4().hex[:12]}"
@@ -183,8 +207,7 @@ class _Server(ThreadingHTTPServer):
 
 
 def _now_iso(ts: float | None = None) -> str:
-    return datetime.fromtimestamp(ts if ts is not None else time.time(), tz=timezone.utc).isoformat().replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _estimate_tokens(obj: Any) -> int:
@@ -242,15 +265,30 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         protocol = {
             "/v1/messages": "anthropic",
-            "/v1/chat/completions": "openai-chat", "/chat/completions": "openai-chat",
-            "/v1/responses": "openai-responses", "/responses": "openai-responses",
+            "/v1/chat/completions": "openai-chat",
+            "/chat/completions": "openai-chat",
+            "/v1/responses": "openai-responses",
+            "/responses": "openai-responses",
             "/api/chat": "ollama",
-        }.get(path, "models" if path in ("/v1/models", "/models", "/api/tags", "/api/show", "/api/version",
-                                          "/v1/messages/count_tokens") else "other")
+        }.get(
+            path,
+            "models"
+            if path in ("/v1/models", "/models", "/api/tags", "/api/show", "/api/version", "/v1/messages/count_tokens")
+            else "other",
+        )
         bd = body if isinstance(body, dict) else {}
         stream = bool(bd.get("stream", protocol == "ollama"))  # ollama streams unless told not to
-        rec = Recorded(protocol=protocol, method=method, path=path, query=parse_qs(parts.query), headers=headers,
-                       body=body, tools=_tool_names(protocol, bd), stream=stream, ts=time.time())
+        rec = Recorded(
+            protocol=protocol,
+            method=method,
+            path=path,
+            query=parse_qs(parts.query),
+            headers=headers,
+            body=body,
+            tools=_tool_names(protocol, bd),
+            stream=stream,
+            ts=time.time(),
+        )
         fp.requests.append(rec)
         try:
             if protocol == "models":
@@ -262,8 +300,12 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(turn, Error):
                 return self._error(protocol, turn)
             model = bd.get("model") or fp.models[0]
-            render = {"anthropic": self._anthropic, "openai-chat": self._chat,
-                      "openai-responses": self._responses, "ollama": self._ollama}[protocol]
+            render = {
+                "anthropic": self._anthropic,
+                "openai-chat": self._chat,
+                "openai-responses": self._responses,
+                "ollama": self._ollama,
+            }[protocol]
             render(turn, model, bd, stream)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away (cancel, timeout): nothing to answer
@@ -333,26 +375,47 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["x-ratelimit-reset-requests"] = f"{max(0.0, e.reset_at - time.time()):.0f}s"
         headers["x-should-retry"] = "false" if e.status in (400, 401, 403, 404) else "true"
         if protocol == "anthropic":
-            kind = e.kind or {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                              404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                              529: "overloaded_error"}.get(e.status, "api_error")
-            msg = e.message or {"rate_limit_error": "Number of request tokens has exceeded your per-minute rate limit",
-                                "authentication_error": "invalid x-api-key",
-                                "overloaded_error": "Overloaded"}.get(kind, "Internal server error")
-            body: Any = {"type": "error", "error": {"type": kind, "message": msg},
-                         "request_id": "req_" + uuid.uuid4().hex[:20]}
+            kind = e.kind or {
+                400: "invalid_request_error",
+                401: "authentication_error",
+                403: "permission_error",
+                404: "not_found_error",
+                413: "request_too_large",
+                429: "rate_limit_error",
+                529: "overloaded_error",
+            }.get(e.status, "api_error")
+            msg = e.message or {
+                "rate_limit_error": "Number of request tokens has exceeded your per-minute rate limit",
+                "authentication_error": "invalid x-api-key",
+                "overloaded_error": "Overloaded",
+            }.get(kind, "Internal server error")
+            body: Any = {
+                "type": "error",
+                "error": {"type": kind, "message": msg},
+                "request_id": "req_" + uuid.uuid4().hex[:20],
+            }
         elif protocol == "ollama":
-            body = {"error": e.message or {401: "unauthorized", 404: "model not found", 429: "too many requests",
-                                           503: "server busy, please try again"}.get(e.status, "internal error")}
+            body = {
+                "error": e.message
+                or {
+                    401: "unauthorized",
+                    404: "model not found",
+                    429: "too many requests",
+                    503: "server busy, please try again",
+                }.get(e.status, "internal error")
+            }
         else:
-            code, kind = {401: ("invalid_api_key", "invalid_request_error"),
-                          429: ("rate_limit_exceeded", "requests"),
-                          500: ("server_error", "server_error"),
-                          503: ("overloaded", "server_error")}.get(e.status, (None, "server_error"))
+            code, kind = {
+                401: ("invalid_api_key", "invalid_request_error"),
+                429: ("rate_limit_exceeded", "requests"),
+                500: ("server_error", "server_error"),
+                503: ("overloaded", "server_error"),
+            }.get(e.status, (None, "server_error"))
             kind = e.kind or kind
-            msg = e.message or {401: "Incorrect API key provided.",
-                                429: "Rate limit reached for requests. Please try again later."}.get(
-                e.status, "The server had an error while processing your request.")
+            msg = e.message or {
+                401: "Incorrect API key provided.",
+                429: "Rate limit reached for requests. Please try again later.",
+            }.get(e.status, "The server had an error while processing your request.")
             body = {"error": {"message": msg, "type": kind, "param": None, "code": code}}
         self._send_json(e.status, body, headers)
 
@@ -362,31 +425,73 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/version":
             return self._send_json(200, {"version": "0.6.3"})
         if path == "/api/tags":
-            return self._send_json(200, {"models": [
-                {"name": m, "model": m, "modified_at": _now_iso(), "size": fp.model_sizes.get(m, 2_019_393_189),
-                 "digest": uuid.uuid5(uuid.NAMESPACE_URL, m).hex * 2,
-                 "details": {"format": "gguf", "family": "llama", "families": ["llama"], "parameter_size": "3.2B",
-                             "quantization_level": "Q4_K_M", "parent_model": ""}}
-                for m in fp.models]})
+            return self._send_json(
+                200,
+                {
+                    "models": [
+                        {
+                            "name": m,
+                            "model": m,
+                            "modified_at": _now_iso(),
+                            "size": fp.model_sizes.get(m, 2_019_393_189),
+                            "digest": uuid.uuid5(uuid.NAMESPACE_URL, m).hex * 2,
+                            "details": {
+                                "format": "gguf",
+                                "family": "llama",
+                                "families": ["llama"],
+                                "parameter_size": "3.2B",
+                                "quantization_level": "Q4_K_M",
+                                "parent_model": "",
+                            },
+                        }
+                        for m in fp.models
+                    ]
+                },
+            )
         if path == "/api/show":
             name = body.get("model") or body.get("name")
             if name not in fp.models:
                 return self._send_json(404, {"error": f"model '{name}' not found"})
-            return self._send_json(200, {
-                "modelfile": "", "parameters": "", "template": "{{ .Prompt }}",
-                "details": {"format": "gguf", "family": "llama", "parameter_size": "3.2B",
-                            "quantization_level": "Q4_K_M"},
-                "model_info": {"general.parameter_count": 3_212_749_888, "general.size": fp.model_sizes.get(name)},
-                "capabilities": ["completion", "tools"], "modified_at": _now_iso()})
+            return self._send_json(
+                200,
+                {
+                    "modelfile": "",
+                    "parameters": "",
+                    "template": "{{ .Prompt }}",
+                    "details": {
+                        "format": "gguf",
+                        "family": "llama",
+                        "parameter_size": "3.2B",
+                        "quantization_level": "Q4_K_M",
+                    },
+                    "model_info": {"general.parameter_count": 3_212_749_888, "general.size": fp.model_sizes.get(name)},
+                    "capabilities": ["completion", "tools"],
+                    "modified_at": _now_iso(),
+                },
+            )
         if path == "/v1/messages/count_tokens":
             return self._send_json(200, {"input_tokens": _estimate_tokens(body.get("messages"))})
         if "anthropic-version" in headers or "x-api-key" in headers:
             data = [{"type": "model", "id": m, "display_name": m, "created_at": _now_iso()} for m in fp.models]
-            return self._send_json(200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                                         "last_id": data[-1]["id"] if data else None})
-        return self._send_json(200, {"object": "list", "data": [
-            {"id": m, "object": "model", "created": int(time.time()), "owned_by": "fake-provider"}
-            for m in fp.models]})
+            return self._send_json(
+                200,
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                },
+            )
+        return self._send_json(
+            200,
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": int(time.time()), "owned_by": "fake-provider"}
+                    for m in fp.models
+                ],
+            },
+        )
 
     # usage
     @staticmethod
@@ -405,37 +510,103 @@ class _Handler(BaseHTTPRequestHandler):
         if turn.text:
             blocks.append({"type": "text", "text": turn.text})
         for t in turn.tools:
-            blocks.append({"type": "tool_use", "id": t.id or fp.next_id("toolu_"), "name": t.name,
-                           "input": t.input if isinstance(t.input, dict) else {"input": t.input}})
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": t.id or fp.next_id("toolu_"),
+                    "name": t.name,
+                    "input": t.input if isinstance(t.input, dict) else {"input": t.input},
+                }
+            )
         stop = turn.stop or ("tool_use" if turn.tools else "end_turn")
-        usage = {"input_tokens": inp, "output_tokens": out, "cache_creation_input_tokens": 0,
-                 "cache_read_input_tokens": 0, "service_tier": "standard"}
+        usage = {
+            "input_tokens": inp,
+            "output_tokens": out,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "service_tier": "standard",
+        }
         if not stream:
-            return self._send_json(200, {"id": msg_id, "type": "message", "role": "assistant", "model": model,
-                                         "content": blocks, "stop_reason": stop, "stop_sequence": None,
-                                         "usage": usage})
-        events: list[tuple[str | None, Any]] = [("message_start", {"type": "message_start", "message": {
-            "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}}),
-            ("ping", {"type": "ping"})]
+            return self._send_json(
+                200,
+                {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": blocks,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": usage,
+                },
+            )
+        events: list[tuple[str | None, Any]] = [
+            (
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": msg_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {**usage, "output_tokens": 1},
+                    },
+                },
+            ),
+            ("ping", {"type": "ping"}),
+        ]
         for i, b in enumerate(blocks):
             if b["type"] == "text":
-                events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                       "content_block": {"type": "text", "text": ""}}))
+                events.append(
+                    (
+                        "content_block_start",
+                        {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                    )
+                )
                 for piece in _pieces(b["text"]):
-                    events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                           "delta": {"type": "text_delta", "text": piece}}))
+                    events.append(
+                        (
+                            "content_block_delta",
+                            {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": piece}},
+                        )
+                    )
             else:
-                events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": {
-                    "type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}}))
+                events.append(
+                    (
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": i,
+                            "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}},
+                        },
+                    )
+                )
                 for piece in _pieces(json.dumps(b["input"])):
-                    events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                           "delta": {"type": "input_json_delta",
-                                                                     "partial_json": piece}}))
+                    events.append(
+                        (
+                            "content_block_delta",
+                            {
+                                "type": "content_block_delta",
+                                "index": i,
+                                "delta": {"type": "input_json_delta", "partial_json": piece},
+                            },
+                        )
+                    )
             events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
-        events.append(("message_delta", {"type": "message_delta",
-                                         "delta": {"stop_reason": stop, "stop_sequence": None},
-                                         "usage": {"output_tokens": out}}))
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": out},
+                },
+            )
+        )
         events.append(("message_stop", {"type": "message_stop"}))
         self._sse(events, turn.delay_s)
 
@@ -444,39 +615,90 @@ class _Handler(BaseHTTPRequestHandler):
         fp = self.server.provider
         cid, created = fp.next_id("chatcmpl-"), int(time.time())
         inp, out = self._usage(turn, body)
-        calls = [{"id": t.id or fp.next_id("call_"), "type": "function",
-                  "function": {"name": t.name, "arguments": json.dumps(t.input) if not isinstance(t.input, str)
-                               else t.input}} for t in turn.tools]
+        calls = [
+            {
+                "id": t.id or fp.next_id("call_"),
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "arguments": json.dumps(t.input) if not isinstance(t.input, str) else t.input,
+                },
+            }
+            for t in turn.tools
+        ]
         finish = turn.stop or ("tool_calls" if calls else "stop")
-        usage = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out,
-                 "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+        usage = {
+            "prompt_tokens": inp,
+            "completion_tokens": out,
+            "total_tokens": inp + out,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": turn.text or None, "refusal": None}
             if calls:
                 message["tool_calls"] = calls
-            return self._send_json(200, {"id": cid, "object": "chat.completion", "created": created, "model": model,
-                                         "choices": [{"index": 0, "message": message, "logprobs": None,
-                                                      "finish_reason": finish}],
-                                         "usage": usage, "system_fingerprint": "fp_fake"})
+            return self._send_json(
+                200,
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                    "usage": usage,
+                    "system_fingerprint": "fp_fake",
+                },
+            )
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "system_fingerprint": "fp_fake",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            return {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
 
         events: list[tuple[str | None, Any]] = [(None, chunk({"role": "assistant", "content": ""}))]
         for piece in _pieces(turn.text):
             events.append((None, chunk({"content": piece})))
         for i, c in enumerate(calls):
-            events.append((None, chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                                        "function": {"name": c["function"]["name"],
-                                                                     "arguments": ""}}]})))
+            events.append(
+                (
+                    None,
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": i,
+                                    "id": c["id"],
+                                    "type": "function",
+                                    "function": {"name": c["function"]["name"], "arguments": ""},
+                                }
+                            ]
+                        }
+                    ),
+                )
+            )
             for piece in _pieces(c["function"]["arguments"]):
                 events.append((None, chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})))
         events.append((None, chunk({}, finish)))
         if (body.get("stream_options") or {}).get("include_usage"):
-            events.append((None, {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                                  "choices": [], "usage": usage}))
+            events.append(
+                (
+                    None,
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    },
+                )
+            )
         events.append((None, "[DONE]"))
         self._sse(events, turn.delay_s)
 
@@ -488,30 +710,75 @@ class _Handler(BaseHTTPRequestHandler):
         custom = {t.get("name") for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "custom"}
         items: list[dict[str, Any]] = []
         if turn.text:
-            items.append({"id": fp.next_id("msg_"), "type": "message", "status": "completed", "role": "assistant",
-                          "content": [{"type": "output_text", "text": turn.text, "annotations": [], "logprobs": []}]})
+            items.append(
+                {
+                    "id": fp.next_id("msg_"),
+                    "type": "message",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": turn.text, "annotations": [], "logprobs": []}],
+                }
+            )
         for t in turn.tools:
             call_id = t.id or fp.next_id("call_")
             if t.name in custom:
                 text = t.input if isinstance(t.input, str) else t.input.get("input", json.dumps(t.input))
-                items.append({"id": fp.next_id("ctc_"), "type": "custom_tool_call", "status": "completed",
-                              "call_id": call_id, "name": t.name, "input": text})
+                items.append(
+                    {
+                        "id": fp.next_id("ctc_"),
+                        "type": "custom_tool_call",
+                        "status": "completed",
+                        "call_id": call_id,
+                        "name": t.name,
+                        "input": text,
+                    }
+                )
             else:
                 args = t.input if isinstance(t.input, str) else json.dumps(t.input)
-                items.append({"id": fp.next_id("fc_"), "type": "function_call", "status": "completed",
-                              "call_id": call_id, "name": t.name, "arguments": args})
-        usage = {"input_tokens": inp, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": out,
-                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": inp + out}
+                items.append(
+                    {
+                        "id": fp.next_id("fc_"),
+                        "type": "function_call",
+                        "status": "completed",
+                        "call_id": call_id,
+                        "name": t.name,
+                        "arguments": args,
+                    }
+                )
+        usage = {
+            "input_tokens": inp,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": out,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": inp + out,
+        }
 
         def response(status: str, output: list[dict[str, Any]], with_usage: bool) -> dict[str, Any]:
-            return {"id": rid, "object": "response", "created_at": created, "status": status, "error": None,
-                    "incomplete_details": None, "instructions": body.get("instructions"),
-                    "max_output_tokens": body.get("max_output_tokens"), "model": model, "output": output,
-                    "parallel_tool_calls": True, "previous_response_id": body.get("previous_response_id"),
-                    "reasoning": {"effort": None, "summary": None}, "store": bool(body.get("store", False)),
-                    "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
-                    "tools": [], "top_p": 1.0, "truncation": "disabled",
-                    "usage": usage if with_usage else None, "user": None, "metadata": {}}
+            return {
+                "id": rid,
+                "object": "response",
+                "created_at": created,
+                "status": status,
+                "error": None,
+                "incomplete_details": None,
+                "instructions": body.get("instructions"),
+                "max_output_tokens": body.get("max_output_tokens"),
+                "model": model,
+                "output": output,
+                "parallel_tool_calls": True,
+                "previous_response_id": body.get("previous_response_id"),
+                "reasoning": {"effort": None, "summary": None},
+                "store": bool(body.get("store", False)),
+                "temperature": 1.0,
+                "text": {"format": {"type": "text"}},
+                "tool_choice": "auto",
+                "tools": [],
+                "top_p": 1.0,
+                "truncation": "disabled",
+                "usage": usage if with_usage else None,
+                "user": None,
+                "metadata": {},
+            }
 
         if not stream:
             return self._send_json(200, response("completed", items, True))
@@ -526,27 +793,58 @@ class _Handler(BaseHTTPRequestHandler):
         for idx, item in enumerate(items):
             if item["type"] == "message":
                 text = item["content"][0]["text"]
-                ev("response.output_item.added", output_index=idx,
-                   item={**item, "status": "in_progress", "content": []})
-                ev("response.content_part.added", item_id=item["id"], output_index=idx, content_index=0,
-                   part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+                ev(
+                    "response.output_item.added",
+                    output_index=idx,
+                    item={**item, "status": "in_progress", "content": []},
+                )
+                ev(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=idx,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                )
                 for piece in _pieces(text):
-                    ev("response.output_text.delta", item_id=item["id"], output_index=idx, content_index=0,
-                       delta=piece, logprobs=[])
-                ev("response.output_text.done", item_id=item["id"], output_index=idx, content_index=0, text=text,
-                   logprobs=[])
-                ev("response.content_part.done", item_id=item["id"], output_index=idx, content_index=0,
-                   part=item["content"][0])
+                    ev(
+                        "response.output_text.delta",
+                        item_id=item["id"],
+                        output_index=idx,
+                        content_index=0,
+                        delta=piece,
+                        logprobs=[],
+                    )
+                ev(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=idx,
+                    content_index=0,
+                    text=text,
+                    logprobs=[],
+                )
+                ev(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=idx,
+                    content_index=0,
+                    part=item["content"][0],
+                )
             elif item["type"] == "function_call":
-                ev("response.output_item.added", output_index=idx,
-                   item={**item, "status": "in_progress", "arguments": ""})
+                ev(
+                    "response.output_item.added",
+                    output_index=idx,
+                    item={**item, "status": "in_progress", "arguments": ""},
+                )
                 for piece in _pieces(item["arguments"]):
                     ev("response.function_call_arguments.delta", item_id=item["id"], output_index=idx, delta=piece)
-                ev("response.function_call_arguments.done", item_id=item["id"], output_index=idx,
-                   arguments=item["arguments"])
+                ev(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=idx,
+                    arguments=item["arguments"],
+                )
             else:
-                ev("response.output_item.added", output_index=idx, item={**item, "status": "in_progress",
-                                                                         "input": ""})
+                ev("response.output_item.added", output_index=idx, item={**item, "status": "in_progress", "input": ""})
                 for piece in _pieces(item["input"]):
                     ev("response.custom_tool_call_input.delta", item_id=item["id"], output_index=idx, delta=piece)
                 ev("response.custom_tool_call_input.done", item_id=item["id"], output_index=idx, input=item["input"])
@@ -557,22 +855,46 @@ class _Handler(BaseHTTPRequestHandler):
     # Ollama
     def _ollama(self, turn: Reply, model: str, body: dict[str, Any], stream: bool) -> None:
         inp, out = self._usage(turn, body)
-        calls = [{"function": {"name": t.name, "arguments": t.input if isinstance(t.input, dict)
-                               else {"input": t.input}}} for t in turn.tools]
-        final = {"model": model, "created_at": _now_iso(), "done": True, "done_reason": turn.stop or "stop",
-                 "total_duration": 1_000_000, "load_duration": 100_000, "prompt_eval_count": inp,
-                 "prompt_eval_duration": 200_000, "eval_count": out, "eval_duration": 700_000}
+        calls = [
+            {"function": {"name": t.name, "arguments": t.input if isinstance(t.input, dict) else {"input": t.input}}}
+            for t in turn.tools
+        ]
+        final = {
+            "model": model,
+            "created_at": _now_iso(),
+            "done": True,
+            "done_reason": turn.stop or "stop",
+            "total_duration": 1_000_000,
+            "load_duration": 100_000,
+            "prompt_eval_count": inp,
+            "prompt_eval_duration": 200_000,
+            "eval_count": out,
+            "eval_duration": 700_000,
+        }
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": turn.text}
             if calls:
                 message["tool_calls"] = calls
             return self._send_json(200, {**final, "message": message})
         self._start_stream("application/x-ndjson")
-        lines = [{"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": piece},
-                  "done": False} for piece in _pieces(turn.text)]
+        lines = [
+            {
+                "model": model,
+                "created_at": _now_iso(),
+                "message": {"role": "assistant", "content": piece},
+                "done": False,
+            }
+            for piece in _pieces(turn.text)
+        ]
         if calls:  # Ollama sends tool calls whole, in one chunk
-            lines.append({"model": model, "created_at": _now_iso(),
-                          "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": False})
+            lines.append(
+                {
+                    "model": model,
+                    "created_at": _now_iso(),
+                    "message": {"role": "assistant", "content": "", "tool_calls": calls},
+                    "done": False,
+                }
+            )
         lines.append({**final, "message": {"role": "assistant", "content": ""}})
         for line in lines:
             if turn.delay_s:
@@ -583,7 +905,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _pieces(text: str, size: int = 24) -> list[str]:
     """Split streamed text the way providers do: several deltas, not one."""
-    return [text[i:i + size] for i in range(0, len(text), size)] if text else []
+    return [text[i : i + size] for i in range(0, len(text), size)] if text else []
 
 
 __all__ = ["DEFAULT_MODELS", "Error", "FakeProvider", "Recorded", "Reply", "ToolCall", "error", "reply", "tool"]

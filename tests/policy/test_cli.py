@@ -46,8 +46,6 @@ rules:
 """
 
 
-
-
 @pytest.fixture
 def gated(project):
     (project / ".ai" / "policy.yaml").write_text(POLICY)
@@ -82,8 +80,12 @@ def test_validate_a_broken_project_policy_and_a_loosened_final_rule(gated, monke
     conf = tmp_path / "conf"
     conf.mkdir()
     monkeypatch.setenv("AICTL_CONFIG_DIR", str(conf))
-    (conf / "policy.yaml").write_text("version: 1\nrules:\n  - {id: no-net, effect: deny, final: true, match: {actions: [network]}}\n")
-    (gated / ".ai" / "policy.yaml").write_text("version: 1\nrules:\n  - {id: no-net, effect: allow, match: {actions: [network]}}\n")
+    (conf / "policy.yaml").write_text(
+        "version: 1\nrules:\n  - {id: no-net, effect: deny, final: true, match: {actions: [network]}}\n"
+    )
+    (gated / ".ai" / "policy.yaml").write_text(
+        "version: 1\nrules:\n  - {id: no-net, effect: allow, match: {actions: [network]}}\n"
+    )
     [issue] = j("policy", "validate", code=2)
     assert issue["line"] == 3 and issue["rule_id"] == "no-net" and "loosens it" in issue["message"]
 
@@ -120,8 +122,10 @@ def test_explain_with_a_task_sees_the_task_as_the_task_plane_does(gated, cli, j)
     task = j("task", "create", "deploy", "--label", "prod", "-p", "4")
     why = j("policy", "explain", "--ai", "intern-3", "--action", "claim", "--task", str(task["id"]))
     assert why["decision"]["effect"] == "deny" and "interns-stay-off-prod" in why["decision"]["matched_rules"]
-    assert j("policy", "explain", "--ai", "senior", "--action", "claim", "--task", str(task["id"]))[
-        "decision"]["effect"] == "allow"
+    assert (
+        j("policy", "explain", "--ai", "senior", "--action", "claim", "--task", str(task["id"]))["decision"]["effect"]
+        == "allow"
+    )
     # the real claim by the intern gets the same answer
     code, _, err = cli("task", "claim", "--owner", "intern-3", "--id", str(task["id"]))
     assert code == 5 and "interns-stay-off-prod" in err
@@ -129,18 +133,31 @@ def test_explain_with_a_task_sees_the_task_as_the_task_plane_does(gated, cli, j)
 
 
 def test_explain_context_labels_and_several_paths(gated, j):
-    args = ["policy", "explain", "--ai", "codex", "--action", "write_path", "--path", "src/a.py",
-            "--path", ".github/workflows/ci.yml"]
+    args = [
+        "policy",
+        "explain",
+        "--ai",
+        "codex",
+        "--action",
+        "write_path",
+        "--path",
+        "src/a.py",
+        "--path",
+        ".github/workflows/ci.yml",
+    ]
     assert j(*args)["decision"]["effect"] == "allow"
     why = j(*args, "--context", '{"branch": "main"}', "--ai-label", "trusted")
     assert why["decision"]["effect"] == "require_approval" and "protect-ci" in why["decision"]["matched_rules"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--action", "teleport"], "unknown action 'teleport'"),
-    (["--action", "claim", "--context", "{not json"], "not valid JSON"),
-    (["--action", "claim", "--context", "[1]"], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--action", "teleport"], "unknown action 'teleport'"),
+        (["--action", "claim", "--context", "{not json"], "not valid JSON"),
+        (["--action", "claim", "--context", "[1]"], "must be a JSON object"),
+    ],
+)
 def test_explain_usage_errors_exit_2(gated, args, message, cli):
     code, out, err = cli("policy", "explain", "--ai", "codex", *args)
     assert code == 2 and message in err and "Traceback" not in err
@@ -168,7 +185,9 @@ def test_a_broken_case_fails_with_exit_1_and_shows_the_diff(project, cli, j):
     shutil.copytree(REPO / "policies", project / "policies")
     case = project / "policies" / "protect-ci_test.yaml"
     text = case.read_text()
-    case.write_text(text.replace("expect: {effect: deny, rules: [protect-ci", "expect: {effect: allow, rules: [protect-ci", 1))
+    case.write_text(
+        text.replace("expect: {effect: deny, rules: [protect-ci", "expect: {effect: allow, rules: [protect-ci", 1)
+    )
     assert text != case.read_text()
     report = j("policy", "test", code=1)  # default: ./policies
     [failed] = [c for c in report["cases"] if not c["passed"]]
@@ -187,7 +206,8 @@ def test_malformed_test_files_exit_2(project, cli, j):
     assert any(i["line"] == 3 and "unknown key 'inputt'" in i["message"] for i in report["issues"])
     # a case whose input is not a request cannot run: also exit 2
     (project / "p" / "x_test.yaml").write_text(
-        "tests:\n  - name: t\n    input: {action: teleport}\n    expect: {effect: deny}\n")
+        "tests:\n  - name: t\n    input: {action: teleport}\n    expect: {effect: deny}\n"
+    )
     report = j("policy", "test", str(project / "p"), code=2)
     assert "teleport" in report["cases"][0]["error"]
     # nothing to run is not a pass
@@ -221,8 +241,11 @@ def test_decisions_after_real_claims(gated, cli, j):
     ids = claim_some(cli, j)
     records = j("audit", "decisions")
     assert [(d["ai"], d["action"], d["task_id"], d["effect"]) for d in records] == [
-        ("intern-1", "claim", ids["deploy"], "deny"), ("intern-1", "claim", ids["docs"], "allow"),
-        ("senior-1", "claim", ids["deploy"], "allow"), ("senior-1", "start", ids["deploy"], "allow")]
+        ("intern-1", "claim", ids["deploy"], "deny"),
+        ("intern-1", "claim", ids["docs"], "allow"),
+        ("senior-1", "claim", ids["deploy"], "allow"),
+        ("senior-1", "start", ids["deploy"], "allow"),
+    ]
     assert records[0]["matched_rules"] == ["lifecycle", "interns-stay-off-prod"]
     assert records[0]["reasons"] == ["interns do not touch production tasks"]
     assert records[0]["input"]["resource"]["task"]["labels"] == ["prod"] and records[0]["sources"]

@@ -29,8 +29,7 @@ def test_every_sandbox_command_has_help(capsys):
 def test_local_run_passes_the_exit_code_and_json_result(tmp_path, capsys, j):
     assert main(["sandbox", "run", "-b", "local", "-w", str(tmp_path), "--", "sh", "-c", "echo hi; exit 3"]) == 3
     assert capsys.readouterr().out == "hi\n"
-    r = j("sandbox", "run", "-b", "local", "-w", str(tmp_path), "-e", "X=1", "--", "sh", "-c",
-          "echo $X")
+    r = j("sandbox", "run", "-b", "local", "-w", str(tmp_path), "-e", "X=1", "--", "sh", "-c", "echo $X")
     assert r["stdout"] == "1\n" and r["sandboxed"] is False and r["exit_code"] == 0
 
 
@@ -71,10 +70,27 @@ def _start_sleeping_run(image: str, cwd) -> tuple[subprocess.Popen, str]:
     """A whole `aictl sandbox run` process; returns it once its container is running, with the container id."""
     import docker
 
-    proc = subprocess.Popen([sys.executable, "-m", "aictl", "sandbox", "run", "--image", image, "--",
-                             "sh", "-c", "echo started; sleep 100"], cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aictl",
+            "sandbox",
+            "run",
+            "--image",
+            image,
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 100",
+        ],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
     try:
         assert proc.stdout.readline() == "started\n"
         # all=True: the process can print before the engine lists the container as running.
@@ -109,8 +125,7 @@ def test_ctrl_c_removes_the_container(sandbox_image, docker_engine, tmp_path):
 
 
 @pytest.mark.docker
-def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(sandbox_image, docker_engine, tmp_path,
-                                                                               j):
+def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(sandbox_image, docker_engine, tmp_path, j):
     from aictl.sandbox.docker import cleanup_containers, owner_labels
 
     proc, stray = _start_sleeping_run(sandbox_image, tmp_path)
@@ -134,8 +149,9 @@ def test_cleanup_removes_the_container_of_a_killed_aictl_and_keeps_live_ones(san
 
 @pytest.mark.docker
 def test_docker_run_from_the_cli(sandbox_image, tmp_path, proc_cli):
-    r = proc_cli("sandbox", "run", "--image", sandbox_image, "--", "sh", "-c", "echo out; echo err >&2; exit 5",
-                cwd=tmp_path)
+    r = proc_cli(
+        "sandbox", "run", "--image", sandbox_image, "--", "sh", "-c", "echo out; echo err >&2; exit 5", cwd=tmp_path
+    )
     assert r.returncode == 5 and r.stdout == "out\n" and "err" in r.stderr and "docker: exit 5" in r.stderr
     r = proc_cli("sandbox", "run", "--image", "aictl-no-such-image:0", "--", "true", cwd=tmp_path)
     assert r.returncode == 1 and "aictl sandbox build" in r.stderr and "Traceback" not in r.stderr

@@ -40,7 +40,11 @@ def start_worker(mode: str, url: str, owner: str, *args: object) -> subprocess.P
     """Start one worker process (used by the tests)."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.tasks.claim_worker", mode, url, owner, *map(str, args)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

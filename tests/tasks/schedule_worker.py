@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def start(url: str, now: float, rounds: int, name: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.tasks.schedule_worker", url, repr(now), str(rounds), name],
-                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.tasks.schedule_worker", url, repr(now), str(rounds), name],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def main() -> None:

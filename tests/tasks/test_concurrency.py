@@ -69,9 +69,11 @@ def test_8_processes_drain_5000_tasks_each_claimed_and_completed_exactly_once(st
     assert len(set(ids)) == n_tasks
 
     reports, seconds = run_drainers(store_url, n_workers)
-    print(f"\n{store_url.split(':')[0]}: {n_workers} processes drained {n_tasks} tasks in {seconds:.1f}s "
-          f"({n_tasks / seconds:.0f} claim+complete/s); per worker "
-          f"{sorted(len(c) for c in reports.values())}")
+    print(
+        f"\n{store_url.split(':')[0]}: {n_workers} processes drained {n_tasks} tasks in {seconds:.1f}s "
+        f"({n_tasks / seconds:.0f} claim+complete/s); per worker "
+        f"{sorted(len(c) for c in reports.values())}"
+    )
 
     # 1. What the workers saw: every id claimed by exactly one worker, exactly once, at epoch 1.
     claimed_by = defaultdict(list)
@@ -96,8 +98,11 @@ def test_8_processes_drain_5000_tasks_each_claimed_and_completed_exactly_once(st
     for e in q.events():
         by_task[e.task_id].append(e)
     assert set(by_task) == set(ids)
-    bad = {t: [e.action for e in evs] for t, evs in by_task.items()
-           if [e.action for e in evs] != ["create", "claim", "complete"]}
+    bad = {
+        t: [e.action for e in evs]
+        for t, evs in by_task.items()
+        if [e.action for e in evs] != ["create", "claim", "complete"]
+    }
     assert not bad, f"tasks whose history is not create, claim, complete: {dict(itertools.islice(bad.items(), 5))}"
     for t, (_, claim, complete) in by_task.items():
         owner = claimed_by[t][0][0]
@@ -176,9 +181,8 @@ def test_4_processes_never_hold_overlapping_locks_at_once(store_url):
 
     for name, iv in (("audit log", ids), ("worker clocks", wall)):
         bad = [(a, b) for a, b in conflicting if clash(iv, a, b)]
-        assert not bad, (
-            f"{name}: overlapping locks held at the same time, e.g. "
-            + "; ".join(f"#{a} {locks_of[a]} {iv[a]} and #{b} {locks_of[b]} {iv[b]}" for a, b in bad[:3])
+        assert not bad, f"{name}: overlapping locks held at the same time, e.g. " + "; ".join(
+            f"#{a} {locks_of[a]} {iv[a]} and #{b} {locks_of[b]} {iv[b]}" for a, b in bad[:3]
         )
 
     # The exclusion was tested under real parallelism: disjoint tasks did run at the same time.

@@ -82,11 +82,16 @@ def test_sigkilled_holder_keeps_its_lease_until_expiry_then_is_fenced_off(store_
     p = run_cli("task", "claim", "--id", str(victim.id), "--owner", rescuer, "-o", "json", env=env, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["lease"] | {"lease_expires_at": None} == {
-        "task_id": victim.id, "owner": rescuer, "lease_epoch": 2, "lease_expires_at": None}
+        "task_id": victim.id,
+        "owner": rescuer,
+        "lease_epoch": 2,
+        "lease_expires_at": None,
+    }
 
     # The dead worker's completion arrives late, from a fresh process, with (doomed, epoch 1): rejected.
-    late = run_cli("task", "complete", str(victim.id), "--owner", "doomed", "--epoch", "1", "-o", "json",
-                   env=env, cwd=tmp_path)
+    late = run_cli(
+        "task", "complete", str(victim.id), "--owner", "doomed", "--epoch", "1", "-o", "json", env=env, cwd=tmp_path
+    )
     assert late.returncode == 4, (late.stdout, late.stderr)
     assert late.stdout == ""
     err = json.loads(late.stderr)["error"]
@@ -96,15 +101,23 @@ def test_sigkilled_holder_keeps_its_lease_until_expiry_then_is_fenced_off(store_
     t = q.get(victim.id)
     assert (t.status, t.owner, t.lease_epoch, t.result) == ("claimed", rescuer, 2, None)
 
-    ok = run_cli("task", "complete", str(victim.id), "--owner", rescuer, "--epoch", "2", "-o", "json",
-                 env=env, cwd=tmp_path)
+    ok = run_cli(
+        "task", "complete", str(victim.id), "--owner", rescuer, "--epoch", "2", "-o", "json", env=env, cwd=tmp_path
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["status"] == "done"
     assert q.locks() == []
-    history = [(e.action, e.actor if e.action != "lease_expired" else e.data["owner"], e.lease_epoch)
-               for e in q.events(task_id=victim.id)]
-    assert history == [("create", "test", None), ("claim", "doomed", 1), ("lease_expired", "doomed", 1),
-                       ("claim", rescuer, 2), ("complete", rescuer, 2)]
+    history = [
+        (e.action, e.actor if e.action != "lease_expired" else e.data["owner"], e.lease_epoch)
+        for e in q.events(task_id=victim.id)
+    ]
+    assert history == [
+        ("create", "test", None),
+        ("claim", "doomed", 1),
+        ("lease_expired", "doomed", 1),
+        ("claim", rescuer, 2),
+        ("complete", rescuer, 2),
+    ]
     store.close()
 
 
@@ -122,8 +135,9 @@ def assert_consistent(url: str) -> dict[str, int]:
             locks = tx.all("SELECT task_id, pattern, owner, lease_epoch FROM locks")
             # Event id order is commit order (the audit chain numbers events at COMMIT under its head lock).
             events = tx.all("SELECT id, task_id, action, actor, lease_epoch, after FROM events ORDER BY id")
-            orphans = tx.one("SELECT COUNT(*) AS n FROM task_conflicts c LEFT JOIN tasks t ON t.id = c.other_id"
-                             " WHERE t.id IS NULL")["n"]
+            orphans = tx.one(
+                "SELECT COUNT(*) AS n FROM task_conflicts c LEFT JOIN tasks t ON t.id = c.other_id WHERE t.id IS NULL"
+            )["n"]
     finally:
         store.close()
     assert orphans == 0
@@ -170,8 +184,12 @@ def test_sigkill_during_a_storm_of_writes_leaves_consistent_state(store_url):
     store = open_store(store_url)
     svc = TaskService(store, Settings(database_url=store_url, actor="test"))
     globs = [["a/**"], ["a/x.py"], ["b/**", "c/*.md"], ["c/**"], ["**/*.md"], [], ["d/**"], ["d/e/**"]]
-    svc.create_many([TaskSpec(title=f"t{i}", lock_paths=globs[i % len(globs)], max_attempts=10**6,
-                              exclusive=(i % 50 == 7)) for i in range(400)])
+    svc.create_many(
+        [
+            TaskSpec(title=f"t{i}", lock_paths=globs[i % len(globs)], max_attempts=10**6, exclusive=(i % 50 == 7))
+            for i in range(400)
+        ]
+    )
     store.close()
     before = assert_consistent(store_url)
     rnd = random.Random()
@@ -215,8 +233,13 @@ def test_sigkill_inside_one_big_transaction_commits_none_of_it(store_url):
         wal_grew = wal.stat().st_size - wal_before if wal else None
         if wal is None:  # PostgreSQL: the worker's backend is inside a transaction right now
             with store.read() as tx:
-                assert tx.one("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
-                              " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL")["n"] == 1
+                assert (
+                    tx.one(
+                        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+                    )["n"]
+                    == 1
+                )
         print(f"killed {time.monotonic() - t0:.2f}s into the transaction; WAL grew by {wal_grew} bytes")
     finally:
         kill(worker)

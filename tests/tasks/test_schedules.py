@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,7 +15,7 @@ from aictl.tasks.schedules import ScheduleService, fire_due
 from aictl.tasks.service import TaskSpec
 from tests.tasks import schedule_worker
 
-T0 = datetime(2026, 6, 1, 12, 0, 30, tzinfo=timezone.utc).timestamp()  # 12:00:30 UTC
+T0 = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC).timestamp()  # 12:00:30 UTC
 
 
 @pytest.fixture
@@ -29,8 +29,11 @@ def sched(services):
 def actions(store, *names):
     with store.read() as tx:
         rows = tx.all("SELECT action, task_id, data FROM events ORDER BY id")
-    return [(r["action"], r["task_id"], json.loads(r["data"]) if r["data"] else None)
-            for r in rows if not names or r["action"] in names]
+    return [
+        (r["action"], r["task_id"], json.loads(r["data"]) if r["data"] else None)
+        for r in rows
+        if not names or r["action"] in names
+    ]
 
 
 def task_row(store, task_id):
@@ -39,10 +42,11 @@ def task_row(store, task_id):
 
 
 def test_create_computes_next_run_and_records_an_event(sched):
-    s = sched.sched.create(TaskSpec(title="Nightly deps bump", labels=["deps"], lock_paths=["requirements*.txt"]),
-                           "CRON_TZ=UTC 0 3 * * *")
+    s = sched.sched.create(
+        TaskSpec(title="Nightly deps bump", labels=["deps"], lock_paths=["requirements*.txt"]), "CRON_TZ=UTC 0 3 * * *"
+    )
     assert s.enabled and s.title == "Nightly deps bump" and s.last_task_id is None
-    assert s.next_at == datetime(2026, 6, 2, 3, 0, tzinfo=timezone.utc).timestamp()
+    assert s.next_at == datetime(2026, 6, 2, 3, 0, tzinfo=UTC).timestamp()
     assert s.spec["labels"] == ["deps"] and "key" not in s.spec
     assert sched.sched.get(s.id) == s and sched.sched.list() == [s]
     [(action, task_id, data)] = actions(sched.store, "schedule_create")
@@ -64,10 +68,11 @@ def test_bad_cron_or_spec_is_refused(sched):
 
 
 def test_fires_when_due_and_the_task_goes_through_the_task_service(sched):
-    s = sched.sched.create(TaskSpec(title="Hourly report", priority=4, lock_paths=["reports/**"]),
-                           "CRON_TZ=UTC 0 * * * *")
+    s = sched.sched.create(
+        TaskSpec(title="Hourly report", priority=4, lock_paths=["reports/**"]), "CRON_TZ=UTC 0 * * * *"
+    )
     assert sched.sched.fire_due(T0 + 60) == []  # 12:01:30: not due until 13:00
-    due = datetime(2026, 6, 1, 13, 0, tzinfo=timezone.utc).timestamp()
+    due = datetime(2026, 6, 1, 13, 0, tzinfo=UTC).timestamp()
     [task_id] = sched.sched.fire_due(due + 5)
     row = task_row(sched.store, task_id)
     assert row["title"] == "Hourly report" and row["priority"] == 4 and row["status"] == "queued"
@@ -75,8 +80,10 @@ def test_fires_when_due_and_the_task_goes_through_the_task_service(sched):
     s2 = sched.sched.get(s.id)
     assert s2.last_task_id == task_id and s2.next_at == due + 3600
     # the task's own create event and the firing, in one transaction, chained in the audit log
-    assert [a[:2] for a in actions(sched.store, "create", "schedule_fire")] == [("create", task_id),
-                                                                                 ("schedule_fire", task_id)]
+    assert [a[:2] for a in actions(sched.store, "create", "schedule_fire")] == [
+        ("create", task_id),
+        ("schedule_fire", task_id),
+    ]
     fire = actions(sched.store, "schedule_fire")[0][2]
     assert fire == {"schedule_id": s.id, "due_at": due, "next_at": due + 3600}
     assert verify(sched.store).ok
@@ -129,7 +136,12 @@ def test_pause_resume_remove(sched):
         sched.sched.remove(s.id)
     assert sched.sched.list() == [] and task_row(sched.store, t)["schedule_id"] == s.id
     assert [a[0] for a in actions(sched.store) if a[0].startswith("schedule_")] == [
-        "schedule_create", "schedule_pause", "schedule_resume", "schedule_fire", "schedule_remove"]
+        "schedule_create",
+        "schedule_pause",
+        "schedule_resume",
+        "schedule_fire",
+        "schedule_remove",
+    ]
     with pytest.raises(NotFound):
         sched.sched.pause(999)
 

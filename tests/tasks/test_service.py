@@ -55,8 +55,12 @@ def test_stale_epoch_is_rejected_and_names_the_winner(clocked):
     assert "epoch 2" in e.value.message and "new" in e.value.message and "epoch 1" in e.value.message
     assert e.value.exit_code == 4
     assert e.value.details["current_epoch"] == 2
-    for op in (lambda: b.svc.heartbeat(t.id, "old", 1), lambda: b.svc.fail(t.id, "old", 1),
-               lambda: b.svc.release(t.id, "old", 1), lambda: b.svc.start(t.id, "old", 1)):
+    for op in (
+        lambda: b.svc.heartbeat(t.id, "old", 1),
+        lambda: b.svc.fail(t.id, "old", 1),
+        lambda: b.svc.release(t.id, "old", 1),
+        lambda: b.svc.start(t.id, "old", 1),
+    ):
         with pytest.raises(LeaseLost):
             op()
     assert b.svc.complete(t.id, "new", 2).status == "done"
@@ -201,8 +205,10 @@ def test_overlapping_locks_cannot_be_held_together(services):
     assert any(f"locked by #{a.id}" in r for r in entry.reasons)
     with pytest.raises(LockConflict, match=f"locked by #{a.id}"):
         b.svc.claim("w3", task_id=c.id)
-    assert {(l.task_id, l.pattern, l.lease_epoch) for l in b.q.locks()} == {(a.id, "src/api/**", 1),
-                                                                            (d.id, "docs/**", 1)}
+    assert {(l.task_id, l.pattern, l.lease_epoch) for l in b.q.locks()} == {
+        (a.id, "src/api/**", 1),
+        (d.id, "docs/**", 1),
+    }
     b.svc.release(a.id, "w1", ra.lease.lease_epoch)  # every exit path frees locks
     assert b.svc.claim("w3").task.id in (a.id, c.id)
 
@@ -217,8 +223,12 @@ def test_locks_freed_on_every_exit_path(clocked, exit_path):
     if exit_path == "expire":
         b.clock.advance(61)
     else:
-        {"complete": lambda: b.svc.complete(a.id, "w", 1), "fail": lambda: b.svc.fail(a.id, "w", 1),
-         "release": lambda: b.svc.release(a.id, "w", 1), "cancel": lambda: b.svc.cancel(a.id)}[exit_path]()
+        {
+            "complete": lambda: b.svc.complete(a.id, "w", 1),
+            "fail": lambda: b.svc.fail(a.id, "w", 1),
+            "release": lambda: b.svc.release(a.id, "w", 1),
+            "cancel": lambda: b.svc.cancel(a.id),
+        }[exit_path]()
     got = b.svc.claim("v", task_id=c.id)
     assert got is not None and [l.task_id for l in b.q.locks()] == [c.id]
     assert r.lease.lease_epoch == 1
@@ -320,7 +330,9 @@ def test_claim_and_complete_cost_few_statements(services, monkeypatch):
     for cls in (PgTx, SqliteTx):
         for name in ("one", "all", "run"):
             orig = getattr(cls, name)
-            monkeypatch.setattr(cls, name, lambda self, sql, params=None, _o=orig: (sent.append(sql), _o(self, sql, params))[1])
+            monkeypatch.setattr(
+                cls, name, lambda self, sql, params=None, _o=orig: (sent.append(sql), _o(self, sql, params))[1]
+            )
     r = b.svc.claim("w")
     b.svc.complete(t.id, "w", r.lease.lease_epoch)
     # SQLite (in process): probe, claim, chained event INSERT, head UPDATE; status read, update, the same two.

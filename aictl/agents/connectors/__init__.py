@@ -29,5 +29,14 @@ def get_connector(name: str) -> Connector:
     return spec_for(name).factory()
 
 
-__all__ = ["Connector", "ConnectorResult", "ConnectorSpec", "RunContext", "get_connector", "known_connectors",
-           "register", "spec_for", "specs"]
+__all__ = [
+    "Connector",
+    "ConnectorResult",
+    "ConnectorSpec",
+    "RunContext",
+    "get_connector",
+    "known_connectors",
+    "register",
+    "spec_for",
+    "specs",
+]

@@ -40,14 +40,17 @@ class _MessagesSession:
         # Retries are the loop's (toolloop._Retry), so the SDK makes exactly one attempt per call.
         self.client = anthropic.Anthropic(api_key=run.key, base_url=self.url, max_retries=0)
         self.messages: list[dict[str, Any]] = [{"role": "user", "content": setup.prompt}]
-        self.tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
-                      for t in setup.tools]
+        self.tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in setup.tools]
         self._content: list[dict[str, Any]] = []
 
     def request(self, run: LoopRun, timeout: float) -> ModelTurn:
         s = self.setup
-        kwargs: dict[str, Any] = {"model": s.model, "max_tokens": s.max_tokens,
-                                  "messages": self.messages, "timeout": timeout}
+        kwargs: dict[str, Any] = {
+            "model": s.model,
+            "max_tokens": s.max_tokens,
+            "messages": self.messages,
+            "timeout": timeout,
+        }
         if s.system:
             kwargs["system"] = s.system
         if self.tools:
@@ -55,23 +58,26 @@ class _MessagesSession:
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature
         turn = ModelTurn()
-        with sdk_errors(self.sdk, connector="anthropic", base_url=self.url, key_env=self.env,
-                        error_kind=SPEC.error_kind):
-            with self.client.messages.stream(**kwargs) as stream:
-                with run.watch(lambda: abort_response(stream.response)):
-                    for event in stream:
-                        run.check()
-                        if event.type != "content_block_stop":
-                            continue
-                        block = event.content_block
-                        if block.type == "text":
-                            run.message(block.text)
-                        elif block.type == "tool_use":
-                            call = ToolCall(id=block.id, name=block.name, input=block.input)
-                            turn.calls.append(call)
-                            run.tool_call(call)
-                    run.check()  # a stream the watcher cut short may end as a clean EOF
-                    message = stream.get_final_message()
+        with (
+            sdk_errors(
+                self.sdk, connector="anthropic", base_url=self.url, key_env=self.env, error_kind=SPEC.error_kind
+            ),
+            self.client.messages.stream(**kwargs) as stream,
+        ):
+            with run.watch(lambda: abort_response(stream.response)):
+                for event in stream:
+                    run.check()
+                    if event.type != "content_block_stop":
+                        continue
+                    block = event.content_block
+                    if block.type == "text":
+                        run.message(block.text)
+                    elif block.type == "tool_use":
+                        call = ToolCall(id=block.id, name=block.name, input=block.input)
+                        turn.calls.append(call)
+                        run.tool_call(call)
+                run.check()  # a stream the watcher cut short may end as a clean EOF
+                message = stream.get_final_message()
         self._content = []
         texts = []
         for block in message.content:
@@ -84,29 +90,51 @@ class _MessagesSession:
                 self._content.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
         u = message.usage
         turn.text = "\n".join(texts)
-        turn.usage = Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
-                           cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
-                           cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0)
+        turn.usage = Usage(
+            input_tokens=u.input_tokens or 0,
+            output_tokens=u.output_tokens or 0,
+            cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
+            cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
+        )
         turn.stop_reason, turn.model = message.stop_reason, message.model
         return turn
 
     def add_results(self, turn: ModelTurn, results: list) -> None:
         self.messages.append({"role": "assistant", "content": self._content})
-        self.messages.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": call.id, "content": outcome.output or "(no output)",
-             **({} if outcome.ok else {"is_error": True})} for call, outcome in results]})
+        self.messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call.id,
+                        "content": outcome.output or "(no output)",
+                        **({} if outcome.ok else {"is_error": True}),
+                    }
+                    for call, outcome in results
+                ],
+            }
+        )
 
     def close(self) -> None:
         self.client.close()
 
 
 SPEC = ConnectorSpec(
-    name="anthropic", kind="sdk", factory=AnthropicConnector,
-    sdk_module="anthropic", default_key_env="ANTHROPIC_API_KEY", default_base_url="https://api.anthropic.com",
+    name="anthropic",
+    kind="sdk",
+    factory=AnthropicConnector,
+    sdk_module="anthropic",
+    default_key_env="ANTHROPIC_API_KEY",
+    default_base_url="https://api.anthropic.com",
     url_strip=("/v1",),  # the SDK adds /v1 itself
-    defaults={"max_tokens": 8192}, config_types={"temperature": (int, float)},
-    probe=model_list("/v1/models?limit=1000", lambda body: [m.get("id") for m in (body or {}).get("data") or []],
-                     lambda key: {"anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})}),
+    defaults={"max_tokens": 8192},
+    config_types={"temperature": (int, float)},
+    probe=model_list(
+        "/v1/models?limit=1000",
+        lambda body: [m.get("id") for m in (body or {}).get("data") or []],
+        lambda key: {"anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})},
+    ),
     prices=ANTHROPIC_PRICES,
 )
 

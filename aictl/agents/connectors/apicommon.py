@@ -23,8 +23,16 @@ class ProviderError(Exception):
     """A request failed; `kind` is the ConnectorResult.error_kind (rate_limit, overloaded, auth, timeout, unreachable,
     other)."""
 
-    def __init__(self, message: str, *, kind: str = "other", status: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None, retry_at: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "other",
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        retry_at: float | None = None,
+    ):
         super().__init__(message)
         self.message, self.kind, self.status, self.retryable = message, kind, status, retryable
         self.retry_after, self.retry_at = retry_after, retry_at
@@ -59,8 +67,10 @@ def reset_at(headers: Mapping[str, str] | None, now: float | None = None) -> flo
     h, now = _lower(headers), time.time() if now is None else now
     found: list[float] = []
     for name, value in h.items():
-        if not ((name.startswith("anthropic-ratelimit-") and name.endswith("-reset"))
-                or name.startswith("x-ratelimit-reset")):
+        if not (
+            (name.startswith("anthropic-ratelimit-") and name.endswith("-reset"))
+            or name.startswith("x-ratelimit-reset")
+        ):
             continue
         value = value.strip()
         if re.fullmatch(r"\d+(\.\d+)?", value):  # unix seconds (anthropic-ratelimit-unified-reset)
@@ -76,9 +86,17 @@ def reset_at(headers: Mapping[str, str] | None, now: float | None = None) -> flo
     return max(found) if found else None
 
 
-def http_error(status: int | None, *, connector: str, base_url: str, key_env: str | None, message: str = "",
-               headers: Mapping[str, str] | None = None, error_type: str | None = None,
-               error_kind: Callable[[int | None], str | None] = status_error_kind) -> ProviderError:
+def http_error(
+    status: int | None,
+    *,
+    connector: str,
+    base_url: str,
+    key_env: str | None,
+    message: str = "",
+    headers: Mapping[str, str] | None = None,
+    error_type: str | None = None,
+    error_kind: Callable[[int | None], str | None] = status_error_kind,
+) -> ProviderError:
     """The ProviderError for an HTTP error (or an error event in a stream, by its `error_type`)."""
     after = retry_after_s(headers)
     where = f"{connector} at {base_url}"
@@ -91,28 +109,47 @@ def http_error(status: int | None, *, connector: str, base_url: str, key_env: st
         return ProviderError(f"{where} {what}{detail}; check {env}", kind="auth", status=status)
     if kind == "rate_limit":
         at = time.time() + after if after is not None else reset_at(headers)
-        return ProviderError(f"{where}: rate limited{code}{detail}", kind="rate_limit", status=status,
-                             retryable=True, retry_after=after, retry_at=at)
+        return ProviderError(
+            f"{where}: rate limited{code}{detail}",
+            kind="rate_limit",
+            status=status,
+            retryable=True,
+            retry_after=after,
+            retry_at=at,
+        )
     if kind in TRANSIENT_KINDS or status == 409:  # 409: a conflicting request in flight, worth another try
         if kind == "overloaded":
             what = "overloaded" if status in (503, 529) or error_type == "overloaded_error" else "server error"
         else:
             what = "gave up waiting" if kind == "timeout" else "conflict"
-        return ProviderError(f"{where}: {what}{code}{detail}", kind=kind, status=status, retryable=True,
-                             retry_after=after, retry_at=time.time() + after if after is not None else None)
+        return ProviderError(
+            f"{where}: {what}{code}{detail}",
+            kind=kind,
+            status=status,
+            retryable=True,
+            retry_after=after,
+            retry_at=time.time() + after if after is not None else None,
+        )
     hint = "; is the model name right?" if status == 404 else ""
     return ProviderError(f"{where}: request refused{code}{detail}{hint}", status=status)
 
 
 # Error types providers put in a body or a stream's error event, by kind (the status may be absent or 200).
-_TYPE_KINDS = {"authentication_error": "auth", "permission_error": "auth", "rate_limit_error": "rate_limit",
-               "overloaded_error": "overloaded", "api_error": "overloaded", "server_error": "overloaded"}
+_TYPE_KINDS = {
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "rate_limit_error": "rate_limit",
+    "overloaded_error": "overloaded",
+    "api_error": "overloaded",
+    "server_error": "overloaded",
+}
 
 
 def connection_error(exc: BaseException, *, connector: str, base_url: str, timed_out: bool = False) -> ProviderError:
     if timed_out:
-        return ProviderError(f"{connector} at {base_url}: no answer in time ({type(exc).__name__})", kind="timeout",
-                             retryable=True)
+        return ProviderError(
+            f"{connector} at {base_url}: no answer in time ({type(exc).__name__})", kind="timeout", retryable=True
+        )
     # "unreachable": the executor marks the AI unhealthy and routes the task elsewhere (no attempt spent)
     return ProviderError(f"{connector}: cannot reach {base_url}: {exc}", kind="unreachable", retryable=True)
 
@@ -145,15 +182,28 @@ def transport_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def sdk_errors(sdk: Any, *, connector: str, base_url: str, key_env: str | None,
-               error_kind: Callable[[int | None], str | None] = status_error_kind) -> Iterator[None]:
+def sdk_errors(
+    sdk: Any,
+    *,
+    connector: str,
+    base_url: str,
+    key_env: str | None,
+    error_kind: Callable[[int | None], str | None] = status_error_kind,
+) -> Iterator[None]:
     """Turn a Stainless SDK's errors (anthropic and openai share the classes) into ProviderError."""
     try:
         yield
     except sdk.APIStatusError as e:
-        raise http_error(e.status_code, connector=connector, base_url=base_url, key_env=key_env,
-                         message=provider_message(e.body, e.message), headers=e.response.headers,
-                         error_type=error_type(e.body), error_kind=error_kind) from None
+        raise http_error(
+            e.status_code,
+            connector=connector,
+            base_url=base_url,
+            key_env=key_env,
+            message=provider_message(e.body, e.message),
+            headers=e.response.headers,
+            error_type=error_type(e.body),
+            error_kind=error_kind,
+        ) from None
     except sdk.APITimeoutError as e:
         raise connection_error(e, connector=connector, base_url=base_url, timed_out=True) from None
     except sdk.APIConnectionError as e:
@@ -184,5 +234,16 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
-__all__ = ["ProviderError", "abort_response", "connection_error", "error_type", "http_error", "provider_message",
-           "redact", "reset_at", "retry_after_s", "sdk_errors", "transport_errors"]
+__all__ = [
+    "ProviderError",
+    "abort_response",
+    "connection_error",
+    "error_type",
+    "http_error",
+    "provider_message",
+    "redact",
+    "reset_at",
+    "retry_after_s",
+    "sdk_errors",
+    "transport_errors",
+]

@@ -60,7 +60,9 @@ class RunContext:
     system: str = ""  # task context and skills: system prompt (SDKs) or appended system prompt (CLIs)
     allowed_tools: list[str] | None = None  # aictl tool names the policy allows: read, write, list, run; None = all
     resume_session: str | None = None  # continue this agent session (follow-up instructions on the same task)
-    state_dir: Path | None = None  # private, persistent per (ai, task) dir for agent config/sessions (HOME, CODEX_HOME…)
+    state_dir: Path | None = (
+        None  # private, persistent per (ai, task) dir for agent config/sessions (HOME, CODEX_HOME…)
+    )
     max_turns: int | None = None
     budget_usd: float | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None  # normalized AgentEvent dicts, as they happen
@@ -104,16 +106,23 @@ def render_event(event: dict[str, Any]) -> str:
         return f"← {'ok' if event.get('ok') else 'error'}: {output}"
     if t == "usage":
         cost = event.get("cost_usd")
-        return (f"[usage] input {event.get('input_tokens', 0)}, output {event.get('output_tokens', 0)}, "
-                f"cache read {event.get('cache_read_tokens', 0)} tokens"
-                + (f", ${cost:.6f}" if isinstance(cost, (int, float)) else ""))
+        return (
+            f"[usage] input {event.get('input_tokens', 0)}, output {event.get('output_tokens', 0)}, "
+            f"cache read {event.get('cache_read_tokens', 0)} tokens"
+            + (f", ${cost:.6f}" if isinstance(cost, (int, float)) else "")
+        )
     if t == "error":
-        when = f" (retry at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(event['retry_at']))})" \
-            if event.get("retry_at") else ""
+        when = (
+            f" (retry at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(event['retry_at']))})"
+            if event.get("retry_at")
+            else ""
+        )
         return f"[error] {event.get('kind')}: {event.get('message')}{when}"
     if t == "result":
-        return f"[result] {'ok' if event.get('ok') else 'failed'} after {event.get('turns', 0)} turn(s): " \
-               f"{one_line(event.get('summary') or '')}"
+        return (
+            f"[result] {'ok' if event.get('ok') else 'failed'} after {event.get('turns', 0)} turn(s): "
+            f"{one_line(event.get('summary') or '')}"
+        )
     return f"[{t}] {one_line(event)}"
 
 

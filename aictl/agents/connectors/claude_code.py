@@ -74,11 +74,26 @@ WEB_TOOLS = ["WebFetch", "WebSearch"]
 # A headless run stays in its workspace and ends when it returns: no other worktree, nothing scheduled for later.
 ALWAYS_DENIED = ["EnterWorktree", "ExitWorktree", "CronCreate", "ScheduleWakeup"]
 # Claude tool → aictl term, for normalized tool_call events.
-AICTL_NAMES = {"Write": "write", "Edit": "write", "MultiEdit": "write", "NotebookEdit": "write", "Read": "read",
-               "Glob": "list", "LS": "list", "Grep": "list", "Bash": "run"}
+AICTL_NAMES = {
+    "Write": "write",
+    "Edit": "write",
+    "MultiEdit": "write",
+    "NotebookEdit": "write",
+    "Read": "read",
+    "Glob": "list",
+    "LS": "list",
+    "Grep": "list",
+    "Bash": "run",
+}
 # The assistant message's `error` field (set on API failures) → error kind.
-ASSISTANT_ERRORS = {"rate_limit": "rate_limit", "authentication_failed": "auth", "billing_error": "auth",
-                    "oauth_org_not_allowed": "auth", "server_error": "overloaded", "overloaded": "overloaded"}
+ASSISTANT_ERRORS = {
+    "rate_limit": "rate_limit",
+    "authentication_failed": "auth",
+    "billing_error": "auth",
+    "oauth_org_not_allowed": "auth",
+    "server_error": "overloaded",
+    "overloaded": "overloaded",
+}
 # Past this size the system prompt goes through a file, not argv (Linux caps one argument at 128 KiB).
 ARGV_SYSTEM_LIMIT = 64 * 1024
 
@@ -92,8 +107,9 @@ def permission_args(allowed_tools: list[str] | None, *, network: bool, mcp_serve
     allowed = list(CLAUDE_TOOLS) if allowed_tools is None else list(allowed_tools)
     unknown = sorted(set(allowed) - set(CLAUDE_TOOLS))
     if unknown:
-        raise UsageError(f"unknown tool(s) {', '.join(unknown)} for claude-code",
-                         hint=f"aictl tools are: {', '.join(CLAUDE_TOOLS)}")
+        raise UsageError(
+            f"unknown tool(s) {', '.join(unknown)} for claude-code", hint=f"aictl tools are: {', '.join(CLAUDE_TOOLS)}"
+        )
     allow = _unique(rule for name in CLAUDE_TOOLS if name in allowed for rule in ALLOW_RULES[name])
     allow += [f"mcp__{server}" for server in mcp_servers]  # every tool of the run's MCP servers, no prompt
     kept = {tool for name in allowed for tool in CLAUDE_TOOLS[name]}
@@ -109,14 +125,16 @@ def _unique(items: Any) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def build_argv(binary: str, ctx: RunContext, *, system_file: Path | None = None,
-               mcp_config: Path | None = None) -> list[str]:
+def build_argv(
+    binary: str, ctx: RunContext, *, system_file: Path | None = None, mcp_config: Path | None = None
+) -> list[str]:
     ai = ctx.ai
     argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
     if ai is not None and ai.model:
         argv += ["--model", ai.model]
-    argv += permission_args(ctx.allowed_tools, network=bool(ctx.spec.network),
-                            mcp_servers=ctx.mcp_servers if mcp_config is not None else ())
+    argv += permission_args(
+        ctx.allowed_tools, network=bool(ctx.spec.network), mcp_servers=ctx.mcp_servers if mcp_config is not None else ()
+    )
     if mcp_config is not None:  # strict: the run's servers only, never the user's own ~/.claude.json ones
         argv += ["--mcp-config", str(mcp_config), "--strict-mcp-config"]
     if system_file is not None:
@@ -144,7 +162,7 @@ def project_slug(path: str) -> str:
     data = path.encode("utf-16-le")  # JavaScript hashes UTF-16 code units: (h << 5) - h + unit, in int32
     h = 0
     for i in range(0, len(data), 2):
-        h = (h * 31 + int.from_bytes(data[i:i + 2], "little")) & 0xFFFFFFFF
+        h = (h * 31 + int.from_bytes(data[i : i + 2], "little")) & 0xFFFFFFFF
     h = h - (1 << 32) if h >= (1 << 31) else h
     return f"{slug[:200]}-{_base36(abs(h))}"
 
@@ -205,22 +223,32 @@ class ClaudeStream(StreamParser):
             info = obj.get("rate_limit_info") or {}
             if info.get("status") == "rejected" and isinstance(info.get("resetsAt"), (int, float)):
                 self.retry_at = float(info["resetsAt"])
-                self.transcript.append(f"[rate limit] {info.get('rateLimitType') or 'limit'} reached, resets "
-                                       f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.retry_at))}")
+                self.transcript.append(
+                    f"[rate limit] {info.get('rateLimitType') or 'limit'} reached, resets "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.retry_at))}"
+                )
 
     def _system(self, obj: dict[str, Any]) -> None:
         if obj.get("subtype") == "init":
             self.session_id = obj.get("session_id") or self.session_id
             self.model = obj.get("model") or self.model
-            self.emit({"type": "init", "session_id": self.session_id, "model": self.model,
-                       "tools": list(obj.get("tools") or [])})
+            self.emit(
+                {
+                    "type": "init",
+                    "session_id": self.session_id,
+                    "model": self.model,
+                    "tools": list(obj.get("tools") or []),
+                }
+            )
         elif obj.get("subtype") == "api_retry":
             # Claude Code honours the provider's retry-after; its delay is the best reset hint we get.
             if isinstance(obj.get("retry_delay_ms"), (int, float)):
                 self._retry_delay_s = obj["retry_delay_ms"] / 1000
-            self.transcript.append(f"[retry] attempt {obj.get('attempt')}/{obj.get('max_retries')} after "
-                                   f"HTTP {obj.get('error_status')} ({obj.get('error')}), "
-                                   f"waiting {obj.get('retry_delay_ms')} ms")
+            self.transcript.append(
+                f"[retry] attempt {obj.get('attempt')}/{obj.get('max_retries')} after "
+                f"HTTP {obj.get('error_status')} ({obj.get('error')}), "
+                f"waiting {obj.get('retry_delay_ms')} ms"
+            )
 
     def _assistant(self, obj: dict[str, Any]) -> None:
         msg = obj.get("message") or {}
@@ -236,16 +264,29 @@ class ClaudeStream(StreamParser):
             elif block.get("type") == "tool_use":
                 raw = block.get("name") or "?"
                 self._tool_names[block.get("id") or ""] = raw
-                self.emit({"type": "tool_call", "id": block.get("id"), "name": AICTL_NAMES.get(raw, raw),
-                           "raw_name": raw, "input": clip(block.get("input") or {})})
+                self.emit(
+                    {
+                        "type": "tool_call",
+                        "id": block.get("id"),
+                        "name": AICTL_NAMES.get(raw, raw),
+                        "raw_name": raw,
+                        "input": clip(block.get("input") or {}),
+                    }
+                )
         if obj.get("error"):
             self._assistant_error = (str(obj["error"]), " ".join(texts))
 
     def _user(self, obj: dict[str, Any]) -> None:
         for block in (obj.get("message") or {}).get("content") or []:
             if isinstance(block, dict) and block.get("type") == "tool_result":
-                self.emit({"type": "tool_result", "id": block.get("tool_use_id"), "ok": not block.get("is_error"),
-                           "output": clip(_text_of(block.get("content")))})
+                self.emit(
+                    {
+                        "type": "tool_result",
+                        "id": block.get("tool_use_id"),
+                        "ok": not block.get("is_error"),
+                        "output": clip(_text_of(block.get("content"))),
+                    }
+                )
 
     def _result(self, obj: dict[str, Any]) -> None:
         self.finished = True
@@ -266,8 +307,10 @@ class ClaudeStream(StreamParser):
             subtype = obj.get("subtype") or "error"
             if kind is None:
                 kind = "other" if subtype.startswith("error_max") else kind_from_text(text, SPEC.error_kind)
-            message = text or {"error_max_turns": f"stopped after the maximum of {self.turns} turns",
-                               "error_max_budget_usd": "stopped at the budget limit"}.get(subtype, subtype)
+            message = text or {
+                "error_max_turns": f"stopped after the maximum of {self.turns} turns",
+                "error_max_budget_usd": "stopped at the budget limit",
+            }.get(subtype, subtype)
             retry_at = self.retry_at or retry_at_from_text(message)
             if retry_at is None and kind == "rate_limit" and self._retry_delay_s is not None:
                 retry_at = time.time() + self._retry_delay_s
@@ -275,12 +318,15 @@ class ClaudeStream(StreamParser):
         self.emit({"type": "result", "ok": not self.failed, "turns": self.turns, "summary": text})
 
     def _set_usage(self, usage: dict[str, Any], total_cost: Any) -> None:
-        self.usage = {"input_tokens": int(usage.get("input_tokens") or 0),
-                      "output_tokens": int(usage.get("output_tokens") or 0),
-                      "cache_read_tokens": int(usage.get("cache_read_input_tokens") or 0),
-                      "cache_write_tokens": int(usage.get("cache_creation_input_tokens") or 0)}
-        self.cost_usd = run_cost(SPEC, self.ai, self.usage,
-                                 float(total_cost) if isinstance(total_cost, (int, float)) else None)
+        self.usage = {
+            "input_tokens": int(usage.get("input_tokens") or 0),
+            "output_tokens": int(usage.get("output_tokens") or 0),
+            "cache_read_tokens": int(usage.get("cache_read_input_tokens") or 0),
+            "cache_write_tokens": int(usage.get("cache_creation_input_tokens") or 0),
+        }
+        self.cost_usd = run_cost(
+            SPEC, self.ai, self.usage, float(total_cost) if isinstance(total_cost, (int, float)) else None
+        )
         self.emit({"type": "usage", **self.usage, "cost_usd": self.cost_usd})
 
     def settle(self) -> None:
@@ -309,16 +355,21 @@ class ClaudeCodeConnector:
 
     def run(self, ctx: RunContext) -> ConnectorResult:
         try:
-            binary, key_name, key = preflight(ctx, SPEC, product="Claude Code",
-                                              why_local="the CLI's allow-list limits its tools")
+            binary, key_name, key = preflight(
+                ctx, SPEC, product="Claude Code", why_local="the CLI's allow-list limits its tools"
+            )
         except Refused as r:
             return r.result
         state = StateDir(ctx, "aictl-claude-")
         try:
             config_dir = state.path / "claude-config"
             config_dir.mkdir(parents=True, exist_ok=True)
-            env = {"CLAUDE_CONFIG_DIR": str(config_dir), "ANTHROPIC_API_KEY": key,
-                   "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
+            env = {
+                "CLAUDE_CONFIG_DIR": str(config_dir),
+                "ANTHROPIC_API_KEY": key,
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1",
+            }
             url = SPEC.base_url(ctx.ai)
             if url:
                 env["ANTHROPIC_BASE_URL"] = url
@@ -347,12 +398,23 @@ class ClaudeCodeConnector:
 
 
 SPEC = ConnectorSpec(
-    name="claude-code", kind="cli", factory=ClaudeCodeConnector,
-    binary="claude", default_key_env="ANTHROPIC_API_KEY",
+    name="claude-code",
+    kind="cli",
+    factory=ClaudeCodeConnector,
+    binary="claude",
+    default_key_env="ANTHROPIC_API_KEY",
     url_strip=("/v1",),  # ANTHROPIC_BASE_URL is the API's root
-    config_types={"max_retries": (int,)}, probe=cli_version,
+    config_types={"max_retries": (int,)},
+    probe=cli_version,
     prices={},  # Claude Code reports its own cost (total_cost_usd); config prices override it
 )
 
-__all__ = ["SPEC", "ClaudeCodeConnector", "ClaudeStream", "build_argv", "carry_session", "permission_args",
-           "project_slug"]
+__all__ = [
+    "SPEC",
+    "ClaudeCodeConnector",
+    "ClaudeStream",
+    "build_argv",
+    "carry_session",
+    "permission_args",
+    "project_slug",
+]

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from aictl.sandbox.base import RunResult
 
 AGENT_CLIS_ENV = "AICTL_AGENT_CLIS"
-INSTALL_HINT = ("install the pinned CLIs with: .ci/install-agent-clis (into ~/.cache/aictl/agent-clis), "
-                "or give a path: aictl ai register ID --connector {connector} --binary /path/to/{name}")
+INSTALL_HINT = (
+    "install the pinned CLIs with: .ci/install-agent-clis (into ~/.cache/aictl/agent-clis), "
+    "or give a path: aictl ai register ID --connector {connector} --binary /path/to/{name}"
+)
 # Tool inputs and outputs are cut to this many characters in events and the transcript.
 MAX_FIELD_CHARS = 4000
 
@@ -62,8 +64,10 @@ def require_binary(ai: AIRecord | None, spec: ConnectorSpec) -> str:
     binary = find_binary(configured, default_name)
     if binary is None:
         where = configured if configured else f"{default_name} (not on PATH nor in {agent_clis_prefix()})"
-        raise UsageError(f"the {spec.name} connector cannot find its CLI: {where}",
-                         hint=INSTALL_HINT.format(connector=spec.name, name=default_name))
+        raise UsageError(
+            f"the {spec.name} connector cannot find its CLI: {where}",
+            hint=INSTALL_HINT.format(connector=spec.name, name=default_name),
+        )
     return binary
 
 
@@ -91,7 +95,9 @@ def clip(value: Any, limit: int = MAX_FIELD_CHARS) -> Any:
     return value
 
 
-_RETRY_IN = re.compile(r"(?i)(?:try again|retry)(?: after| in)\s+(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds?|m|min|minutes?|h|hours?)\b")
+_RETRY_IN = re.compile(
+    r"(?i)(?:try again|retry)(?: after| in)\s+(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds?|m|min|minutes?|h|hours?)\b"
+)
 _UNIX_RESET = re.compile(r"(?i)usage limit reached\|(\d{9,11})")
 
 
@@ -193,8 +199,14 @@ def refuse(ctx: RunContext, message: str, *, kind: str = "other") -> ConnectorRe
     event = {"type": "error", "kind": kind, "message": message, "retry_at": None}
     if ctx.on_event is not None:
         ctx.on_event(event)
-    return ConnectorResult(ok=False, error=message, error_kind=kind, transcript=f"[error] {kind}: {message}",
-                           events=[event], model=getattr(ctx.ai, "model", None))
+    return ConnectorResult(
+        ok=False,
+        error=message,
+        error_kind=kind,
+        transcript=f"[error] {kind}: {message}",
+        events=[event],
+        model=getattr(ctx.ai, "model", None),
+    )
 
 
 class Refused(Exception):
@@ -208,17 +220,27 @@ class Refused(Exception):
 def preflight(ctx: RunContext, spec: ConnectorSpec, *, product: str, why_local: str) -> tuple[str, str, str]:
     """(binary, key variable name, key) for a CLI run on this machine, or Refused saying what is missing."""
     if ctx.spec.backend != "local":
-        raise Refused(refuse(ctx, f"the {spec.name} connector runs the CLI on this machine: backend "
-                                  f"{ctx.spec.backend!r} would need an image with {product} in it (execute with "
-                                  f"--backend local; {why_local})"))
+        raise Refused(
+            refuse(
+                ctx,
+                f"the {spec.name} connector runs the CLI on this machine: backend "
+                f"{ctx.spec.backend!r} would need an image with {product} in it (execute with "
+                f"--backend local; {why_local})",
+            )
+        )
     try:
         binary = require_binary(ctx.ai, spec)
     except UsageError as e:
         raise Refused(refuse(ctx, f"{e.message} ({e.hint})")) from None
     key_name, key = spec.api_key(ctx.ai)
     if key_name is None or key is None:
-        raise Refused(refuse(ctx, f"{key_name} is not set: {product} needs an API key (name another variable with"
-                                  " config api_key_env)", kind="auth"))
+        raise Refused(
+            refuse(
+                ctx,
+                f"{key_name} is not set: {product} needs an API key (name another variable with config api_key_env)",
+                kind="auth",
+            )
+        )
     return binary, key_name, key
 
 
@@ -236,8 +258,9 @@ def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: Strea
         if ctx.on_output is not None:
             ctx.on_output(stream, line)
 
-    return ctx.sandbox.run(argv, workdir=ctx.workdir, spec=spec, on_output=on_output, cancel=ctx.cancel,
-                           labels=ctx.labels)
+    return ctx.sandbox.run(
+        argv, workdir=ctx.workdir, spec=spec, on_output=on_output, cancel=ctx.cancel, labels=ctx.labels
+    )
 
 
 def finish(ctx: RunContext, res: RunResult, parser: StreamParser, spec: ConnectorSpec) -> ConnectorResult:
@@ -267,12 +290,25 @@ def finish(ctx: RunContext, res: RunResult, parser: StreamParser, spec: Connecto
     else:
         transient = kind in TRANSIENT_KINDS
     return ConnectorResult(
-        ok=ok and error is None, exit_code=res.exit_code, summary=parser.summary, error=error,
-        transient=transient, timed_out=res.timed_out, cancelled=res.cancelled,
+        ok=ok and error is None,
+        exit_code=res.exit_code,
+        summary=parser.summary,
+        error=error,
+        transient=transient,
+        timed_out=res.timed_out,
+        cancelled=res.cancelled,
         transcript="\n".join(parser.transcript) + ("\n[stderr]\n" + res.stderr if res.stderr.strip() else ""),
-        stdout=res.stdout, stderr=res.stderr, usage=usage, cost_usd=parser.cost_usd, duration_s=res.duration_s,
-        sandbox=res.settings, error_kind=kind, retry_at=parser.retry_at if kind == "rate_limit" else None,
-        session_id=parser.session_id, model=parser.model or model, events=parser.events,
+        stdout=res.stdout,
+        stderr=res.stderr,
+        usage=usage,
+        cost_usd=parser.cost_usd,
+        duration_s=res.duration_s,
+        sandbox=res.settings,
+        error_kind=kind,
+        retry_at=parser.retry_at if kind == "rate_limit" else None,
+        session_id=parser.session_id,
+        model=parser.model or model,
+        events=parser.events,
     )
 
 
@@ -298,6 +334,22 @@ def kind_from_text(text: str, error_kind: Callable[[int | None], str | None] = s
     return "other"
 
 
-__all__ = ["AGENT_CLIS_ENV", "INSTALL_HINT", "Refused", "StateDir", "StreamParser", "agent_clis_prefix", "clip",
-           "config_value", "find_binary", "finish", "kind_from_text", "preflight", "prompt_of", "refuse",
-           "require_binary", "retry_at_from_text", "run_cli"]
+__all__ = [
+    "AGENT_CLIS_ENV",
+    "INSTALL_HINT",
+    "Refused",
+    "StateDir",
+    "StreamParser",
+    "agent_clis_prefix",
+    "clip",
+    "config_value",
+    "find_binary",
+    "finish",
+    "kind_from_text",
+    "preflight",
+    "prompt_of",
+    "refuse",
+    "require_binary",
+    "retry_at_from_text",
+    "run_cli",
+]

@@ -61,8 +61,9 @@ def sandbox_mode(allowed_tools: list[str] | None, override: str | None = None) -
     if allowed_tools is not None:
         unknown = sorted(set(allowed_tools) - set(AICTL_TOOLS))
         if unknown:
-            raise UsageError(f"unknown tool(s) {', '.join(unknown)} for codex",
-                             hint=f"aictl tools are: {', '.join(AICTL_TOOLS)}")
+            raise UsageError(
+                f"unknown tool(s) {', '.join(unknown)} for codex", hint=f"aictl tools are: {', '.join(AICTL_TOOLS)}"
+            )
     if override and override not in SANDBOX_MODES:
         raise UsageError(f"codex_sandbox must be one of {', '.join(SANDBOX_MODES)}, not {override!r}")
     if allowed_tools is not None and "write" not in allowed_tools:
@@ -81,16 +82,25 @@ def config_toml(ctx: RunContext, key_env: str) -> str:
     lines = []
     if ctx.ai is not None and ctx.ai.model:
         lines.append(f"model = {toml_str(ctx.ai.model)}")
-    lines += [f"model_provider = {toml_str(PROVIDER)}", 'approval_policy = "never"',
-              f"web_search = {toml_str('live' if ctx.spec.network else 'disabled')}",
-              "check_for_update_on_startup = false"]
+    lines += [
+        f"model_provider = {toml_str(PROVIDER)}",
+        'approval_policy = "never"',
+        f"web_search = {toml_str('live' if ctx.spec.network else 'disabled')}",
+        "check_for_update_on_startup = false",
+    ]
     if ctx.system:
         lines.append(f"developer_instructions = {toml_str(ctx.system)}")
     lines += ["", "[features]", "plugins = false"]
     if allowed is not None and "run" not in allowed:
         lines.append("shell_tool = false")
-    lines += ["", f"[model_providers.{PROVIDER}]", f"name = {toml_str(PROVIDER)}", f"base_url = {toml_str(url)}",
-              f"env_key = {toml_str(key_env)}", 'wire_api = "responses"']
+    lines += [
+        "",
+        f"[model_providers.{PROVIDER}]",
+        f"name = {toml_str(PROVIDER)}",
+        f"base_url = {toml_str(url)}",
+        f"env_key = {toml_str(key_env)}",
+        'wire_api = "responses"',
+    ]
     retries = config_value(ctx, "max_retries")
     if retries is not None:
         lines += [f"request_max_retries = {int(retries)}", f"stream_max_retries = {int(retries)}"]
@@ -103,8 +113,14 @@ def config_toml(ctx: RunContext, key_env: str) -> str:
 
 
 def build_argv(binary: str, ctx: RunContext) -> list[str]:
-    argv = [binary, "exec", "--json", "--skip-git-repo-check",
-            "--sandbox", sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox"))]
+    argv = [
+        binary,
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "--sandbox",
+        sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox")),
+    ]
     if ctx.ai is not None and ctx.ai.model:
         argv += ["--model", ctx.ai.model]
     argv += [str(a) for a in config_value(ctx, "args", []) or []]
@@ -181,8 +197,11 @@ class CodexStream(StreamParser):
         self._totals["cached"] += int(usage.get("cached_input_tokens") or 0)
         self._totals["output"] += int(usage.get("output_tokens") or 0)
         # OpenAI counts cached tokens inside input_tokens; aictl counts them apart (as Anthropic does).
-        self.usage = {"input_tokens": self._totals["input"] - self._totals["cached"],
-                      "output_tokens": self._totals["output"], "cache_read_tokens": self._totals["cached"]}
+        self.usage = {
+            "input_tokens": self._totals["input"] - self._totals["cached"],
+            "output_tokens": self._totals["output"],
+            "cache_read_tokens": self._totals["cached"],
+        }
         self.cost_usd = run_cost(SPEC, self.ai, self.usage)
         self.emit({"type": "usage", **self.usage, "cost_usd": self.cost_usd})
 
@@ -194,21 +213,29 @@ def _call_of(item: dict[str, Any]) -> dict[str, Any]:
     if kind == "file_change":
         return {"name": "write", "raw_name": kind, "input": clip({"changes": item.get("changes") or []})}
     if kind == "mcp_tool_call":
-        return {"name": f"{item.get('server')}.{item.get('tool')}", "raw_name": kind,
-                "input": clip(item.get("arguments"))}
+        return {
+            "name": f"{item.get('server')}.{item.get('tool')}",
+            "raw_name": kind,
+            "input": clip(item.get("arguments")),
+        }
     return {"name": kind, "raw_name": kind, "input": clip({"query": item.get("query")})}
 
 
 def _result_of(item: dict[str, Any]) -> dict[str, Any]:
     kind, status = item.get("type"), item.get("status")
     if kind == "command_execution":
-        return {"ok": status == "completed" and item.get("exit_code") == 0,
-                "output": clip(item.get("aggregated_output") or ""), "exit_code": item.get("exit_code")}
+        return {
+            "ok": status == "completed" and item.get("exit_code") == 0,
+            "output": clip(item.get("aggregated_output") or ""),
+            "exit_code": item.get("exit_code"),
+        }
     if kind == "file_change":
         changes = ", ".join(f"{c.get('kind')} {c.get('path')}" for c in item.get("changes") or [])
         return {"ok": status == "completed", "output": changes}
-    return {"ok": status in (None, "completed"), "output": clip(json.dumps(item.get("result") or item.get("error")
-                                                                           or "", default=str))}
+    return {
+        "ok": status in (None, "completed"),
+        "output": clip(json.dumps(item.get("result") or item.get("error") or "", default=str)),
+    }
 
 
 class CodexConnector:
@@ -216,8 +243,9 @@ class CodexConnector:
 
     def run(self, ctx: RunContext) -> ConnectorResult:
         try:
-            binary, key_name, key = preflight(ctx, SPEC, product="Codex",
-                                              why_local="Codex's own sandbox confines its commands")
+            binary, key_name, key = preflight(
+                ctx, SPEC, product="Codex", why_local="Codex's own sandbox confines its commands"
+            )
         except Refused as r:
             return r.result
         argv = build_argv(binary, ctx)
@@ -234,11 +262,17 @@ class CodexConnector:
 
 
 SPEC = ConnectorSpec(
-    name="codex", kind="cli", factory=CodexConnector,
-    binary="codex", default_key_env="OPENAI_API_KEY", default_base_url="https://api.openai.com/v1",
+    name="codex",
+    kind="cli",
+    factory=CodexConnector,
+    binary="codex",
+    default_key_env="OPENAI_API_KEY",
+    default_base_url="https://api.openai.com/v1",
     url_path="/v1",  # the custom provider's base_url: the Responses API root, /v1 on a bare host
-    config_types={"max_retries": (int,)}, config_choices={"codex_sandbox": SANDBOX_MODES},
-    probe=cli_version, prices=OPENAI_PRICES,
+    config_types={"max_retries": (int,)},
+    config_choices={"codex_sandbox": SANDBOX_MODES},
+    probe=cli_version,
+    prices=OPENAI_PRICES,
 )
 
 __all__ = ["SPEC", "CodexConnector", "CodexStream", "build_argv", "config_toml", "sandbox_mode", "toml_str"]

@@ -20,11 +20,22 @@ class CommandConnector:
                 f"task {ctx.task.id} has no command for the command connector",
                 hint=f"give one: aictl task execute {ctx.task.id} --command 'make fmt'",
             )
-        res = ctx.sandbox.run(["/bin/sh", "-c", command], workdir=ctx.workdir, spec=ctx.spec,
-                              on_output=ctx.on_output, cancel=ctx.cancel, labels=ctx.labels)
+        res = ctx.sandbox.run(
+            ["/bin/sh", "-c", command],
+            workdir=ctx.workdir,
+            spec=ctx.spec,
+            on_output=ctx.on_output,
+            cancel=ctx.cancel,
+            labels=ctx.labels,
+        )
         if res.start_error:
-            return ConnectorResult(ok=False, error=f"sandbox did not start: {res.start_error}", transient=True,
-                                   duration_s=res.duration_s, sandbox=res.settings)
+            return ConnectorResult(
+                ok=False,
+                error=f"sandbox did not start: {res.start_error}",
+                transient=True,
+                duration_s=res.duration_s,
+                sandbox=res.settings,
+            )
         if res.timed_out:
             error = f"command timed out after {ctx.spec.timeout_s:g}s"
         elif res.cancelled:
@@ -35,9 +46,18 @@ class CommandConnector:
             error = None
         transcript = f"$ {command}\n{res.stdout}" + (f"\n[stderr]\n{res.stderr}" if res.stderr else "")
         return ConnectorResult(
-            ok=error is None, exit_code=res.exit_code, summary=f"ran: {command}", error=error,
-            transient=res.timed_out, timed_out=res.timed_out, cancelled=res.cancelled, transcript=transcript,
-            stdout=res.stdout, stderr=res.stderr, duration_s=res.duration_s, sandbox=res.settings,
+            ok=error is None,
+            exit_code=res.exit_code,
+            summary=f"ran: {command}",
+            error=error,
+            transient=res.timed_out,
+            timed_out=res.timed_out,
+            cancelled=res.cancelled,
+            transcript=transcript,
+            stdout=res.stdout,
+            stderr=res.stderr,
+            duration_s=res.duration_s,
+            sandbox=res.settings,
         )
 
 

@@ -44,12 +44,15 @@ class _ChatSession:
         headers = {"Authorization": f"Bearer {key}"} if key else None
         self.request_timeout = float(setup.config.get("request_timeout_s", 600.0))
         # kwargs beyond host/headers/timeout go to the httpx client: the hook keeps the headers ResponseError drops.
-        self.client = ollama.Client(host=self.url, headers=headers, timeout=self.request_timeout,
-                                    event_hooks={"response": [self._keep_headers]})
-        self.messages: list[dict[str, Any]] = ([{"role": "system", "content": setup.system}] if setup.system else [])
+        self.client = ollama.Client(
+            host=self.url, headers=headers, timeout=self.request_timeout, event_hooks={"response": [self._keep_headers]}
+        )
+        self.messages: list[dict[str, Any]] = [{"role": "system", "content": setup.system}] if setup.system else []
         self.messages.append({"role": "user", "content": setup.prompt})
-        self.tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                         "parameters": t.parameters}} for t in setup.tools]
+        self.tools = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in setup.tools
+        ]
         self._assistant: dict[str, Any] = {}
         options: dict[str, Any] = {}
         if setup.max_tokens:
@@ -68,8 +71,12 @@ class _ChatSession:
         turn = ModelTurn()
         text: list[str] = []
         raw_calls: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"model": self.setup.model, "messages": self.messages, "stream": True,
-                                  "options": self.options}
+        kwargs: dict[str, Any] = {
+            "model": self.setup.model,
+            "messages": self.messages,
+            "stream": True,
+            "options": self.options,
+        }
         if self.tools:
             kwargs["tools"] = self.tools
         if self.setup.config.get("keep_alive") is not None:
@@ -87,22 +94,31 @@ class _ChatSession:
                     for tc in (message.tool_calls or []) if message is not None else []:
                         if not raw_calls:
                             run.message("".join(text))
-                        call = ToolCall(id=f"call_{len(raw_calls) + 1}", name=tc.function.name,
-                                        input=dict(tc.function.arguments or {}))
+                        call = ToolCall(
+                            id=f"call_{len(raw_calls) + 1}",
+                            name=tc.function.name,
+                            input=dict(tc.function.arguments or {}),
+                        )
                         raw_calls.append({"function": {"name": call.name, "arguments": call.input}})
                         turn.calls.append(call)
                         run.tool_call(call)
                     if part.done:
                         turn.stop_reason, turn.model = part.done_reason, part.model
-                        turn.usage = Usage(input_tokens=part.prompt_eval_count or 0,
-                                           output_tokens=part.eval_count or 0)
+                        turn.usage = Usage(input_tokens=part.prompt_eval_count or 0, output_tokens=part.eval_count or 0)
                 run.check()  # a stream the watcher cut short may end as a clean EOF
         except sdk.ResponseError as e:
             status = e.status_code if e.status_code and e.status_code > 0 else None
             if status is None:  # an error line in the middle of the stream
                 raise connection_error(RuntimeError(e.error), connector="ollama", base_url=self.url) from None
-            raise http_error(status, connector="ollama", base_url=self.url, key_env=self.env, message=str(e.error),
-                             headers=self.last_headers, error_kind=SPEC.error_kind) from None
+            raise http_error(
+                status,
+                connector="ollama",
+                base_url=self.url,
+                key_env=self.env,
+                message=str(e.error),
+                headers=self.last_headers,
+                error_kind=SPEC.error_kind,
+            ) from None
         except ConnectionError as e:  # the SDK's "Failed to connect to Ollama"
             raise connection_error(e, connector="ollama", base_url=self.url) from None
         except transport_errors() as e:
@@ -131,11 +147,16 @@ def model_names(body: Any) -> list[str]:
 
 
 SPEC = ConnectorSpec(
-    name="ollama", kind="sdk", factory=OllamaConnector,
-    sdk_module="ollama", default_key_env=None,  # a hosted Ollama that wants a token: config api_key_env
-    default_base_url="http://127.0.0.1:11434", url_strip=("/api", "/v1"),  # the SDK adds /api itself
+    name="ollama",
+    kind="sdk",
+    factory=OllamaConnector,
+    sdk_module="ollama",
+    default_key_env=None,  # a hosted Ollama that wants a token: config api_key_env
+    default_base_url="http://127.0.0.1:11434",
+    url_strip=("/api", "/v1"),  # the SDK adds /api itself
     config_types={"temperature": (int, float), "num_ctx": (int,), "request_timeout_s": (int, float)},
-    probe=model_list("/api/tags", model_names), local=True,
+    probe=model_list("/api/tags", model_names),
+    local=True,
 )
 
 __all__ = ["SPEC", "OllamaConnector", "model_names"]

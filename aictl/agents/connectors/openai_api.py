@@ -57,14 +57,15 @@ class _Base:
 
     def _stream(self, run: LoopRun, open_stream: Callable[[], Any], on_event: Callable[[Any], None]) -> None:
         """Open a stream, feed its events to on_event; SDK errors become ProviderError."""
-        with sdk_errors(self.sdk, connector="openai", base_url=self.url, key_env=self.env,
-                        error_kind=SPEC.error_kind):
-            with open_stream() as stream:
-                with run.watch(lambda: abort_response(stream.response)):
-                    for event in stream:
-                        run.check()
-                        on_event(event)
-                    run.check()  # a stream the watcher cut short may end as a clean EOF
+        with (
+            sdk_errors(self.sdk, connector="openai", base_url=self.url, key_env=self.env, error_kind=SPEC.error_kind),
+            open_stream() as stream,
+        ):
+            with run.watch(lambda: abort_response(stream.response)):
+                for event in stream:
+                    run.check()
+                    on_event(event)
+                run.check()  # a stream the watcher cut short may end as a clean EOF
 
     def close(self) -> None:
         self.client.close()
@@ -73,16 +74,23 @@ class _Base:
 class _ChatSession(_Base):
     def __init__(self, setup: Setup, run: LoopRun):
         super().__init__(setup, run)
-        self.messages: list[dict[str, Any]] = ([{"role": "system", "content": setup.system}] if setup.system else [])
+        self.messages: list[dict[str, Any]] = [{"role": "system", "content": setup.system}] if setup.system else []
         self.messages.append({"role": "user", "content": setup.prompt})
-        self.tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                         "parameters": t.parameters}} for t in setup.tools]
+        self.tools = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in setup.tools
+        ]
         self._assistant: dict[str, Any] = {}
 
     def request(self, run: LoopRun, timeout: float) -> ModelTurn:
         s = self.setup
-        kwargs: dict[str, Any] = {"model": s.model, "messages": self.messages, "stream": True,
-                                  "stream_options": {"include_usage": True}, "timeout": timeout}
+        kwargs: dict[str, Any] = {
+            "model": s.model,
+            "messages": self.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "timeout": timeout,
+        }
         if self.tools:
             kwargs["tools"] = self.tools
         if s.max_tokens:
@@ -104,8 +112,11 @@ class _ChatSession(_Base):
             if chunk.usage is not None:
                 u = chunk.usage
                 cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", None) or 0
-                turn.usage = Usage(input_tokens=(u.prompt_tokens or 0) - cached, output_tokens=u.completion_tokens or 0,
-                                   cache_read_tokens=cached)
+                turn.usage = Usage(
+                    input_tokens=(u.prompt_tokens or 0) - cached,
+                    output_tokens=u.completion_tokens or 0,
+                    cache_read_tokens=cached,
+                )
             for choice in chunk.choices or []:
                 delta = choice.delta
                 if delta is not None and delta.content:
@@ -132,7 +143,8 @@ class _ChatSession(_Base):
         if turn.calls:
             self._assistant["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": calls[i]["arguments"]}}
-                for i, c in zip(sorted(calls), turn.calls)]
+                for i, c in zip(sorted(calls), turn.calls)
+            ]
         return turn
 
     @staticmethod
@@ -155,14 +167,27 @@ class _ResponsesSession(_Base):
     def __init__(self, setup: Setup, run: LoopRun):
         super().__init__(setup, run)
         self.input: list[dict[str, Any]] = [{"role": "user", "content": setup.prompt}]
-        self.tools = [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
-                       "strict": False} for t in setup.tools]
+        self.tools = [
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters,
+                "strict": False,
+            }
+            for t in setup.tools
+        ]
         self._output: list[dict[str, Any]] = []
 
     def request(self, run: LoopRun, timeout: float) -> ModelTurn:
         s = self.setup
-        kwargs: dict[str, Any] = {"model": s.model, "input": self.input, "stream": True, "store": False,
-                                  "timeout": timeout}
+        kwargs: dict[str, Any] = {
+            "model": s.model,
+            "input": self.input,
+            "stream": True,
+            "store": False,
+            "timeout": timeout,
+        }
         if s.system:
             kwargs["instructions"] = s.system
         if self.tools:
@@ -189,45 +214,72 @@ class _ResponsesSession(_Base):
                     call = ToolCall(id=item.call_id, name=item.name, input=value, error=problem)
                     turn.calls.append(call)
                     run.tool_call(call)
-                    self._output.append({"type": "function_call", "call_id": item.call_id, "name": item.name,
-                                         "arguments": item.arguments})
+                    self._output.append(
+                        {
+                            "type": "function_call",
+                            "call_id": item.call_id,
+                            "name": item.name,
+                            "arguments": item.arguments,
+                        }
+                    )
                 elif item.type == "reasoning" and getattr(item, "encrypted_content", None):
                     self._output.append(item.model_dump(exclude_none=True))
             elif event.type in ("response.completed", "response.incomplete", "response.failed"):
                 final["response"] = event.response
             elif event.type == "error":
-                raise http_error(None, connector="openai", base_url=self.url, key_env=self.env,
-                                 message=getattr(event, "message", "") or "", error_type=getattr(event, "code", None))
+                raise http_error(
+                    None,
+                    connector="openai",
+                    base_url=self.url,
+                    key_env=self.env,
+                    message=getattr(event, "message", "") or "",
+                    error_type=getattr(event, "code", None),
+                )
 
         self._stream(run, lambda: self.client.responses.create(**kwargs), on_event)
         response = final.get("response")
         if response is not None:
             if response.status == "failed":
                 err = response.error
-                raise http_error(None, connector="openai", base_url=self.url, key_env=self.env,
-                                 message=getattr(err, "message", "") or "the response failed",
-                                 error_type=getattr(err, "code", None))
+                raise http_error(
+                    None,
+                    connector="openai",
+                    base_url=self.url,
+                    key_env=self.env,
+                    message=getattr(err, "message", "") or "the response failed",
+                    error_type=getattr(err, "code", None),
+                )
             turn.model, turn.stop_reason = response.model, response.status
             u = response.usage
             if u is not None:
                 cached = getattr(getattr(u, "input_tokens_details", None), "cached_tokens", None) or 0
-                turn.usage = Usage(input_tokens=(u.input_tokens or 0) - cached, output_tokens=u.output_tokens or 0,
-                                   cache_read_tokens=cached)
+                turn.usage = Usage(
+                    input_tokens=(u.input_tokens or 0) - cached,
+                    output_tokens=u.output_tokens or 0,
+                    cache_read_tokens=cached,
+                )
         turn.text = "\n".join(t for t in texts if t)
         return turn
 
     def add_results(self, turn: ModelTurn, results: list) -> None:
         self.input.extend(self._output)
         for call, outcome in results:
-            self.input.append({"type": "function_call_output", "call_id": call.id,
-                               "output": outcome.output or "(no output)"})
+            self.input.append(
+                {"type": "function_call_output", "call_id": call.id, "output": outcome.output or "(no output)"}
+            )
 
 
 SPEC = ConnectorSpec(
-    name="openai", kind="sdk", factory=OpenAIConnector,
-    sdk_module="openai", default_key_env="OPENAI_API_KEY", default_base_url="https://api.openai.com/v1",
+    name="openai",
+    kind="sdk",
+    factory=OpenAIConnector,
+    sdk_module="openai",
+    default_key_env="OPENAI_API_KEY",
+    default_base_url="https://api.openai.com/v1",
     url_path="/v1",  # a bare host gets /v1; a URL with a path is the API root as given
-    defaults={"api": "chat"}, config_types={"temperature": (int, float)}, config_choices={"api": APIS},
+    defaults={"api": "chat"},
+    config_types={"temperature": (int, float)},
+    config_choices={"api": APIS},
     probe=model_list("/models", lambda body: [m.get("id") for m in (body or {}).get("data") or []]),
     prices=OPENAI_PRICES,
 )

@@ -44,8 +44,9 @@ def cli_version(ai: AIRecord, spec: ConnectorSpec, timeout: float) -> dict[str, 
         return {"ok": False, "detail": missing_binary(ai, spec)}
     limit = max(timeout, VERSION_TIMEOUT_S)
     try:
-        proc = subprocess.run([binary, "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=limit)
+        proc = subprocess.run(
+            [binary, "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=limit
+        )
     except subprocess.TimeoutExpired:
         return {"ok": False, "detail": f"{binary} --version did not answer within {limit:g}s", "binary": binary}
     except OSError as e:
@@ -62,7 +63,7 @@ def get_json(url: str, headers: dict[str, str], timeout: float) -> Any:
     import urllib.request
 
     req = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the AI's own base_url
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read().decode("utf-8") or "null")
 
 
@@ -70,8 +71,9 @@ def bearer(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def model_list(path: str, names: Callable[[Any], list[str]],
-               headers: Callable[[str | None], dict[str, str]] = bearer) -> Probe:
+def model_list(
+    path: str, names: Callable[[Any], list[str]], headers: Callable[[str | None], dict[str, str]] = bearer
+) -> Probe:
     """A probe that GETs `path` under the AI's base URL (what a run would reach) and looks for its model."""
 
     def probe(ai: AIRecord, spec: ConnectorSpec, timeout: float) -> dict[str, Any]:
@@ -96,11 +98,18 @@ def model_list(path: str, names: Callable[[Any], list[str]],
             detail += f", {model} {'listed' if found else 'NOT listed'}"
         if key_problem:
             detail += f"; {key_problem}"
-        return {"ok": found and not key_problem, "detail": detail, "url": url, "models": listed,
-                "model_listed": found}
+        return {"ok": found and not key_problem, "detail": detail, "url": url, "models": listed, "model_listed": found}
 
     return probe
 
 
-__all__ = ["HTTP_TIMEOUT_S", "VERSION_TIMEOUT_S", "bearer", "cli_version", "get_json", "missing_binary", "model_list",
-           "resolve_binary"]
+__all__ = [
+    "HTTP_TIMEOUT_S",
+    "VERSION_TIMEOUT_S",
+    "bearer",
+    "cli_version",
+    "get_json",
+    "missing_binary",
+    "model_list",
+    "resolve_binary",
+]

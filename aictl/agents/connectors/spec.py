@@ -133,15 +133,21 @@ def _entry_point_specs() -> dict[str, ConnectorSpec]:
         try:
             spec = ep.load()
         except Exception as e:  # a broken plugin names itself instead of taking aictl down
-            raise ConfigError(f"connector plugin {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}",
-                              hint="fix or uninstall the package that provides it") from e
+            raise ConfigError(
+                f"connector plugin {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}",
+                hint="fix or uninstall the package that provides it",
+            ) from e
         if not isinstance(spec, ConnectorSpec) or spec.name != ep.name:
-            raise ConfigError(f"entry point {ep.name!r} in group {ENTRY_POINT_GROUP} ({ep.value}) is not a "
-                              f"ConnectorSpec named {ep.name!r}")
+            raise ConfigError(
+                f"entry point {ep.name!r} in group {ENTRY_POINT_GROUP} ({ep.value}) is not a "
+                f"ConnectorSpec named {ep.name!r}"
+            )
         found[ep.name] = spec
     if "command" not in found:
-        raise ConfigError("aictl's built-in connectors are not registered: its package metadata is missing or stale",
-                          hint="reinstall aictl: pip install -e . (or make install)")
+        raise ConfigError(
+            "aictl's built-in connectors are not registered: its package metadata is missing or stale",
+            hint="reinstall aictl: pip install -e . (or make install)",
+        )
     return found
 
 
@@ -192,5 +198,15 @@ def spec_for(name: str) -> ConnectorSpec:
     return SPECS.get(name)
 
 
-__all__ = ["ENTRY_POINT_GROUP", "TRANSIENT_KINDS", "ConnectorKind", "ConnectorSpec", "Probe", "SPECS",
-           "SpecRegistry", "register", "spec_for", "status_error_kind"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "SPECS",
+    "TRANSIENT_KINDS",
+    "ConnectorKind",
+    "ConnectorSpec",
+    "Probe",
+    "SpecRegistry",
+    "register",
+    "spec_for",
+    "status_error_kind",
+]

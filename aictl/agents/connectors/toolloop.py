@@ -50,9 +50,11 @@ EVENT_OUTPUT_LIMIT = 4096  # characters of a tool result kept in its event
 SUMMARY_LIMIT = 2000
 WATCH_POLL_S = 0.05  # how often a streaming request looks at the cancel event and the deadline
 
-ENV_NOTE = ("You are working in a checkout of a software repository and have tools to {tools}. Paths are relative "
-            "to the repository root. Make the change you are asked for. When you are done, reply with a short "
-            "summary of what you did, without calling a tool.")
+ENV_NOTE = (
+    "You are working in a checkout of a software repository and have tools to {tools}. Paths are relative "
+    "to the repository root. Make the change you are asked for. When you are done, reply with a short "
+    "summary of what you did, without calling a tool."
+)
 TOOL_PHRASES = {"read": "read files", "write": "write files", "list": "list files", "run": "run shell commands"}
 
 
@@ -71,15 +73,19 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.cache_read_tokens += other.cache_read_tokens
         self.cache_write_tokens += other.cache_write_tokens
 
     def as_dict(self) -> dict[str, int]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cache_read_tokens": self.cache_read_tokens, "cache_write_tokens": self.cache_write_tokens}
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+        }
 
 
 @dataclass
@@ -117,7 +123,7 @@ class TimedOut(Stopped):
 
 
 class Session(Protocol):
-    def request(self, run: "LoopRun", timeout: float) -> ModelTurn:
+    def request(self, run: LoopRun, timeout: float) -> ModelTurn:
         """One streamed model request: call run.message/run.tool_call as blocks complete, raise ProviderError."""
 
     def add_results(self, turn: ModelTurn, results: list[tuple[ToolCall, ToolOutcome]]) -> None:
@@ -163,8 +169,15 @@ class LoopRun:
             self.emit({"type": "message", "role": "assistant", "text": text})
 
     def tool_call(self, call: ToolCall) -> None:
-        self.emit({"type": "tool_call", "id": call.id, "name": SHORT_NAMES.get(call.name, call.name),
-                   "raw_name": call.name, "input": call.input})
+        self.emit(
+            {
+                "type": "tool_call",
+                "id": call.id,
+                "name": SHORT_NAMES.get(call.name, call.name),
+                "raw_name": call.name,
+                "input": call.input,
+            }
+        )
 
     def check(self) -> None:
         if self.cancel.is_set():
@@ -241,45 +254,73 @@ def _prompt(ctx: RunContext) -> str:
     return text
 
 
-def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
-                  open_session: Callable[[Setup, LoopRun], Session]) -> ConnectorResult:
+def run_tool_loop(
+    ctx: RunContext, spec: ConnectorSpec, *, open_session: Callable[[Setup, LoopRun], Session]
+) -> ConnectorResult:
     """Run the loop to its end; always returns a ConnectorResult (raises only UsageError for a bad AI config)."""
     t0 = time.monotonic()
     ai, connector = ctx.ai, spec.name
     if ai is None or not ai.model:
-        raise UsageError(f"the {connector} connector needs an AI with a model",
-                         hint=f"aictl ai register NAME --connector {connector} --model MODEL")
+        raise UsageError(
+            f"the {connector} connector needs an AI with a model",
+            hint=f"aictl ai register NAME --connector {connector} --model MODEL",
+        )
     config = spec.config(ai)
     prices = prices_for(ai.model, connector=spec, override=config.get("prices"))
     max_turns = int(_limit(ctx.max_turns, config.get("max_turns")) or DEFAULT_MAX_TURNS)
     timeout_s = _limit(getattr(ctx.spec, "timeout_s", None), config.get("timeout_s"))
     deadline = t0 + float(timeout_s) if timeout_s is not None else None
     run = LoopRun(ctx, spec, deadline)
-    tools = WorkspaceTools(ctx.workdir, sandbox=ctx.sandbox, spec=ctx.spec, cancel=ctx.cancel, labels=ctx.labels,
-                           on_output=ctx.on_output, allowed=ctx.allowed_tools, deadline=deadline,
-                           command_timeout_s=_number(config, "command_timeout_s", 300.0))
+    tools = WorkspaceTools(
+        ctx.workdir,
+        sandbox=ctx.sandbox,
+        spec=ctx.spec,
+        cancel=ctx.cancel,
+        labels=ctx.labels,
+        on_output=ctx.on_output,
+        allowed=ctx.allowed_tools,
+        deadline=deadline,
+        command_timeout_s=_number(config, "command_timeout_s", 300.0),
+    )
     specs = tools.specs()
     mcp = None
     if ctx.mcp_servers:
         from aictl.agents.connectors.mcptools import McpTools, McpUnavailable
 
         try:
-            mcp = McpTools(ctx.mcp_servers, decide=ctx.decide_tool,
-                           call_timeout_s=_number(config, "command_timeout_s", 300.0))
+            mcp = McpTools(
+                ctx.mcp_servers, decide=ctx.decide_tool, call_timeout_s=_number(config, "command_timeout_s", 300.0)
+            )
         except McpUnavailable as e:
-            return ConnectorResult(ok=False, error=str(e), error_kind="other", transient=True,
-                                   duration_s=time.monotonic() - t0, model=ai.model)
+            return ConnectorResult(
+                ok=False,
+                error=str(e),
+                error_kind="other",
+                transient=True,
+                duration_s=time.monotonic() - t0,
+                model=ai.model,
+            )
         specs = specs + mcp.specs()
     system = _system_prompt(ctx, specs)
     if ctx.skills:  # progressive disclosure: the system prompt lists them, this tool reads one
         from aictl.agents.connectors import skilltool
 
         specs = [*specs, skilltool.SPEC]
-    setup = Setup(model=ai.model, system=system, prompt=_prompt(ctx), tools=specs, config=config,
-                  max_tokens=config.get("max_tokens"), temperature=config.get("temperature"))
-    retry = _Retry(run, max_retries=int(_number(config, "max_retries", DEFAULT_MAX_RETRIES)),
-                   max_wait_s=_number(config, "max_retry_wait_s", MAX_RETRY_WAIT_S),
-                   backoff_s=_number(config, "retry_backoff_s", RETRY_BACKOFF_S))
+    setup = Setup(
+        model=ai.model,
+        system=system,
+        prompt=_prompt(ctx),
+        tools=specs,
+        config=config,
+        max_tokens=config.get("max_tokens"),
+        temperature=config.get("temperature"),
+    )
+    retry = _Retry(
+        run,
+        max_retries=int(_number(config, "max_retries", DEFAULT_MAX_RETRIES)),
+        max_wait_s=_number(config, "max_retry_wait_s", MAX_RETRY_WAIT_S),
+        backoff_s=_number(config, "retry_backoff_s", RETRY_BACKOFF_S),
+    )
     request_timeout = _number(config, "request_timeout_s", REQUEST_TIMEOUT_S)
     usage = Usage()
     turn_no = 0
@@ -289,41 +330,75 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
     def cost() -> float | None:
         return run_cost(spec, ai, usage.as_dict())
 
-    def finish(ok: bool, error: str | None = None, *, kind: str | None = None, transient: bool = False,
-               retry_at: float | None = None, cancelled: bool = False, timed_out: bool = False) -> ConnectorResult:
+    def finish(
+        ok: bool,
+        error: str | None = None,
+        *,
+        kind: str | None = None,
+        transient: bool = False,
+        retry_at: float | None = None,
+        cancelled: bool = False,
+        timed_out: bool = False,
+    ) -> ConnectorResult:
         spent = cost()
         if error:
             run.emit({"type": "error", "kind": kind or "other", "message": error, "retry_at": retry_at})
         run.emit({"type": "result", "ok": ok, "turns": turn_no, "summary": summary[:SUMMARY_LIMIT]})
         return ConnectorResult(
-            ok=ok, summary=summary[:SUMMARY_LIMIT], error=error, error_kind=kind if not ok else None,
-            transient=transient, retry_at=retry_at, cancelled=cancelled, timed_out=timed_out,
-            transcript="\n".join(run.lines) + "\n", usage={**usage.as_dict(), "turns": turn_no,
-                                                          "requests": run.requests, "retries": run.retries},
-            cost_usd=spent, duration_s=time.monotonic() - t0, sandbox=tools.sandbox_settings,
-            model=model_seen or ai.model, events=run.events)
+            ok=ok,
+            summary=summary[:SUMMARY_LIMIT],
+            error=error,
+            error_kind=kind if not ok else None,
+            transient=transient,
+            retry_at=retry_at,
+            cancelled=cancelled,
+            timed_out=timed_out,
+            transcript="\n".join(run.lines) + "\n",
+            usage={**usage.as_dict(), "turns": turn_no, "requests": run.requests, "retries": run.retries},
+            cost_usd=spent,
+            duration_s=time.monotonic() - t0,
+            sandbox=tools.sandbox_settings,
+            model=model_seen or ai.model,
+            events=run.events,
+        )
 
-    run.note(f"== {connector} model {ai.model} at {run.base_url}; tools: "
-             f"{', '.join(s.name for s in specs) or 'none'}; up to {max_turns} turns")
+    run.note(
+        f"== {connector} model {ai.model} at {run.base_url}; tools: "
+        f"{', '.join(s.name for s in specs) or 'none'}; up to {max_turns} turns"
+    )
     if setup.system:
         run.note("== system\n" + setup.system)
     run.note("== user\n" + setup.prompt)
-    run.emit({"type": "init", "session_id": None, "model": ai.model,
-              "tools": [SHORT_NAMES.get(s.name, s.name) for s in specs]})
+    run.emit(
+        {
+            "type": "init",
+            "session_id": None,
+            "model": ai.model,
+            "tools": [SHORT_NAMES.get(s.name, s.name) for s in specs],
+        }
+    )
     if ctx.budget_usd is not None and prices is None:
-        return finish(False, f"a budget of ${ctx.budget_usd:g} is set but the price of {ai.model} is unknown, so it "
-                             "cannot be enforced; set the AI's config prices (USD per million tokens)", kind="other")
+        return finish(
+            False,
+            f"a budget of ${ctx.budget_usd:g} is set but the price of {ai.model} is unknown, so it "
+            "cannot be enforced; set the AI's config prices (USD per million tokens)",
+            kind="other",
+        )
     session: Session | None = None
     try:
         if run.key_env and run.key is None:
-            raise ProviderError(f"{connector}: the API key variable ${run.key_env} is not set (AI {ai.id})",
-                                kind="auth")
+            raise ProviderError(
+                f"{connector}: the API key variable ${run.key_env} is not set (AI {ai.id})", kind="auth"
+            )
         session = open_session(setup, run)
         while True:
             run.check()
             if ctx.budget_usd is not None and (cost() or 0.0) >= ctx.budget_usd:
-                return finish(False, f"stopped: the budget of ${ctx.budget_usd:g} is spent (${cost():.4f} after "
-                                     f"{turn_no} turns)", kind="other")
+                return finish(
+                    False,
+                    f"stopped: the budget of ${ctx.budget_usd:g} is spent (${cost():.4f} after {turn_no} turns)",
+                    kind="other",
+                )
             turn_no += 1
             run.note(f"== turn {turn_no}")
             turn = retry.call(lambda: session.request(run, run.request_timeout(request_timeout)))
@@ -336,8 +411,9 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
                 return finish(True)
             if turn_no >= max_turns:
                 run.note(f"(not run: {', '.join(c.name for c in turn.calls)}; no turns left)")
-                return finish(False, f"stopped after {max_turns} turns: the model still wanted to call tools",
-                              kind="other")
+                return finish(
+                    False, f"stopped after {max_turns} turns: the model still wanted to call tools", kind="other"
+                )
             results = []
             for call in turn.calls:
                 run.check()
@@ -351,8 +427,14 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
                     outcome = mcp.call(call.name, call.input)
                 else:
                     outcome = tools.call(call.name, call.input)
-                run.emit({"type": "tool_result", "id": call.id, "ok": outcome.ok,
-                          "output": outcome.output[:EVENT_OUTPUT_LIMIT]})
+                run.emit(
+                    {
+                        "type": "tool_result",
+                        "id": call.id,
+                        "ok": outcome.ok,
+                        "output": outcome.output[:EVENT_OUTPUT_LIMIT],
+                    }
+                )
                 results.append((call, outcome))
             session.add_results(turn, results)
     except ProviderError as e:
@@ -360,9 +442,13 @@ def run_tool_loop(ctx: RunContext, spec: ConnectorSpec, *,
             # The request's read timeout is cut to the run's deadline, so it can beat the stream watcher
             # by a few milliseconds: it is the run's deadline all the same.
             return finish(False, f"timed out after {timeout_s:g}s", kind="timeout", transient=True, timed_out=True)
-        return finish(False, redact(e.message, *spec.secrets(ai)),
-                      kind=e.kind, transient=e.retryable or e.kind in TRANSIENT_KINDS,
-                      retry_at=e.retry_at)
+        return finish(
+            False,
+            redact(e.message, *spec.secrets(ai)),
+            kind=e.kind,
+            transient=e.retryable or e.kind in TRANSIENT_KINDS,
+            retry_at=e.retry_at,
+        )
     except Cancelled:
         return finish(False, "cancelled", kind="other", cancelled=True)
     except TimedOut:
@@ -392,7 +478,7 @@ class _Retry:
                 if e.retry_after is not None:
                     delay = e.retry_after
                 else:
-                    delay = min(self.backoff_s * 2 ** attempt, RETRY_BACKOFF_CAP_S) * (1 - 0.25 * random.random())
+                    delay = min(self.backoff_s * 2**attempt, RETRY_BACKOFF_CAP_S) * (1 - 0.25 * random.random())
                 if delay > self.max_wait_s:
                     raise  # a long wait: give the worker back and let the router pause this AI until retry_at
                 deadline = self.run.deadline
@@ -400,11 +486,28 @@ class _Retry:
                     raise
                 attempt += 1
                 self.run.retries += 1
-                self.run.emit({"type": "error", "kind": e.kind, "message": f"{e.message}; retry {attempt} of "
-                               f"{self.max_retries} in {delay:.2f}s", "retry_at": None, "retrying": True})
+                self.run.emit(
+                    {
+                        "type": "error",
+                        "kind": e.kind,
+                        "message": f"{e.message}; retry {attempt} of {self.max_retries} in {delay:.2f}s",
+                        "retry_at": None,
+                        "retrying": True,
+                    }
+                )
                 if self.run.cancel.wait(delay):
                     raise Cancelled("cancelled") from None
 
 
-__all__ = ["Cancelled", "LoopRun", "ModelTurn", "ProviderError", "Session", "Setup", "TimedOut", "ToolCall", "Usage",
-           "run_tool_loop"]
+__all__ = [
+    "Cancelled",
+    "LoopRun",
+    "ModelTurn",
+    "ProviderError",
+    "Session",
+    "Setup",
+    "TimedOut",
+    "ToolCall",
+    "Usage",
+    "run_tool_loop",
+]

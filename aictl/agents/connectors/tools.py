@@ -22,9 +22,10 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping
+from typing import Any
 
 # aictl's short tool names (policy, events) → the names the model calls.
 TOOL_NAMES = {"read": "read_file", "write": "write_file", "list": "list_files", "run": "run_command"}
@@ -48,29 +49,47 @@ SPECS: dict[str, ToolSpec] = {
     "read_file": ToolSpec(
         "read_file",
         "Read a text file of the repository. Paths are relative to the repository root.",
-        {"type": "object", "properties": {"path": {"type": "string", "description": "file path, e.g. src/app.py"}},
-         "required": ["path"]}),
+        {
+            "type": "object",
+            "properties": {"path": {"type": "string", "description": "file path, e.g. src/app.py"}},
+            "required": ["path"],
+        },
+    ),
     "write_file": ToolSpec(
         "write_file",
         "Create or overwrite a file of the repository with the given content (parent directories are created). "
         "Paths are relative to the repository root.",
-        {"type": "object", "properties": {
-            "path": {"type": "string", "description": "file path, e.g. src/app.py"},
-            "content": {"type": "string", "description": "the whole new content of the file"}},
-         "required": ["path", "content"]}),
+        {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "file path, e.g. src/app.py"},
+                "content": {"type": "string", "description": "the whole new content of the file"},
+            },
+            "required": ["path", "content"],
+        },
+    ),
     "list_files": ToolSpec(
         "list_files",
         "List the files under a directory of the repository, recursively (.git is skipped). "
         "An optional glob pattern such as '*.py' or 'src/**/*.ts' filters them.",
-        {"type": "object", "properties": {
-            "path": {"type": "string", "description": "directory, relative to the repository root (default '.')"},
-            "pattern": {"type": "string", "description": "optional glob on the path or the file name"}}}),
+        {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "directory, relative to the repository root (default '.')"},
+                "pattern": {"type": "string", "description": "optional glob on the path or the file name"},
+            },
+        },
+    ),
     "run_command": ToolSpec(
         "run_command",
         "Run a shell command (/bin/sh -c) in the repository root, in a sandbox, and return its exit code and "
         "output. Use it to run tests, linters or builds. It has a time limit and may have no network.",
-        {"type": "object", "properties": {"command": {"type": "string", "description": "e.g. 'pytest -q'"}},
-         "required": ["command"]}),
+        {
+            "type": "object",
+            "properties": {"command": {"type": "string", "description": "e.g. 'pytest -q'"}},
+            "required": ["command"],
+        },
+    ),
 }
 
 
@@ -97,10 +116,19 @@ def clip(text: str, limit: int = OUTPUT_LIMIT) -> str:
 
 
 class WorkspaceTools:
-    def __init__(self, workdir: Path, *, sandbox: Any = None, spec: Any = None,
-                 cancel: threading.Event | None = None, labels: Mapping[str, str] | None = None,
-                 on_output: Callable[[str, str], None] | None = None, allowed: list[str] | None = None,
-                 command_timeout_s: float = COMMAND_TIMEOUT_S, deadline: float | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        sandbox: Any = None,
+        spec: Any = None,
+        cancel: threading.Event | None = None,
+        labels: Mapping[str, str] | None = None,
+        on_output: Callable[[str, str], None] | None = None,
+        allowed: list[str] | None = None,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
+        deadline: float | None = None,
+    ):
         self.root = Path(os.path.realpath(workdir))
         if not self.root.is_dir():
             raise ToolError(f"workspace {workdir} is not a directory")
@@ -136,8 +164,13 @@ class WorkspaceTools:
             if name == "write_file":
                 return ToolOutcome(True, self.write_file(_arg(args, "path"), _arg(args, "content", allow_empty=True)))
             if name == "list_files":
-                return ToolOutcome(True, self.list_files(_arg(args, "path", default=".", allow_empty=True) or ".",
-                                                         _arg(args, "pattern", default=None, allow_empty=True) or None))
+                return ToolOutcome(
+                    True,
+                    self.list_files(
+                        _arg(args, "path", default=".", allow_empty=True) or ".",
+                        _arg(args, "pattern", default=None, allow_empty=True) or None,
+                    ),
+                )
             return self.run_command(_arg(args, "command"))
         except ToolError as e:
             return ToolOutcome(False, str(e))
@@ -157,8 +190,9 @@ class WorkspaceTools:
                     p = p.relative_to(base)
                     break
             else:
-                raise ToolError(f"{path}: refused, it is outside the workspace; use a path relative to the "
-                                "repository root")
+                raise ToolError(
+                    f"{path}: refused, it is outside the workspace; use a path relative to the repository root"
+                )
         if ".." in p.parts:
             raise ToolError(f"{path}: refused, '..' may not be used; paths stay inside the workspace")
         real = Path(os.path.realpath(self.root / p))
@@ -244,8 +278,14 @@ class WorkspaceTools:
         if timeout <= 0:
             raise ToolError("no time is left in this run for a command")
         spec = self.spec.model_copy(update={"timeout_s": timeout})
-        res = self.sandbox.run(["/bin/sh", "-c", command], workdir=self.root, spec=spec, on_output=self.on_output,
-                               cancel=self.cancel, labels=self.labels)
+        res = self.sandbox.run(
+            ["/bin/sh", "-c", command],
+            workdir=self.root,
+            spec=spec,
+            on_output=self.on_output,
+            cancel=self.cancel,
+            labels=self.labels,
+        )
         self.sandbox_settings = dict(res.settings or {})
         if res.start_error:
             raise SandboxUnavailable(res.start_error)
@@ -276,5 +316,14 @@ def _arg(args: dict[str, Any], key: str, *, default: Any = ..., allow_empty: boo
     return value
 
 
-__all__ = ["SHORT_NAMES", "SPECS", "TOOL_NAMES", "SandboxUnavailable", "ToolError", "ToolOutcome", "ToolSpec",
-           "WorkspaceTools", "clip"]
+__all__ = [
+    "SHORT_NAMES",
+    "SPECS",
+    "TOOL_NAMES",
+    "SandboxUnavailable",
+    "ToolError",
+    "ToolOutcome",
+    "ToolSpec",
+    "WorkspaceTools",
+    "clip",
+]
