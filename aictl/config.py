@@ -33,7 +33,7 @@ def default_actor() -> str:
 
     try:
         user = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 

@@ -28,7 +28,7 @@ def gpu_info() -> GpuReport:
         return GpuReport(reason=f"no GPU: NVML bindings not installed ({e.name or 'pynvml'})")
     try:
         pynvml.nvmlInit()
-    except Exception as e:  # pynvml.NVMLError and its many subclasses (library or driver not found, …)
+    except Exception as e:  # noqa: BLE001 - pynvml.NVMLError and its many subclasses (library or driver not found, …)
         return GpuReport(reason=f"no GPU: {_nvml_message(e)}")
     try:
         gpus = []
@@ -45,12 +45,12 @@ def gpu_info() -> GpuReport:
                 }
             )
         return GpuReport(gpus=gpus, reason=None if gpus else "no GPU: NVML found no device")
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a broken driver is reported as no GPU, never raised
         return GpuReport(reason=f"no GPU: {_nvml_message(e)}")
     finally:
         try:
             pynvml.nvmlShutdown()
-        except Exception:
+        except Exception:  # noqa: BLE001 - shutdown is best effort; the report is already made
             pass
 
 

@@ -49,7 +49,7 @@ def check(ai: AIRecord, *, timeout: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
             result = {"ok": True, "detail": f"connector {ai.connector!r} needs no service"}
         else:
             result = dict(spec.probe(ai, spec, timeout))
-    except Exception as e:  # a health check reports; it never takes the caller down
+    except Exception as e:  # noqa: BLE001 - a health check reports; it never takes the caller down
         result = {"ok": False, "detail": f"health check failed: {type(e).__name__}: {e}"}
     result.setdefault("ok", False)
     result.setdefault("detail", "")

@@ -58,7 +58,7 @@ class CliState:
         if mode is None:
             try:
                 mode = self.settings().output
-            except Exception:  # a broken config must not hide the real error behind it
+            except Exception:  # noqa: BLE001 - a broken config must not hide the real error behind it
                 mode = "table"
         if mode not in FORMATS:
             raise UsageError(f"unknown output format {mode!r}", hint=f"use one of: {', '.join(FORMATS)}")

@@ -155,7 +155,7 @@ def _explanation_human(why: Any) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines.append(f"rules ({len(why.rules)}):")
     for row in rows:
-        lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row[:4], widths)) + "  " + row[4])
+        lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     return "\n".join(lines)
 
 
@@ -212,7 +212,7 @@ def _default_test_dir() -> Path:
         return Path("policies")
     try:
         project = state.settings().project_dir
-    except Exception:  # a broken config must not stop a policy test run
+    except Exception:  # noqa: BLE001 - a broken config must not stop a policy test run
         project = None
     return (project / ".ai") if project else Path(".ai")
 

@@ -80,7 +80,7 @@ class ActivityWriter:
                 write_activity(tx, self.task_id, self.owner, self.epoch, line)
             self._written = line
             self.writes += 1
-        except Exception:  # activity is best effort; the run's result does not depend on it
+        except Exception:  # noqa: BLE001 - activity is best effort; the run's result does not depend on it
             pass
 
     def finish(self) -> None:
