@@ -287,7 +287,7 @@ def status(
             "running": running.get(a.id, 0),
             "max_concurrency": a.max_concurrency,
         }
-        for a, h in zip(ais, results)
+        for a, h in zip(ais, results, strict=True)
     ]
     if out.mode == "table":
         if not rows:

@@ -73,10 +73,10 @@ class Output:
         if not rows:
             info("no results")
             return
-        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+        widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
         limit = terminal_width()
         for r in [header, *rows]:
-            line = "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+            line = "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
             sys.stdout.write((line[: limit - 1] + "…" if len(line) > limit else line) + "\n")
 
 

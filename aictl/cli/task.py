@@ -459,13 +459,13 @@ def locks(output: OutputOpt = None) -> None:
     out = state.output(output)
     out.emit(
         state.queries().locks(),
-        name=lambda l: l.pattern,
+        name=lambda lock: lock.pattern,
         columns=[
-            ("task", lambda l: l.task_id),
-            ("pattern", lambda l: l.pattern),
-            ("owner", lambda l: l.owner),
-            ("epoch", lambda l: l.lease_epoch),
-            ("since", lambda l: ago(l.acquired_at)),
+            ("task", lambda lock: lock.task_id),
+            ("pattern", lambda lock: lock.pattern),
+            ("owner", lambda lock: lock.owner),
+            ("epoch", lambda lock: lock.lease_epoch),
+            ("since", lambda lock: ago(lock.acquired_at)),
         ],
     )
 

@@ -176,10 +176,7 @@ def run_stream(store: Any, *, since: int | None, interval: float) -> None:
                 last = event.id
             if len(batch) >= 500:
                 continue
-            if batch:
-                delay = 0.1
-            else:  # idle: poll less often, up to the interval
-                delay = min(interval, delay * 2)
+            delay = 0.1 if batch else min(interval, delay * 2)  # idle: poll less often, up to the interval
             time.sleep(delay)
     except KeyboardInterrupt:
         pass

@@ -20,8 +20,9 @@ class AIRecord(_Model):
     capabilities: list[str] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)
     max_concurrency: int = 1
-    # base_url, binary, args (list), api_key_env (the NAME of an env var; never the secret), api (openai: chat|responses),
-    # max_turns, max_tokens, model_size_gb, requires_gpu, prices ({input, output, cache_read} USD per million tokens)
+    # base_url, binary, args (list), api_key_env (the NAME of an env var; never the secret),
+    # api (openai: chat|responses), max_turns, max_tokens, model_size_gb, requires_gpu,
+    # prices ({input, output, cache_read} USD per million tokens)
     config: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
     paused_until: float | None = None  # a rate/usage limit: the router skips it until then

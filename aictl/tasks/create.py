@@ -185,7 +185,8 @@ def _topo_order(specs: list[TaskSpec], by_key: dict[str, int]) -> list[int]:
 def _reachable_edges(tx: Tx, start: int) -> dict[int, list[int]]:
     """Dependency edges reachable from `start` (one recursive query)."""
     rows = tx.all(
-        "WITH RECURSIVE up(id) AS (SELECT CAST(:start AS BIGINT) UNION SELECT d.depends_on FROM task_deps d JOIN up ON d.task_id = up.id)"
+        "WITH RECURSIVE up(id) AS (SELECT CAST(:start AS BIGINT)"
+        " UNION SELECT d.depends_on FROM task_deps d JOIN up ON d.task_id = up.id)"
         " SELECT d.task_id, d.depends_on FROM task_deps d JOIN up ON d.task_id = up.id",
         {"start": start},
     )

@@ -159,7 +159,8 @@ def parse(expr: str, tz: str | None = None) -> Cron:
     parts = body.split(" ")
     if len(parts) != 5:
         raise CronError(
-            f"cron expression {text!r} has {len(parts)} field(s); it needs 5: minute hour day-of-month month day-of-week",
+            f"cron expression {text!r} has {len(parts)} field(s);"
+            " it needs 5: minute hour day-of-month month day-of-week",
             hint='e.g. "*/15 * * * *" (every 15 minutes) or "0 9 * * mon-fri" (weekdays at 9:00)',
         )
     values = [_field(text, parts[i], *FIELDS[i]) for i in range(5)]

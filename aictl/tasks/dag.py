@@ -50,7 +50,7 @@ def find_cycle(edges: Mapping[N, Iterable[N]]) -> list[N] | None:
             for nxt in it:
                 c = color.get(nxt, WHITE)
                 if c == GREY:
-                    return path[path.index(nxt) :] + [nxt]
+                    return [*path[path.index(nxt) :], nxt]
                 if c == WHITE:
                     color[nxt] = GREY
                     path.append(nxt)

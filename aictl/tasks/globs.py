@@ -215,9 +215,8 @@ def _segments(p: str) -> tuple[list[str], bool]:
     is_dir = not segs[-1]
     if not segs[0]:
         del segs[0]  # leading '/': anchored to the repo root
-    elif len(segs) == 1 or (len(segs) == 2 and not segs[1]):
-        if segs[0] != "**":
-            segs.insert(0, "**")  # no inner slash: matches at any depth
+    elif (len(segs) == 1 or (len(segs) == 2 and not segs[1])) and segs[0] != "**":
+        segs.insert(0, "**")  # no inner slash: matches at any depth
     if not segs[-1]:
         segs[-1] = "**"  # "dir/" covers everything beneath dir
     return [s for k, s in enumerate(segs) if not (k and s == "**" == segs[k - 1])], is_dir
@@ -278,7 +277,7 @@ def _witness(nfas: tuple[_NFA, ...]) -> str | None:
     Dijkstra over the product automaton; each char costs 1, and a segment forced to
     start with '.' costs extra so witnesses read "docs/x.py" rather than "docs/.py".
     """
-    nfas = nfas + (_VALID_PATH,)
+    nfas = (*nfas, _VALID_PATH)
     start = (0,) * len(nfas)
     best: dict[tuple[int, ...], int] = {start: 0}
     parent: dict[tuple[int, ...], tuple[tuple[int, ...], str]] = {}
@@ -287,7 +286,7 @@ def _witness(nfas: tuple[_NFA, ...]) -> str | None:
         cost, _, node = heapq.heappop(heap)
         if cost > best[node]:
             continue  # stale heap entry
-        if all(s in n.accept for s, n in zip(node, nfas)):
+        if all(s in n.accept for s, n in zip(node, nfas, strict=True)):
             out = []
             while node in parent:
                 node, ch = parent[node]
@@ -295,9 +294,9 @@ def _witness(nfas: tuple[_NFA, ...]) -> str | None:
             return "".join(reversed(out))
         # Extend partial products one automaton at a time, pruning empty charsets.
         partial: list[tuple[CharSet, tuple[int, ...]]] = [(ANY, ())]
-        for s, n in zip(node, nfas):
+        for s, n in zip(node, nfas, strict=True):
             partial = [
-                (both, tgt + (t,)) for cs, tgt in partial for ecs, t in n.edges[s] if (both := _intersect(cs, ecs))
+                (both, (*tgt, t)) for cs, tgt in partial for ecs, t in n.edges[s] if (both := _intersect(cs, ecs))
             ]
         for cs, nxt in partial:
             ch = _pick(cs)

@@ -380,7 +380,7 @@ def fail(
         attempts = cur["attempts"] + 1
         again = retryable and attempts < cur["max_attempts"]
         delay = backoff_delay(attempts, base=p.settings.backoff_base, cap=p.settings.backoff_max)
-        row, before = _lease_update(
+        row, _before = _lease_update(
             tx,
             task_id,
             owner,

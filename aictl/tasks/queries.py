@@ -87,7 +87,8 @@ class TaskQueries:
             where, params = claimable_where(tx, capabilities=capabilities, labels=labels, task_id=None)
             params["now"] = now
             ready_rows = tx.all(
-                f"SELECT t.id, t.title, t.status, t.priority FROM tasks t WHERE {where} {CLAIM_ORDER} LIMIT {int(limit)}",
+                f"SELECT t.id, t.title, t.status, t.priority FROM tasks t"
+                f" WHERE {where} {CLAIM_ORDER} LIMIT {int(limit)}",
                 params,
             )
             ready_ids = [r["id"] for r in ready_rows]

@@ -63,21 +63,21 @@ class _MessagesSession:
                 self.sdk, connector="anthropic", base_url=self.url, key_env=self.env, error_kind=SPEC.error_kind
             ),
             self.client.messages.stream(**kwargs) as stream,
+            run.watch(lambda: abort_response(stream.response)),
         ):
-            with run.watch(lambda: abort_response(stream.response)):
-                for event in stream:
-                    run.check()
-                    if event.type != "content_block_stop":
-                        continue
-                    block = event.content_block
-                    if block.type == "text":
-                        run.message(block.text)
-                    elif block.type == "tool_use":
-                        call = ToolCall(id=block.id, name=block.name, input=block.input)
-                        turn.calls.append(call)
-                        run.tool_call(call)
-                run.check()  # a stream the watcher cut short may end as a clean EOF
-                message = stream.get_final_message()
+            for event in stream:
+                run.check()
+                if event.type != "content_block_stop":
+                    continue
+                block = event.content_block
+                if block.type == "text":
+                    run.message(block.text)
+                elif block.type == "tool_use":
+                    call = ToolCall(id=block.id, name=block.name, input=block.input)
+                    turn.calls.append(call)
+                    run.tool_call(call)
+            run.check()  # a stream the watcher cut short may end as a clean EOF
+            message = stream.get_final_message()
         self._content = []
         texts = []
         for block in message.content:

@@ -118,7 +118,7 @@ def permission_args(allowed_tools: list[str] | None, *, network: bool, mcp_serve
     args = ["--permission-mode", "acceptEdits"]
     if allow:
         args += ["--allowedTools", ",".join(allow)]
-    return args + ["--disallowedTools", ",".join(deny)]
+    return [*args, "--disallowedTools", ",".join(deny)]
 
 
 def _unique(items: Any) -> list[str]:
@@ -151,7 +151,7 @@ def build_argv(
     argv += [str(a) for a in config_value(ctx, "args", []) or []]
     # "--" ends the options: --allowedTools takes a variadic list that would swallow the prompt, and a
     # prompt may start with "-".
-    return argv + ["--", prompt_of(ctx)]
+    return [*argv, "--", prompt_of(ctx)]
 
 
 def project_slug(path: str) -> str:
@@ -355,7 +355,7 @@ class ClaudeCodeConnector:
 
     def run(self, ctx: RunContext) -> ConnectorResult:
         try:
-            binary, key_name, key = preflight(
+            binary, _key_name, key = preflight(
                 ctx, SPEC, product="Claude Code", why_local="the CLI's allow-list limits its tools"
             )
         except Refused as r:

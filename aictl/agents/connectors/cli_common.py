@@ -159,7 +159,7 @@ class StreamParser(abc.ABC):
     def handle(self, obj: dict[str, Any]) -> None:
         """One JSON event of the CLI's stream."""
 
-    def feed_stderr(self, line: str) -> None:
+    def feed_stderr(self, line: str) -> None:  # noqa: B027 - an optional hook, a no-op unless a CLI overrides it
         """A stderr line (logs, warnings); most CLIs say nothing there that the stream does not."""
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -285,10 +285,7 @@ def finish(ctx: RunContext, res: RunResult, parser: StreamParser, spec: Connecto
     if kind is not None and not any(e["type"] == "error" and e.get("kind") == kind for e in parser.events):
         parser.emit({"type": "error", "kind": kind, "message": error, "retry_at": parser.retry_at})
     usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, **parser.usage, "turns": parser.turns}
-    if res.start_error:
-        transient = True
-    else:
-        transient = kind in TRANSIENT_KINDS
+    transient = True if res.start_error else kind in TRANSIENT_KINDS
     return ConnectorResult(
         ok=ok and error is None,
         exit_code=res.exit_code,

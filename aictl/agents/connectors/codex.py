@@ -126,7 +126,7 @@ def build_argv(binary: str, ctx: RunContext) -> list[str]:
     argv += [str(a) for a in config_value(ctx, "args", []) or []]
     if ctx.resume_session:
         argv += ["resume", ctx.resume_session]
-    return argv + ["--", prompt_of(ctx)]
+    return [*argv, "--", prompt_of(ctx)]
 
 
 class CodexStream(StreamParser):
@@ -188,9 +188,8 @@ class CodexStream(StreamParser):
                 self.emit({"type": "tool_call", "id": item_id, **_call_of(item)})
             if done:
                 self.emit({"type": "tool_result", "id": item_id, **_result_of(item)})
-        elif kind == "error":
-            if done:  # a warning from Codex; a failure comes as turn.failed
-                self.transcript.append(f"[warning] {item.get('message')}")
+        elif kind == "error" and done:  # a warning from Codex; a failure comes as turn.failed
+            self.transcript.append(f"[warning] {item.get('message')}")
 
     def _add_usage(self, usage: dict[str, Any]) -> None:
         self._totals["input"] += int(usage.get("input_tokens") or 0)

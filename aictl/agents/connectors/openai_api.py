@@ -60,12 +60,12 @@ class _Base:
         with (
             sdk_errors(self.sdk, connector="openai", base_url=self.url, key_env=self.env, error_kind=SPEC.error_kind),
             open_stream() as stream,
+            run.watch(lambda: abort_response(stream.response)),
         ):
-            with run.watch(lambda: abort_response(stream.response)):
-                for event in stream:
-                    run.check()
-                    on_event(event)
-                run.check()  # a stream the watcher cut short may end as a clean EOF
+            for event in stream:
+                run.check()
+                on_event(event)
+            run.check()  # a stream the watcher cut short may end as a clean EOF
 
     def close(self) -> None:
         self.client.close()
@@ -143,7 +143,7 @@ class _ChatSession(_Base):
         if turn.calls:
             self._assistant["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": calls[i]["arguments"]}}
-                for i, c in zip(sorted(calls), turn.calls)
+                for i, c in zip(sorted(calls), turn.calls, strict=True)
             ]
         return turn
 

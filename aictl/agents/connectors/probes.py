@@ -79,7 +79,7 @@ def model_list(
     def probe(ai: AIRecord, spec: ConnectorSpec, timeout: float) -> dict[str, Any]:
         import urllib.error
 
-        env, key = spec.api_key(ai)
+        _env, key = spec.api_key(ai)
         key_problem = spec.key_problem(ai)
         url = f"{spec.base_url(ai)}{path}"
         try:
