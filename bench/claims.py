@@ -159,7 +159,7 @@ def aictl_worker(idx: int, url: str, barrier: Any, results: Any, cache_redaction
         t1 = time.monotonic()
         store.close()
         results.put({"worker": idx, "cycles": n, "t0": t0, "t1": t1})
-    except BaseException as e:  # report, never hang the parent
+    except BaseException as e:  # noqa: BLE001 - report, never hang the parent
         results.put({"worker": idx, "error": f"{type(e).__name__}: {e}"})
         barrier.abort()
 
@@ -201,7 +201,7 @@ def bare_sqlite_worker(idx: int, path: str, barrier: Any, results: Any) -> None:
         t1 = time.monotonic()
         conn.close()
         results.put({"worker": idx, "cycles": n, "t0": t0, "t1": t1})
-    except BaseException as e:
+    except BaseException as e:  # noqa: BLE001 - report, never hang the parent
         results.put({"worker": idx, "error": f"{type(e).__name__}: {e}"})
         barrier.abort()
 
@@ -243,7 +243,7 @@ def bare_pg_worker(idx: int, dsn: str, barrier: Any, results: Any) -> None:
         t1 = time.monotonic()
         conn.close()
         results.put({"worker": idx, "cycles": n, "t0": t0, "t1": t1})
-    except BaseException as e:
+    except BaseException as e:  # noqa: BLE001 - report, never hang the parent
         results.put({"worker": idx, "error": f"{type(e).__name__}: {e}"})
         barrier.abort()
 
@@ -446,7 +446,7 @@ def profile_aictl(url: str, cycles: int, cache_redaction: bool, locks: bool) -> 
 
         for m in ("all", "one", "run"):
 
-            def counted(self: Any, sql: str, params: Any = None, _orig: Any = getattr(PgTx, m)) -> Any:
+            def counted(self: Any, sql: str, params: Any = None, _orig: Any = getattr(PgTx, m)) -> Any:  # noqa: B008 - binds this loop's method now
                 statements.append(sql)
                 return _orig(self, sql, params)
 

@@ -99,9 +99,7 @@ def make_project(tasks: int, held: int) -> tuple[str, dict[str, str], dict[str, 
 
 def time_once(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[float, int, int]:
     t0 = time.perf_counter()
-    r = subprocess.run(
-        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=300
-    )
+    r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {r.returncode}: {r.stderr.decode(errors='replace')[-2000:]}")
@@ -140,14 +138,17 @@ def importtime(cwd: str, env: dict[str, str]) -> dict[str, Any]:
     top_level = [r for r in rows if r["depth"] == 0]
     by_cum = sorted(rows, key=lambda r: r["cumulative_ms"], reverse=True)[:10]
     by_self = sorted(rows, key=lambda r: r["self_ms"], reverse=True)[:10]
-    fmt = lambda rs: [
-        {
-            "module": r["module"],
-            "cumulative_ms": round(r["cumulative_ms"], 1),  # noqa: E731
-            "self_ms": round(r["self_ms"], 1),
-        }
-        for r in rs
-    ]
+
+    def fmt(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "module": r["module"],
+                "cumulative_ms": round(r["cumulative_ms"], 1),
+                "self_ms": round(r["self_ms"], 1),
+            }
+            for r in rs
+        ]
+
     heavy = {}
     for name in (
         "typer",
@@ -199,7 +200,7 @@ def inprocess_list(proj: str) -> dict[str, Any]:
             Output("json").emit(tasks)
         t4 = time.perf_counter()
         store.close()
-        for k, v in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        for k, v in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             out[k].append(v)
     res: dict[str, Any] = {k + "_ms": round(statistics.median(v) * 1e3, 1) for k, v in out.items()}
     res["tasks_listed"] = len(tasks)

@@ -45,7 +45,7 @@ def test_a_pinned_ai_claims_with_its_labels_capabilities_and_limit(plane):
     assert c.claim(ClaimRequest(owner="w", ai="a")) is None  # 1/1 held
     with pytest.raises(AILimitReached):
         c.claim(ClaimRequest(owner="w", ai="a", task_id=more.id))
-    with pytest.raises(Conflict, match="AI a cannot take task .*missing capability docs"):
+    with pytest.raises(Conflict, match=r"AI a cannot take task .*missing capability docs"):
         c.claim(ClaimRequest(owner="w", ai="a", task_id=docs.id))
     assert plane.svc.store_status(other.id) == "queued"
 

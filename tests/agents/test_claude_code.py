@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -79,7 +80,7 @@ def test_argv_ends_options_before_the_prompt(tmp_path):
     argv = build_argv("claude", ctx)
     assert argv[:5] == ["claude", "-p", "--output-format", "stream-json", "--verbose"]
     assert argv[-2:] == ["--", "-rf is not a flag"]
-    pairs = dict(zip(argv, argv[1:]))
+    pairs = dict(itertools.pairwise(argv))
     assert pairs["--model"] == "opus" and pairs["--max-turns"] == "7" and pairs["--resume"] == "abc-123"
     assert pairs["--append-system-prompt"] == "be careful" and pairs["--effort"] == "low"
 
@@ -382,7 +383,7 @@ def test_task_execute_rate_limited_claude_code_pauses_the_ai_until_the_reset(
     tid = cli_json(capsys, "task", "create", "anything", "--lock", "x.txt")["id"]
     fake_provider.script(error(429, "slow down", retry_after=3), error(429, "slow down", retry_after=3))
     before = time.time()
-    code, rep, err = execute(capsys, str(tid), "--ai", "claude-1", "--timeout", "120")
+    _code, rep, err = execute(capsys, str(tid), "--ai", "claude-1", "--timeout", "120")
     assert rep["outcome"] == "retrying" and "rate-limited" in rep["reason"], (rep, err)
     run_rec = json.loads(evidence_of(capsys, tid)["run"])
     assert run_rec["error_kind"] == "rate_limit" and run_rec["retry_at"] >= before + 3

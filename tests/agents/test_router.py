@@ -88,7 +88,7 @@ def test_busy_ai_is_skipped_and_ranking_is_least_busy_then_round_robin_then_id(p
 def test_round_robin_between_equally_idle_ais(plane):
     plane.ai("x")
     plane.ai("y")
-    r = router(plane)
+    router(plane)
     picked = []
     for i in range(4):
         t = plane.task(f"t{i}")
@@ -117,7 +117,7 @@ def test_task_needing_a_capability_nobody_has_stays_queued(plane):
     plane.ai("a", capabilities=["code"])
     gpu_task = plane.task("train", required_capabilities=["gpu"], priority=10)
     code_task = plane.task("fix", required_capabilities=["code"])
-    r = router(plane)
+    router(plane)
     claim, ai = claim_next(plane, "daemon")
     assert claim.task.id == code_task.id and ai.id == "a"  # the higher-priority task was passed over
     assert claim_next(plane, "daemon") is None
@@ -130,7 +130,7 @@ def test_the_next_routed_claim_leaves_command_tasks_to_the_command_connector_unl
     plane.ai("a")
     scripted = plane.task("fmt", command="make fmt", priority=5)
     agent = plane.task("write docs")
-    r = router(plane)
+    router(plane)
     claim, ai = claim_next(plane, "d")
     assert claim.task.id == agent.id and ai.id == "a"
     claim, ai = claim_next(plane, "d", commands=True)
@@ -176,7 +176,8 @@ def test_policy_refusal_appears_in_explain_and_nothing_is_recorded(plane, tmp_pa
     (tmp_path / ".ai" / "policy.yaml").write_text(
         "version: 1\ndefault: deny\nrules:\n"
         "  - id: lifecycle\n    effect: allow\n    match: {actions: [claim]}\n"
-        "  - id: no-codex-on-auth\n    effect: deny\n    match: {actions: [claim], ai: ['codex-*'], task_labels: [auth]}\n"
+        "  - id: no-codex-on-auth\n    effect: deny\n"
+        "    match: {actions: [claim], ai: ['codex-*'], task_labels: [auth]}\n"
         "    reason: auth code is reviewed by claude only\n"
     )
     gate = load_gate(tmp_path)

@@ -91,7 +91,7 @@ def test_a_long_rate_limit_pauses_the_ai_until_the_provider_says(fake_provider, 
     register(capsys, fake_provider, v)
     tid = cli_json(capsys, "task", "create", "anything", "--lock", "x.txt")["id"]
     fake_provider.script(error(429, retry_after=3600))
-    code, rep, err = execute(capsys, str(tid), "--ai", "api-1")
+    _code, rep, err = execute(capsys, str(tid), "--ai", "api-1")
     assert rep["outcome"] == "retrying", (rep, err)  # a pinned AI: the attempt failed transient, the task waits
     assert len(fake_provider.calls()) == 1
     assert json.loads(evidence_of(capsys, tid)["run"])["error_kind"] == "rate_limit"

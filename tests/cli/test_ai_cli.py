@@ -53,9 +53,9 @@ def test_register_list_get_and_the_flags_land_in_config(project, cli, j):
     j("ai", "register", "codex-1", "--connector", "codex", "-c", "code,docs")
     assert [x["id"] for x in j("ai", "list")] == ["claude-1", "codex-1"]
     assert j("ai", "get", "codex-1")["capabilities"] == ["code", "docs"]
-    code, out, _ = cli("ai", "list", "-o", "name")
+    _, out, _ = cli("ai", "list", "-o", "name")
     assert out.split() == ["claude-1", "codex-1"]
-    code, out, _ = cli("ai", "list")  # piped: tab-separated rows, no header
+    _code, out, _ = cli("ai", "list")  # piped: tab-separated rows, no header
     assert out.splitlines()[0].split("\t")[:2] == ["claude-1", "claude-code"] and "0/2" in out
     assert "concurrency" in cli("ai", "get", "claude-1")[1]
 
@@ -172,7 +172,7 @@ def test_route_exit_0_with_a_choice_3_without(project, cli, j):
         ("a1", False),
     ]
     assert route["candidates"][1]["reasons"] == ["task wants ai:fast"]
-    code, out, err = cli("route", str(gpu))
+    code, out, _err = cli("route", str(gpu))
     assert code == 3 and "no AI can take it" in out and "missing capability gpu" in out
     code, out, _ = cli("route", str(gpu), "-o", "json")
     assert code == 3 and json.loads(out)["chosen"] is None
@@ -193,7 +193,7 @@ def test_task_claim_for_a_registered_ai_uses_its_labels_and_limit(project, cli, 
     j("task", "create", "anyone")
     got = j("task", "claim", "--owner", "w", "--ai", "a1")
     assert got["task"]["id"] == t1 and got["task"]["ai"] == "a1"
-    code, _, err = cli("task", "claim", "--owner", "w", "--ai", "a1")
+    code, _, _err = cli("task", "claim", "--owner", "w", "--ai", "a1")
     assert code == 3  # at its limit of 1: nothing to claim
 
 

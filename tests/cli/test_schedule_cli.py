@@ -37,7 +37,7 @@ def test_task_create_every_makes_a_schedule_and_reap_fires_it(project, cli, j):
     assert j("schedule", "get", str(s["id"]))["cron"] == s["cron"]
 
     make_due(project, s["id"])
-    code, out, err = cli("task", "reap")
+    code, _out, err = cli("task", "reap")
     assert code == 0 and "fired 1 due schedule(s): created task(s) 1" in err
     [t] = j("task", "list")
     assert t["title"] == "Nightly deps bump" and t["priority"] == 2 and t["lock_paths"] == ["requirements.txt"]
@@ -55,18 +55,18 @@ def test_schedule_fire_pause_resume_remove(project, cli, j):
     assert [x["id"] for x in j("schedule", "list", "--paused")] == [s["id"]]
     assert j("schedule", "list", "--active") == []
     assert j("schedule", "resume", str(s["id"]))["enabled"] is True
-    code, out, err = cli("schedule", "remove", str(s["id"]))  # stdin is not a terminal: no prompt
+    code, _, err = cli("schedule", "remove", str(s["id"]))  # stdin is not a terminal: no prompt
     assert code == 2 and "--yes" in err
     assert j("schedule", "remove", str(s["id"]), "--dry-run")["id"] == s["id"]
     assert j("schedule", "remove", str(s["id"]), "--yes")["id"] == s["id"]
-    code, out, err = cli("schedule", "get", str(s["id"]))
+    code, _out, err = cli("schedule", "get", str(s["id"]))
     assert code == 3 and "aictl schedule list" in err
     events = [e["action"] for e in j("audit", "log") if e["action"].startswith("schedule_")]
     assert events == ["schedule_create", "schedule_fire", "schedule_pause", "schedule_resume", "schedule_remove"]
 
 
 def test_bad_input_is_a_usage_error(project, cli, j):
-    code, out, err = cli("task", "create", "x", "--every", "0 24 * * *", "-o", "json")
+    code, _out, err = cli("task", "create", "x", "--every", "0 24 * * *", "-o", "json")
     assert code == 2 and json.loads(err)["error"]["code"] == "cron_invalid"
     assert "hour field '24'" in json.loads(err)["error"]["message"]
     code, _, err = cli("task", "create", "x", "--every", "@daily", "--tz", "Nowhere/Land")

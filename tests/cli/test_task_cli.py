@@ -39,7 +39,7 @@ def test_list_filters_and_empty_list_is_not_an_error(project, cli, j):
     assert [t["title"] for t in j("task", "list", "--status", "queued,done")] == ["a", "b"]
     j("task", "claim", "--owner", "zed")
     assert [t["title"] for t in j("task", "list", "--owner", "zed")] == ["a"]
-    code, out, err = cli("task", "list", "--status", "bogus")
+    code, _out, err = cli("task", "list", "--status", "bogus")
     assert code == 2 and "unknown status" in err
 
 
@@ -64,7 +64,7 @@ def test_stale_epoch_exit_4_with_json_error(project, cli, j):
 
 def test_error_codes(project, cli, j):
     assert cli("task", "get", "42")[0] == 3
-    code, out, err = cli("task", "claim")
+    code, _out, err = cli("task", "claim")
     assert code == 3 and "nothing to claim" in err and "aictl task ready" in err
     j("task", "create", "a")
     j("task", "create", "b", "--dep", "1")

@@ -133,7 +133,7 @@ def test_json_streams_events_from_other_processes_until_sigint(svc, project):
         c = svc.claim("w9", task_id=created[-1])
         svc.complete(created[-1], "w9", c.lease.lease_epoch)
         events = [json.loads(first)]
-        while not (events[-1]["action"] == "complete"):
+        while events[-1]["action"] != "complete":
             line = lines.get(timeout=30)
             assert line is not None, p.stderr.read()
             events.append(json.loads(line))

@@ -82,7 +82,7 @@ def test_edit_outside_locks_fails_naming_the_path(git_project, capsys):
     rep = report_of(lines)
     assert code == 1 and rep["outcome"] == "failed" and "README.md" in rep["reason"]
     assert rep["task"]["status"] == "failed" and "README.md" in rep["task"]["result"]["error"]
-    lock_check = [d for d in decisions(capsys, tid) if d["matched_rules"] == ["aictl:locks"]][0]
+    lock_check = next(d for d in decisions(capsys, tid) if d["matched_rules"] == ["aictl:locks"])
     assert lock_check["effect"] == "deny" and "README.md" in lock_check["reasons"][0]
     ws = rep["workspace"]
     assert ws and os.path.isdir(ws)  # kept for inspection
@@ -134,7 +134,7 @@ def test_passing_verification(git_project, capsys):
 def test_timeout_is_transient_and_retried_with_backoff(git_project, capsys):
     tid = create(capsys, "slow", "--lock", "src/**", "--command", "sleep 30", "--max-attempts", "3")
     t = time.monotonic()
-    code, lines, _ = jrun(capsys, "task", "execute", str(tid), "--owner", "w1", "--timeout", "1")
+    _code, lines, _ = jrun(capsys, "task", "execute", str(tid), "--owner", "w1", "--timeout", "1")
     rep = report_of(lines)
     assert time.monotonic() - t < 15
     assert rep["outcome"] == "retrying" and rep["task"]["status"] == "queued" and rep["task"]["attempts"] == 1
@@ -157,7 +157,7 @@ def test_policy_denial_of_execute_is_not_retried(git_project, capsys):
     code, lines, _ = jrun(capsys, "task", "execute", str(tid), "--owner", "w1")
     rep = report_of(lines)
     assert code == 1 and rep["task"]["status"] == "failed" and "unsandboxed" in rep["reason"]
-    ex = [d for d in decisions(capsys, tid) if d["action"] == "execute"][0]
+    ex = next(d for d in decisions(capsys, tid) if d["action"] == "execute")
     assert ex["effect"] == "deny" and ex["input"]["context"]["sandbox"]["sandboxed"] is False
 
 
@@ -239,7 +239,7 @@ def test_cancel_stops_a_running_execution(git_project):
         assert agent, "the agent's process never started"
         assert run_cli("task", "cancel", str(tid), "--reason", "not needed", cwd=git_project).returncode == 0
         t = time.monotonic()
-        out, err = proc.communicate(timeout=20)
+        out, _err = proc.communicate(timeout=20)
         assert time.monotonic() - t < 10
     finally:
         proc.kill()
@@ -314,11 +314,11 @@ def test_nothing_to_execute_exit_3(git_project, capsys):
 
 def test_task_without_command_is_a_usage_error_and_releases(git_project, capsys):
     tid = create(capsys, "no command", "--lock", "src/**")
-    code, out, err = run(capsys, "task", "execute", str(tid), "--connector", "command")
+    code, _, err = run(capsys, "task", "execute", str(tid), "--connector", "command")
     assert code == 2 and "--command" in err
     assert json.loads(run(capsys, "task", "get", str(tid), "-o", "json")[1])["status"] == "queued"
     # without --connector a task with no command is routed to an AI: none is registered, so nothing is claimed
-    code, out, err = run(capsys, "task", "execute", str(tid))
+    code, _out, err = run(capsys, "task", "execute", str(tid))
     assert code == 3 and "no AI is registered" in err and "aictl ai register" in err
     assert json.loads(run(capsys, "task", "get", str(tid), "-o", "json")[1])["status"] == "queued"
 
@@ -339,7 +339,7 @@ def test_an_error_in_the_run_is_a_failed_attempt_until_max_attempts(git_project,
             assert [e["name"] for e in rep.evidence] == ["executor_error.txt"]
     assert rep.task.status == "failed"
     assert run(capsys, "task", "execute", str(tid), "--owner", "w1")[0] == 4  # failed for good: nothing to run
-    code, out, _ = run(capsys, "task", "evidence", str(tid), "-o", "json")
+    _code, out, _ = run(capsys, "task", "evidence", str(tid), "-o", "json")
     assert [e["lease_epoch"] for e in json.loads(out)] == [1, 2, 3]  # every attempt's evidence is kept
 
 

@@ -32,7 +32,8 @@ def create(capsys, *args) -> int:
 @pytest.fixture
 def docker_project(git_project, sandbox_image):
     (git_project / ".ai" / "config.yaml").write_text(
-        f"lease_ttl: 30\nheartbeat_interval: 1\nbackoff_base: 0\nsandbox_backend: docker\nsandbox_image: {sandbox_image}\n"
+        "lease_ttl: 30\nheartbeat_interval: 1\nbackoff_base: 0\n"
+        f"sandbox_backend: docker\nsandbox_image: {sandbox_image}\n"
         "sandbox_memory_mb: 128\nsandbox_pids: 64\nsandbox_cpus: 1\n"
     )
     return git_project
@@ -83,7 +84,7 @@ def test_writes_outside_the_workspace_fail_and_network_is_off(docker_project, ca
 
 def test_timeout_in_docker_leaves_no_container(docker_project, capsys):
     tid = create(capsys, "hang", "--lock", "src/**", "--command", "sleep 60", "--max-attempts", "1")
-    code, rep, _ = execute(capsys, str(tid), "--owner", "w1", "--timeout", "2")
+    _code, rep, _ = execute(capsys, str(tid), "--owner", "w1", "--timeout", "2")
     assert rep["outcome"] == "failed" and "timed out" in rep["reason"]
     assert not containers(f"aictl.task={tid}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -18,8 +19,8 @@ from aictl.agents.connectors import ConnectorResult, register
 
 class Scripted:
     name = "scripted"
-    script: list = []  # callables(ctx) -> ConnectorResult, one per run
-    runs: list = []  # the RunContext of each run
+    script: ClassVar[list] = []  # callables(ctx) -> ConnectorResult, one per run
+    runs: ClassVar[list] = []  # the RunContext of each run
 
     def run(self, ctx):
         Scripted.runs.append(ctx)
@@ -138,7 +139,7 @@ def test_routed_run_gets_its_context_and_leaves_usage_and_activity(scripted, git
     assert run_json["session_id"] == "sess-1" and run_json["ai"] == "a1"
     task = j("task", "get", str(tid))
     assert task["ai"] == "a1" and task["activity"] == "wrote src/login.py"
-    claim = [e for e in j("audit", "log", "--task", str(tid)) if e["action"] == "claim"][0]
+    claim = next(e for e in j("audit", "log", "--task", str(tid)) if e["action"] == "claim")
     assert claim["data"]["ai"] == "a1"
 
 
@@ -199,7 +200,7 @@ def test_no_eligible_ai_names_every_reason_and_claims_nothing(scripted, cli, j):
     register_ai(j, "a2", "-c", "gpu")
     j("ai", "pause", "a2", "--for", "1h", "--reason", "usage limit")
     tid = create(j, "train", "-c", "gpu")
-    code, out, err = cli("task", "execute", str(tid))
+    code, _out, err = cli("task", "execute", str(tid))
     assert code == 3
     assert f"no AI can take task {tid}: a1: missing capability gpu; a2: rate-limited until" in err
     assert "(usage limit)" in err and f"aictl route {tid}" in err
@@ -209,7 +210,7 @@ def test_no_eligible_ai_names_every_reason_and_claims_nothing(scripted, cli, j):
 def test_pinned_ai_that_cannot_take_the_task_is_refused_with_reasons(scripted, cli, j):
     register_ai(j, "a1", "-c", "docs")
     tid = create(j, "x", "-c", "code", "-l", "ai:other")
-    code, out, err = cli("task", "execute", str(tid), "--ai", "a1")
+    code, _out, err = cli("task", "execute", str(tid), "--ai", "a1")
     assert code == 4 and "AI a1 cannot take task" in err and "missing capability code" in err
     assert "task wants ai:other" in err and j("task", "get", str(tid))["status"] == "queued"
 

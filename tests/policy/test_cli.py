@@ -100,7 +100,7 @@ def test_validate_reads_test_files_as_tests_and_reports_a_missing_file(project, 
 
 def test_validate_without_any_policy_file_is_ok_but_says_everything_is_denied(project, cli):
     (project / ".ai" / "policy.yaml").unlink()
-    code, out, err = cli("policy", "validate")
+    code, _out, err = cli("policy", "validate")
     assert code == 0 and "every request is denied" in err
 
 
@@ -159,7 +159,7 @@ def test_explain_context_labels_and_several_paths(gated, j):
     ],
 )
 def test_explain_usage_errors_exit_2(gated, args, message, cli):
-    code, out, err = cli("policy", "explain", "--ai", "codex", *args)
+    code, _out, err = cli("policy", "explain", "--ai", "codex", *args)
     assert code == 2 and message in err and "Traceback" not in err
 
 
@@ -257,7 +257,7 @@ def test_decisions_after_real_claims(gated, cli, j):
     assert [d["decision_id"] for d in last] == [d["decision_id"] for d in records[-2:]]
     assert len(j("audit", "decisions", "--since", "1h")) == 4
     assert j("audit", "decisions", "--since", "2999-01-01T00:00:00Z") == []
-    code, out, err = cli("audit", "decisions", "--effect", "maybe")
+    code, _out, err = cli("audit", "decisions", "--effect", "maybe")
     assert code == 2 and "unknown effect" in err
 
 
@@ -304,7 +304,7 @@ def test_replay_same_policy_then_a_tightened_one(gated, tmp_path, cli, j):
 def test_replay_with_a_malformed_new_policy_exits_2(gated, tmp_path, cli):
     bad = tmp_path / "bad.yaml"
     bad.write_text(MALFORMED)
-    code, out, err = cli("policy", "replay", str(bad))
+    code, _out, err = cli("policy", "replay", str(bad))
     assert code == 2 and f"{bad}:6:5" in err
     assert cli("policy", "replay", str(tmp_path / "missing.yaml"))[0] == 2
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import random
 
 from hypothesis import given, settings
@@ -43,7 +44,7 @@ def test_find_cycle_agrees_with_brute_force(edges):
     cyc = find_cycle(edges)
     assert (cyc is not None) == has_cycle
     if cyc:
-        assert all(b in edges.get(a, []) for a, b in zip(cyc, cyc[1:]))
+        assert all(b in edges.get(a, []) for a, b in itertools.pairwise(cyc))
 
 
 def test_backoff_grows_is_capped_and_jittered():

@@ -49,7 +49,7 @@ def test_create_computes_next_run_and_records_an_event(sched):
     assert s.next_at == datetime(2026, 6, 2, 3, 0, tzinfo=UTC).timestamp()
     assert s.spec["labels"] == ["deps"] and "key" not in s.spec
     assert sched.sched.get(s.id) == s and sched.sched.list() == [s]
-    [(action, task_id, data)] = actions(sched.store, "schedule_create")
+    [(_action, task_id, data)] = actions(sched.store, "schedule_create")
     assert task_id is None and data["schedule_id"] == s.id and data["cron"] == "CRON_TZ=UTC 0 3 * * *"
     with pytest.raises(NotFound):
         sched.sched.get(s.id + 1)

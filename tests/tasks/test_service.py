@@ -180,7 +180,7 @@ def test_cycles_rejected_with_the_cycle_named(services):
     assert f"#{a.id} → #{d.id} → #{c.id} → #{a.id}" in e.value.message
     with pytest.raises(CycleError):
         b.svc.add_dependency(a.id, a.id)
-    with pytest.raises(CycleError, match="x → y → x|y → x → y"):
+    with pytest.raises(CycleError, match=r"x → y → x|y → x → y"):
         b.svc.create_many([spec("x", key="x", depends_on=["y"]), spec("y", key="y", depends_on=["x"])])
     assert len(b.q.list()) == 3  # nothing half-written
 
@@ -205,7 +205,7 @@ def test_overlapping_locks_cannot_be_held_together(services):
     assert any(f"locked by #{a.id}" in r for r in entry.reasons)
     with pytest.raises(LockConflict, match=f"locked by #{a.id}"):
         b.svc.claim("w3", task_id=c.id)
-    assert {(l.task_id, l.pattern, l.lease_epoch) for l in b.q.locks()} == {
+    assert {(lock.task_id, lock.pattern, lock.lease_epoch) for lock in b.q.locks()} == {
         (a.id, "src/api/**", 1),
         (d.id, "docs/**", 1),
     }
@@ -230,7 +230,7 @@ def test_locks_freed_on_every_exit_path(clocked, exit_path):
             "cancel": lambda: b.svc.cancel(a.id),
         }[exit_path]()
     got = b.svc.claim("v", task_id=c.id)
-    assert got is not None and [l.task_id for l in b.q.locks()] == [c.id]
+    assert got is not None and [lock.task_id for lock in b.q.locks()] == [c.id]
     assert r.lease.lease_epoch == 1
 
 
