@@ -562,7 +562,7 @@ def main() -> int:
             "redaction": "EXPERIMENT: pattern cached per process" if args.cache_redaction else "as aictl does it",
             "fill": filled,
             "results": results,
-            "target": "sqlite, 4 workers: aictl >= 40% of the bare loop (ratio >= 0.40)",
+            "target": "4 workers, either backend: aictl >= half the bare loop (ratio >= 0.5; issue 10)",
             "machine": machine(stores.info()),
         }
         if args.profile:
