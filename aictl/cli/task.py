@@ -80,6 +80,23 @@ def create(
     from aictl.tasks.service import TaskSpec
 
     out = state.output(output)
+
+    def one_spec() -> TaskSpec:  # the task the options describe (a schedule fires the same spec)
+        return TaskSpec.parse(
+            title=title,
+            description=description,
+            type=type_,
+            priority=priority,
+            labels=_split(label),
+            required_capabilities=_split(capability),
+            depends_on=depends_on or [],
+            lock_paths=lock or [],
+            exclusive=exclusive,
+            max_attempts=max_attempts,
+            command=command,
+            verify=verify,
+        )
+
     if every is not None or tz is not None:
         from aictl.cli.schedule import create_schedule
 
@@ -88,46 +105,12 @@ def create(
                 "--every needs a TITLE (not --file); --tz needs --every",
                 hint='aictl task create "Nightly dependency bump" --every "0 3 * * *"',
             )
-        create_schedule(
-            out,
-            TaskSpec.parse(
-                title=title,
-                description=description,
-                type=type_,
-                priority=priority,
-                labels=_split(label),
-                required_capabilities=_split(capability),
-                depends_on=depends_on or [],
-                lock_paths=lock or [],
-                exclusive=exclusive,
-                max_attempts=max_attempts,
-                command=command,
-                verify=verify,
-            ),
-            every,
-            tz,
-            dry_run,
-        )
+        create_schedule(out, one_spec(), every, tz, dry_run)
         return
     if file is not None:
         specs = _load_batch(file)
     elif title:
-        specs = [
-            TaskSpec.parse(
-                title=title,
-                description=description,
-                type=type_,
-                priority=priority,
-                labels=_split(label),
-                required_capabilities=_split(capability),
-                depends_on=depends_on or [],
-                lock_paths=lock or [],
-                exclusive=exclusive,
-                max_attempts=max_attempts,
-                command=command,
-                verify=verify,
-            )
-        ]
+        specs = [one_spec()]
     else:
         raise UsageError("give a TITLE or --file", hint='aictl task create "Fix the login bug" --lock "src/auth/**"')
     tasks = state.tasks().create_many(specs, dry_run=dry_run)
