@@ -163,8 +163,9 @@ class Daemon:
             unknown = [a for a in self.options.ai_ids if Registry(store).find(a) is None]
             if unknown:
                 raise NotFound(f"no AI registered as {', '.join(unknown)}", hint="see them with: aictl ai list")
-        if store is not None:  # run() may be on another thread, and a SQLite connection belongs to its thread
-            store.close()
+        if store is not None:
+            self._register(store)  # before ready: `daemon start` returning means `daemon status` lists it
+            store.close()  # run() may be on another thread, and a SQLite connection belongs to its thread
             self._store = None
 
     def _try_store(self, *, fatal_config: bool = False) -> Any:

@@ -303,7 +303,8 @@ def serve(
                 pid_alive=pidfile.stale["pid_alive"],
                 previous_daemon=daemon.previous_daemon,
             )
-        daemon.prepare()
+        took_over = pidfile.stale and {"pid": pidfile.stale["pid"], "daemon_id": daemon.previous_daemon}
+        daemon.prepare()  # registers this daemon and signs the dead one off (previous_daemon is cleared)
         install_signals(lambda now: daemon.request_stop(now=now), daemon.request_reload)
         write_status(paths, daemon.snapshot())  # who holds the pid file, even if we die in the next instant
         store = daemon.snapshot()["store"]
@@ -314,7 +315,7 @@ def serve(
                 "daemon_id": daemon.id,
                 "workers": len(daemon.workers),
                 "log": str(paths.log),
-                "took_over": pidfile.stale and {"pid": pidfile.stale["pid"], "daemon_id": daemon.previous_daemon},
+                "took_over": took_over,
                 "store": {"reachable": store["reachable"], "error": store["error"]},
             }
         )

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,20 @@ sys.stdout.buffer.write(child.stdout + b"|" + child.stderr)
 def _as_nobody(mode: str) -> bytes:
     if os.geteuid() != 0 or not shutil.which("setpriv") or not Path(SYSTEM_PYTHON).exists():
         pytest.skip("needs root, setpriv and a system python to start an unprivileged parent")
+    # The checkout (and pytest's tmp_path) may sit in a directory only root can enter, e.g. a CI clone
+    # under mktemp -d: hand the unprivileged parent a copy of the module in a directory of its own.
+    shared = Path(tempfile.mkdtemp(prefix="aictl-nodump-", dir="/tmp"))
+    shared.chmod(0o755)
+    module = shared / "nodump.py"
+    module.write_text(Path(nodump.__file__).read_text())
+    module.chmod(0o644)
+    try:
+        return _run_as_nobody(module, mode)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _run_as_nobody(module: Path, mode: str) -> bytes:
     return subprocess.run(
         [
             "setpriv",
@@ -44,7 +59,7 @@ def _as_nobody(mode: str) -> bytes:
             SYSTEM_PYTHON,
             "-c",
             PARENT,
-            nodump.__file__,
+            str(module),
             mode,
         ],
         env={"PATH": "/usr/bin:/bin", "ATK_KEY": "plainharmlessvalue42"},
