@@ -88,33 +88,25 @@ def merge_waiting(tx: Tx, task_id: int) -> bool:
 
 def verdict_since(p: TaskPlane, task_id: int, since: float) -> dict[str, Any] | None:
     """The latest approve or reject of a task at or after `since` (verdict, who, why), if any."""
+    return _latest(p, task_id, since, ("approve", "reject"))
+
+
+def approved_since(p: TaskPlane, task_id: int, since: float) -> dict[str, Any] | None:
+    """The latest approval of a task at or after `since`, if any (a later reject does not hide it)."""
+    return _latest(p, task_id, since, ("approve",))
+
+
+def _latest(p: TaskPlane, task_id: int, since: float, actions: tuple[str, ...]) -> dict[str, Any] | None:
     with p.store.read() as tx:
         row = tx.one(
             "SELECT action, actor, ts, data FROM events WHERE task_id = :t"
-            " AND action IN ('approve', 'reject') AND ts >= :s ORDER BY id DESC LIMIT 1",
+            f" AND action IN ({', '.join(repr(a) for a in actions)}) AND ts >= :s ORDER BY id DESC LIMIT 1",
             {"t": task_id, "s": since},
         )
     if row is None:
         return None
     return {
         "verdict": row["action"],
-        "by": row["actor"],
-        "at": row["ts"],
-        "comment": (json.loads(row["data"]) or {}).get("comment") if row["data"] else None,
-    }
-
-
-def approved_since(p: TaskPlane, task_id: int, since: float) -> dict[str, Any] | None:
-    """The latest approval of a task at or after `since` (who and why), if any."""
-    with p.store.read() as tx:
-        row = tx.one(
-            "SELECT actor, ts, data FROM events WHERE task_id = :t AND action = 'approve' AND ts >= :s"
-            " ORDER BY id DESC LIMIT 1",
-            {"t": task_id, "s": since},
-        )
-    if row is None:
-        return None
-    return {
         "by": row["actor"],
         "at": row["ts"],
         "comment": (json.loads(row["data"]) or {}).get("comment") if row["data"] else None,
