@@ -35,6 +35,10 @@ def test_daemon_survives_postgres_going_away_and_coming_back(own_pg_server, make
     ids = [p.create(f"before {i}", "--command", "sleep 0.3") for i in range(6)]
     wait_for(lambda: p.task(ids[0]).status == "done", 60, "the daemon to start working")
 
+    def daemon_sees_store() -> bool:
+        r = p.cli("daemon", "status", "-o", "json")
+        return r.returncode == 0 and json.loads(r.stdout)["store"]["reachable"] is True
+
     for outage in range(2):
         own_pg_server.pause()
         try:
@@ -52,6 +56,8 @@ def test_daemon_survives_postgres_going_away_and_coming_back(own_pg_server, make
         finally:
             own_pg_server.resume()
         ids += [p.create(f"after outage {outage} #{i}", "--command", "sleep 0.2") for i in range(4)]
+        # The next outage must start after the daemon reconnected, or its backoff spans both outages as one.
+        wait_for(daemon_sees_store, 60, "daemon status to report the store reachable again", interval=0.3)
 
     def all_done() -> bool:
         with p.store() as store, store.read() as tx:
