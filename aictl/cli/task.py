@@ -12,6 +12,7 @@ from aictl.cli.context import state
 from aictl.cli.options import DryRunOpt, EpochOpt, OutputOpt, OwnerOpt, TaskIdArg, noun_app
 from aictl.cli.output import ago, info
 from aictl.cli.taskview import TASK_COLUMNS
+from aictl.cli.taskview import messages_human
 from aictl.cli.taskview import task_human as _task_human
 from aictl.domain.errors import NotFound, UsageError
 from aictl.domain.limits import PRIORITY_MAX, PRIORITY_MIN, TTL_MAX, TTL_MIN
@@ -164,9 +165,17 @@ def list_(
 
 @app.command("get")
 def get(task_id: TaskIdArg, output: OutputOpt = None) -> None:
-    """Show one task. `owner` is set only while a lease is held; last_owner, last_ai, last_epoch: the latest holder."""
+    """Show one task and its messages. `owner` is set only while a lease is held; last_owner, last_ai, last_epoch:
+    the latest holder."""
+    from aictl.execution import mailbox
+
     out = state.output(output)
-    out.emit(state.queries().get(task_id), columns=TASK_COLUMNS, human=_task_human)
+    task = state.queries().get(task_id)
+    notes = mailbox.history(state.store(), task_id)
+    if out.mode in ("json", "yaml"):
+        out.emit({**task.model_dump(mode="json"), "messages": notes})
+    else:
+        out.emit(task, columns=TASK_COLUMNS, human=lambda t: _task_human(t) + messages_human(notes))
 
 
 def _claim_human(r: Any) -> str:
