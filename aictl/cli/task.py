@@ -11,8 +11,7 @@ import typer
 from aictl.cli.context import state
 from aictl.cli.options import DryRunOpt, EpochOpt, OutputOpt, OwnerOpt, TaskIdArg, noun_app
 from aictl.cli.output import ago, info
-from aictl.cli.taskview import TASK_COLUMNS
-from aictl.cli.taskview import messages_human
+from aictl.cli.taskview import TASK_COLUMNS, messages_human
 from aictl.cli.taskview import task_human as _task_human
 from aictl.domain.errors import NotFound, UsageError
 from aictl.domain.limits import PRIORITY_MAX, PRIORITY_MIN, TTL_MAX, TTL_MIN
