@@ -172,6 +172,7 @@ SETTINGS: dict[str, Setting] = {
     "sandbox_pids": Setting(_to_int, 512, "docker pids limit", 8),
     "execution_timeout": Setting(_to_float, 1800.0, "hard timeout of one agent run, seconds", 0, True),
     "workspace_base": Setting(_to_str, "HEAD", "git ref new task workspaces start from"),
+    "workspace_pool": Setting(_to_int, 4, "finished worktrees kept per host, reset and reused by later tasks", 0),
     "integration_branch": Setting(
         _optional_str, None, "branch aictl merge lands done tasks on; default the main worktree's branch"
     ),
@@ -218,6 +219,7 @@ class Settings:
     sandbox_pids: int
     execution_timeout: float
     workspace_base: str
+    workspace_pool: int
     integration_branch: str | None
     merge_strategy: str
     merge_verify: str | None

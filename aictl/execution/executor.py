@@ -278,7 +278,7 @@ class Executor:
         """A finished or released run's workspace goes; any other is kept for inspection (aictl task workspace)."""
         t = time.monotonic()
         if report.outcome in (Outcome.DONE, Outcome.RELEASED) and not opts.keep_workspace:
-            self.workspaces.remove(ws)
+            self.workspaces.recycle(ws)  # into the pool for the next task, or removed
             report.workspace = None
         else:
             report.workspace = str(ws.path)
