@@ -737,12 +737,25 @@ def diff(task_id: TaskIdArg, output: OutputOpt = None) -> None:
     from aictl.sandbox.workspace import WorkspaceManager
 
     out = state.output(output)
-    s = state.settings()
-    text = WorkspaceManager(s.project_root, s.project_home / "workspaces").diff(task_id)
+    try:
+        text = WorkspaceManager.from_settings(state.settings()).diff(task_id)
+    except NotFound as missing:
+        text = _merged_diff(task_id, missing)
     if out.mode == "table":  # the unified diff itself, for a pager or `git apply`
         sys.stdout.write(text)
         return
     out.emit({"task_id": task_id, "diff": text}, name=lambda d: d["task_id"])
+
+
+def _merged_diff(task_id: int, missing: NotFound) -> str:
+    """A merged task's branch is pruned with the merge: its diff is the one recorded as evidence of its run."""
+    if state.queries().get(task_id).status != "merged":
+        raise missing
+    ev = state.evidence()
+    diffs = [e for e in ev.list(task_id) if e.kind == "diff"]
+    if not diffs:
+        raise NotFound(f"task {task_id} was merged and its run recorded no diff", hint=f"aictl task evidence {task_id}")
+    return ev.get(diffs[-1].digest).decode("utf-8", "replace")
 
 
 @app.command("approve")

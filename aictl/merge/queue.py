@@ -271,6 +271,8 @@ class MergeQueue:
                 self.svc.mark_merged(
                     task.id, commit=entry.result_commit, into=ref.removeprefix("refs/heads/"), chain_head=head
                 )
+            landed = {task.id for task, _ in stack}
+            self.workspaces.prune_branches(landed.__contains__)  # their work is on the target now
             return top
         if len(stack) == 1:
             task, entry = stack[0]

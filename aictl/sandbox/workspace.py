@@ -483,11 +483,7 @@ class WorkspaceManager:
             path = ws.path
             self._meta(ws.task_id, ws.lease_epoch).unlink(missing_ok=True)  # no longer this task's workspace
             strip_special(path)
-            steps = (
-                ("checkout", "--quiet", "--force", "--detach"),
-                ("reset", "--quiet", "--hard"),
-                ("clean", "-ffdxq"),
-            )
+            steps = (("checkout", "--quiet", "--force", "--detach"), ("clean", "-ffdxq"))  # forced: tracked files reset
             if not self._sane(path) or any(self._git(path, *a, check=False).returncode != 0 for a in steps):
                 self._remove_one(ws.task_id, ws.lease_epoch)
                 return
@@ -668,6 +664,34 @@ class WorkspaceManager:
                 if slot not in known:
                     _rmtree(slot)
         return removed
+
+    def task_branches(self) -> dict[int, builtins.list[str]]:
+        """Task id -> its refs (refs/heads/aictl/task-N and refs/aictl/base/task-N) in the main repository."""
+        top, _ = self._repo()
+        found: dict[int, builtins.list[str]] = {}
+        heads, bases = f"refs/heads/{BRANCH_PREFIX}", BASE_REF_PREFIX
+        folders = (heads.rsplit("/", 1)[0], bases.rsplit("/", 1)[0])  # for-each-ref matches whole path components
+        for ref in self._out(top, "for-each-ref", "--format=%(refname)", *folders).splitlines():
+            for prefix in (heads, bases):
+                if ref.startswith(prefix) and ref[len(prefix) :].isdigit():
+                    found.setdefault(int(ref[len(prefix) :]), []).append(ref)
+        return found
+
+    def prune_branches(self, prunable: Callable[[int], bool]) -> builtins.list[int]:
+        """Delete the task branch and base ref of every task `prunable` accepts that has no workspace here (one
+        ref transaction per task, under its flock; a task someone is working on is skipped). The task ids."""
+        top, _ = self._repo()
+        pruned = []
+        for task_id, refs in sorted(self.task_branches().items()):
+            if not prunable(task_id):
+                continue
+            with self._task_lock(task_id, wait=False) as mine:
+                if not mine or self._entries(task_id).get(task_id):
+                    continue
+                delete = "".join(f"delete {ref}\n" for ref in refs).encode()
+                self._git(top, "update-ref", "-m", f"aictl: prune task {task_id}", "--stdin", input=delete)
+                pruned.append(task_id)
+        return pruned
 
     def diff(self, task_id: int) -> str:
         """Unified diff of branch aictl/task-<id> against the commit its last attempt started from."""
