@@ -181,6 +181,11 @@ SETTINGS: dict[str, Setting] = {
         "rebase",
         "how aictl merge puts a task's change on the target: rebase (linear) or merge",
     ),
+    "merge": Setting(
+        _one_of("manual", "auto"),
+        "manual",
+        "auto: the daemon runs the merge queue itself whenever tasks are done",
+    ),
     "merge_verify": Setting(_optional_str, None, "command run on every merge result, besides the task's verify"),
     "merge_batch": Setting(_to_int, 1, "done tasks aictl merge verifies together (bisected on failure)", 1),
     "merge_conflicts": Setting(
@@ -222,6 +227,7 @@ class Settings:
     workspace_pool: int
     integration_branch: str | None
     merge_strategy: str
+    merge: str
     merge_verify: str | None
     merge_batch: int
     merge_conflicts: str
