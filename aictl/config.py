@@ -181,6 +181,11 @@ SETTINGS: dict[str, Setting] = {
         "rebase",
         "how aictl merge puts a task's change on the target: rebase (linear) or merge",
     ),
+    "remote": Setting(
+        _optional_str,
+        None,
+        "git remote shared by several hosts: task branches are pushed to it, dependencies and the target fetched",
+    ),
     "merge": Setting(
         _one_of("manual", "auto"),
         "manual",
@@ -228,6 +233,7 @@ class Settings:
     integration_branch: str | None
     merge_strategy: str
     merge: str
+    remote: str | None
     merge_verify: str | None
     merge_batch: int
     merge_conflicts: str

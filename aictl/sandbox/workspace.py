@@ -665,6 +665,12 @@ class WorkspaceManager:
                     _rmtree(slot)
         return removed
 
+    def current_branch(self) -> str | None:
+        """The branch checked out in the main worktree (None on a detached HEAD)."""
+        top, _ = self._repo()
+        p = self._git(top, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return p.stdout.decode().strip() or None if p.returncode == 0 else None
+
     def task_branches(self) -> dict[int, builtins.list[str]]:
         """Task id -> its refs (refs/heads/aictl/task-N and refs/aictl/base/task-N) in the main repository."""
         top, _ = self._repo()
