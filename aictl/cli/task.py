@@ -667,7 +667,15 @@ def execute(
             if note:
                 notifier.notify(*note)
 
-    executor = Executor(state.store(), settings, policy=state.gate(), on_event=on_event if notifier else printer)
+    from aictl.mcp.inproc import InProcessTaskServers
+
+    executor = Executor(
+        state.store(),
+        settings,
+        policy=state.gate(),
+        on_event=on_event if notifier else printer,
+        task_servers=InProcessTaskServers(settings, state.gate()),
+    )
     try:
         report = executor.execute(
             task_id,

@@ -124,8 +124,14 @@ class Worker:
             self._store_generation = d.store_generation
             self._executor = None
         if self._executor is None or self._executor_gate != d.gate_generation:
+            from aictl.mcp.inproc import InProcessTaskServers
+
             self._executor = Executor(
-                self._store, d.settings, policy=d.gate, on_event=lambda e: d._on_exec_event(self.n, e)
+                self._store,
+                d.settings,
+                policy=d.gate,
+                on_event=lambda e: d._on_exec_event(self.n, e),
+                task_servers=InProcessTaskServers(d.settings, d.gate),
             )
             self._executor_gate = d.gate_generation
         return self._executor

@@ -89,7 +89,11 @@ class Executor:
         on_event: Emit | None = None,
         open_store: Callable[[], Store] | None = None,
         clock: Callable[[], float] = time.time,
+        task_servers: Any = None,
     ):
+        """`task_servers`: serves each run's task-scoped MCP server in this process (aictl.mcp.inproc, given by
+        the CLI and the daemon); without it the agent starts `aictl mcp serve --task` itself."""
+        self.task_servers = task_servers
         from aictl.agents.registry import Registry
         from aictl.agents.router import Router
         from aictl.execution.planner import Planner
@@ -544,11 +548,19 @@ class Executor:
             report.decisions += report.skills.pop("decisions", [])
         from aictl.skills.delivery import materialize, mode_for
 
+        served = ExitStack()
+        if plan.ai is not None and self.task_servers is not None:
+            from aictl.agents.connectors.mcpconfig import AICTL_SERVER
+
+            entry, env = served.enter_context(self.task_servers.serve(task.id, task.lease_epoch, opts.owner))
+            ctx.mcp_servers[AICTL_SERVER] = entry
+            ctx.spec = ctx.spec.model_copy(update={"env": {**ctx.spec.env, **env}})
         undo = materialize(workdir, ctx.skills, mode_for(opts.connector))
         try:
             return connector.run(ctx)
         finally:
             undo()  # the delivered skills never reach the diff
+            served.close()
 
     def _rate_limited(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, plan: Plan, result: Any) -> None:
         """A usage or rate limit: pause the AI; a routed task goes back for another AI, a pinned one retries."""

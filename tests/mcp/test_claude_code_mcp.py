@@ -62,7 +62,6 @@ def test_a_run_gets_its_task_server_and_it_refuses_other_tasks(
     claude_bin, fake_provider, project, tmp_path, j, monkeypatch
 ):
     from aictl.config import load_settings
-    from aictl.execution.agent import task_server
     from aictl.store import open_store
     from aictl.tasks.queries import TaskQueries
 
@@ -85,8 +84,24 @@ def test_a_run_gets_its_task_server_and_it_refuses_other_tasks(
         ),
         reply("Split."),
     )
-    res = _run(claude_bin, fake_provider, project, {"aictl": task_server(task, "runner", settings)}, tmp_path)
+    from aictl.mcp.inproc import InProcessTaskServers
+
+    # As the executor serves it: in this process, over loopback HTTP, behind a per-run token.
+    with InProcessTaskServers(settings, None).serve(task.id, task.lease_epoch, "runner") as (entry, env):
+        os.environ[KEY_ENV] = KEY
+        ai = make_ai("claude-code", claude_bin, fake_provider, model="claude-sonnet-4-5", key_env=KEY_ENV)
+        (tmp_path / "ws").mkdir(exist_ok=True)
+        ctx = make_ctx(
+            tmp_path / "ws", ai, state_dir=tmp_path / "state", prompt="use aictl", mcp_servers={"aictl": entry}
+        )
+        ctx.spec = ctx.spec.model_copy(update={"env": {**ctx.spec.env, **env}})
+        res = ClaudeCodeConnector().run(ctx)
     assert res.ok, res.error + res.stderr
+    config = (tmp_path / "state" / "mcp.json").read_text()
+    assert entry["url"].startswith("http://127.0.0.1:") and entry["url"] in config
+    # What the agent can read names no store and holds no token (Claude expands ${AICTL_TASK_TOKEN} itself):
+    assert settings.resolved_database_url not in config and env["AICTL_TASK_TOKEN"] not in config
+    assert env["AICTL_TASK_TOKEN"] not in res.transcript
     assert [r["ok"] for r in _results(res)] == [True, True, False], res.transcript
     assert "bound to task" in json.dumps(_results(res)[2])
     assert j("task", "get", str(parent))["activity"] == "splitting the work"

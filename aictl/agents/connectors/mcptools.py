@@ -139,7 +139,9 @@ def _transport(entry: dict[str, Any], errlog: Any) -> Any:
     from mcp.client.streamable_http import streamable_http_client
 
     headers = {}
-    if entry.get("bearer_token_env"):
+    if entry.get("bearer_token"):  # the run's own task server, served by this process (aictl.mcp.inproc)
+        headers["Authorization"] = f"Bearer {entry['bearer_token']}"
+    elif entry.get("bearer_token_env"):
         headers["Authorization"] = f"Bearer {os.environ.get(entry['bearer_token_env'], '')}"
     import httpx2
 
