@@ -41,12 +41,42 @@ def build(
         Path | None,
         typer.Option("--rootfs", help="Import this root filesystem tarball as the base (aictl-base:rootfs)."),
     ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="busybox: the minimal image for commands; agents: git, sh, coreutils, Python, Node and the "
+            "pinned Claude Code and Codex CLIs, from this host's programs (tagged by a digest of its inputs, "
+            "rebuilt only when they change).",
+        ),
+    ] = "busybox",
+    force: Annotated[bool, typer.Option("--force", help="agents: rebuild even if the digest's image exists.")] = False,
     output: OutputOpt = None,
 ) -> None:
     """Build the sandbox image locally, with no registry: by default from the host's static busybox."""
+    out = state.output(output)
+    if preset == "agents":
+        from aictl.sandbox.agents_image import AGENTS_IMAGE, build_agents_image
+
+        if base or rootfs:
+            raise UsageError(
+                "--preset agents is built from this host's programs; --base/--rootfs do not apply",
+                hint="with a registry, build docs/sandbox.md's Dockerfile (FROM node:22-bookworm) instead",
+            )
+        agents = build_agents_image(AGENTS_IMAGE if tag == DEFAULT_IMAGE else tag, force=force, progress=info)
+        out.emit(
+            agents,
+            name=lambda i: i.tag,
+            human=lambda i: (
+                f"{'up to date' if i.cached else 'built'} {i.tag} (digest {i.digest[:16]}, "
+                f"{i.size_bytes / 1e6:.0f} MB) with " + ", ".join(f"{k} {v}" for k, v in sorted(i.versions.items()))
+            ),
+        )
+        return
+    if preset != "busybox":
+        raise UsageError(f"unknown --preset {preset!r}", hint="--preset busybox or --preset agents")
     from aictl.sandbox.image import build_image
 
-    out = state.output(output)
     image = build_image(tag, base=base, rootfs=rootfs, progress=info)
     out.emit(
         image,
