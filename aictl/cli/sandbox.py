@@ -131,7 +131,7 @@ def cleanup(
     dry_run: DryRunOpt = False,
     output: OutputOpt = None,
 ) -> None:
-    """Remove aictl containers whose owner process on this host has died. Nothing to remove is not an error."""
+    """Remove aictl containers (and egress networks) whose owner on this host has died. None is not an error."""
     from aictl.sandbox.docker import cleanup_containers
 
     out = state.output(output)
@@ -142,8 +142,13 @@ def cleanup(
     removed = cleanup_containers(all_=all_, dry_run=dry_run)
     if dry_run:
         info(f"dry run: would remove {len(removed)} container(s)")
-    elif out.mode == "table":
-        info(f"removed {len(removed)} container(s)")
+    else:
+        from aictl.sandbox.docker import connect
+        from aictl.sandbox.runs import remove_orphan_networks
+
+        networks = remove_orphan_networks(connect().api, all_=all_)  # after their containers: in use until then
+        if out.mode == "table":
+            info(f"removed {len(removed)} container(s) and {len(networks)} egress network(s)")
     out.emit(removed, columns=CONTAINER_COLUMNS, name=lambda c: c["id"])
 
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["forget_run", "record_run", "runs_dir", "stop_stale_runs"]
+__all__ = ["forget_run", "record_run", "remove_orphan_networks", "runs_dir", "stop_stale_runs"]
 
 _RECORD = re.compile(r"task-(\d+)-e(\d+)-(\d+)\.json")
 
@@ -93,7 +93,7 @@ def stop_stale_runs(workspaces_dir: Path, task_id: int, epoch: int) -> list[str]
 
 
 def _stop_containers(task_id: int, epoch: int) -> list[str]:
-    """Remove the task's containers of earlier epochs, if a docker engine answers (none: nothing ran there)."""
+    """Remove the task's containers (and egress networks) of earlier epochs, if a docker engine answers."""
     if not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
         return []  # no engine here: no container of ours can be running
     try:
@@ -111,4 +111,36 @@ def _stop_containers(task_id: int, epoch: int) -> list[str]:
             with contextlib.suppress(Exception):
                 api.remove_container(c["Id"], force=True, v=True)
                 stopped.append(f"container {c['Id'][:12]} (epoch {e})")
+    with contextlib.suppress(Exception):  # its containers gone, an earlier epoch's egress network can go too
+        stopped += [f"network {n}" for n in remove_orphan_networks(api, task_id=task_id, below_epoch=epoch)]
     return stopped
+
+
+def aictl_networks(api: Any) -> list[dict[str, Any]]:
+    from aictl.sandbox.docker import MANAGED_LABEL
+
+    return list(api.networks(filters={"label": f"{MANAGED_LABEL}=true"}) or [])
+
+
+def remove_orphan_networks(api: Any, *, all_: bool = False, task_id: int | None = None, below_epoch: int = 0) -> list:
+    """Remove run networks whose owner on this host is dead (all of them with all_; a task's older epochs with
+    task_id): what a SIGKILLed run left. A network still holding a container stays until that container goes."""
+    from docker.errors import DockerException
+
+    from aictl.sandbox.docker import _pid_alive
+
+    host = socket.gethostname()
+    removed = []
+    for net in aictl_networks(api):
+        labels = net.get("Labels") or {}
+        pid = labels.get("aictl.owner_pid", "")
+        if task_id is not None:
+            epoch = labels.get("aictl.epoch", "")
+            doomed = labels.get("aictl.task") == str(task_id) and epoch.isdigit() and int(epoch) < below_epoch
+        else:
+            doomed = all_ or (labels.get("aictl.host") == host and pid.isdigit() and not _pid_alive(int(pid)))
+        if doomed:
+            with contextlib.suppress(DockerException):
+                api.remove_network(net["Id"])
+                removed.append(net.get("Name") or net["Id"][:12])
+    return removed
