@@ -122,6 +122,50 @@ def status(
         raise typer.Exit(ExitCode.FAILURE)
 
 
+def _doctor_human(d: dict[str, Any]) -> str:
+    lines = [_status_human({**d["engine"], "containers": []}).splitlines()[0]]
+    if not d["engine"]["reachable"]:
+        return "\n".join(lines)
+    if not d["engine"]["image_present"]:
+        return "\n".join([*lines, f"image {d['image']}: missing; {d.get('hint')}"])
+    fresh = {True: "up to date", False: "stale: rebuild with aictl sandbox build --preset agents", None: "?"}
+    lines.append(f"image {d['image']}: digest {str(d.get('digest'))[:16]} ({fresh[d.get('up_to_date')]})")
+    inside = d["inside"]
+    if inside.get("error"):
+        lines.append(f"inside: could not run: {inside['error']}")
+    else:
+        lines.append(f"inside: user {inside.get('user')} (uid {inside.get('uid')})")
+        lines += [f"  {k}: {inside.get(k) or 'missing'}" for k in ("git", "python", "node", "claude-code", "codex")]
+    eg = d["egress"]
+    if eg.get("error"):
+        lines.append(f"egress control: could not check: {eg['error']}")
+    else:
+        lines.append(
+            f"egress control: {'works' if eg['ok'] else 'BROKEN'} (HTTP status of the allowed host "
+            f"{eg.get('allowed')}, of the forbidden one {eg.get('forbidden')} through the proxy and "
+            f"{eg.get('around')} around it; {eg.get('recorded')} attempts recorded)"
+        )
+    return "\n".join(lines)
+
+
+@app.command("doctor")
+def doctor(
+    image: Annotated[str, typer.Option("--image", help="Agents image to examine.")] = "aictl-agents:latest",
+    output: OutputOpt = None,
+) -> None:
+    """What the engine and the agents image can do: CLIs and versions inside, the user, whether egress control works.
+
+    Runs two short containers. Exit 1 if the engine, the image or egress control fails.
+    """
+    from aictl.sandbox.doctor import doctor as examine
+
+    out = state.output(output)
+    report = examine(image)
+    out.emit(report, name=lambda d: "ok" if d["ok"] else "failed", human=_doctor_human)
+    if not report["ok"]:
+        raise typer.Exit(ExitCode.FAILURE)
+
+
 @app.command("cleanup")
 def cleanup(
     all_: Annotated[

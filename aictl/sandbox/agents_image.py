@@ -57,7 +57,7 @@ PROGRAMS = {
 PYTHON_CANDIDATES = ["/usr/bin/python3", "/usr/local/bin/python3"]
 # Parts of the standard library an agent's commands do not need (tests alone are ~30 MB).
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "dist-packages", "__pycache__"}
-DATA_DIRS = ["/usr/lib/git-core", "/usr/share/git-core/templates"]
+DATA_DIRS = ["/usr/lib/git-core", "/usr/share/git-core/templates", "/usr/lib/locale/C.utf8"]
 CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt"]
 CLI_PACKAGES = {"claude-code": "@anthropic-ai/claude-code", "codex": "@openai/codex"}
 CLI_BINS = ["claude", "codex"]

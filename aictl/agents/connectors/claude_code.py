@@ -380,17 +380,19 @@ class ClaudeCodeConnector:
             if len(ctx.system.encode()) > ARGV_SYSTEM_LIMIT:
                 system_file = state.path / "append-system-prompt.md"
                 system_file.write_text(ctx.system)
+            docker = ctx.spec.backend == "docker"
             if ctx.resume_session:
-                carry_session(config_dir, ctx.resume_session, ctx.workdir)
+                carry_session(config_dir, ctx.resume_session, Path(ctx.spec.mount) if docker else ctx.workdir)
             mcp_config = None
-            if ctx.mcp_servers:
+            if ctx.mcp_servers and not docker:  # their commands (aictl mcp …) live on this machine, not in the image
                 from aictl.agents.connectors.mcpconfig import claude_mcp_json
 
                 mcp_config = state.path / "mcp.json"
                 mcp_config.write_text(claude_mcp_json(ctx.mcp_servers))
                 env["MCP_CONNECTION_NONBLOCKING"] = "0"  # headless: the first turn must already see the tools
             parser = ClaudeStream(ctx.on_event, ai=ctx.ai)
-            res = run_cli(ctx, build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config), env, parser)
+            argv = build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config)
+            res = run_cli(ctx, argv, env, parser, state=state.path, connector=SPEC)
             parser.settle()
             return finish(ctx, res, parser, SPEC)
         finally:

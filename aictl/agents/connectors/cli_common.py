@@ -218,18 +218,17 @@ class Refused(Exception):
 
 
 def preflight(ctx: RunContext, spec: ConnectorSpec, *, product: str, why_local: str) -> tuple[str, str, str]:
-    """(binary, key variable name, key) for a CLI run on this machine, or Refused saying what is missing."""
-    if ctx.spec.backend != "local":
+    """(binary, key variable name, key) for a CLI run here or in the docker backend's agents image, or Refused."""
+    if ctx.spec.backend not in ("local", "docker"):
         raise Refused(
             refuse(
                 ctx,
-                f"the {spec.name} connector runs the CLI on this machine: backend "
-                f"{ctx.spec.backend!r} would need an image with {product} in it (execute with "
-                f"--backend local; {why_local})",
+                f"the {spec.name} connector runs the CLI on this machine or in docker, not on backend "
+                f"{ctx.spec.backend!r} (execute with --backend local or docker; {why_local})",
             )
         )
-    try:
-        binary = require_binary(ctx.ai, spec)
+    try:  # inside docker the CLI is the agents image's, on its PATH (aictl sandbox build --preset agents)
+        binary = spec.binary or spec.name if ctx.spec.backend == "docker" else require_binary(ctx.ai, spec)
     except UsageError as e:
         raise Refused(refuse(ctx, f"{e.message} ({e.hint})")) from None
     key_name, key = spec.api_key(ctx.ai)
@@ -244,9 +243,24 @@ def preflight(ctx: RunContext, spec: ConnectorSpec, *, product: str, why_local: 
     return binary, key_name, key
 
 
-def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: StreamParser) -> RunResult:
-    """Run the CLI in the sandbox, parsing stdout as it streams; returns the sandbox's RunResult."""
+def run_cli(
+    ctx: RunContext,
+    argv: list[str],
+    env: dict[str, str],
+    parser: StreamParser,
+    *,
+    state: Path | None = None,
+    connector: ConnectorSpec | None = None,
+) -> RunResult:
+    """Run the CLI in the sandbox, parsing stdout as it streams; returns the sandbox's RunResult.
+
+    In docker, `state` (the run's state dir) is mounted and only `connector`'s API is reachable (incontainer.py).
+    """
     spec = ctx.spec.model_copy(update={"env": {**ctx.spec.env, **env}})
+    if spec.backend == "docker" and state is not None and connector is not None:
+        from aictl.agents.connectors.incontainer import container_spec
+
+        spec = container_spec(ctx, spec, connector=connector.name, state=state, api_url=connector.base_url(ctx.ai))
 
     def on_output(stream: str, line: str) -> None:
         # The JSON events reach watchers as normalized events (ctx.on_event); only the rest is passed on as output.
