@@ -69,6 +69,8 @@ class SandboxSpec(BaseModel):
     )
     # Told of every connection attempt through the egress proxy (decision records); not part of the spec's data.
     on_egress: Callable[[Any], None] | None = Field(None, exclude=True, repr=False)
+    # Asked (host, port) for a destination not in `egress` (the run's policy); None: the list alone decides.
+    egress_decide: Callable[[str, int], bool] | None = Field(None, exclude=True, repr=False)
 
 
 class RunResult(BaseModel):

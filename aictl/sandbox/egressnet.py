@@ -45,7 +45,13 @@ class RunNetwork:
         try:
             ipam = (api.inspect_network(self.id).get("IPAM") or {}).get("Config") or [{}]
             self.gateway, self.subnet = ipam[0]["Gateway"], ipam[0]["Subnet"]
-            self.proxy = EgressProxy(self.allowed, bind=self.gateway, clients=self.subnet, on_attempt=spec.on_egress)
+            self.proxy = EgressProxy(
+                self.allowed,
+                bind=self.gateway,
+                clients=self.subnet,
+                on_attempt=spec.on_egress,
+                decide=spec.egress_decide,
+            )
         except BaseException:
             self._remove()
             raise

@@ -116,29 +116,37 @@ def _stop_containers(task_id: int, epoch: int) -> list[str]:
     return stopped
 
 
-def aictl_networks(api: Any) -> list[dict[str, Any]]:
+def aictl_networks(api: Any, labels: list[str] | None = None) -> list[dict[str, Any]]:
     from aictl.sandbox.docker import MANAGED_LABEL
 
-    return list(api.networks(filters={"label": f"{MANAGED_LABEL}=true"}) or [])
+    return list(api.networks(filters={"label": [f"{MANAGED_LABEL}=true", *(labels or [])]}) or [])
 
 
-def remove_orphan_networks(api: Any, *, all_: bool = False, task_id: int | None = None, below_epoch: int = 0) -> list:
+def remove_orphan_networks(
+    api: Any,
+    *,
+    all_: bool = False,
+    task_id: int | None = None,
+    below_epoch: int = 0,
+    labels: list[str] | None = None,
+) -> list[str]:
     """Remove run networks whose owner on this host is dead (all of them with all_; a task's older epochs with
-    task_id): what a SIGKILLed run left. A network still holding a container stays until that container goes."""
+    task_id; only those carrying every `labels` "key=value"): what a SIGKILLed run left. A network still holding a
+    container stays until that container goes."""
     from docker.errors import DockerException
 
     from aictl.sandbox.docker import _pid_alive
 
     host = socket.gethostname()
     removed = []
-    for net in aictl_networks(api):
-        labels = net.get("Labels") or {}
-        pid = labels.get("aictl.owner_pid", "")
+    for net in aictl_networks(api, labels):
+        found = net.get("Labels") or {}
+        pid = found.get("aictl.owner_pid", "")
         if task_id is not None:
-            epoch = labels.get("aictl.epoch", "")
-            doomed = labels.get("aictl.task") == str(task_id) and epoch.isdigit() and int(epoch) < below_epoch
+            epoch = found.get("aictl.epoch", "")
+            doomed = found.get("aictl.task") == str(task_id) and epoch.isdigit() and int(epoch) < below_epoch
         else:
-            doomed = all_ or (labels.get("aictl.host") == host and pid.isdigit() and not _pid_alive(int(pid)))
+            doomed = all_ or (found.get("aictl.host") == host and pid.isdigit() and not _pid_alive(int(pid)))
         if doomed:
             with contextlib.suppress(DockerException):
                 api.remove_network(net["Id"])

@@ -177,7 +177,8 @@ def test_orphan_networks_of_dead_owners_are_removed_by_cleanup(docker_engine, ta
     live = docker_engine.api.create_network(f"aictl-net-{tag}-live", internal=True, labels=owner_labels({"test": tag}))
     gone = docker_engine.api.create_network(f"aictl-net-{tag}-dead", internal=True, labels=labels)
     try:
-        removed = remove_orphan_networks(docker_engine.api)
+        # Only this test's: on a shared engine, another test run's live networks may look orphaned from here.
+        removed = remove_orphan_networks(docker_engine.api, labels=[f"aictl.test={tag}"])
         assert f"aictl-net-{tag}-dead" in removed and f"aictl-net-{tag}-live" not in removed
         assert left_behind(tag) == [f"aictl-net-{tag}-live"]
     finally:
@@ -192,3 +193,19 @@ def test_settings_are_json_and_carry_no_callback(agents_image, api, tmp_path):
     r = get_sandbox("docker").run(["true"], workdir=tmp_path, spec=spec)
     json.dumps(r.settings)
     assert r.ok and r.settings["egress"] == []
+
+
+def test_a_destination_off_the_list_is_put_to_the_decision_callback(agents_image, api, forbidden, tmp_path):
+    asked = []
+
+    def decide(host: str, port: int) -> bool:
+        asked.append((host, port))
+        return host == "127.0.0.2"
+
+    script = f"echo forbidden=$({CODE}http://{forbidden}/)"
+    r = get_sandbox("docker").run(
+        ["sh", "-c", script], workdir=tmp_path, spec=_spec(agents_image, [api], egress_decide=decide)
+    )
+    assert r.ok and r.stdout.strip() == "forbidden=200", r.stderr
+    assert asked == [("127.0.0.2", int(forbidden.rsplit(":", 1)[1]))]
+    assert r.settings["egress"][0]["reason"] == "allowed by policy"
