@@ -131,9 +131,7 @@ def test_codex_completes_a_task_inside_the_container(docker_project, fake_provid
     )
     tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt")["id"]
     fake_provider.script(
-        reply(
-            "", [tool("exec_command", {"cmd": "echo hi > hello.txt; " + _probe(forbidden.server_address[1])})]
-        ),
+        reply("", [tool("exec_command", {"cmd": "echo hi > hello.txt; " + _probe(forbidden.server_address[1])})]),
         reply("Created hello.txt."),
     )
     code, rep, err = execute(capsys, str(tid), "--ai", "codex-d", "--backend", "docker")
@@ -165,3 +163,41 @@ def test_a_session_resumes_inside_the_container(agents_image, fake_provider, tmp
     second = ClaudeCodeConnector().run(ctx)
     assert second.ok, second.error
     assert "remember a word" in json.dumps(fake_provider.calls("anthropic")[-1].body["messages"])
+
+
+def test_a_sigkilled_executor_leaves_container_and_network_for_the_reclaim_to_remove(
+    docker_project, fake_provider, docker_engine, capsys
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aictl.config import load_settings
+    from aictl.sandbox.runs import stop_stale_runs
+
+    cli_json(capsys, "ai", "register", "claude-k", "--connector", "claude-code", "--model", "claude-sonnet-4-5",
+             "--base-url", fake_provider.url, "--api-key-env", KEY_ENV, "--config", "max_retries=0")  # fmt: skip
+    tid = cli_json(capsys, "task", "create", "think for a long time", "--lock", "hello.txt")["id"]
+    fake_provider.script(reply("thinking " * 200, delay_s=0.2))  # streams for a while: the run is in progress
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aictl", "task", "execute", str(tid), "--ai", "claude-k", "--backend", "docker"],
+        cwd=docker_project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    label = {"label": ["aictl.managed=true", f"aictl.task={tid}", "aictl.epoch=1"]}
+    api = docker_engine.api
+    try:
+        deadline = time.monotonic() + 60
+        while not fake_provider.calls("anthropic") and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert fake_provider.calls("anthropic"), "the CLI never reached the provider"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the executor alone, mid-run: none of its cleanup runs
+        proc.wait()
+    assert api.containers(filters=label) and api.networks(filters=label)  # left running without their owner
+    stopped = stop_stale_runs(load_settings(docker_project).home / "workspaces", tid, 2)  # what a reclaim does
+    assert any(s.startswith("container") for s in stopped) and any(s.startswith("network") for s in stopped)
+    assert api.containers(all=True, filters=label) == [] and api.networks(filters=label) == []
