@@ -87,12 +87,16 @@ class Rootfs:
 
 
 def _walk(arc: str, host: Path) -> Iterable[tuple[str, os.stat_result]]:
-    """(archive name, lstat) for host and, when it is a directory, everything under it (links not followed)."""
+    """(archive name, lstat) for host and, when it is a directory, everything under it (links not followed).
+
+    A Python standard library (it has os.py) is walked without STDLIB_SKIP's directories.
+    """
     st = host.lstat()
     yield arc, st
     if stat.S_ISDIR(st.st_mode):
+        skip = STDLIB_SKIP if (host / "os.py").is_file() else set()
         for top, dirs, files in os.walk(host):
-            dirs[:] = sorted(d for d in dirs if d not in STDLIB_SKIP)
+            dirs[:] = sorted(d for d in dirs if d not in skip)
             rel = os.path.relpath(top, host)
             for name in sorted(dirs) + sorted(files):
                 path = os.path.join(top, name)
@@ -200,9 +204,8 @@ def plan_rootfs(clis_prefix: Path | None = None, *, uid: int | None = None, gid:
     elves = [os.path.realpath(p) for p in programs]
     for d in [stdlib, *DATA_DIRS]:
         if os.path.isdir(d):
-            for top, dirs, files in os.walk(d):
-                dirs[:] = [x for x in dirs if x not in STDLIB_SKIP]
-                elves += [os.path.join(top, f) for f in files if f.endswith(".so") or _is_elf(os.path.join(top, f))]
+            elves += [os.path.join(d, name) for name, st in _walk("", Path(d)) if stat.S_ISREG(st.st_mode)]
+    elves = [e for e in elves if _is_elf(e)]
     clis = prefix / "node_modules"
     for pkg in sorted(clis.glob("@*/*")):
         if pkg.is_dir() and not pkg.is_symlink():
