@@ -278,13 +278,19 @@ class EgressProxy:
                         return
                     if src is upstream and pending_head is not None:
                         pending_head += data
-                        end = pending_head.find(b"\r\n\r\n")
-                        if end < 0:
-                            if len(pending_head) > MAX_HEAD_BYTES:
-                                return
+                        data = b""
+                        # Interim 1xx heads pass as they are; the final response's head gets Connection: close.
+                        while pending_head is not None and (end := pending_head.find(b"\r\n\r\n")) >= 0:
+                            head, pending_head = pending_head[: end + 4], pending_head[end + 4 :]
+                            if head.startswith(b"HTTP/1.1 1") or head.startswith(b"HTTP/1.0 1"):
+                                data += head
+                            else:
+                                data += _close_response(head) + pending_head
+                                pending_head = None
+                        if pending_head is not None and len(pending_head) > MAX_HEAD_BYTES:
+                            return
+                        if not data:
                             continue
-                        data = _close_response(pending_head[: end + 4]) + pending_head[end + 4 :]
-                        pending_head = None
                     _send(dst, data)
 
 

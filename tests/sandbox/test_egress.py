@@ -201,3 +201,20 @@ def test_parse_hostport(text, parsed):
 def test_parse_hostport_refuses(text):
     with pytest.raises(ValueError):
         parse_hostport(text)
+
+
+def test_an_interim_100_continue_passes_and_the_final_response_is_closed(api):
+    body = b"y" * 5000
+    with EgressProxy([_hp(api)]) as proxy, socket.create_connection(proxy.address, timeout=10) as s:
+        s.sendall(
+            f"POST http://{_hp(api)}/echo HTTP/1.1\r\nHost: {_hp(api)}\r\nContent-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        s.sendall(body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    interim, _, rest = out.partition(b"\r\n\r\n")
+    assert interim == b"HTTP/1.1 100 Continue"  # passed through unchanged
+    final, _, rest = rest.partition(b"\r\n\r\n")
+    assert final.startswith(b"HTTP/1.1 200") and b"Connection: close" in final and rest == body
