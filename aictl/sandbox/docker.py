@@ -129,6 +129,8 @@ class DockerSandbox:
         labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         workdir = check_run_args(argv, workdir)
+        if labels and "task" in labels:  # task ids repeat across projects on one engine: say whose (runs.py)
+            labels = {**labels, "workspaces": str(workdir.parent)}
         if sandbox_user() == (os.getuid(), os.getgid()):
             return self._run(argv, workdir, spec, on_output, cancel, labels)
         # Root invoked us: the unprivileged container user borrows the worktree for the run, then gives it back.

@@ -1,9 +1,10 @@
 """Runs that must not outlive their lease: who is running what, and stopping the runs of a superseded epoch.
 
 A local run's process group is recorded in ``<workspaces_dir>/.runs/task-<id>-e<epoch>-<pgid>.json``
-(host, pgid, the leader's start time) while it runs; a docker run carries the labels aictl.task and
-aictl.epoch. Whoever claims a task at epoch N calls `stop_stale_runs(workspaces_dir, task, N)` before
-it starts: every earlier epoch's run of that task (its holder was reaped, so it lost the lease) is killed.
+(host, pgid, the leader's start time) while it runs; a docker run (its container and egress network)
+carries the labels aictl.task, aictl.epoch and aictl.workspaces (the project's workspaces dir). Whoever
+claims a task at epoch N calls `stop_stale_runs(workspaces_dir, task, N)` before it starts: every
+earlier epoch's run of that task (its holder was reaped, so it lost the lease) is killed.
 A recorded group is signalled only on the same host and only if its leader is still the process that
 was recorded (start time), or gone while its group lives on (Linux never reuses a pid as long as a
 group of that id exists).
@@ -88,19 +89,23 @@ def stop_stale_runs(workspaces_dir: Path, task_id: int, epoch: int) -> list[str]
             except (OSError, ValueError, KeyError):
                 pass
             (where / name).unlink(missing_ok=True)
-    stopped += _stop_containers(task_id, epoch)
+    stopped += _stop_containers(Path(workspaces_dir).resolve(), task_id, epoch)
     return stopped
 
 
-def _stop_containers(task_id: int, epoch: int) -> list[str]:
-    """Remove the task's containers (and egress networks) of earlier epochs, if a docker engine answers."""
+def _stop_containers(workspaces_dir: Path, task_id: int, epoch: int) -> list[str]:
+    """Remove the task's containers (and egress networks) of earlier epochs, if a docker engine answers.
+
+    Only this project's: a run's labels name its workspaces dir, and another project's task 1 is not ours.
+    """
     if not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
         return []  # no engine here: no container of ours can be running
     try:
         from aictl.sandbox.docker import MANAGED_LABEL, connect
 
         api = connect(timeout=5).api
-        found = api.containers(all=True, filters={"label": [f"{MANAGED_LABEL}=true", f"aictl.task={task_id}"]})
+        mine = [f"aictl.task={task_id}", f"aictl.workspaces={workspaces_dir}"]
+        found = api.containers(all=True, filters={"label": [f"{MANAGED_LABEL}=true", *mine]})
     except Exception:  # noqa: BLE001 - no engine, no SDK: no container can be running
         return []
     stopped = []
@@ -112,7 +117,8 @@ def _stop_containers(task_id: int, epoch: int) -> list[str]:
                 api.remove_container(c["Id"], force=True, v=True)
                 stopped.append(f"container {c['Id'][:12]} (epoch {e})")
     with contextlib.suppress(Exception):  # its containers gone, an earlier epoch's egress network can go too
-        stopped += [f"network {n}" for n in remove_orphan_networks(api, task_id=task_id, below_epoch=epoch)]
+        gone = remove_orphan_networks(api, task_id=task_id, below_epoch=epoch, labels=mine)
+        stopped += [f"network {n}" for n in gone]
     return stopped
 
 

@@ -162,6 +162,10 @@ def test_a_sigkilled_owner_leaves_container_and_network_that_reclaim_removes(
         os.kill(proc.pid, signal.SIGKILL)  # no finally of the run's owner runs: its proxy thread dies with it
         proc.wait()
     assert len(left_behind(tag)) == 2  # the container and its network
+    other_project = tmp_path / "elsewhere"
+    other_project.mkdir()
+    assert stop_stale_runs(other_project, 424242, 2) == []  # the same task id in another project is not this run
+    assert len(left_behind(tag)) == 2
     stopped = stop_stale_runs(tmp_path, 424242, 2)
     assert any(s.startswith("container ") for s in stopped) and any(s.startswith("network ") for s in stopped)
     assert left_behind(tag) == []
