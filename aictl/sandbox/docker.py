@@ -200,8 +200,8 @@ class DockerSandbox:
             except ImageNotFound:
                 return result(
                     exit_code=None,
-                    start_error=f"image {spec.image} not found in the local docker engine; "
-                    "build it with: aictl sandbox build",
+                    start_error=f"image {spec.image} not found in the local docker engine; build it with: "
+                    + ("aictl sandbox build --preset agents" if "agents" in spec.image else "aictl sandbox build"),
                 )
             except DockerException as e:
                 return result(exit_code=None, start_error=f"docker could not create the container: {_short(e)}")

@@ -201,3 +201,18 @@ def test_a_sigkilled_executor_leaves_container_and_network_for_the_reclaim_to_re
     stopped = stop_stale_runs(load_settings(docker_project).home / "workspaces", tid, 2)  # what a reclaim does
     assert any(s.startswith("container") for s in stopped) and any(s.startswith("network") for s in stopped)
     assert api.containers(all=True, filters=label) == [] and api.networks(filters=label) == []
+
+
+def test_without_the_agents_image_the_run_says_how_to_build_it(docker_engine, fake_provider, tmp_path, monkeypatch):
+    from aictl.agents.connectors.codex import CodexConnector
+    from aictl.sandbox.base import SandboxSpec
+    from aictl.sandbox.docker import DockerSandbox
+    from tests.agents.cli_fixtures import make_ai, make_ctx
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    ai = make_ai("codex", "codex", fake_provider, model="gpt-5.5", key_env=KEY_ENV)
+    ctx = make_ctx(tmp_path, ai, state_dir=tmp_path / "state", prompt="anything")
+    ctx.sandbox, ctx.spec = DockerSandbox(), SandboxSpec(backend="docker", image="aictl-agents:never-built")
+    res = CodexConnector().run(ctx)
+    assert not res.ok and res.transient and "aictl sandbox build --preset agents" in res.error
+    assert fake_provider.requests == []
