@@ -61,8 +61,6 @@ class SandboxSpec(BaseModel):
     memory_mb: int = Field(1024, ge=6, description="docker refuses less than 6 MB")
     pids: int = Field(256, ge=1)
     timeout_s: float = Field(600.0, gt=0)
-    env: dict[str, str] = Field(default_factory=dict, description="extra env for the process; secrets go here")
-    mount: str = Field("/workspace", pattern=r"^/[^:]+$", description="where the workspace appears inside docker")
     mounts: list[BindMount] = Field(default_factory=list, description="docker: more host paths inside the run")
     egress: list[str] | None = Field(
         None, description="docker: host:port pairs reachable through a per-run egress proxy; None = no proxy"
@@ -71,6 +69,8 @@ class SandboxSpec(BaseModel):
     on_egress: Callable[[Any], None] | None = Field(None, exclude=True, repr=False)
     # Asked (host, port) for a destination not in `egress` (the run's policy); None: the list alone decides.
     egress_decide: Callable[[str, int], bool] | None = Field(None, exclude=True, repr=False)
+    env: dict[str, str] = Field(default_factory=dict, description="extra env for the process; secrets go here")
+    mount: str = Field("/workspace", pattern=r"^/[^:]+$", description="where the workspace appears inside docker")
 
 
 class RunResult(BaseModel):

@@ -380,11 +380,11 @@ class ClaudeCodeConnector:
             if len(ctx.system.encode()) > ARGV_SYSTEM_LIMIT:
                 system_file = state.path / "append-system-prompt.md"
                 system_file.write_text(ctx.system)
-            docker = ctx.spec.backend == "docker"
-            if ctx.resume_session:
-                carry_session(config_dir, ctx.resume_session, Path(ctx.spec.mount) if docker else ctx.workdir)
+            if ctx.resume_session:  # inside docker the CLI's cwd, which names its sessions, is the mount point
+                cwd = Path(ctx.spec.mount) if ctx.spec.backend == "docker" else ctx.workdir
+                carry_session(config_dir, ctx.resume_session, cwd)
             mcp_config = None
-            if ctx.mcp_servers and not docker:  # their commands (aictl mcp …) live on this machine, not in the image
+            if ctx.mcp_servers:
                 from aictl.agents.connectors.mcpconfig import claude_mcp_json
 
                 mcp_config = state.path / "mcp.json"

@@ -231,6 +231,9 @@ def preflight(ctx: RunContext, spec: ConnectorSpec, *, product: str, why_local: 
         binary = spec.binary or spec.name if ctx.spec.backend == "docker" else require_binary(ctx.ai, spec)
     except UsageError as e:
         raise Refused(refuse(ctx, f"{e.message} ({e.hint})")) from None
+    if ctx.spec.backend == "docker" and ctx.mcp_servers:
+        # Their commands (aictl mcp serve, configured servers) live on this machine, not in the image.
+        ctx.mcp_servers = {}
     key_name, key = spec.api_key(ctx.ai)
     if key_name is None or key is None:
         raise Refused(

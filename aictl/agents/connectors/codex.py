@@ -105,7 +105,7 @@ def config_toml(ctx: RunContext, key_env: str) -> str:
     if retries is not None:
         lines += [f"request_max_retries = {int(retries)}", f"stream_max_retries = {int(retries)}"]
     lines += ["", "[sandbox_workspace_write]", f"network_access = {'true' if ctx.spec.network else 'false'}"]
-    if ctx.mcp_servers and ctx.spec.backend != "docker":  # their commands live on this machine, not in the image
+    if ctx.mcp_servers:
         from aictl.agents.connectors.mcpconfig import codex_mcp_toml
 
         lines += codex_mcp_toml(ctx.mcp_servers)
@@ -113,11 +113,17 @@ def config_toml(ctx: RunContext, key_env: str) -> str:
 
 
 def build_argv(binary: str, ctx: RunContext) -> list[str]:
-    mode = sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox"))
-    if ctx.spec.backend == "docker" and mode == "workspace-write":
+    argv = [
+        binary,
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "--sandbox",
+        sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox")),
+    ]
+    if ctx.spec.backend == "docker" and argv[-1] == "workspace-write":
         # Codex's bwrap cannot make namespaces in an unprivileged container, which confines it to the worktree anyway.
-        mode = "danger-full-access"
-    argv = [binary, "exec", "--json", "--skip-git-repo-check", "--sandbox", mode]
+        argv[-1] = "danger-full-access"
     if ctx.ai is not None and ctx.ai.model:
         argv += ["--model", ctx.ai.model]
     argv += [str(a) for a in config_value(ctx, "args", []) or []]
