@@ -210,6 +210,21 @@ def _env(items: list[str] | None) -> dict[str, str]:
     return env
 
 
+def _egress(items: list[str] | None) -> list[str] | None:
+    if not items:
+        return None
+    from aictl.sandbox.egress import parse_hostport
+
+    for item in items:
+        try:
+            parse_hostport(item)
+        except ValueError as e:
+            raise UsageError(
+                f"bad --egress {item!r}: {e}", hint="--egress HOST:PORT, e.g. api.anthropic.com:443"
+            ) from None
+    return list(items)
+
+
 @app.command("run", context_settings={"allow_interspersed_args": False})
 def run(
     command: Annotated[
@@ -221,6 +236,14 @@ def run(
     ),
     image: Annotated[str, typer.Option("--image", help="Docker image.")] = DEFAULT_IMAGE,
     network: Annotated[bool, typer.Option("--network", help="Allow network (docker: bridge).")] = False,
+    egress: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--egress",
+            help="docker: HOST:PORT reachable through a per-run egress proxy, nothing else (repeatable; "
+            "the attempts are in -o json's settings.egress).",
+        ),
+    ] = None,
     cpus: Annotated[float, typer.Option("--cpus", help="CPU limit (docker).")] = 1.0,
     memory_mb: Annotated[int, typer.Option("--memory-mb", help="Memory limit in MB, no swap (docker).")] = 1024,
     pids: Annotated[int, typer.Option("--pids", help="Process limit (docker).")] = 256,
@@ -250,6 +273,7 @@ def run(
         pids=pids,
         timeout_s=timeout,
         env=_env(env),
+        egress=_egress(egress),
     )
 
     def echo(stream: str, line: str) -> None:

@@ -213,3 +213,12 @@ def test_a_destination_off_the_list_is_put_to_the_decision_callback(agents_image
     assert r.ok and r.stdout.strip() == "forbidden=200", r.stderr
     assert asked == [("127.0.0.2", int(forbidden.rsplit(":", 1)[1]))]
     assert r.settings["egress"][0]["reason"] == "allowed by policy"
+
+
+def test_sandbox_run_takes_an_egress_list(agents_image, api, forbidden, tmp_path, j, cli):
+    script = f"echo $({CODE}http://{api}/) $({CODE}http://{forbidden}/)"
+    r = j("sandbox", "run", "--image", agents_image, "--egress", api, "-w", str(tmp_path), "--", "sh", "-c", script)
+    assert r["exit_code"] == 0 and r["stdout"] == "200 403\n"
+    assert [(a["host"], a["allowed"]) for a in r["settings"]["egress"]] == [("127.0.0.1", True), ("127.0.0.2", False)]
+    code, _, err = cli("sandbox", "run", "--egress", "no-port", "--", "true")
+    assert code == 2 and "--egress" in err
