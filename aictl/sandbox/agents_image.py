@@ -379,8 +379,12 @@ def build_agents_image(
     else:
         say(f"{digest_tag} is current (inputs unchanged): nothing to build")
     if tag != digest_tag:
+        replaced = _image_labels(client, tag)
         repository, _, version = tag.rpartition(":")
         image.tag(repository, version or "latest")
+        old_digest = replaced.get("aictl.digest")
+        if old_digest and old_digest != digest:
+            _untag(client, f"{AGENTS_REPO}:{old_digest[:16]}", say)
     return AgentsImage(
         tag=tag,
         id=image.id,
@@ -391,6 +395,27 @@ def build_agents_image(
         cached=cached,
         versions=fs.versions,
     )
+
+
+def _image_labels(client: Any, name: str) -> dict[str, str]:
+    from docker.errors import DockerException
+
+    try:
+        return dict(client.images.get(name).labels or {})
+    except DockerException:
+        return {}
+
+
+def _untag(client: Any, name: str, say: Progress) -> None:
+    """The image `tag` pointed to before: ~900 MB each, they would pile up with every change of the host's inputs.
+    Untagging its digest name deletes it unless another tag or a container still holds it."""
+    from docker.errors import DockerException
+
+    try:
+        client.images.remove(name, noprune=False)
+        say(f"removed {name}, which {AGENTS_REPO} was built as before")
+    except DockerException:  # gone already, or a container still uses it
+        pass
 
 
 __all__ = [

@@ -3,6 +3,7 @@ its inputs change."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -77,3 +78,33 @@ def test_the_internet_dockerfile_in_the_docs_is_the_one_aictl_generates():
     block = re.search(r"```dockerfile\n(.*?)```", docs, re.S)
     assert block is not None, "docs/sandbox.md shows the agents Dockerfile"
     assert block.group(1) == agents_dockerfile("node:22-bookworm", _pins())
+
+
+@pytest.mark.docker
+def test_moving_a_tag_removes_the_image_it_named_before(agents_image, docker_engine, tmp_path):
+    import io
+    import tarfile
+
+    from docker.errors import ImageNotFound
+
+    old_digest = "0" * 64
+    tarball = tmp_path / "tiny.tar"
+    with tarfile.open(tarball, "w") as tar:
+        info = tarfile.TarInfo("marker")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    old_name, tag = f"aictl-agents:{old_digest[:16]}", "aictl-agents:pytest-moved"
+    docker_engine.api.import_image_from_file(
+        str(tarball), repository="aictl-agents", tag=old_digest[:16], changes=[f"LABEL aictl.digest={old_digest}"]
+    )
+    old = docker_engine.images.get(old_name)
+    old.tag("aictl-agents", "pytest-moved")  # the tag names an image built from other inputs
+    try:
+        built = build_agents_image(tag, client=docker_engine)
+        assert built.cached and docker_engine.images.get(tag).id == built.id != old.id
+        with pytest.raises(ImageNotFound):
+            docker_engine.images.get(old.id)  # its digest name untagged, nothing held it: gone
+    finally:
+        docker_engine.images.remove(tag)
+        with contextlib.suppress(ImageNotFound):
+            docker_engine.images.remove(old.id, force=True)
