@@ -90,7 +90,7 @@ def egress(image: str) -> dict[str, Any]:
 
 
 def doctor(image: str = AGENTS_IMAGE) -> dict[str, Any]:
-    from aictl.sandbox.agents_image import plan_rootfs
+    from aictl.sandbox.agents_rootfs import plan_rootfs
     from aictl.sandbox.image import engine_status
     from aictl.sandbox.ownership import sandbox_user
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aictl.sandbox.agents_image import Rootfs, agents_dockerfile, build_agents_image, plan_rootfs
+from aictl.sandbox.agents_image import agents_dockerfile, build_agents_image
+from aictl.sandbox.agents_rootfs import Rootfs, plan_rootfs
 
 REPO = Path(__file__).resolve().parents[2]
 
