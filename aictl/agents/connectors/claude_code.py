@@ -391,8 +391,7 @@ class ClaudeCodeConnector:
                 mcp_config.write_text(claude_mcp_json(ctx.mcp_servers))
                 env["MCP_CONNECTION_NONBLOCKING"] = "0"  # headless: the first turn must already see the tools
             parser = ClaudeStream(ctx.on_event, ai=ctx.ai)
-            argv = build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config)
-            res = run_cli(ctx, argv, env, parser, state=state.path, connector=SPEC)
+            res = run_cli(ctx, build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config), env, parser)
             parser.settle()
             return finish(ctx, res, parser, SPEC)
         finally:

@@ -188,6 +188,12 @@ class StateDir:
         # Outside the sandbox's TMPDIR (a per-run dir): Codex refuses a CODEX_HOME under it.
         self.path = Path(tempfile.mkdtemp(prefix=prefix)) if ctx.state_dir is None else Path(ctx.state_dir)
         self.path.mkdir(parents=True, exist_ok=True)
+        if ctx.spec.backend == "docker":  # the CLI inside reads and writes it at the same path
+            from aictl.sandbox.base import BindMount
+
+            state = str(self.path.resolve())
+            mount = BindMount(source=state, target=state, read_only=False)
+            ctx.spec = ctx.spec.model_copy(update={"mounts": [*ctx.spec.mounts, mount]})
 
     def close(self) -> None:
         if self.temporary:
@@ -246,24 +252,16 @@ def preflight(ctx: RunContext, spec: ConnectorSpec, *, product: str, why_local: 
     return binary, key_name, key
 
 
-def run_cli(
-    ctx: RunContext,
-    argv: list[str],
-    env: dict[str, str],
-    parser: StreamParser,
-    *,
-    state: Path | None = None,
-    connector: ConnectorSpec | None = None,
-) -> RunResult:
+def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: StreamParser) -> RunResult:
     """Run the CLI in the sandbox, parsing stdout as it streams; returns the sandbox's RunResult.
 
-    In docker, `state` (the run's state dir) is mounted and only `connector`'s API is reachable (incontainer.py).
+    In docker, the agents image runs it and only its AI's API is reachable (incontainer.py).
     """
     spec = ctx.spec.model_copy(update={"env": {**ctx.spec.env, **env}})
-    if spec.backend == "docker" and state is not None and connector is not None:
+    if spec.backend == "docker" and ctx.ai is not None:
         from aictl.agents.connectors.incontainer import container_spec
 
-        spec = container_spec(ctx, spec, connector=connector.name, state=state, api_url=connector.base_url(ctx.ai))
+        spec = container_spec(ctx, spec)
 
     def on_output(stream: str, line: str) -> None:
         # The JSON events reach watchers as normalized events (ctx.on_event); only the rest is passed on as output.

@@ -71,6 +71,11 @@ def sandbox_mode(allowed_tools: list[str] | None, override: str | None = None) -
     return override or "workspace-write"
 
 
+def in_container_mode(ctx: RunContext) -> str | None:
+    """Inside docker, Codex's bwrap cannot make namespaces (an unprivileged container); the container confines it."""
+    return "danger-full-access" if ctx.spec.backend == "docker" else None
+
+
 def toml_str(value: str) -> str:
     """A TOML basic string (JSON's escapes are TOML's, except that TOML also wants DEL escaped)."""
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
@@ -119,11 +124,8 @@ def build_argv(binary: str, ctx: RunContext) -> list[str]:
         "--json",
         "--skip-git-repo-check",
         "--sandbox",
-        sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox")),
+        sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox") or in_container_mode(ctx)),
     ]
-    if ctx.spec.backend == "docker" and argv[-1] == "workspace-write":
-        # Codex's bwrap cannot make namespaces in an unprivileged container, which confines it to the worktree anyway.
-        argv[-1] = "danger-full-access"
     if ctx.ai is not None and ctx.ai.model:
         argv += ["--model", ctx.ai.model]
     argv += [str(a) for a in config_value(ctx, "args", []) or []]
@@ -257,7 +259,7 @@ class CodexConnector:
             home.mkdir(parents=True, exist_ok=True)
             (home / "config.toml").write_text(config_toml(ctx, key_name))
             parser = CodexStream(ctx.on_event, ai=ctx.ai)
-            res = run_cli(ctx, argv, {"CODEX_HOME": str(home), key_name: key}, parser, state=state.path, connector=SPEC)
+            res = run_cli(ctx, argv, {"CODEX_HOME": str(home), key_name: key}, parser)
             return finish(ctx, res, parser, SPEC)
         finally:
             state.close()

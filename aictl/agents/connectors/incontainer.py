@@ -3,10 +3,10 @@
 `container_spec` turns the run's sandbox spec into the one the CLI runs under:
 
     image    the agents image (sandbox build --preset agents) unless the config names another than the default
-    mounts   the run's state dir, read-write at its own path (sessions for --resume, CODEX_HOME, …);
-             a worktree's git metadata (the repository's common dir) read-only at its own path, so the
-             worktree's `.git` file resolves and `git status`/`git diff` work inside; the collector commits
-             on the host as ever
+    mounts   the run's state dir, read-write at its own path (sessions for --resume, CODEX_HOME, …;
+             cli_common.StateDir adds it); a worktree's git metadata (the repository's common dir)
+             read-only at its own path, so the worktree's `.git` file resolves and `git status`/`git diff`
+             work inside; the collector commits on the host as ever
     egress   the AI's own API base URL's host:port, plus whatever the spec already allows, through the
              per-run egress proxy (aictl/sandbox/egressnet.py): nothing else is reachable
     env      git told to trust the mounted repository (the container user does not own it) and to take
@@ -54,23 +54,24 @@ def git_common_dir(workdir: Path) -> Path | None:
     return gitdir
 
 
-def container_spec(
-    ctx: RunContext, spec: SandboxSpec, *, connector: str, state: Path, api_url: str | None
-) -> SandboxSpec:
+def container_spec(ctx: RunContext, spec: SandboxSpec) -> SandboxSpec:
+    """`spec` for the AI's CLI inside docker (the state dir is already among spec.mounts: cli_common.StateDir)."""
+    from aictl.agents.connectors.spec import spec_for
     from aictl.sandbox.agents_image import AGENTS_IMAGE
     from aictl.sandbox.image import DEFAULT_IMAGE
 
-    state = Path(state).resolve()
-    mounts = [*spec.mounts, BindMount(source=str(state), target=str(state), read_only=False)]
+    assert ctx.ai is not None
+    connector = spec_for(ctx.ai.connector)
+    mounts = list(spec.mounts)
     common = git_common_dir(ctx.workdir)
     if common is not None:
         mounts.append(BindMount(source=str(common), target=str(common), read_only=True))
-    egress = list(dict.fromkeys([*(spec.egress or []), api_hostport(api_url or DEFAULT_API[connector])]))
+    api = api_hostport(connector.base_url(ctx.ai) or DEFAULT_API[connector.name])
     return spec.model_copy(
         update={
             "image": AGENTS_IMAGE if spec.image == DEFAULT_IMAGE else spec.image,
             "mounts": mounts,
-            "egress": egress,
+            "egress": list(dict.fromkeys([*(spec.egress or []), api])),
             "env": {**spec.env, **GIT_ENV},
         }
     )
