@@ -34,7 +34,7 @@ def _connector_run(backend: str, image: str, fp: Any, claude: str, root: Path, i
 
     ws = root / f"{backend}-{i}"
     ws.mkdir()
-    path = "/workspace/hello.txt" if backend == "docker" else str(ws / "hello.txt")
+    path = str(ws / "hello.txt")  # inside docker the worktree is at its host path too
     fp.script(reply("writing", [tool("Write", {"file_path": path, "content": "hi\n"})]), reply("done"))
     ai = AIRecord(
         id="bench-claude",

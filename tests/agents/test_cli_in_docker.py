@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from aictl.config import load_settings
 from tests.agents.cli_fixtures import cli_json, evidence_of, execute
 from tests.fakeprovider import reply, tool
 
@@ -102,8 +103,9 @@ def test_claude_code_completes_a_task_inside_the_container(docker_project, fake_
         "max_retries=0",
     )
     tid = cli_json(capsys, "task", "create", "create hello.txt containing hi", "--lock", "hello.txt")["id"]
+    workspace = load_settings(docker_project).home / "workspaces" / f"task-{tid}-e1"  # at the same path inside
     fake_provider.script(
-        reply("I'll create it.", [tool("Write", {"file_path": "/workspace/hello.txt", "content": "hi\n"})]),
+        reply("I'll create it.", [tool("Write", {"file_path": str(workspace / "hello.txt"), "content": "hi\n"})]),
         reply("Checking.", [tool("Bash", {"command": _probe(forbidden.server_address[1])})]),
         reply("Created hello.txt."),
     )
@@ -174,7 +176,6 @@ def test_a_sigkilled_executor_leaves_container_and_network_for_the_reclaim_to_re
     import sys
     import time
 
-    from aictl.config import load_settings
     from aictl.sandbox.runs import stop_stale_runs
 
     cli_json(capsys, "ai", "register", "claude-k", "--connector", "claude-code", "--model", "claude-sonnet-4-5",

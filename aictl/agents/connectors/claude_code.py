@@ -380,9 +380,8 @@ class ClaudeCodeConnector:
             if len(ctx.system.encode()) > ARGV_SYSTEM_LIMIT:
                 system_file = state.path / "append-system-prompt.md"
                 system_file.write_text(ctx.system)
-            if ctx.resume_session:  # inside docker the CLI's cwd, which names its sessions, is the mount point
-                cwd = Path(ctx.spec.mount) if ctx.spec.backend == "docker" else ctx.workdir
-                carry_session(config_dir, ctx.resume_session, cwd)
+            if ctx.resume_session:
+                carry_session(config_dir, ctx.resume_session, ctx.workdir)
             mcp_config = None
             if ctx.mcp_servers:
                 from aictl.agents.connectors.mcpconfig import claude_mcp_json

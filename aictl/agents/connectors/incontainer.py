@@ -3,6 +3,7 @@
 `container_spec` turns the run's sandbox spec into the one the CLI runs under:
 
     image    the agents image (sandbox build --preset agents) unless the config names another than the default
+    mount    the worktree at its own host path (not /workspace), the working directory
     mounts   the run's state dir, read-write at its own path (sessions for --resume, CODEX_HOME, …;
              cli_common.StateDir adds it); a worktree's git metadata (the repository's common dir)
              read-only at its own path, so the worktree's `.git` file resolves and `git status`/`git diff`
@@ -70,6 +71,9 @@ def container_spec(ctx: RunContext, spec: SandboxSpec) -> SandboxSpec:
     return spec.model_copy(
         update={
             "image": AGENTS_IMAGE if spec.image == DEFAULT_IMAGE else spec.image,
+            # The worktree at its host path: the CLI's paths (its sessions' names, its tool calls, the policy's
+            # checks of them) are the same inside and out.
+            "mount": str(Path(ctx.workdir).resolve()),
             "mounts": mounts,
             "egress": list(dict.fromkeys([*(spec.egress or []), api])),
             "env": {**spec.env, **GIT_ENV},
