@@ -156,3 +156,23 @@ def aictl_containers(docker_engine):
         return [c["Names"][0].lstrip("/") for c in found]
 
     return list_
+
+
+AGENTS_TEST_IMAGE = "aictl-agents:pytest"
+
+
+@pytest.fixture(scope="session")
+def agents_image(docker_engine) -> str:
+    """The agents image (host programs + the pinned CLIs), built once; its digest tag makes later sessions free."""
+    from tests.agents.cli_fixtures import need_cli
+
+    need_cli("claude")
+    need_cli("codex")
+    from aictl.sandbox.agents_image import build_agents_image
+    from aictl.sandbox.base import SandboxError
+
+    try:
+        build_agents_image(AGENTS_TEST_IMAGE, client=docker_engine)
+    except SandboxError as e:
+        _unavailable(f"cannot build the agents image: {e.message} ({e.hint})")
+    return AGENTS_TEST_IMAGE

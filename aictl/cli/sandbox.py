@@ -41,12 +41,42 @@ def build(
         Path | None,
         typer.Option("--rootfs", help="Import this root filesystem tarball as the base (aictl-base:rootfs)."),
     ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="busybox: the minimal image for commands; agents: git, sh, coreutils, Python, Node and the "
+            "pinned Claude Code and Codex CLIs, from this host's programs (tagged by a digest of its inputs, "
+            "rebuilt only when they change).",
+        ),
+    ] = "busybox",
+    force: Annotated[bool, typer.Option("--force", help="agents: rebuild even if the digest's image exists.")] = False,
     output: OutputOpt = None,
 ) -> None:
     """Build the sandbox image locally, with no registry: by default from the host's static busybox."""
+    out = state.output(output)
+    if preset == "agents":
+        from aictl.sandbox.agents_image import AGENTS_IMAGE, build_agents_image
+
+        if base or rootfs:
+            raise UsageError(
+                "--preset agents is built from this host's programs; --base/--rootfs do not apply",
+                hint="with a registry, build docs/sandbox.md's Dockerfile (FROM node:22-bookworm) instead",
+            )
+        agents = build_agents_image(AGENTS_IMAGE if tag == DEFAULT_IMAGE else tag, force=force, progress=info)
+        out.emit(
+            agents,
+            name=lambda i: i.tag,
+            human=lambda i: (
+                f"{'up to date' if i.cached else 'built'} {i.tag} (digest {i.digest[:16]}, "
+                f"{i.size_bytes / 1e6:.0f} MB) with " + ", ".join(f"{k} {v}" for k, v in sorted(i.versions.items()))
+            ),
+        )
+        return
+    if preset != "busybox":
+        raise UsageError(f"unknown --preset {preset!r}", hint="--preset busybox or --preset agents")
     from aictl.sandbox.image import build_image
 
-    out = state.output(output)
     image = build_image(tag, base=base, rootfs=rootfs, progress=info)
     out.emit(
         image,
@@ -92,6 +122,50 @@ def status(
         raise typer.Exit(ExitCode.FAILURE)
 
 
+def _doctor_human(d: dict[str, Any]) -> str:
+    lines = [_status_human({**d["engine"], "containers": []}).splitlines()[0]]
+    if not d["engine"]["reachable"]:
+        return "\n".join(lines)
+    if not d["engine"]["image_present"]:
+        return "\n".join([*lines, f"image {d['image']}: missing; {d.get('hint')}"])
+    fresh = {True: "up to date", False: "stale: rebuild with aictl sandbox build --preset agents", None: "?"}
+    lines.append(f"image {d['image']}: digest {str(d.get('digest'))[:16]} ({fresh[d.get('up_to_date')]})")
+    inside = d["inside"]
+    if inside.get("error"):
+        lines.append(f"inside: could not run: {inside['error']}")
+    else:
+        lines.append(f"inside: user {inside.get('user')} (uid {inside.get('uid')})")
+        lines += [f"  {k}: {inside.get(k) or 'missing'}" for k in ("git", "python", "node", "claude-code", "codex")]
+    eg = d["egress"]
+    if eg.get("error"):
+        lines.append(f"egress control: could not check: {eg['error']}")
+    else:
+        lines.append(
+            f"egress control: {'works' if eg['ok'] else 'BROKEN'} (HTTP status of the allowed host "
+            f"{eg.get('allowed')}, of the forbidden one {eg.get('forbidden')} through the proxy and "
+            f"{eg.get('around')} around it; {eg.get('recorded')} attempts recorded)"
+        )
+    return "\n".join(lines)
+
+
+@app.command("doctor")
+def doctor(
+    image: Annotated[str, typer.Option("--image", help="Agents image to examine.")] = "aictl-agents:latest",
+    output: OutputOpt = None,
+) -> None:
+    """What the engine and the agents image can do: CLIs and versions inside, the user, whether egress control works.
+
+    Runs two short containers. Exit 1 if the engine, the image or egress control fails.
+    """
+    from aictl.sandbox.doctor import doctor as examine
+
+    out = state.output(output)
+    report = examine(image)
+    out.emit(report, name=lambda d: "ok" if d["ok"] else "failed", human=_doctor_human)
+    if not report["ok"]:
+        raise typer.Exit(ExitCode.FAILURE)
+
+
 @app.command("cleanup")
 def cleanup(
     all_: Annotated[
@@ -101,7 +175,7 @@ def cleanup(
     dry_run: DryRunOpt = False,
     output: OutputOpt = None,
 ) -> None:
-    """Remove aictl containers whose owner process on this host has died. Nothing to remove is not an error."""
+    """Remove aictl containers (and egress networks) whose owner on this host has died. None is not an error."""
     from aictl.sandbox.docker import cleanup_containers
 
     out = state.output(output)
@@ -112,8 +186,13 @@ def cleanup(
     removed = cleanup_containers(all_=all_, dry_run=dry_run)
     if dry_run:
         info(f"dry run: would remove {len(removed)} container(s)")
-    elif out.mode == "table":
-        info(f"removed {len(removed)} container(s)")
+    else:
+        from aictl.sandbox.docker import connect
+        from aictl.sandbox.runs import remove_orphan_networks
+
+        networks = remove_orphan_networks(connect().api, all_=all_)  # after their containers: in use until then
+        if out.mode == "table":
+            info(f"removed {len(removed)} container(s) and {len(networks)} egress network(s)")
     out.emit(removed, columns=CONTAINER_COLUMNS, name=lambda c: c["id"])
 
 
@@ -131,6 +210,21 @@ def _env(items: list[str] | None) -> dict[str, str]:
     return env
 
 
+def _egress(items: list[str] | None) -> list[str] | None:
+    if not items:
+        return None
+    from aictl.sandbox.egress import parse_hostport
+
+    for item in items:
+        try:
+            parse_hostport(item)
+        except ValueError as e:
+            raise UsageError(
+                f"bad --egress {item!r}: {e}", hint="--egress HOST:PORT, e.g. api.anthropic.com:443"
+            ) from None
+    return list(items)
+
+
 @app.command("run", context_settings={"allow_interspersed_args": False})
 def run(
     command: Annotated[
@@ -142,6 +236,14 @@ def run(
     ),
     image: Annotated[str, typer.Option("--image", help="Docker image.")] = DEFAULT_IMAGE,
     network: Annotated[bool, typer.Option("--network", help="Allow network (docker: bridge).")] = False,
+    egress: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--egress",
+            help="docker: HOST:PORT reachable through a per-run egress proxy, nothing else (repeatable; "
+            "the attempts are in -o json's settings.egress).",
+        ),
+    ] = None,
     cpus: Annotated[float, typer.Option("--cpus", help="CPU limit (docker).")] = 1.0,
     memory_mb: Annotated[int, typer.Option("--memory-mb", help="Memory limit in MB, no swap (docker).")] = 1024,
     pids: Annotated[int, typer.Option("--pids", help="Process limit (docker).")] = 256,
@@ -171,6 +273,7 @@ def run(
         pids=pids,
         timeout_s=timeout,
         env=_env(env),
+        egress=_egress(egress),
     )
 
     def echo(stream: str, line: str) -> None:

@@ -19,7 +19,7 @@ import collections
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -43,6 +43,14 @@ class SandboxError(AictlError):
     code = "sandbox_error"
 
 
+class BindMount(BaseModel):
+    """A host path shown inside a docker run (the agent's state dir, a worktree's git metadata)."""
+
+    source: str = Field(pattern=r"^/")
+    target: str = Field(pattern=r"^/[^:]+$")
+    read_only: bool = True
+
+
 class SandboxSpec(BaseModel):
     """What the policy/config asks for. Limits apply to the docker backend; local enforces only the timeout."""
 
@@ -53,6 +61,14 @@ class SandboxSpec(BaseModel):
     memory_mb: int = Field(1024, ge=6, description="docker refuses less than 6 MB")
     pids: int = Field(256, ge=1)
     timeout_s: float = Field(600.0, gt=0)
+    mounts: list[BindMount] = Field(default_factory=list, description="docker: more host paths inside the run")
+    egress: list[str] | None = Field(
+        None, description="docker: host:port pairs reachable through a per-run egress proxy; None = no proxy"
+    )
+    # Told of every connection attempt through the egress proxy (decision records); not part of the spec's data.
+    on_egress: Callable[[Any], None] | None = Field(None, exclude=True, repr=False)
+    # Asked (host, port) for a destination not in `egress` (the run's policy); None: the list alone decides.
+    egress_decide: Callable[[str, int], bool] | None = Field(None, exclude=True, repr=False)
     env: dict[str, str] = Field(default_factory=dict, description="extra env for the process; secrets go here")
     mount: str = Field("/workspace", pattern=r"^/[^:]+$", description="where the workspace appears inside docker")
 

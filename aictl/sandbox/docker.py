@@ -104,6 +104,7 @@ def isolation_settings(spec: SandboxSpec, workdir: Path) -> dict[str, Any]:
         "cap_drop": list(CAP_DROP),
         "security_opt": list(SECURITY_OPT),
         "mount": spec.mount,
+        **({"mounts": [m.model_dump() for m in spec.mounts]} if spec.mounts else {}),
         "workdir": str(workdir),
         "timeout_s": spec.timeout_s,
         "env_keys": sorted(_environment(spec)),
@@ -128,16 +129,21 @@ class DockerSandbox:
         labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         workdir = check_run_args(argv, workdir)
+        if labels and "task" in labels:  # task ids repeat across projects on one engine: say whose (runs.py)
+            labels = {**labels, "workspaces": str(workdir.parent)}
         if sandbox_user() == (os.getuid(), os.getgid()):
             return self._run(argv, workdir, spec, on_output, cancel, labels)
         # Root invoked us: the unprivileged container user borrows the worktree for the run, then gives it back.
-        chown_tree(workdir, *sandbox_user())
+        lent = [workdir, *(Path(m.source) for m in spec.mounts if not m.read_only)]
+        for path in lent:
+            chown_tree(path, *sandbox_user())
         refused: list[str] = []
         try:
             res = self._run(argv, workdir, spec, on_output, cancel, labels)
         finally:
             refused = strip_special(workdir)  # before root's chown would clear the bits silently
-            chown_tree(workdir, os.getuid(), os.getgid())
+            for path in lent:
+                chown_tree(path, os.getuid(), os.getgid())
         if refused:
             res.stderr += "".join(f"[aictl: refused from the workspace: {line}]\n" for line in refused)
             res.settings["refused_files"] = refused
@@ -156,7 +162,11 @@ class DockerSandbox:
         started = time.monotonic()
         sink = OutputSink(on_output)
 
+        net: Any = None  # the run's egress network and proxy (egressnet.py), when spec.egress asks for one
+
         def result(**kw: Any) -> RunResult:
+            if net is not None:
+                settings.update(net.settings())
             out, err = sink.texts()
             return RunResult(
                 backend=self.name,
@@ -177,14 +187,21 @@ class DockerSandbox:
         api = client.api
         container_id: str | None = None
         try:
+            if spec.egress is not None:
+                from aictl.sandbox.egressnet import RunNetwork
+
+                try:
+                    net = RunNetwork(api, spec, owner_labels(labels))
+                except (DockerException, OSError) as e:
+                    return result(exit_code=None, start_error=f"docker could not set up the run's network: {_short(e)}")
             try:
-                container_id = self._create(api, argv, workdir, spec, labels)
+                container_id = self._create(api, argv, workdir, spec, labels, net)
                 stream = api.attach(container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
             except ImageNotFound:
                 return result(
                     exit_code=None,
-                    start_error=f"image {spec.image} not found in the local docker engine; "
-                    "build it with: aictl sandbox build",
+                    start_error=f"image {spec.image} not found in the local docker engine; build it with: "
+                    + ("aictl sandbox build --preset agents" if "agents" in spec.image else "aictl sandbox build"),
                 )
             except DockerException as e:
                 return result(exit_code=None, start_error=f"docker could not create the container: {_short(e)}")
@@ -229,18 +246,23 @@ class DockerSandbox:
         finally:
             if container_id is not None:
                 _remove(api, container_id)
+            if net is not None:
+                net.close()
             client.close()
 
     @staticmethod
-    def _create(api: Any, argv: list[str], workdir: Path, spec: SandboxSpec, labels: Mapping[str, str] | None) -> str:
+    def _create(
+        api: Any, argv: list[str], workdir: Path, spec: SandboxSpec, labels: Mapping[str, str] | None, net: Any = None
+    ) -> str:
         from docker.types import LogConfig, Mount
 
         host_config = api.create_host_config(
             # A structured mount, not "src:dst:rw": a workspace path may contain a colon.
-            mounts=[Mount(target=spec.mount, source=str(workdir), type="bind", read_only=False)],
+            mounts=[Mount(target=spec.mount, source=str(workdir), type="bind", read_only=False)]
+            + [Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only) for m in spec.mounts],
             read_only=True,
             tmpfs=dict(TMPFS),
-            network_mode="bridge" if spec.network else "none",
+            network_mode=net.name if net is not None else "bridge" if spec.network else "none",
             cap_drop=list(CAP_DROP),
             security_opt=list(SECURITY_OPT),
             pids_limit=spec.pids,
@@ -255,7 +277,7 @@ class DockerSandbox:
             command=list(argv),
             working_dir=spec.mount,
             user="{}:{}".format(*sandbox_user()),
-            environment=_environment(spec),
+            environment={**_environment(spec), **(net.env() if net is not None else {})},
             labels=owner_labels(labels),
             host_config=host_config,
             stdin_open=False,

@@ -52,6 +52,7 @@ READ_ONLY = {
     "policy schema",
     "config show",
     "sandbox status",
+    "sandbox doctor",
     "workspace list",
     "daemon status",
     "daemon logs",

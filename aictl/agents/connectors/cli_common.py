@@ -188,6 +188,12 @@ class StateDir:
         # Outside the sandbox's TMPDIR (a per-run dir): Codex refuses a CODEX_HOME under it.
         self.path = Path(tempfile.mkdtemp(prefix=prefix)) if ctx.state_dir is None else Path(ctx.state_dir)
         self.path.mkdir(parents=True, exist_ok=True)
+        if ctx.spec.backend == "docker":  # the CLI inside reads and writes it at the same path
+            from aictl.sandbox.base import BindMount
+
+            state = str(self.path.resolve())
+            mount = BindMount(source=state, target=state, read_only=False)
+            ctx.spec = ctx.spec.model_copy(update={"mounts": [*ctx.spec.mounts, mount]})
 
     def close(self) -> None:
         if self.temporary:
@@ -218,20 +224,22 @@ class Refused(Exception):
 
 
 def preflight(ctx: RunContext, spec: ConnectorSpec, *, product: str, why_local: str) -> tuple[str, str, str]:
-    """(binary, key variable name, key) for a CLI run on this machine, or Refused saying what is missing."""
-    if ctx.spec.backend != "local":
+    """(binary, key variable name, key) for a CLI run here or in the docker backend's agents image, or Refused."""
+    if ctx.spec.backend not in ("local", "docker"):
         raise Refused(
             refuse(
                 ctx,
-                f"the {spec.name} connector runs the CLI on this machine: backend "
-                f"{ctx.spec.backend!r} would need an image with {product} in it (execute with "
-                f"--backend local; {why_local})",
+                f"the {spec.name} connector runs the CLI on this machine or in docker, not on backend "
+                f"{ctx.spec.backend!r} (execute with --backend local or docker; {why_local})",
             )
         )
-    try:
-        binary = require_binary(ctx.ai, spec)
+    try:  # inside docker the CLI is the agents image's, on its PATH (aictl sandbox build --preset agents)
+        binary = spec.binary or spec.name if ctx.spec.backend == "docker" else require_binary(ctx.ai, spec)
     except UsageError as e:
         raise Refused(refuse(ctx, f"{e.message} ({e.hint})")) from None
+    if ctx.spec.backend == "docker" and ctx.mcp_servers:
+        # Their commands (aictl mcp serve, configured servers) live on this machine, not in the image.
+        ctx.mcp_servers = {}
     key_name, key = spec.api_key(ctx.ai)
     if key_name is None or key is None:
         raise Refused(
@@ -245,8 +253,15 @@ def preflight(ctx: RunContext, spec: ConnectorSpec, *, product: str, why_local: 
 
 
 def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: StreamParser) -> RunResult:
-    """Run the CLI in the sandbox, parsing stdout as it streams; returns the sandbox's RunResult."""
+    """Run the CLI in the sandbox, parsing stdout as it streams; returns the sandbox's RunResult.
+
+    In docker, the agents image runs it and only its AI's API is reachable (incontainer.py).
+    """
     spec = ctx.spec.model_copy(update={"env": {**ctx.spec.env, **env}})
+    if spec.backend == "docker" and ctx.ai is not None:
+        from aictl.agents.connectors.incontainer import container_spec
+
+        spec = container_spec(ctx, spec)
 
     def on_output(stream: str, line: str) -> None:
         # The JSON events reach watchers as normalized events (ctx.on_event); only the rest is passed on as output.

@@ -73,6 +73,11 @@ def sandbox_mode(allowed_tools: list[str] | None, override: str | None = None) -
     return override or "workspace-write"
 
 
+def in_container_mode(ctx: RunContext) -> str | None:
+    """Inside docker, Codex's bwrap cannot make namespaces (an unprivileged container); the container confines it."""
+    return "danger-full-access" if ctx.spec.backend == "docker" else None
+
+
 def toml_str(value: str) -> str:
     """A TOML basic string (JSON's escapes are TOML's, except that TOML also wants DEL escaped)."""
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
@@ -121,7 +126,7 @@ def build_argv(binary: str, ctx: RunContext) -> list[str]:
         "--json",
         "--skip-git-repo-check",
         "--sandbox",
-        sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox")),
+        sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox") or in_container_mode(ctx)),
     ]
     if ctx.ai is not None and ctx.ai.model:
         argv += ["--model", ctx.ai.model]
