@@ -16,7 +16,15 @@ from aictl.agents.connectors.apicommon import abort_response, sdk_errors
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.probes import model_list
 from aictl.agents.connectors.spec import ConnectorSpec
-from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
+from aictl.agents.connectors.toolloop import (
+    TRUNCATED_MODES,
+    LoopRun,
+    ModelTurn,
+    Setup,
+    ToolCall,
+    Usage,
+    run_tool_loop,
+)
 from aictl.agents.pricing import ANTHROPIC_PRICES
 from aictl.domain.errors import UsageError
 
@@ -67,6 +75,8 @@ class _MessagesSession:
         ):
             for event in stream:
                 run.check()
+                if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    run.delta(event.delta.text)
                 if event.type != "content_block_stop":
                     continue
                 block = event.content_block
@@ -97,6 +107,7 @@ class _MessagesSession:
             cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
         )
         turn.stop_reason, turn.model = message.stop_reason, message.model
+        turn.truncated = message.stop_reason == "max_tokens"
         return turn
 
     def add_results(self, turn: ModelTurn, results: list) -> None:
@@ -116,6 +127,11 @@ class _MessagesSession:
             }
         )
 
+    def add_continue(self, turn: ModelTurn, text: str) -> None:
+        if self._content:
+            self.messages.append({"role": "assistant", "content": self._content})
+        self.messages.append({"role": "user", "content": text})
+
     def close(self) -> None:
         self.client.close()
 
@@ -129,6 +145,7 @@ SPEC = ConnectorSpec(
     default_base_url="https://api.anthropic.com",
     url_strip=("/v1",),  # the SDK adds /v1 itself
     defaults={"max_tokens": 8192},
+    config_choices={"truncated": TRUNCATED_MODES},
     config_types={"temperature": (int, float)},
     probe=model_list(
         "/v1/models?limit=1000",
