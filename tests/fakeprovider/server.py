@@ -790,6 +790,9 @@ class _Handler(BaseHTTPRequestHandler):
             "total_tokens": inp + out,
         }
 
+        # A turn scripted to stop at the token limit ends "incomplete", as the Responses API reports it.
+        final_status = "incomplete" if turn.stop in ("length", "max_tokens", "max_output_tokens") else "completed"
+
         def response(status: str, output: list[dict[str, Any]], with_usage: bool) -> dict[str, Any]:
             return {
                 "id": rid,
@@ -797,7 +800,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "created_at": created,
                 "status": status,
                 "error": None,
-                "incomplete_details": None,
+                "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
                 "instructions": body.get("instructions"),
                 "max_output_tokens": body.get("max_output_tokens"),
                 "model": model,
@@ -818,7 +821,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
 
         if not stream:
-            return self._send_json(200, response("completed", items, True))
+            return self._send_json(200, response(final_status, items, True))
         seq = itertools.count()
         events: list[tuple[str | None, Any]] = []
 
@@ -886,7 +889,7 @@ class _Handler(BaseHTTPRequestHandler):
                     ev("response.custom_tool_call_input.delta", item_id=item["id"], output_index=idx, delta=piece)
                 ev("response.custom_tool_call_input.done", item_id=item["id"], output_index=idx, input=item["input"])
             ev("response.output_item.done", output_index=idx, item=item)
-        ev("response.completed", response=response("completed", items, True))
+        ev(f"response.{final_status}", response=response(final_status, items, True))
         self._sse(events, turn.delay_s)
 
     # Ollama
