@@ -59,9 +59,8 @@ def run(fp: FakeProvider, workdir: Path, v: Variant = CHAT, *, config: dict | No
         config={"base_url": fp.url, "retry_backoff_s": 0.01, **v.config, **(config or {})},
     )
     spec = kw.pop("spec", None) or SandboxSpec(timeout_s=60)
-    ctx = RunContext(
-        task=None, workdir=workdir, sandbox=get_sandbox(spec.backend), spec=spec, ai=ai, prompt="Write hello.txt", **kw
-    )
+    kw.setdefault("task", None)
+    ctx = RunContext(workdir=workdir, sandbox=get_sandbox(spec.backend), spec=spec, ai=ai, prompt="Write hello", **kw)
     return cls().run(ctx)
 
 
@@ -270,6 +269,7 @@ def test_ollama_length_and_missing_counts(workdir):
 
 @pytest.mark.parametrize("v", VARIANTS)
 def test_the_text_of_a_timed_out_turn_stays_in_the_transcript(fake_provider, v, workdir):
+    importlib.import_module(v.connector)  # the SDK's first import (up to 2 s) must not eat the run's 0.6 s
     fake_provider.script(reply(text="Partial thoughts before the deadline " * 40, delay_s=0.02))
     result = run(fake_provider, workdir, v, config={"timeout_s": 0.6, "stream": True})
     assert result.timed_out and not result.ok
@@ -286,3 +286,24 @@ def test_a_404_from_a_missing_endpoint_is_reported_as_such(fake_provider, workdi
     fake_provider.script(error(404, gone, kind="invalid_request_error"))
     wrong = run(fake_provider, workdir)
     assert "is the model name right?" in wrong.error
+
+
+# -- a task that locks paths and changes nothing ---------------------------------------------------
+
+
+def test_a_task_with_lock_paths_that_changes_nothing_says_so(fake_provider, workdir):
+    import subprocess
+    from types import SimpleNamespace
+
+    subprocess.run(["git", "init", "-q", str(workdir)], check=True)
+    (workdir / "README.md").write_text("x\n")
+    git = ["git", "-C", str(workdir), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    task = SimpleNamespace(lock_paths=["src/**"], title="t", description="")
+    fake_provider.script(reply(text="I looked around."))
+    idle = run(fake_provider, workdir, task=task)
+    assert idle.ok and "no change: the task locks src/**" in idle.summary
+    fake_provider.script(reply(tools=[tool("write_file", {"path": "src/a.py", "content": "x"})]), reply(text="done"))
+    busy = run(fake_provider, workdir, task=task)
+    assert busy.ok and busy.summary == "done"

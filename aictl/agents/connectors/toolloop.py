@@ -357,6 +357,7 @@ def run_tool_loop(
     if on_truncated not in TRUNCATED_MODES:
         raise UsageError(f"AI config 'truncated' must be fail or continue, not {on_truncated!r}")
     usage = Usage()
+    head_at_start = _git_head(ctx.workdir) if getattr(ctx.task, "lock_paths", None) else None
     turn_no = 0
     model_seen: str | None = None
     summary = ""
@@ -374,8 +375,14 @@ def run_tool_loop(
         cancelled: bool = False,
         timed_out: bool = False,
     ) -> ConnectorResult:
+        nonlocal summary
         spent = cost()
         run.flush_partial()  # a stopped stream's text stays in the transcript
+        if ok and head_at_start is not None:
+            unchanged = _unchanged(ctx, head_at_start)
+            if unchanged:
+                run.note(f"[aictl: {unchanged}]")
+                summary = f"{summary}\n\n({unchanged})" if summary else f"({unchanged})"
         if error:
             run.emit({"type": "error", "kind": kind or "other", "message": error, "retry_at": retry_at})
         run.emit({"type": "result", "ok": ok, "turns": turn_no, "summary": summary[:SUMMARY_LIMIT]})
@@ -507,6 +514,43 @@ def run_tool_loop(
             session.close()
         if mcp is not None:
             mcp.close()
+
+
+def _git_head(workdir: Any) -> str | None:
+    """The worktree's HEAD commit (None: not a git worktree), to tell at the end whether the run changed it."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(workdir), "rev-parse", "HEAD"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _unchanged(ctx: RunContext, head_at_start: str) -> str | None:
+    """What to say when a task that locks paths ends with its worktree exactly as it started, else None."""
+    import subprocess
+
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(ctx.workdir), "status", "--porcelain", "--untracked-files=all"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if status.returncode != 0 or status.stdout.strip() or _git_head(ctx.workdir) != head_at_start:
+        return None
+    locks = list(getattr(ctx.task, "lock_paths", None) or [])
+    return f"no change: the task locks {', '.join(locks[:5])} but the run left the worktree as it found it"
 
 
 class _Retry:
