@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.agents.cli_fixtures import claude_bin, codex_bin  # noqa: F401  (fixtures)
+from tests.agents.llama_fixtures import llama_server, own_llama_server  # noqa: F401  (fixtures)
 from tests.agents.plane import plane  # noqa: F401  (fixture)
 from tests.execution.conftest import git_project  # noqa: F401  (fixture)
 
