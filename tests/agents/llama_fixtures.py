@@ -52,16 +52,18 @@ class LlamaServer:
         self.proc.wait(timeout=30)
 
 
+class LlamaUnavailable(Exception):
+    """The server cannot be built or started here (the message says why)."""
+
+
 def _unavailable(why: str) -> None:
-    if REQUIRE:
-        pytest.fail(f"the llama.cpp server is required here (AICTL_REQUIRE_LLAMA=1) but {why}", pytrace=False)
-    pytest.skip(f"{why}; build it with .ci/build-llama (about 16 minutes, once per version)")
+    raise LlamaUnavailable(why)
 
 
-def ensure_built() -> Path:
-    """The cache with the server's venv and the model, building what is missing when allowed to."""
+def ensure_built(*, build: bool = REQUIRE) -> Path:
+    """The cache with the server's venv and the model; compiles the wheel only when `build` (else it must exist)."""
     built = list((CACHE / "wheels").glob(f"llama_cpp_python-{VERSION}-*.whl"))
-    if not built and not REQUIRE:
+    if not built and not build:
         _unavailable(f"no llama-cpp-python {VERSION} wheel in {CACHE}/wheels")
     if not (CACHE / "venv" / ".installed").exists() or not list((CACHE / "model").glob("*.gguf")):
         env = {**os.environ, "AICTL_LLAMA_CACHE": str(CACHE)}
@@ -87,8 +89,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(log_dir: Path, *, n_ctx: int = 4096) -> LlamaServer:
-    cache = ensure_built()
+def start_server(log_dir: Path, *, n_ctx: int = 4096, threads: int = 1, build: bool = REQUIRE) -> LlamaServer:
+    """A started server on a free loopback port (LlamaUnavailable when it cannot be had)."""
+    cache = ensure_built(build=build)
     model = sorted((cache / "model").glob("*.gguf"))[0]
     port = _free_port()
     log = log_dir / f"llama-{port}.log"
@@ -109,10 +112,12 @@ def start_server(log_dir: Path, *, n_ctx: int = 4096) -> LlamaServer:
         "--n_ctx",
         str(n_ctx),
         "--n_threads",
-        "1",  # the machine is shared; one thread keeps the other tests moving
+        str(threads),  # the machine is shared: one thread (the default) keeps the other tests moving
     ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = LlamaServer(proc, port, log)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -129,24 +134,37 @@ def start_server(log_dir: Path, *, n_ctx: int = 4096) -> LlamaServer:
     raise AssertionError("unreachable")  # _unavailable always raises
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
-    """One real llama.cpp server for the session."""
-    server = start_server(tmp_path_factory.mktemp("llama"))
+def _started(log_dir: Path) -> Iterator[LlamaServer]:
+    try:
+        server = start_server(log_dir)
+    except LlamaUnavailable as e:
+        if REQUIRE:
+            pytest.fail(f"the llama.cpp server is required here (AICTL_REQUIRE_LLAMA=1) but {e}", pytrace=False)
+        pytest.skip(f"{e}; build it with .ci/build-llama (about 16 minutes, once per version)")
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
+    """One real llama.cpp server for the session."""
+    yield from _started(tmp_path_factory.mktemp("llama"))
 
 
 @pytest.fixture
 def own_llama_server(tmp_path) -> Iterator[LlamaServer]:
     """A server of the test's own, for tests that kill it."""
-    server = start_server(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _started(tmp_path)
 
 
-__all__ = ["MODEL", "LlamaServer", "ensure_built", "llama_server", "own_llama_server", "start_server"]
+__all__ = [
+    "MODEL",
+    "LlamaServer",
+    "LlamaUnavailable",
+    "ensure_built",
+    "llama_server",
+    "own_llama_server",
+    "start_server",
+]
