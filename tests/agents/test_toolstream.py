@@ -151,5 +151,12 @@ def test_recorded_streams_from_the_real_server(path):
     assert [{"name": c.name, "input": c.input, "error": c.error} for c in feed(deltas)] == expected
 
 
-def test_the_recordings_are_there():
-    assert len(_recorded()) >= 2  # recorded with tests/agents/llama_record.py against the real server
+def test_the_recordings_show_the_quirks_they_stand_for():
+    """Recorded with tests/agents/llama_record.py against llama-cpp-python 0.3.36 (Gemma 3 270M)."""
+    assert len(_recorded()) >= 3
+    forced = (RECORDED / "llama_forced_write_file.sse").read_text()
+    chunks = [json.loads(line[6:]) for line in forced.splitlines() if line.startswith("data: {")]
+    named = [d for c in chunks for d in c["choices"][0]["delta"].get("tool_calls") or [] if d["function"]["name"]]
+    assert len(named) > 2 and len({d["id"] for d in named}) == 1  # id and name repeated in every chunk
+    text = (RECORDED / "llama_text_no_tools.sse").read_text()
+    assert '"include_usage"' not in text and '"usage"' not in text  # asked for, never sent while streaming
