@@ -134,9 +134,21 @@ def test_a_forced_tool_applies_to_the_first_turn_only(llama, workdir):
     assert second["tool_choice"] == "auto"
 
 
+def test_a_tool_choice_per_turn(llama, workdir):
+    llama.script(reply(tools=[WRITE]), reply(text="done"))
+    result = run(llama, workdir, config={"tool_choice": ["write_file", "none"]})
+    assert result.ok
+    assert [b["tool_choice"] for b in bodies(llama)] == [
+        {"type": "function", "function": {"name": "write_file"}},
+        "none",
+    ]
+
+
 def test_a_forced_tool_that_is_not_offered_is_a_usage_error(llama, workdir):
     with pytest.raises(UsageError, match="'nope', which is not offered"):
         run(llama, workdir, config={"tool_choice": "nope"})
+    with pytest.raises(UsageError, match="entries must be strings"):
+        run(llama, workdir, config={"tool_choice": ["write_file", 3]})
 
 
 def test_health_names_the_server(llama):

@@ -111,6 +111,7 @@ def render_event(event: dict[str, Any]) -> str:
         return (
             f"[usage] input {event.get('input_tokens', 0)}, output {event.get('output_tokens', 0)}, "
             f"cache read {event.get('cache_read_tokens', 0)} tokens"
+            + (" (estimated)" if event.get("estimated") else "")
             + (f", ${cost:.6f}" if isinstance(cost, (int, float)) else "")
         )
     if t == "error":

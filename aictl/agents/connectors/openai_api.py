@@ -94,11 +94,11 @@ class _ChatSession(_Base):
             for t in setup.tools
         ]
         names = [t.name for t in setup.tools]
-        choice = self.settings.tool_choice
-        if names and choice not in openai_compat.TOOL_CHOICES and choice not in names:
+        problem = openai_compat.tool_choice_problem(self.settings.tool_choice, names)
+        if problem:
             raise UsageError(
-                f"openai config 'tool_choice' names {choice!r}, which is not offered to this run",
-                hint=f"offered: {', '.join(names)}; or auto, none, required, omit",
+                f"openai config {problem}",
+                hint=f"offered: {', '.join(names)}; or auto, none, required, omit (one, or a list, one per turn)",
             )
         self.turns = 0
         self._assistant: dict[str, Any] = {}
@@ -142,7 +142,8 @@ class _ChatSession(_Base):
         turn.truncated = turn.stop_reason == "length"
         # No usage from the server: count the text (marked estimated) rather than record a silent zero.
         turn.usage = usage[-1] if usage else self._estimate(turn, finished)
-        self._assistant = {"role": "assistant", "content": turn.text or None}
+        # "" rather than null: llama-cpp-python refuses an assistant message whose content is null (HTTP 500).
+        self._assistant = {"role": "assistant", "content": turn.text}
         if finished:
             self._assistant["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -377,7 +378,7 @@ SPEC = ConnectorSpec(
         "temperature": (int, float),
         "stream": (bool,),
         "stream_usage": (bool,),
-        "tool_choice": (str,),  # auto | none | required | omit | a tool's name (checked at run time)
+        "tool_choice": (str, list),  # auto | none | required | omit | a tool's name, or a list per turn
     },
     config_choices={
         "api": APIS,

@@ -14,7 +14,7 @@ on llama-cpp-python 0.3.36 with ``--chat_format chatml-function-calling``):
 Four per-AI settings (config keys, each overridable with ``aictl ai register …
 --config KEY=VALUE``) cover them: ``stream`` (true/false), ``tool_choice``
 (``auto``, ``none``, ``required``, ``omit`` = send none, or a tool's name to force
-it), ``max_tokens_param`` (``max_tokens`` or ``max_completion_tokens``) and
+it on the first turn; or a list, one per turn, the last repeating), ``max_tokens_param`` (``max_tokens`` or ``max_completion_tokens``) and
 ``stream_usage`` (whether the server reports usage while streaming: when false,
 ``stream_options`` is not sent). What is not set comes from the server's profile:
 ``server`` names it, or ``auto`` (the default) detects it once per base URL and
@@ -71,7 +71,7 @@ _lock = threading.Lock()
 class Settings:
     server: str  # the profile used
     stream: bool
-    tool_choice: str  # auto | none | required | omit | a tool name
+    tool_choice: str | list[str]  # auto | none | required | omit | a tool name, or one of those per turn
     max_tokens_param: str
     stream_usage: bool
     detected: bool = False  # the server was named by a probe, not by config
@@ -125,18 +125,35 @@ def resolve(config: Mapping[str, Any], base_url: str, key: str | None) -> Settin
     return Settings(server=server, detected=detected, **values)
 
 
-def tool_choice_for(choice: str, turn: int, tool_names: list[str]) -> Any:
-    """The request's tool_choice (None: leave it out). A forced choice applies to the first turn only:
-    forcing every turn would never let the model finish."""
-    if choice == "omit" or not tool_names:
+def tool_choice_for(choice: str | list[str], turn: int, tool_names: list[str]) -> Any:
+    """The request's tool_choice for turn `turn` (1-based; None: leave it out).
+
+    One value: a forced choice (``required`` or a tool's name) applies to the first turn only, later turns
+    are ``auto`` (forcing every turn would never let the model finish). A list gives each turn its own, the
+    last one repeating: ``["write_file", "none"]`` forces a write, then asks for the answer in words.
+    """
+    if not tool_names:
         return None
-    if choice in ("auto", "none"):
-        return choice
-    if turn > 1:
-        return "auto"
-    if choice == "required":
-        return "required"
-    return {"type": "function", "function": {"name": choice}}
+    if isinstance(choice, list):
+        step = choice[min(turn, len(choice)) - 1] if choice else "omit"
+    else:
+        step = choice if turn == 1 or choice in ("auto", "none", "omit") else "auto"
+    if step == "omit":
+        return None
+    if step in ("auto", "none", "required"):
+        return step
+    return {"type": "function", "function": {"name": step}}
+
+
+def tool_choice_problem(choice: Any, tool_names: list[str]) -> str | None:
+    """Why a tool_choice setting is unusable for a run offering these tools, or None."""
+    steps = choice if isinstance(choice, list) else [choice]
+    for step in steps:
+        if not isinstance(step, str):
+            return f"tool_choice entries must be strings, not {step!r}"
+        if tool_names and step not in TOOL_CHOICES and step not in tool_names:
+            return f"tool_choice names {step!r}, which is not offered to this run"
+    return None
 
 
 def estimate_tokens(*parts: Any) -> int:
@@ -163,4 +180,5 @@ __all__ = [
     "resolve",
     "server_from_models",
     "tool_choice_for",
+    "tool_choice_problem",
 ]
