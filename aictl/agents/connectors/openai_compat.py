@@ -14,10 +14,10 @@ on llama-cpp-python 0.3.36 with ``--chat_format chatml-function-calling``):
 Four per-AI settings (config keys, each overridable with ``aictl ai register …
 --config KEY=VALUE``) cover them: ``stream`` (true/false), ``tool_choice``
 (``auto``, ``none``, ``required``, ``omit`` = send none, or a tool's name to force
-it on the first turn; or a list, one per turn, the last repeating), ``max_tokens_param`` (``max_tokens`` or ``max_completion_tokens``) and
-``stream_usage`` (whether the server reports usage while streaming: when false,
-``stream_options`` is not sent). What is not set comes from the server's profile:
-``server`` names it, or ``auto`` (the default) detects it once per base URL and
+it on the first turn; or a list, one per turn, the last repeating), ``max_tokens_param``
+(``max_tokens`` or ``max_completion_tokens``) and ``stream_usage`` (whether the server
+reports usage while streaming: when false, ``stream_options`` is not sent). What is not
+set comes from the server's profile: ``server`` names it, or ``auto`` (the default) detects it once per base URL and
 process from one cheap ``GET /models`` (the ``owned_by`` of its models names the
 server; the official API is known by its host).
 """
