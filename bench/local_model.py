@@ -27,7 +27,7 @@ from pathlib import Path
 
 from _common import emit, git_state, log, machine
 
-PROMPT = "Write a long story about a lighthouse keeper and the sea."
+PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,"  # Gemma 270M continues the count: ~55 tokens
 
 
 def main() -> None:

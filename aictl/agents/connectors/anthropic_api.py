@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aictl.agents.connectors.apicommon import abort_response, sdk_errors
+from aictl.agents.connectors.apicommon import abort_response, sdk_errors, shared_ssl_context
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.probes import model_list
 from aictl.agents.connectors.spec import ConnectorSpec
@@ -46,7 +46,8 @@ class _MessagesSession:
             raise UsageError("the anthropic connector needs the anthropic package", hint="pip install anthropic") from e
         self.sdk, self.setup, self.url, self.env = anthropic, setup, run.base_url, run.key_env
         # Retries are the loop's (toolloop._Retry), so the SDK makes exactly one attempt per call.
-        self.client = anthropic.Anthropic(api_key=run.key, base_url=self.url, max_retries=0)
+        http = anthropic.DefaultHttpxClient(verify=shared_ssl_context(anthropic.DefaultHttpxClient))
+        self.client = anthropic.Anthropic(api_key=run.key, base_url=self.url, max_retries=0, http_client=http)
         self.messages: list[dict[str, Any]] = [{"role": "user", "content": setup.prompt}]
         self.tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in setup.tools]
         self._content: list[dict[str, Any]] = []

@@ -250,6 +250,24 @@ def abort_response(response: Any) -> None:
             pass
 
 
+_ssl_contexts: dict[str, Any] = {}
+
+
+def shared_ssl_context(client_cls: type) -> Any:
+    """One TLS context per process for an SDK's HTTP client class (httpx or httpx2, whichever it subclasses).
+
+    Building one loads the CA bundle, about 35 ms: once per run it was most of the tool loop's own time to
+    first token. The context is built by the HTTP library itself, with its defaults (SSL_CERT_FILE, …).
+    """
+    import sys
+
+    name = next((c.__module__.split(".")[0] for c in client_cls.__mro__ if c.__module__.startswith("httpx")), "")
+    context = _ssl_contexts.get(name)
+    if context is None:
+        context = _ssl_contexts[name] = sys.modules[name].create_ssl_context()
+    return context
+
+
 def redact(text: str, *secrets: str | None) -> str:
     for s in secrets:
         if s:
@@ -268,5 +286,6 @@ __all__ = [
     "reset_at",
     "retry_after_s",
     "sdk_errors",
+    "shared_ssl_context",
     "transport_errors",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aictl.agents.connectors import openai_compat
-from aictl.agents.connectors.apicommon import abort_response, http_error, sdk_errors
+from aictl.agents.connectors.apicommon import abort_response, http_error, sdk_errors, shared_ssl_context
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.probes import model_list
 from aictl.agents.connectors.spec import ConnectorSpec
@@ -60,7 +60,8 @@ class _Base:
             raise UsageError("the openai connector needs the openai package", hint="pip install openai") from e
         self.sdk, self.setup, self.url, self.env = openai, setup, run.base_url, run.key_env
         # Retries are the loop's (toolloop._Retry), so the SDK makes exactly one attempt per call.
-        self.client = openai.OpenAI(api_key=run.key, base_url=self.url, max_retries=0)
+        http = openai.DefaultHttpxClient(verify=shared_ssl_context(openai.DefaultHttpxClient))
+        self.client = openai.OpenAI(api_key=run.key, base_url=self.url, max_retries=0, http_client=http)
 
     def _stream(self, run: LoopRun, open_stream: Callable[[], Any], on_event: Callable[[Any], None]) -> None:
         """Open a stream, feed its events to on_event; SDK errors become ProviderError."""
