@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aictl.agents.connectors import nochange
 from aictl.agents.connectors.apicommon import ProviderError, redact
 from aictl.agents.connectors.base import ConnectorResult, RunContext, render_event
 from aictl.agents.connectors.spec import TRANSIENT_KINDS
@@ -357,7 +358,8 @@ def run_tool_loop(
     if on_truncated not in TRUNCATED_MODES:
         raise UsageError(f"AI config 'truncated' must be fail or continue, not {on_truncated!r}")
     usage = Usage()
-    head_at_start = _git_head(ctx.workdir) if getattr(ctx.task, "lock_paths", None) else None
+    locks = list(getattr(ctx.task, "lock_paths", None) or [])
+    head_at_start = nochange.head(ctx.workdir) if locks else None
     turn_no = 0
     model_seen: str | None = None
     summary = ""
@@ -379,7 +381,7 @@ def run_tool_loop(
         spent = cost()
         run.flush_partial()  # a stopped stream's text stays in the transcript
         if ok and head_at_start is not None:
-            unchanged = _unchanged(ctx, head_at_start)
+            unchanged = nochange.unchanged(ctx.workdir, locks, head_at_start)
             if unchanged:
                 run.note(f"[aictl: {unchanged}]")
                 summary = f"{summary}\n\n({unchanged})" if summary else f"({unchanged})"
@@ -514,43 +516,6 @@ def run_tool_loop(
             session.close()
         if mcp is not None:
             mcp.close()
-
-
-def _git_head(workdir: Any) -> str | None:
-    """The worktree's HEAD commit (None: not a git worktree), to tell at the end whether the run changed it."""
-    import subprocess
-
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(workdir), "rev-parse", "HEAD"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def _unchanged(ctx: RunContext, head_at_start: str) -> str | None:
-    """What to say when a task that locks paths ends with its worktree exactly as it started, else None."""
-    import subprocess
-
-    try:
-        status = subprocess.run(
-            ["git", "-C", str(ctx.workdir), "status", "--porcelain", "--untracked-files=all"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if status.returncode != 0 or status.stdout.strip() or _git_head(ctx.workdir) != head_at_start:
-        return None
-    locks = list(getattr(ctx.task, "lock_paths", None) or [])
-    return f"no change: the task locks {', '.join(locks[:5])} but the run left the worktree as it found it"
 
 
 class _Retry:
