@@ -17,3 +17,10 @@ def ws(tmp_path) -> Path:
     path.mkdir()
     (path / "README.md").write_text("readme\n")
     return path
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests of the real llama.cpp server run last: under .ci/run its first build (~16 minutes) compiles in
+    the background while the rest of the suite runs, instead of holding the suite up at the first such test."""
+    needs = {"llama_server", "own_llama_server"}
+    items.sort(key=lambda item: bool(needs & set(getattr(item, "fixturenames", ()))))
