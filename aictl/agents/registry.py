@@ -24,7 +24,12 @@ from aictl.store.base import Store, Tx
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]*$")  # the policy's per-AI file names use the same rule
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_KEY = re.compile(r"(?i)(api_?key|token|secret|password|passwd|credential)")
+# A config key that would hold a secret: secret/password/credential as a whole word anywhere, key/token only as the
+# last word (api_key, api_token, auth_token) so that max_tokens, token_budget or key_env are ordinary settings.
+# Connectors name their own secret keys too (`ConnectorSpec.secret_keys`).
+SECRET_KEY = re.compile(
+    r"(?i)((^|[_.-])(secret|secrets|password|passwd|passphrase|credentials?)([_.-]|$)|(^|[_.-])(key|token|apikey)$)"
+)
 # Config keys every connector may take and the type each must have; a connector's spec adds its own
 # (`config_types`); other keys pass through to the connector.
 CONFIG_TYPES: dict[str, tuple[type, ...]] = {
@@ -81,7 +86,7 @@ def validate_config(connector: str, config: dict[str, Any]) -> dict[str, Any]:
             )
     types = {**CONFIG_TYPES, **spec.config_types}
     for key, value in config.items():
-        if key not in env_keys and SECRET_KEY.search(key):
+        if key not in env_keys and (key in spec.secret_keys or SECRET_KEY.search(key)):
             raise UsageError(
                 f"config key {key!r} looks like a secret: the registry never stores secrets",
                 hint="put the key in an environment variable and name it: --api-key-env ANTHROPIC_API_KEY",

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.agents.cli_fixtures import claude_bin, codex_bin  # noqa: F401  (fixtures)
+from tests.agents.llama_fixtures import llama_server, own_llama_server  # noqa: F401  (fixtures)
 from tests.agents.plane import plane  # noqa: F401  (fixture)
 from tests.execution.conftest import git_project  # noqa: F401  (fixture)
 
@@ -16,3 +17,10 @@ def ws(tmp_path) -> Path:
     path.mkdir()
     (path / "README.md").write_text("readme\n")
     return path
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests of the real llama.cpp server run last: under .ci/run its first build (~16 minutes) compiles in
+    the background while the rest of the suite runs, instead of holding the suite up at the first such test."""
+    needs = {"llama_server", "own_llama_server"}
+    items.sort(key=lambda item: bool(needs & set(getattr(item, "fixturenames", ()))))

@@ -74,6 +74,13 @@ def test_dry_run_changes_nothing(plane):
         ({"api_key": "abc"}, "config key 'api_key' looks like a secret"),
         ({"token": "abc"}, "looks like a secret"),
         ({"password": "hunter2"}, "looks like a secret"),
+        ({"api_token": "abc"}, "config key 'api_token' looks like a secret"),
+        ({"client_secret": "abc"}, "looks like a secret"),
+        ({"db_password": "abc"}, "looks like a secret"),
+        ({"max_tokens_param": "max_output"}, "max_tokens or max_completion_tokens"),
+        ({"server": "llamafile"}, "must be auto or openai or llama.cpp"),
+        ({"stream": "yes"}, "'stream' must be true or false"),
+        ({"truncated": "ignore"}, "must be fail or continue"),
         (
             {"extra_headers": {"x": "sk-ant-api03-abcdefghijklmnopqrstuvwxyz"}},
             "value of 'extra_headers' looks like a secret",
@@ -92,6 +99,30 @@ def test_secrets_and_bad_config_are_refused_with_a_clear_error(plane, config, me
         plane.ai("x", "openai", config=config)
     assert err.value.hint is None or "api-key-env" in err.value.hint or "e.g." in err.value.hint
     assert plane.reg.list() == []
+
+
+def test_token_limits_and_other_settings_are_not_taken_for_secrets(plane):
+    config = {
+        "max_tokens": 200,
+        "max_tokens_param": "max_tokens",
+        "stream_usage": False,
+        "token_budget": 5,
+        "tool_choice": "write_file",
+    }
+    assert plane.ai("llama", "openai", config=config).config == config
+
+
+def test_a_connector_marks_its_own_secret_keys(plane):
+    from aictl.agents.connectors.spec import ConnectorSpec, register
+
+    register(ConnectorSpec(name="vault-thing", kind="sdk", factory=object, secret_keys=frozenset({"vault_ref"})))
+    try:
+        with pytest.raises(UsageError, match="config key 'vault_ref' looks like a secret"):
+            validate_config("vault-thing", {"vault_ref": "abc"})
+    finally:
+        from aictl.agents.connectors.spec import SPECS
+
+        SPECS.added.pop("vault-thing")
 
 
 def test_secret_refusal_hint_says_use_api_key_env():

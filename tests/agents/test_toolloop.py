@@ -280,7 +280,12 @@ def test_error_kinds():
     assert limited.retry_at == pytest.approx(time.time() + 3, abs=1)
     assert http_error(529, **common).kind == "overloaded" and http_error(503, **common).retryable
     assert http_error(500, **common).kind == "overloaded" and http_error(500, **common).retryable
-    assert not http_error(400, **common).retryable and "model name" in http_error(404, **common).message
+    assert not http_error(400, **common).retryable
+    # a 404 that names a model is a wrong model name; any other, an endpoint the server does not have
+    assert "model name" in http_error(404, **common, message="model: claude-nope").message
+    missing = http_error(404, **common, message="Not Found", endpoint="http://h/v1/responses")
+    assert "has no endpoint /v1/responses (HTTP 404)" in missing.message and "model name" not in missing.message
+    assert "api=chat" in missing.message and not missing.retryable
     # an error event inside a stream that had answered 200
     assert http_error(200, **common, error_type="overloaded_error").kind == "overloaded"
 

@@ -17,6 +17,11 @@ Requests that offer no tools (Claude Code's title generation, quota probes)
 get a short text answer and leave the script alone. When the script is empty,
 `respond(recorded)` decides, else a plain "done." is returned.
 
+`quirks` make the Chat Completions side (and Ollama's) behave like the
+OpenAI-compatible servers that differ from OpenAI (see QUIRKS; LLAMA_CPP is
+the set llama-cpp-python 0.3.36 shows), and `owned_by` is what GET /v1/models
+says owns the models (how aictl tells the servers apart).
+
 Nothing here is a mock of aictl: it is the other side of the wire.
 """
 
@@ -34,6 +39,21 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+# Server quirks, by name:
+QUIRKS = frozenset(
+    {
+        "no_stream_usage",  # ignores stream_options.include_usage: no usage while streaming
+        "no_usage",  # reports no usage at all, streamed or not
+        "timings",  # llama.cpp's own server: `timings` (prompt_n, predicted_n) in the last chunk, no usage
+        "repeat_id_name",  # id and function.name again in every chunk of a streamed tool call
+        "split_args",  # arguments streamed in 1-5 character pieces, split anywhere
+        "interleave",  # the chunks of several tool calls interleaved by index
+        "ignore_max_completion_tokens",  # only max_tokens limits the answer
+        "no_eval_count",  # Ollama: the final line carries no prompt_eval_count / eval_count
+    }
+)
+LLAMA_CPP = frozenset({"no_stream_usage", "repeat_id_name", "split_args", "ignore_max_completion_tokens"})
 
 DEFAULT_MODELS = ["claude-sonnet-5", "claude-haiku-4-5", "gpt-5.5", "gpt-4.1-mini", "llama3.2:3b", "qwen2.5-coder:7b"]
 
@@ -129,7 +149,14 @@ class FakeProvider:
         port: int = 0,
         consume: Callable[[Recorded], bool] | None = None,
         model_sizes: dict[str, int] | None = None,
+        quirks: frozenset[str] | set[str] = frozenset(),
+        owned_by: str = "openai",
     ):
+        unknown = set(quirks) - QUIRKS
+        if unknown:
+            raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(QUIRKS)}")
+        self.quirks = frozenset(quirks)
+        self.owned_by = owned_by
         self.models = list(models or DEFAULT_MODELS)
         self.model_sizes = dict(model_sizes or {})  # ollama model name -> bytes (for /api/tags and GPU fit)
         self.requests: list[Recorded] = []
@@ -487,7 +514,7 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "object": "list",
                 "data": [
-                    {"id": m, "object": "model", "created": int(time.time()), "owned_by": "fake-provider"}
+                    {"id": m, "object": "model", "created": int(time.time()), "owned_by": fp.owned_by}
                     for m in fp.models
                 ],
             },
@@ -613,7 +640,13 @@ class _Handler(BaseHTTPRequestHandler):
     # OpenAI Chat Completions
     def _chat(self, turn: Reply, model: str, body: dict[str, Any], stream: bool) -> None:
         fp = self.server.provider
+        quirks = fp.quirks
         cid, created = fp.next_id("chatcmpl-"), int(time.time())
+        limit = body.get("max_tokens")
+        if limit is None and "ignore_max_completion_tokens" not in quirks:
+            limit = body.get("max_completion_tokens")
+        if isinstance(limit, int) and turn.text and len(turn.text) // 4 > limit:  # the answer cut at the limit
+            turn = Reply(text=turn.text[: limit * 4], usage=turn.usage, delay_s=turn.delay_s, stop="length")
         inp, out = self._usage(turn, body)
         calls = [
             {
@@ -634,22 +667,24 @@ class _Handler(BaseHTTPRequestHandler):
             "prompt_tokens_details": {"cached_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0},
         }
+        timings = {"prompt_n": inp, "predicted_n": out, "cache_n": 0, "predicted_per_second": 50.0}
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": turn.text or None, "refusal": None}
             if calls:
                 message["tool_calls"] = calls
-            return self._send_json(
-                200,
-                {
-                    "id": cid,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                    "usage": usage,
-                    "system_fingerprint": "fp_fake",
-                },
-            )
+            whole: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "system_fingerprint": "fp_fake",
+            }
+            if "timings" in quirks:
+                whole["timings"] = timings
+            elif "no_usage" not in quirks:
+                whole["usage"] = usage
+            return self._send_json(200, whole)
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {
@@ -664,28 +699,18 @@ class _Handler(BaseHTTPRequestHandler):
         events: list[tuple[str | None, Any]] = [(None, chunk({"role": "assistant", "content": ""}))]
         for piece in _pieces(turn.text):
             events.append((None, chunk({"content": piece})))
-        for i, c in enumerate(calls):
-            events.append(
-                (
-                    None,
-                    chunk(
-                        {
-                            "tool_calls": [
-                                {
-                                    "index": i,
-                                    "id": c["id"],
-                                    "type": "function",
-                                    "function": {"name": c["function"]["name"], "arguments": ""},
-                                }
-                            ]
-                        }
-                    ),
-                )
-            )
-            for piece in _pieces(c["function"]["arguments"]):
-                events.append((None, chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})))
-        events.append((None, chunk({}, finish)))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        per_call = [self._call_deltas(i, c, quirks) for i, c in enumerate(calls)]
+        if "interleave" in quirks:  # round robin over the calls' chunks
+            ordered = [d for group in itertools.zip_longest(*per_call) for d in group if d is not None]
+        else:
+            ordered = [d for deltas in per_call for d in deltas]
+        events += [(None, chunk({"tool_calls": [d]})) for d in ordered]
+        last = chunk({}, finish)
+        if "timings" in quirks:
+            last["timings"] = timings
+        events.append((None, last))
+        wants_usage = (body.get("stream_options") or {}).get("include_usage")
+        if wants_usage and not quirks & {"no_stream_usage", "no_usage", "timings"}:
             events.append(
                 (
                     None,
@@ -701,6 +726,18 @@ class _Handler(BaseHTTPRequestHandler):
             )
         events.append((None, "[DONE]"))
         self._sse(events, turn.delay_s)
+
+    @staticmethod
+    def _call_deltas(index: int, call: dict[str, Any], quirks: frozenset[str]) -> list[dict[str, Any]]:
+        """One tool call's deltas: OpenAI's shape (id and name once), or the servers' quirks."""
+        args = call["function"]["arguments"]
+        pieces = _split_anywhere(args) if "split_args" in quirks else _pieces(args)
+        head = {"index": index, "id": call["id"], "type": "function"}
+        name = call["function"]["name"]
+        if "repeat_id_name" in quirks:
+            return [{**head, "function": {"name": name, "arguments": p}} for p in pieces or [""]]
+        first = {**head, "function": {"name": name, "arguments": ""}}
+        return [first] + [{"index": index, "function": {"arguments": p}} for p in pieces]
 
     # OpenAI Responses
     def _responses(self, turn: Reply, model: str, body: dict[str, Any], stream: bool) -> None:
@@ -753,6 +790,9 @@ class _Handler(BaseHTTPRequestHandler):
             "total_tokens": inp + out,
         }
 
+        # A turn scripted to stop at the token limit ends "incomplete", as the Responses API reports it.
+        final_status = "incomplete" if turn.stop in ("length", "max_tokens", "max_output_tokens") else "completed"
+
         def response(status: str, output: list[dict[str, Any]], with_usage: bool) -> dict[str, Any]:
             return {
                 "id": rid,
@@ -760,7 +800,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "created_at": created,
                 "status": status,
                 "error": None,
-                "incomplete_details": None,
+                "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
                 "instructions": body.get("instructions"),
                 "max_output_tokens": body.get("max_output_tokens"),
                 "model": model,
@@ -781,7 +821,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
 
         if not stream:
-            return self._send_json(200, response("completed", items, True))
+            return self._send_json(200, response(final_status, items, True))
         seq = itertools.count()
         events: list[tuple[str | None, Any]] = []
 
@@ -849,7 +889,7 @@ class _Handler(BaseHTTPRequestHandler):
                     ev("response.custom_tool_call_input.delta", item_id=item["id"], output_index=idx, delta=piece)
                 ev("response.custom_tool_call_input.done", item_id=item["id"], output_index=idx, input=item["input"])
             ev("response.output_item.done", output_index=idx, item=item)
-        ev("response.completed", response=response("completed", items, True))
+        ev(f"response.{final_status}", response=response(final_status, items, True))
         self._sse(events, turn.delay_s)
 
     # Ollama
@@ -859,7 +899,7 @@ class _Handler(BaseHTTPRequestHandler):
             {"function": {"name": t.name, "arguments": t.input if isinstance(t.input, dict) else {"input": t.input}}}
             for t in turn.tools
         ]
-        final = {
+        final: dict[str, Any] = {
             "model": model,
             "created_at": _now_iso(),
             "done": True,
@@ -871,6 +911,9 @@ class _Handler(BaseHTTPRequestHandler):
             "eval_count": out,
             "eval_duration": 700_000,
         }
+        if "no_eval_count" in self.server.provider.quirks:
+            for k in ("prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"):
+                del final[k]
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": turn.text}
             if calls:
@@ -903,9 +946,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._end_stream()
 
 
+def _split_anywhere(text: str) -> list[str]:
+    """Pieces of 1 to 5 characters: splits inside keys, escapes and multi-byte characters' JSON escapes."""
+    sizes, out, i = itertools.cycle((1, 3, 2, 5, 1, 4)), [], 0
+    while i < len(text):
+        n = next(sizes)
+        out.append(text[i : i + n])
+        i += n
+    return out
+
+
 def _pieces(text: str, size: int = 24) -> list[str]:
     """Split streamed text the way providers do: several deltas, not one."""
     return [text[i : i + size] for i in range(0, len(text), size)] if text else []
 
 
-__all__ = ["DEFAULT_MODELS", "Error", "FakeProvider", "Recorded", "Reply", "ToolCall", "error", "reply", "tool"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "LLAMA_CPP",
+    "QUIRKS",
+    "Error",
+    "FakeProvider",
+    "Recorded",
+    "Reply",
+    "ToolCall",
+    "error",
+    "reply",
+    "tool",
+]

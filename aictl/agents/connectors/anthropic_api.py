@@ -12,11 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from aictl.agents.connectors.apicommon import abort_response, sdk_errors
+from aictl.agents.connectors.apicommon import abort_response, sdk_errors, shared_ssl_context
 from aictl.agents.connectors.base import ConnectorResult, RunContext
 from aictl.agents.connectors.probes import model_list
 from aictl.agents.connectors.spec import ConnectorSpec
-from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
+from aictl.agents.connectors.toolloop import (
+    TRUNCATED_MODES,
+    LoopRun,
+    ModelTurn,
+    Setup,
+    ToolCall,
+    Usage,
+    run_tool_loop,
+)
 from aictl.agents.pricing import ANTHROPIC_PRICES
 from aictl.domain.errors import UsageError
 
@@ -38,7 +46,8 @@ class _MessagesSession:
             raise UsageError("the anthropic connector needs the anthropic package", hint="pip install anthropic") from e
         self.sdk, self.setup, self.url, self.env = anthropic, setup, run.base_url, run.key_env
         # Retries are the loop's (toolloop._Retry), so the SDK makes exactly one attempt per call.
-        self.client = anthropic.Anthropic(api_key=run.key, base_url=self.url, max_retries=0)
+        http = anthropic.DefaultHttpxClient(verify=shared_ssl_context(anthropic.DefaultHttpxClient))
+        self.client = anthropic.Anthropic(api_key=run.key, base_url=self.url, max_retries=0, http_client=http)
         self.messages: list[dict[str, Any]] = [{"role": "user", "content": setup.prompt}]
         self.tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in setup.tools]
         self._content: list[dict[str, Any]] = []
@@ -67,6 +76,8 @@ class _MessagesSession:
         ):
             for event in stream:
                 run.check()
+                if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    run.delta(event.delta.text)
                 if event.type != "content_block_stop":
                     continue
                 block = event.content_block
@@ -97,6 +108,7 @@ class _MessagesSession:
             cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
         )
         turn.stop_reason, turn.model = message.stop_reason, message.model
+        turn.truncated = message.stop_reason == "max_tokens"
         return turn
 
     def add_results(self, turn: ModelTurn, results: list) -> None:
@@ -116,6 +128,11 @@ class _MessagesSession:
             }
         )
 
+    def add_continue(self, turn: ModelTurn, text: str) -> None:
+        if self._content:
+            self.messages.append({"role": "assistant", "content": self._content})
+        self.messages.append({"role": "user", "content": text})
+
     def close(self) -> None:
         self.client.close()
 
@@ -129,6 +146,7 @@ SPEC = ConnectorSpec(
     default_base_url="https://api.anthropic.com",
     url_strip=("/v1",),  # the SDK adds /v1 itself
     defaults={"max_tokens": 8192},
+    config_choices={"truncated": TRUNCATED_MODES},
     config_types={"temperature": (int, float)},
     probe=model_list(
         "/v1/models?limit=1000",

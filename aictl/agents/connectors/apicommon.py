@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from aictl.agents.connectors.spec import TRANSIENT_KINDS, status_error_kind
 
@@ -96,8 +97,13 @@ def http_error(
     headers: Mapping[str, str] | None = None,
     error_type: str | None = None,
     error_kind: Callable[[int | None], str | None] = status_error_kind,
+    endpoint: str | None = None,
 ) -> ProviderError:
-    """The ProviderError for an HTTP error (or an error event in a stream, by its `error_type`)."""
+    """The ProviderError for an HTTP error (or an error event in a stream, by its `error_type`).
+
+    A 404 is told apart by what it says: one that names a model is a wrong model name, any other (FastAPI's
+    ``{"detail": "Not Found"}``, an HTML page) an endpoint this server does not have.
+    """
     after = retry_after_s(headers)
     where = f"{connector} at {base_url}"
     detail = f": {message}" if message else ""
@@ -130,6 +136,15 @@ def http_error(
             retry_after=after,
             retry_at=time.time() + after if after is not None else None,
         )
+    if status == 404 and "model" not in message.lower():
+        path = urlsplit(endpoint).path if endpoint else ""
+        what = f"has no endpoint {path}" if path else "has no such endpoint"
+        hint = (
+            "; set config api=chat (this server does not speak the Responses API)"
+            if path.endswith("/responses")
+            else ""
+        )
+        return ProviderError(f"{where} {what} (HTTP 404){detail}{hint}", status=status)
     hint = "; is the model name right?" if status == 404 else ""
     return ProviderError(f"{where}: request refused{code}{detail}{hint}", status=status)
 
@@ -203,6 +218,7 @@ def sdk_errors(
             headers=e.response.headers,
             error_type=error_type(e.body),
             error_kind=error_kind,
+            endpoint=_request_url(e.response),
         ) from None
     except sdk.APITimeoutError as e:
         raise connection_error(e, connector=connector, base_url=base_url, timed_out=True) from None
@@ -210,6 +226,13 @@ def sdk_errors(
         raise connection_error(e, connector=connector, base_url=base_url) from None
     except transport_errors() as e:  # the stream broke after it started
         raise connection_error(e, connector=connector, base_url=base_url) from None
+
+
+def _request_url(response: Any) -> str | None:
+    try:
+        return str(response.request.url)
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError for a response built without a request
+        return None
 
 
 def abort_response(response: Any) -> None:
@@ -225,6 +248,24 @@ def abort_response(response: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+_ssl_contexts: dict[str, Any] = {}
+
+
+def shared_ssl_context(client_cls: type) -> Any:
+    """One TLS context per process for an SDK's HTTP client class (httpx or httpx2, whichever it subclasses).
+
+    Building one loads the CA bundle, about 35 ms: once per run it was most of the tool loop's own time to
+    first token. The context is built by the HTTP library itself, with its defaults (SSL_CERT_FILE, …).
+    """
+    import sys
+
+    name = next((c.__module__.split(".")[0] for c in client_cls.__mro__ if c.__module__.startswith("httpx")), "")
+    context = _ssl_contexts.get(name)
+    if context is None:
+        context = _ssl_contexts[name] = sys.modules[name].create_ssl_context()
+    return context
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -245,5 +286,6 @@ __all__ = [
     "reset_at",
     "retry_after_s",
     "sdk_errors",
+    "shared_ssl_context",
     "transport_errors",
 ]

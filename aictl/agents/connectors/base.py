@@ -33,7 +33,8 @@ class ConnectorResult(BaseModel):
     cost_usd: float | None = None
     duration_s: float = 0.0
     sandbox: dict[str, Any] = Field(default_factory=dict)  # the isolation settings used
-    # Why it failed, for the router and the retry rule: rate_limit | overloaded | auth | timeout | other.
+    # Why it failed, for the router and the retry rule: rate_limit | overloaded | auth | timeout | unreachable |
+    # truncated (the model's token limit cut its answer off) | other.
     error_kind: str | None = None
     retry_at: float | None = None  # unix time a rate/usage limit resets, when the provider said
     session_id: str | None = None  # the agent's own session, for --resume style follow-ups
@@ -75,7 +76,7 @@ class RunContext:
 
 # The normalized event stream every AI connector emits (ctx.on_event and ConnectorResult.events):
 #   {"type": "init", "session_id", "model", "tools"}
-#   {"type": "message", "role": "assistant", "text"}
+#   {"type": "message", "role": "assistant", "text", "partial"?}   partial: a stopped stream's text, cut off
 #   {"type": "tool_call", "id", "name", "input"}          name in aictl terms where it maps (read/write/list/run)
 #   {"type": "tool_result", "id", "ok", "output"}        output truncated to a few KB
 #   {"type": "usage", "input_tokens", "output_tokens", "cache_read_tokens", "cost_usd"}
@@ -96,7 +97,8 @@ def render_event(event: dict[str, Any]) -> str:
     if t == "init":
         return f"[init] session {event.get('session_id')} model {event.get('model') or '?'}"
     if t == "message":
-        return f"{event.get('role', 'assistant')}: {event.get('text', '')}"
+        cut = " (cut off)" if event.get("partial") else ""
+        return f"{event.get('role', 'assistant')}{cut}: {event.get('text', '')}"
     if t == "tool_call":
         raw = f" ({event['raw_name']})" if event.get("raw_name") and event["raw_name"] != event.get("name") else ""
         return f"→ {event.get('name')}{raw} {one_line(event.get('input'))}"
@@ -109,6 +111,7 @@ def render_event(event: dict[str, Any]) -> str:
         return (
             f"[usage] input {event.get('input_tokens', 0)}, output {event.get('output_tokens', 0)}, "
             f"cache read {event.get('cache_read_tokens', 0)} tokens"
+            + (" (estimated)" if event.get("estimated") else "")
             + (f", ${cost:.6f}" if isinstance(cost, (int, float)) else "")
         )
     if t == "error":

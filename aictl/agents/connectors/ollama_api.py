@@ -18,9 +18,18 @@ from typing import Any
 
 from aictl.agents.connectors.apicommon import abort_response, connection_error, http_error, transport_errors
 from aictl.agents.connectors.base import ConnectorResult, RunContext
+from aictl.agents.connectors.openai_compat import estimate_tokens
 from aictl.agents.connectors.probes import model_list
 from aictl.agents.connectors.spec import ConnectorSpec
-from aictl.agents.connectors.toolloop import LoopRun, ModelTurn, Setup, ToolCall, Usage, run_tool_loop
+from aictl.agents.connectors.toolloop import (
+    TRUNCATED_MODES,
+    LoopRun,
+    ModelTurn,
+    Setup,
+    ToolCall,
+    Usage,
+    run_tool_loop,
+)
 from aictl.domain.errors import UsageError
 
 
@@ -71,6 +80,7 @@ class _ChatSession:
         turn = ModelTurn()
         text: list[str] = []
         raw_calls: list[dict[str, Any]] = []
+        counted = False
         kwargs: dict[str, Any] = {
             "model": self.setup.model,
             "messages": self.messages,
@@ -91,6 +101,7 @@ class _ChatSession:
                     message = part.message
                     if message is not None and message.content:
                         text.append(message.content)
+                        run.delta(message.content)
                     for tc in (message.tool_calls or []) if message is not None else []:
                         if not raw_calls:
                             run.message("".join(text))
@@ -104,7 +115,12 @@ class _ChatSession:
                         run.tool_call(call)
                     if part.done:
                         turn.stop_reason, turn.model = part.done_reason, part.model
-                        turn.usage = Usage(input_tokens=part.prompt_eval_count or 0, output_tokens=part.eval_count or 0)
+                        turn.truncated = part.done_reason == "length"
+                        if part.prompt_eval_count is not None or part.eval_count is not None:
+                            turn.usage = Usage(
+                                input_tokens=part.prompt_eval_count or 0, output_tokens=part.eval_count or 0
+                            )
+                            counted = True
                 run.check()  # a stream the watcher cut short may end as a clean EOF
         except sdk.ResponseError as e:
             status = e.status_code if e.status_code and e.status_code > 0 else None
@@ -127,6 +143,12 @@ class _ChatSession:
         if not raw_calls:
             run.message("".join(text))
         turn.text = "".join(text)
+        if not counted:  # no eval counts (a cut stream, a proxy): counted from the text, marked estimated
+            turn.usage = Usage(
+                input_tokens=estimate_tokens(self.messages, self.tools),
+                output_tokens=estimate_tokens(turn.text, *[(c.name, c.input) for c in turn.calls]),
+                estimated=True,
+            )
         self._assistant = {"role": "assistant", "content": turn.text}
         if raw_calls:
             self._assistant["tool_calls"] = raw_calls
@@ -136,6 +158,10 @@ class _ChatSession:
         self.messages.append(self._assistant)
         for call, outcome in results:
             self.messages.append({"role": "tool", "content": outcome.output or "(no output)", "tool_name": call.name})
+
+    def add_continue(self, turn: ModelTurn, text: str) -> None:
+        self.messages.append(self._assistant)
+        self.messages.append({"role": "user", "content": text})
 
     def close(self) -> None:
         self.client.close()
@@ -154,6 +180,7 @@ SPEC = ConnectorSpec(
     default_key_env=None,  # a hosted Ollama that wants a token: config api_key_env
     default_base_url="http://127.0.0.1:11434",
     url_strip=("/api", "/v1"),  # the SDK adds /api itself
+    config_choices={"truncated": TRUNCATED_MODES},
     config_types={"temperature": (int, float), "num_ctx": (int,), "request_timeout_s": (int, float)},
     probe=model_list("/api/tags", model_names),
     local=True,

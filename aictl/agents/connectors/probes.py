@@ -72,9 +72,13 @@ def bearer(key: str | None) -> dict[str, str]:
 
 
 def model_list(
-    path: str, names: Callable[[Any], list[str]], headers: Callable[[str | None], dict[str, str]] = bearer
+    path: str,
+    names: Callable[[Any], list[str]],
+    headers: Callable[[str | None], dict[str, str]] = bearer,
+    describe: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Probe:
-    """A probe that GETs `path` under the AI's base URL (what a run would reach) and looks for its model."""
+    """A probe that GETs `path` under the AI's base URL (what a run would reach) and looks for its model;
+    `describe` adds what else the answer tells (the openai connector: which server it is)."""
 
     def probe(ai: AIRecord, spec: ConnectorSpec, timeout: float) -> dict[str, Any]:
         import urllib.error
@@ -83,7 +87,8 @@ def model_list(
         key_problem = spec.key_problem(ai)
         url = f"{spec.base_url(ai)}{path}"
         try:
-            listed = [n for n in names(get_json(url, headers(key), timeout)) if n]
+            body = get_json(url, headers(key), timeout)
+            listed = [n for n in names(body) if n]
         except urllib.error.HTTPError as e:
             detail = f"GET {url}: HTTP {e.code}"
             if e.code in (401, 403):
@@ -98,7 +103,17 @@ def model_list(
             detail += f", {model} {'listed' if found else 'NOT listed'}"
         if key_problem:
             detail += f"; {key_problem}"
-        return {"ok": found and not key_problem, "detail": detail, "url": url, "models": listed, "model_listed": found}
+        extra = describe(body) if describe is not None else {}
+        if extra.get("server"):
+            detail += f"; server {extra['server']}"
+        return {
+            "ok": found and not key_problem,
+            "detail": detail,
+            "url": url,
+            "models": listed,
+            "model_listed": found,
+            **extra,
+        }
 
     return probe
 

@@ -80,6 +80,8 @@ class ConnectorSpec:
     config_types: Mapping[str, tuple[type, ...]] = field(default_factory=dict)  # its own config keys' types
     config_choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # keys taking one of a few values
     secret_env_keys: frozenset[str] = frozenset({"api_key_env"})  # config keys naming a secret's variable
+    # Config keys that would hold a secret itself: refused by the registry (besides the names that look like one).
+    secret_keys: frozenset[str] = frozenset({"api_key"})
     probe: Probe | None = None  # the real health check (`aictl ai status`); None: nothing to check
     error_kind: Callable[[int | None], str | None] = status_error_kind
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # USD per million tokens, by model

@@ -11,6 +11,14 @@ the run: ``max_turns`` (default 30), the budget (cost of the tokens so far
 ``ctx.cancel``. A connector only supplies a `Session`: one streamed request in
 its provider's wire format, and how tool results are sent back.
 
+A turn the model's token limit cut off (``ModelTurn.truncated``: OpenAI's
+``finish_reason: length``, Anthropic's ``max_tokens``, Ollama's ``done_reason:
+length``) is never a finished answer: config ``truncated: fail`` (the default)
+ends the run not ok with that reason; ``continue`` runs its tool calls (a call cut
+short gets an error the model reads) or asks the model to go on. Text streamed
+before a run is stopped (timeout, cancel, a broken stream) stays in the
+transcript, marked as cut off.
+
 Retries are aictl's, not the SDKs' (the SDKs are built with ``max_retries=0``):
 429, 408/409, 5xx and 529 are retried with capped exponential backoff and
 jitter, honouring ``retry-after``/``retry-after-ms`` — unless the provider asks
@@ -30,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aictl.agents.connectors import nochange
 from aictl.agents.connectors.apicommon import ProviderError, redact
 from aictl.agents.connectors.base import ConnectorResult, RunContext, render_event
 from aictl.agents.connectors.spec import TRANSIENT_KINDS
@@ -56,6 +65,8 @@ ENV_NOTE = (
     "summary of what you did, without calling a tool."
 )
 TOOL_PHRASES = {"read": "read files", "write": "write files", "list": "list files", "run": "run shell commands"}
+TRUNCATED_MODES = ("fail", "continue")
+CONTINUE_NOTE = "Your answer was cut off at the token limit. Continue where you stopped."
 
 
 @dataclass
@@ -72,20 +83,25 @@ class Usage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    estimated: bool = False  # the server reported none: counted from the text (never a silent zero)
 
     def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.cache_read_tokens += other.cache_read_tokens
         self.cache_write_tokens += other.cache_write_tokens
+        self.estimated = self.estimated or other.estimated
 
-    def as_dict(self) -> dict[str, int]:
-        return {
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cache_read_tokens": self.cache_read_tokens,
             "cache_write_tokens": self.cache_write_tokens,
         }
+        if self.estimated:
+            out["estimated"] = True
+        return out
 
 
 @dataclass
@@ -95,6 +111,7 @@ class ModelTurn:
     usage: Usage = field(default_factory=Usage)
     stop_reason: str | None = None
     model: str | None = None
+    truncated: bool = False  # the model's token limit cut this turn off (set by the session from its stop reason)
 
 
 @dataclass
@@ -129,6 +146,9 @@ class Session(Protocol):
     def add_results(self, turn: ModelTurn, results: list[tuple[ToolCall, ToolOutcome]]) -> None:
         """Append the model's turn and the tool results to the conversation."""
 
+    def add_continue(self, turn: ModelTurn, text: str) -> None:
+        """Append the model's (cut off) turn and a user message asking it to go on."""
+
     def close(self) -> None: ...
 
 
@@ -149,6 +169,7 @@ class LoopRun:
         self.requests = 0
         self.retries = 0
         self._on_event = ctx.on_event
+        self._partial: list[str] = []  # text streamed since the last complete message
 
     def emit(self, event: dict[str, Any]) -> None:
         self.events.append(event)
@@ -165,8 +186,19 @@ class LoopRun:
 
     # called by sessions while a response streams
     def message(self, text: str) -> None:
+        self._partial.clear()
         if text.strip():
             self.emit({"type": "message", "role": "assistant", "text": text})
+
+    def delta(self, text: str) -> None:
+        """A piece of text as it streams; kept for the transcript if the run stops before it completes."""
+        self._partial.append(text)
+
+    def flush_partial(self) -> None:
+        """Record the text of a turn that was stopped mid-stream, marked as cut off."""
+        text, self._partial = "".join(self._partial), []
+        if text.strip():
+            self.emit({"type": "message", "role": "assistant", "text": text, "partial": True})
 
     def tool_call(self, call: ToolCall) -> None:
         self.emit(
@@ -322,7 +354,12 @@ def run_tool_loop(
         backoff_s=_number(config, "retry_backoff_s", RETRY_BACKOFF_S),
     )
     request_timeout = _number(config, "request_timeout_s", REQUEST_TIMEOUT_S)
+    on_truncated = config.get("truncated", "fail")
+    if on_truncated not in TRUNCATED_MODES:
+        raise UsageError(f"AI config 'truncated' must be fail or continue, not {on_truncated!r}")
     usage = Usage()
+    locks = list(getattr(ctx.task, "lock_paths", None) or [])
+    head_at_start = nochange.head(ctx.workdir) if locks else None
     turn_no = 0
     model_seen: str | None = None
     summary = ""
@@ -340,7 +377,14 @@ def run_tool_loop(
         cancelled: bool = False,
         timed_out: bool = False,
     ) -> ConnectorResult:
+        nonlocal summary
         spent = cost()
+        run.flush_partial()  # a stopped stream's text stays in the transcript
+        if ok and head_at_start is not None:
+            unchanged = nochange.unchanged(ctx.workdir, locks, head_at_start)
+            if unchanged:
+                run.note(f"[aictl: {unchanged}]")
+                summary = f"{summary}\n\n({unchanged})" if summary else f"({unchanged})"
         if error:
             run.emit({"type": "error", "kind": kind or "other", "message": error, "retry_at": retry_at})
         run.emit({"type": "result", "ok": ok, "turns": turn_no, "summary": summary[:SUMMARY_LIMIT]})
@@ -407,6 +451,18 @@ def run_tool_loop(
             if turn.text.strip():
                 summary = turn.text.strip()
             run.emit({"type": "usage", **usage.as_dict(), "cost_usd": cost(), "turn": turn_no})
+            if turn.truncated:
+                cut = f"the model's answer was cut off at its token limit (stop reason {turn.stop_reason!r})"
+                run.note(f"[aictl: {cut}]")
+                if on_truncated == "fail":
+                    return finish(
+                        False, f"{cut} on turn {turn_no}; raise max_tokens or set truncated=continue", kind="truncated"
+                    )
+                if not turn.calls:
+                    if turn_no >= max_turns:
+                        return finish(False, f"{cut} on turn {turn_no}, the last of {max_turns}", kind="truncated")
+                    session.add_continue(turn, CONTINUE_NOTE)
+                    continue
             if not turn.calls:
                 return finish(True)
             if turn_no >= max_turns:
