@@ -167,6 +167,7 @@ def usage_record(result: Any, connector: str | None, ai: str | None, model: str 
         "connector": connector,
         "model": model,
         "tokens": tokens,
+        "estimated": bool(u.get("estimated")),  # counted by aictl (the server reported none), not by the provider
         "turns": num("turns", "num_turns"),
         "cost_usd": result.cost_usd,
         "duration_s": round(result.duration_s, 4),

@@ -319,3 +319,14 @@ def test_a_task_with_lock_paths_that_changes_nothing_says_so(fake_provider, work
     fake_provider.script(reply(tools=[tool("write_file", {"path": "src/a.py", "content": "x"})]), reply(text="done"))
     busy = run(fake_provider, workdir, task=task)
     assert busy.ok and busy.summary == "done"
+
+
+def test_usage_json_says_when_the_tokens_were_estimated():
+    from types import SimpleNamespace
+
+    from aictl.execution.agent import usage_record
+
+    run_ = SimpleNamespace(usage={"input_tokens": 10, "output_tokens": 5, "estimated": True}, cost_usd=None, duration_s=1)
+    assert usage_record(run_, "openai", "l", "m")["estimated"] is True
+    run_.usage = {"input_tokens": 10, "output_tokens": 5}
+    assert usage_record(run_, "openai", "l", "m")["estimated"] is False
