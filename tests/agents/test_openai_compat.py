@@ -326,7 +326,8 @@ def test_usage_json_says_when_the_tokens_were_estimated():
 
     from aictl.execution.agent import usage_record
 
-    run_ = SimpleNamespace(usage={"input_tokens": 10, "output_tokens": 5, "estimated": True}, cost_usd=None, duration_s=1)
+    usage = {"input_tokens": 10, "output_tokens": 5, "estimated": True}
+    run_ = SimpleNamespace(usage=usage, cost_usd=None, duration_s=1)
     assert usage_record(run_, "openai", "l", "m")["estimated"] is True
     run_.usage = {"input_tokens": 10, "output_tokens": 5}
     assert usage_record(run_, "openai", "l", "m")["estimated"] is False
