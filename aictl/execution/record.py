@@ -306,6 +306,11 @@ class Recorder:
         if limits.get("max_cost_usd") is not None and result.cost_usd is not None:
             ok = result.cost_usd <= limits["max_cost_usd"]
             builtin("complete", ok, "aictl:budget", [f"cost ${result.cost_usd:.4f}, limit ${limits['max_cost_usd']:g}"])
+        elif limits.get("max_cost_usd") is not None and report.ai is not None:
+            # An AI run whose cost nobody knows (no prices for its model) cannot be shown to be within the budget.
+            limit = limits["max_cost_usd"]
+            why = f"cost unknown (no prices for AI {report.ai}'s model): cannot prove it within ${limit:g}"
+            builtin("complete", False, "aictl:budget", [why + "; set its prices (0 for a local model)"])
         with self.store.write() as tx:
             for r in records:
                 write_record(tx, r)

@@ -279,3 +279,31 @@ def test_each_example_skill_passes_its_own_tests_through_skill_test(fake_provide
     code, out, _ = cli(capsys, "skill", "test", name, "--ai", "api-1", "-o", "json")
     (failed,) = json.loads(out)[:1]
     assert code == 1 and not failed["ok"] and failed["failures"][0].startswith("missing ")
+
+
+def test_a_budget_fails_a_run_whose_cost_nobody_knows(codex_bin, fake_provider, git_project, capsys, monkeypatch):
+    """Codex on a model aictl has no prices for: the run's cost is unknown, so a budget cannot be proven."""
+    from tests.agents.cli_fixtures import cli_json, execute
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-proj-fakeKEYforTESTS0123456789abcdefghijklmnopqrstuv")
+    policy = git_project / ".ai" / "policy.yaml"
+    policy.write_text(
+        policy.read_text().replace(
+            "      actions: [create, claim, heartbeat, start, complete, fail, release, cancel, retry, execute]\n",
+            "      actions: [create, claim, heartbeat, start, complete, fail, release, cancel, retry, execute]\n"
+            "    limits: {max_cost_usd: 5}\n",
+        )
+    )
+    cli_json(capsys, "ai", "register", "codex-1", "--connector", "codex", "--model", "mystery-model-9",
+             "--base-url", fake_provider.url, "--binary", codex_bin, "--api-key-env", "FAKE_OPENAI_KEY",
+             "--config", "max_retries=0")  # fmt: skip
+    tid = cli_json(capsys, "task", "create", "create hello.txt", "--lock", "hello.txt")["id"]
+    fake_provider.script(
+        reply("", [tool("apply_patch", "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n")]),
+        reply("Done."),
+    )
+    code, rep, err = execute(capsys, str(tid), "--ai", "codex-1")
+    assert code != 0 and rep["outcome"] != "done", (rep.get("reason"), err)
+    assert "cost unknown" in rep["reason"]
+    budget = [d for d in rep["decisions"] if "aictl:budget" in (d.get("rules") or [])]
+    assert [d["effect"] for d in budget] == ["deny"]
