@@ -77,6 +77,16 @@ def test_a_hostile_model_cannot_put_any_known_secret_into_any_sink(fake_provider
             assert secret.encode() not in run.stdout and secret.encode() not in run.stderr, mode
         got = _aictl(git_project, env, "task", "get", str(tid), "-o", "json")
         assert ATK.encode() not in got.stdout and ANT.encode() not in got.stdout
+    # Provider-bound: the tool results sent back to the model (the env dump, the echo) carry no known secret.
+    # (What the model itself says is its own: here it "knows" the key only because the script put it there.)
+    results = [
+        json.dumps(m)
+        for c in fake_provider.calls()
+        for m in c.body.get("messages", [])
+        if isinstance(m.get("content"), list) and any(b.get("type") == "tool_result" for b in m["content"])
+    ]
+    assert results and not any(ATK in r or ANT in r for r in results), results
+    assert any("[REDACTED]" in r for r in results)
     # Every file aictl wrote (store, evidence blobs, logs, agent state); the agent's own worktree and the
     # branch it committed are its work product, not a record.
     for secret in (ATK, ANT):

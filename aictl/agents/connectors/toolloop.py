@@ -45,6 +45,7 @@ from aictl.agents.connectors.spec import TRANSIENT_KINDS
 from aictl.agents.connectors.tools import SHORT_NAMES, SandboxUnavailable, ToolOutcome, ToolSpec, WorkspaceTools
 from aictl.agents.pricing import prices_for, run_cost
 from aictl.domain.errors import UsageError
+from aictl.domain.redact import redact_text
 
 if TYPE_CHECKING:
     from aictl.agents.connectors.spec import ConnectorSpec
@@ -483,6 +484,9 @@ def run_tool_loop(
                     outcome = mcp.call(call.name, call.input)
                 else:
                     outcome = tools.call(call.name, call.input)
+                # Provider-bound: a secret aictl knows of (an AI's key, a store password, a token) that a tool
+                # turned up (`env`, /proc/$PPID/environ, a config file) never goes to the model's provider.
+                outcome = ToolOutcome(outcome.ok, redact_text(outcome.output))
                 run.emit(
                     {
                         "type": "tool_result",
