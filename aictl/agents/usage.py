@@ -15,6 +15,7 @@ A run whose cost is unknown (no prices, an agent that reports none) stays unknow
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,37 +108,42 @@ def group(runs: Iterable[UsageRun], by: str, *, since: float | None = None) -> U
 
 
 class UsageLedger:
-    """Reads usage evidence incrementally: `runs()` returns every run so far, parsing only new rows."""
+    """Reads usage evidence incrementally: `runs(store)` returns every run so far, parsing only new rows.
 
-    def __init__(self, store: Store, home: Path | None):
-        self.store = store
-        self.evidence = EvidenceStore(store, home)
+    The store is passed on each call (a SQLite connection belongs to its thread; a server reads from
+    several); the cache of parsed runs is shared under a lock."""
+
+    def __init__(self, home: Path | None):
+        self.home = home
         self._runs: list[UsageRun] = []
         self._after = 0
+        self._lock = threading.Lock()
 
-    def runs(self, *, since: float | None = None) -> list[UsageRun]:
-        with self.store.read() as tx:
-            rows = tx.all(
-                "SELECT id, task_id, lease_epoch, digest, summary, created_at FROM evidence"
-                " WHERE kind = 'usage' AND id > :after ORDER BY id",
-                {"after": self._after},
-            )
-            tasks = task_rows(tx, sorted({r["task_id"] for r in rows if r["task_id"] is not None}))
-        blobs = self.evidence.contents([r["digest"] for r in rows]) if rows else {}
-        for r in rows:
-            self._runs.append(_run(r, blobs.get(r["digest"]), tasks.get(r["task_id"])))
-            self._after = r["id"]
-        return [r for r in self._runs if since is None or r.at >= since]
+    def runs(self, store: Store, *, since: float | None = None) -> list[UsageRun]:
+        with self._lock:
+            with store.read() as tx:
+                rows = tx.all(
+                    "SELECT id, task_id, lease_epoch, digest, summary, created_at FROM evidence"
+                    " WHERE kind = 'usage' AND id > :after ORDER BY id",
+                    {"after": self._after},
+                )
+                tasks = task_rows(tx, sorted({r["task_id"] for r in rows if r["task_id"] is not None}))
+            blobs = EvidenceStore(store, self.home).contents([r["digest"] for r in rows]) if rows else {}
+            for r in rows:
+                self._runs.append(_run(r, blobs.get(r["digest"]), tasks.get(r["task_id"])))
+                self._after = r["id"]
+            runs = list(self._runs)
+        return [r for r in runs if since is None or r.at >= since]
 
-    def report(self, by: str = "ai", *, since: float | None = None) -> UsageReport:
-        return group(self.runs(), by, since=since)
+    def report(self, store: Store, by: str = "ai", *, since: float | None = None) -> UsageReport:
+        return group(self.runs(store), by, since=since)
 
 
 def usage_report(store: Store, home: Path | None, *, by: str = "ai", since: float | None = None) -> UsageReport:
     """`aictl usage`: the project's usage evidence summed by AI, task or day."""
     if by not in GROUPINGS:  # before reading anything
         raise UsageError(f"cannot group usage by {by!r}", hint=f"use one of: {', '.join(GROUPINGS)}")
-    return UsageLedger(store, home).report(by, since=since)
+    return UsageLedger(home).report(store, by, since=since)
 
 
 def _int(value: Any) -> int:

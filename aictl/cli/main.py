@@ -36,6 +36,7 @@ COMMANDS = {
     "route": ("aictl.cli.route", "route"),
     "merge": ("aictl.cli.merge", "merge"),
     "usage": ("aictl.cli.usage", "usage"),
+    "console": ("aictl.cli.console", "console"),
 }
 params.install()
 
