@@ -308,7 +308,7 @@ def build_app(console: Console) -> Starlette:
         request.state.user = user
         response: Response = await call_next(request)
         response.headers.setdefault("x-frame-options", "DENY")
-        response.headers.setdefault("referrer-policy", "no-referrer")
+        response.headers.setdefault("referrer-policy", "same-origin")  # no-referrer makes Origin "null"
         response.headers.setdefault(
             "content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
         )

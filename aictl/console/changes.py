@@ -39,6 +39,7 @@ class ChangeFeed:
 
     def subscribe(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Event]:
         sub = (asyncio.get_running_loop(), asyncio.Event())
+        sub[1].set()  # a new page gets one render at once: the store may have changed since its page was served
         with self._lock:
             self._subscribers.add(sub)
             if self._thread is None:

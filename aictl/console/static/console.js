@@ -4,10 +4,17 @@
   var live = document.getElementById("live");
   var conn = document.getElementById("conn");
   if (!live || !live.dataset.stream || !window.EventSource) { return; }
-  var source = new EventSource(live.dataset.stream);
-  source.addEventListener("open", function () { conn.textContent = "live"; conn.className = "conn on"; });
-  source.addEventListener("error", function () { conn.textContent = "reconnecting…"; conn.className = "conn"; });
-  source.addEventListener("update", function (event) {
+  var source = null;
+  function connect() {
+    source = new EventSource(live.dataset.stream);
+    source.addEventListener("open", function () { conn.textContent = "live"; conn.className = "conn on"; });
+    source.addEventListener("error", function () { conn.textContent = "reconnecting…"; conn.className = "conn"; });
+    source.addEventListener("update", update);
+  }
+  // A page left (or kept in the back-forward cache) must not hold its stream: browsers allow 6 per host.
+  window.addEventListener("pagehide", function () { if (source) { source.close(); source = null; } });
+  window.addEventListener("pageshow", function () { if (!source) { connect(); } });
+  function update(event) {
     var typed = {};
     var focused = document.activeElement && document.activeElement.id;
     live.querySelectorAll("textarea[id], input[id]").forEach(function (el) { typed[el.id] = el.value; });
@@ -21,5 +28,5 @@
     live.querySelectorAll("details").forEach(function (el, i) { if (i in open) { el.open = open[i]; } });
     if (focused) { var f = document.getElementById(focused); if (f) { f.focus(); } }
     document.body.dataset.updates = String(Number(document.body.dataset.updates || "0") + 1);
-  });
+  }
 })();
