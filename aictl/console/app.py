@@ -234,6 +234,8 @@ def build_app(console: Console) -> Starlette:
     async def verdict(request: Request) -> Response:
         tid = request.path_params["task_id"]
         verb = request.path_params["verb"]
+        if verb not in ("approve", "reject"):
+            return PlainTextResponse("not found", status_code=404)
         form = await request.form()
         token = form.get("csrf")
         if not guard.csrf_ok(
@@ -253,7 +255,7 @@ def build_app(console: Console) -> Starlette:
             settings.actor = actor  # the PDR and the event name the console's user
             svc = TaskService(console.stores.get(), settings, policy=console.gate())
             (svc.approve if verb == "approve" else svc.reject)(tid, comment=comment)
-            return f"task {tid}: {verb}d by {actor}"
+            return f"task {tid}: {verb.rstrip('e')}ed by {actor}"
 
         try:
             message = await in_thread(run)
