@@ -282,7 +282,9 @@ def build_app(console: Console) -> Starlette:
     from prometheus_client import CollectorRegistry
 
     console_registry = CollectorRegistry()
-    console_registry.register(StoreCollector(console.stores.get, console.settings.home))
+    console_registry.register(
+        StoreCollector(lambda: contextlib.nullcontext(console.stores.get()), console.settings.home)
+    )
 
     routes: list[BaseRoute] = [page_route(path, view, title) for path, (view, title) in PAGES.items()]
     routes += [

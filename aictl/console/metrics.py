@@ -11,10 +11,12 @@ usage evidence, as `aictl usage` reads it). A new endpoint starts by reading the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +50,9 @@ class _Histogram:
 
 
 class StoreCollector:
-    """A prometheus_client collector; `store` gives the calling thread's store connection."""
+    """A prometheus_client collector; `store()` lends a store connection for one scrape (a context manager)."""
 
-    def __init__(self, store: Callable[[], Store], home: Path | None):
+    def __init__(self, store: Callable[[], AbstractContextManager[Store]], home: Path | None):
         self._store = store
         self.home = home
         self._lock = threading.Lock()
@@ -63,13 +65,12 @@ class StoreCollector:
         self.ledger = UsageLedger(home)
 
     def collect(self) -> Iterator[Metric]:
-        store = self._store()
-        with self._lock:
+        with self._lock, self._store() as store:
             self._read_events(store)
             runs = self.ledger.runs(store)
             with store.read() as tx:
                 counts = status_counts(tx)
-            yield from self._families(counts, runs)
+        yield from self._families(counts, runs)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # metrics are read at scrape time; registering must not query the store
@@ -160,14 +161,26 @@ class StoreCollector:
         yield unpriced
 
 
-def serve_metrics(store: Callable[[], Store], home: Path | None, host: str, port: int) -> Any:
-    """A metrics-only HTTP server in a background thread (the daemon's `--metrics-port`); returns the server."""
+def serve_metrics(url: str, home: Path | None, host: str, port: int) -> tuple[Any, int]:
+    """A metrics-only HTTP server in a background thread (the daemon's `--metrics-port`): (server, bound port).
+
+    Each scrape opens its own store connection and closes it (the server answers from a new thread each time)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from aictl.store import open_store
+
+    @contextlib.contextmanager
+    def borrow() -> Iterator[Store]:
+        store = open_store(url, migrate=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store, home))
+    registry.register(StoreCollector(borrow, home))
     server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server
+    return server, server.server_port
 
 
 __all__ = ["StoreCollector", "serve_metrics"]

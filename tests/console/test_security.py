@@ -40,7 +40,7 @@ def test_read_only_serves_no_mutating_route(console_project, console, proc_cli):
     with httpx.Client() as client:
         page = client.get(c.url + "/approvals")
         assert page.status_code == 200 and f"approval-{tid}" in page.text
-        assert "<form method=\"post\"" not in page.text and "csrf" not in page.text
+        assert '<form method="post"' not in page.text and "csrf" not in page.text
         for verb in ("approve", "reject"):
             refused = client.post(f"{c.url}/tasks/{tid}/{verb}", data={"csrf": "x", "comment": "no"})
             assert refused.status_code in (404, 405)
