@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aictl.domain.errors import UsageError
-from aictl.mcp.http import is_loopback, load_tokens
+from aictl.domain.tokens import is_loopback, parse_tokens
 
 TOKEN_ENV = "AICTL_CONSOLE_TOKEN"
 COOKIE = "aictl_console"
@@ -36,7 +36,8 @@ class Guard:
         """Refuses a non-loopback bind without a token (before anything listens)."""
         import os
 
-        tokens = load_tokens(env_var, actor) if os.environ.get(env_var, "").strip() else {}
+        value = os.environ.get(env_var, "")
+        tokens = parse_tokens(value, env_var, actor) if value.strip() else {}
         if not is_loopback(host) and not tokens:
             raise UsageError(
                 f"--host {host} is not a loopback address: the console needs a bearer token there",
