@@ -46,12 +46,13 @@ def make_project(base: Path, n: int) -> Path:
     store = open_store(settings.resolved_database_url)
     svc = TaskService(store, settings)
     chain = min(200, n // 10)
-    specs = [TaskSpec(title=f"queued task {i}", priority=i % 5) for i in range(n - chain)]
-    specs[0].key = "root"
-    for i in range(chain):  # a chain of blocked tasks under the first one
-        specs.append(TaskSpec(title=f"chained {i}", key=f"c{i}", depends_on=["root" if i == 0 else f"c{i - 1}"]))
-    for start in range(0, len(specs), 2000):
-        svc.create_many(specs[start : start + 2000])
+    first = [TaskSpec(title="root of a chain", key="root")]
+    for i in range(chain - 1):  # a chain of blocked tasks under the first one (keys resolve within a batch)
+        first.append(TaskSpec(title=f"chained {i}", key=f"c{i}", depends_on=["root" if i == 0 else f"c{i - 1}"]))
+    svc.create_many(first)
+    rest = [TaskSpec(title=f"queued task {i}", priority=i % 5) for i in range(n - chain)]
+    for start in range(0, len(rest), 2000):
+        svc.create_many(rest[start : start + 2000])
     for i in range(5):  # some held tasks with locks
         t = svc.create(TaskSpec(title=f"held {i}", lock_paths=[f"src/mod{i}/**"]))
         svc.claim(f"worker-{i}", task_id=t.id, ttl=3600)

@@ -18,7 +18,7 @@ from aictl.audit.events import head_id
 from aictl.store.base import Store, Tx
 from aictl.tasks.queries import held_activity
 
-POLL_S = 0.2  # a change reaches an open page within this plus one render (the bench measures it)
+POLL_S = 0.1  # a change reaches an open page within this plus one render (bench/console.py measures both)
 
 
 def change_token(tx: Tx) -> tuple[Any, ...]:

@@ -140,7 +140,40 @@ def approvals(store: Store, evidence: EvidenceStore) -> dict[str, Any]:
                 "diff": latest_diff(evidence, t.id),
             }
         )
+    items += _merges_waiting(store, evidence, log)
     return redact({"items": items})
+
+
+def _merges_waiting(store: Store, evidence: EvidenceStore, log: Any) -> list[dict[str, Any]]:
+    """Done tasks whose merge the policy parked for approval (aictl merge), with the diff that would land."""
+    from aictl.tasks.approvals import merge_waiting
+
+    asked: dict[int, Any] = {}
+    for d in log.list(action="merge", effect="require_approval", limit=200):
+        if d.task_id is not None:
+            asked[d.task_id] = d  # the latest request per task
+    if not asked:
+        return []
+    with store.read() as tx:
+        waiting = [tid for tid in sorted(asked) if merge_waiting(tx, tid)]
+    q = TaskQueries(store)
+    out = []
+    for tid in waiting:
+        task = _task(q.get(tid))
+        if task["status"] != TaskStatus.DONE.value:
+            continue
+        d = asked[tid]
+        out.append(
+            {
+                "task": task,
+                "reason": "; ".join(d.reasons) or "the merge needs approval",
+                "asked_by": d.actor or d.ai,
+                "decision": d.model_dump(mode="json"),
+                "diff": latest_diff(evidence, tid),
+                "merge": True,
+            }
+        )
+    return out
 
 
 __all__ = ["LIVE", "STATUS_ORDER", "agents", "approvals", "latest_diff", "queue"]

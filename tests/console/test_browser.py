@@ -68,6 +68,9 @@ def test_a_task_appears_and_finishes_live_and_an_approval_resumes_it(
     assert browser.execute_script("return window.__sameDocument") == "yes"  # it came over the stream
     browser.save_screenshot(str(screenshots / "queue.png"))
 
+    merge = proc_cli("merge", cwd=console_project)  # the default policy: a human approves merges
+    assert merge.returncode == 5, merge.stderr + merge.stdout
+
     mid = _cli(proc_cli, console_project, "task", "create", "add a migration", "-l", "migration", "--lock", "src/**",
                "--command", "printf 'CREATE TABLE t (id int);\\n' > src/0001_init.sql", "-o", "json")["id"]  # fmt: skip
     parked = proc_cli("task", "execute", str(mid), "--owner", "w1", "-o", "json", cwd=console_project)
@@ -76,11 +79,23 @@ def test_a_task_appears_and_finishes_live_and_an_approval_resumes_it(
     _wait(browser, _live, "the inbox's event stream opens")
     item = browser.find_element(By.ID, f"approval-{mid}")
     assert "migrations are approved by a human" in item.text and "require_approval" in item.text
+    waiting_merge = browser.find_element(By.ID, f"approval-{tid}")
+    assert "a human approves merges" in waiting_merge.text
+    added = waiting_merge.find_elements(By.CSS_SELECTOR, ".diff .gi")  # the diff that would land, highlighted
+    assert any("+hello" in el.text for el in added)
     browser.save_screenshot(str(screenshots / "approvals.png"))
     browser.find_element(By.ID, f"comment-{mid}").send_keys("schema looks fine")
     browser.find_element(By.ID, f"approve-{mid}").click()
     _wait(browser, lambda d: "approved by operator@console-test" in d.find_element(By.ID, "flash").text, "flash")
-    _wait(browser, lambda d: d.find_elements(By.ID, "no-approvals"), "the inbox empties")
+    _wait(browser, _live, "the inbox's stream opens again")
+    assert not browser.find_elements(By.ID, f"approval-{mid}")
+    browser.find_element(By.ID, f"approve-{tid}").click()
+    _wait(browser, lambda d: f"task {tid}: approved" in d.find_element(By.ID, "flash").text, "merge approved")
+    _wait(browser, _live, "the inbox's stream opens again")
+    assert browser.find_elements(By.ID, "no-approvals")
+    merged = proc_cli("merge", cwd=console_project)
+    assert merged.returncode == 0, merged.stderr + merged.stdout
+    assert _cli(proc_cli, console_project, "task", "get", str(tid), "-o", "json")["status"] == "merged"
 
     task = _cli(proc_cli, console_project, "task", "get", str(mid), "-o", "json")
     assert task["status"] == "queued"
