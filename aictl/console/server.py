@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aictl.console.security import Guard
@@ -26,6 +27,37 @@ def bind(host: str, port: int) -> socket.socket:
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}", hint="pick another --port") from None
     sock.listen(128)  # listening before the address is announced: a browser may connect at once
     return sock
+
+
+def serve_in_thread(settings: Settings, *, host: str, port: int) -> tuple[Callable[[], None], str]:
+    """The console beside a daemon (`daemon start --console`): served from a thread; returns (stop, url)."""
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    from aictl.console.app import Console, build_app
+
+    guard = Guard.for_bind(host, settings.actor)
+    app = build_app(Console(settings, guard))
+    sock = bind(host, port)
+    bound = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, access_log=False)
+    )
+    # uvicorn installs signal handlers only in the main thread: the daemon keeps its own
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="aictl-console", daemon=True
+    )
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    shown = f"[{host}]" if ":" in host else host
+    return stop, f"http://{shown}:{bound}/"
 
 
 def serve(settings: Settings, *, host: str, port: int, read_only: bool, poll_s: float | None = None) -> None:
@@ -52,4 +84,4 @@ def serve(settings: Settings, *, host: str, port: int, read_only: bool, poll_s: 
         sock.close()
 
 
-__all__ = ["bind", "serve"]
+__all__ = ["bind", "serve", "serve_in_thread"]

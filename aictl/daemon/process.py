@@ -310,6 +310,12 @@ def serve(
         metrics = _metrics_server(settings, options)
         if metrics is not None:
             stack.callback(metrics[0].shutdown)
+        console = None
+        if getattr(options, "console_port", None) is not None:
+            from aictl.console.server import serve_in_thread
+
+            stop_console, console = serve_in_thread(settings, host=options.console_host, port=options.console_port)
+            stack.callback(stop_console)
         install_signals(lambda now: daemon.request_stop(now=now), daemon.request_reload)
         write_status(paths, daemon.snapshot())  # who holds the pid file, even if we die in the next instant
         store = daemon.snapshot()["store"]
@@ -323,6 +329,7 @@ def serve(
                 "took_over": took_over,
                 "store": {"reachable": store["reachable"], "error": store["error"]},
                 "metrics": None if metrics is None else f"http://{options.metrics_host}:{metrics[1]}/metrics",
+                "console": console,
             }
         )
         daemon.run()

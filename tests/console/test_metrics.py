@@ -105,8 +105,9 @@ def test_console_metrics_equal_the_record(console_project, console, proc_cli, fa
     assert again["aictl_run_duration_seconds_count"][(("connector", "command"),)] == 3
 
 
-def test_a_daemon_serves_metrics_on_its_port(console_project, proc_cli):
-    started = _json(proc_cli, console_project, "daemon", "start", "--workers", "1", "--metrics-port", "0")
+def test_a_daemon_serves_metrics_on_its_port_and_the_console_with_console(console_project, proc_cli):
+    started = _json(proc_cli, console_project, "daemon", "start", "--workers", "1", "--metrics-port", "0",
+                    "--console", "--console-port", "0")  # fmt: skip
     try:
         url = started["metrics"]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
@@ -120,5 +121,16 @@ def test_a_daemon_serves_metrics_on_its_port(console_project, proc_cli):
         assert m["aictl_tasks"][(("status", "done"),)] == 1
         assert m["aictl_claims_total"][()] == 1
         assert m["aictl_run_duration_seconds_count"][(("connector", "command"),)] == 1
+        page = httpx.get(started["console"] + f"tasks/{t['id']}", timeout=30)
+        assert page.status_code == 200 and "by the daemon" in page.text and 'data-status="done"' in page.text
     finally:
         assert proc_cli("daemon", "stop", "--now", cwd=console_project, timeout=60).returncode == 0
+    with pytest.raises(httpx.ConnectError):  # the console stopped with its daemon
+        httpx.get(started["console"], timeout=5)
+
+
+def test_daemon_console_on_a_public_address_without_a_token_refuses_to_start(console_project, proc_cli):
+    done = proc_cli("daemon", "start", "--console", "--console-host", "0.0.0.0", cwd=console_project)
+    assert done.returncode == 2 and "AICTL_CONSOLE_TOKEN" in done.stderr
+    status = proc_cli("daemon", "status", "-o", "json", cwd=console_project)
+    assert status.returncode == 3 and json.loads(status.stdout)["running"] is False  # 3: no daemon
