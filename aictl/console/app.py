@@ -93,20 +93,16 @@ class Console:
         self.ledger = UsageLedger(self.settings.home)
         self.verifier = reports.Verifier(self.settings)
         self.env = environment()
-        self._gate: Any = None
-        self._gate_loaded = False
 
     def evidence(self, store: Store) -> EvidenceStore:
         return EvidenceStore(store, self.settings.home)
 
     def gate(self) -> Any:
-        if not self._gate_loaded:
-            from aictl.policy.gate import load_gate
+        """The policy as its files are now (an edit applies to the next approval; compiled policies are cached)."""
+        from aictl.policy.gate import load_gate
 
-            s = self.settings
-            self._gate = load_gate(s.project_dir, state_dir=s.home) if s.project_dir else None
-            self._gate_loaded = True
-        return self._gate
+        s = self.settings
+        return load_gate(s.project_dir, state_dir=s.home) if s.project_dir else None
 
     # -- the views: name -> (fragment template, data from a store and the page's query) ----------------
 
