@@ -172,6 +172,7 @@ SETTINGS: dict[str, Setting] = {
     "sandbox_pids": Setting(_to_int, 512, "docker pids limit", 8),
     "execution_timeout": Setting(_to_float, 1800.0, "hard timeout of one agent run, seconds", 0, True),
     "workspace_base": Setting(_to_str, "HEAD", "git ref new task workspaces start from"),
+    "workspace_pool": Setting(_to_int, 4, "finished worktrees kept per host, reset and reused by later tasks", 0),
     "integration_branch": Setting(
         _optional_str, None, "branch aictl merge lands done tasks on; default the main worktree's branch"
     ),
@@ -179,6 +180,16 @@ SETTINGS: dict[str, Setting] = {
         _one_of("rebase", "merge"),
         "rebase",
         "how aictl merge puts a task's change on the target: rebase (linear) or merge",
+    ),
+    "remote": Setting(
+        _optional_str,
+        None,
+        "git remote shared by several hosts: task branches are pushed to it, dependencies and the target fetched",
+    ),
+    "merge": Setting(
+        _one_of("manual", "auto"),
+        "manual",
+        "auto: the daemon runs the merge queue itself whenever tasks are done",
     ),
     "merge_verify": Setting(_optional_str, None, "command run on every merge result, besides the task's verify"),
     "merge_batch": Setting(_to_int, 1, "done tasks aictl merge verifies together (bisected on failure)", 1),
@@ -218,8 +229,11 @@ class Settings:
     sandbox_pids: int
     execution_timeout: float
     workspace_base: str
+    workspace_pool: int
     integration_branch: str | None
     merge_strategy: str
+    merge: str
+    remote: str | None
     merge_verify: str | None
     merge_batch: int
     merge_conflicts: str

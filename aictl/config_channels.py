@@ -13,6 +13,7 @@ NOTIFY_EVENTS = (
     "task.done",
     "task.rate_limited",
     "ai.unhealthy",
+    "merge.ran",
     "daemon.started",
     "daemon.stopped",
     "test",

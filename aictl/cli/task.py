@@ -11,7 +11,7 @@ import typer
 from aictl.cli.context import state
 from aictl.cli.options import DryRunOpt, EpochOpt, OutputOpt, OwnerOpt, TaskIdArg, noun_app
 from aictl.cli.output import ago, info
-from aictl.cli.taskview import TASK_COLUMNS
+from aictl.cli.taskview import TASK_COLUMNS, messages_human
 from aictl.cli.taskview import task_human as _task_human
 from aictl.domain.errors import NotFound, UsageError
 from aictl.domain.limits import PRIORITY_MAX, PRIORITY_MIN, TTL_MAX, TTL_MIN
@@ -164,9 +164,17 @@ def list_(
 
 @app.command("get")
 def get(task_id: TaskIdArg, output: OutputOpt = None) -> None:
-    """Show one task. `owner` is set only while a lease is held; last_owner, last_ai, last_epoch: the latest holder."""
+    """Show one task and its messages. `owner` is set only while a lease is held; last_owner, last_ai, last_epoch:
+    the latest holder."""
+    from aictl.execution import mailbox
+
     out = state.output(output)
-    out.emit(state.queries().get(task_id), columns=TASK_COLUMNS, human=_task_human)
+    task = state.queries().get(task_id)
+    notes = mailbox.history(state.store(), task_id)
+    if out.mode in ("json", "yaml"):
+        out.emit({**task.model_dump(mode="json"), "messages": notes})
+    else:
+        out.emit(task, columns=TASK_COLUMNS, human=lambda t: _task_human(t) + messages_human(notes))
 
 
 def _claim_human(r: Any) -> str:
@@ -729,12 +737,25 @@ def diff(task_id: TaskIdArg, output: OutputOpt = None) -> None:
     from aictl.sandbox.workspace import WorkspaceManager
 
     out = state.output(output)
-    s = state.settings()
-    text = WorkspaceManager(s.project_root, s.project_home / "workspaces").diff(task_id)
+    try:
+        text = WorkspaceManager.from_settings(state.settings()).diff(task_id)
+    except NotFound as missing:
+        text = _merged_diff(task_id, missing)
     if out.mode == "table":  # the unified diff itself, for a pager or `git apply`
         sys.stdout.write(text)
         return
     out.emit({"task_id": task_id, "diff": text}, name=lambda d: d["task_id"])
+
+
+def _merged_diff(task_id: int, missing: NotFound) -> str:
+    """A merged task's branch is pruned with the merge: its diff is the one recorded as evidence of its run."""
+    if state.queries().get(task_id).status != "merged":
+        raise missing
+    ev = state.evidence()
+    diffs = [e for e in ev.list(task_id) if e.kind == "diff"]
+    if not diffs:
+        raise NotFound(f"task {task_id} was merged and its run recorded no diff", hint=f"aictl task evidence {task_id}")
+    return ev.get(diffs[-1].digest).decode("utf-8", "replace")
 
 
 @app.command("approve")

@@ -45,6 +45,18 @@ def task_human(t: Any) -> str:
     return "\n".join(lines)
 
 
+def messages_human(messages: list[dict[str, Any]], shown: int = 5) -> str:
+    """The latest messages to and from a task, one line each (all of them: aictl task messages ID)."""
+    if not messages:
+        return ""
+    lines = [f"  messages:     {len(messages)}" + (f" (the last {shown})" if len(messages) > shown else "")]
+    for m in messages[-shown:]:
+        origin = f"task {m['from_task_id']}" if m["from_task_id"] else m["sender"]
+        unread = "" if m["read_at"] else " [unread]"
+        lines.append(f"    {ago(m['created_at'])} from {origin}{unread}: {' '.join(m['body'].split())[:120]}")
+    return "\n" + "\n".join(lines)
+
+
 def holder(t: Any) -> list[tuple[str, Any]]:
     """Who holds the lease now; of a task nobody holds, who held it last (not shown as if still held)."""
     if t.held:

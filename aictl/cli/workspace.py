@@ -1,5 +1,9 @@
 """`aictl workspace …`: task workspaces (git worktrees) on this machine."""
 
+from typing import Annotated
+
+import typer
+
 from aictl.cli.context import state
 from aictl.cli.options import DryRunOpt, OutputOpt, noun_app
 from aictl.cli.output import info, iso
@@ -10,8 +14,7 @@ app = noun_app("Task workspaces (git worktrees) on this machine.")
 def _manager():
     from aictl.sandbox.workspace import WorkspaceManager
 
-    s = state.settings()
-    return WorkspaceManager(s.project_root, s.project_home / "workspaces")
+    return WorkspaceManager.from_settings(state.settings())
 
 
 @app.command("list")
@@ -32,7 +35,18 @@ def list_(output: OutputOpt = None) -> None:
 
 
 @app.command("prune")
-def prune(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
+def prune(
+    branches: Annotated[
+        bool,
+        typer.Option(
+            "--branches",
+            help="Also delete the branches (aictl/task-N) and base refs of merged tasks, which aictl merge "
+            "normally deletes itself.",
+        ),
+    ] = False,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = None,
+) -> None:
     """Remove workspaces no live lease needs (kept failures of earlier attempts, crashed runs, half-made ones).
 
     With --dry-run, list the workspaces it would remove (half-made leftovers show up only when pruning).
@@ -41,14 +55,28 @@ def prune(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
 
     out = state.output(output)
     keep = workspace_keep_rule(state.store())
-    if dry_run:
-        removed = [w for w in _manager().list() if not keep(w.task_id, w.lease_epoch)]
-    else:
-        removed = _manager().prune(keep)
+    mgr = _manager()
+    removed = [w for w in mgr.list() if not keep(w.task_id, w.lease_epoch)] if dry_run else mgr.prune(keep)
+    pruned: list[int] = []
+    if branches:
+        merged = {t.id for t in state.queries().list(statuses=["merged"])}
+        if dry_run:
+            pruned = sorted(t for t in mgr.task_branches() if t in merged)
+        else:
+            pruned = mgr.prune_branches(merged.__contains__)
     if out.mode == "table":
-        info(f"{'would remove' if dry_run else 'removed'} {len(removed)} workspace(s)")
+        verb = "would remove" if dry_run else "removed"
+        more = f", the branches of {len(pruned)} merged task(s)" if branches else ""
+        info(f"{verb} {len(removed)} workspace(s){more}")
+    rows = [{**w.model_dump(mode="json"), "kind": "workspace"} for w in removed]
+    rows += [{"task_id": t, "kind": "branch", "branch": f"aictl/task-{t}", "path": None} for t in pruned]
     out.emit(
-        removed,
-        name=lambda w: w.path,
-        columns=[("task", lambda w: w.task_id), ("epoch", lambda w: w.lease_epoch), ("path", lambda w: w.path)],
+        rows,
+        name=lambda r: r["path"] or r["branch"],
+        columns=[
+            ("task", lambda r: r["task_id"]),
+            ("kind", lambda r: r["kind"]),
+            ("epoch", lambda r: r.get("lease_epoch")),
+            ("path", lambda r: r["path"] or r["branch"]),
+        ],
     )

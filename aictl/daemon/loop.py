@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aictl.daemon.automerge import AutoMerger
 from aictl.daemon.claims import Claimer
 from aictl.daemon.files import DaemonPaths, write_status
 from aictl.daemon.worker import Worker
@@ -145,6 +146,7 @@ class Daemon:
         self._next_beat = 0.0
         self._next_due: float | None = None
         self._status_dirty = True
+        self.automerge = AutoMerger(self)
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -469,6 +471,7 @@ class Daemon:
             created = []
         if created:
             log.info("schedules fired", tasks=list(created))
+        self.automerge.poke(store)
         self.last_sweep_at = time.time()
 
     def _reload_policy(self, force: bool = False) -> None:
@@ -608,6 +611,7 @@ class Daemon:
             w.quit()
         for w in self.workers:
             w.thread.join(timeout=2)
+        self.automerge.join(max(grace, 2.0))  # a merge in flight finishes: its ref move and its records go together
         self.state = "stopped"
         self._quiet(self._sign_off)
         self.notify(

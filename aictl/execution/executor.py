@@ -255,6 +255,9 @@ class Executor:
             self._fail(report, opts, epoch, "; ".join(violations), False)
             self._reject(ws, report)
         else:
+            ok, published = self._publish(task.id, opts, epoch, report)
+            if not ok:
+                return
             report.task = self.svc.complete(
                 task.id,
                 opts.owner,
@@ -266,6 +269,7 @@ class Executor:
                     "commit": changes.commit,
                     "branch": ws.branch,
                     "evidence": [e["digest"] for e in report.evidence],
+                    **({"published": published} if published else {}),
                 },
             )
             report.outcome = Outcome.DONE
@@ -278,7 +282,7 @@ class Executor:
         """A finished or released run's workspace goes; any other is kept for inspection (aictl task workspace)."""
         t = time.monotonic()
         if report.outcome in (Outcome.DONE, Outcome.RELEASED) and not opts.keep_workspace:
-            self.workspaces.remove(ws)
+            self.workspaces.recycle(ws)  # into the pool for the next task, or removed
             report.workspace = None
         else:
             report.workspace = str(ws.path)
@@ -292,6 +296,8 @@ class Executor:
         """
         import json
 
+        from aictl.execution.remote import start_inputs
+        from aictl.sandbox.remote import RemoteError
         from aictl.sandbox.startpoint import DependencyConflict, start_point
 
         base = opts.base or self.settings.workspace_base
@@ -302,12 +308,19 @@ class Executor:
             and task.result.get("merge")
         ):  # sent back by the merge queue: redo the change on the target it failed to land on
             base = f"refs/heads/{self.settings.integration_branch}"
-        deps = []
+        found = []
         for dep_id in sorted(task.dependencies):
             dep = self.queries.get(dep_id)
             commit = dep.result.get("commit") if isinstance(dep.result, dict) else None
             if dep.status in ("done", "merged") and commit:
-                deps.append((dep_id, str(commit)))
+                found.append((dep_id, str(dep.status), str(commit)))
+        try:
+            base, deps = start_inputs(self.settings, self.workspaces, base, found)
+        except RemoteError as e:  # the remote is down or lacks a branch: try again later, nothing is wrong here
+            report.task = self.svc.fail(task.id, opts.owner, epoch, reason=f"start step: {e.message}", retryable=True)
+            raise _Stop(
+                Outcome.RETRYING if report.task.status == "queued" else Outcome.FAILED, f"start step: {e.message}"
+            ) from None
         if not deps:
             return base
         try:
@@ -563,6 +576,28 @@ class Executor:
         report.task = self.svc.release(report.task.id, opts.owner, epoch, reason=reason, ai=opts.ai)
         report.outcome, report.reason = Outcome.RELEASED, reason + "; released for another AI"
         self._phase(report.task.id, "released", reason=report.reason)
+
+    def _publish(self, task_id: int, opts: ExecuteOptions, epoch: int, report: ExecutionReport) -> tuple[bool, Any]:
+        """Push the result before completing (remote: configured); a remote failure fails the attempt, transient.
+        (ok, what the result says about it)."""
+        from aictl.execution.remote import publish
+        from aictl.sandbox.remote import RemoteError
+
+        try:
+            return True, publish(
+                self.store,
+                self.settings,
+                self.policy,
+                self.workspaces,
+                task_id,
+                ai=opts.ai,
+                actor=opts.owner,
+                epoch=epoch,
+                decisions=report.decisions,
+            )
+        except RemoteError as e:
+            self._fail(report, opts, epoch, f"could not publish the result: {e.message}", True)
+            return False, None
 
     def _fail(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, reason: str, transient: bool) -> None:
         report.task = self.svc.fail(report.task.id, opts.owner, epoch, reason=reason, retryable=transient)

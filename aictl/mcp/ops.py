@@ -255,6 +255,11 @@ class Ops:
     def audit_log(self, task_id: int | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
         return jsonable(self._queries().events(task_id=task_id, limit=limit))
 
+    def merge_status(self, into: str | None = None) -> dict[str, Any]:
+        from aictl.merge.queue import MergeQueue
+
+        return jsonable(MergeQueue(self.store, self.settings, policy=self.gate).status(into))
+
     def audit_verify(self) -> dict[str, Any]:
         from aictl.audit.chain import verify
 

@@ -272,6 +272,17 @@ def build_server(ops: Ops) -> MCPServer:
     async def audit_verify(ctx: Context | None = None) -> CallToolResult:
         return call(ops, ctx, lambda o: o.audit_verify())
 
+    @mcp.tool(
+        annotations=READ,
+        description="The merge queue: done tasks waiting to land on the integration branch, in DAG order, with the "
+        "branch's tip (what `aictl merge status` shows).",
+    )
+    async def merge_status(
+        into: Annotated[str | None, Field(description="Target branch (default: the integration branch).")] = None,
+        ctx: Context | None = None,
+    ) -> CallToolResult:
+        return call(ops, ctx, lambda o: o.merge_status(into))
+
     _resources(mcp, ops)
     _prompts(mcp)
     return mcp

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from aictl.domain.errors import Conflict, UsageError
+from aictl.domain.errors import AictlError, Conflict, UsageError
 from aictl.domain.models import Task
 from aictl.merge.git import MergeGit
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from aictl.config import Settings
     from aictl.merge.lease import QueueLease
     from aictl.policy.gate import PolicyGate
+    from aictl.sandbox.remote import Remote
     from aictl.store.base import Store
 
 __all__ = ["MergeEntry", "MergeQueue", "MergeReport", "MergeStatus", "QueueItem"]
@@ -102,6 +103,11 @@ class MergeQueue:
         self.git = MergeGit(self.workspaces)
         self.queries = TaskQueries(store, clock=clock)
         self.svc = TaskService(store, settings, clock=clock, policy=policy)
+        self.remote: Remote | None = None
+        if settings.remote:
+            from aictl.sandbox.remote import Remote
+
+            self.remote = Remote(self.workspaces, settings.remote)
 
     # -- what is queued ------------------------------------------------------------
 
@@ -175,6 +181,8 @@ class MergeQueue:
             on_target = self.git.current_branch() == into
             clean = on_target and self.git.worktree_clean()
             tasks = self.pending(ids)
+            if self.remote is not None:
+                tip, tasks = self._sync_remote(ref, tip, tasks, dry_run)
             size = max(1, batch or self.settings.merge_batch)
             for i in range(0, len(tasks), size):
                 tip = self._batch(tasks[i : i + size], ref, tip, dry_run, lease, report)
@@ -260,6 +268,12 @@ class MergeQueue:
                 return top
             if lease is not None:
                 lease.renew()  # the fence: a holder that lost the queue moves nothing
+            if self.remote is not None and not self.remote.push_branch(ref.removeprefix("refs/heads/"), top):
+                raise Conflict(
+                    f"{self.remote.name}'s {ref.removeprefix('refs/heads/')} moved while the merge queue was landing"
+                    " tasks (a push from outside aictl's queue)",
+                    hint="run aictl merge again; it starts from the remote's new tip",
+                )
             if not self.git.move(ref, top, tip, f"aictl merge: {len(stack)} task(s)"):
                 raise Conflict(
                     f"{ref.removeprefix('refs/heads/')} moved while the merge queue was landing tasks",
@@ -271,6 +285,10 @@ class MergeQueue:
                 self.svc.mark_merged(
                     task.id, commit=entry.result_commit, into=ref.removeprefix("refs/heads/"), chain_head=head
                 )
+            landed = {task.id for task, _ in stack}
+            self.workspaces.prune_branches(landed.__contains__)  # their work is on the target now
+            if self.remote is not None:
+                self.remote.delete_tasks(sorted(landed))
             return top
         if len(stack) == 1:
             task, entry = stack[0]
@@ -291,6 +309,34 @@ class MergeQueue:
         return self._land(rest, ref, new_tip, dry_run, lease)
 
     # -- steps -----------------------------------------------------------------------
+
+    def _sync_remote(self, ref: str, tip: str, tasks: list[Task], dry_run: bool) -> tuple[str, list[Task]]:
+        """Start from the remote's tip (fast-forwarding the local target to it) and fetch the task branches other
+        hosts pushed; a task whose branch cannot be fetched waits for a later run (its host may push it yet)."""
+        assert self.remote is not None
+        branch = ref.removeprefix("refs/heads/")
+        theirs = self.remote.fetch_branch(branch)
+        if theirs is not None and theirs != tip:
+            if self.git.is_ancestor(tip, theirs):
+                if not dry_run and not self.git.move(ref, theirs, tip, f"aictl merge: {self.remote.name}/{branch}"):
+                    raise Conflict(f"{branch} moved while the merge queue fetched it", hint="run aictl merge again")
+                tip = theirs
+            elif not self.git.is_ancestor(theirs, tip):
+                raise Conflict(
+                    f"{branch} and {self.remote.name}/{branch} have diverged: the merge queue will not push over "
+                    "either",
+                    hint=f"reconcile them (git pull --rebase {self.remote.name} {branch}), then run aictl merge again",
+                )
+        ready = []
+        for t in tasks:
+            commit = t.result.get("commit") if isinstance(t.result, dict) else None
+            if commit and not self.remote.has(str(commit)):
+                try:
+                    self.remote.fetch_tasks([t.id])
+                except AictlError:
+                    continue
+            ready.append(t)
+        return tip, ready
 
     def _policy(self, task: Task, ref: str, dry_run: bool) -> tuple[str, str]:
         """allow, deny or require_approval; a parked merge approved (`task approve`) since it was parked is allowed."""

@@ -4,8 +4,16 @@ Layout under ``workspaces_dir`` (default ``<home>/workspaces``)::
 
     task-<id>-e<epoch>/         the worktree, a checkout of the base commit
     task-<id>-e<epoch>.json     its metadata, written (tmp + os.replace) only once the worktree is complete
+    .pool/slot-<n>/             finished worktrees, detached and cleaned (`clean -ffdx`), waiting for reuse
     .locks/task-<id>.lock       flock held by whoever creates, collects or removes that task's workspaces
+    .locks/pool.lock            flock held while a slot is taken from or put into the pool
     .gitignore                  "*", so the main repository never lists the workspaces as untracked
+
+The pool makes a workspace cost O(change), not O(repository): `git worktree add` writes every file of the
+checkout, while a pooled worktree is moved into place (`git worktree move`) and switched to the task's branch
+(`checkout -f`), which writes only the files that differ. A slot holds no trace of its last task: `recycle`
+resets it to its HEAD and removes every untracked and ignored file before it enters the pool, and a worktree
+whose `.git` file the agent rewrote (or that fails any step) is removed instead of pooled.
 
 Two refs per task outlive the worktree: ``refs/heads/aictl/task-<id>`` (the result) and
 ``refs/aictl/base/task-<id>`` (the commit it started from). `create` sets both in one ref
@@ -167,9 +175,10 @@ def _parse_diff(out: bytes) -> tuple[list[str], str, dict[str, int]]:
 class WorkspaceManager:
     """Creates, collects, lists and removes the git worktrees tasks run in."""
 
-    def __init__(self, repo_root: Path, workspaces_dir: Path | None = None):
+    def __init__(self, repo_root: Path, workspaces_dir: Path | None = None, *, pool_size: int = 0):
         self.repo_root = Path(repo_root).resolve()
         self.workspaces_dir = Path(workspaces_dir or self.repo_root / ".ai" / "workspaces").resolve()
+        self.pool_size = pool_size
         self._env = _git_env(self.workspaces_dir)
         self._top: Path | None = None
         self._common: Path | None = None
@@ -180,7 +189,7 @@ class WorkspaceManager:
             raise NotInitialized(
                 "not inside an aictl project (no .ai/ directory here or above)", hint="create one with: aictl init"
             )
-        return cls(settings.project_dir, settings.home / "workspaces")
+        return cls(settings.project_dir, settings.home / "workspaces", pool_size=settings.workspace_pool)
 
     def _git(
         self, cwd: Path, *args: str, input: bytes | None = None, check: bool = True, stale_locks: tuple[Path, ...] = ()
@@ -381,19 +390,8 @@ class WorkspaceManager:
                 input=f"update refs/heads/{branch} {base_commit}\n"
                 f"update {base_ref_name(task_id)} {base_commit}\n".encode(),
             )
-            add = ("worktree", "add", "--quiet", str(path), branch)
-            p = self._git(top, *add, check=False)
-            if p.returncode != 0 and b"missing but locked" in p.stderr:
-                # A killed `git worktree add` of this very path left its entry locked; nobody else can own it.
-                self._git(top, "worktree", "remove", "--force", "--force", str(path), check=False)
-                p = self._git(top, *add, check=False)
-            if p.returncode != 0:
-                self._remove_one(task_id, lease_epoch)
-                raise GitError(
-                    f"could not create the workspace of task {task_id} at {path}: "
-                    f"{p.stderr.decode('utf-8', 'replace').strip()}",
-                    details={"exit_code": p.returncode},
-                )
+            if not self._from_pool(path, branch):
+                self._add(top, task_id, lease_epoch, path, branch)
             ws = Workspace(
                 task_id=task_id,
                 lease_epoch=lease_epoch,
@@ -405,6 +403,107 @@ class WorkspaceManager:
             )
             self._write_meta(ws)
             return ws
+
+    def _add(self, top: Path, task_id: int, lease_epoch: int, path: Path, branch: str) -> None:
+        add = ("worktree", "add", "--quiet", str(path), branch)
+        p = self._git(top, *add, check=False)
+        if p.returncode != 0 and b"missing but locked" in p.stderr:
+            # A killed `git worktree add` of this very path left its entry locked; nobody else can own it.
+            self._git(top, "worktree", "remove", "--force", "--force", str(path), check=False)
+            p = self._git(top, *add, check=False)
+        if p.returncode != 0:
+            self._remove_one(task_id, lease_epoch)
+            raise GitError(
+                f"could not create the workspace of task {task_id} at {path}: "
+                f"{p.stderr.decode('utf-8', 'replace').strip()}",
+                details={"exit_code": p.returncode},
+            )
+
+    # -- the pool of finished worktrees ---------------------------------------------------------------
+
+    @property
+    def pool_dir(self) -> Path:
+        return self.workspaces_dir / ".pool"
+
+    @contextmanager
+    def _pool_lock(self) -> Iterator[None]:
+        self._ensure_dir()
+        fd = os.open(self.workspaces_dir / ".locks" / "pool.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _slots(self) -> builtins.list[Path]:
+        if not self.pool_dir.is_dir():
+            return []
+        return sorted(p for p in self.pool_dir.iterdir() if p.name.startswith("slot-") and not p.is_symlink())
+
+    def _sane(self, path: Path) -> bool:
+        """Is this still the worktree git made: a regular .git file naming its own admin dir under the main repo?"""
+        try:
+            gitdir = self._worktree_gitdir(path)
+        except (OSError, AictlError):
+            return False
+        try:  # the admin dir must name this worktree back: not another task's, which a rewritten .git could point to
+            back = read_regular(gitdir, "gitdir", limit=GITFILE_LIMIT).decode("utf-8", "replace").strip()
+        except (Refused, OSError):
+            return False
+        return (gitdir / back).resolve() == (path / ".git").resolve()
+
+    def _from_pool(self, path: Path, branch: str) -> bool:
+        """Move a pooled worktree to `path` and check out `branch` there (forced: the files that differ are
+        written); False when the pool is empty or the slot will not serve (it is removed then)."""
+        if self.pool_size <= 0:
+            return False
+        top, _ = self._repo()
+        with self._pool_lock():
+            slots = self._slots()
+            if not slots:
+                return False
+            slot = slots[0]
+            moved = self._git(top, "worktree", "move", str(slot), str(path), check=False).returncode == 0
+        if not moved:
+            self._discard(slot)
+            return False
+        switched = self._git(path, "checkout", "--quiet", "--force", "--no-recurse-submodules", branch, check=False)
+        if switched.returncode != 0 or self._git(path, "clean", "-ffdxq", check=False).returncode != 0:
+            self._discard(path)
+            return False
+        return True
+
+    def recycle(self, ws: Workspace) -> None:
+        """A finished task's worktree: reset, emptied of untracked and ignored files, detached and pooled for
+        the next task; removed instead when the pool is full or the worktree is not as git made it."""
+        if self.pool_size <= 0:
+            self.remove(ws)
+            return
+        with self._task_lock(ws.task_id):
+            path = ws.path
+            self._meta(ws.task_id, ws.lease_epoch).unlink(missing_ok=True)  # no longer this task's workspace
+            strip_special(path)
+            steps = (("checkout", "--quiet", "--force", "--detach"), ("clean", "-ffdxq"))  # forced: tracked files reset
+            if not self._sane(path) or any(self._git(path, *a, check=False).returncode != 0 for a in steps):
+                self._remove_one(ws.task_id, ws.lease_epoch)
+                return
+            top, _ = self._repo()
+            with self._pool_lock():
+                if len(self._slots()) >= self.pool_size:
+                    slot = None
+                else:
+                    self.pool_dir.mkdir(exist_ok=True)
+                    slot = self.pool_dir / f"slot-{os.getpid()}-{time.monotonic_ns()}"
+                    if self._git(top, "worktree", "move", str(path), str(slot), check=False).returncode != 0:
+                        slot = None
+            if slot is None:
+                self._remove_one(ws.task_id, ws.lease_epoch)
+
+    def _discard(self, path: Path) -> None:
+        if self._git(self.repo_root, "worktree", "remove", "--force", "--force", str(path), check=False).returncode:
+            if path.exists():
+                _rmtree(path)
+            self._git(self.repo_root, "worktree", "prune", check=False)
 
     def _check_branch_free(self, task_id: int, common: Path) -> None:
         """Refuse before moving the branch if someone other than aictl has it checked out.
@@ -559,7 +658,46 @@ class WorkspaceManager:
                         )
                     )
         self._git(self.repo_root, "worktree", "prune")
+        with self._pool_lock():  # a slot git no longer knows (a crash mid-move) is debris
+            known = self._git_worktrees()
+            for slot in self._slots():
+                if slot not in known:
+                    _rmtree(slot)
         return removed
+
+    def current_branch(self) -> str | None:
+        """The branch checked out in the main worktree (None on a detached HEAD)."""
+        top, _ = self._repo()
+        p = self._git(top, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return p.stdout.decode().strip() or None if p.returncode == 0 else None
+
+    def task_branches(self) -> dict[int, builtins.list[str]]:
+        """Task id -> its refs (refs/heads/aictl/task-N and refs/aictl/base/task-N) in the main repository."""
+        top, _ = self._repo()
+        found: dict[int, builtins.list[str]] = {}
+        heads, bases = f"refs/heads/{BRANCH_PREFIX}", BASE_REF_PREFIX
+        folders = (heads.rsplit("/", 1)[0], bases.rsplit("/", 1)[0])  # for-each-ref matches whole path components
+        for ref in self._out(top, "for-each-ref", "--format=%(refname)", *folders).splitlines():
+            for prefix in (heads, bases):
+                if ref.startswith(prefix) and ref[len(prefix) :].isdigit():
+                    found.setdefault(int(ref[len(prefix) :]), []).append(ref)
+        return found
+
+    def prune_branches(self, prunable: Callable[[int], bool]) -> builtins.list[int]:
+        """Delete the task branch and base ref of every task `prunable` accepts that has no workspace here (one
+        ref transaction per task, under its flock; a task someone is working on is skipped). The task ids."""
+        top, _ = self._repo()
+        pruned = []
+        for task_id, refs in sorted(self.task_branches().items()):
+            if not prunable(task_id):
+                continue
+            with self._task_lock(task_id, wait=False) as mine:
+                if not mine or self._entries(task_id).get(task_id):
+                    continue
+                delete = "".join(f"delete {ref}\n" for ref in refs).encode()
+                self._git(top, "update-ref", "-m", f"aictl: prune task {task_id}", "--stdin", input=delete)
+                pruned.append(task_id)
+        return pruned
 
     def diff(self, task_id: int) -> str:
         """Unified diff of branch aictl/task-<id> against the commit its last attempt started from."""

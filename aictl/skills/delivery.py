@@ -1,6 +1,7 @@
 """Put the skills of one run where its agent reads them natively, and take them away before the diff.
 
-claude-code: .claude/skills/<name>/ (SKILL.md and files) in the worktree; codex: a section of AGENTS.md;
+claude-code: .claude/skills/<name>/ (SKILL.md and files) in the worktree; codex: <CODEX_HOME>/skills/<name>/, which
+Codex (0.169) lists under "Available skills" and reads on demand (written by the codex connector, outside the worktree);
 anthropic/openai/ollama: an index (names, descriptions) in the system prompt and a `load_skill` tool
 (progressive disclosure); any other AI connector: the skills' whole text in the system prompt.
 aictl only writes the files: a skill's scripts run, if at all, through the agent's own policy-checked tools.
@@ -13,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-MODES = {"claude-code": "claude-skills", "codex": "agents-md", "anthropic": "tool", "openai": "tool", "ollama": "tool"}
-AGENTS_MD = "AGENTS.md"
-MARK_BEGIN, MARK_END = "<!-- aictl skills: begin -->", "<!-- aictl skills: end -->"
+MODES = {"claude-code": "claude-skills", "codex": "codex-home", "anthropic": "tool", "openai": "tool", "ollama": "tool"}
+MANAGED = ".aictl-skill"  # marks a folder aictl wrote, so a later sync may replace or remove it
 LOAD_SKILL = "load_skill"
 
 
@@ -61,31 +61,42 @@ def load_skill(skills: list[Any], name: Any, file: Any = None) -> tuple[bool, st
     return True, f"# Skill {skill.ref}\n{skill.description}\n\n{skill.body}\n\nFiles of this skill:\n{listing}"
 
 
-def _agents_md(skills: list[Any]) -> str:
-    parts = [MARK_BEGIN, "# Skills (from aictl)", "Follow the skill below that fits the work you are doing."]
+def write_skill(dest: Path, skill: Any) -> None:
+    """A skill as a folder in the Agent Skills layout: its files, then its normalized SKILL.md."""
+    if skill.root is not None:
+        shutil.copytree(skill.root, dest, ignore=shutil.ignore_patterns(".git"))
+    else:
+        dest.mkdir(parents=True)
+        for rel in skill.files():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_text(skill.read_file(rel), encoding="utf-8")
+    (dest / "SKILL.md").write_text(skill.skill_md(), encoding="utf-8")
+
+
+def sync_home(skills_dir: Path | str, skills: list[Any]) -> list[str]:
+    """Make an agent home's skills folder hold exactly this run's skills (the folders aictl wrote earlier are
+    replaced or removed; anything else there is left alone). The names written."""
+    root = Path(skills_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.is_dir() and not old.is_symlink() and (old / MANAGED).is_file():
+            shutil.rmtree(old)
+    written = []
     for s in skills:
-        parts.append(f"\n## {s.name} ({s.version})\n{s.description}\n\n{s.body}")
-    return "\n".join(parts) + "\n" + MARK_END + "\n"
+        dest = root / s.name
+        if dest.exists() or dest.is_symlink():  # not aictl's: the user's own skill of this name wins
+            continue
+        write_skill(dest, s)
+        (dest / MANAGED).write_text(f"{s.ref}\n", encoding="utf-8")
+        written.append(s.name)
+    return written
 
 
 def materialize(workdir: Path | str, skills: list[Any], mode: str) -> Callable[[], None]:
     """Write the skills where the agent reads them; returns the undo (run it before the diff is collected)."""
     root = Path(workdir)
-    if not skills or mode not in ("claude-skills", "agents-md"):
+    if not skills or mode != "claude-skills":
         return lambda: None
-    if mode == "agents-md":
-        path = root / AGENTS_MD
-        before = path.read_bytes() if path.is_file() else None
-        text = (before.decode("utf-8", "replace").rstrip("\n") + "\n\n" if before else "") + _agents_md(skills)
-        path.write_text(text, encoding="utf-8")
-
-        def undo_agents() -> None:
-            if before is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(before)
-
-        return undo_agents
     created: list[Path] = []
     for d in (root / ".claude", root / ".claude" / "skills"):
         if not d.exists():
@@ -96,14 +107,7 @@ def materialize(workdir: Path | str, skills: list[Any], mode: str) -> Callable[[
         dest = root / ".claude" / "skills" / s.name
         if dest.exists():  # the repository has its own skill of this name: it wins, untouched
             continue
-        if s.root is not None:
-            shutil.copytree(s.root, dest, ignore=shutil.ignore_patterns(".git"))
-        else:
-            dest.mkdir()
-            for rel in s.files():
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                (dest / rel).write_text(s.read_file(rel), encoding="utf-8")
-        (dest / "SKILL.md").write_text(s.skill_md(), encoding="utf-8")
+        write_skill(dest, s)
         written.append(dest)
 
     def undo_claude() -> None:
@@ -116,4 +120,14 @@ def materialize(workdir: Path | str, skills: list[Any], mode: str) -> Callable[[
     return undo_claude
 
 
-__all__ = ["LOAD_SKILL", "MODES", "inline_text", "load_skill", "materialize", "mode_for", "system_section"]
+__all__ = [
+    "LOAD_SKILL",
+    "MODES",
+    "inline_text",
+    "load_skill",
+    "materialize",
+    "mode_for",
+    "sync_home",
+    "system_section",
+    "write_skill",
+]

@@ -198,8 +198,9 @@ def set_enabled(project_dir: Path | str, name: str, on: bool, *, ai: str | None 
 
 
 def examples_dir() -> Path:
-    """aictl's example skills: skills/ beside the package in a source checkout."""
-    return Path(__file__).resolve().parents[2] / "skills"
+    """aictl's example skills: aictl/examples/skills, a symlink to the top-level skills/ in a source checkout and
+    real files in an installed wheel (pyproject's package-data)."""
+    return Path(__file__).resolve().parents[1] / "examples" / "skills"
 
 
 def copy_examples(project_dir: Path | str) -> list[str]:
@@ -207,7 +208,7 @@ def copy_examples(project_dir: Path | str) -> list[str]:
     source = examples_dir()
     if not source.is_dir():
         raise NotFound(
-            f"{source}: aictl's example skills are not here (they ship with a source checkout)",
+            f"{source}: aictl's example skills are not here (an install without its package data?)",
             hint="aictl skill add <path-or-git-url> adds skills from anywhere",
         )
     target = project_skills_dir(project_dir)

@@ -195,7 +195,7 @@ def test_claude_code_sees_a_skill_in_its_worktree_and_the_diff_does_not_contain_
     assert json.loads(found["run"])["skills"] == ["greeting@1.2.0"]
 
 
-def test_codex_reads_a_skill_from_agents_md_and_the_diff_does_not_contain_it(
+def test_codex_lists_a_skill_from_its_home_and_the_diff_does_not_contain_it(
     codex_bin, fake_provider, git_project, capsys, monkeypatch
 ):
     from tests.agents.cli_fixtures import cli_json, evidence_of, execute
@@ -232,11 +232,20 @@ def test_codex_reads_a_skill_from_agents_md_and_the_diff_does_not_contain_it(
     code, rep, err = execute(capsys, str(tid), "--ai", "codex-1")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     sent = json.dumps(fake_provider.calls()[0].body["input"])
-    assert "Always greet in French" in sent and "Keep it short." in sent  # AGENTS.md, the project's and the skill
+    listed = sent[sent.index("Available skills") :]
+    assert "- greeting: about greeting (file: " in listed  # Codex's own skill list: name, description, where to read it
+    assert "Always greet in French" not in sent  # progressive disclosure: the body is read only on demand
+    assert "Keep it short." in sent  # the project's own AGENTS.md is untouched and still read
     assert rep["changed_paths"] == ["hello.txt"]
     found = evidence_of(capsys, tid)
-    assert "AGENTS.md" not in found["diff"]
-    assert git(git_project, "show", f"aictl/task-{tid}:AGENTS.md") == "# Project notes\nKeep it short.\n"
+    assert "AGENTS.md" not in found["diff"] and "greeting" not in found["diff"]
+    home = git_project / ".ai" / "agents" / "codex-1" / f"task-{tid}" / "codex-home" / "skills"
+    assert "Always greet in French" in (home / "greeting" / "SKILL.md").read_text()
+
+    from aictl.skills.delivery import sync_home
+
+    (home / "mine").mkdir()  # a user's own skill in that home is never touched by a later sync
+    assert sync_home(home, []) == [] and not (home / "greeting").exists() and (home / "mine").is_dir()
 
 
 EXAMPLES = sorted(p.parent.name for p in (Path(__file__).resolve().parents[2] / "skills").glob("*/SKILL.md"))

@@ -145,3 +145,20 @@ def test_init_with_examples_copies_them(tmp_path, monkeypatch, j):
     ]
     assert sorted(r["name"] for r in j("skill", "list")) == examples
     assert j("init", "--with-examples")["created"] == []
+
+
+def test_examples_ship_as_package_data():
+    """An installed wheel has no top-level skills/: the examples reach it through aictl/examples/ and
+    pyproject's package-data globs, which must cover every example file (a new file type would be left out)."""
+    import tomllib
+
+    from aictl.skills.manage import examples_dir
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["aictl.examples"]
+    base = REPO / "aictl" / "examples"
+    shipped = {p.resolve() for g in globs for p in base.glob(g) if p.is_file()}
+    for kind in ("skills", "policies"):
+        assert (base / kind).resolve() == (REPO / kind).resolve()
+        files = {p.resolve() for p in (REPO / kind).rglob("*") if p.is_file()}
+        assert files and files <= shipped, sorted(str(f) for f in files - shipped)
+    assert examples_dir().resolve() == (REPO / "skills").resolve()

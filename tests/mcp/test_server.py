@@ -33,6 +33,7 @@ TOOLS = {
     "policy_explain",
     "audit_log",
     "audit_verify",
+    "merge_status",
 }
 
 
@@ -119,6 +120,8 @@ async def exercise(client, actor):
     assert {"create", "claim", "complete"} <= {e["action"] for e in events}
     assert {e["actor"] for e in events} == {actor}  # every change is recorded as the caller
     assert (await ok(client, "audit_verify"))["ok"] is True
+    queue = await ok(client, "merge_status", {"into": "main"})
+    assert queue["into"] == "main" and [i["task_id"] for i in queue["items"]] == [a["id"]], queue
 
     task_res = json.loads((await client.read_resource(f"aictl://task/{a['id']}")).contents[0].text)
     assert task_res["status"] == "done" and [e["name"] for e in task_res["evidence"]] == ["run.log"]

@@ -35,7 +35,7 @@ async def err(client, name, args=None):
     return r.structured_content["error"]
 
 
-def test_a_task_server_serves_its_task_until_the_lease_is_fenced(project, j):
+def test_a_task_server_serves_its_task_until_the_lease_is_fenced(project, j, cli):
     a = j("task", "create", "Build the API", "--lock", "src/**")["id"]
     b = j("task", "create", "Write docs", "--lock", "docs/**")["id"]
     epoch = j("task", "claim", "--id", str(a), "--owner", "w1")["lease"]["lease_epoch"]
@@ -59,6 +59,10 @@ def test_a_task_server_serves_its_task_until_the_lease_is_fenced(project, j):
             assert inbox[0]["read_epoch"] == epoch and await ok(c, "read_messages") == []
             sent = await ok(c, "send_message", {"to_task": b, "body": "API is at /v2"})
             assert sent["from_task_id"] == a and sent["sender"] == "w1"
+            shown = j("task", "get", str(b))["messages"]  # task get carries a task's messages, read or not
+            assert [(m["body"], m["from_task_id"], m["read_at"]) for m in shown] == [("API is at /v2", a, None)]
+            human = cli("task", "get", str(b))[1]
+            assert "messages:     1" in human and f"from task {a} [unread]: API is at /v2" in human
 
             kids = await ok(
                 c,

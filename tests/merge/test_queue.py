@@ -58,6 +58,31 @@ def test_disjoint_tasks_merge_and_the_clean_worktree_fast_forwards(project, caps
     assert landed and landed[0]["data"]["commit"] == git(project, "rev-parse", "main").strip()
     assert merge(capsys)[0] == 0  # nothing left: still 0
     assert run(capsys, "audit", "verify")[0] == 0
+    # Their branches and base refs went with the merge: the work is on main now.
+    assert git(project, "for-each-ref", "refs/heads/aictl/", "refs/aictl/base/").strip() == ""
+    code, out, err = run(capsys, "task", "diff", str(a))  # from the run's evidence now
+    assert code == 0 and "+A" in out and "a.txt" in out, err
+
+
+def test_workspace_prune_branches_deletes_only_merged_tasks_refs(project, capsys):
+    a = create(capsys, "a", "--command", "echo A > a.txt")
+    b = create(capsys, "b", "--command", "echo B > b.txt")
+    execute(capsys, a)
+    execute(capsys, b)
+    git(project, "branch", "keep-me", f"aictl/task-{a}")  # a user's own branch is never aictl's to delete
+    run(capsys, "merge", str(a), "-o", "json")
+    # As if the merge had happened on a machine that could not prune (or before pruning existed):
+    git(project, "update-ref", f"refs/heads/aictl/task-{a}", "keep-me")
+    git(project, "update-ref", f"refs/aictl/base/task-{a}", "keep-me")
+    code, out, err = run(capsys, "workspace", "prune", "--branches", "--dry-run", "-o", "json")
+    assert code == 0 and [(r["task_id"], r["kind"]) for r in json.loads(out)] == [(a, "branch")], err
+    assert git(project, "rev-parse", "--verify", "-q", f"aictl/task-{a}").strip()  # dry run: still there
+    code, out, err = run(capsys, "workspace", "prune", "--branches", "-o", "json")
+    assert [(r["task_id"], r["kind"]) for r in json.loads(out)] == [(a, "branch")], err
+    refs = git(project, "for-each-ref", "--format=%(refname)", "refs/heads/", "refs/aictl/base/").split()
+    assert f"refs/heads/aictl/task-{b}" in refs and f"refs/aictl/base/task-{b}" in refs  # done, not merged: kept
+    assert f"refs/heads/aictl/task-{a}" not in refs and f"refs/aictl/base/task-{a}" not in refs
+    assert "refs/heads/keep-me" in refs
 
 
 def test_conflict_sends_the_second_back_target_intact_then_retry_merges(project, capsys):

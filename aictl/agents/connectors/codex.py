@@ -3,7 +3,8 @@
     codex exec --json --skip-git-repo-check --sandbox MODE [-m MODEL] [config args…] [resume SESSION] -- PROMPT
 
 CODEX_HOME is `<state dir>/codex-home` (sessions live there, so `resume` works
-on a later run; Codex wants it outside TMPDIR). aictl writes its config.toml
+on a later run; Codex wants it outside TMPDIR). The run's skills go to its skills/
+folder, which Codex lists to the model and reads on demand (aictl.skills.delivery). aictl writes its config.toml
 before every run: a custom model provider `aictl` (base_url = config base_url,
 with /v1 added to a bare host as for the openai connector, default the OpenAI API;
 env_key = the variable the AI names in api_key_env, default OPENAI_API_KEY;
@@ -46,6 +47,7 @@ from aictl.agents.connectors.probes import cli_version
 from aictl.agents.connectors.spec import ConnectorSpec
 from aictl.agents.pricing import OPENAI_PRICES, run_cost
 from aictl.domain.errors import UsageError
+from aictl.skills.delivery import sync_home
 
 if TYPE_CHECKING:
     from aictl.domain.models import AIRecord
@@ -253,6 +255,7 @@ class CodexConnector:
             home = state.path / "codex-home"
             home.mkdir(parents=True, exist_ok=True)
             (home / "config.toml").write_text(config_toml(ctx, key_name))
+            sync_home(home / "skills", ctx.skills)  # Codex lists them as "Available skills", reads them on demand
             parser = CodexStream(ctx.on_event, ai=ctx.ai)
             res = run_cli(ctx, argv, {"CODEX_HOME": str(home), key_name: key}, parser)
             return finish(ctx, res, parser, SPEC)
