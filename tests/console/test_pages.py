@@ -143,3 +143,27 @@ def test_queue_page_shows_why_tasks_wait_and_the_locks_held(console_project, con
     assert f">#{a}</a>" in locks and "<code>src/**</code>" in locks and "w1" in locks
     dag = page.split('<div class="dagbox">')[1].split("</div>")[0]
     assert dag.count('<g class="node">') == 3 and 'class="edge"' in dag  # b depends on a: one arrow
+
+
+def test_usage_page_shows_each_ais_cost_cap_from_the_policy(console_project, console, proc_cli):
+    policy = console_project / ".ai" / "policy.yaml"
+    policy.write_text(
+        policy.read_text()
+        + """
+  - id: every-run-capped
+    effect: allow
+    match: {actions: [execute]}
+    limits: {max_cost_usd: 5.0}
+  - id: premium-capped-harder
+    effect: allow
+    match: {actions: [execute], ai_labels: [premium]}
+    limits: {max_cost_usd: 1.25}
+"""
+    )
+    for name, labels in (("plain-1", []), ("fancy-1", ["--label", "premium"])):
+        done = proc_cli("ai", "register", name, "--connector", "command", *labels, cwd=console_project)
+        assert done.returncode == 0, done.stderr
+    c = console(console_project)
+    budgets = httpx.get(c.url + "/usage").text.split('<table id="budgets">')[1].split("</table>")[0]
+    assert "<td>plain-1</td><td>$5.00</td>" in budgets
+    assert "<td>fancy-1</td><td>$1.25</td>" in budgets  # the strictest matching rule, as the execute decision
