@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from aictl.store import open_store
 from aictl.store.base import Store
 
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
+_LINES = re.compile(r"\r\n|\r|\n")  # every line break EventSource knows: a lone CR in a task's text ends no event
 
 
 class Stores:
@@ -221,7 +223,7 @@ def build_app(console: Console) -> Starlette:
                         html = f'<p class="error">{_esc(e.message)}</p>'
                     if html != last:
                         last = html
-                        yield "event: update\n" + "".join(f"data: {line}\n" for line in html.split("\n")) + "\n"
+                        yield "event: update\n" + "".join(f"data: {line}\n" for line in _LINES.split(html)) + "\n"
             finally:
                 console.feed.unsubscribe(sub)
 
@@ -255,11 +257,10 @@ def build_app(console: Console) -> Starlette:
 
         try:
             message = await in_thread(run)
-            status = 303
-        except AictlError as e:
-            message, status = f"refused: {e.message}", 303
+        except AictlError as e:  # policy refusal, not awaiting, unknown task: said on the page it came from
+            message = f"refused: {e.message}"
         sep = "&" if "?" in back else "?"
-        return RedirectResponse(f"{back}{sep}msg={quote(redact_text(message))}", status_code=status)
+        return RedirectResponse(f"{back}{sep}msg={quote(redact_text(message))}", status_code=303)
 
     async def metrics(request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

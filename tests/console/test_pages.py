@@ -167,3 +167,18 @@ def test_usage_page_shows_each_ais_cost_cap_from_the_policy(console_project, con
     budgets = httpx.get(c.url + "/usage").text.split('<table id="budgets">')[1].split("</table>")[0]
     assert "<td>plain-1</td><td>$5.00</td>" in budgets
     assert "<td>fancy-1</td><td>$1.25</td>" in budgets  # the strictest matching rule, as the execute decision
+
+
+def test_a_carriage_return_in_a_tasks_text_does_not_cut_the_stream(console_project, console, proc_cli):
+    made = proc_cli("task", "create", "cr", "--description", "one\r\rdata: <b>injected</b>\rtwo", "-o", "json",
+                    cwd=console_project)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    tid = json.loads(made.stdout)["id"]
+    c = console(console_project)
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("GET", c.url + "/events", params={"view": "task", "id": tid}) as s,
+    ):
+        page = _first_update(s.iter_lines(), 'id="task-title"')
+    assert "<h2>Evidence</h2>" in page  # the whole page arrived as one update
+    assert "<b>injected</b>" not in page and "&lt;b&gt;injected&lt;/b&gt;" in page
