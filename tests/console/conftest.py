@@ -2,7 +2,8 @@
 
 Chromium and its driver come from Debian (`apt-get install chromium chromium-driver`, .ci/run does it).
 Without them the browser tests skip with the reason, except in CI (CI=true), where that is a failure.
-Screenshots go to one folder per test session, printed at the end of the run.
+Screenshots go to AICTL_CONSOLE_SCREENSHOTS, or to one tmp folder per test session; the folder is printed at
+the end of the run.
 """
 
 from __future__ import annotations
@@ -100,13 +101,21 @@ def console():
         c.stop()
 
 
-def _browser_required() -> bool:
-    return os.environ.get("CI", "").lower() == "true" or os.environ.get("AICTL_REQUIRE_BROWSER") == "1"
+BROWSER_REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("AICTL_REQUIRE_BROWSER") == "1"
+
+
+# Read at import: the autouse fixture in tests/conftest.py removes AICTL_* variables before each test.
+SCREENSHOTS = os.environ.get("AICTL_CONSOLE_SCREENSHOTS")
 
 
 @pytest.fixture(scope="session")
 def screenshots(tmp_path_factory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("console-screenshots")
+    """Where the views' screenshots go: AICTL_CONSOLE_SCREENSHOTS (CI keeps it as an artifact), else a tmp dir."""
+    if SCREENSHOTS:
+        path = Path(SCREENSHOTS)
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("console-screenshots")
     yield path
     shots = sorted(p.name for p in path.iterdir())
     if shots:
@@ -120,7 +129,7 @@ def browser(tmp_path) -> Iterator[object]:
     driver_bin = shutil.which("chromedriver")
     if chromium is None or driver_bin is None:
         why = "chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)"
-        if _browser_required():
+        if BROWSER_REQUIRED:
             pytest.fail(why)
         pytest.skip(why)
     from selenium import webdriver
