@@ -6,6 +6,7 @@ JavaScript library. Highlighting is Pygments' DiffLexer; its CSS classes are sty
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -32,6 +33,11 @@ def when(value: Any) -> str:
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     return str(value).replace("T", " ")[:19]
+
+
+def pretty(value: Any, indent: int | None = 2) -> str:
+    """JSON for reading (escaped by the template's autoescape, unlike tojson's \\u0027 for quotes)."""
+    return json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def highlight_diff(text: str | None) -> Markup:
@@ -141,6 +147,8 @@ def environment() -> Any:
     )
     env.filters["when"] = when
     env.filters["diff"] = highlight_diff
+    env.filters["pretty"] = pretty
+    env.filters["compact"] = lambda v: pretty(v, indent=None)
     env.globals.update(status_colour=STATUS_COLOUR, usage_chart=usage_chart, dag_svg=dag_svg)
     return env
 
