@@ -121,3 +121,8 @@ def test_a_weak_or_empty_token_is_not_a_token(console_project, proc_cli, monkeyp
     monkeypatch.setenv("AICTL_CONSOLE_TOKEN", token)
     done = proc_cli("console", "--host", "0.0.0.0", "--port", "0", cwd=console_project, timeout=30)
     assert done.returncode == 2, done.stderr
+
+
+def test_outside_a_project_the_console_does_not_start(tmp_path, proc_cli):
+    done = proc_cli("console", "--port", "0", cwd=tmp_path, timeout=30)
+    assert done.returncode == 1 and "aictl init" in done.stderr and "aictl console:" not in done.stderr
