@@ -424,16 +424,26 @@ def ready(
 
 @app.command("reap")
 def reap(dry_run: DryRunOpt = False, output: OutputOpt = None) -> None:
-    """Return tasks whose lease expired to the queue (or fail them after max attempts), and fire due schedules."""
+    """Return tasks whose lease expired to the queue (or fail them after max attempts), stop their runs still
+    going on this host, and fire due schedules."""
     from aictl.cli.context import RollbackStore
     from aictl.tasks.schedules import fire_due
 
     out = state.output(output)
     tasks = state.tasks(dry_run=dry_run).reap()
+    stopped: list[str] = []
+    home = state.settings().home
+    if not dry_run and home is not None:
+        from aictl.sandbox.runs import stop_stale_runs
+
+        for t in tasks:  # a frozen holder's run on this host must not go on writing once its lease is gone
+            stopped += stop_stale_runs(home / "workspaces", t.id, t.lease_epoch + 1)
     fired = fire_due(RollbackStore(state.store()) if dry_run else state.store(), state.settings())
     if out.mode == "table":
         would = "would have " if dry_run else ""
         info(f"{would}reaped {len(tasks)} expired lease(s)")
+        if stopped:
+            info(f"stopped their runs on this host: {'; '.join(stopped)}")
         if fired:
             info(
                 f"{would}fired {len(fired)} due schedule(s)"

@@ -78,6 +78,7 @@ DIFF_FLAGS = ("--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefi
 LOCK_WAIT = 2.0  # seconds to wait out another git process's lock before calling the lock stale
 GITFILE_LIMIT = 64 * 1024  # a worktree's .git file holds one "gitdir: <path>" line
 TASK_LOCK_WAIT = 60.0  # seconds to wait for another aictl process working on the same task
+COLLECT_TIMEOUT_S = 600.0  # all of collect's git calls together: a workspace git cannot take in that is refused
 _ENTRY = re.compile(r"task-(\d+)-e(\d+)(\.json(?:\.tmp)?)?")
 _REF_LOCK = re.compile(r"task-(\d+)\.lock")
 _LOCK_ERROR = re.compile(r"\.lock'?: File exists|cannot lock ref|[Uu]nable to create '[^']*\.lock'")
@@ -192,19 +193,34 @@ class WorkspaceManager:
         return cls(settings.project_dir, settings.home / "workspaces", pool_size=settings.workspace_pool)
 
     def _git(
-        self, cwd: Path, *args: str, input: bytes | None = None, check: bool = True, stale_locks: tuple[Path, ...] = ()
+        self,
+        cwd: Path,
+        *args: str,
+        input: bytes | None = None,
+        check: bool = True,
+        stale_locks: tuple[Path, ...] = (),
+        until: float | None = None,
     ) -> subprocess.CompletedProcess:
-        """Run git in `cwd`; wait out lock contention, then remove `stale_locks` (ours) once."""
+        """Run git in `cwd`; wait out lock contention, then remove `stale_locks` (ours) once. `until`: a
+        time.monotonic() deadline past which the git process is killed (GitError)."""
         cmd = ["git", "-C", str(cwd), *GIT_FIXED_CONFIG, *args]
         deadline, delay, cleared = time.monotonic() + LOCK_WAIT, 0.01, False
         while True:
-            p = subprocess.run(
-                cmd,
-                input=input,
-                capture_output=True,
-                env=self._env,
-                stdin=None if input is not None else subprocess.DEVNULL,
-            )
+            try:
+                p = subprocess.run(
+                    cmd,
+                    input=input,
+                    capture_output=True,
+                    env=self._env,
+                    stdin=None if input is not None else subprocess.DEVNULL,
+                    timeout=None if until is None else max(0.0, until - time.monotonic()),
+                )
+            except subprocess.TimeoutExpired:
+                raise GitError(
+                    f"git {' '.join(args[:2])} in {cwd} did not finish in time (killed)",
+                    hint="the workspace holds more than git can take in the time left (huge or very many files?)",
+                    details={"command": cmd},
+                ) from None
             if p.returncode == 0:
                 return p
             err = p.stderr.decode("utf-8", "replace").strip()
@@ -533,12 +549,14 @@ class WorkspaceManager:
                 hint="switch that checkout to another branch (git switch -), then retry",
             )
 
-    def collect(self, ws: Workspace, *, message: str) -> Changes:
+    def collect(self, ws: Workspace, *, message: str, timeout_s: float = COLLECT_TIMEOUT_S) -> Changes:
         """Commit everything in the workspace (git add -A, so .gitignore holds) on its task branch; diff vs base.
 
         The agent must have stopped: a git lock it left behind is waited out briefly, then removed.
-        Commits the agent made itself are kept (the new commit goes on top of HEAD).
+        Commits the agent made itself are kept (the new commit goes on top of HEAD). Every git call shares
+        one deadline (`timeout_s`): what the agent left cannot hold the worker forever.
         """
+        until = time.monotonic() + timeout_s
         with self._task_lock(ws.task_id):
             if not ws.path.is_dir():
                 raise NotFound(
@@ -550,13 +568,22 @@ class WorkspaceManager:
             _, common = self._repo()
             ref = f"refs/heads/{ws.branch}"
             stale = (gitdir / "index.lock", common / f"{ref}.lock")
-            self._git(ws.path, "add", "--all", stale_locks=stale)
-            tree = self._out(ws.path, "write-tree", stale_locks=stale)
+            self._git(ws.path, "add", "--all", stale_locks=stale, until=until)
+            tree = self._out(ws.path, "write-tree", stale_locks=stale, until=until)
             head, head_tree, tip = self._out(ws.path, "rev-parse", "HEAD", "HEAD^{tree}", ref).split()
             commit = head
             if tree != head_tree:
                 commit = self._out(
-                    ws.path, *GIT_IDENTITY, "commit-tree", tree, "-p", head, "-F", "-", input=message.encode()
+                    ws.path,
+                    *GIT_IDENTITY,
+                    "commit-tree",
+                    tree,
+                    "-p",
+                    head,
+                    "-F",
+                    "-",
+                    input=message.encode(),
+                    until=until,
                 )
             if commit != tip:  # also when the agent committed on a detached HEAD: the result lands on the branch
                 self._git(
@@ -569,7 +596,9 @@ class WorkspaceManager:
                     tip,
                     stale_locks=stale,
                 )
-            out = self._git(ws.path, "diff", *DIFF_FLAGS, "--numstat", "-p", "-z", ws.base_commit, commit).stdout
+            out = self._git(
+                ws.path, "diff", *DIFF_FLAGS, "--numstat", "-p", "-z", ws.base_commit, commit, until=until
+            ).stdout
             paths, patch, stats = _parse_diff(out)
             return Changes(paths=paths, diff=patch, commit=commit if paths else None, stats=stats, refused=refused)
 

@@ -216,9 +216,16 @@ class Claims:
         With `req.commands`, a task that has a command is claimed for no AI. Tasks the policy
         refused to this owner are skipped until the task or the policy changes.
         """
+        from aictl.tasks.queries import any_lease_expired
         from aictl.tasks.sql import CLAIM_ORDER, claimable_where
 
         refused_for = (req.owner, self.policy.digest) if self.policy is not None else None
+        with self.store.read() as tx:
+            expired = any_lease_expired(tx, self.clock())
+        if expired and not req.dry_run:
+            # A dead holder's task and its locks would stay invisible to the pick below (the claim statement
+            # reaps, but only once something was picked): without a daemon sweeping, the queue behind it froze.
+            self.svc.reap()
         with self.store.read() as tx:
             where, params = claimable_where(
                 tx, capabilities=req.capabilities, labels=req.labels, task_id=None, refused_for=refused_for

@@ -40,7 +40,7 @@ def kill_executor_mid_run(git_project, marker, *extra, writer: str = WRITER) -> 
             "--lock",
             "src/**",
             "--command",
-            WRITER.format(marker=marker),
+            writer.format(marker=marker),
             "-o",
             "json",
             cwd=git_project,
@@ -117,6 +117,25 @@ def test_the_daemons_sweep_kills_the_run_of_a_reaped_lease(git_project, tmp_path
                 break
             time.sleep(0.1)
         Daemon(settings)._sweep(store)
+    assert json.loads(run_cli("task", "get", str(tid), "-o", "json", cwd=git_project).stdout)["status"] == "queued"
+    written = tags(marker)
+    time.sleep(0.3)
+    assert tags(marker) == written, "the reaped run kept writing"
+
+
+def test_task_reap_kills_the_run_of_a_reaped_lease(git_project, tmp_path):
+    """Without a daemon: `aictl task reap` gives the task back and stops its run on this host."""
+    from aictl.tasks.queries import TaskQueries
+
+    marker = tmp_path / "marker"
+    tid = kill_executor_mid_run(git_project, marker, writer=WRITER.replace("seq 30", "seq 300"))
+    settings = load_settings(git_project)
+    with open_store(settings.resolved_database_url) as store:
+        deadline = time.monotonic() + 20
+        while TaskQueries(store).get(tid).lease_expires_at >= time.time() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    r = run_cli("task", "reap", cwd=git_project)
+    assert r.returncode == 0 and "stopped their runs on this host: local process group" in r.stderr, r.stderr
     assert json.loads(run_cli("task", "get", str(tid), "-o", "json", cwd=git_project).stdout)["status"] == "queued"
     written = tags(marker)
     time.sleep(0.3)

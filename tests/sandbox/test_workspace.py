@@ -504,3 +504,13 @@ def test_two_processes_create_workspaces_at_once(repo, mgr):
     for ws in made:
         assert git(ws.path, "symbolic-ref", "--short", "HEAD") == ws.branch
         assert git(ws.path, "status", "--porcelain") == ""
+
+
+def test_collect_is_bounded_by_its_deadline(repo, mgr):
+    """What an agent leaves (here: enough files that git add cannot finish at once) never holds the worker."""
+    ws = mgr.create(9, 1)
+    for i in range(2000):
+        write(ws.path / "junk" / f"{i}.txt", f"{i}\n")
+    with pytest.raises(workspace_mod.GitError, match="did not finish in time"):
+        mgr.collect(ws, message="too much", timeout_s=0.001)
+    assert mgr.collect(ws, message="in time").paths[:1] == ["junk/0.txt"]  # the same workspace, a sane deadline
