@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_serializer
 
 from aictl.audit.evidence import EvidenceStore
 from aictl.domain.errors import UsageError
+from aictl.domain.models import ts_to_dt
 from aictl.store.base import Store
 from aictl.tasks.queries import task_rows
 
@@ -84,6 +85,10 @@ class UsageReport(BaseModel):
     since: float | None = None
     rows: list[UsageRow]
     total: UsageRow
+
+    @field_serializer("since")
+    def _iso(self, v: float | None) -> str | None:
+        return None if v is None else ts_to_dt(v).isoformat(timespec="seconds")
 
 
 def group(runs: Iterable[UsageRun], by: str, *, since: float | None = None) -> UsageReport:

@@ -64,7 +64,8 @@ def test_usage_totals_are_the_sum_of_the_usage_evidence(fake_provider, git_proje
     assert [r["total_tokens"] for r in by_task["rows"]] == [b["tokens"]["total"] for b in blobs]
     by_day = cli_json(capsys, "usage", "--by", "day")
     assert sum(r["total_tokens"] for r in by_day["rows"]) == by_ai["total"]["total_tokens"]
-    assert cli_json(capsys, "usage", "--since", "2999-01-01")["total"]["runs"] == 0
+    later = cli_json(capsys, "usage", "--since", "2999-01-01")
+    assert later["total"]["runs"] == 0 and later["since"] == "2999-01-01T00:00:00+00:00"
 
 
 def test_usage_refuses_an_unknown_grouping(project, cli):
