@@ -23,7 +23,7 @@ PACKAGE = ROOT / "aictl"
 # Top to bottom, as in docs/architecture.md: a module imports from its own layer or the ones below it.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("entry", frozenset({"aictl.__main__", "aictl.cli"})),
-    ("daemon", frozenset({"aictl.daemon", "aictl.mcp"})),
+    ("daemon", frozenset({"aictl.daemon", "aictl.mcp", "aictl.console"})),
     ("merge", frozenset({"aictl.merge"})),
     ("execution", frozenset({"aictl.execution"})),
     ("agents", frozenset({"aictl.agents"})),

@@ -75,6 +75,12 @@ def append_event(
     )
 
 
+def head_id(tx: Tx) -> int:
+    """The id of the newest event (0 for an empty log): what a reader polls to learn that something changed."""
+    row = tx.one("SELECT last_id FROM audit_head WHERE id = 1")
+    return row["last_id"] if row else 0
+
+
 def _flush(tx: Tx) -> None:
     pending = tx._aictl_events  # type: ignore[attr-defined]
     if not pending:

@@ -53,6 +53,23 @@ def start(
         list[str] | None,
         typer.Option("--ai", help="Route AI tasks only to this registered AI (repeatable). Command tasks always run."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on this port (0: any)."),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option("--metrics-host", help="Address of the metrics port (no token: keep it private)."),
+    ] = "127.0.0.1",
+    console: Annotated[
+        bool, typer.Option("--console", help="Also serve `aictl console` from the daemon (see --console-port).")
+    ] = False,
+    console_port: Annotated[
+        int, typer.Option("--console-port", min=0, max=65535, help="The console's port with --console (0: any).")
+    ] = 8470,
+    console_host: Annotated[
+        str, typer.Option("--console-host", help="The console's address; not loopback needs AICTL_CONSOLE_TOKEN.")
+    ] = "127.0.0.1",
     output: OutputOpt = None,
 ) -> None:
     """Start the daemon for this project: in the background (detached) unless --foreground. One per project and host."""
@@ -73,7 +90,18 @@ def start(
             hint="see it with: aictl daemon status; stop it with: aictl daemon stop",
             details={"pid": local.pid},
         )
-    options = DaemonOptions(workers=workers or settings.daemon_workers, ai_ids=_split(ai) or None)
+    options = DaemonOptions(
+        workers=workers or settings.daemon_workers,
+        ai_ids=_split(ai) or None,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        console_port=console_port if console else None,
+        console_host=console_host,
+    )
+    if console:  # refused here, before anything starts, like `aictl console` itself
+        from aictl.console.security import Guard
+
+        Guard.for_bind(console_host, settings.actor)
     if foreground:
 
         def ready(msg: dict[str, Any]) -> None:
@@ -85,6 +113,10 @@ def start(
             )
             if not msg["store"]["reachable"]:
                 info(f"warning: the store is unreachable ({msg['store']['error']}); retrying")
+            if msg.get("metrics"):
+                info(f"metrics: {msg['metrics']}")
+            if msg.get("console"):
+                info(f"console: {msg['console']}")
 
         code = serve(settings, options, paths, foreground=True, ready=ready)
         raise typer.Exit(code)
@@ -103,13 +135,16 @@ def start(
         info(f"stale pid file (pid {msg['took_over']['pid']} is gone): taken over")
     if not msg["store"]["reachable"]:
         info(f"warning: the store is unreachable ({msg['store']['error']}); the daemon keeps retrying")
-    result = {k: msg[k] for k in ("pid", "daemon_id", "workers", "log", "took_over", "store")}
+    keys = ("pid", "daemon_id", "workers", "log", "took_over", "store", "metrics", "console")
+    result = {k: msg.get(k) for k in keys}
     out.emit(
         result,
         name=lambda r: r["pid"],
         human=lambda r: (
             f"daemon {r['daemon_id']} started: pid {r['pid']}, {r['workers']} worker(s)\n"
             f"  log:    {r['log']}  (aictl daemon logs -f)\n  status: aictl daemon status"
+            + (f"\n  metrics: {r['metrics']}" if r["metrics"] else "")
+            + (f"\n  console: {r['console']}" if r["console"] else "")
         ),
     )
 

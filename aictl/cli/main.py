@@ -35,6 +35,8 @@ COMMANDS = {
     "init": ("aictl.cli.config", "init"),
     "route": ("aictl.cli.route", "route"),
     "merge": ("aictl.cli.merge", "merge"),
+    "usage": ("aictl.cli.usage", "usage"),
+    "console": ("aictl.cli.console", "console"),
 }
 params.install()
 

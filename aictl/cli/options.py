@@ -32,6 +32,7 @@ def noun_app(help: str) -> typer.Typer:
 NO_OUTPUT = {
     "audit evidence": "prints the stored evidence bytes verbatim, as cat would",
     "mcp serve": "speaks the Model Context Protocol on stdio or HTTP; its replies are MCP messages",
+    "console": "serves web pages and /metrics; its output is HTTP",
 }
 NO_DRY_RUN = {
     "init": "creates files in the working tree; run it in a scratch directory to see what it writes",
@@ -43,4 +44,5 @@ NO_DRY_RUN = {
     "notify test": "its whole point is to send a test notification",
     "skill test": "runs an agent, in a throwaway project it deletes afterwards; the project itself is untouched",
     "mcp serve": "starts a server; each tool that changes something takes dry_run where the CLI command does",
+    "console": "starts a server; approve and reject in it act at once, as the CLI's do without --dry-run",
 }

@@ -60,6 +60,10 @@ class DaemonOptions:
     store_retry_min_s: float = 0.5
     store_retry_max_s: float = 10.0
     finish_timeout_s: float = 30.0  # after releasing, how long runs get to stop before we exit anyway
+    metrics_port: int | None = None  # serve Prometheus metrics on this port (0: any free one)
+    metrics_host: str = "127.0.0.1"
+    console_port: int | None = None  # serve `aictl console` from this daemon on this port (0: any free one)
+    console_host: str = "127.0.0.1"
 
 
 def policy_fingerprint(project_dir: Path) -> tuple:

@@ -14,6 +14,7 @@ next start takes over and says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -290,6 +291,7 @@ def serve(
     from aictl.logging import get_logger
 
     pidfile = PidFile(paths).acquire()
+    stack = contextlib.ExitStack()
     try:
         setup_logging(paths, settings, tee_stderr=foreground)
         log = get_logger("aictl.daemon")
@@ -305,6 +307,15 @@ def serve(
             )
         took_over = pidfile.stale and {"pid": pidfile.stale["pid"], "daemon_id": daemon.previous_daemon}
         daemon.prepare()  # registers this daemon and signs the dead one off (previous_daemon is cleared)
+        metrics = _metrics_server(settings, options)
+        if metrics is not None:
+            stack.callback(metrics[0].shutdown)
+        console = None
+        if getattr(options, "console_port", None) is not None:
+            from aictl.console.server import serve_in_thread
+
+            stop_console, console = serve_in_thread(settings, host=options.console_host, port=options.console_port)
+            stack.callback(stop_console)
         install_signals(lambda now: daemon.request_stop(now=now), daemon.request_reload)
         write_status(paths, daemon.snapshot())  # who holds the pid file, even if we die in the next instant
         store = daemon.snapshot()["store"]
@@ -317,6 +328,8 @@ def serve(
                 "log": str(paths.log),
                 "took_over": took_over,
                 "store": {"reachable": store["reachable"], "error": store["error"]},
+                "metrics": None if metrics is None else f"http://{options.metrics_host}:{metrics[1]}/metrics",
+                "console": console,
             }
         )
         daemon.run()
@@ -324,4 +337,21 @@ def serve(
             return daemon.fatal_error.exit_code
         return 0
     finally:
+        stack.close()
         pidfile.release()
+
+
+def _metrics_server(settings: Any, options: Any) -> tuple[Any, int] | None:
+    """`--metrics-port`: the console's Prometheus collector on its own loopback port, for this daemon's life."""
+    if getattr(options, "metrics_port", None) is None:
+        return None
+    from aictl.console.metrics import serve_metrics
+    from aictl.domain.errors import UsageError
+
+    try:
+        return serve_metrics(settings.resolved_database_url, settings.home, options.metrics_host, options.metrics_port)
+    except OSError as e:
+        raise UsageError(
+            f"cannot serve metrics on {options.metrics_host}:{options.metrics_port}: {e.strerror}",
+            hint="pick another --metrics-port",
+        ) from None

@@ -7,7 +7,6 @@ separated by commas; the caller acts as the token's NAME (a bare secret acts as 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import os
 import socket
@@ -15,6 +14,7 @@ import sys
 from typing import Any
 
 from aictl.domain.errors import UsageError
+from aictl.domain.tokens import is_loopback, parse_tokens
 from aictl.mcp.server import ACTOR_SCOPE_KEY
 
 
@@ -25,36 +25,17 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_tokens(env_var: str | None, default_name: str) -> dict[str, str]:
     """secret -> name, from the variable's value."""
     if env_var is None:
         return {}
-    value = os.environ.get(env_var, "").strip()
-    if not value:
+    value = os.environ.get(env_var, "")
+    if not value.strip():
         raise UsageError(
             f"--token-env {env_var}: the variable is empty or unset",
             hint=f"export {env_var}=NAME:SECRET (e.g. a secret from: openssl rand -hex 32)",
         )
-    tokens: dict[str, str] = {}
-    for item in value.split(","):
-        name, sep, secret = item.strip().rpartition(":")
-        secret = secret.strip()
-        if len(secret) < 16:
-            raise UsageError(
-                f"--token-env {env_var}: a token is shorter than 16 characters",
-                hint="use a long random secret: openssl rand -hex 32",
-            )
-        tokens[secret] = name.strip() if sep and name.strip() else default_name
-    return tokens
+    return parse_tokens(value, f"--token-env {env_var}", default_name)
 
 
 class BearerAuth:

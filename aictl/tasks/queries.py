@@ -52,6 +52,7 @@ class TaskQueries:
         owner: str | None = None,
         capability: list[str] | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[Task]:
         where, params = ["1 = 1"], {}
         with self.store.read() as tx:
@@ -67,7 +68,7 @@ class TaskQueries:
             if owner:
                 where.append("owner = :owner")
                 params["owner"] = owner
-            sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id"
+            sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id{' DESC' if newest_first else ''}"
             if limit:
                 sql += f" LIMIT {int(limit)}"
             rows = tx.all(sql, params)
@@ -158,15 +159,26 @@ class TaskQueries:
         return [HeldLock(**r) for r in rows]
 
     def events(
-        self, *, task_id: int | None = None, limit: int | None = None, after_id: int = 0
+        self,
+        *,
+        task_id: int | None = None,
+        limit: int | None = None,
+        after_id: int = 0,
+        action: str | None = None,
+        actor: str | None = None,
+        first: int | None = None,
     ) -> builtins.list[Event]:
+        """Events after `after_id` in id order: all, the last `limit`, or the `first` N (readers that page on)."""
         sql = "SELECT * FROM events WHERE id > :after"
         params: dict[str, Any] = {"after": after_id}
-        if task_id is not None:
-            sql += " AND task_id = :task"
-            params["task"] = task_id
+        for col, val in (("task_id", task_id), ("action", action), ("actor", actor)):
+            if val is not None:
+                sql += f" AND {col} = :{col}"
+                params[col] = val
         sql += " ORDER BY id"
-        if limit:
+        if first:
+            sql += f" LIMIT {int(first)}"
+        elif limit:
             sql = f"SELECT * FROM ({sql.replace(' ORDER BY id', '')} ORDER BY id DESC LIMIT {int(limit)}) e ORDER BY id"
         with self.store.read() as tx:
             rows = tx.all(sql, params)
@@ -288,6 +300,17 @@ def any_lease_expired(tx: Tx, now: float) -> bool:
     )
 
 
+def status_counts(tx: Tx) -> dict[str, int]:
+    """Tasks per status (the claim index's status prefix serves it)."""
+    return {r["status"]: r["n"] for r in tx.all("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")}
+
+
+def held_activity(tx: Tx) -> list[tuple[int, str | None]]:
+    """(id, latest activity) of every held task: activity is written without an event, so change readers poll it."""
+    rows = tx.all(f"SELECT id, activity FROM tasks WHERE status IN {HELD} ORDER BY id")
+    return [(r["id"], r["activity"]) for r in rows]
+
+
 def held_by_ai(tx: Tx, ai: str) -> list[int]:
     """Ids of the tasks an AI holds (claimed or running), in id order."""
     return [
@@ -307,11 +330,13 @@ __all__ = [
     "TaskQueries",
     "any_lease_expired",
     "claimable_rows",
+    "held_activity",
     "held_by_ai",
     "held_counts_by_ai",
     "live_leases_and_failures",
     "queued_due",
     "reasons_not_ready",
+    "status_counts",
     "task_row",
     "task_rows",
 ]

@@ -29,6 +29,7 @@ COMMANDS = _commands()
 
 # Commands that change nothing; every other command is a change and must take --dry-run (or be in NO_DRY_RUN).
 READ_ONLY = {
+    "usage",
     "route",
     "task list",
     "task get",
