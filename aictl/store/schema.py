@@ -333,6 +333,7 @@ M0009 = Migration(
             task_id {bigint},
             tasks {json} NOT NULL DEFAULT '[]',
             outputs {json} NOT NULL DEFAULT '{{}}',
+            facts {json} NOT NULL DEFAULT '{{}}',
             reason TEXT,
             feedback TEXT,
             started_at {float},

@@ -237,6 +237,7 @@ class WorkflowStepRow(SQLModel, table=True):
     task_id: int | None = None  # the current attempt's task
     tasks: str = "[]"  # JSON: every task the step made, in order
     outputs: str = "{}"  # JSON
+    facts: str = "{}"  # JSON: the last attempt's verify and summary (what `steps.<id>.verify` reads)
     reason: str | None = None  # why it is skipped, waiting or failed
     feedback: str | None = None  # the previous attempt's evidence, for the next prompt
     started_at: float | None = None

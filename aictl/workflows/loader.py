@@ -40,7 +40,8 @@ class WorkflowInvalid(ConfigError):
 
 class _Issues:
     def __init__(self, source: str, root: Any):
-        self.source, self.root, self.items = source, root, []
+        self.source, self.root = source, root
+        self.items: list[tuple[int, str]] = []
 
     def add(self, path: tuple[Any, ...], message: str, *, key: bool = False) -> None:
         self.items.append((_line(self.root, path, key), message))
@@ -336,7 +337,7 @@ def _graph(steps: list[Step], issues: _Issues, raw: list[Any]) -> None:
 
 def _expressions(s: Step, i: int, known: dict[str, set[str]], issues: _Issues) -> None:
     at = ("steps", i)
-    opts = {"steps": known["steps"], "inputs": known["inputs"], "item": s.for_each is not None}
+    opts: dict[str, Any] = {"steps": known["steps"], "inputs": known["inputs"], "item": s.for_each is not None}
     if s.when is not None:
         for p in expr.problems(s.when, **opts):
             issues.add((*at, "when"), f"step {s.id}: when: {p}")

@@ -1,0 +1,104 @@
+"""The engine with command steps, run in the foreground: fan-out and join, a skipped branch, a loop that hits
+its max, outputs from stdout, shell quoting of values, and crash-safe advancing (no step attempt gets two tasks)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+FAN = """
+version: 1
+name: fan
+inputs:
+  items: {type: list, default: ["a", "b c", "d;rm -rf x"]}
+  mode: {type: string, default: fast}
+steps:
+  - id: each
+    for_each: ${{ inputs.items }}
+    command: "echo '{\\"got\\": \\"'${{ item }}'\\"}'"
+    outputs: {got: result.got}
+  - id: slow
+    needs: [each]
+    when: inputs.mode == "slow"
+    command: "echo slow"
+  - id: after_slow
+    needs: [slow]
+    command: "echo never"
+  - id: join
+    needs: [each]
+    command: "echo joined ${{ steps.each.outputs.size() }}"
+    outputs: {line: stdout}
+"""
+
+
+def test_fan_out_join_and_a_skipped_branch(wf):
+    wf.write("fan", FAN)
+    run = wf.run(wf.load("fan"))
+    assert run.status == "succeeded", run.reason
+    st = run.steps
+    assert st["each"].status == "succeeded" and len(st["each"].tasks) == 3
+    assert [o["got"] for o in st["each"].outputs] == ["a", "b c", "d;rm -rf x"]  # quoted: one word each, never code
+    assert st["slow"].status == "skipped" and 'inputs.mode == "slow"' in st["slow"].reason
+    assert st["after_slow"].status == "skipped" and "needs slow, which was skipped" in st["after_slow"].reason
+    assert st["join"].outputs["line"].strip() == "joined 3"
+    join = wf.task(st["join"].task_id)
+    assert sorted(join.dependencies) == sorted(st["each"].tasks)  # the join starts from every item's commit
+    assert f"workflow-run:{run.id}" in join.labels and "workflow-step:join" in join.labels
+
+
+LOOP = """
+version: 1
+name: loop
+steps:
+  - id: build
+    command: "echo attempt > attempt.txt"
+    locks: ["attempt.txt"]
+    verify: "test ${{ run.id }} -ge 99"
+    retry: {until: steps.build.verify.passed, max: 3}
+"""
+
+
+def test_a_loop_that_hits_max_fails_the_run_with_the_last_evidence(wf):
+    wf.write("loop", LOOP)
+    run = wf.run(wf.load("loop"))
+    assert run.status == "failed"
+    st = run.steps["build"]
+    assert st.status == "failed" and st.attempt == 3 and len(st.tasks) == 3
+    assert "after 3 attempt(s)" in st.reason and "exited 1" in st.reason  # the last verify is in the reason
+    # Each next attempt was told why the previous one failed.
+    second = wf.task(st.tasks[1])
+    assert (
+        "Feedback from the previous attempt" in second.description and "Attempt 1 of step build" in second.description
+    )
+    assert [wf.task(t).status for t in st.tasks] == ["failed"] * 3
+
+
+def test_advancing_is_idempotent_and_creates_each_attempt_once(wf):
+    wf.write("fan", FAN)
+    run = wf.engine.start(wf.load("fan"), {})
+    tasks = run.steps["each"].tasks
+    for _ in range(3):  # nothing finished: advancing again changes nothing
+        again = wf.engine.advance(run.id)
+        assert again.steps["each"].tasks == tasks
+    with wf.store.read() as tx:
+        n = tx.one("SELECT COUNT(*) AS n FROM tasks")["n"]
+    assert n == 3
+
+
+def test_missing_input_and_unknown_input_are_refused(wf):
+    from aictl.domain.errors import UsageError
+
+    wf.write(
+        "need",
+        "version: 1\nname: need\ninputs:\n  goal: {type: string, required: true}\n"
+        "steps:\n  - id: a\n    command: echo ${{ inputs.goal }}\n",
+    )
+    w = wf.load("need")
+    with pytest.raises(UsageError, match="needs input 'goal'"):
+        wf.engine.start(w, {})
+    with pytest.raises(UsageError, match="no input 'nope'"):
+        wf.engine.start(w, {"goal": "x", "nope": "y"})
+    run = wf.run(w, goal="it's $(whoami)")
+    out = json.loads(json.dumps(run.model_dump()))
+    assert out["status"] == "succeeded" and out["steps"][0]["status"] == "succeeded"
