@@ -4,7 +4,7 @@
   reason), so it shows in `aictl task list --status awaiting_approval` and `aictl task approve N` decides.
   Approving sends the task back to the queue; the next advance finds it there with the verdict on record
   and completes it (its result names who approved). Rejecting fails it, which fails the step. No AI can take
-  the task meanwhile: it requires a capability no AI has (engine.GATE_CAPABILITY).
+  the task meanwhile: it requires a capability no AI has (model.GATE_CAPABILITY).
 - merge: the run's done task commits go to the merge queue (aictl.merge.queue), in DAG order; the step
   succeeds when every one landed (or had nothing to land), and fails with the queue's reasons otherwise.
 
@@ -40,7 +40,7 @@ def apply(engine: WorkflowEngine, run: Run, effects: list[tuple]) -> bool:
 
 
 def _gate(engine: WorkflowEngine, run: Run, step_id: str, task_id: int) -> bool:
-    from aictl.workflows.engine import GATE_CAPABILITY
+    from aictl.workflows.model import GATE_CAPABILITY
 
     svc = engine.svc
     owner = f"{engine.settings.actor}/workflow-run-{run.id}"

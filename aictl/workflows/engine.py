@@ -28,12 +28,11 @@ from aictl.domain import limits
 from aictl.domain.errors import AictlError, UsageError
 from aictl.store.base import Store, Tx
 from aictl.workflows import expr, runs
-from aictl.workflows.model import STEP_DONE, RunStatus, Step, StepStatus, Workflow
+from aictl.workflows.model import GATE_CAPABILITY, STEP_DONE, RunStatus, Step, StepStatus, Workflow
 from aictl.workflows.outputs import TaskFacts, feedback_of, read_facts
 from aictl.workflows.runs import Run, StepState
 
 S = StepStatus
-GATE_CAPABILITY = "workflow-approval"  # no AI has it: only the engine takes an approval step's task
 FINISHED = ("done", "merged", "failed", "cancelled")
 LIVE = ("queued", "blocked", "claimed", "running", "awaiting_approval")
 MAX_ITEMS = 1000  # tasks one for_each step may fan out to

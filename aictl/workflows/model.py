@@ -38,6 +38,7 @@ class RunStatus(str, Enum):
 STEP_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
 RUN_DONE = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 INPUT_TYPES = ("string", "list", "int", "number", "bool")
+GATE_CAPABILITY = "workflow-approval"  # no AI has it: only the engine takes an approval step's task
 
 
 @dataclass
@@ -140,4 +141,15 @@ class Workflow:
         return cls(steps=steps, inputs=inputs, **rest)
 
 
-__all__ = ["INPUT_TYPES", "RUN_DONE", "STEP_DONE", "InputSpec", "Retry", "RunStatus", "Step", "StepStatus", "Workflow"]
+__all__ = [
+    "GATE_CAPABILITY",
+    "INPUT_TYPES",
+    "RUN_DONE",
+    "STEP_DONE",
+    "InputSpec",
+    "Retry",
+    "RunStatus",
+    "Step",
+    "StepStatus",
+    "Workflow",
+]
