@@ -29,6 +29,7 @@ NOUNS = {
     "schedule": "aictl.cli.schedule",
     "ai": "aictl.cli.ai",
     "skill": "aictl.cli.skill",
+    "workflow": "aictl.cli.workflow",
     "mcp": "aictl.cli.mcp",
 }
 COMMANDS = {

@@ -135,10 +135,12 @@ def listing(project: Path) -> list[Path]:
 # -- checks ---------------------------------------------------------------------------------------
 
 
-def _unknown(issues: _Issues, data: dict[str, Any], allowed: tuple[str, ...], path: tuple[Any, ...]) -> None:
+def _unknown(
+    issues: _Issues, data: dict[str, Any], allowed: tuple[str, ...], path: tuple[Any, ...], label: str | None = None
+) -> None:
     for k in data:
         if k not in allowed:
-            where = ".".join(map(str, path)) + ": " if path else ""
+            where = f"{label or '.'.join(map(str, path))}: " if path else ""
             issues.add((*path, k), f"{where}unknown key {k!r}; allowed keys: {', '.join(allowed)}", key=True)
 
 
@@ -216,8 +218,8 @@ def _step(raw: Any, i: int, issues: _Issues) -> Step | None:
     if not isinstance(raw, dict):
         issues.add(at, f"step {i + 1}: expected a mapping with an id")
         return None
-    _unknown(issues, raw, STEP_KEYS, at)
     sid = raw.get("id")
+    _unknown(issues, raw, STEP_KEYS, at, f"step {sid if isinstance(sid, str) else i + 1}")
     if not isinstance(sid, str) or not STEP_ID.match(sid):
         issues.add((*at, "id") if "id" in raw else at, f"step {i + 1}: id must be an identifier, got {sid!r}")
         return None

@@ -63,6 +63,11 @@ READ_ONLY = {
     "skill list",
     "skill show",
     "skill validate",
+    "workflow validate",
+    "workflow list",
+    "workflow show",
+    "workflow runs",
+    "workflow status",
 }
 
 
