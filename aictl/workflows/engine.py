@@ -43,6 +43,28 @@ def run_label(run_id: int) -> str:
     return f"workflow-run:{run_id}"
 
 
+def run_of(labels: list[str]) -> int | None:
+    """The workflow run a step task belongs to (its `workflow-run:<id>` label), or None."""
+    for label in labels:
+        if label.startswith("workflow-run:") and label[13:].isdigit():
+            return int(label[13:])
+    return None
+
+
+def advance_all(store: Store, settings: Any, *, policy: Any = None, only: int | None = None) -> list[Run]:
+    """Advance every running run (or `only` that one): the daemon's hook, after a step task and on each sweep."""
+    from aictl.logging import get_logger
+
+    engine = WorkflowEngine(store, settings, policy=policy)
+    out = []
+    for run_id in [only] if only is not None else engine.active():
+        try:
+            out.append(engine.advance(run_id))
+        except AictlError as e:  # one run's problem (a vanished workflow row, a policy refusal) never stops the rest
+            get_logger("aictl.workflows").error("workflow run could not advance", run=run_id, error=e.message)
+    return out
+
+
 def resolve_inputs(wf: Workflow, given: dict[str, Any]) -> dict[str, Any]:
     """The run's inputs: given values (strings from the command line are converted by type), then defaults."""
     unknown = sorted(set(given) - set(wf.inputs))
@@ -548,4 +570,4 @@ class _Advance:
             self.effects.append(("gate", step.id, st.task_id))
 
 
-__all__ = ["GATE_CAPABILITY", "WorkflowEngine", "resolve_inputs", "run_label"]
+__all__ = ["WorkflowEngine", "advance_all", "resolve_inputs", "run_label", "run_of"]
