@@ -9,7 +9,7 @@ import pytest
 
 from aictl.config import load_settings
 from aictl.store import open_store
-from tests.daemon.conftest import make_project
+from tests.daemon.conftest import make_daemon_project, make_project  # noqa: F401 - make_daemon_project is a fixture here too
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "workflows"
 

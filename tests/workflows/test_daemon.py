@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests.daemon.conftest import make_daemon_project, wait_for  # noqa: F401 - a fixture
+from tests.daemon.conftest import wait_for
 
 GATED = """
 version: 1
