@@ -36,6 +36,7 @@ COMMANDS = {
     "init": ("aictl.cli.config", "init"),
     "route": ("aictl.cli.route", "route"),
     "merge": ("aictl.cli.merge", "merge"),
+    "plan": ("aictl.cli.plan", "plan"),
 }
 params.install()
 

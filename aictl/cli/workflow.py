@@ -331,3 +331,41 @@ def create(
     if out.mode == "table":
         info(("would write " if dry_run else "wrote ") + str(target))
     out.emit(_summary(w, target) | {"written": not dry_run}, human=lambda r: text.rstrip(), name=lambda r: r["name"])
+
+
+@app.command("suggest")
+def suggest(
+    goal: Annotated[str, typer.Argument(help="What the workflow should achieve.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Name of the workflow to write.")] = "suggested",
+    ai: Annotated[
+        str | None, typer.Option("--ai", help="The registered AI that drafts it (default: the router's pick).")
+    ] = None,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = None,
+) -> None:
+    """A planning AI drafts a workflow for a goal; it is validated and written to .ai/workflows/NAME.yaml only when
+    valid (--dry-run prints it instead). An invalid draft is refused with its problems, file and line (exit 2)."""
+    from aictl.domain.errors import Conflict
+    from aictl.workflows.loader import NAME, workflow_dir
+    from aictl.workflows.plan import suggest_workflow
+
+    out = state.output(output)
+    if not NAME.match(name):
+        raise UsageError(f"workflow name {name!r}: use letters, digits, '.', '_' or '-'")
+    target = workflow_dir(_project()) / f"{name}.yaml"
+    if target.exists():
+        raise Conflict(f"{target} exists already", hint="pick another --name")
+    draft, w, body = suggest_workflow(state.store(), state.settings(), goal=goal, name=name, ai=ai, policy=state.gate())
+    if not dry_run:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body, encoding="utf-8")
+    if out.mode == "table":
+        info(
+            f"drafted by {draft.ai or 'the router'} (task {draft.task_id}); "
+            + ("not written (dry run)" if dry_run else f"wrote {target}")
+        )
+    out.emit(
+        _summary(w, target) | {"written": not dry_run, "planning_task": draft.task_id, "yaml": body},
+        human=lambda r: body.rstrip(),
+        name=lambda r: r["name"],
+    )
