@@ -189,9 +189,14 @@ class WorkflowEngine:
             run = runs.load_run(tx, run_id)
             if run.done:
                 return {}
-            ids = [t for st in run.steps.values() if st.status in (S.RUNNING, S.WAITING_APPROVAL) for t in _tasks(st)]
-            rows = [r for r in task_rows(tx, ids).values() if r["status"] in FINISHED]
-        return {r["id"]: read_facts(self.store, self.settings, r) for r in rows}
+            active = [st for st in run.steps.values() if st.status in (S.RUNNING, S.WAITING_APPROVAL)]
+            found = task_rows(tx, [t for st in active for t in _current(st)])
+        rows = []
+        for st in active:
+            mine = [found.get(t) for t in _current(st)]
+            if mine and all(r is not None and r["status"] in FINISHED for r in mine):
+                rows += mine  # a fan-out's facts are read once, when its last item finishes
+        return {r["id"]: read_facts(self.store, self.settings, r) for r in rows if r is not None}
 
     def _advance(self, tx: Tx, now: float, *, run_id: int, facts: dict[int, TaskFacts]) -> tuple[Run, list[tuple]]:
         from aictl.tasks.queries import task_rows
@@ -270,6 +275,11 @@ class WorkflowEngine:
 
         with self.store.read() as tx:
             return task_rows(tx, [t for st in run.steps.values() for t in _tasks(st)])
+
+
+def _current(st: StepState) -> list[int]:
+    """The tasks of the step's current attempt: its task, or every item of a fan-out."""
+    return [st.task_id] if st.task_id else list(st.tasks)
 
 
 def _tasks(st: StepState) -> list[int]:
@@ -412,7 +422,7 @@ class _Advance:
         for t in created:
             self.rows[t.id] = {"id": t.id, "status": t.status.value}
         ids = [t.id for t in created]
-        st.tasks = [*st.tasks, *ids]
+        st.tasks = ids if step.for_each is not None else [*st.tasks, *ids]  # a fan-out's list is its current attempt
         st.task_id = ids[0] if step.for_each is None else None
         st.outputs, st.facts = ({} if step.for_each is None else []), {}
         if step.kind == "approval":
