@@ -66,6 +66,8 @@ def _merge(engine: WorkflowEngine, run: Run, step_id: str) -> bool:
     rows = engine.task_rows(run)
     done = sorted(tid for tid, r in rows.items() if r["status"] == "done" and r["type"] != "workflow-approval")
     merged = sorted(tid for tid, r in rows.items() if r["status"] == "merged")
+    if done and _all_parked(engine, done):
+        return False  # each merge waits for a human's verdict: asking the policy again would only repeat itself
     if done:
         report = MergeQueue(engine.store, engine.settings, policy=engine.policy).run(done)
         bad = [e for e in report.entries if e.outcome not in ("merged", "empty")]
@@ -89,6 +91,13 @@ def _merge(engine: WorkflowEngine, run: Run, step_id: str) -> bool:
 
     recorded = engine.record(run.id, step_id, update)
     return recorded and not (bad and all(e.outcome == "awaiting_approval" for e in bad))  # parked: nothing moved
+
+
+def _all_parked(engine: WorkflowEngine, task_ids: list[int]) -> bool:
+    from aictl.tasks.approvals import merge_waiting
+
+    with engine.store.read() as tx:
+        return all(merge_waiting(tx, t) for t in task_ids)
 
 
 __all__ = ["apply"]
