@@ -143,8 +143,12 @@ class Worker:
         from aictl.workflows.engine import advance_all, run_of
 
         run_id = run_of(labels)
-        if run_id is not None and self._store is not None:
+        if run_id is None or self._store is None:
+            return
+        try:
             advance_all(self._store, self.daemon.settings, policy=self.daemon.gate, only=run_id)
+        except Exception as e:  # noqa: BLE001 - the task's outcome stands; the next sweep advances the run
+            log.warning("workflow run not advanced after its task", run=run_id, error=getattr(e, "message", str(e)))
 
     def _execute(self, job: Job) -> None:
         from aictl.execution.outcome import ExecuteOptions, Outcome

@@ -277,6 +277,14 @@ class WorkflowEngine:
             return task_rows(tx, [t for st in run.steps.values() for t in _tasks(st)])
 
 
+def _commit_of(row: dict[str, Any]) -> str | None:
+    try:
+        result = json.loads(row.get("result") or "null")
+    except ValueError:
+        return None
+    return result.get("commit") if isinstance(result, dict) else None
+
+
 def _current(st: StepState) -> list[int]:
     """The tasks of the step's current attempt: its task, or every item of a fan-out."""
     return [st.task_id] if st.task_id else list(st.tasks)
@@ -404,6 +412,7 @@ class _Advance:
         previous = st.task_id
         if previous and self.rows.get(previous, {}).get("status") in ("done", "merged"):
             deps.append(previous)  # a loop builds on its last done attempt (and merges after it)
+        deps = self._bounded(step, list(dict.fromkeys(deps)))
         items: list[Any] = [None]
         if step.for_each is not None:
             items = expr.render_value(step.for_each, ctx)
@@ -472,6 +481,20 @@ class _Advance:
             priority=step.priority,
             type="workflow-approval" if step.kind == "approval" else "workflow-step",
         )
+
+    def _bounded(self, step: Step, deps: list[int]) -> list[int]:
+        """A task has at most LABELS_MAX dependencies: past that, only those that made a commit (a fan-in of
+        commands that changed nothing starts from the base all the same)."""
+        if len(deps) <= limits.LABELS_MAX:
+            return deps
+        with_commit = [d for d in deps if _commit_of(self.rows.get(d, {}))]
+        if len(with_commit) > limits.LABELS_MAX:
+            raise UsageError(
+                f"step {step.id} would start from {len(with_commit)} tasks' commits; a task takes at most "
+                f"{limits.LABELS_MAX} dependencies",
+                hint="join the fan-out in stages (a step per group of items)",
+            )
+        return with_commit
 
     def _dep_tasks(self, step: Step) -> list[int]:
         """The done tasks of the steps this one needs (through skipped or task-less steps to theirs)."""

@@ -102,3 +102,56 @@ def test_missing_input_and_unknown_input_are_refused(wf):
     run = wf.run(w, goal="it's $(whoami)")
     out = json.loads(json.dumps(run.model_dump()))
     assert out["status"] == "succeeded" and out["steps"][0]["status"] == "succeeded"
+
+
+GOTO = """
+version: 1
+name: bounce
+steps:
+  - id: build
+    command: "echo built"
+    retry: {until: "true", max: 2}
+  - id: review
+    needs: [build]
+    command: "echo '{\\"verdict\\": \\"CHANGES\\", \\"why\\": \\"still wrong\\"}'"
+    outputs: {verdict: result.verdict, why: result.why}
+  - id: back
+    needs: [review]
+    when: steps.review.outputs.verdict == "CHANGES"
+    goto: build
+  - id: ship
+    needs: [review]
+    when: steps.review.outputs.verdict == "APPROVE"
+    command: "echo shipped"
+"""
+
+
+def test_a_goto_loop_is_bounded_by_its_targets_max_and_feeds_the_review_back(wf):
+    wf.write("bounce", GOTO)
+    run = wf.run(wf.load("bounce"))
+    assert run.status == "failed"
+    st = run.steps
+    assert st["build"].attempt == 2 and st["review"].attempt == 2  # went back once, then the bound held
+    assert st["back"].status == "failed" and "loop limit is reached (2 of retry.max 2)" in st["back"].reason
+    assert "still wrong" in st["back"].reason  # the last evidence: what the review said
+    assert st["ship"].status == "skipped"
+    second = wf.task(st["build"].tasks[1])
+    assert "still wrong" in second.description  # the second attempt was told why
+    assert st["build"].tasks[0] in second.dependencies  # and built on the first (done) attempt
+    finished = wf.events("workflow_finish")
+    assert len(finished) == 1 and '"failed"' in finished[0]["data"]
+
+
+def test_a_wide_fan_in_depends_only_on_the_items_that_made_a_commit(wf):
+    items = list(range(70))  # more than a task may depend on
+    wf.write(
+        "wide",
+        "version: 1\nname: wide\ninputs:\n  items: {type: list}\nsteps:\n"
+        "  - id: each\n    for_each: ${{ inputs.items }}\n    command: 'true'\n"
+        "  - id: join\n    needs: [each]\n    command: 'true'\n",
+    )
+    run = wf.engine.start(wf.load("wide"), {"items": items})
+    assert len(run.steps["each"].tasks) == 70
+    run = wf.drive(run.id)
+    assert run.status == "succeeded", run.reason
+    assert wf.task(run.steps["join"].task_id).dependencies == []  # none changed a file: the join starts from base
