@@ -174,21 +174,24 @@ class WorkflowEngine:
         """Move the run as far as it can go now; returns it as stored afterwards."""
         from aictl.workflows.effects import apply
 
-        run = self.get(run_id)
         for _ in range(MAX_ROUNDS):
-            run, effects = self._write(partial(self._advance, run_id=run_id, facts=self._gather(run_id)))
+            seen, facts = self._gather(run_id)
+            if seen.done:
+                return seen  # a finished run: no write transaction
+            run, effects = self._write(partial(self._advance, run_id=run_id, facts=facts))
             if not effects or not apply(self, run, effects):
                 break
         return run
 
-    def _gather(self, run_id: int) -> dict[int, TaskFacts]:
-        """Facts of every finished task of the run's unfinished steps (read outside the write transaction)."""
+    def _gather(self, run_id: int) -> tuple[Run, dict[int, TaskFacts]]:
+        """The run as it is, and facts of the finished tasks of its unfinished steps (read outside the write
+        transaction)."""
         from aictl.tasks.queries import task_rows
 
         with self.store.read() as tx:
             run = runs.load_run(tx, run_id)
             if run.done:
-                return {}
+                return run, {}
             active = [st for st in run.steps.values() if st.status in (S.RUNNING, S.WAITING_APPROVAL)]
             found = task_rows(tx, [t for st in active for t in _current(st)])
         rows = []
@@ -196,7 +199,7 @@ class WorkflowEngine:
             mine = [found.get(t) for t in _current(st)]
             if mine and all(r is not None and r["status"] in FINISHED for r in mine):
                 rows += mine  # a fan-out's facts are read once, when its last item finishes
-        return {r["id"]: read_facts(self.store, self.settings, r) for r in rows if r is not None}
+        return run, {r["id"]: read_facts(self.store, self.settings, r) for r in rows if r is not None}
 
     def _advance(self, tx: Tx, now: float, *, run_id: int, facts: dict[int, TaskFacts]) -> tuple[Run, list[tuple]]:
         from aictl.tasks.queries import task_rows
