@@ -176,16 +176,18 @@ class WorkflowEngine:
 
         for _ in range(MAX_ROUNDS):
             seen, facts = self._gather(run_id)
-            if seen.done:
-                return seen  # a finished run: no write transaction
+            if seen.done or (facts is not None and not facts):
+                return seen  # nothing can move: no write transaction (each item of a fan-out ends here)
+            facts = facts or {}
             run, effects = self._write(partial(self._advance, run_id=run_id, facts=facts))
             if not effects or not apply(self, run, effects):
                 break
         return run
 
-    def _gather(self, run_id: int) -> tuple[Run, dict[int, TaskFacts]]:
+    def _gather(self, run_id: int) -> tuple[Run, dict[int, TaskFacts] | None]:
         """The run as it is, and facts of the finished tasks of its unfinished steps (read outside the write
-        transaction)."""
+        transaction). The facts are None when something else may move (a step ready to start, a gate, a merge,
+        a task parked by the policy), and empty when nothing can."""
         from aictl.tasks.queries import task_rows
 
         with self.store.read() as tx:
@@ -199,7 +201,31 @@ class WorkflowEngine:
             mine = [found.get(t) for t in _current(st)]
             if mine and all(r is not None and r["status"] in FINISHED for r in mine):
                 rows += mine  # a fan-out's facts are read once, when its last item finishes
-        return run, {r["id"]: read_facts(self.store, self.settings, r) for r in rows if r is not None}
+        facts = {r["id"]: read_facts(self.store, self.settings, r) for r in rows if r is not None}
+        return run, (facts if facts or not self._may_move(run, found) else None)
+
+    def _may_move(self, run: Run, found: dict[int, dict[str, Any]]) -> bool:
+        """Can anything but a finished task move the run now? (Else an advance without facts changes nothing.)"""
+        if all(st.status in STEP_DONE for st in run.steps.values()) or any(
+            st.status == S.FAILED for st in run.steps.values()
+        ):
+            return True  # an effect finished the last step (or failed one): the run itself ends now
+        for step in run.definition.steps:
+            st = run.steps[step.id]
+            if st.status == S.PENDING and all(run.steps[n].status in STEP_DONE for n in step.needs):
+                return True
+            if (
+                st.status == S.WAITING_APPROVAL
+                and (found.get(st.task_id or 0) or {}).get("status") != "awaiting_approval"
+            ):
+                return True  # the gate's task is queued (to park, or approved) or claimed by a gate effect
+            if st.status == S.RUNNING and step.kind == "merge":
+                return True
+            if st.status == S.RUNNING and any(
+                (found.get(t) or {}).get("status") == "awaiting_approval" for t in _current(st)
+            ):
+                return True
+        return False
 
     def _advance(self, tx: Tx, now: float, *, run_id: int, facts: dict[int, TaskFacts]) -> tuple[Run, list[tuple]]:
         from aictl.tasks.queries import task_rows
