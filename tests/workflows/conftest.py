@@ -47,13 +47,14 @@ class WF:
         run = self.engine.start(wf, inputs)
         return self.drive(run.id, wait=wait)
 
-    def drive(self, run_id: int, *, wait: bool = False) -> Any:
+    def drive(self, run_id: int, *, wait: bool = False, policy: bool = False) -> Any:
         import time
 
         from aictl.execution.executor import Executor
+        from aictl.policy.gate import load_gate
         from aictl.workflows.driver import drive
 
-        executor = Executor(self.store, self.settings)
+        executor = Executor(self.store, self.settings, policy=load_gate(self.root) if policy else None)
         return drive(
             self.engine,
             run_id,

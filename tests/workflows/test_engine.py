@@ -155,3 +155,22 @@ def test_a_wide_fan_in_depends_only_on_the_items_that_made_a_commit(wf):
     run = wf.drive(run.id)
     assert run.status == "succeeded", run.reason
     assert wf.task(run.steps["join"].task_id).dependencies == []  # none changed a file: the join starts from base
+
+
+def test_a_policy_rule_for_one_workflows_steps_parks_them_until_approved(wf):
+    """Per-workflow policy: steps carry the label workflow:<name>, which a rule's task_labels matches."""
+    policy = wf.root / ".ai" / "policy.yaml"
+    policy.write_text(
+        policy.read_text() + "  - id: hello-steps-need-a-human\n    effect: require_approval\n"
+        "    match: {actions: [execute], task_labels: ['workflow:hello']}\n"
+    )
+    wf.write("hello", "version: 1\nname: hello\nsteps:\n  - id: a\n    command: echo hi\n")
+    wf.write("other", "version: 1\nname: other\nsteps:\n  - id: a\n    command: echo hi\n")
+    assert wf.drive(wf.engine.start(wf.load("other"), {}).id, policy=True).status == "succeeded"
+    run = wf.drive(wf.engine.start(wf.load("hello"), {}).id, policy=True)
+    st = run.steps["a"]
+    assert run.status == "running" and st.status == "running"
+    assert st.reason == f"task {st.task_id} awaits approval (policy): aictl task approve {st.task_id}"
+    wf.engine.svc.approve(st.task_id)
+    run = wf.drive(run.id, policy=True)
+    assert run.status == "succeeded" and run.steps["a"].attempt == 1
