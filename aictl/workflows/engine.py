@@ -151,7 +151,9 @@ class WorkflowEngine:
             return runs.run_ids(tx, status=RunStatus.RUNNING.value, limit=10_000)
 
     def cancel(self, run_id: int, reason: str = "") -> Run:
-        def fn(tx: Tx, now: float) -> None:
+        """Cancel a running run; returns it as the transaction left it (a dry run's store rolls it back after)."""
+
+        def fn(tx: Tx, now: float) -> Run:
             run = runs.load_run(tx, run_id, for_update=True)
             if run.done:
                 from aictl.domain.errors import IllegalTransition
@@ -164,9 +166,9 @@ class WorkflowEngine:
                 RunStatus.CANCELLED,
                 f"cancelled by {self.settings.actor}" + (f": {reason}" if reason else ""),
             )
+            return run
 
-        self._write(fn)
-        return self.get(run_id)
+        return self._write(fn)
 
     # -- advancing ----------------------------------------------------------------------------
 

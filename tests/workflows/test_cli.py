@@ -73,6 +73,10 @@ def test_a_failed_run_exits_1_and_cancel_stops_a_running_one(tmp_path):
     r = run_cli("workflow", "run", "g", "-o", "json", cwd=root)
     parked = json.loads(r.stdout)
     assert r.returncode == 0 and parked["steps"][0]["status"] == "waiting_approval"
+    r = run_cli("workflow", "cancel", str(parked["id"]), "--dry-run", "-o", "json", cwd=root)
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "cancelled"  # what would happen...
+    r = run_cli("workflow", "status", str(parked["id"]), "-o", "json", cwd=root)
+    assert json.loads(r.stdout)["status"] == "running"  # ...and nothing did
     r = run_cli("workflow", "cancel", str(parked["id"]), "-o", "json", cwd=root)
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["status"] == "cancelled" and out["steps"][1]["status"] == "cancelled"
