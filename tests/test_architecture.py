@@ -24,6 +24,7 @@ PACKAGE = ROOT / "aictl"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("entry", frozenset({"aictl.__main__", "aictl.cli"})),
     ("daemon", frozenset({"aictl.daemon", "aictl.mcp", "aictl.console"})),
+    ("workflows", frozenset({"aictl.workflows"})),
     ("merge", frozenset({"aictl.merge"})),
     ("execution", frozenset({"aictl.execution"})),
     ("agents", frozenset({"aictl.agents"})),

@@ -29,6 +29,7 @@ NOUNS = {
     "schedule": "aictl.cli.schedule",
     "ai": "aictl.cli.ai",
     "skill": "aictl.cli.skill",
+    "workflow": "aictl.cli.workflow",
     "mcp": "aictl.cli.mcp",
 }
 COMMANDS = {
@@ -37,6 +38,7 @@ COMMANDS = {
     "merge": ("aictl.cli.merge", "merge"),
     "usage": ("aictl.cli.usage", "usage"),
     "console": ("aictl.cli.console", "console"),
+    "plan": ("aictl.cli.plan", "plan"),
 }
 params.install()
 

@@ -45,4 +45,7 @@ NO_DRY_RUN = {
     "skill test": "runs an agent, in a throwaway project it deletes afterwards; the project itself is untouched",
     "mcp serve": "starts a server; each tool that changes something takes dry_run where the CLI command does",
     "console": "starts a server; approve and reject in it act at once, as the CLI's do without --dry-run",
+    "plan": "runs a planning AI (a task of its own); nothing else changes without --apply",
+    "workflow run": "its effect is agents' and commands' runs in a sandbox, which cannot be rolled back",
+    "workflow resume": "its effect is agents' and commands' runs in a sandbox, which cannot be rolled back",
 }

@@ -472,6 +472,9 @@ class Daemon:
         if created:
             log.info("schedules fired", tasks=list(created))
         self.automerge.poke(store)
+        from aictl.workflows.engine import advance_all
+
+        advance_all(store, self.settings, policy=self.gate)  # approvals, merges, and runs a crash left behind
         self.last_sweep_at = time.time()
 
     def _reload_policy(self, force: bool = False) -> None:

@@ -144,6 +144,18 @@ class Worker:
                 pass
         self._store = self._executor = None
 
+    def _advance_workflow(self, labels: list[str]) -> None:
+        """A workflow step's task moved: move its run on now (the sweep would, a little later)."""
+        from aictl.workflows.engine import advance_all, run_of
+
+        run_id = run_of(labels)
+        if run_id is None or self._store is None:
+            return
+        try:
+            advance_all(self._store, self.daemon.settings, policy=self.daemon.gate, only=run_id)
+        except Exception as e:  # noqa: BLE001 - the task's outcome stands; the next sweep advances the run
+            log.warning("workflow run not advanced after its task", run=run_id, error=getattr(e, "message", str(e)))
+
     def _execute(self, job: Job) -> None:
         from aictl.execution.outcome import ExecuteOptions, Outcome
 
@@ -174,6 +186,7 @@ class Worker:
             log.warning("lease lost before the run started", task_id=job.task_id, epoch=job.epoch, error=e.message)
             d._count("lease_lost")
             return
+        self._advance_workflow(report.task.labels)
         outcome = report.outcome
         if outcome is Outcome.LEASE_LOST and d.released(job.task_id, job.epoch):
             outcome = Outcome.RELEASED  # the daemon gave it back itself (a shutdown)

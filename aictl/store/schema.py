@@ -307,7 +307,43 @@ M0008 = Migration(
     ],
 )
 
-MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006, M0007, M0008]
+M0009 = Migration(
+    9,
+    "workflow runs and their steps' states, in the same store and transactions as the steps' tasks",
+    common=[
+        """CREATE TABLE workflow_runs (
+            id {pk},
+            workflow TEXT NOT NULL,
+            source TEXT NOT NULL DEFAULT '',
+            definition {json} NOT NULL,
+            inputs {json} NOT NULL DEFAULT '{{}}',
+            status TEXT NOT NULL,
+            reason TEXT,
+            actor TEXT NOT NULL,
+            created_at {float} NOT NULL,
+            updated_at {float} NOT NULL,
+            finished_at {float}
+        )""",
+        "CREATE INDEX ix_workflow_runs_status ON workflow_runs (status, id)",
+        """CREATE TABLE workflow_steps (
+            run_id {bigint} NOT NULL REFERENCES workflow_runs (id),
+            step_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            task_id {bigint},
+            tasks {json} NOT NULL DEFAULT '[]',
+            outputs {json} NOT NULL DEFAULT '{{}}',
+            facts {json} NOT NULL DEFAULT '{{}}',
+            reason TEXT,
+            feedback TEXT,
+            started_at {float},
+            updated_at {float} NOT NULL,
+            PRIMARY KEY (run_id, step_id)
+        )""",
+    ],
+)
+
+MIGRATIONS: list[Migration] = [M0001, M0002, M0003, M0004, M0005, M0006, M0007, M0008, M0009]
 
 
 def latest_version() -> int:

@@ -211,6 +211,39 @@ class QueueLeaseRow(SQLModel, table=True):
     expires_at: float
 
 
+class WorkflowRunRow(SQLModel, table=True):
+    __tablename__ = "workflow_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow: str
+    source: str = ""
+    definition: str  # JSON: the workflow as loaded when the run started
+    inputs: str = "{}"  # JSON
+    status: str  # running, succeeded, failed, cancelled
+    reason: str | None = None
+    actor: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+
+
+class WorkflowStepRow(SQLModel, table=True):
+    __tablename__ = "workflow_steps"
+
+    run_id: int = Field(primary_key=True, foreign_key="workflow_runs.id")
+    step_id: str = Field(primary_key=True)
+    status: str  # pending, running, waiting_approval, succeeded, failed, skipped, cancelled
+    attempt: int = 0
+    task_id: int | None = None  # the current attempt's task
+    tasks: str = "[]"  # JSON: every task the step made, in order
+    outputs: str = "{}"  # JSON
+    facts: str = "{}"  # JSON: the last attempt's verify and summary (what `steps.<id>.verify` reads)
+    reason: str | None = None  # why it is skipped, waiting or failed
+    feedback: str | None = None  # the previous attempt's evidence, for the next prompt
+    started_at: float | None = None
+    updated_at: float
+
+
 class SchemaMigrationRow(SQLModel, table=True):
     __tablename__ = "schema_migrations"
 

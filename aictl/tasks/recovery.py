@@ -72,17 +72,22 @@ def cancel(p: TaskPlane, task_id: int, *, reason: str = "", dry_run: bool = Fals
     def run(tx: Tx, now: float) -> Task:
         cur = load_row(tx, task_id)
         check_transition(task_id, cur["status"], S.CANCELLED, "cancel")
-        row = tx.row(
-            "UPDATE tasks SET status = 'cancelled', lease_expires_at = NULL, updated_at = :now"
-            f" WHERE id = :id {returning_task(tx)}",
-            {"now": now, "id": task_id},
-        )
-        free_locks(tx, row)
-        p.event(tx, now, "cancel", row, cur["status"], reason=reason or None)
-        dependency_failed(p, tx, now, task_id)
-        return to_task(row)
+        return to_task(cancel_in(p, tx, now, cur, reason))
 
     return p.write(run, dry_run)
+
+
+def cancel_in(p: TaskPlane, tx: Tx, now: float, cur: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Cancel a task (its row as read, in a cancellable state) inside the caller's transaction."""
+    row = tx.row(
+        "UPDATE tasks SET status = 'cancelled', lease_expires_at = NULL, updated_at = :now"
+        f" WHERE id = :id {returning_task(tx)}",
+        {"now": now, "id": cur["id"]},
+    )
+    free_locks(tx, row)
+    p.event(tx, now, "cancel", row, cur["status"], reason=reason or None)
+    dependency_failed(p, tx, now, cur["id"])
+    return row
 
 
 def retry(p: TaskPlane, task_id: int, *, dry_run: bool = False) -> Task:

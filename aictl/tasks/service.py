@@ -26,12 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 from aictl.domain.models import Lease, Task
+from aictl.domain.status import TaskStatus
 from aictl.store.base import Store, Tx
 from aictl.tasks import approvals, create, leases, merging, recovery
 from aictl.tasks.leases import ClaimResult
 from aictl.tasks.queries import task_row
 from aictl.tasks.spec import TaskSpec
-from aictl.tasks.txn import TaskPlane, notify_daemons, task_facts
+from aictl.tasks.txn import TaskPlane, load_row, notify_daemons, task_facts
 
 
 class TaskService:
@@ -138,6 +139,16 @@ class TaskService:
 
     def cancel(self, task_id: int, *, reason: str = "", dry_run: bool = False) -> Task:
         return recovery.cancel(self._p, task_id, reason=reason, dry_run=dry_run)
+
+    def cancel_in(self, tx: Tx, now: float, task_id: int, *, reason: str = "") -> bool:
+        """Cancel a live task inside the caller's transaction (a workflow run ending); False if it had finished."""
+        from aictl.domain.status import can_transition
+
+        cur = load_row(tx, task_id)
+        if not can_transition(cur["status"], TaskStatus.CANCELLED):
+            return False
+        recovery.cancel_in(self._p, tx, now, cur, reason)
+        return True
 
     def retry(self, task_id: int, *, dry_run: bool = False) -> Task:
         """Send a failed or cancelled task back to the queue with a fresh attempt budget."""

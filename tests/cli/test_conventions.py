@@ -65,6 +65,11 @@ READ_ONLY = {
     "skill list",
     "skill show",
     "skill validate",
+    "workflow validate",
+    "workflow list",
+    "workflow show",
+    "workflow runs",
+    "workflow status",
 }
 
 
