@@ -109,14 +109,19 @@ def workflow_dir(project: Path) -> Path:
     return project / ".ai" / "workflows"
 
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "workflows"  # symlink to workflows/ in a checkout
+
+
 def find(project: Path | None, name: str) -> Path:
-    """A workflow by name (.ai/workflows/NAME.yaml) or by path."""
+    """A workflow by name (.ai/workflows/NAME.yaml, else one of aictl's examples) or by path."""
     direct = Path(name)
     if direct.suffix in (".yaml", ".yml") and direct.is_file():
         return direct
-    if project is not None:
+    folders = [workflow_dir(project)] if project is not None else []
+    folders.append(EXAMPLES)  # aictl's own examples (feature, bugfix, …), shipped in the package
+    for folder in folders:
         for ext in (".yaml", ".yml"):
-            p = workflow_dir(project) / f"{name}{ext}"
+            p = folder / f"{name}{ext}"
             if p.is_file():
                 return p
     raise NotFound(

@@ -157,7 +157,7 @@ def test_examples_ship_as_package_data():
     globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["aictl.examples"]
     base = REPO / "aictl" / "examples"
     shipped = {p.resolve() for g in globs for p in base.glob(g) if p.is_file()}
-    for kind in ("skills", "policies"):
+    for kind in ("skills", "policies", "workflows"):
         assert (base / kind).resolve() == (REPO / kind).resolve()
         files = {p.resolve() for p in (REPO / kind).rglob("*") if p.is_file()}
         assert files and files <= shipped, sorted(str(f) for f in files - shipped)

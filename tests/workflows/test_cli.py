@@ -53,6 +53,9 @@ def test_workflow_commands_end_to_end(tmp_path):
     assert code == 4  # a finished run does not stop again
     code, made = cli("workflow", "create", "mine", "--from", "hello")
     assert code == 0 and made["name"] == "mine" and (root / ".ai" / "workflows" / "mine.yaml").exists()
+    code, made = cli("workflow", "create", "my-feature", "--from", "feature")  # one of aictl's shipped examples
+    assert code == 0 and made["name"] == "my-feature", made
+    assert "name: my-feature" in (root / ".ai" / "workflows" / "my-feature.yaml").read_text()
     code, checked = cli("workflow", "validate")
     assert code == 0 and all(c["valid"] for c in checked)
     (root / ".ai" / "workflows" / "bad.yaml").write_text("version: 1\nname: bad\nsteps:\n  - id: a\n    cmd: x\n")
