@@ -231,9 +231,12 @@ def _drive(engine: Any, run_id: int, out: Any, *, wait: bool, foreground: bool) 
         _finish(out, r)
         return
     from aictl.execution.executor import Executor
+    from aictl.mcp.inproc import InProcessTaskServers
 
     settings = state.settings()
-    executor = Executor(state.store(), settings, policy=state.gate())
+    executor = Executor(
+        state.store(), settings, policy=state.gate(), task_servers=InProcessTaskServers(settings, state.gate())
+    )
     r = drive(engine, run_id, executor=executor, owner=settings.actor, wait=wait, on_progress=_progress(out.mode))
     _finish(out, r)
 

@@ -255,6 +255,34 @@ class Ops:
     def audit_log(self, task_id: int | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
         return jsonable(self._queries().events(task_id=task_id, limit=limit))
 
+    def _workflows(self) -> Any:
+        from aictl.workflows.engine import WorkflowEngine
+
+        return WorkflowEngine(self.store, self.settings, policy=self.gate)
+
+    def workflow_list(self) -> list[dict[str, Any]]:
+        from aictl.workflows.loader import listing, load_file
+
+        if self.settings.project_dir is None:
+            raise UsageError("no project: workflows live in its .ai/workflows/", hint="serve from the project")
+        found = []
+        for path in listing(Path(self.settings.project_dir)):
+            w = load_file(path)
+            found.append({"name": w.name, "description": w.description, "inputs": sorted(w.inputs)})
+        return found
+
+    def workflow_run(self, name: str, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start a run and take its first steps; the daemon (or `aictl workflow resume`) runs its step tasks."""
+        from aictl.workflows.loader import find, load_file
+
+        project = Path(self.settings.project_dir) if self.settings.project_dir is not None else None
+        engine = self._workflows()
+        started = engine.start(load_file(find(project, name)), {k: str(v) for k, v in (inputs or {}).items()})
+        return jsonable(engine.advance(started.id))
+
+    def workflow_status(self, run_id: int) -> dict[str, Any]:
+        return jsonable(self._workflows().get(run_id))
+
     def merge_status(self, into: str | None = None) -> dict[str, Any]:
         from aictl.merge.queue import MergeQueue
 

@@ -283,6 +283,32 @@ def build_server(ops: Ops) -> MCPServer:
     ) -> CallToolResult:
         return call(ops, ctx, lambda o: o.merge_status(into))
 
+    @mcp.tool(annotations=READ, description="The project's workflows (.ai/workflows/): name, description, inputs.")
+    async def workflow_list(ctx: Context | None = None) -> CallToolResult:
+        return call(ops, ctx, lambda o: o.workflow_list())
+
+    @mcp.tool(
+        annotations=WRITE,
+        description="Start a workflow run: its first steps become tasks at once, which the project's daemon runs "
+        "(or `aictl workflow resume RUN`). Returns the run with each step's state.",
+    )
+    async def workflow_run(
+        name: Annotated[str, Field(description="The workflow's name (aictl workflow list).")],
+        inputs: Annotated[dict[str, Any] | None, Field(description="Its inputs, name -> value.")] = None,
+        ctx: Context | None = None,
+    ) -> CallToolResult:
+        return call(ops, ctx, lambda o: o.workflow_run(name, inputs))
+
+    @mcp.tool(
+        annotations=READ,
+        description="A workflow run: its status and each step's state, attempts, tasks, outputs, and why a step "
+        "waits or was skipped.",
+    )
+    async def workflow_status(
+        run_id: Annotated[int, Field(description="The run's id.", ge=1)], ctx: Context | None = None
+    ) -> CallToolResult:
+        return call(ops, ctx, lambda o: o.workflow_status(run_id))
+
     _resources(mcp, ops)
     _prompts(mcp)
     return mcp

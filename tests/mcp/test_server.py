@@ -34,6 +34,9 @@ TOOLS = {
     "audit_log",
     "audit_verify",
     "merge_status",
+    "workflow_list",
+    "workflow_run",
+    "workflow_status",
 }
 
 
@@ -132,6 +135,16 @@ async def exercise(client, actor):
     prompt = await client.get_prompt("plan_spec", {"spec": "Add a users API"})
     assert "Add a users API" in prompt.messages[0].content.text and "task_create" in prompt.messages[0].content.text
 
+    # Workflows: listed, started (its first step becomes a task at once), looked at.
+    flows = await ok(client, "workflow_list")
+    assert [w["name"] for w in flows] == ["hello"] and flows[0]["inputs"] == ["who"]
+    missing_input = await err(client, "workflow_run", {"name": "hello"})
+    assert missing_input["exit_class"] == "usage" and "who" in missing_input["message"]
+    started = await ok(client, "workflow_run", {"name": "hello", "inputs": {"who": "mcp"}})
+    assert started["status"] == "running" and started["steps"][0]["status"] in ("pending", "running")
+    assert (await ok(client, "workflow_status", {"run_id": started["id"]}))["id"] == started["id"]
+    assert (await err(client, "workflow_status", {"run_id": 999}))["exit_class"] == "not_found"
+
 
 @pytest.fixture
 def repo(project):
@@ -141,6 +154,12 @@ def repo(project):
         ["-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "--allow-empty", "-m", "init"],
     ):
         subprocess.run(["git", *args], cwd=project, check=True)
+    flows = project / ".ai" / "workflows"
+    flows.mkdir(parents=True, exist_ok=True)
+    (flows / "hello.yaml").write_text(
+        "version: 1\nname: hello\ninputs:\n  who: {type: string, required: true}\nsteps:\n"
+        "  - id: greet\n    command: echo hello ${{ inputs.who }} > hello.txt\n    locks: [hello.txt]\n"
+    )
     return project
 
 
