@@ -1,0 +1,207 @@
+"""The run's decision socket for Claude Code's PreToolUse hook: each tool call decided by the pinned policy.
+
+    with HookServer(ctx.run_policy.decide, workdir) as hooks:
+        argv += ["--settings", hooks.settings_json()]   # PreToolUse -> python -I -S pretooluse.py SOCKET
+
+One Unix socket in a private (0700) temporary directory, served by a thread of the
+process running the connector (the executor), for as long as the CLI runs. Claude Code
+starts the hook client (pretooluse.py) for every tool call; the client sends the hook's
+JSON here and prints what comes back. Here the call becomes policy actions
+(`actions_for`): Read -> read_path, Write/Edit/MultiEdit/NotebookEdit -> write_path,
+Grep/Glob/LS -> read_path on the searched directory, Bash -> run_command, WebFetch ->
+network with host and port, anything else -> use_tool with the tool's name. Paths are
+made repo-relative to the workspace the server was given (never the cwd the hook
+claims), symlinks resolved; a path that leaves the workspace is denied whatever the
+policy says. Each action goes to `decide` (which writes the decision record), the first
+refusal ends the check, and its rule and reason are what the model is told.
+
+The request is untrusted (it comes from a process next to the agent): it is size-capped,
+read with a timeout, and anything malformed is answered with a deny.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import socketserver
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aictl.agents.connectors import pretooluse
+
+# Claude Code kills a hook after this many seconds; the client gives up earlier and denies on its own.
+HOOK_TIMEOUT_S = 60
+READ_TIMEOUT_S = 10.0
+# Claude's own bookkeeping: they touch no file, command or host (a subagent's calls are hooked one by one).
+NO_RESOURCE_TOOLS = frozenset({"TodoWrite", "Task", "Agent", "ToolSearch", "ExitPlanMode", "TaskOutput", "KillShell"})
+READ_TOOLS = {"Read": "file_path"}
+WRITE_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path", "NotebookEdit": "notebook_path"}
+SEARCH_TOOLS = ("Grep", "Glob", "LS")
+WORKSPACE_RULE = "aictl.workspace"
+
+
+@dataclass
+class Action:
+    """One policy question a tool call asks: the action and its resource (decide's keyword arguments)."""
+
+    action: str
+    resource: dict[str, Any] = field(default_factory=dict)
+    outside: bool = False  # the path leaves the workspace: denied even if a rule would allow it
+
+
+def repo_path(raw: Any, workdir: Path) -> tuple[str, bool]:
+    """(path relative to the workspace, whether it escapes it), symlinks resolved as the tool would follow them."""
+    text = str(raw or ".")
+    joined = os.path.join(workdir, text)  # an absolute path replaces the workspace, as Claude's tools do
+    root = os.path.realpath(workdir)
+    real = os.path.realpath(joined)
+    rel = os.path.relpath(real, root)
+    return rel, rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel)
+
+
+def _path_action(action: str, raw: Any, workdir: Path) -> Action:
+    rel, outside = repo_path(raw, workdir)
+    return Action(action, {"path": rel}, outside=outside)
+
+
+def actions_for(tool: str, tool_input: Any, workdir: Path) -> list[Action]:
+    """The policy actions one Claude Code tool call needs allowed, in the order they are asked."""
+    args = tool_input if isinstance(tool_input, dict) else {}
+    if tool in READ_TOOLS:
+        return [_path_action("read_path", args.get(READ_TOOLS[tool]), workdir)]
+    if tool in WRITE_TOOLS:
+        return [_path_action("write_path", args.get(WRITE_TOOLS[tool]), workdir)]
+    if tool in SEARCH_TOOLS:
+        return [_path_action("read_path", args.get("path") or ".", workdir)]
+    if tool == "Bash":
+        return [Action("run_command", {"command": str(args.get("command") or "")})]
+    if tool == "WebFetch":
+        url = urlsplit(str(args.get("url") or ""))
+        try:
+            port = url.port or (80 if url.scheme == "http" else 443)
+        except ValueError:
+            port = None
+        return [Action("network", {"host": (url.hostname or "").lower(), "port": port})]
+    if tool in NO_RESOURCE_TOOLS:
+        return []
+    return [Action("use_tool", {"tool": tool})]
+
+
+Decide = Callable[..., Any]  # RunPolicy.decide: (action, **resource) -> ActionVerdict
+
+
+def judge(decide: Decide, request: Any, workdir: Path) -> tuple[str, str]:
+    """("allow" | "deny", reason) for one hook request; every action asked is recorded by `decide`."""
+    if not isinstance(request, dict) or not isinstance(request.get("tool_name"), str):
+        return "deny", "aictl: not a PreToolUse request"
+    tool = request["tool_name"]
+    for act in actions_for(tool, request.get("tool_input"), workdir):
+        verdict = decide(act.action, **act.resource)
+        what = " ".join(str(v) for v in act.resource.values() if v not in (None, ""))
+        if act.outside:
+            return "deny", f"aictl policy ({WORKSPACE_RULE}): {act.action} {what} is outside the task's workspace"
+        if not verdict.allowed:
+            rule = verdict.rule or "default"
+            ref = f"; decision {verdict.decision_id[:12]}" if verdict.decision_id else ""
+            return "deny", f"aictl policy ({rule}): {act.action} {what} is {verdict.effect}: {verdict.reason}{ref}"
+    return "allow", ""
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(READ_TIMEOUT_S)
+        try:
+            data = _read_all(sock, pretooluse.MAX_INPUT_BYTES)
+            try:
+                request = json.loads(data)
+            except ValueError:
+                request = None
+            decision, reason = judge(self.server.decide, request, self.server.workdir)
+        except OSError:
+            return  # the client went away (or stalled): it denies on its own
+        except Exception as e:  # noqa: BLE001 - the store failed under decide: deny, never let it through
+            decision, reason = "deny", f"aictl: the policy decision failed ({type(e).__name__}): denied"
+        try:
+            sock.sendall(json.dumps({"decision": decision, "reason": reason}).encode())
+        except OSError:
+            pass
+
+
+def _read_all(sock: socket.socket, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return b""  # judged malformed: denied
+        chunks.append(chunk)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, decide: Decide, workdir: Path):
+        self.decide = decide
+        self.workdir = workdir
+        super().__init__(path, _Handler)
+
+
+class HookServer:
+    """The decision socket for one Claude Code run; a context manager that starts and stops its thread."""
+
+    def __init__(self, decide: Decide, workdir: Path):
+        self.workdir = Path(workdir)
+        self._dir = tempfile.mkdtemp(prefix="aictl-hook-", dir=_short_tmp())
+        self.path = os.path.join(self._dir, "decide.sock")
+        self._server = _Server(self.path, decide, self.workdir)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True, name="aictl-hook-server"
+        )
+
+    def __enter__(self) -> HookServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def command(self) -> str:
+        """The hook's command line (Claude Code runs it through a shell)."""
+        return shlex.join([sys.executable, "-I", "-S", pretooluse.__file__, self.path])
+
+    def settings(self) -> dict[str, Any]:
+        hook = {"type": "command", "command": self.command(), "timeout": HOOK_TIMEOUT_S}
+        return {"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [hook]}]}}
+
+    def settings_json(self) -> str:
+        return json.dumps(self.settings())
+
+
+def _short_tmp() -> str | None:
+    """A Unix socket path has ~100 bytes: a long TMPDIR falls back to /tmp."""
+    base = tempfile.gettempdir()
+    return None if len(base) < 60 else "/tmp"
+
+
+__all__ = ["HOOK_TIMEOUT_S", "Action", "HookServer", "actions_for", "judge", "repo_path"]
