@@ -55,6 +55,10 @@ class SandboxSpec(BaseModel):
     timeout_s: float = Field(600.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict, description="extra env for the process; secrets go here")
     mount: str = Field("/workspace", pattern=r"^/[^:]+$", description="where the workspace appears inside docker")
+    masked_paths: list[str] = Field(
+        default_factory=list,
+        description="workspace files the policy forbids reading: docker mounts an empty read-only file over each",
+    )
 
 
 class RunResult(BaseModel):
