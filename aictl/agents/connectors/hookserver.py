@@ -7,13 +7,10 @@ One Unix socket in a private (0700) temporary directory, served by a thread of t
 process running the connector (the executor), for as long as the CLI runs. Claude Code
 starts the hook client (pretooluse.py) for every tool call; the client sends the hook's
 JSON here and prints what comes back. Here the call becomes policy actions
-(`actions_for`): Read -> read_path, Write/Edit/MultiEdit/NotebookEdit -> write_path,
-Grep/Glob/LS -> read_path on the searched directory, Bash -> run_command, WebFetch ->
-network with host and port, anything else -> use_tool with the tool's name. Paths are
-made repo-relative to the workspace the server was given (never the cwd the hook
-claims), symlinks resolved; a path that leaves the workspace is denied whatever the
-policy says. Each action goes to `decide` (which writes the decision record), the first
-refusal ends the check, and its rule and reason are what the model is told.
+(hookactions.py), with paths relative to the workspace the server was given (never the
+cwd the hook claims). Each action goes to `decide` (the run's RunPolicy, which writes
+the decision record), the first refusal ends the check, and its rule and reason are
+what the model is told. Claude Code and Codex (>= 0.124) speak the same hook JSON.
 
 The request is untrusted (it comes from a process next to the agent): it is size-capped,
 read with a timeout, and anything malformed is answered with a deny.
@@ -31,69 +28,21 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aictl.agents.connectors import pretooluse
+from aictl.agents.connectors.hookactions import actions_for
 
 # Claude Code kills a hook after this many seconds; the client gives up earlier and denies on its own.
 HOOK_TIMEOUT_S = 60
+READ_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0
 # Claude's own bookkeeping: they touch no file, command or host (a subagent's calls are hooked one by one).
 NO_RESOURCE_TOOLS = frozenset({"TodoWrite", "Task", "Agent", "ToolSearch", "ExitPlanMode", "TaskOutput", "KillShell"})
 READ_TOOLS = {"Read": "file_path"}
 WRITE_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path", "NotebookEdit": "notebook_path"}
 SEARCH_TOOLS = ("Grep", "Glob", "LS")
-WORKSPACE_RULE = "aictl.workspace"
-
-
-@dataclass
-class Action:
-    """One policy question a tool call asks: the action and its resource (decide's keyword arguments)."""
-
-    action: str
-    resource: dict[str, Any] = field(default_factory=dict)
-    outside: bool = False  # the path leaves the workspace: denied even if a rule would allow it
-
-
-def repo_path(raw: Any, workdir: Path) -> tuple[str, bool]:
-    """(path relative to the workspace, whether it escapes it), symlinks resolved as the tool would follow them."""
-    text = str(raw or ".")
-    joined = os.path.join(workdir, text)  # an absolute path replaces the workspace, as Claude's tools do
-    root = os.path.realpath(workdir)
-    real = os.path.realpath(joined)
-    rel = os.path.relpath(real, root)
-    return rel, rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel)
-
-
-def _path_action(action: str, raw: Any, workdir: Path) -> Action:
-    rel, outside = repo_path(raw, workdir)
-    return Action(action, {"path": rel}, outside=outside)
-
-
-def actions_for(tool: str, tool_input: Any, workdir: Path) -> list[Action]:
-    """The policy actions one Claude Code tool call needs allowed, in the order they are asked."""
-    args = tool_input if isinstance(tool_input, dict) else {}
-    if tool in READ_TOOLS:
-        return [_path_action("read_path", args.get(READ_TOOLS[tool]), workdir)]
-    if tool in WRITE_TOOLS:
-        return [_path_action("write_path", args.get(WRITE_TOOLS[tool]), workdir)]
-    if tool in SEARCH_TOOLS:
-        return [_path_action("read_path", args.get("path") or ".", workdir)]
-    if tool == "Bash":
-        return [Action("run_command", {"command": str(args.get("command") or "")})]
-    if tool == "WebFetch":
-        url = urlsplit(str(args.get("url") or ""))
-        try:
-            port = url.port or (80 if url.scheme == "http" else 443)
-        except ValueError:
-            port = None
-        return [Action("network", {"host": (url.hostname or "").lower(), "port": port})]
-    if tool in NO_RESOURCE_TOOLS:
-        return []
-    return [Action("use_tool", {"tool": tool})]
 
 
 Decide = Callable[..., Any]  # RunPolicy.decide: (action, **resource) -> ActionVerdict
@@ -103,16 +52,11 @@ def judge(decide: Decide, request: Any, workdir: Path) -> tuple[str, str]:
     """("allow" | "deny", reason) for one hook request; every action asked is recorded by `decide`."""
     if not isinstance(request, dict) or not isinstance(request.get("tool_name"), str):
         return "deny", "aictl: not a PreToolUse request"
-    tool = request["tool_name"]
-    for act in actions_for(tool, request.get("tool_input"), workdir):
+    for act in actions_for(request["tool_name"], request.get("tool_input"), workdir):
         verdict = decide(act.action, **act.resource)
-        what = " ".join(str(v) for v in act.resource.values() if v not in (None, ""))
-        if act.outside:
-            return "deny", f"aictl policy ({WORKSPACE_RULE}): {act.action} {what} is outside the task's workspace"
-        if not verdict.allowed:
-            rule = verdict.rule or "default"
-            ref = f"; decision {verdict.decision_id[:12]}" if verdict.decision_id else ""
-            return "deny", f"aictl policy ({rule}): {act.action} {what} is {verdict.effect}: {verdict.reason}{ref}"
+        if not verdict.allowed:  # require_approval too: nobody can approve inside a headless run
+            ref = f" (aictl decision {verdict.decision_id[:12]})" if verdict.decision_id else ""
+            return "deny", f"aictl {verdict.reason}{ref}"
     return "allow", ""
 
 
@@ -168,6 +112,7 @@ class HookServer:
         self._dir = tempfile.mkdtemp(prefix="aictl-hook-", dir=_short_tmp())
         self.path = os.path.join(self._dir, "decide.sock")
         self._server = _Server(self.path, decide, self.workdir)
+        os.chmod(self.path, 0o600)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True, name="aictl-hook-server"
         )
@@ -204,4 +149,4 @@ def _short_tmp() -> str | None:
     return None if len(base) < 60 else "/tmp"
 
 
-__all__ = ["HOOK_TIMEOUT_S", "Action", "HookServer", "actions_for", "judge", "repo_path"]
+__all__ = ["HOOK_TIMEOUT_S", "HookServer", "judge"]
