@@ -1,8 +1,9 @@
 """The `claude-code` connector: the real Claude Code CLI, headless, in the task's workspace.
 
     claude -p --output-format stream-json --verbose [--model M] --permission-mode acceptEdits
-           --allowedTools … [--disallowedTools …] [--append-system-prompt S] [--max-turns N]
-           [--max-budget-usd B] [--resume SESSION] [config args…] -- PROMPT
+           --allowedTools … [--disallowedTools …] --setting-sources user [--settings HOOKS]
+           [--append-system-prompt S] [--max-turns N] [--max-budget-usd B] [--resume SESSION]
+           [config args…] -- PROMPT
 
 Environment (the sandbox passes nothing else): CLAUDE_CONFIG_DIR in the run's
 state dir (sessions, so --resume works on a later run), ANTHROPIC_API_KEY from
@@ -20,6 +21,13 @@ workspace are refused (nobody can approve them in a headless run). aictl never
 passes --dangerously-skip-permissions: it would lift that workspace limit, and
 the local backend is no isolation (with `run` allowed, Bash can still reach
 anything the user can).
+
+Per call: with the run's pinned policy (ctx.run_policy), a PreToolUse hook (--settings)
+asks the executor's decision socket (hookserver.py) before every tool call: the file,
+command, host or tool is decided and recorded, and a refusal reaches the model with the
+rule and reason while the run goes on. Settings come only from aictl (`--setting-sources
+user` is the private CLAUDE_CONFIG_DIR, plus --settings): a worktree's .claude/settings.json
+is the agent's own writing and may neither widen permissions nor switch hooks off.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from aictl.agents.connectors.cli_common import (
     retry_at_from_text,
     run_cli,
 )
+from aictl.agents.connectors.hookserver import HookServer
 from aictl.agents.connectors.probes import cli_version
 from aictl.agents.connectors.spec import ConnectorSpec
 from aictl.agents.pricing import run_cost
@@ -126,7 +135,12 @@ def _unique(items: Any) -> list[str]:
 
 
 def build_argv(
-    binary: str, ctx: RunContext, *, system_file: Path | None = None, mcp_config: Path | None = None
+    binary: str,
+    ctx: RunContext,
+    *,
+    system_file: Path | None = None,
+    mcp_config: Path | None = None,
+    hook_settings: str | None = None,
 ) -> list[str]:
     ai = ctx.ai
     argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
@@ -135,6 +149,9 @@ def build_argv(
     argv += permission_args(
         ctx.allowed_tools, network=bool(ctx.spec.network), mcp_servers=ctx.mcp_servers if mcp_config is not None else ()
     )
+    argv += ["--setting-sources", "user"]  # CLAUDE_CONFIG_DIR is aictl's; the worktree's settings are not
+    if hook_settings is not None:
+        argv += ["--settings", hook_settings]
     if mcp_config is not None:  # strict: the run's servers only, never the user's own ~/.claude.json ones
         argv += ["--mcp-config", str(mcp_config), "--strict-mcp-config"]
     if system_file is not None:
@@ -361,6 +378,7 @@ class ClaudeCodeConnector:
         except Refused as r:
             return r.result
         state = StateDir(ctx, "aictl-claude-")
+        hooks: HookServer | None = None
         try:
             config_dir = state.path / "claude-config"
             config_dir.mkdir(parents=True, exist_ok=True)
@@ -390,10 +408,18 @@ class ClaudeCodeConnector:
                 mcp_config.write_text(claude_mcp_json(ctx.mcp_servers))
                 env["MCP_CONNECTION_NONBLOCKING"] = "0"  # headless: the first turn must already see the tools
             parser = ClaudeStream(ctx.on_event, ai=ctx.ai)
-            res = run_cli(ctx, build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config), env, parser)
+            settings = None
+            if ctx.run_policy is not None:  # every tool call asks the run's policy (and is recorded)
+                hooks = HookServer(ctx.run_policy.decide, ctx.workdir)
+                hooks.start()
+                settings = hooks.settings_json()
+            argv = build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config, hook_settings=settings)
+            res = run_cli(ctx, argv, env, parser)
             parser.settle()
             return finish(ctx, res, parser, SPEC)
         finally:
+            if hooks is not None:
+                hooks.close()
             state.close()
 
 

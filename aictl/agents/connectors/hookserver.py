@@ -118,8 +118,11 @@ class HookServer:
         )
 
     def __enter__(self) -> HookServer:
-        self._thread.start()
+        self.start()
         return self
+
+    def start(self) -> None:
+        self._thread.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
