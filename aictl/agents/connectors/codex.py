@@ -225,9 +225,8 @@ class CodexStream(StreamParser):
                 self.emit({"type": "tool_call", "id": item_id, **_call_of(item)})
             if done:
                 self.emit({"type": "tool_result", "id": item_id, **_result_of(item)})
-        elif kind == "error" and done:  # a warning from Codex; a failure comes as turn.failed
-            if not str(item.get("message") or "").startswith(_OWN_FLAG_WARNING):
-                self.transcript.append(f"[warning] {item.get('message')}")
+        elif kind == "error" and done and not str(item.get("message") or "").startswith(_OWN_FLAG_WARNING):
+            self.transcript.append(f"[warning] {item.get('message')}")  # a failure comes as turn.failed
 
     def _add_usage(self, usage: dict[str, Any]) -> None:
         self._totals["input"] += int(usage.get("input_tokens") or 0)
