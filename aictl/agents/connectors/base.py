@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from aictl.domain.models import AIRecord, Task
+    from aictl.policy.runtime import RunPolicy
     from aictl.sandbox.base import Sandbox, SandboxSpec
 
 
@@ -71,6 +72,8 @@ class RunContext:
     mcp_servers: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The policy's `use_tool` for one MCP tool call, recorded: (server, tool, args) -> (allowed, why). None: allow.
     decide_tool: Callable[[str, str, dict[str, Any]], tuple[bool, str]] | None = None
+    # The policy pinned when the run started: every agent action is decided (and recorded) by it.
+    run_policy: RunPolicy | None = None
 
 
 # The normalized event stream every AI connector emits (ctx.on_event and ConnectorResult.events):
