@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from aictl.execution.lease import LeaseKeeper
     from aictl.execution.planner import Plan
     from aictl.policy.gate import PolicyGate
+    from aictl.policy.runtime import RunPolicy
     from aictl.sandbox.base import SandboxSpec
     from aictl.sandbox.workspace import Workspace
     from aictl.store.base import Store
@@ -220,6 +221,8 @@ class Executor:
         resources.callback(self._dispose, ws, report, opts)
         report.branch = ws.branch
         timings["workspace"] = time.monotonic() - t
+        run_policy = self._pin_policy(task, plan, opts, epoch, ws.path, spec)
+        resources.callback(run_policy.close)
         task = self.svc.start(task.id, opts.owner, epoch, ai=opts.ai)
         with ExitStack() as live:  # the lease keeper and the activity writer end before the task moves
             keeper = self._keep_lease(task.id, opts.owner, epoch, opts.ttl)
@@ -230,7 +233,9 @@ class Executor:
                 live.callback(activity.finish)
             self._phase(task.id, "running", backend=spec.backend, connector=opts.connector)
             t = time.monotonic()
-            result = self._run_connector(task, ws.path, spec, opts, keeper.stop, plan, limits, activity, report)
+            result = self._run_connector(
+                task, ws.path, spec, opts, keeper.stop, plan, limits, activity, report, run_policy
+            )
             if activity is not None:
                 activity.finish()  # its last line lands before the evidence
             timings["run"] = time.monotonic() - t
@@ -458,6 +463,32 @@ class Executor:
         report.task = self.svc.fail(task.id, opts.owner, epoch, reason=err.message, retryable=False)
         raise _Stop(Outcome.FAILED, err.message)
 
+    def _pin_policy(
+        self, task: Task, plan: Plan, opts: ExecuteOptions, epoch: int, workdir: Path, spec: SandboxSpec
+    ) -> RunPolicy:
+        """The run's policy, pinned before the agent starts: the executor's gate (loaded from the project
+        and state dir when it was made), never re-read from the worktree the agent can change."""
+        from aictl.policy.runtime import RunPolicy
+        from aictl.tasks.service import task_facts
+
+        with self.store.read() as tx:
+            row = task_row(tx, task.id)
+        roots: tuple[str | Path, ...] = (workdir,) + ((spec.mount,) if spec.backend == "docker" else ())
+        pinned = RunPolicy.pin(
+            store=self.store,
+            settings=self.settings,
+            task_row=task_facts(row),
+            ai=plan.ai,
+            epoch=epoch,
+            actor=opts.ai or opts.owner,
+            gate=self.policy,
+            roots=roots,
+            open_store=self._open_store,
+            clock=self.clock,
+        )
+        self._phase(task.id, "policy_pinned", fingerprint=pinned.fingerprint, grants=len(pinned.grants))
+        return pinned
+
     def _approval_for(self, task_id: int, action: str) -> dict[str, Any] | None:
         with self.store.read() as tx:
             row = tx.one(
@@ -495,6 +526,7 @@ class Executor:
         limits: dict[str, Any],
         activity: ActivityWriter | None,
         report: ExecutionReport,
+        run_policy: RunPolicy,
     ) -> Any:
         from aictl.agents.connectors import RunContext, get_connector
         from aictl.sandbox import get_sandbox
@@ -512,6 +544,7 @@ class Executor:
             command=opts.command,
             instructions=task.description,
             labels={"task": str(task.id), "epoch": str(task.lease_epoch)},
+            run_policy=run_policy,
         )
         if plan.ai is not None:
             from aictl.execution.agent import agent_context

@@ -136,8 +136,14 @@ def test_default_deny_when_no_rule_matches(services, tmp_path):
     assert rec.effect == "deny" and rec.matched_rules == [] and "default" in rec.reasons[0]
 
 
-def test_no_policy_file_means_no_gate(tmp_path):
-    assert load_gate(tmp_path) is None
+def test_no_policy_file_means_deny_all_with_a_hint(services, tmp_path):
+    gate = load_gate(tmp_path)
+    assert gate.empty
+    svc = TaskService(services.store, services.settings, policy=gate)
+    svc.create(TaskSpec(title="x"))
+    assert svc.claim("anyone") is None  # never "no checks": refused, and the refusal is on record
+    rec = DecisionLog(services.store).list()[0]
+    assert rec.effect == "deny" and rec.sources == [] and "aictl init" in rec.reasons[0]
 
 
 def test_cli_claim_denied_exit_5_json(project, capsys):
