@@ -1,6 +1,6 @@
 """What the run's policy takes away from its sandbox before the agent starts: the network, and the secrets.
 
-`contain(spec, workdir, decide=…, read_denied=…)` gives the spec the connector runs with:
+`contain(spec, workdir, run_policy)` gives the spec the connector runs with:
 
 - network: on only when config asks for it (sandbox_network) *and* the policy allows
   `network` for the run (one recorded decision, asked without a host: a rule that allows
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aictl.sandbox.base import SandboxError
 
 if TYPE_CHECKING:
+    from aictl.policy.runtime import RunPolicy
     from aictl.sandbox.base import SandboxSpec
 
 # Entries walked in one workspace before masking gives up (and the run with it).
@@ -51,9 +52,9 @@ def denied_reads(workdir: Path, read_denied: Callable[[str], bool]) -> list[str]
         rel_dir = os.path.relpath(dirpath, root)
         for name in sorted(filenames):
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if os.path.isfile(os.path.join(dirpath, name)) and not os.path.islink(os.path.join(dirpath, name)):
-                if read_denied(rel):
-                    found.append(rel)
+            full = os.path.join(dirpath, name)
+            if os.path.isfile(full) and not os.path.islink(full) and read_denied(rel):
+                found.append(rel)
     if len(found) > MAX_MASKED:
         raise WorkspaceTooLarge(
             f"{len(found)} workspace files are denied to read: over the {MAX_MASKED} the docker backend masks",
@@ -62,16 +63,36 @@ def denied_reads(workdir: Path, read_denied: Callable[[str], bool]) -> list[str]
     return found
 
 
-def contain(
-    spec: SandboxSpec, workdir: Path, *, decide: Callable[..., Any], read_denied: Callable[[str], bool]
-) -> SandboxSpec:
-    """The spec with the policy's network decision and, for docker, the masked files applied."""
+def read_denied_by(run_policy: RunPolicy) -> Callable[[str], bool]:
+    """Whether the run's policy refuses `read_path` on a repo-relative path, asked without a record
+    (a walk of the workspace is no agent action; the agent's own reads are decided and recorded)."""
+    from aictl.policy.gate import GateRequest, GateResource, GateSubject
+
+    subject = GateSubject(
+        ai=run_policy.ai_id,
+        ai_labels=list(run_policy.ai_labels),
+        task_id=run_policy.task_id,
+        lease_epoch=run_policy.epoch,
+        actor=run_policy.actor,
+    )
+
+    def denied(rel: str) -> bool:
+        request = GateRequest(
+            subject=subject, action="read_path", resource=GateResource(task=run_policy.task, path=rel), context={}
+        )
+        return not run_policy.gate.evaluate(request).allowed  # require_approval too: nobody approves mid-run
+
+    return denied
+
+
+def contain(spec: SandboxSpec, workdir: Path, run_policy: RunPolicy) -> SandboxSpec:
+    """The spec with the policy's network decision (recorded) and, for docker, the masked files applied."""
     update: dict[str, Any] = {}
-    if spec.network and not decide("network").allowed:
+    if spec.network and not run_policy.decide("network").allowed:
         update["network"] = False
     if spec.backend == "docker":
-        update["masked_paths"] = denied_reads(workdir, read_denied)
+        update["masked_paths"] = denied_reads(workdir, read_denied_by(run_policy))
     return spec.model_copy(update=update)
 
 
-__all__ = ["MAX_MASKED", "MAX_WALK", "WorkspaceTooLarge", "contain", "denied_reads"]
+__all__ = ["MAX_MASKED", "MAX_WALK", "WorkspaceTooLarge", "contain", "denied_reads", "read_denied_by"]

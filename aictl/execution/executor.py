@@ -223,6 +223,9 @@ class Executor:
         timings["workspace"] = time.monotonic() - t
         run_policy = self._pin_policy(task, plan, opts, epoch, ws.path, spec)
         resources.callback(run_policy.close)
+        from aictl.execution.containment import contain
+
+        run_spec = contain(spec, ws.path, run_policy)  # the agent's sandbox: policy's network, secrets masked
         task = self.svc.start(task.id, opts.owner, epoch, ai=opts.ai)
         with ExitStack() as live:  # the lease keeper and the activity writer end before the task moves
             keeper = self._keep_lease(task.id, opts.owner, epoch, opts.ttl)
@@ -234,7 +237,7 @@ class Executor:
             self._phase(task.id, "running", backend=spec.backend, connector=opts.connector)
             t = time.monotonic()
             result = self._run_connector(
-                task, ws.path, spec, opts, keeper.stop, plan, limits, activity, report, run_policy
+                task, ws.path, run_spec, opts, keeper.stop, plan, limits, activity, report, run_policy
             )
             if activity is not None:
                 activity.finish()  # its last line lands before the evidence

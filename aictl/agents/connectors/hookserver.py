@@ -84,7 +84,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 def _read_all(sock: socket.socket, limit: int) -> bytes:
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = sock.recv(65536)
         if not chunk:
