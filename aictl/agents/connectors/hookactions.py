@@ -6,9 +6,10 @@
 Claude Code: Read -> read_path; Write/Edit/MultiEdit/NotebookEdit -> write_path;
 Grep/Glob/LS -> read_path on the searched directory; WebFetch -> network (host, port).
 Codex: apply_patch -> write_path per added/updated/moved-to file, delete_path per deleted one.
-Both: Bash -> run_command, then read_path for each word of the command that names a file of
-the workspace (globs expanded there), so `cat secrets/token.txt` meets the secret's read
-rule (files outside the workspace are not the policy's paths: left to the sandbox);
+Both: Bash -> run_command, then the paths its words name (`command_reads`: what rm deletes,
+what mv/cp/tee/`>` write, the workspace files anything else is given, globs expanded), so
+`cat secrets/token.txt` meets the secret's read rule and `rm ../../policy.yaml` the
+repository's edge;
 mcp__server__tool and any other tool -> use_tool with its name; the agents' bookkeeping
 tools (todo lists, subagents whose calls are hooked one by one) -> nothing.
 
@@ -42,6 +43,12 @@ MAX_WORDS = 256
 MAX_GLOB_MATCHES = 64
 _PATCH_FILE = re.compile(r"^\*\*\* (Add|Update|Delete) File: (.+)$|^\*\*\* Move to: (.+)$", re.MULTILINE)
 _SHELL_PUNCT = frozenset(";|&()<>")
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_REDIRECT = re.compile(r"(?:^|[^<>&])(?:\d|&)?>>?\|?\s*([^\s;&|<>()`$]+)")
+MAX_LINE = 16_384
+DELETERS = frozenset({"rm", "unlink", "shred", "rmdir"})
+COPIERS = frozenset({"cp", "install", "ln"})
+WRITERS = frozenset({"tee", "touch", "truncate"})
 
 
 @dataclass
@@ -95,25 +102,72 @@ def patch_actions(patch: str, workdir: Path) -> list[Action]:
 
 
 def command_reads(line: str, workdir: Path) -> list[Action]:
-    """read_path for each word of a command line that names an existing file of the workspace.
+    """The path actions a command line's words name, per simple command (policy/commands.py splits them):
+    rm/unlink/shred/rmdir -> delete_path; mv -> delete_path of its sources and write_path of its target;
+    cp/install/ln -> write_path of the target; tee/touch/truncate and `>`/`>>` targets -> write_path;
+    any other word naming an existing workspace file -> read_path. A write or delete outside the
+    workspace is asked too (and refused by the run's policy); a read outside it is the sandbox's
+    business (`/usr/bin/env` is no repository path). Device files (/dev/null) are never asked."""
+    from aictl.policy.commands import parse_command
 
-    Files outside the workspace are left to the sandbox (`/usr/bin/env` is no repository path)."""
+    seen: dict[tuple[str, str], None] = {}
+    # parse_command keeps no redirections: their targets are read off the line itself.
+    named = [("write_path", m.group(1).strip("'\"")) for m in _REDIRECT.finditer(line[:MAX_LINE])]
+    for segment in parse_command(line).segments:
+        named += _segment_paths(segment)
+    for action, word in named:
+        for candidate in _expand(word, workdir):
+            rel = repo_path(candidate, workdir)
+            outside = rel == ".." or rel.startswith(".." + os.sep)
+            if os.path.realpath(candidate).startswith("/dev/"):
+                continue
+            if action == "read_path" and (outside or not os.path.isfile(candidate)):
+                continue
+            seen.setdefault((action, rel), None)
+            if len(seen) >= MAX_WORDS:
+                return [Action(a, {"path": p}) for a, p in seen]
+    return [Action(a, {"path": p}) for a, p in seen]
+
+
+def _segment_paths(segment: str) -> list[tuple[str, str]]:
+    """(action, word) for the words of one simple command that may name files."""
     try:
-        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer = shlex.shlex(segment, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
         words = [w for _, w in zip(range(MAX_WORDS), lexer, strict=False)]
     except ValueError:  # an unclosed quote: the words as written
-        words = line.split()[:MAX_WORDS]
-    seen: dict[str, None] = {}
-    for word in words:
-        if not word or word.startswith("-") or set(word) <= _SHELL_PUNCT:
+        words = segment.split()[:MAX_WORDS]
+    out: list[tuple[str, str]] = []
+    args: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word and set(word) <= _SHELL_PUNCT:  # a redirection: its target is the next word
+            target = words[i + 1] if i + 1 < len(words) else ""
+            if target and not target.isdigit() and not target.startswith("&"):
+                out.append(("read_path" if word == "<" else "write_path", target))
+            i += 2
             continue
-        word = word.split("=", 1)[1] if word.startswith("--") or "=" in word.split("/", 1)[0] else word
-        for candidate in _expand(word, workdir):
-            rel = repo_path(candidate, workdir)
-            if not rel.startswith("..") and os.path.isfile(candidate):  # outside the workspace: not the policy's
-                seen.setdefault(rel, None)
-    return [Action("read_path", {"path": p}) for p in seen]
+        if not args and _ASSIGNMENT.match(word):
+            i += 1
+            continue
+        args.append(word)
+        i += 1
+    if not args:
+        return out
+    program, operands = os.path.basename(args[0]), [a for a in args[1:] if a and not a.startswith("-")]
+    operands = [a.split("=", 1)[1] if "=" in a.split("/", 1)[0] else a for a in operands]
+    if program in DELETERS:
+        out += [("delete_path", a) for a in operands]
+    elif program == "mv" and operands:
+        out += [("delete_path", a) for a in operands[:-1]] + [("write_path", operands[-1])]
+    elif program in COPIERS and operands:
+        out += [("read_path", a) for a in operands[:-1]] + [("write_path", operands[-1])]
+    elif program in WRITERS:
+        out += [("write_path", a) for a in operands]
+    else:
+        out += [("read_path", a) for a in operands]
+    return out
 
 
 def _expand(word: str, workdir: Path) -> list[str]:
