@@ -82,8 +82,9 @@ def test_config_toml_names_the_provider_key_variable_and_instructions(tmp_path):
 
     hooked = tomllib.loads(config_toml(ctx, "MY_KEY", hook_command="python3 -I -S 'hook file.py' /tmp/s"))
     assert hooked["features"]["hooks"] is True
+    command = "python3 -I -S 'hook file.py' /tmp/s"
     assert hooked["hooks"]["PreToolUse"] == [
-        {"matcher": "*", "hooks": [{"type": "command", "command": "python3 -I -S 'hook file.py' /tmp/s", "timeout": 60}]}
+        {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": 60}]}
     ]
     assert "--dangerously-bypass-hook-trust" in build_argv("codex", ctx, hooks=True)
 

@@ -44,6 +44,7 @@ MAX_WORDS = 256
 MAX_GLOB_MATCHES = 64
 _PATCH_FILE = re.compile(r"^\*\*\* (Add|Update|Delete) File: (.+)$|^\*\*\* Move to: (.+)$", re.MULTILINE)
 _SHELL_PUNCT = frozenset(";|&()<>")
+_REDIRECTS = frozenset("<>")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _REDIRECT = re.compile(r"(?:^|[^<>&])(?:\d|&)?>>?\|?\s*([^\s;&|<>()`$]+)")
 MAX_LINE = 16_384
@@ -158,20 +159,14 @@ def _segment_paths(segment: str) -> list[tuple[str, str]]:
         words = segment.split()[:MAX_WORDS]
     out: list[tuple[str, str]] = []
     args: list[str] = []
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word and set(word) <= _SHELL_PUNCT:  # a redirection: its target is the next word
-            target = words[i + 1] if i + 1 < len(words) else ""
-            if target and not target.isdigit() and not target.startswith("&"):
-                out.append(("read_path" if word == "<" else "write_path", target))
-            i += 2
-            continue
-        if not args and _ASSIGNMENT.match(word):
-            i += 1
-            continue
-        args.append(word)
-        i += 1
+    skip_next = False
+    for word in words:
+        if skip_next:  # a redirection's target: read off the whole line by _REDIRECT already
+            skip_next = False
+        elif word and set(word) <= _SHELL_PUNCT:
+            skip_next = bool(set(word) & _REDIRECTS)
+        elif args or not _ASSIGNMENT.match(word):
+            args.append(word)
     if not args:
         return out
     program, operands = os.path.basename(args[0]), [a for a in args[1:] if a and not a.startswith("-")]
