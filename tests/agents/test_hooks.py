@@ -184,6 +184,14 @@ def test_the_client_fails_closed(pinned, ws, tmp_path):
         assert "refused unchecked" in hook(server.path, huge)["hookSpecificOutput"]["permissionDecisionReason"]
 
 
+def test_the_hand_written_json_is_json():
+    for text in ("plain", 'q"uote\\back', "new\nline\ttab\x00\x1f\x7f", "ünïcødé ✓ path/é.txt", ""):
+        assert json.loads(pretooluse._json_str(text)) == text
+        out = json.loads(pretooluse.answer("deny", text))["hookSpecificOutput"]
+        assert out == {"hookEventName": "PreToolUse", "permissionDecision": "deny", "permissionDecisionReason": text}
+    assert pretooluse.answer("allow", "whatever") == "{}"
+
+
 def test_concurrent_hook_calls_are_each_decided_and_recorded(pinned, ws):
     with HookServer(pinned.run.decide, ws) as server:
         procs = [

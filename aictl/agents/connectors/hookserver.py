@@ -78,7 +78,7 @@ class _Handler(socketserver.BaseRequestHandler):
         except Exception as e:  # noqa: BLE001 - the store failed under decide: deny, never let it through
             decision, reason = "deny", f"aictl: the policy decision failed ({type(e).__name__}): denied"
         try:
-            sock.sendall(json.dumps({"decision": decision, "reason": reason}).encode())
+            sock.sendall(f"{decision}\n{reason}".encode())
         except OSError:
             pass
 
