@@ -154,3 +154,55 @@ def test_codex_canaries_are_refused_by_the_hook_and_its_sandbox(
     assert "PermissionError: [Errno 1] Operation not permitted" in told  # seccomp: no socket without network
     assert "Read-only file system" in told and "escaped.txt" in told  # writable roots: the workspace only
     assert "dangerously-bypass-hook-trust" not in res.transcript  # aictl's own flag is no news
+
+
+def test_task_execute_with_claude_code_decides_every_tool_call_on_the_project_record(
+    claude_bin, fake_provider, git_project, capsys, monkeypatch
+):
+    from aictl.config import load_settings
+    from tests.agents.cli_fixtures import cli, cli_json, evidence_of, execute
+    from tests.execution.conftest import git
+
+    monkeypatch.setenv(*CLAUDE_KEY)
+    (git_project / ".ai" / "policy.yaml").write_text(canary_policy().replace("[claim,", "[create, claim,"))
+    (git_project / "secrets").mkdir()
+    (git_project / "secrets" / "token.txt").write_text(SECRET + "\n")
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "a secret")
+    cli_json(
+        capsys,
+        "ai",
+        "register",
+        "claude-1",
+        "--connector",
+        "claude-code",
+        "--model",
+        "claude-sonnet-4-5",
+        "--base-url",
+        fake_provider.url,
+        "--binary",
+        claude_bin,
+        "--api-key-env",
+        CLAUDE_KEY[0],
+        "--config",
+        "max_retries=0",
+    )
+    tid = cli_json(capsys, "task", "create", "write src/ok.txt", "--lock", "src/**")["id"]
+    workspace = load_settings(git_project).home / "workspaces" / f"task-{tid}-e1"
+    fake_provider.script(
+        reply("", [tool("Read", {"file_path": str(workspace / "secrets" / "token.txt")})]),
+        reply("", [tool("Bash", {"command": "git push origin HEAD"})]),
+        reply("", [tool("Write", {"file_path": str(workspace / "src" / "ok.txt"), "content": "ok\n"})]),
+        reply("Done."),
+    )
+    code, rep, err = execute(capsys, str(tid), "--ai", "claude-1")
+    assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
+    assert rep["changed_paths"] == ["src/ok.txt"]
+    found = evidence_of(capsys, tid)
+    assert SECRET not in "".join(found.values()) + json.dumps([r.body for r in fake_provider.requests])
+    _code, out, _err = cli(capsys, "audit", "decisions", "--task", str(tid), "--effect", "deny", "-o", "json")
+    denied = {(d["action"], d["resource"].get("path") or d["resource"].get("command")) for d in json.loads(out)}
+    assert denied == {("read_path", "secrets/token.txt"), ("run_command", "git push origin HEAD")}
+    _code, out, _err = cli(capsys, "audit", "decisions", "--task", str(tid), "--action", "write_path", "-o", "json")
+    per_call = [(d["effect"], d["resource"]["path"]) for d in json.loads(out) if d["resource"].get("path")]
+    assert per_call == [("allow", "src/ok.txt")]  # the hook's; the result check decides the diff's paths apart
