@@ -81,7 +81,12 @@ def tool_decider(ctx: RunContext) -> Callable[[str, str, dict[str, Any]], tuple[
         return None
 
     def decide(server: str, tool: str, args: dict[str, Any]) -> tuple[bool, str]:
-        verdict = run_policy.decide("use_tool", tool=tool_name(server, tool))
+        from aictl.agents.connectors.tools import ApprovalNeeded
+
+        name = tool_name(server, tool)
+        verdict = run_policy.decide("use_tool", tool=name)
+        if verdict.effect == "require_approval":
+            raise ApprovalNeeded(verdict, "use_tool", name)
         return verdict.allowed, verdict.reason
 
     return decide

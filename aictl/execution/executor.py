@@ -252,10 +252,16 @@ class Executor:
                 live.close()
                 self._rate_limited(report, opts, epoch, plan, result)
                 return
+            if result.pending_approval is not None:  # a call the policy wants a person to approve: wait
+                live.close()
+                self._await(report, opts, epoch, result.pending_approval, "tool")
+                return
             verify = self.recorder.verify(task, ws.path, spec, opts, epoch, keeper.stop, report)
             timings["collect"] = time.monotonic() - t
             self._check_lease(keeper)
-            violations = self.recorder.checks(task, opts, epoch, changes.paths, result, verify, limits, report)
+            violations = self.recorder.checks(
+                task, opts, epoch, changes.paths, result, verify, limits, report, run_policy
+            )
         timings["total"] = time.monotonic() - t0
         if not result.ok:
             self._fail(report, opts, epoch, result.error or "the agent failed", result.transient)
@@ -263,19 +269,17 @@ class Executor:
             self._fail(report, opts, epoch, "; ".join(violations), False)
             self._reject(ws, report)
         else:
-            report.task = self.svc.complete(
-                task.id,
-                opts.owner,
-                epoch,
-                ai=opts.ai,
-                result={
-                    "summary": result.summary,
-                    "changed_paths": changes.paths,
-                    "commit": changes.commit,
-                    "branch": ws.branch,
-                    "evidence": [e["digest"] for e in report.evidence],
-                },
-            )
+            done = {
+                "summary": result.summary,
+                "changed_paths": changes.paths,
+                "commit": changes.commit,
+                "branch": ws.branch,
+                "evidence": [e["digest"] for e in report.evidence],
+            }
+            if report.pending_approval is not None:  # a protected path in the diff: the result waits for a person
+                self._await(report, opts, epoch, report.pending_approval, "result", result=done)
+                return
+            report.task = self.svc.complete(task.id, opts.owner, epoch, ai=opts.ai, result=done)
             report.outcome = Outcome.DONE
             timings["until_complete"] = time.monotonic() - t0
             self._phase(task.id, "done", elapsed=round(time.monotonic() - t0, 3))
@@ -472,10 +476,12 @@ class Executor:
         """The run's policy, pinned before the agent starts: the executor's gate (loaded from the project
         and state dir when it was made), never re-read from the worktree the agent can change."""
         from aictl.policy.runtime import RunPolicy
+        from aictl.tasks.globs import path_matches
         from aictl.tasks.service import task_facts
 
         with self.store.read() as tx:
             row = task_row(tx, task.id)
+        locks = list(task.lock_paths)
         roots: tuple[str | Path, ...] = (workdir,) + ((spec.mount,) if spec.backend == "docker" else ())
         pinned = RunPolicy.pin(
             store=self.store,
@@ -488,6 +494,7 @@ class Executor:
             roots=roots,
             open_store=self._open_store,
             clock=self.clock,
+            writable=lambda path: bool(locks) and path_matches(locks, path),  # as the result's lock check
         )
         self._phase(task.id, "policy_pinned", fingerprint=pinned.fingerprint, grants=len(pinned.grants))
         return pinned
@@ -599,6 +606,25 @@ class Executor:
         report.task = self.svc.release(report.task.id, opts.owner, epoch, reason=reason, ai=opts.ai)
         report.outcome, report.reason = Outcome.RELEASED, reason + "; released for another AI"
         self._phase(report.task.id, "released", reason=report.reason)
+
+    def _await(
+        self,
+        report: ExecutionReport,
+        opts: ExecuteOptions,
+        epoch: int,
+        pending: dict[str, Any],
+        stage: str,
+        *,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        """Park the task for a person: at a tool call (the next attempt is granted it) or with its result."""
+        what = f"{pending.get('action')} {pending.get('target')}"
+        reason = f"waiting for approval of {what} ({pending.get('reason')})"
+        report.task = self.svc.await_approval(
+            report.task.id, opts.owner, epoch, reason=reason, stage=stage, pending=pending, result=result
+        )
+        report.outcome, report.reason, report.pending_approval = Outcome.AWAITING_APPROVAL, reason, pending
+        self._phase(report.task.id, Outcome.AWAITING_APPROVAL, reason=reason, stage=stage)
 
     def _fail(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, reason: str, transient: bool) -> None:
         report.task = self.svc.fail(report.task.id, opts.owner, epoch, reason=reason, retryable=transient)

@@ -18,6 +18,7 @@ from functools import lru_cache
 MAX_LENGTH = 16_384  # longer lines are parsed by their start; the rest still meets `commands` globs whole
 MAX_SEGMENTS = 64
 MAX_DEPTH = 4
+MAX_WORDS = 256
 
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox", "fish"})
 _EVALS = frozenset({"eval"})
@@ -35,28 +36,32 @@ _OPERATORS = ("&&", "||", ";;", ";", "|&", "|", "&", "\n")
 class ParsedCommand:
     segments: tuple[str, ...]  # each simple command, whitespace collapsed
     programs: tuple[str, ...]  # program names and `program first-argument`, in order, without repeats
+    words: tuple[str, ...] = ()  # every argument and redirection target, for the paths a command names
 
 
 @lru_cache(maxsize=2048)
 def parse_command(line: str) -> ParsedCommand:
     segments: list[str] = []
     programs: dict[str, None] = {}
-    _parse(line[:MAX_LENGTH], 0, segments, programs)
-    return ParsedCommand(tuple(segments), tuple(programs))
+    words: dict[str, None] = {}
+    _parse(line[:MAX_LENGTH], 0, segments, programs, words)
+    return ParsedCommand(tuple(segments), tuple(programs), tuple(words)[:MAX_WORDS])
 
 
-def _parse(line: str, depth: int, segments: list[str], programs: dict[str, None]) -> None:
-    for chunk in _split(line, depth, segments, programs):
+def _parse(line: str, depth: int, segments: list[str], programs: dict[str, None], seen: dict[str, None]) -> None:
+    for chunk in _split(line, depth, segments, programs, seen):
         if len(segments) >= MAX_SEGMENTS:
             return
-        words = _words(chunk)
+        words, targets = _words(chunk)
+        for w in (*words[1:], *targets):
+            seen.setdefault(w, None)
         if not words:
             continue
         segments.append(" ".join(words))
-        _program(words, depth, segments, programs)
+        _program(words, depth, segments, programs, seen)
 
 
-def _split(line: str, depth: int, segments: list[str], programs: dict[str, None]) -> list[str]:
+def _split(line: str, depth: int, segments: list[str], programs: dict[str, None], seen: dict[str, None]) -> list[str]:
     """Top-level simple commands of `line`; what sits in ( ), $( ) and backquotes is parsed on its own."""
     chunks: list[str] = []
     cur: list[str] = []
@@ -81,7 +86,7 @@ def _split(line: str, depth: int, segments: list[str], programs: dict[str, None]
             start = i + (2 if c == "$" else 1)
             end = _closing(line, start, "`" if c == "`" else ")")
             if depth < MAX_DEPTH:
-                _parse(line[start:end], depth + 1, segments, programs)
+                _parse(line[start:end], depth + 1, segments, programs, seen)
             if c != "(":  # a substitution is a word of the outer command; a subshell is not
                 cur.append("_")
             i = end + 1
@@ -135,7 +140,7 @@ def _closing(line: str, start: int, close: str) -> int:
     return len(line)
 
 
-def _words(chunk: str) -> list[str]:
+def _words(chunk: str) -> tuple[list[str], list[str]]:
     try:
         lexer = shlex.shlex(chunk, posix=True, punctuation_chars="<>")
         lexer.whitespace_split = True
@@ -144,19 +149,23 @@ def _words(chunk: str) -> list[str]:
     except ValueError:  # an unclosed quote: words as the eye sees them
         words = chunk.split()
     out: list[str] = []
+    targets: list[str] = []
     skip = False
     for w in words:
         if skip:
             skip = False
+            targets.append(w)
             continue
         if w and set(w) <= set("<>&"):  # a redirection: its target is not an argument
             skip = True
             continue
         out.append(w)
-    return out
+    return out, targets
 
 
-def _program(words: list[str], depth: int, segments: list[str], programs: dict[str, None]) -> None:
+def _program(
+    words: list[str], depth: int, segments: list[str], programs: dict[str, None], seen: dict[str, None]
+) -> None:
     i = 0
     while i < len(words) and _ASSIGNMENT.match(words[i]):
         i += 1  # FOO=bar cmd
@@ -194,4 +203,4 @@ def _program(words: list[str], depth: int, segments: list[str], programs: dict[s
     elif name in _EVALS:
         payload = " ".join(rest)
     if payload:
-        _parse(payload, depth + 1, segments, programs)
+        _parse(payload, depth + 1, segments, programs, seen)

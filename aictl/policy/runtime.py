@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from aictl.policy.commands import parse_command
 from aictl.policy.gate import GateDecision, GateRequest, GateResource, GateSubject, PolicyGate, load_gate
 from aictl.policy.records import DecisionRecord, make_record, write_record
+from aictl.policy.runscan import scan_words
 
 if TYPE_CHECKING:
     from aictl.config import Settings
@@ -32,7 +34,11 @@ if TYPE_CHECKING:
 
 RUNTIME_ACTIONS = ("read_path", "write_path", "delete_path", "run_command", "network", "use_tool")
 PATH_ACTIONS = ("read_path", "write_path", "delete_path")
-OUTSIDE_RULE = "outside-repository"  # not a policy rule: the path check before any rule is asked
+MCP_PREFIX = "mcp__"  # an MCP tool's name: mcp__<server>__<tool> (aictl.agents.connectors.mcptools)
+# Checks aictl makes itself, named like the result checks' rules (aictl.execution.checks):
+OUTSIDE_RULE = "aictl:outside-repository"  # a path that leaves the worktree, refused before any rule is asked
+LOCKS_RULE = "aictl:locks"  # a write outside the task's lock globs
+WORKTREE_RULE = "aictl:worktree"  # a command naming the project or state dir from outside the worktree
 _GRANT_EPOCHS = 1  # an approval grants its action for this many attempts after it
 
 
@@ -71,8 +77,12 @@ class RunPolicy:
         roots: tuple[str | Path, ...] = (),
         grants: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.time,
+        writable: Callable[[str], bool] | None = None,
+        protected: tuple[str | Path, ...] = (),
     ):
         self.gate = gate
+        self.writable = writable  # the task's locks: may this repo-relative path be written? None: no lock check
+        self.protected = tuple(os.path.realpath(p) for p in protected)
         self.fingerprint = gate.digest
         self.task = dict(task)
         self.task_id: int | None = task.get("id")
@@ -104,11 +114,14 @@ class RunPolicy:
         roots: tuple[str | Path, ...] = (),
         open_store: Callable[[], Store] | None = None,
         clock: Callable[[], float] = time.time,
+        writable: Callable[[str], bool] | None = None,
     ) -> RunPolicy:
         """The run's policy. `task_row`: the task as the policy sees it (tasks.txn.task_facts of its row).
 
         `gate`: the policy the run was claimed under (the executor's, loaded before the workspace
         existed); else it is loaded now from the project dir and state dir. No policy file: deny-all.
+        `writable`: the task's lock check for writes and deletes. Commands may not name the project
+        dir, the state dir or the global policy from outside the worktree.
         """
         if gate is None:
             if settings.project_dir is None:
@@ -122,6 +135,11 @@ class RunPolicy:
             url, busy = settings.resolved_database_url, settings.busy_timeout_ms
             open_store = lambda: open_url(url, busy_timeout_ms=busy)  # noqa: E731 - bound once per run
         grants = _grants(store, task_row.get("id"), epoch)
+        from aictl.policy.sources import default_global_policy_path
+
+        protected = tuple(
+            p for p in (settings.project_dir, settings.home, default_global_policy_path().parent) if p is not None
+        )
         return cls(
             gate,
             open_store=open_store,
@@ -132,6 +150,8 @@ class RunPolicy:
             roots=roots,
             grants=grants,
             clock=clock,
+            writable=writable,
+            protected=protected,
         )
 
     def bind_roots(self, *roots: str | Path) -> None:
@@ -164,7 +184,10 @@ class RunPolicy:
             extra["host"] = host.strip().lower().rstrip(".")
         if port is not None:
             extra["port"] = int(port)
-        context = {"tool": tool} if tool is not None else {}
+        context: dict[str, Any] = {"tool": tool} if tool is not None else {}
+        if tool is not None and tool.startswith(MCP_PREFIX) and "__" in tool[len(MCP_PREFIX) :]:
+            server, _, name = tool[len(MCP_PREFIX) :].partition("__")  # mcp__<server>__<tool>, as rules see MCP calls
+            context.update(mcp_server=server, mcp_tool=name)
         rel: str | None = None
         refusal: str | None = None
         if path is not None:
@@ -182,9 +205,15 @@ class RunPolicy:
             context=context,
         )
         if refusal is not None:
-            decision = GateDecision("deny", [], [refusal], None, False)
+            decision = GateDecision("deny", [OUTSIDE_RULE], [refusal], None, False)
         else:
             decision = self.gate.evaluate(request)
+            if decision.effect != "deny" and rel is not None and self._outside_locks(action, rel):
+                locks = ", ".join(self.task.get("lock_paths") or []) or "none"
+                why = f"{rel} is outside the task's locks ({locks})"
+                decision = GateDecision("deny", [LOCKS_RULE], [why], None, False, decision.eval_ms)
+            if action == "run_command" and command is not None and decision.effect != "deny":
+                decision = self._command_checks(command, decision)
         granted = None
         if decision.effect == "require_approval":
             key = action_key(action, {"path": rel, "command": command, "tool": tool, **extra})
@@ -194,10 +223,18 @@ class RunPolicy:
                 decision.reasons = [*decision.reasons, granted]
         record = make_record(request, decision, self.gate.sources, ts=self.clock())
         self._write(record)
-        rule = OUTSIDE_RULE if refusal is not None else _deciding_rule(self.gate, self.ai_id, decision)
+        rule = _deciding_rule(self.gate, self.ai_id, decision)
         return ActionVerdict(
-            decision.effect, rule, _reason(action, rel or path, command, decision, rule), record.decision_id
+            decision.effect,
+            rule,
+            _reason(action, _target(rel or path, command, tool, extra), decision, rule),
+            record.decision_id,
         )
+
+    def granted(self, action: str, *, path: str | None = None, command: str | None = None) -> bool:
+        """A person approved exactly this action for this attempt (the result check honours it too)."""
+        rel = self.normalize(path)[0] if path is not None else None
+        return action_key(action, {"path": rel, "command": command}) in self.grants
 
     def normalize(self, path: str) -> tuple[str | None, str | None]:
         """(the repo-relative POSIX path, None), or (None, why it is refused): outside the repository."""
@@ -216,6 +253,51 @@ class RunPolicy:
         if rel == ".." or rel.startswith("../") or rel.startswith("/"):
             return None, f"{path}: outside the repository ('..' leaves the task's worktree)"
         return ("." if rel in ("", ".") else rel), None
+
+    def _command_checks(self, command: str, decision: GateDecision) -> GateDecision:
+        """What the command names decides too: a file the policy denies reading (`cat secrets/token.txt`, a
+        glob or symlink to it), a path into the project or state dir from outside the worktree
+        (`rm ../../policy.yaml`), a URL's host (a `network` decision of its own, on record)."""
+        root = self._host_root()
+        if root is None:
+            return decision
+        mounts = tuple(str(r) for r in self._roots if not os.path.isdir(r))
+        scan = scan_words(root, parse_command(command).words, protected=self.protected, mounts=mounts)
+        if scan.reaching:
+            why = f"the command names {scan.reaching[0]}, outside its worktree, in the project or aictl's state"
+            return GateDecision("deny", [WORKTREE_RULE], [why], None, False, decision.eval_ms)
+        for rel in scan.inside:
+            read = self.gate.evaluate(
+                GateRequest(
+                    subject=GateSubject(
+                        ai=self.ai_id, ai_labels=list(self.ai_labels), task_id=self.task_id, lease_epoch=self.epoch
+                    ),
+                    action="read_path",
+                    resource=GateResource(task=self.task, path=rel),
+                    context={},
+                )
+            )
+            if read.effect == "deny":
+                why = f"the command names {rel}, which the agent may not read: {'; '.join(read.reasons)}"
+                return GateDecision("deny", read.matched_rules, [why], None, False, decision.eval_ms + read.eval_ms)
+        for host, port in scan.hosts:
+            net = self.decide("network", host=host, port=port)
+            if not net.allowed:
+                why = f"the command connects to {host}{f':{port}' if port else ''}: {net.reason}"
+                matched = [net.rule] if net.rule else []
+                return GateDecision("deny", matched, [why], None, False, decision.eval_ms)
+        return decision
+
+    def _outside_locks(self, action: str, rel: str) -> bool:
+        if action == "read_path" or self.writable is None:
+            return False
+        return rel == "." or not self.writable(rel)
+
+    def _host_root(self) -> str | None:
+        for root in self._roots:
+            if os.path.isdir(root):
+                return os.path.realpath(root)
+        return None
 
     # -- recording -----------------------------------------------------------------------------------
 
@@ -253,12 +335,25 @@ def _deciding_rule(gate: PolicyGate, ai: str | None, decision: GateDecision) -> 
     return decision.matched_rules[0]
 
 
-def _reason(action: str, path: str | None, command: str | None, decision: GateDecision, rule: str | None) -> str:
-    what = f"{action} {path}" if path is not None else f"{action} {command!r}" if command is not None else action
+def _reason(action: str, target: str | None, decision: GateDecision, rule: str | None) -> str:
+    what = f"{action} {target}" if target is not None else action
     why = "; ".join(decision.reasons) or decision.effect
     verdict = {"allow": "allowed", "deny": "denied", "require_approval": "needs a person's approval"}[decision.effect]
     by = f"rule {rule}" if rule is not None else ("the default" if decision.default_applied else "the policy")
     return f"policy: {what} is {verdict} by {by}: {why}"
+
+
+def _target(path: str | None, command: str | None, tool: str | None, extra: dict[str, Any]) -> str | None:
+    """The action's resource in a refusal's words: the path, the command line, the tool, host:port."""
+    if path is not None:
+        return path
+    if command is not None:
+        return repr(command)
+    if tool is not None:
+        return tool
+    if "host" in extra:
+        return f"{extra['host']}:{extra['port']}" if "port" in extra else str(extra["host"])
+    return None
 
 
 def _grants(store: Store, task_id: int | None, epoch: int) -> frozenset[str]:
@@ -307,4 +402,13 @@ def _grants(store: Store, task_id: int | None, epoch: int) -> frozenset[str]:
     return frozenset(grants)
 
 
-__all__ = ["PATH_ACTIONS", "RUNTIME_ACTIONS", "ActionVerdict", "RunPolicy", "action_key"]
+__all__ = [
+    "LOCKS_RULE",
+    "OUTSIDE_RULE",
+    "PATH_ACTIONS",
+    "RUNTIME_ACTIONS",
+    "WORKTREE_RULE",
+    "ActionVerdict",
+    "RunPolicy",
+    "action_key",
+]

@@ -236,3 +236,36 @@ def test_shipped_examples_decide_the_issue_s_actions(services, tmp_path):
             assert run.decide("read_path", path="src/app.py").allowed
         finally:
             run.close()
+
+
+def test_a_command_that_names_a_denied_file_is_denied_as_a_read(services, project, tmp_path):
+    work = tmp_path / "wt"
+    (work / "secrets").mkdir(parents=True)
+    (work / "secrets" / "token.txt").write_text("s3cr3t")
+    (work / "src").mkdir()
+    (work / "src" / "a.py").write_text("x = 1\n")
+    (work / "innocent").symlink_to(work / "secrets" / "token.txt")
+    settings = services.make(project_dir=project).settings
+    run = RunPolicy.pin(
+        store=services.store,
+        settings=settings,
+        task_row={"id": 9},
+        ai=None,
+        epoch=1,
+        roots=(work,),
+        open_store=lambda: open_store(settings.resolved_database_url),
+    )
+    try:
+        for command in (
+            "cat secrets/token.txt",
+            "head -c 3 secre*/tok*",
+            "tar cz secrets",
+            "cat innocent",
+            "wc < ./innocent",
+        ):
+            verdict = run.decide("run_command", command=command)
+            assert verdict.effect == "deny" and verdict.rule == "no-secret-reads", command
+            assert "secrets/token.txt" in verdict.reason
+        assert run.decide("run_command", command="cat src/a.py && ls -la .").allowed
+    finally:
+        run.close()

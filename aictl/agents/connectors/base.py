@@ -40,6 +40,9 @@ class ConnectorResult(BaseModel):
     session_id: str | None = None  # the agent's own session, for --resume style follow-ups
     model: str | None = None  # the model that actually answered
     events: list[dict[str, Any]] = Field(default_factory=list)  # the normalized event stream (see AgentEvent)
+    # A tool call the policy wants a person to approve: the run ended there, the task waits for it.
+    # {action, target, rule, reason, decision_id} (tools.ApprovalNeeded.pending)
+    pending_approval: dict[str, Any] | None = None
 
 
 @dataclass
