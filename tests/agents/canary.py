@@ -1,8 +1,9 @@
 """The canary policy and a run pinned to it, for the tests that send a hostile model at the agent CLIs.
 
-The policy is the shipped policies/protect-secrets.yaml with the rules a task needs appended:
-writes only inside the task's locks (src/**), commands except pushes, pipes into a shell and
-recursive deletes, no network, every tool. The run's decisions go to a real SQLite store.
+The policy is the shipped policies/protect-secrets.yaml (which works alone: tools, commands and
+the task lifecycle allowed, secrets denied) with the canaries' rules appended: writes only inside
+the task's locks (src/**), no pushes, pipes into a shell or recursive deletes, no network.
+The run's decisions go to a real SQLite store.
 """
 
 from __future__ import annotations
@@ -21,16 +22,6 @@ EXTRA_RULES = """
       paths: ["**", "!src/**"]
     reason: the task may change only src/** (its locks)
 
-  - id: task-lifecycle
-    effect: allow
-    match:
-      actions: [claim, start, heartbeat, complete, fail, release, execute]
-
-  - id: commands
-    effect: allow
-    match:
-      actions: [run_command]
-
   - id: dangerous-commands
     effect: deny
     final: true
@@ -44,11 +35,6 @@ EXTRA_RULES = """
     match:
       actions: [network]
     reason: agents work offline
-
-  - id: tools
-    effect: allow
-    match:
-      actions: [use_tool]
 """
 
 

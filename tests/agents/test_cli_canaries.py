@@ -145,7 +145,12 @@ def test_codex_canaries_are_refused_by_the_hook_and_its_sandbox(
     assert_files_untouched(ws)
     assert outside_policy.read_text() == "version: 1\n" and not (tmp_path / "escaped.txt").exists()
     denies = set(pinned.denied())
-    assert denies >= EXPECTED_DENIES, EXPECTED_DENIES - denies
+    # Codex has no file-reading tool: its reads are commands, refused whole for naming the secret.
+    expected = EXPECTED_DENIES - {("read_path", "secrets/token.txt")} | {
+        ("run_command", "cat secrets/token.txt"),
+        ("run_command", "sed -n 1p secrets/token.txt"),
+    }
+    assert denies >= expected, expected - denies
     assert ("network", "{'host': '127.0.0.1', 'port': 9}") in denies
     assert leaked(res, fake_provider) == []
     assert res.transcript.count("Command blocked by PreToolUse hook: aictl policy") >= 9
@@ -164,7 +169,7 @@ def test_task_execute_with_claude_code_decides_every_tool_call_on_the_project_re
     from tests.execution.conftest import git
 
     monkeypatch.setenv(*CLAUDE_KEY)
-    (git_project / ".ai" / "policy.yaml").write_text(canary_policy().replace("[claim,", "[create, claim,"))
+    (git_project / ".ai" / "policy.yaml").write_text(canary_policy())
     (git_project / "secrets").mkdir()
     (git_project / "secrets" / "token.txt").write_text(SECRET + "\n")
     git(git_project, "add", "-A")

@@ -110,7 +110,7 @@ def test_a_policy_denied_secret_is_masked_and_a_network_deny_beats_sandbox_netwo
     from tests.agents.canary import SECRET, canary_policy
     from tests.execution.conftest import git
 
-    (docker_project / ".ai" / "policy.yaml").write_text(canary_policy().replace("[claim,", "[create, claim,"))
+    (docker_project / ".ai" / "policy.yaml").write_text(canary_policy())
     config = docker_project / ".ai" / "config.yaml"
     config.write_text(config.read_text() + "sandbox_network: true\n")
     (docker_project / "secrets").mkdir()
@@ -124,8 +124,9 @@ def test_a_policy_denied_secret_is_masked_and_a_network_deny_beats_sandbox_netwo
         "--lock",
         "src/**",
         "--command",
-        "cat secrets/token.txt deploy.pem; cp secrets/token.txt src/copy.txt; echo [net]; ls /sys/class/net; "
-        "tail -n +2 /proc/net/route; echo [end]; echo done > src/ok.txt",
+        # Names built at run time: the policy's scan of the command line cannot see them, the mask holds.
+        "f=$(printf 'secr%s/token.txt' ets); p=$(printf '%s.pem' deploy); cat $f $p; cp $f src/copy.txt; "
+        "echo [net]; ls /sys/class/net; tail -n +2 /proc/net/route; echo [end]; echo done > src/ok.txt",
     )
     code, rep, err = execute(capsys, str(tid), "--owner", "w1")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)

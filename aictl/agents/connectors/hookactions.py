@@ -6,13 +6,13 @@
 Claude Code: Read -> read_path; Write/Edit/MultiEdit/NotebookEdit -> write_path;
 Grep/Glob/LS -> read_path on the searched directory; WebFetch -> network (host, port).
 Codex: apply_patch -> write_path per added/updated/moved-to file, delete_path per deleted one.
-Both: Bash -> run_command, then network for each URL it names, then the paths its words
-name (`command_reads`: what rm deletes, what mv/cp/tee/`>` write, the workspace files
-anything else is given, globs expanded), so
-`cat secrets/token.txt` meets the secret's read rule and `rm ../../policy.yaml` the
-repository's edge;
-mcp__server__tool and any other tool -> use_tool with its name; the agents' bookkeeping
-tools (todo lists, subagents whose calls are hooked one by one) -> nothing.
+Both: Bash -> run_command (RunPolicy's own scan of the line also refuses a secret it names
+and decides each URL's host as `network`), then the paths its words name, one record each
+(`command_reads`: what rm deletes, what mv/cp/tee/`>` write, the workspace files anything
+else is given, globs expanded), so `rm .ai/policy.yaml` meets the locks and `rm
+../../policy.yaml` the repository's edge. mcp__server__tool and any other tool -> use_tool
+with its name; the agents' bookkeeping tools (todo lists, subagents whose calls are hooked
+one by one) -> nothing.
 
 Paths are made relative to the workspace with symlinks resolved (a link is judged by what
 it points at); a path that leaves the workspace stays "../…", which the run's policy
@@ -48,7 +48,6 @@ _REDIRECTS = frozenset("<>")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _REDIRECT = re.compile(r"(?:^|[^<>&])(?:\d|&)?>>?\|?\s*([^\s;&|<>()`$]+)")
 MAX_LINE = 16_384
-_URL = re.compile(r"\b(?:https?|ftp|ssh|git|wss?)://[^\s'\"`;|&<>()]+", re.IGNORECASE)
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ssh": 22, "git": 9418, "ws": 80, "wss": 443}
 DELETERS = frozenset({"rm", "unlink", "shred", "rmdir"})
 COPIERS = frozenset({"cp", "install", "ln"})
@@ -81,7 +80,7 @@ def actions_for(tool: str, tool_input: Any, workdir: Path) -> list[Action]:
     if tool in SHELL_TOOLS:
         command = args.get("command") if "command" in args else args.get("cmd")
         line = " ".join(command) if isinstance(command, list) else str(command or "")
-        return [Action("run_command", {"command": line}), *command_urls(line), *command_reads(line, workdir)]
+        return [Action("run_command", {"command": line}), *command_reads(line, workdir)]
     if tool == "apply_patch":
         return patch_actions(str(args.get("command") or args.get("input") or ""), workdir)
     if tool == "WebFetch":
@@ -99,17 +98,6 @@ def url_action(text: str) -> Action:
     except ValueError:
         port = None
     return Action("network", {"host": (url.hostname or "").lower(), "port": port})
-
-
-def command_urls(line: str) -> list[Action]:
-    """network for each URL a command line names (curl, wget, git clone, pip install …), at most MAX_WORDS."""
-    seen: dict[tuple[str, Any], Action] = {}
-    for match in _URL.finditer(line[:MAX_LINE]):
-        act = url_action(match.group(0))
-        seen.setdefault((act.resource["host"], act.resource["port"]), act)
-        if len(seen) >= MAX_WORDS:
-            break
-    return list(seen.values())
 
 
 def patch_actions(patch: str, workdir: Path) -> list[Action]:
@@ -196,4 +184,4 @@ def _expand(word: str, workdir: Path) -> list[str]:
     return matches
 
 
-__all__ = ["Action", "actions_for", "command_reads", "command_urls", "patch_actions", "repo_path", "url_action"]
+__all__ = ["Action", "actions_for", "command_reads", "patch_actions", "repo_path", "url_action"]
