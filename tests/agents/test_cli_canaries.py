@@ -211,3 +211,33 @@ def test_task_execute_with_claude_code_decides_every_tool_call_on_the_project_re
     _code, out, _err = cli(capsys, "audit", "decisions", "--task", str(tid), "--action", "write_path", "-o", "json")
     per_call = [(d["effect"], d["resource"]["path"]) for d in json.loads(out) if d["resource"].get("path")]
     assert per_call == [("allow", "src/ok.txt")]  # the hook's; the result check decides the diff's paths apart
+
+
+def test_a_call_that_needs_approval_is_refused_for_now_and_named_on_the_result(
+    claude_bin, fake_provider, ws, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(*CLAUDE_KEY)
+    policy = canary_policy() + (
+        "\n  - id: ci-needs-a-person\n    effect: require_approval\n"
+        "    match: {actions: [write_path], paths: [src/ci/**]}\n    reason: a person reviews CI changes\n"
+    )
+    pinned = Pinned(tmp_path, ws, policy=policy)
+    try:
+        fake_provider.script(
+            reply("", [tool("Write", {"file_path": str(ws / "src" / "ci" / "deploy.yml"), "content": "on: push\n"})]),
+            reply("", [tool("Write", {"file_path": str(ws / "src" / "ok.txt"), "content": "ok\n"})]),
+            reply("Waiting for a person on the CI file."),
+        )
+        ai = make_ai("claude-code", claude_bin, fake_provider, model="claude-sonnet-4-5", key_env=CLAUDE_KEY[0])
+        ctx = make_ctx(ws, ai, state_dir=tmp_path / "state", prompt="add CI", run_policy=pinned.run)
+        res = ClaudeCodeConnector().run(ctx)
+        effects = [(d["action"], d["effect"]) for d in pinned.decisions()]
+    finally:
+        pinned.close()
+    assert not (ws / "src" / "ci" / "deploy.yml").exists() and (ws / "src" / "ok.txt").exists()
+    pending = res.pending_approval
+    assert pending is not None and (pending["action"], pending["target"]) == ("write_path", "src/ci/deploy.yml")
+    assert pending["rule"] == "ci-needs-a-person" and pending["decision_id"]
+    assert effects == [("write_path", "require_approval"), ("write_path", "allow")]
+    refused = next(e for e in res.events if e["type"] == "tool_result" and not e["ok"])
+    assert "needs a person's approval" in refused["output"]

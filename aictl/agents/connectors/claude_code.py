@@ -416,7 +416,10 @@ class ClaudeCodeConnector:
             argv = build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config, hook_settings=settings)
             res = run_cli(ctx, argv, env, parser)
             parser.settle()
-            return finish(ctx, res, parser, SPEC)
+            result = finish(ctx, res, parser, SPEC)
+            if hooks is not None and hooks.pending_approval is not None:
+                result.pending_approval = hooks.pending_approval  # the task waits for a person
+            return result
         finally:
             if hooks is not None:
                 hooks.close()

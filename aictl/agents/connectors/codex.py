@@ -297,7 +297,10 @@ class CodexConnector:
             (home / "config.toml").write_text(config_toml(ctx, key_name, hook_command=hook_command))
             parser = CodexStream(ctx.on_event, ai=ctx.ai)
             res = run_cli(ctx, argv, {"CODEX_HOME": str(home), key_name: key}, parser)
-            return finish(ctx, res, parser, SPEC)
+            result = finish(ctx, res, parser, SPEC)
+            if hooks is not None and hooks.pending_approval is not None:
+                result.pending_approval = hooks.pending_approval  # the task waits for a person
+            return result
         finally:
             if hooks is not None:
                 hooks.close()

@@ -10,7 +10,10 @@ JSON here and prints what comes back. Here the call becomes policy actions
 (hookactions.py), with paths relative to the workspace the server was given (never the
 cwd the hook claims). Each action goes to `decide` (the run's RunPolicy, which writes
 the decision record), the first refusal ends the check, and its rule and reason are
-what the model is told. Claude Code and Codex (>= 0.124) speak the same hook JSON.
+what the model is told. Claude Code and Codex (>= 0.124) speak the same hook JSON. A call
+the policy wants a person to approve is refused for now and kept (`pending_approval`): the
+connector puts it on its result, and the executor parks the task until `aictl task approve`
+grants that action to the next attempt.
 
 The request is untrusted (it comes from a process next to the agent): it is size-capped,
 read with a timeout, and anything malformed is answered with a deny.
@@ -48,15 +51,32 @@ SEARCH_TOOLS = ("Grep", "Glob", "LS")
 Decide = Callable[..., Any]  # RunPolicy.decide: (action, **resource) -> ActionVerdict
 
 
-def judge(decide: Decide, request: Any, workdir: Path) -> tuple[str, str]:
-    """("allow" | "deny", reason) for one hook request; every action asked is recorded by `decide`."""
+def judge(
+    decide: Decide, request: Any, workdir: Path, on_approval: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[str, str]:
+    """("allow" | "deny", reason) for one hook request; every action asked is recorded by `decide`.
+
+    A require_approval is refused too (nobody can approve inside a headless run); `on_approval`
+    hears what the task will wait for (ConnectorResult.pending_approval's shape)."""
     if not isinstance(request, dict) or not isinstance(request.get("tool_name"), str):
         return "deny", "aictl: not a PreToolUse request"
     for act in actions_for(request["tool_name"], request.get("tool_input"), workdir):
         verdict = decide(act.action, **act.resource)
-        if not verdict.allowed:  # require_approval too: nobody can approve inside a headless run
-            ref = f" (aictl decision {verdict.decision_id[:12]})" if verdict.decision_id else ""
-            return "deny", f"aictl {verdict.reason}{ref}"
+        if verdict.allowed:
+            continue
+        if verdict.effect == "require_approval" and on_approval is not None:
+            target = next(iter(act.resource.values()), None)
+            on_approval(
+                {
+                    "action": act.action,
+                    "target": target,
+                    "rule": verdict.rule,
+                    "reason": verdict.reason,
+                    "decision_id": verdict.decision_id,
+                }
+            )
+        ref = f" (aictl decision {verdict.decision_id[:12]})" if verdict.decision_id else ""
+        return "deny", f"aictl {verdict.reason}{ref}"
     return "allow", ""
 
 
@@ -72,7 +92,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 request = json.loads(data)
             except ValueError:
                 request = None
-            decision, reason = judge(self.server.decide, request, self.server.workdir)
+            decision, reason = judge(self.server.decide, request, self.server.workdir, self.server.note_approval)
         except OSError:
             return  # the client went away (or stalled): it denies on its own
         except Exception as e:  # noqa: BLE001 - the store failed under decide: deny, never let it through
@@ -102,7 +122,14 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, decide: Decide, workdir: Path):
         self.decide = decide
         self.workdir = workdir
+        self.pending: dict[str, Any] | None = None
+        self._lock = threading.Lock()
         super().__init__(path, _Handler)
+
+    def note_approval(self, pending: dict[str, Any]) -> None:
+        with self._lock:
+            if self.pending is None:  # the first one the run met is what the task waits for
+                self.pending = pending
 
 
 class HookServer:
@@ -117,6 +144,11 @@ class HookServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True, name="aictl-hook-server"
         )
+
+    @property
+    def pending_approval(self) -> dict[str, Any] | None:
+        """The first call the policy wanted a person to approve (refused for now), or None."""
+        return self._server.pending
 
     def __enter__(self) -> HookServer:
         self.start()
