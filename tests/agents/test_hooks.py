@@ -200,3 +200,19 @@ def test_concurrent_hook_calls_are_each_decided_and_recorded(pinned, ws):
         outs = [p.communicate(call("Read", {"file_path": "secrets/token.txt"}, ws), timeout=30)[0] for p in procs]
     assert all(json.loads(o)["hookSpecificOutput"]["permissionDecision"] == "deny" for o in outs)
     assert pinned.denied() == [("read_path", "secrets/token.txt")] * 6
+
+
+def test_a_stalled_client_holds_the_line_only_until_its_deadline(pinned, ws, monkeypatch):
+    from aictl.agents.connectors import hookserver
+
+    monkeypatch.setattr(hookserver, "READ_TIMEOUT_S", 0.3)
+    with HookServer(pinned.run.decide, ws) as server:
+        staller = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        staller.connect(server.path)
+        staller.sendall(b'{"tool_name": ')  # and never more: a hostile process next to the agent
+        try:
+            out = hook(server.path, call("Read", {"file_path": "secrets/token.txt"}, ws))
+        finally:
+            staller.close()
+    assert out["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert pinned.denied() == [("read_path", "secrets/token.txt")]  # the stalled request decided nothing

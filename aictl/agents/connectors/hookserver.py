@@ -30,6 +30,7 @@ import socketserver
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ from aictl.agents.connectors.hookactions import actions_for
 
 # Claude Code kills a hook after this many seconds; the client gives up earlier and denies on its own.
 HOOK_TIMEOUT_S = 60
-READ_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 10.0
+# A request must arrive whole within this (total, not per read): a client cannot hold the line by trickling.
+READ_TIMEOUT_S = 5.0
 # Claude's own bookkeeping: they touch no file, command or host (a subagent's calls are hooked one by one).
 NO_RESOURCE_TOOLS = frozenset({"TodoWrite", "Task", "Agent", "ToolSearch", "ExitPlanMode", "TaskOutput", "KillShell"})
 READ_TOOLS = {"Read": "file_path"}
@@ -106,7 +107,12 @@ class _Handler(socketserver.BaseRequestHandler):
 def _read_all(sock: socket.socket, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
+    deadline = time.monotonic() + READ_TIMEOUT_S
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the hook request did not arrive in time")
+        sock.settimeout(left)
         chunk = sock.recv(65536)
         if not chunk:
             return b"".join(chunks)
@@ -116,8 +122,10 @@ def _read_all(sock: socket.socket, limit: int) -> bytes:
         chunks.append(chunk)
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class _Server(socketserver.UnixStreamServer):
+    """One request at a time, on the server's one thread: RunPolicy keeps a store connection per thread, so
+    a thread per request would open one per tool call. A decision takes ~1.5 ms; a client that stalls holds
+    the line for READ_TIMEOUT_S at most, and only its own agent's calls wait (and deny on their timeout)."""
 
     def __init__(self, path: str, decide: Decide, workdir: Path):
         self.decide = decide
