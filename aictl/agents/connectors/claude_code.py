@@ -26,8 +26,10 @@ Per call: with the run's pinned policy (ctx.run_policy), a PreToolUse hook (--se
 asks the executor's decision socket (hookserver.py) before every tool call: the file,
 command, host or tool is decided and recorded, and a refusal reaches the model with the
 rule and reason while the run goes on. Settings come only from aictl (`--setting-sources
-user` is the private CLAUDE_CONFIG_DIR, plus --settings): a worktree's .claude/settings.json
-is the agent's own writing and may neither widen permissions nor switch hooks off.
+user`: the private CLAUDE_CONFIG_DIR, and --settings for the hook): the worktree's
+.claude/settings*.json are the agent's own writing and may neither widen permissions nor
+switch hooks off (`disableAllHooks`). Skills, which Claude Code finds under the project's
+.claude/skills only with project settings on, are copied to CLAUDE_CONFIG_DIR/skills.
 """
 
 from __future__ import annotations
@@ -149,7 +151,9 @@ def build_argv(
     argv += permission_args(
         ctx.allowed_tools, network=bool(ctx.spec.network), mcp_servers=ctx.mcp_servers if mcp_config is not None else ()
     )
-    argv += ["--setting-sources", "user"]  # CLAUDE_CONFIG_DIR is aictl's; the worktree's settings are not
+    # User settings only: CLAUDE_CONFIG_DIR is aictl's. The worktree's .claude/settings*.json are the agent's
+    # own writing and could switch the hook off (disableAllHooks); its skills are copied over (user_skills).
+    argv += ["--setting-sources", "user"]
     if hook_settings is not None:
         argv += ["--settings", hook_settings]
     if mcp_config is not None:  # strict: the run's servers only, never the user's own ~/.claude.json ones
@@ -192,6 +196,17 @@ def _base36(n: int) -> str:
         out = digits[r] + out
         if n == 0:
             return out
+
+
+def user_skills(config_dir: Path, workdir: Path) -> None:
+    """The worktree's .claude/skills (the repository's own and aictl's, as they are when the run starts) as
+    CLAUDE_CONFIG_DIR/skills: with project settings off (they are agent-writable), that is where Claude Code
+    finds skills. Links are copied as links (what they reach is decided when read)."""
+    target = config_dir / "skills"
+    shutil.rmtree(target, ignore_errors=True)
+    source = workdir / ".claude" / "skills"
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".git"))
 
 
 def carry_session(config_dir: Path, session_id: str, workdir: Path) -> bool:
@@ -400,6 +415,7 @@ class ClaudeCodeConnector:
                 system_file.write_text(ctx.system)
             if ctx.resume_session:
                 carry_session(config_dir, ctx.resume_session, ctx.workdir)
+            user_skills(config_dir, ctx.workdir)
             mcp_config = None
             if ctx.mcp_servers:
                 from aictl.agents.connectors.mcpconfig import claude_mcp_json
@@ -446,4 +462,5 @@ __all__ = [
     "carry_session",
     "permission_args",
     "project_slug",
+    "user_skills",
 ]
