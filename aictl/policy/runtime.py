@@ -95,8 +95,7 @@ class RunPolicy:
         self._roots: tuple[PurePosixPath, ...] = ()
         self.bind_roots(*roots)
         self._open_store = open_store
-        self._local = threading.local()  # a connection per calling thread (SQLite's are bound to theirs)
-        self._stores: list[Store] = []
+        self._writer: _Writer | None = None  # one connection on one thread, whoever decides (SQLite binds them)
         self._lock = threading.Lock()
         self.decided = 0  # decisions recorded by this run, for its evidence
 
@@ -302,26 +301,66 @@ class RunPolicy:
     # -- recording -----------------------------------------------------------------------------------
 
     def _write(self, record: DecisionRecord) -> None:
-        store = getattr(self._local, "store", None)
-        if store is None:
-            store = self._local.store = self._open_store()
-            with self._lock:
-                self._stores.append(store)
-        with store.write() as tx:
-            write_record(tx, record)
+        """The record and its event, committed before decide answers (on the run's writer thread)."""
         with self._lock:
+            if self._writer is None:
+                self._writer = _Writer(self._open_store)
+            writer = self._writer
             self.decided += 1
+        writer.write(record)
 
     def close(self) -> None:
-        """Close the run's connections (the executor calls it when the run ends; each thread's own)."""
+        """End the run's writer and close its connection (the executor calls it when the run ends)."""
         with self._lock:
-            stores, self._stores = self._stores, []
-        self._local = threading.local()
-        for store in stores:
-            try:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+
+class _Writer:
+    """A thread that owns the run's store connection: decide may be called from any thread (the tool loop,
+    a hook server's request threads), and a SQLite connection belongs to the thread that made it."""
+
+    def __init__(self, open_store: Callable[[], Store]):
+        import queue
+
+        self._jobs: queue.Queue[tuple[DecisionRecord, list[BaseException | None], threading.Event] | None]
+        self._jobs = queue.Queue()
+        self._open_store = open_store
+        self._thread = threading.Thread(target=self._run, name="aictl-run-policy", daemon=True)
+        self._thread.start()
+
+    def write(self, record: DecisionRecord) -> None:
+        done, outcome = threading.Event(), list[BaseException | None]([None])
+        self._jobs.put((record, outcome, done))
+        done.wait()
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        store: Store | None = None
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                record, outcome, done = job
+                try:
+                    if store is None:
+                        store = self._open_store()
+                    with store.write() as tx:
+                        write_record(tx, record)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller, whose decision then fails
+                    outcome[0] = e
+                finally:
+                    done.set()
+        finally:
+            if store is not None:
                 store.close()
-            except Exception:  # noqa: BLE001 - another thread's SQLite connection may refuse; the GC closes it
-                pass
 
 
 def _deciding_rule(gate: PolicyGate, ai: str | None, decision: GateDecision) -> str | None:
