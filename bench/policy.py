@@ -490,26 +490,28 @@ def bench_runs(runs: int) -> dict[str, Any]:
     os.environ.setdefault("ANTHROPIC_API_KEY", "bench-key")
     out: dict[str, Any] = {"runs": runs, "tool_calls": len(CANARY)}
     cwd = os.getcwd()
+    variants = (
+        ("canary_default", CANARY, (ROOT / "policies" / "default.yaml").read_text()),
+        ("twin_default", TWIN, (ROOT / "policies" / "default.yaml").read_text()),
+        ("twin_allow_all", TWIN, ALLOW_ALL),
+    )
     with FakeProvider() as fp, tempfile.TemporaryDirectory() as tmp:
         try:
-            for name, calls, policy in (
-                ("canary_default", CANARY, (ROOT / "policies" / "default.yaml").read_text()),
-                ("twin_default", TWIN, (ROOT / "policies" / "default.yaml").read_text()),
-                ("twin_allow_all", TWIN, ALLOW_ALL),
-            ):
-                root = _run_project(Path(tmp) / name, policy)
-                samples = []
-                for i in range(runs + 1):
+            roots = {name: _run_project(Path(tmp) / name, policy) for name, _calls, policy in variants}
+            samples: dict[str, list[float]] = {name: [] for name in roots}
+            for i in range(runs + 1):  # rounds interleave the variants, so a load swing hits them alike
+                for name, calls, _policy in variants:
                     fp.script(reply("working", [tool(c, dict(a)) for c, a in calls]), reply("done"))
                     started = time.perf_counter()
-                    outcome = _execute(root, fp.url)
-                    if i:  # the first run warms imports and caches
-                        samples.append(time.perf_counter() - started)
+                    outcome = _execute(roots[name], fp.url)
+                    if i:  # the first round warms imports and caches
+                        samples[name].append(time.perf_counter() - started)
                     if outcome != "done":
                         raise SystemExit(f"{name}: the run ended {outcome}")
-                log(f"runs: {name} median {statistics.median(samples) * 1e3:.1f} ms")
-                out[name] = _ms(samples)
-                shutil.rmtree(root / ".ai" / "workspaces", ignore_errors=True)
+                    shutil.rmtree(roots[name] / ".ai" / "workspaces", ignore_errors=True)
+            for name, xs in samples.items():
+                out[name] = _ms(xs)
+                log(f"runs: {name} median {out[name]['median_ms']} ms")
             out.update(_connector_runs(fp, Path(tmp), runs))
         finally:
             os.chdir(cwd)
@@ -612,12 +614,11 @@ def _connector_runs(fp: Any, tmp: Path, runs: int) -> dict[str, Any]:
     )
     gate = PolicyGate(_effective(ROOT / "policies" / "default.yaml"))
     settings = Settings(database_url=url, project_dir=tmp, actor="bench@host")
-    out: dict[str, Any] = {}
-    for name in ("connector_no_policy", "connector_pinned"):
-        samples = []
-        for i in range(runs * 2 + 1):
+    samples: dict[str, list[float]] = {"connector_no_policy": [], "connector_pinned": []}
+    for i in range(runs * 2 + 1):  # interleaved, the first round a warm-up
+        for name, xs in samples.items():
             run_policy = None
-            if name == "connector_pinned":
+            if name == "connector_pinned":  # pinned per run, as the executor does (outside the timed part)
                 run_policy = RunPolicy.pin(
                     store=store,
                     settings=settings,
@@ -626,7 +627,7 @@ def _connector_runs(fp: Any, tmp: Path, runs: int) -> dict[str, Any]:
                     epoch=1,
                     gate=gate,
                     roots=(work,),
-                    open_store=lambda: open_store(url),
+                    open_store=lambda: open_store(url, migrate=False),
                     writable=lambda p: p.startswith("src/"),
                 )
             fp.script(reply("working", [tool(c, dict(a)) for c, a in TWIN]), reply("done"))
@@ -641,14 +642,15 @@ def _connector_runs(fp: Any, tmp: Path, runs: int) -> dict[str, Any]:
             )
             started = time.perf_counter()
             result = get_connector("anthropic").run(ctx)
-            if i:
-                samples.append(time.perf_counter() - started)
             if run_policy is not None:
-                run_policy.close()
+                run_policy.close()  # the run's writer ends with the run
+            if i:
+                xs.append(time.perf_counter() - started)
             if not result.ok:
                 raise SystemExit(f"{name}: {result.error}")
-        out[name] = _ms(samples)
-        log(f"runs: {name} median {out[name]['median_ms']} ms")
+    out = {name: _ms(xs) for name, xs in samples.items()}
+    for name, stats in out.items():
+        log(f"runs: {name} median {stats['median_ms']} ms")
     store.close()
     return out
 

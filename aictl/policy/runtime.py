@@ -22,8 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from aictl.domain.redact import redact
 from aictl.policy.commands import parse_command
-from aictl.policy.gate import GateDecision, GateRequest, GateResource, GateSubject, PolicyGate, load_gate
+from aictl.policy.gate import (
+    GateDecision,
+    GateRequest,
+    GateResource,
+    GateSubject,
+    PolicyGate,
+    jsonable,
+    load_gate,
+)
 from aictl.policy.records import DecisionRecord, make_record, write_record
 from aictl.policy.runscan import scan_words
 
@@ -95,6 +104,18 @@ class RunPolicy:
         self._roots: tuple[PurePosixPath, ...] = ()
         self.bind_roots(*roots)
         self._open_store = open_store
+        # Constant for the run: the rules' effects (naming the deciding rule), the masked subject and task.
+        self._effects = {r.id: r.effect.value for r in gate.policy.resolve(self.ai_id).rules}
+        self._subject_dump = redact(
+            {
+                "ai": self.ai_id,
+                "ai_labels": list(self.ai_labels),
+                "task_id": self.task_id,
+                "lease_epoch": epoch,
+                "actor": self.actor,
+            }
+        )
+        self._task_dump = redact(jsonable(self.task))
         self._writer: _Writer | None = None  # one connection on one thread, whoever decides (SQLite binds them)
         self._lock = threading.Lock()
         self.decided = 0  # decisions recorded by this run, for its evidence
@@ -132,7 +153,7 @@ class RunPolicy:
             from aictl.store import open_store as open_url
 
             url, busy = settings.resolved_database_url, settings.busy_timeout_ms
-            open_store = lambda: open_url(url, busy_timeout_ms=busy)  # noqa: E731 - bound once per run
+            open_store = lambda: open_url(url, busy_timeout_ms=busy, migrate=False)  # noqa: E731 - `store` is migrated
         grants = _grants(store, task_row.get("id"), epoch)
         from aictl.policy.sources import default_global_policy_path
 
@@ -220,9 +241,23 @@ class RunPolicy:
                 granted = "approved by a person for this attempt (task approve)"
                 decision.effect = "allow"
                 decision.reasons = [*decision.reasons, granted]
-        record = make_record(request, decision, self.gate.sources, ts=self.clock())
+        dumped = {
+            "subject": self._subject_dump,
+            "action": action,
+            "resource": {
+                "task": self._task_dump,
+                "path": request.resource.path,
+                "paths": [],
+                "command": command,
+                "extra": extra,
+            },
+            "context": context,
+        }
+        record = make_record(
+            request, decision, self.gate.sources, ts=self.clock(), dumped=redact(dumped), digest=self.fingerprint
+        )
         self._write(record)
-        rule = _deciding_rule(self.gate, self.ai_id, decision)
+        rule = self._deciding_rule(decision)
         return ActionVerdict(
             decision.effect,
             rule,
@@ -286,6 +321,15 @@ class RunPolicy:
                 matched = [net.rule] if net.rule else []
                 return GateDecision("deny", matched, [why], None, False, decision.eval_ms)
         return decision
+
+    def _deciding_rule(self, decision: GateDecision) -> str | None:
+        """The first matched rule whose effect is the decision's (the one a refusal names)."""
+        if not decision.matched_rules:
+            return None
+        for rule_id in decision.matched_rules:
+            if self._effects.get(rule_id) == decision.effect:
+                return rule_id
+        return decision.matched_rules[0]
 
     def _outside_locks(self, action: str, rel: str) -> bool:
         if action == "read_path" or self.writable is None:
@@ -361,17 +405,6 @@ class _Writer:
         finally:
             if store is not None:
                 store.close()
-
-
-def _deciding_rule(gate: PolicyGate, ai: str | None, decision: GateDecision) -> str | None:
-    """The first matched rule whose effect is the decision's (the one a refusal names)."""
-    if not decision.matched_rules:
-        return None
-    effects = {r.id: r.effect.value for r in gate.policy.resolve(ai).rules}
-    for rule_id in decision.matched_rules:
-        if effects.get(rule_id) == decision.effect:
-            return rule_id
-    return decision.matched_rules[0]
 
 
 def _reason(action: str, target: str | None, decision: GateDecision, rule: str | None) -> str:
