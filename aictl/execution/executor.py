@@ -120,7 +120,10 @@ class Executor:
     def _default_open_store(self) -> Store:
         from aictl.store import open_store
 
-        return open_store(self.settings.resolved_database_url, busy_timeout_ms=self.settings.busy_timeout_ms)
+        # the run's own connections (lease keeper, activity, decisions) open a store the caller already migrated
+        return open_store(
+            self.settings.resolved_database_url, busy_timeout_ms=self.settings.busy_timeout_ms, migrate=False
+        )
 
     # -- the whole path --------------------------------------------------------
 

@@ -68,13 +68,13 @@ class GateRequest:
             },
             "action": self.action,
             "resource": {
-                "task": _jsonable(r.task),
+                "task": jsonable(r.task),
                 "path": r.path,
                 "paths": list(r.paths),
                 "command": r.command,
-                "extra": _jsonable(r.extra),
+                "extra": jsonable(r.extra),
             },
-            "context": _jsonable(self.context),
+            "context": jsonable(self.context),
         }
 
 
@@ -92,12 +92,12 @@ class GateDecision:
         return self.effect == "allow"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     # What pydantic's JSON mode does to the containers callers pass (tuples and sets become lists).
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 

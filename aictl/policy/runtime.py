@@ -22,8 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from aictl.domain.redact import redact
 from aictl.policy.commands import parse_command
-from aictl.policy.gate import GateDecision, GateRequest, GateResource, GateSubject, PolicyGate, load_gate
+from aictl.policy.gate import (
+    GateDecision,
+    GateRequest,
+    GateResource,
+    GateSubject,
+    PolicyGate,
+    jsonable,
+    load_gate,
+)
 from aictl.policy.records import DecisionRecord, make_record, write_record
 from aictl.policy.runscan import scan_words
 
@@ -95,8 +104,19 @@ class RunPolicy:
         self._roots: tuple[PurePosixPath, ...] = ()
         self.bind_roots(*roots)
         self._open_store = open_store
-        self._local = threading.local()  # a connection per calling thread (SQLite's are bound to theirs)
-        self._stores: list[Store] = []
+        # Constant for the run: the rules' effects (naming the deciding rule), the masked subject and task.
+        self._effects = {r.id: r.effect.value for r in gate.policy.resolve(self.ai_id).rules}
+        self._subject_dump = redact(
+            {
+                "ai": self.ai_id,
+                "ai_labels": list(self.ai_labels),
+                "task_id": self.task_id,
+                "lease_epoch": epoch,
+                "actor": self.actor,
+            }
+        )
+        self._task_dump = redact(jsonable(self.task))
+        self._writer: _Writer | None = None  # one connection on one thread, whoever decides (SQLite binds them)
         self._lock = threading.Lock()
         self.decided = 0  # decisions recorded by this run, for its evidence
 
@@ -133,7 +153,7 @@ class RunPolicy:
             from aictl.store import open_store as open_url
 
             url, busy = settings.resolved_database_url, settings.busy_timeout_ms
-            open_store = lambda: open_url(url, busy_timeout_ms=busy)  # noqa: E731 - bound once per run
+            open_store = lambda: open_url(url, busy_timeout_ms=busy, migrate=False)  # noqa: E731 - `store` is migrated
         grants = _grants(store, task_row.get("id"), epoch)
         from aictl.policy.sources import default_global_policy_path
 
@@ -221,9 +241,23 @@ class RunPolicy:
                 granted = "approved by a person for this attempt (task approve)"
                 decision.effect = "allow"
                 decision.reasons = [*decision.reasons, granted]
-        record = make_record(request, decision, self.gate.sources, ts=self.clock())
+        dumped = {
+            "subject": self._subject_dump,
+            "action": action,
+            "resource": {
+                "task": self._task_dump,
+                "path": request.resource.path,
+                "paths": [],
+                "command": command,
+                "extra": extra,
+            },
+            "context": context,
+        }
+        record = make_record(
+            request, decision, self.gate.sources, ts=self.clock(), dumped=redact(dumped), digest=self.fingerprint
+        )
         self._write(record)
-        rule = _deciding_rule(self.gate, self.ai_id, decision)
+        rule = self._deciding_rule(decision)
         return ActionVerdict(
             decision.effect,
             rule,
@@ -288,6 +322,15 @@ class RunPolicy:
                 return GateDecision("deny", matched, [why], None, False, decision.eval_ms)
         return decision
 
+    def _deciding_rule(self, decision: GateDecision) -> str | None:
+        """The first matched rule whose effect is the decision's (the one a refusal names)."""
+        if not decision.matched_rules:
+            return None
+        for rule_id in decision.matched_rules:
+            if self._effects.get(rule_id) == decision.effect:
+                return rule_id
+        return decision.matched_rules[0]
+
     def _outside_locks(self, action: str, rel: str) -> bool:
         if action == "read_path" or self.writable is None:
             return False
@@ -302,37 +345,66 @@ class RunPolicy:
     # -- recording -----------------------------------------------------------------------------------
 
     def _write(self, record: DecisionRecord) -> None:
-        store = getattr(self._local, "store", None)
-        if store is None:
-            store = self._local.store = self._open_store()
-            with self._lock:
-                self._stores.append(store)
-        with store.write() as tx:
-            write_record(tx, record)
+        """The record and its event, committed before decide answers (on the run's writer thread)."""
         with self._lock:
+            if self._writer is None:
+                self._writer = _Writer(self._open_store)
+            writer = self._writer
             self.decided += 1
+        writer.write(record)
 
     def close(self) -> None:
-        """Close the run's connections (the executor calls it when the run ends; each thread's own)."""
+        """End the run's writer and close its connection (the executor calls it when the run ends)."""
         with self._lock:
-            stores, self._stores = self._stores, []
-        self._local = threading.local()
-        for store in stores:
-            try:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+
+class _Writer:
+    """A thread that owns the run's store connection: decide may be called from any thread (the tool loop,
+    a hook server's request threads), and a SQLite connection belongs to the thread that made it."""
+
+    def __init__(self, open_store: Callable[[], Store]):
+        import queue
+
+        self._jobs: queue.Queue[tuple[DecisionRecord, list[BaseException | None], threading.Event] | None]
+        self._jobs = queue.Queue()
+        self._open_store = open_store
+        self._thread = threading.Thread(target=self._run, name="aictl-run-policy", daemon=True)
+        self._thread.start()
+
+    def write(self, record: DecisionRecord) -> None:
+        done, outcome = threading.Event(), list[BaseException | None]([None])
+        self._jobs.put((record, outcome, done))
+        done.wait()
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        store: Store | None = None
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                record, outcome, done = job
+                try:
+                    if store is None:
+                        store = self._open_store()
+                    with store.write() as tx:
+                        write_record(tx, record)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller, whose decision then fails
+                    outcome[0] = e
+                finally:
+                    done.set()
+        finally:
+            if store is not None:
                 store.close()
-            except Exception:  # noqa: BLE001 - another thread's SQLite connection may refuse; the GC closes it
-                pass
-
-
-def _deciding_rule(gate: PolicyGate, ai: str | None, decision: GateDecision) -> str | None:
-    """The first matched rule whose effect is the decision's (the one a refusal names)."""
-    if not decision.matched_rules:
-        return None
-    effects = {r.id: r.effect.value for r in gate.policy.resolve(ai).rules}
-    for rule_id in decision.matched_rules:
-        if effects.get(rule_id) == decision.effect:
-            return rule_id
-    return decision.matched_rules[0]
 
 
 def _reason(action: str, target: str | None, decision: GateDecision, rule: str | None) -> str:

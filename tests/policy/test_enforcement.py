@@ -156,3 +156,20 @@ def test_cli_claim_denied_exit_5_json(project, capsys):
     err = json.loads(capsys.readouterr().err)["error"]
     assert err["code"] == "policy_denied" and "interns do not touch production" in err["message"]
     assert main(["task", "claim", "--owner", "intern-2"]) == 3
+
+
+def test_without_any_policy_file_the_cli_denies_claim_and_execute_with_a_hint(project, capsys):
+    from aictl.cli.main import main
+
+    assert main(["task", "create", "work", "--lock", "src/**", "--command", "true"]) == 0
+    (project / ".ai" / "policy.yaml").unlink()  # what an agent's `rm ../../policy.yaml` would leave behind
+    capsys.readouterr()
+    assert main(["task", "claim", "--owner", "w1", "--id", "1", "-o", "json"]) == 5
+    err = json.loads(capsys.readouterr().err)["error"]
+    assert err["code"] == "policy_denied" and "aictl init" in err["hint"] and "every action is denied" in err["message"]
+    assert main(["task", "execute", "1", "-o", "json"]) != 0
+    capsys.readouterr()
+    assert main(["task", "get", "1", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "queued"  # nothing ran
+    assert main(["policy", "explain", "--action", "claim", "--ai", "w1"]) == 0
+    assert "aictl init" in capsys.readouterr().err
