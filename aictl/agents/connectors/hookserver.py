@@ -123,8 +123,8 @@ def _read_all(sock: socket.socket, limit: int) -> bytes:
 
 
 class _Server(socketserver.UnixStreamServer):
-    """One request at a time, on the server's one thread: RunPolicy keeps a store connection per thread, so
-    a thread per request would open one per tool call. A decision takes ~1.5 ms; a client that stalls holds
+    """One request at a time, on the server's one thread: a decision takes ~1.5 ms, and a process next to the
+    agent that opens connections by the thousand gets no thread per connection. A client that stalls holds
     the line for READ_TIMEOUT_S at most, and only its own agent's calls wait (and deny on their timeout)."""
 
     def __init__(self, path: str, decide: Decide, workdir: Path):
