@@ -56,13 +56,13 @@ from aictl.agents.connectors.cli_common import (
     retry_at_from_text,
     run_cli,
 )
-from aictl.agents.connectors.hookserver import HookServer
 from aictl.agents.connectors.probes import cli_version
 from aictl.agents.connectors.spec import ConnectorSpec
 from aictl.agents.pricing import run_cost
 from aictl.domain.errors import UsageError
 
 if TYPE_CHECKING:
+    from aictl.agents.connectors.hookserver import HookServer
     from aictl.domain.models import AIRecord
 # aictl tool → allow rules, scoped to the working directory: a bare "Read" or "Write" rule would let the tool
 # reach any path, while "Read(./**)" is refused outside the workspace (measured on 2.1.197). Glob and Grep are
@@ -426,6 +426,8 @@ class ClaudeCodeConnector:
             parser = ClaudeStream(ctx.on_event, ai=ctx.ai)
             settings = None
             if ctx.run_policy is not None:  # every tool call asks the run's policy (and is recorded)
+                from aictl.agents.connectors.hookserver import HookServer  # a socket server: only for a run
+
                 hooks = HookServer(ctx.run_policy.decide, ctx.workdir)
                 hooks.start()
                 settings = hooks.settings_json()

@@ -54,13 +54,13 @@ from aictl.agents.connectors.cli_common import (
     retry_at_from_text,
     run_cli,
 )
-from aictl.agents.connectors.hookserver import HOOK_TIMEOUT_S, HookServer
 from aictl.agents.connectors.probes import cli_version
 from aictl.agents.connectors.spec import ConnectorSpec
 from aictl.agents.pricing import OPENAI_PRICES, run_cost
 from aictl.domain.errors import UsageError
 
 if TYPE_CHECKING:
+    from aictl.agents.connectors.hookserver import HookServer
     from aictl.domain.models import AIRecord
 
 PROVIDER = "aictl"
@@ -136,6 +136,8 @@ def config_toml(ctx: RunContext, key_env: str, *, hook_command: str | None = Non
 
 def hook_toml(command: str) -> list[str]:
     """The PreToolUse hook for every tool (Bash, apply_patch, mcp__…), as config.toml's inline [hooks]."""
+    from aictl.agents.connectors.hookserver import HOOK_TIMEOUT_S
+
     return [
         "",
         "[[hooks.PreToolUse]]",
@@ -288,6 +290,8 @@ class CodexConnector:
         hooks: HookServer | None = None
         try:
             if ctx.run_policy is not None:  # every tool call asks the run's policy (and is recorded)
+                from aictl.agents.connectors.hookserver import HookServer  # a socket server: only for a run
+
                 hooks = HookServer(ctx.run_policy.decide, ctx.workdir)
                 hooks.start()
             argv = build_argv(binary, ctx, hooks=hooks is not None)
