@@ -241,20 +241,21 @@ class RunPolicy:
                 granted = "approved by a person for this attempt (task approve)"
                 decision.effect = "allow"
                 decision.reasons = [*decision.reasons, granted]
-        dumped = {
+        varying = redact({"path": request.resource.path, "command": command, "extra": extra, "context": context})
+        dumped = {  # what make_record would dump and mask, with the run's constant parts masked once at pin time
             "subject": self._subject_dump,
             "action": action,
             "resource": {
                 "task": self._task_dump,
-                "path": request.resource.path,
+                "path": varying["path"],
                 "paths": [],
-                "command": command,
-                "extra": extra,
+                "command": varying["command"],
+                "extra": varying["extra"],
             },
-            "context": context,
+            "context": varying["context"],
         }
         record = make_record(
-            request, decision, self.gate.sources, ts=self.clock(), dumped=redact(dumped), digest=self.fingerprint
+            request, decision, self.gate.sources, ts=self.clock(), dumped=dumped, digest=self.fingerprint
         )
         self._write(record)
         rule = self._deciding_rule(decision)

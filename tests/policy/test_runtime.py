@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -269,3 +270,22 @@ def test_a_command_that_names_a_denied_file_is_denied_as_a_read(services, projec
         assert run.decide("run_command", command="cat src/a.py && ls -la .").allowed
     finally:
         run.close()
+
+
+def test_the_record_holds_the_request_as_the_gate_would_record_it_with_secrets_masked(pinned, services):
+    from aictl.domain.redact import register
+
+    register("tok-9f8e7d6c5b4a39281706")
+    verdict = pinned.decide("run_command", command="curl -H 'X-Key: tok-9f8e7d6c5b4a39281706' localhost")
+    stored = DecisionLog(services.store).get(verdict.decision_id)
+    expected = pinned.gate.check(
+        "run_command",
+        ai="claude-x",
+        actor="claude-x",
+        ai_labels=["trusted"],
+        task=pinned.task,
+        epoch=2,
+        command="curl -H 'X-Key: tok-9f8e7d6c5b4a39281706' localhost",
+    )
+    assert stored.input == expected.input and stored.effect == expected.effect
+    assert "tok-9f8e7d6c5b4a39281706" not in json.dumps(stored.model_dump(mode="json"))
