@@ -289,3 +289,28 @@ def test_the_record_holds_the_request_as_the_gate_would_record_it_with_secrets_m
     )
     assert stored.input == expected.input and stored.effect == expected.effect
     assert "tok-9f8e7d6c5b4a39281706" not in json.dumps(stored.model_dump(mode="json"))
+
+
+def test_the_policy_aictl_init_writes_refuses_the_issue_s_commands_and_secrets(services, tmp_path):
+    root = tmp_path / "init"
+    (root / ".ai").mkdir(parents=True)
+    shutil.copy(REPO / "aictl" / "templates" / "policy.yaml", root / ".ai" / "policy.yaml")
+    settings = services.make(project_dir=root).settings
+    run = RunPolicy.pin(
+        store=services.store,
+        settings=settings,
+        task_row={"id": 3},
+        ai=AIRecord(id="claude-x", connector="anthropic"),
+        epoch=1,
+        open_store=lambda: open_store(settings.resolved_database_url),
+    )
+    try:
+        for command in ("git push origin HEAD", "echo x | sh", "rm -rf .git", "cd a && sudo make install"):
+            assert not run.decide("run_command", command=command).allowed, command
+        assert run.decide("run_command", command="rm -rf build && pytest -q").allowed
+        assert not run.decide("read_path", path="secrets/token.txt").allowed
+        assert not run.decide("network", host="pypi.org", port=443).allowed
+        assert run.decide("read_path", path="src/app.py").allowed
+        assert run.decide("use_tool", tool="read").allowed
+    finally:
+        run.close()
