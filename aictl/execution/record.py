@@ -252,6 +252,7 @@ class Recorder:
         A protected path that only needs approval is no violation: it goes to `report.pending_approval`."""
         from aictl.execution.checks import builtin_record, check_locks, protected_paths
         from aictl.policy.records import write_record
+        from aictl.policy.runtime import GRANTED
 
         sources = self.policy.sources if self.policy is not None else []
         records = []
@@ -290,7 +291,7 @@ class Recorder:
                 and all(run_policy.granted("write_path", path=p) for p in refused)
             ):  # the very writes a person approved at the tool call: not asked twice
                 record.effect = "allow"
-                record.reasons.append("approved by a person for this attempt (task approve)")
+                record.reasons.append(GRANTED)
                 refused = []
             if refused and record.effect == "require_approval":  # nothing denied: a person decides, the task waits
                 report.pending_approval = {

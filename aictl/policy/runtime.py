@@ -48,6 +48,7 @@ MCP_PREFIX = "mcp__"  # an MCP tool's name: mcp__<server>__<tool> (aictl.agents.
 OUTSIDE_RULE = "aictl:outside-repository"  # a path that leaves the worktree, refused before any rule is asked
 LOCKS_RULE = "aictl:locks"  # a write outside the task's lock globs
 WORKTREE_RULE = "aictl:worktree"  # a command naming the project or state dir from outside the worktree
+GRANTED = "approved by a person for this attempt (task approve)"
 _GRANT_EPOCHS = 1  # an approval grants its action for this many attempts after it
 
 
@@ -95,7 +96,7 @@ class RunPolicy:
         self.fingerprint = gate.digest
         self.task = dict(task)
         self.task_id: int | None = task.get("id")
-        self.ai_id = ai.id if ai is not None else None
+        self.ai_id = ai.id if ai is not None else actor  # no AI (the command connector): the owner, as `execute` asks
         self.ai_labels = list(ai.labels or []) if ai is not None else []
         self.actor = actor or self.ai_id
         self.epoch = epoch
@@ -197,6 +198,7 @@ class RunPolicy:
         port: int | None = None,
         tool: str | None = None,
     ) -> ActionVerdict:
+        """Decide one agent action and record it (PDR + audit event, one transaction) before answering."""
         if action not in RUNTIME_ACTIONS:
             raise ValueError(f"unknown run-time action {action!r}; known: {', '.join(RUNTIME_ACTIONS)}")
         extra: dict[str, Any] = {}
@@ -234,27 +236,26 @@ class RunPolicy:
                 decision = GateDecision("deny", [LOCKS_RULE], [why], None, False, decision.eval_ms)
             if action == "run_command" and command is not None and decision.effect != "deny":
                 decision = self._command_checks(command, decision)
-        granted = None
         if decision.effect == "require_approval":
             key = action_key(action, {"path": rel, "command": command, "tool": tool, **extra})
             if key in self.grants:
-                granted = "approved by a person for this attempt (task approve)"
                 decision.effect = "allow"
-                decision.reasons = [*decision.reasons, granted]
-        dumped = {
+                decision.reasons = [*decision.reasons, GRANTED]
+        varying = redact({"path": request.resource.path, "command": command, "extra": extra, "context": context})
+        dumped = {  # what make_record would dump and mask, with the run's constant parts masked once at pin time
             "subject": self._subject_dump,
             "action": action,
             "resource": {
                 "task": self._task_dump,
-                "path": request.resource.path,
+                "path": varying["path"],
                 "paths": [],
-                "command": command,
-                "extra": extra,
+                "command": varying["command"],
+                "extra": varying["extra"],
             },
-            "context": context,
+            "context": varying["context"],
         }
         record = make_record(
-            request, decision, self.gate.sources, ts=self.clock(), dumped=redact(dumped), digest=self.fingerprint
+            request, decision, self.gate.sources, ts=self.clock(), dumped=dumped, digest=self.fingerprint
         )
         self._write(record)
         rule = self._deciding_rule(decision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -267,5 +268,49 @@ def test_a_command_that_names_a_denied_file_is_denied_as_a_read(services, projec
             assert verdict.effect == "deny" and verdict.rule == "no-secret-reads", command
             assert "secrets/token.txt" in verdict.reason
         assert run.decide("run_command", command="cat src/a.py && ls -la .").allowed
+    finally:
+        run.close()
+
+
+def test_the_record_holds_the_request_as_the_gate_would_record_it_with_secrets_masked(pinned, services):
+    from aictl.domain.redact import register
+
+    register("tok-9f8e7d6c5b4a39281706")
+    verdict = pinned.decide("run_command", command="curl -H 'X-Key: tok-9f8e7d6c5b4a39281706' localhost")
+    stored = DecisionLog(services.store).get(verdict.decision_id)
+    expected = pinned.gate.check(
+        "run_command",
+        ai="claude-x",
+        actor="claude-x",
+        ai_labels=["trusted"],
+        task=pinned.task,
+        epoch=2,
+        command="curl -H 'X-Key: tok-9f8e7d6c5b4a39281706' localhost",
+    )
+    assert stored.input == expected.input and stored.effect == expected.effect
+    assert "tok-9f8e7d6c5b4a39281706" not in json.dumps(stored.model_dump(mode="json"))
+
+
+def test_the_policy_aictl_init_writes_refuses_the_issue_s_commands_and_secrets(services, tmp_path):
+    root = tmp_path / "init"
+    (root / ".ai").mkdir(parents=True)
+    shutil.copy(REPO / "aictl" / "templates" / "policy.yaml", root / ".ai" / "policy.yaml")
+    settings = services.make(project_dir=root).settings
+    run = RunPolicy.pin(
+        store=services.store,
+        settings=settings,
+        task_row={"id": 3},
+        ai=AIRecord(id="claude-x", connector="anthropic"),
+        epoch=1,
+        open_store=lambda: open_store(settings.resolved_database_url),
+    )
+    try:
+        for command in ("git push origin HEAD", "echo x | sh", "rm -rf .git", "cd a && sudo make install"):
+            assert not run.decide("run_command", command=command).allowed, command
+        assert run.decide("run_command", command="rm -rf build && pytest -q").allowed
+        assert not run.decide("read_path", path="secrets/token.txt").allowed
+        assert not run.decide("network", host="pypi.org", port=443).allowed
+        assert run.decide("read_path", path="src/app.py").allowed
+        assert run.decide("use_tool", tool="read").allowed
     finally:
         run.close()
