@@ -203,7 +203,9 @@ def explain(
     )
     policy = load_effective_policy(_project_dir())
     if not policy.sources:
-        info("note: no policy file found (global or .ai/policy.yaml): every request is denied")
+        from aictl.policy.gate import NO_POLICY_HINT
+
+        info(f"note: no policy file found (global or .ai/policy.yaml): every request is denied; {NO_POLICY_HINT}")
     out.emit(run_explain(policy, request), human=_explanation_human, name=lambda e: e.decision.effect)
 
 

@@ -68,41 +68,26 @@ def agent_context(
     ctx.budget_usd = limits.get("max_cost_usd")
     ctx.on_event = activity.on_event if activity is not None else None
     ctx.mcp_servers = {AICTL_SERVER: task_server(task, opts.owner, settings), **configured_servers(ai.config)}
-    ctx.decide_tool = tool_decider(policy, settings, row, ai, task.lease_epoch)
+    ctx.decide_tool = tool_decider(ctx)
     return record
 
 
-def tool_decider(
-    policy: PolicyGate | None, settings: Settings, row: dict[str, Any], ai: AIRecord, epoch: int
-) -> Callable[[str, str, dict[str, Any]], tuple[bool, str]]:
-    """The policy's `use_tool` for each MCP tool call of the tool loop, with server and tool name; recorded."""
+def tool_decider(ctx: RunContext) -> Callable[[str, str, dict[str, Any]], tuple[bool, str]] | None:
+    """The policy's `use_tool` for each MCP tool call of the tool loop, by the run's pinned policy; recorded."""
     from aictl.agents.connectors.mcptools import tool_name
-    from aictl.tasks.service import task_facts
 
-    facts = task_facts(row)
+    run_policy = ctx.run_policy
+    if run_policy is None:
+        return None
 
     def decide(server: str, tool: str, args: dict[str, Any]) -> tuple[bool, str]:
-        if policy is None:
-            return True, "no policy"
-        from aictl.policy.records import write_record
-        from aictl.store import open_store
+        from aictl.agents.connectors.tools import ApprovalNeeded
 
-        record = policy.check(
-            "use_tool",
-            ai=ai.id,
-            actor=ai.id,
-            ai_labels=list(ai.labels or []),
-            task=facts,
-            epoch=epoch,
-            context={"tool": tool_name(server, tool), "mcp_server": server, "mcp_tool": tool},
-        )
-        store = open_store(settings.resolved_database_url)  # the loop calls from its own thread: its own connection
-        try:
-            with store.write() as tx:
-                write_record(tx, record)
-        finally:
-            store.close()
-        return record.effect == "allow", "; ".join(record.reasons)
+        name = tool_name(server, tool)
+        verdict = run_policy.decide("use_tool", tool=name)
+        if verdict.effect == "require_approval":
+            raise ApprovalNeeded(verdict, "use_tool", name)
+        return verdict.allowed, verdict.reason
 
     return decide
 

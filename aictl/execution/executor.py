@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from aictl.execution.lease import LeaseKeeper
     from aictl.execution.planner import Plan
     from aictl.policy.gate import PolicyGate
+    from aictl.policy.runtime import RunPolicy
     from aictl.sandbox.base import SandboxSpec
     from aictl.sandbox.workspace import Workspace
     from aictl.store.base import Store
@@ -123,7 +124,10 @@ class Executor:
     def _default_open_store(self) -> Store:
         from aictl.store import open_store
 
-        return open_store(self.settings.resolved_database_url, busy_timeout_ms=self.settings.busy_timeout_ms)
+        # the run's own connections (lease keeper, activity, decisions) open a store the caller already migrated
+        return open_store(
+            self.settings.resolved_database_url, busy_timeout_ms=self.settings.busy_timeout_ms, migrate=False
+        )
 
     # -- the whole path --------------------------------------------------------
 
@@ -224,6 +228,11 @@ class Executor:
         resources.callback(self._dispose, ws, report, opts)
         report.branch = ws.branch
         timings["workspace"] = time.monotonic() - t
+        run_policy = self._pin_policy(task, plan, opts, epoch, ws.path, spec)
+        resources.callback(run_policy.close)
+        from aictl.execution.containment import contain
+
+        run_spec = contain(spec, ws.path, run_policy)  # the agent's sandbox: policy's network, secrets masked
         task = self.svc.start(task.id, opts.owner, epoch, ai=opts.ai)
         with ExitStack() as live:  # the lease keeper and the activity writer end before the task moves
             keeper = self._keep_lease(task.id, opts.owner, epoch, opts.ttl)
@@ -234,7 +243,9 @@ class Executor:
                 live.callback(activity.finish)
             self._phase(task.id, "running", backend=spec.backend, connector=opts.connector)
             t = time.monotonic()
-            result = self._run_connector(task, ws.path, spec, opts, keeper.stop, plan, limits, activity, report)
+            result = self._run_connector(
+                task, ws.path, run_spec, opts, keeper.stop, plan, limits, activity, report, run_policy
+            )
             if activity is not None:
                 activity.finish()  # its last line lands before the evidence
             timings["run"] = time.monotonic() - t
@@ -248,10 +259,16 @@ class Executor:
                 live.close()
                 self._rate_limited(report, opts, epoch, plan, result)
                 return
+            if result.pending_approval is not None:  # a call the policy wants a person to approve: wait
+                live.close()
+                self._await(report, opts, epoch, result.pending_approval, "tool")
+                return
             verify = self.recorder.verify(task, ws.path, spec, opts, epoch, keeper.stop, report)
             timings["collect"] = time.monotonic() - t
             self._check_lease(keeper)
-            violations = self.recorder.checks(task, opts, epoch, changes.paths, result, verify, limits, report)
+            violations = self.recorder.checks(
+                task, opts, epoch, changes.paths, result, verify, limits, report, run_policy
+            )
         timings["total"] = time.monotonic() - t0
         if not result.ok:
             self._fail(report, opts, epoch, result.error or "the agent failed", result.transient)
@@ -259,23 +276,22 @@ class Executor:
             self._fail(report, opts, epoch, "; ".join(violations), False)
             self._reject(ws, report)
         else:
+            done = {
+                "summary": result.summary,
+                "changed_paths": changes.paths,
+                "commit": changes.commit,
+                "branch": ws.branch,
+                "evidence": [e["digest"] for e in report.evidence],
+            }
+            if report.pending_approval is not None:  # a protected path in the diff: the result waits for a person
+                self._await(report, opts, epoch, report.pending_approval, "result", result=done)
+                return
             ok, published = self._publish(task.id, opts, epoch, report)
             if not ok:
                 return
-            report.task = self.svc.complete(
-                task.id,
-                opts.owner,
-                epoch,
-                ai=opts.ai,
-                result={
-                    "summary": result.summary,
-                    "changed_paths": changes.paths,
-                    "commit": changes.commit,
-                    "branch": ws.branch,
-                    "evidence": [e["digest"] for e in report.evidence],
-                    **({"published": published} if published else {}),
-                },
-            )
+            if published:
+                done["published"] = published
+            report.task = self.svc.complete(task.id, opts.owner, epoch, ai=opts.ai, result=done)
             report.outcome = Outcome.DONE
             timings["until_complete"] = time.monotonic() - t0
             self._phase(task.id, "done", elapsed=round(time.monotonic() - t0, 3))
@@ -475,6 +491,35 @@ class Executor:
         report.task = self.svc.fail(task.id, opts.owner, epoch, reason=err.message, retryable=False)
         raise _Stop(Outcome.FAILED, err.message)
 
+    def _pin_policy(
+        self, task: Task, plan: Plan, opts: ExecuteOptions, epoch: int, workdir: Path, spec: SandboxSpec
+    ) -> RunPolicy:
+        """The run's policy, pinned before the agent starts: the executor's gate (loaded from the project
+        and state dir when it was made), never re-read from the worktree the agent can change."""
+        from aictl.policy.runtime import RunPolicy
+        from aictl.tasks.globs import path_matches
+        from aictl.tasks.service import task_facts
+
+        with self.store.read() as tx:
+            row = task_row(tx, task.id)
+        locks = list(task.lock_paths)
+        roots: tuple[str | Path, ...] = (workdir,) + ((spec.mount,) if spec.backend == "docker" else ())
+        pinned = RunPolicy.pin(
+            store=self.store,
+            settings=self.settings,
+            task_row=task_facts(row),
+            ai=plan.ai,
+            epoch=epoch,
+            actor=opts.ai or opts.owner,
+            gate=self.policy,
+            roots=roots,
+            open_store=self._open_store,
+            clock=self.clock,
+            writable=lambda path: bool(locks) and path_matches(locks, path),  # as the result's lock check
+        )
+        self._phase(task.id, "policy_pinned", fingerprint=pinned.fingerprint, grants=len(pinned.grants))
+        return pinned
+
     def _approval_for(self, task_id: int, action: str) -> dict[str, Any] | None:
         with self.store.read() as tx:
             row = tx.one(
@@ -512,6 +557,7 @@ class Executor:
         limits: dict[str, Any],
         activity: ActivityWriter | None,
         report: ExecutionReport,
+        run_policy: RunPolicy,
     ) -> Any:
         from aictl.agents.connectors import RunContext, get_connector
         from aictl.sandbox import get_sandbox
@@ -529,6 +575,7 @@ class Executor:
             command=opts.command,
             instructions=task.description,
             labels={"task": str(task.id), "epoch": str(task.lease_epoch)},
+            run_policy=run_policy,
         )
         if plan.ai is not None:
             from aictl.execution.agent import agent_context
@@ -610,6 +657,25 @@ class Executor:
         except RemoteError as e:
             self._fail(report, opts, epoch, f"could not publish the result: {e.message}", True)
             return False, None
+
+    def _await(
+        self,
+        report: ExecutionReport,
+        opts: ExecuteOptions,
+        epoch: int,
+        pending: dict[str, Any],
+        stage: str,
+        *,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        """Park the task for a person: at a tool call (the next attempt is granted it) or with its result."""
+        what = f"{pending.get('action')} {pending.get('target')}"
+        reason = f"waiting for approval of {what} ({pending.get('reason')})"
+        report.task = self.svc.await_approval(
+            report.task.id, opts.owner, epoch, reason=reason, stage=stage, pending=pending, result=result
+        )
+        report.outcome, report.reason, report.pending_approval = Outcome.AWAITING_APPROVAL, reason, pending
+        self._phase(report.task.id, Outcome.AWAITING_APPROVAL, reason=reason, stage=stage)
 
     def _fail(self, report: ExecutionReport, opts: ExecuteOptions, epoch: int, reason: str, transient: bool) -> None:
         report.task = self.svc.fail(report.task.id, opts.owner, epoch, reason=reason, retryable=transient)

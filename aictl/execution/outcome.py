@@ -75,6 +75,8 @@ class ExecutionReport(BaseModel):
     decisions: list[dict[str, Any]] = Field(default_factory=list)
     skills: dict[str, Any] | None = None  # the skills that reached the agent (name, version, digest) and those denied
     timings: dict[str, float] = Field(default_factory=dict)
+    # What the task waits for when it ends awaiting_approval from a run: {action, target, rule, reason, decision_id}
+    pending_approval: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:

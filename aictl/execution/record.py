@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from aictl.domain.models import AIRecord, Task
     from aictl.execution.outcome import ExecuteOptions, ExecutionReport
     from aictl.policy.gate import PolicyGate
+    from aictl.policy.runtime import RunPolicy
     from aictl.sandbox.base import SandboxSpec
     from aictl.store.base import Store, Tx
 
@@ -244,10 +245,14 @@ class Recorder:
         verify: dict[str, Any] | None,
         limits: dict[str, Any],
         report: ExecutionReport,
+        run_policy: RunPolicy | None = None,
     ) -> list[str]:
-        """Each check is a decision record; returns the violations (empty when the result may land)."""
+        """Each check is a decision record; returns the violations (empty when the result may land).
+
+        A protected path that only needs approval is no violation: it goes to `report.pending_approval`."""
         from aictl.execution.checks import builtin_record, check_locks, protected_paths
         from aictl.policy.records import write_record
+        from aictl.policy.runtime import GRANTED
 
         sources = self.policy.sources if self.policy is not None else []
         records = []
@@ -279,7 +284,25 @@ class Recorder:
                 row = task_row(tx, task.id)
             record, refused = protected_paths(self.policy, task_facts(row), opts.owner, opts.ai, epoch, paths)
             records.append(record)
-            if refused:
+            if (
+                refused
+                and record.effect == "require_approval"
+                and run_policy is not None
+                and all(run_policy.granted("write_path", path=p) for p in refused)
+            ):  # the very writes a person approved at the tool call: not asked twice
+                record.effect = "allow"
+                record.reasons.append(GRANTED)
+                refused = []
+            if refused and record.effect == "require_approval":  # nothing denied: a person decides, the task waits
+                report.pending_approval = {
+                    "action": "write_path",
+                    "target": ", ".join(refused[:10]),
+                    "rule": next(iter(record.matched_rules), None),
+                    "reason": f"policy: changes to {', '.join(refused[:10])} need a person's approval: "
+                    f"{'; '.join(record.reasons[:-1]) or record.effect}",
+                    "decision_id": record.decision_id,
+                }
+            elif refused:
                 violations.append(
                     f"policy refuses changes to {', '.join(refused[:10])}: "
                     f"{'; '.join(record.reasons[:-1]) or record.effect}"

@@ -31,8 +31,8 @@ from aictl.policy.vocab import Effect
 if TYPE_CHECKING:
     from aictl.policy.merge import EffectivePolicy
 
-FORMAT = 1  # bump when the cached shape changes
-_MATCH_FIELDS = ("ai", "ai_labels", "actions", "paths", "commands", "task_labels", "task_types")
+FORMAT = 2  # bump when the cached shape changes
+_MATCH_FIELDS = ("ai", "ai_labels", "actions", "paths", "commands", "programs", "task_labels", "task_types")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,7 @@ class PlainMatch:
     actions: list[str] | None = None
     paths: list[str] | None = None
     commands: list[str] | None = None
+    programs: list[str] | None = None
     task_labels: list[str] | None = None
     task_types: list[str] | None = None
 

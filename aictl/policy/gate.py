@@ -68,13 +68,13 @@ class GateRequest:
             },
             "action": self.action,
             "resource": {
-                "task": _jsonable(r.task),
+                "task": jsonable(r.task),
                 "path": r.path,
                 "paths": list(r.paths),
                 "command": r.command,
-                "extra": _jsonable(r.extra),
+                "extra": jsonable(r.extra),
             },
-            "context": _jsonable(self.context),
+            "context": jsonable(self.context),
         }
 
 
@@ -92,28 +92,39 @@ class GateDecision:
         return self.effect == "allow"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     # What pydantic's JSON mode does to the containers callers pass (tuples and sets become lists).
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
+
+
+NO_POLICY_REASON = "no policy file exists (.ai/policy.yaml or the global one), so every action is denied"
+NO_POLICY_HINT = "create the project's policy with: aictl init  (or copy one from policies/ to .ai/policy.yaml)"
 
 
 class PolicyGate:
     def __init__(self, policy: Any):
-        """`policy`: a compiled.CompiledPolicy, or an EffectivePolicy (compiled here)."""
+        """`policy`: a compiled.CompiledPolicy, or an EffectivePolicy (compiled here).
+
+        A policy without any source file is deny-all: it decides, it never switches checks off.
+        """
         if not isinstance(policy, CompiledPolicy):
             policy = compile_policy(policy)[0]
         self.policy = policy
         self.sources = [{"path": s["path"], "sha256": s["sha256"]} for s in policy.sources]
         self.digest = policy_digest(self.sources)
+        self.empty = not self.sources
 
     def evaluate(self, request: GateRequest) -> GateDecision:
         started = time.perf_counter()
         resolved = self.policy.resolve(request.subject.ai)
         decision = GateDecision(**decide(resolved, RequestView(request, resolved.cel_fields)))  # type: ignore[arg-type]
+        if self.empty:
+            decision.effect = "deny"  # no file: whatever a stray default said, nothing is allowed
+            decision.reasons = [f"{NO_POLICY_REASON}; {NO_POLICY_HINT}"]
         decision.eval_ms = (time.perf_counter() - started) * 1000
         return decision
 
@@ -129,6 +140,7 @@ class PolicyGate:
         path: str | None = None,
         paths: list[str] | None = None,
         command: str | None = None,
+        extra: dict[str, Any] | None = None,
         context: dict[str, Any] | None = None,
         now: float | None = None,
     ) -> DecisionRecord:
@@ -137,7 +149,7 @@ class PolicyGate:
                 ai=ai, ai_labels=list(ai_labels or []), task_id=(task or {}).get("id"), lease_epoch=epoch, actor=actor
             ),
             action=action,
-            resource=GateResource(task=task, path=path, paths=list(paths or []), command=command),
+            resource=GateResource(task=task, path=path, paths=list(paths or []), command=command, extra=extra or {}),
             context=context or {},
         )
         return make_record(request, self.evaluate(request), self.sources, ts=now)
@@ -147,15 +159,18 @@ def denied_error(record: DecisionRecord) -> PolicyDenied:
     what = f"task {record.task_id}" if record.task_id is not None else "the request"
     verb = "needs approval" if record.effect == "require_approval" else "is denied"
     rules = f" (matched: {', '.join(record.matched_rules)})" if record.matched_rules else ""
+    hint = f"see the decision: aictl audit decision {record.decision_id[:12]}"
+    if not record.sources:
+        hint = f"{NO_POLICY_HINT}; {hint}"
     return PolicyDenied(
         f"policy: {record.action} on {what} {verb}: {'; '.join(record.reasons)}{rules}",
-        hint=f"see the decision: aictl audit decision {record.decision_id[:12]}",
+        hint=hint,
         details={"decision_id": record.decision_id, "effect": record.effect, "rules": record.matched_rules},
     )
 
 
-def load_gate(project_dir: Any, *, ai_id: str | None = None, state_dir: Any = None) -> PolicyGate | None:
-    """The project's policy gate, or None when no policy file exists anywhere (enforcement off).
+def load_gate(project_dir: Any, *, ai_id: str | None = None, state_dir: Any = None) -> PolicyGate:
+    """The project's policy gate; deny-all (`gate.empty`) when no policy file exists anywhere, never "no checks".
 
     Without `ai_id` the compiled policy comes from `<state_dir>/cache` (default: the project's .ai/)
     when its files are unchanged.
@@ -166,4 +181,4 @@ def load_gate(project_dir: Any, *, ai_id: str | None = None, state_dir: Any = No
         policy: Any = load_effective_policy(project_dir, ai_id=ai_id)
     else:
         policy = load_compiled(project_dir, cache_dir=Path(state_dir) / "cache" if state_dir is not None else None)
-    return PolicyGate(policy) if policy.sources else None
+    return PolicyGate(policy)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aictl.policy.commands import parse_command
 from aictl.policy.conditions import VARIABLES, FieldTree, compile_condition, new_activation, project, run_condition
 from aictl.policy.paths import compile_globs, compile_paths, normalize_command, normalize_path
 from aictl.policy.vocab import Effect
@@ -31,7 +32,9 @@ class RequestView:
         "ai",
         "ai_labels",
         "command",
+        "command_forms",
         "paths",
+        "programs",
         "request",
         "task_labels",
         "task_type",
@@ -46,6 +49,13 @@ class RequestView:
         raw_paths = ([resource.path] if resource.path else []) + list(resource.paths)
         self.paths = [normalize_path(p) for p in raw_paths if p]
         self.command = normalize_command(resource.command) if resource.command is not None else None
+        # `commands` globs meet the whole line and each simple command in it; `programs` the parsed names
+        if self.command is not None:
+            parsed = parse_command(resource.command)
+            self.command_forms: tuple[str, ...] = (self.command, *parsed.segments)
+            self.programs: tuple[str, ...] = parsed.programs
+        else:
+            self.command_forms = self.programs = ()
         task = resource.task or {}
         labels = task.get("labels") or ()
         self.task_labels = frozenset(
@@ -93,6 +103,8 @@ class RequestView:
                 "path": self.paths[0] if r.path else None,
                 "paths": self.paths,
                 "command": r.command,
+                "programs": list(self.programs),
+                "segments": list(self.command_forms[1:]),
                 "extra": r.extra,
             }
         if name == "action":
@@ -113,6 +125,7 @@ class CompiledRule:
         "id",
         "is_deny",
         "paths",
+        "programs",
         "rule",
         "scope",
         "task_labels",
@@ -131,6 +144,8 @@ class CompiledRule:
         self.actions = frozenset(m.actions) if m.actions is not None else None
         self.paths = compile_paths(tuple(m.paths)) if m.paths is not None else None
         self.commands = compile_globs(tuple(m.commands)) if m.commands is not None else None
+        programs = getattr(m, "programs", None)
+        self.programs = compile_globs(tuple(programs)) if programs is not None else None
         self.task_labels = frozenset(m.task_labels) if m.task_labels is not None else None
         self.task_types = frozenset(m.task_types) if m.task_types is not None else None
         self._program: Any = None  # compiled on first use: CEL loads only when a condition is reached
@@ -153,8 +168,14 @@ class CompiledRule:
             return False, "task_types", None
         if self.task_labels is not None and self.task_labels.isdisjoint(view.task_labels):
             return False, "task_labels", None
-        if self.commands is not None and (view.command is None or self.commands.match(view.command) is None):
-            return False, "commands", None
+        if self.commands is not None:
+            match_command = self.commands.match
+            if not any(match_command(form) is not None for form in view.command_forms):
+                return False, "commands", None
+        if self.programs is not None:
+            match_program = self.programs.match
+            if not any(match_program(name) is not None for name in view.programs):
+                return False, "programs", None
         if self.paths is not None:
             match_path = self.paths.match
             for path in view.paths:
@@ -191,6 +212,10 @@ class CompiledRule:
             if view.command is None:
                 return f"the request has no command, and the rule needs commands {m.commands}"
             return f"command {view.command!r} matches none of {m.commands}"
+        if field == "programs":
+            if view.command is None:
+                return f"the request has no command, and the rule needs programs {getattr(m, 'programs', None)}"
+            return f"programs {list(view.programs)} match none of {getattr(m, 'programs', None)}"
         if field == "paths":
             if not view.paths:
                 return f"the request has no path, and the rule needs paths {m.paths}"

@@ -58,11 +58,21 @@ def policy_digest(sources: list[dict[str, Any]]) -> str:
 
 
 def make_record(
-    request: Any, decision: Any, sources: list[dict[str, Any]], *, enforced: bool = True, ts: float | None = None
+    request: Any,
+    decision: Any,
+    sources: list[dict[str, Any]],
+    *,
+    enforced: bool = True,
+    ts: float | None = None,
+    dumped: dict[str, Any] | None = None,
+    digest: str | None = None,
 ) -> DecisionRecord:
     """A record from a PolicyRequest and the engine's Decision, or the fast gate's plain request and
-    verdict whose limits are a dict (input masked before it is stored)."""
-    req = redact(request.model_dump(mode="json"))
+    verdict whose limits are a dict (input masked before it is stored).
+
+    `dumped`: the request's JSON dump, already masked, and `digest`: policy_digest(sources), from a
+    caller that decides many times under one policy (aictl.policy.runtime)."""
+    req = dumped if dumped is not None else redact(request.model_dump(mode="json"))
     limits = decision.limits
     if limits is None:
         limits = {}
@@ -85,7 +95,7 @@ def make_record(
         reasons=list(decision.reasons),
         limits={k: v for k, v in limits.items() if v not in (None, [], {})},
         sources=sources,
-        policy_digest=policy_digest(sources),
+        policy_digest=digest if digest is not None else policy_digest(sources),
         eval_ms=round(decision.eval_ms, 4),
         enforced=enforced,
     )

@@ -60,7 +60,14 @@ class Match(_Strict):
     paths: list[NonEmptyStr] | None = Field(
         None, description="gitignore-style patterns; matches if any resource path matches"
     )
-    commands: list[NonEmptyStr] | None = Field(None, description="fnmatch globs on resource.command")
+    commands: list[NonEmptyStr] | None = Field(
+        None, description="fnmatch globs on resource.command: the whole line or any simple command in it"
+    )
+    programs: list[NonEmptyStr] | None = Field(
+        None,
+        description="fnmatch globs on the command's parsed programs: names ('curl', 'sh') and "
+        "program plus first argument ('git push', 'rm -rf'); matches if any does",
+    )
     task_labels: list[NonEmptyStr] | None = Field(None, description="the task must carry at least one of these")
     task_types: list[NonEmptyStr] | None = Field(None, description="the task type must be one of these")
 

@@ -71,6 +71,10 @@ class SandboxSpec(BaseModel):
     egress_decide: Callable[[str, int], bool] | None = Field(None, exclude=True, repr=False)
     env: dict[str, str] = Field(default_factory=dict, description="extra env for the process; secrets go here")
     mount: str = Field("/workspace", pattern=r"^/[^:]+$", description="where the workspace appears inside docker")
+    masked_paths: list[str] = Field(
+        default_factory=list,
+        description="workspace files the policy forbids reading: docker mounts an empty read-only file over each",
+    )
 
 
 class RunResult(BaseModel):

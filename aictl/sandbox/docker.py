@@ -1,8 +1,11 @@
 """The docker backend: one throwaway container per run.
 
 Only the workspace is writable (bind-mounted read-write at spec.mount, the
-working directory); the image's filesystem is read-only with a small /tmp
-tmpfs; no network unless spec.network; every capability dropped,
+working directory), except the files the policy forbids reading
+(spec.masked_paths): an empty read-only file is bind-mounted over each, so a
+process inside reads nothing there and can neither replace, rename nor
+hard-link it. The image's filesystem is read-only with a small /tmp
+tmpfs; no network unless spec.network (see `network_mode`); every capability dropped,
 no-new-privileges, limits on processes, memory (no swap) and CPU; the process
 runs as the invoking uid:gid, so files it writes belong to the user who ran
 aictl (never as root: see ownership.py). Output is streamed over an attach made before start (nothing is kept in
@@ -17,7 +20,9 @@ The docker SDK (and requests under it) is imported only inside these functions.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -34,6 +39,7 @@ from aictl.sandbox.base import (
     SandboxSpec,
     check_run_args,
 )
+from aictl.sandbox.masking import mask_mounts
 from aictl.sandbox.ownership import chown_tree, sandbox_user, strip_special
 
 MANAGED_LABEL = "aictl.managed"
@@ -85,6 +91,12 @@ def effective_cpus(spec: SandboxSpec) -> float:
     return min(spec.cpus, float(os.cpu_count() or 1))
 
 
+def network_mode(spec: SandboxSpec) -> str:
+    """The container's network: none unless the spec allows it (the executor has put the policy's `network`
+    decision into spec.network, so a config `sandbox_network: true` cannot outvote a deny)."""
+    return "bridge" if spec.network else "none"
+
+
 def isolation_settings(spec: SandboxSpec, workdir: Path) -> dict[str, Any]:
     """The effective settings, recorded as evidence (env names only: values may be secrets)."""
     capped = {"cpus_requested": spec.cpus} if effective_cpus(spec) != spec.cpus else {}
@@ -92,7 +104,8 @@ def isolation_settings(spec: SandboxSpec, workdir: Path) -> dict[str, Any]:
         "backend": "docker",
         "sandboxed": True,
         "image": spec.image,
-        "network": "bridge" if spec.network else "none",
+        "network": network_mode(spec),
+        "masked_paths": list(spec.masked_paths),
         "cpus": effective_cpus(spec),
         **capped,
         "memory_mb": spec.memory_mb,
@@ -186,6 +199,7 @@ class DockerSandbox:
 
         api = client.api
         container_id: str | None = None
+        blank_dir = tempfile.mkdtemp(prefix="aictl-mask-")
         try:
             if spec.egress is not None:
                 from aictl.sandbox.egressnet import RunNetwork
@@ -195,7 +209,8 @@ class DockerSandbox:
                 except (DockerException, OSError) as e:
                     return result(exit_code=None, start_error=f"docker could not set up the run's network: {_short(e)}")
             try:
-                container_id = self._create(api, argv, workdir, spec, labels, net)
+                masks = mask_mounts(spec, workdir, blank_dir)
+                container_id = self._create(api, argv, workdir, spec, labels, masks, net)
                 stream = api.attach(container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
             except ImageNotFound:
                 return result(
@@ -203,6 +218,8 @@ class DockerSandbox:
                     start_error=f"image {spec.image} not found in the local docker engine; build it with: "
                     + ("aictl sandbox build --preset agents" if "agents" in spec.image else "aictl sandbox build"),
                 )
+            except SandboxError as e:
+                return result(exit_code=None, start_error=e.message)
             except DockerException as e:
                 return result(exit_code=None, start_error=f"docker could not create the container: {_short(e)}")
             reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True, name="aictl-docker-attach")
@@ -249,20 +266,27 @@ class DockerSandbox:
             if net is not None:
                 net.close()
             client.close()
+            shutil.rmtree(blank_dir, ignore_errors=True)
 
     @staticmethod
     def _create(
-        api: Any, argv: list[str], workdir: Path, spec: SandboxSpec, labels: Mapping[str, str] | None, net: Any = None
+        api: Any,
+        argv: list[str],
+        workdir: Path,
+        spec: SandboxSpec,
+        labels: Mapping[str, str] | None,
+        masks: list[Any],
+        net: Any = None,
     ) -> str:
         from docker.types import LogConfig, Mount
 
         host_config = api.create_host_config(
             # A structured mount, not "src:dst:rw": a workspace path may contain a colon.
-            mounts=[Mount(target=spec.mount, source=str(workdir), type="bind", read_only=False)]
+            mounts=[Mount(target=spec.mount, source=str(workdir), type="bind", read_only=False), *masks]
             + [Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only) for m in spec.mounts],
             read_only=True,
             tmpfs=dict(TMPFS),
-            network_mode=net.name if net is not None else "bridge" if spec.network else "none",
+            network_mode=net.name if net is not None else network_mode(spec),
             cap_drop=list(CAP_DROP),
             security_opt=list(SECURITY_OPT),
             pids_limit=spec.pids,

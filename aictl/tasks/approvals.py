@@ -5,8 +5,10 @@ the same way: the verdict is recorded as an event and the task stays done; the m
 reads it on its next run (aictl.merge.queue).
 
 Parking itself is a lease operation (aictl.tasks.leases.await_approval). Approving
-sends the task back to the queue; rejecting fails it (and, with
-on_dependency_failure=fail, its blocked dependents). With a policy, who may
+sends the task back to the queue — or, when it was parked at the result check with its
+finished result, completes it with that result; rejecting fails it (and, with
+on_dependency_failure=fail, its blocked dependents). A task parked at a tool call is
+queued again, and its next attempt is granted that call (aictl.policy.runtime). With a policy, who may
 approve is itself a policy question (action `approve`), and the decision is kept.
 """
 
@@ -20,7 +22,7 @@ from aictl.domain.errors import IllegalTransition
 from aictl.domain.models import Task
 from aictl.domain.status import TaskStatus
 from aictl.store.base import Tx
-from aictl.tasks.recovery import dependency_failed
+from aictl.tasks.recovery import dependency_failed, unblock_dependents
 from aictl.tasks.sql import returning_task
 from aictl.tasks.txn import Refused, TaskPlane, load_row, task_facts, to_task
 
@@ -58,17 +60,33 @@ def _decide(p: TaskPlane, task_id: int, verb: str, target: TaskStatus, comment: 
             p.event(tx, now, verb, cur, cur["status"], comment=comment or None, merge=True)
             return to_task(cur)
         result = canonical_json({"error": f"rejected by {p.actor}: {comment}"}) if target == S.FAILED else None
+        completes = target == S.QUEUED and parked_stage(tx, task_id) == "result"
+        status = S.DONE if completes else target  # a finished, kept result: the approval lets it land
         row = tx.row(
             "UPDATE tasks SET status = :st, result = COALESCE(:res, result), updated_at = :now"
             f" WHERE id = :id {returning_task(tx)}",
-            {"st": target.value, "res": result, "now": now, "id": task_id},
+            {"st": status.value, "res": result, "now": now, "id": task_id},
         )
-        p.event(tx, now, verb, row, cur["status"], comment=comment or None)
+        p.event(tx, now, verb, row, cur["status"], comment=comment or None, completed=completes or None)
         if target == S.FAILED:
             dependency_failed(p, tx, now, task_id)
+        if completes:
+            unblock_dependents(p, tx, now, task_id)
         return to_task(row)
 
     return p.write(run, dry_run)
+
+
+def parked_stage(tx: Tx, task_id: int) -> str | None:
+    """Where the task's latest run stopped for approval: "tool", "result", or None (before it ran)."""
+    row = tx.one(
+        "SELECT data FROM events WHERE task_id = :t AND action = 'await_approval' ORDER BY id DESC LIMIT 1",
+        {"t": task_id},
+    )
+    if row is None or not row["data"]:
+        return None
+    data = json.loads(row["data"]) or {}
+    return data.get("stage") if isinstance(data, dict) else None
 
 
 def merge_waiting(tx: Tx, task_id: int) -> bool:

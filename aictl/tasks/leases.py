@@ -446,8 +446,23 @@ def release(
     return p.write(run, dry_run)
 
 
-def await_approval(p: TaskPlane, task_id: int, owner: str, epoch: int, *, record: Any = None, reason: str = "") -> Task:
-    """The policy wants a human: park the task (lease and locks given up) until approved or rejected."""
+def await_approval(
+    p: TaskPlane,
+    task_id: int,
+    owner: str,
+    epoch: int,
+    *,
+    record: Any = None,
+    reason: str = "",
+    stage: str | None = None,
+    pending: dict[str, Any] | None = None,
+    result: Any = None,
+) -> Task:
+    """The policy wants a human: park the task (lease and locks given up) until approved or rejected.
+
+    `stage`: where the run stopped: "tool" (a call it wanted to make: `pending`, granted to the next
+    attempt by an approval) or "result" (its finished `result`, which an approval completes).
+    """
 
     def run(tx: Tx, now: float) -> Task:
         row, before = _lease_update(
@@ -457,8 +472,9 @@ def await_approval(p: TaskPlane, task_id: int, owner: str, epoch: int, *, record
             epoch,
             "await approval",
             LEASED,
-            "status = 'awaiting_approval', lease_expires_at = NULL, updated_at = :now",
-            {"now": now},
+            "status = 'awaiting_approval', lease_expires_at = NULL, updated_at = :now,"
+            " result = COALESCE(:result, result)",
+            {"now": now, "result": None if result is None else canonical_json(redact(result))},
         )
         if record is not None:
             from aictl.policy.records import write_record
@@ -473,7 +489,9 @@ def await_approval(p: TaskPlane, task_id: int, owner: str, epoch: int, *, record
             before,
             actor=owner,
             reason=reason or None,
-            decision_id=getattr(record, "decision_id", None),
+            decision_id=getattr(record, "decision_id", None) or (pending or {}).get("decision_id"),
+            stage=stage,
+            pending=pending,
         )
         return to_task(row)
 

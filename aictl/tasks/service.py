@@ -116,9 +116,22 @@ class TaskService:
         """Give the task back to the queue without counting an attempt."""
         return leases.release(self._p, task_id, owner, epoch, reason=reason, ai=ai, dry_run=dry_run)
 
-    def await_approval(self, task_id: int, owner: str, epoch: int, *, record: Any = None, reason: str = "") -> Task:
+    def await_approval(
+        self,
+        task_id: int,
+        owner: str,
+        epoch: int,
+        *,
+        record: Any = None,
+        reason: str = "",
+        stage: str | None = None,
+        pending: dict[str, Any] | None = None,
+        result: Any = None,
+    ) -> Task:
         """The policy wants a human: park the task (lease and locks given up) until approved or rejected."""
-        return leases.await_approval(self._p, task_id, owner, epoch, record=record, reason=reason)
+        return leases.await_approval(
+            self._p, task_id, owner, epoch, record=record, reason=reason, stage=stage, pending=pending, result=result
+        )
 
     # -- administrative changes (no lease needed) -----------------------------
 

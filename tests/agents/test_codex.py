@@ -71,11 +71,22 @@ def test_config_toml_names_the_provider_key_variable_and_instructions(tmp_path):
         "stream_max_retries": 2,
     }
     assert config["developer_instructions"] == 'say "hi"\n\tthen \x7f stop — ok'
-    assert config["features"] == {"plugins": False, "shell_tool": False}  # run not allowed: no shell tool
-    assert config["web_search"] == "disabled" and config["sandbox_workspace_write"]["network_access"] is False
+    # run not allowed: no shell tool; no run policy: no hooks at all
+    assert config["features"] == {"plugins": False, "hooks": False, "shell_tool": False}
+    assert config["web_search"] == "disabled"
+    assert config["sandbox_workspace_write"] == {"network_access": False, "exclude_slash_tmp": True}
     argv = build_argv("codex", ctx)
     assert argv[:4] == ["codex", "exec", "--json", "--skip-git-repo-check"]
     assert argv[argv.index("--sandbox") + 1] == "workspace-write" and argv[-2:] == ["--", "p"]
+    assert "--dangerously-bypass-hook-trust" not in argv and "hooks" not in config
+
+    hooked = tomllib.loads(config_toml(ctx, "MY_KEY", hook_command="python3 -I -S 'hook file.py' /tmp/s"))
+    assert hooked["features"]["hooks"] is True
+    command = "python3 -I -S 'hook file.py' /tmp/s"
+    assert hooked["hooks"]["PreToolUse"] == [
+        {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": 60}]}
+    ]
+    assert "--dangerously-bypass-hook-trust" in build_argv("codex", ctx, hooks=True)
 
 
 def test_cached_tokens_are_counted_apart_from_input():

@@ -69,7 +69,8 @@ def test_writes_outside_the_workspace_fail_and_network_is_off(docker_project, ca
         "src/**",
         "--command",
         "echo x > /etc/evil 2>/dev/null && echo WROTE_ETC; "
-        "wget -q -T 2 -O /dev/null http://1.1.1.1 2>/dev/null && echo NET_OK; "
+        # the URL is built at run time, so aictl's command scan cannot see it: the container must stop it
+        "wget -q -T 2 -O /dev/null \"$(printf 'http:%s' //1.1.1.1)\" 2>/dev/null && echo NET_OK; "
         "ls /sys/class/net; echo fine > src/ok.txt",
     )
     code, rep, err = execute(capsys, str(tid), "--owner", "w1")
@@ -103,3 +104,42 @@ def test_memory_hog_is_contained(docker_project, capsys):
     code, rep, _ = execute(capsys, str(tid), "--owner", "w1")
     assert code == 1 and rep["outcome"] == "failed"
     assert not containers(f"aictl.task={tid}")
+
+
+def test_a_policy_denied_secret_is_masked_and_a_network_deny_beats_sandbox_network(docker_project, capsys):
+    from tests.agents.canary import SECRET, canary_policy
+    from tests.execution.conftest import git
+
+    (docker_project / ".ai" / "policy.yaml").write_text(canary_policy())
+    config = docker_project / ".ai" / "config.yaml"
+    config.write_text(config.read_text() + "sandbox_network: true\n")
+    (docker_project / "secrets").mkdir()
+    (docker_project / "secrets" / "token.txt").write_text(SECRET + "\n")
+    (docker_project / "deploy.pem").write_text(SECRET + "-pem\n")
+    git(docker_project, "add", "-A")
+    git(docker_project, "commit", "-qm", "a secret in the repository")
+    tid = create(
+        capsys,
+        "snoop",
+        "--lock",
+        "src/**",
+        "--command",
+        # Names built at run time: the policy's scan of the command line cannot see them, the mask holds.
+        "f=$(printf 'secr%s/token.txt' ets); p=$(printf '%s.pem' deploy); cat $f $p; cp $f src/copy.txt; "
+        "echo [net]; ls /sys/class/net; tail -n +2 /proc/net/route; echo [end]; echo done > src/ok.txt",
+    )
+    code, rep, err = execute(capsys, str(tid), "--owner", "w1")
+    assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
+    by_name = {e["name"]: e for e in rep["evidence"]}
+    out = run(capsys, "audit", "evidence", by_name["stdout.txt"]["digest"])[1]
+    assert out.split("[net]")[1].split("[end]")[0].split() == ["lo"]  # no eth0, no route: no network at all
+    everything = out + "".join(run(capsys, "audit", "evidence", e["digest"])[1] for e in rep["evidence"])
+    assert SECRET not in everything and SECRET not in err
+    assert sorted(rep["changed_paths"]) == ["src/copy.txt", "src/ok.txt"]
+    assert git(docker_project, "show", f"aictl/task-{tid}:src/copy.txt") == ""  # what it copied was the mask
+    run_rec = json.loads(run(capsys, "audit", "evidence", by_name["run.json"]["digest"])[1])
+    assert run_rec["sandbox"]["network"] == "none"
+    assert sorted(run_rec["sandbox"]["masked_paths"]) == ["deploy.pem", "secrets/token.txt"]
+    code, out, err = run(capsys, "audit", "decisions", "--task", str(tid), "--action", "network", "-o", "json")
+    network = json.loads(out)
+    assert code == 0 and [(d["effect"], d["matched_rules"]) for d in network] == [("deny", ["no-network"])]

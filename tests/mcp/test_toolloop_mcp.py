@@ -87,7 +87,7 @@ def test_the_tool_loop_calls_mcp_tools_under_the_policy(fake_provider, git_proje
     ]
     assert [bool(r.get("is_error")) for r in results] == [False, False, True, False]
     assert "Look around" in json.dumps(results[1]["content"])  # the queue server listed the tasks
-    assert "not allowed" in json.dumps(results[2]["content"])
+    assert "mcp__queue__task_create is denied by rule no-task-create-over-mcp" in json.dumps(results[2]["content"])
     assert [t["title"] for t in cli_json(capsys, "task", "list")] == ["Look around", "Another task"]
     to_other = cli_json(capsys, "task", "messages", str(other))
     assert [(m["from_task_id"], m["body"]) for m in to_other] == [(tid, "hello from the run")]

@@ -136,8 +136,14 @@ def test_default_deny_when_no_rule_matches(services, tmp_path):
     assert rec.effect == "deny" and rec.matched_rules == [] and "default" in rec.reasons[0]
 
 
-def test_no_policy_file_means_no_gate(tmp_path):
-    assert load_gate(tmp_path) is None
+def test_no_policy_file_means_deny_all_with_a_hint(services, tmp_path):
+    gate = load_gate(tmp_path)
+    assert gate.empty
+    svc = TaskService(services.store, services.settings, policy=gate)
+    svc.create(TaskSpec(title="x"))
+    assert svc.claim("anyone") is None  # never "no checks": refused, and the refusal is on record
+    rec = DecisionLog(services.store).list()[0]
+    assert rec.effect == "deny" and rec.sources == [] and "aictl init" in rec.reasons[0]
 
 
 def test_cli_claim_denied_exit_5_json(project, capsys):
@@ -150,3 +156,20 @@ def test_cli_claim_denied_exit_5_json(project, capsys):
     err = json.loads(capsys.readouterr().err)["error"]
     assert err["code"] == "policy_denied" and "interns do not touch production" in err["message"]
     assert main(["task", "claim", "--owner", "intern-2"]) == 3
+
+
+def test_without_any_policy_file_the_cli_denies_claim_and_execute_with_a_hint(project, capsys):
+    from aictl.cli.main import main
+
+    assert main(["task", "create", "work", "--lock", "src/**", "--command", "true"]) == 0
+    (project / ".ai" / "policy.yaml").unlink()  # what an agent's `rm ../../policy.yaml` would leave behind
+    capsys.readouterr()
+    assert main(["task", "claim", "--owner", "w1", "--id", "1", "-o", "json"]) == 5
+    err = json.loads(capsys.readouterr().err)["error"]
+    assert err["code"] == "policy_denied" and "aictl init" in err["hint"] and "every action is denied" in err["message"]
+    assert main(["task", "execute", "1", "-o", "json"]) != 0
+    capsys.readouterr()
+    assert main(["task", "get", "1", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "queued"  # nothing ran
+    assert main(["policy", "explain", "--action", "claim", "--ai", "w1"]) == 0
+    assert "aictl init" in capsys.readouterr().err

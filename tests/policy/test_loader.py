@@ -63,7 +63,7 @@ def test_unknown_key_in_match_lists_match_fields():
     issue = only_issue("version: 1\nrules:\n  - id: a\n    effect: deny\n    match:\n      path: [x]\n")
     assert (issue.line, issue.column) == (6, 7)
     assert "match: unknown key 'path'" in issue.message
-    assert "ai, ai_labels, actions, paths, commands, task_labels, task_types" in issue.message
+    assert "ai, ai_labels, actions, paths, commands, programs, task_labels, task_types" in issue.message
 
 
 def test_unknown_top_level_key():

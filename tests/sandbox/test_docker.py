@@ -222,3 +222,36 @@ def test_unreachable_engine_is_a_start_error(box, ws, monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     r = box.run(["true"], workdir=ws, spec=SandboxSpec(backend="docker"))
     assert r.exit_code is None and "not reachable" in r.start_error and "dockerd" in r.start_error
+
+
+def test_masked_files_read_empty_and_cannot_be_written_removed_renamed_or_linked(box, ws, spec, tag, aictl_containers):
+    (ws / "secrets").mkdir()
+    (ws / "secrets" / "token.txt").write_text("TOKEN-BYTES-42\n")
+    (ws / "deploy.pem").write_text("PEM-BYTES-42\n")
+    (ws / "link.txt").symlink_to("secrets/token.txt")
+    script = (
+        "cat secrets/token.txt deploy.pem link.txt; echo [read]; "
+        "echo x > secrets/token.txt || echo write-refused; "
+        "rm -f deploy.pem || echo rm-refused; "
+        "ln secrets/token.txt hard.txt || echo ln-refused; "
+        "mv secrets/token.txt t.txt || echo mv-refused; "
+        "mv secrets moved && cat moved/token.txt; echo [moved]; "
+        "cat hello.txt"
+    )
+    masked = ["secrets/token.txt", "deploy.pem", "link.txt", "no/such/file"]
+    r = box.run(["sh", "-c", script], workdir=ws, spec=spec(masked_paths=masked), labels={"test": tag})
+    assert r.exit_code == 0, r.stderr
+    assert "BYTES-42" not in r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "[read]"  # the secrets, directly and through the symlink, read as empty
+    assert {"write-refused", "rm-refused", "mv-refused", "ln-refused"} <= set(lines)
+    assert "[moved]" in lines  # a directory around a mask moves, and the mask with it: still nothing to read
+    assert lines[-1] == "hello from the workspace"  # the rest of the workspace is untouched
+    assert (ws / "moved" / "token.txt").read_text() == "TOKEN-BYTES-42\n" and (ws / "deploy.pem").exists()
+    assert r.settings["masked_paths"] == masked
+    assert aictl_containers(tag) == []
+
+
+def test_a_masked_path_outside_the_workspace_is_refused_before_start(box, ws, spec):
+    r = box.run(["cat", "/etc/hostname"], workdir=ws, spec=spec(masked_paths=["../etc/passwd"]))
+    assert r.exit_code is None and "not a path inside the workspace" in r.start_error

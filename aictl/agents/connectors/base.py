@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from aictl.domain.models import AIRecord, Task
+    from aictl.policy.runtime import RunPolicy
     from aictl.sandbox.base import Sandbox, SandboxSpec
 
 
@@ -40,6 +41,9 @@ class ConnectorResult(BaseModel):
     session_id: str | None = None  # the agent's own session, for --resume style follow-ups
     model: str | None = None  # the model that actually answered
     events: list[dict[str, Any]] = Field(default_factory=list)  # the normalized event stream (see AgentEvent)
+    # A tool call the policy wants a person to approve: the run ended there, the task waits for it.
+    # {action, target, rule, reason, decision_id} (tools.ApprovalNeeded.pending)
+    pending_approval: dict[str, Any] | None = None
 
 
 @dataclass
@@ -72,6 +76,8 @@ class RunContext:
     mcp_servers: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The policy's `use_tool` for one MCP tool call, recorded: (server, tool, args) -> (allowed, why). None: allow.
     decide_tool: Callable[[str, str, dict[str, Any]], tuple[bool, str]] | None = None
+    # The policy pinned when the run started: every agent action is decided (and recorded) by it.
+    run_policy: RunPolicy | None = None
 
 
 # The normalized event stream every AI connector emits (ctx.on_event and ConnectorResult.events):

@@ -1,8 +1,9 @@
 """The `claude-code` connector: the real Claude Code CLI, headless, in the task's workspace.
 
     claude -p --output-format stream-json --verbose [--model M] --permission-mode acceptEdits
-           --allowedTools … [--disallowedTools …] [--append-system-prompt S] [--max-turns N]
-           [--max-budget-usd B] [--resume SESSION] [config args…] -- PROMPT
+           --allowedTools … [--disallowedTools …] --setting-sources user [--settings HOOKS]
+           [--append-system-prompt S] [--max-turns N] [--max-budget-usd B] [--resume SESSION]
+           [config args…] -- PROMPT
 
 Environment (the sandbox passes nothing else): CLAUDE_CONFIG_DIR in the run's
 state dir (sessions, so --resume works on a later run), ANTHROPIC_API_KEY from
@@ -20,6 +21,15 @@ workspace are refused (nobody can approve them in a headless run). aictl never
 passes --dangerously-skip-permissions: it would lift that workspace limit, and
 the local backend is no isolation (with `run` allowed, Bash can still reach
 anything the user can).
+
+Per call: with the run's pinned policy (ctx.run_policy), a PreToolUse hook (--settings)
+asks the executor's decision socket (hookserver.py) before every tool call: the file,
+command, host or tool is decided and recorded, and a refusal reaches the model with the
+rule and reason while the run goes on. Settings come only from aictl (`--setting-sources
+user`: the private CLAUDE_CONFIG_DIR, and --settings for the hook): the worktree's
+.claude/settings*.json are the agent's own writing and may neither widen permissions nor
+switch hooks off (`disableAllHooks`). Skills, which Claude Code finds under the project's
+.claude/skills only with project settings on, are copied to CLAUDE_CONFIG_DIR/skills.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from aictl.agents.pricing import run_cost
 from aictl.domain.errors import UsageError
 
 if TYPE_CHECKING:
+    from aictl.agents.connectors.hookserver import HookServer
     from aictl.domain.models import AIRecord
 # aictl tool → allow rules, scoped to the working directory: a bare "Read" or "Write" rule would let the tool
 # reach any path, while "Read(./**)" is refused outside the workspace (measured on 2.1.197). Glob and Grep are
@@ -126,7 +137,12 @@ def _unique(items: Any) -> list[str]:
 
 
 def build_argv(
-    binary: str, ctx: RunContext, *, system_file: Path | None = None, mcp_config: Path | None = None
+    binary: str,
+    ctx: RunContext,
+    *,
+    system_file: Path | None = None,
+    mcp_config: Path | None = None,
+    hook_settings: str | None = None,
 ) -> list[str]:
     ai = ctx.ai
     argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
@@ -135,6 +151,11 @@ def build_argv(
     argv += permission_args(
         ctx.allowed_tools, network=bool(ctx.spec.network), mcp_servers=ctx.mcp_servers if mcp_config is not None else ()
     )
+    # User settings only: CLAUDE_CONFIG_DIR is aictl's. The worktree's .claude/settings*.json are the agent's
+    # own writing and could switch the hook off (disableAllHooks); its skills are copied over (user_skills).
+    argv += ["--setting-sources", "user"]
+    if hook_settings is not None:
+        argv += ["--settings", hook_settings]
     if mcp_config is not None:  # strict: the run's servers only, never the user's own ~/.claude.json ones
         argv += ["--mcp-config", str(mcp_config), "--strict-mcp-config"]
     if system_file is not None:
@@ -175,6 +196,17 @@ def _base36(n: int) -> str:
         out = digits[r] + out
         if n == 0:
             return out
+
+
+def user_skills(config_dir: Path, workdir: Path) -> None:
+    """The worktree's .claude/skills (the repository's own and aictl's, as they are when the run starts) as
+    CLAUDE_CONFIG_DIR/skills: with project settings off (they are agent-writable), that is where Claude Code
+    finds skills. Links are copied as links (what they reach is decided when read)."""
+    target = config_dir / "skills"
+    shutil.rmtree(target, ignore_errors=True)
+    source = workdir / ".claude" / "skills"
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".git"))
 
 
 def carry_session(config_dir: Path, session_id: str, workdir: Path) -> bool:
@@ -361,6 +393,7 @@ class ClaudeCodeConnector:
         except Refused as r:
             return r.result
         state = StateDir(ctx, "aictl-claude-")
+        hooks: HookServer | None = None
         try:
             config_dir = state.path / "claude-config"
             config_dir.mkdir(parents=True, exist_ok=True)
@@ -382,6 +415,7 @@ class ClaudeCodeConnector:
                 system_file.write_text(ctx.system)
             if ctx.resume_session:
                 carry_session(config_dir, ctx.resume_session, ctx.workdir)
+            user_skills(config_dir, ctx.workdir)
             mcp_config = None
             if ctx.mcp_servers:
                 from aictl.agents.connectors.mcpconfig import claude_mcp_json
@@ -390,10 +424,23 @@ class ClaudeCodeConnector:
                 mcp_config.write_text(claude_mcp_json(ctx.mcp_servers))
                 env["MCP_CONNECTION_NONBLOCKING"] = "0"  # headless: the first turn must already see the tools
             parser = ClaudeStream(ctx.on_event, ai=ctx.ai)
-            res = run_cli(ctx, build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config), env, parser)
+            settings = None
+            if ctx.run_policy is not None:  # every tool call asks the run's policy (and is recorded)
+                from aictl.agents.connectors.hookserver import HookServer  # a socket server: only for a run
+
+                hooks = HookServer(ctx.run_policy.decide, ctx.workdir)
+                hooks.start()
+                settings = hooks.settings_json()
+            argv = build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config, hook_settings=settings)
+            res = run_cli(ctx, argv, env, parser)
             parser.settle()
-            return finish(ctx, res, parser, SPEC)
+            result = finish(ctx, res, parser, SPEC)
+            if hooks is not None and hooks.pending_approval is not None:
+                result.pending_approval = hooks.pending_approval  # the task waits for a person
+            return result
         finally:
+            if hooks is not None:
+                hooks.close()
             state.close()
 
 
@@ -417,4 +464,5 @@ __all__ = [
     "carry_session",
     "permission_args",
     "project_slug",
+    "user_skills",
 ]

@@ -19,7 +19,19 @@ isolation the local backend has: `workspace-write` when the policy allows
 fail); when `run` is not allowed the shell tool is switched off
 (features.shell_tool = false). Where Codex's sandbox cannot start (no user
 namespaces), set config codex_sandbox = "danger-full-access" and rely on
-aictl's sandbox instead.
+aictl's sandbox instead. In workspace-write the writable roots are the workspace
+and the run's private TMPDIR, not the shared /tmp (exclude_slash_tmp); the
+network is on only when spec.network is (the executor has applied the policy's
+`network` decision to it), for commands (network_access) and web search alike.
+
+Per call: with the run's pinned policy (ctx.run_policy), an inline PreToolUse hook in
+config.toml asks the executor's decision socket (hookserver.py) before every shell
+command, apply_patch and MCP tool call (Codex >= 0.124 runs PreToolUse hooks; 0.169
+wants unreviewed hooks trusted, hence --dangerously-bypass-hook-trust, which trusts
+only the hooks of the config layers Codex loads: aictl's CODEX_HOME, never an
+untrusted worktree's .codex/). What a hook does not see: the files a command reads
+or writes once it runs (only the words of its command line are checked), and
+Codex's own web search (a provider-side tool: it is simply off without network).
 """
 
 from __future__ import annotations
@@ -50,11 +62,14 @@ from aictl.domain.errors import UsageError
 from aictl.skills.delivery import sync_home
 
 if TYPE_CHECKING:
+    from aictl.agents.connectors.hookserver import HookServer
     from aictl.domain.models import AIRecord
 
 PROVIDER = "aictl"
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 AICTL_TOOLS = ("read", "list", "write", "run")
+# Codex warns about the flag aictl passes on purpose (see build_argv): no news for a transcript.
+_OWN_FLAG_WARNING = "`--dangerously-bypass-hook-trust` is enabled"
 _REFUSED = re.compile(r"ERROR codex_core::tools::router: error=(.*)")
 
 
@@ -83,7 +98,7 @@ def toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-def config_toml(ctx: RunContext, key_env: str) -> str:
+def config_toml(ctx: RunContext, key_env: str, *, hook_command: str | None = None) -> str:
     url = SPEC.base_url(ctx.ai) or ""  # never empty: the spec has a default
     allowed = ctx.allowed_tools
     lines = []
@@ -97,7 +112,7 @@ def config_toml(ctx: RunContext, key_env: str) -> str:
     ]
     if ctx.system:
         lines.append(f"developer_instructions = {toml_str(ctx.system)}")
-    lines += ["", "[features]", "plugins = false"]
+    lines += ["", "[features]", "plugins = false", f"hooks = {'true' if hook_command else 'false'}"]
     if allowed is not None and "run" not in allowed:
         lines.append("shell_tool = false")
     lines += [
@@ -111,7 +126,14 @@ def config_toml(ctx: RunContext, key_env: str) -> str:
     retries = config_value(ctx, "max_retries")
     if retries is not None:
         lines += [f"request_max_retries = {int(retries)}", f"stream_max_retries = {int(retries)}"]
-    lines += ["", "[sandbox_workspace_write]", f"network_access = {'true' if ctx.spec.network else 'false'}"]
+    lines += [
+        "",
+        "[sandbox_workspace_write]",
+        f"network_access = {'true' if ctx.spec.network else 'false'}",
+        "exclude_slash_tmp = true",  # the workspace and the run's own TMPDIR, not what other runs share
+    ]
+    if hook_command is not None:
+        lines += hook_toml(hook_command)
     if ctx.mcp_servers:
         from aictl.agents.connectors.mcpconfig import codex_mcp_toml
 
@@ -119,7 +141,22 @@ def config_toml(ctx: RunContext, key_env: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_argv(binary: str, ctx: RunContext) -> list[str]:
+def hook_toml(command: str) -> list[str]:
+    """The PreToolUse hook for every tool (Bash, apply_patch, mcp__…), as config.toml's inline [hooks]."""
+    from aictl.agents.connectors.hookserver import HOOK_TIMEOUT_S
+
+    return [
+        "",
+        "[[hooks.PreToolUse]]",
+        'matcher = "*"',
+        "[[hooks.PreToolUse.hooks]]",
+        'type = "command"',
+        f"command = {toml_str(command)}",
+        f"timeout = {HOOK_TIMEOUT_S}",
+    ]
+
+
+def build_argv(binary: str, ctx: RunContext, *, hooks: bool = False) -> list[str]:
     argv = [
         binary,
         "exec",
@@ -128,6 +165,8 @@ def build_argv(binary: str, ctx: RunContext) -> list[str]:
         "--sandbox",
         sandbox_mode(ctx.allowed_tools, config_value(ctx, "codex_sandbox") or in_container_mode(ctx)),
     ]
+    if hooks:  # aictl wrote the hook into its own CODEX_HOME: there is nobody to review it
+        argv.append("--dangerously-bypass-hook-trust")
     if ctx.ai is not None and ctx.ai.model:
         argv += ["--model", ctx.ai.model]
     argv += [str(a) for a in config_value(ctx, "args", []) or []]
@@ -195,8 +234,8 @@ class CodexStream(StreamParser):
                 self.emit({"type": "tool_call", "id": item_id, **_call_of(item)})
             if done:
                 self.emit({"type": "tool_result", "id": item_id, **_result_of(item)})
-        elif kind == "error" and done:  # a warning from Codex; a failure comes as turn.failed
-            self.transcript.append(f"[warning] {item.get('message')}")
+        elif kind == "error" and done and not str(item.get("message") or "").startswith(_OWN_FLAG_WARNING):
+            self.transcript.append(f"[warning] {item.get('message')}")  # a failure comes as turn.failed
 
     def _add_usage(self, usage: dict[str, Any]) -> None:
         self._totals["input"] += int(usage.get("input_tokens") or 0)
@@ -254,17 +293,29 @@ class CodexConnector:
             )
         except Refused as r:
             return r.result
-        argv = build_argv(binary, ctx)
         state = StateDir(ctx, "aictl-codex-")
+        hooks: HookServer | None = None
         try:
+            if ctx.run_policy is not None:  # every tool call asks the run's policy (and is recorded)
+                from aictl.agents.connectors.hookserver import HookServer  # a socket server: only for a run
+
+                hooks = HookServer(ctx.run_policy.decide, ctx.workdir)
+                hooks.start()
+            argv = build_argv(binary, ctx, hooks=hooks is not None)
             home = state.path / "codex-home"
             home.mkdir(parents=True, exist_ok=True)
-            (home / "config.toml").write_text(config_toml(ctx, key_name))
+            hook_command = hooks.command() if hooks is not None else None
+            (home / "config.toml").write_text(config_toml(ctx, key_name, hook_command=hook_command))
             sync_home(home / "skills", ctx.skills)  # Codex lists them as "Available skills", reads them on demand
             parser = CodexStream(ctx.on_event, ai=ctx.ai)
             res = run_cli(ctx, argv, {"CODEX_HOME": str(home), key_name: key}, parser)
-            return finish(ctx, res, parser, SPEC)
+            result = finish(ctx, res, parser, SPEC)
+            if hooks is not None and hooks.pending_approval is not None:
+                result.pending_approval = hooks.pending_approval  # the task waits for a person
+            return result
         finally:
+            if hooks is not None:
+                hooks.close()
             state.close()
 
 
@@ -282,4 +333,13 @@ SPEC = ConnectorSpec(
     prices=OPENAI_PRICES,
 )
 
-__all__ = ["SPEC", "CodexConnector", "CodexStream", "build_argv", "config_toml", "sandbox_mode", "toml_str"]
+__all__ = [
+    "SPEC",
+    "CodexConnector",
+    "CodexStream",
+    "build_argv",
+    "config_toml",
+    "hook_toml",
+    "sandbox_mode",
+    "toml_str",
+]

@@ -20,6 +20,26 @@ class CommandConnector:
                 f"task {ctx.task.id} has no command for the command connector",
                 hint=f"give one: aictl task execute {ctx.task.id} --command 'make fmt'",
             )
+        if ctx.run_policy is not None:  # the task's own command is a run_command like any agent's
+            verdict = ctx.run_policy.decide("run_command", command=command)
+            if not verdict.allowed:
+                pending = None
+                if verdict.effect == "require_approval":
+                    pending = {
+                        "action": "run_command",
+                        "target": command,
+                        "rule": verdict.rule,
+                        "reason": verdict.reason,
+                        "decision_id": verdict.decision_id,
+                    }
+                return ConnectorResult(
+                    ok=False,
+                    error=verdict.reason,
+                    error_kind="approval" if pending else "policy",
+                    summary=f"refused: {command}",
+                    transcript=f"$ {command}\n[refused] {verdict.reason}\n",
+                    pending_approval=pending,
+                )
         res = ctx.sandbox.run(
             ["/bin/sh", "-c", command],
             workdir=ctx.workdir,

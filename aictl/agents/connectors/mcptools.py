@@ -83,7 +83,7 @@ class McpTools:
         if self.decide is not None:
             allowed, why = self.decide(server, tool, args)
             if not allowed:
-                return ToolOutcome(False, f"policy: use_tool {name} is not allowed: {why}")
+                return ToolOutcome(False, why if why.startswith("policy:") else f"policy: use_tool {name}: {why}")
         answer: Future = Future()
         self._loop.call_soon_threadsafe(self._queues[server].put_nowait, (tool, args, answer))
         try:

@@ -42,7 +42,14 @@ from aictl.agents.connectors import nochange
 from aictl.agents.connectors.apicommon import ProviderError, redact
 from aictl.agents.connectors.base import ConnectorResult, RunContext, render_event
 from aictl.agents.connectors.spec import TRANSIENT_KINDS
-from aictl.agents.connectors.tools import SHORT_NAMES, SandboxUnavailable, ToolOutcome, ToolSpec, WorkspaceTools
+from aictl.agents.connectors.tools import (
+    SHORT_NAMES,
+    ApprovalNeeded,
+    SandboxUnavailable,
+    ToolOutcome,
+    ToolSpec,
+    WorkspaceTools,
+)
 from aictl.agents.pricing import prices_for, run_cost
 from aictl.domain.errors import UsageError
 from aictl.domain.redact import redact_text
@@ -314,6 +321,7 @@ def run_tool_loop(
         allowed=ctx.allowed_tools,
         deadline=deadline,
         command_timeout_s=_number(config, "command_timeout_s", 300.0),
+        policy=ctx.run_policy,
     )
     specs = tools.specs()
     mcp = None
@@ -377,6 +385,7 @@ def run_tool_loop(
         retry_at: float | None = None,
         cancelled: bool = False,
         timed_out: bool = False,
+        pending: dict[str, Any] | None = None,
     ) -> ConnectorResult:
         nonlocal summary
         spent = cost()
@@ -405,6 +414,7 @@ def run_tool_loop(
             sandbox=tools.sandbox_settings,
             model=model_seen or ai.model,
             events=run.events,
+            pending_approval=pending,
         )
 
     run.note(
@@ -515,6 +525,9 @@ def run_tool_loop(
         return finish(False, f"timed out after {timeout_s:g}s", kind="timeout", transient=True, timed_out=True)
     except SandboxUnavailable as e:
         return finish(False, f"sandbox did not start: {e}", kind="other", transient=True)
+    except ApprovalNeeded as e:  # the call is refused for now; the task waits for a person (see the executor)
+        run.emit({"type": "tool_result", "id": None, "ok": False, "output": e.verdict.reason})
+        return finish(False, f"waiting for approval: {e.verdict.reason}", kind="approval", pending=e.pending())
     finally:
         if session is not None:
             session.close()

@@ -101,6 +101,24 @@ class SandboxUnavailable(Exception):
     """run_command could not start the sandbox (engine down, image missing): the run ends, worth retrying later."""
 
 
+class ApprovalNeeded(Exception):
+    """The policy wants a person to approve this call: the run ends, the task waits (aictl task approve)."""
+
+    def __init__(self, verdict: Any, action: str, target: str):
+        super().__init__(verdict.reason)
+        self.verdict, self.action, self.target = verdict, action, target
+
+    def pending(self) -> dict[str, Any]:
+        """What the task waits for, as ConnectorResult.pending_approval carries it."""
+        return {
+            "action": self.action,
+            "target": self.target,
+            "rule": self.verdict.rule,
+            "reason": self.verdict.reason,
+            "decision_id": self.verdict.decision_id,
+        }
+
+
 @dataclass
 class ToolOutcome:
     ok: bool
@@ -128,6 +146,7 @@ class WorkspaceTools:
         allowed: list[str] | None = None,
         command_timeout_s: float = COMMAND_TIMEOUT_S,
         deadline: float | None = None,
+        policy: Any = None,
     ):
         self.root = Path(os.path.realpath(workdir))
         if not self.root.is_dir():
@@ -141,6 +160,7 @@ class WorkspaceTools:
         mount = getattr(spec, "mount", None) if getattr(spec, "backend", None) == "docker" else None
         self.mount = PurePosixPath(mount) if mount else None
         self.sandbox_settings: dict[str, Any] = {}  # the isolation the last command ran with, for evidence
+        self.policy = policy  # aictl.policy.runtime.RunPolicy: decides each call before it runs; None: no policy
 
     def specs(self) -> list[ToolSpec]:
         """The tools the policy allows, in a stable order."""
@@ -159,6 +179,9 @@ class WorkspaceTools:
         if not isinstance(args, dict):
             return ToolOutcome(False, f"{name}: the arguments must be a JSON object, not {type(args).__name__}")
         try:
+            refused = self._decide(name, args)
+            if refused is not None:
+                return refused
             if name == "read_file":
                 return ToolOutcome(True, self.read_file(_arg(args, "path")))
             if name == "write_file":
@@ -176,6 +199,35 @@ class WorkspaceTools:
             return ToolOutcome(False, str(e))
         except OSError as e:
             return ToolOutcome(False, f"{name} failed: {e.strerror or e}")
+
+    def _decide(self, name: str, args: dict[str, Any]) -> ToolOutcome | None:
+        """The run's policy on this call: None to go on, a refusal naming the rule, or ApprovalNeeded.
+
+        A path is decided as the real file the tool would touch (a symlink to a secret is the secret)
+        and as the model named it."""
+        if self.policy is None:
+            return None
+        if name == "run_command":
+            command = _arg(args, "command")
+            return self._verdict(self.policy.decide("run_command", command=command), "run_command", command)
+        action = {"read_file": "read_path", "write_file": "write_path", "list_files": "read_path"}[name]
+        given = _arg(args, "path", default=".", allow_empty=True) or "."
+        named = self.policy.decide(action, path=given)
+        refused = self._verdict(named, action, given)
+        if refused is not None:
+            return refused
+        real = self._rel(self.resolve(given, write=action == "write_path"))
+        if self.policy.normalize(given)[0] != real:  # a symlink: the file it reaches is decided too
+            return self._verdict(self.policy.decide(action, path=real), action, real)
+        return None
+
+    @staticmethod
+    def _verdict(verdict: Any, action: str, target: str) -> ToolOutcome | None:
+        if verdict.allowed:
+            return None
+        if verdict.effect == "require_approval":
+            raise ApprovalNeeded(verdict, action, target)
+        return ToolOutcome(False, verdict.reason)
 
     # -- paths -----------------------------------------------------------------
 
@@ -320,6 +372,7 @@ __all__ = [
     "SHORT_NAMES",
     "SPECS",
     "TOOL_NAMES",
+    "ApprovalNeeded",
     "SandboxUnavailable",
     "ToolError",
     "ToolOutcome",
