@@ -58,12 +58,22 @@ def docker_project(git_project, agents_image, monkeypatch):
 
 def _probe(forbidden_port: int) -> str:
     """What the agent runs inside: who it is, git on the worktree, writes elsewhere, and the forbidden server."""
+    # /opt and the forbidden URL are built at run time: the hook's scan of the command line cannot see them, so
+    # what stops them is the container itself (read-only paths, the proxy), which is what this probes.
     return (
         "echo who=$(whoami); git status --short; git log --format=log=%s -1; "
-        'touch /opt/x 2>/dev/null; echo opt=$?; touch "$(git rev-parse --git-common-dir)/x" 2>/dev/null; '
-        f"echo gitdir=$?; echo body=$(curl -s -m 5 http://127.0.0.2:{forbidden_port}/); "
-        f"curl -s -m 3 --noproxy '*' http://127.0.0.2:{forbidden_port}/ >/dev/null; echo direct=$?"
+        "python3 -c \"open('/op' + 't/x', 'w')\" 2>/dev/null; echo opt=$?; "
+        "python3 -c \"import subprocess as s; d = s.check_output(['git', 'rev-parse', '--git-common-dir']); "
+        "open(d.decode().strip() + '/x', 'w')\" 2>/dev/null; "
+        f'echo gitdir=$?; c=\':\'; u="http${{c}}//127.0.0.2${{c}}{forbidden_port}/"; echo body=$(curl -s -m 5 "$u"); '
+        "curl -s -m 3 --noproxy '*' \"$u\" >/dev/null; echo direct=$?"
     )
+
+
+def _hooked(capsys, tid: int) -> list[tuple[str, str]]:
+    """The decisions the run's PreToolUse hook asked for from inside the container (action, effect)."""
+    decisions = cli_json(capsys, "audit", "decisions", "--task", str(tid))
+    return [(d["action"], d["effect"]) for d in decisions if d["action"] in ("run_command", "network")]
 
 
 def _check(capsys, tid: int, fake_provider, forbidden, git_project) -> None:
@@ -107,11 +117,15 @@ def test_claude_code_completes_a_task_inside_the_container(docker_project, fake_
     fake_provider.script(
         reply("I'll create it.", [tool("Write", {"file_path": str(workspace / "hello.txt"), "content": "hi\n"})]),
         reply("Checking.", [tool("Bash", {"command": _probe(forbidden.server_address[1])})]),
+        reply("Sharing it.", [tool("Bash", {"command": "git push origin HEAD"})]),
         reply("Created hello.txt."),
     )
     code, rep, err = execute(capsys, str(tid), "--ai", "claude-d", "--backend", "docker")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     _check(capsys, tid, fake_provider, forbidden, docker_project)
+    # The hook ran inside the container: the probe and the push were each decided, the push refused.
+    assert _hooked(capsys, tid) == [("run_command", "allow"), ("run_command", "deny")]
+    assert "git push" in evidence_of(capsys, tid)["transcript"]
 
 
 def test_codex_completes_a_task_inside_the_container(docker_project, fake_provider, forbidden, capsys):
@@ -139,6 +153,7 @@ def test_codex_completes_a_task_inside_the_container(docker_project, fake_provid
     code, rep, err = execute(capsys, str(tid), "--ai", "codex-d", "--backend", "docker")
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
     _check(capsys, tid, fake_provider, forbidden, docker_project)
+    assert _hooked(capsys, tid)[0] == ("run_command", "allow")  # Codex's hook ran inside the container too
 
 
 def test_a_session_resumes_inside_the_container(agents_image, fake_provider, tmp_path, monkeypatch):

@@ -428,8 +428,7 @@ class ClaudeCodeConnector:
             if ctx.run_policy is not None:  # every tool call asks the run's policy (and is recorded)
                 from aictl.agents.connectors.hookserver import HookServer  # a socket server: only for a run
 
-                hooks = HookServer(ctx.run_policy.decide, ctx.workdir)
-                hooks.start()
+                hooks = HookServer.for_run(ctx)
                 settings = hooks.settings_json()
             argv = build_argv(binary, ctx, system_file=system_file, mcp_config=mcp_config, hook_settings=settings)
             res = run_cli(ctx, argv, env, parser)

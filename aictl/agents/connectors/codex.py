@@ -299,8 +299,7 @@ class CodexConnector:
             if ctx.run_policy is not None:  # every tool call asks the run's policy (and is recorded)
                 from aictl.agents.connectors.hookserver import HookServer  # a socket server: only for a run
 
-                hooks = HookServer(ctx.run_policy.decide, ctx.workdir)
-                hooks.start()
+                hooks = HookServer.for_run(ctx)
             argv = build_argv(binary, ctx, hooks=hooks is not None)
             home = state.path / "codex-home"
             home.mkdir(parents=True, exist_ok=True)

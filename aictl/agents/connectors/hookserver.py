@@ -143,15 +143,41 @@ class _Server(socketserver.UnixStreamServer):
 class HookServer:
     """The decision socket for one Claude Code run; a context manager that starts and stops its thread."""
 
-    def __init__(self, decide: Decide, workdir: Path):
+    def __init__(self, decide: Decide, workdir: Path, *, in_container: bool = False):
+        """`in_container`: the CLI runs in the docker backend, where neither this interpreter nor the client's
+        file exist: the client is copied beside the socket, the folder is lent to the container's user and
+        mounted at the same path (`for_run`), and the container's python3 runs it. Left on the host, the
+        hook's command would not exist inside, and Claude Code takes a hook that cannot run as no objection."""
         self.workdir = Path(workdir)
+        self.in_container = in_container
         self._dir = tempfile.mkdtemp(prefix="aictl-hook-", dir=_short_tmp())
         self.path = os.path.join(self._dir, "decide.sock")
         self._server = _Server(self.path, decide, self.workdir)
         os.chmod(self.path, 0o600)
+        self.client = pretooluse.__file__
+        if in_container:
+            from aictl.sandbox.ownership import sandbox_user
+
+            self.client = shutil.copy(pretooluse.__file__, os.path.join(self._dir, "pretooluse.py"))
+            uid, gid = sandbox_user()
+            if (uid, gid) != (os.getuid(), os.getgid()):  # aictl runs as root, the container as nobody
+                for path in (self._dir, self.path, self.client):
+                    os.chown(path, uid, gid)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True, name="aictl-hook-server"
         )
+
+    @classmethod
+    def for_run(cls, ctx: Any) -> HookServer:
+        """The run's hook server, started; inside docker, its folder is added to the container's mounts."""
+        hooks = cls(ctx.run_policy.decide, ctx.workdir, in_container=ctx.spec.backend == "docker")
+        if hooks.in_container:
+            from aictl.sandbox.base import BindMount
+
+            mount = BindMount(source=hooks._dir, target=hooks._dir, read_only=True)
+            ctx.spec = ctx.spec.model_copy(update={"mounts": [*ctx.spec.mounts, mount]})
+        hooks.start()
+        return hooks
 
     @property
     def pending_approval(self) -> dict[str, Any] | None:
@@ -177,7 +203,8 @@ class HookServer:
 
     def command(self) -> str:
         """The hook's command line (Claude Code runs it through a shell)."""
-        return shlex.join([sys.executable, "-I", "-S", pretooluse.__file__, self.path])
+        python = "python3" if self.in_container else sys.executable
+        return shlex.join([python, "-I", "-S", self.client, self.path])
 
     def settings(self) -> dict[str, Any]:
         hook = {"type": "command", "command": self.command(), "timeout": HOOK_TIMEOUT_S}
