@@ -197,8 +197,12 @@ class RunPolicy:
         host: str | None = None,
         port: int | None = None,
         tool: str | None = None,
+        allowed_by: str | None = None,
     ) -> ActionVerdict:
-        """Decide one agent action and record it (PDR + audit event, one transaction) before answering."""
+        """Decide one agent action and record it (PDR + audit event, one transaction) before answering.
+
+        `allowed_by`: an action aictl itself allows, by that built-in rule (the AI's own API through the egress
+        proxy): not put to the policy, but recorded all the same."""
         if action not in RUNTIME_ACTIONS:
             raise ValueError(f"unknown run-time action {action!r}; known: {', '.join(RUNTIME_ACTIONS)}")
         extra: dict[str, Any] = {}
@@ -228,6 +232,10 @@ class RunPolicy:
         )
         if refusal is not None:
             decision = GateDecision("deny", [OUTSIDE_RULE], [refusal], None, False)
+        elif allowed_by is not None:
+            decision = GateDecision(
+                "allow", [allowed_by], ["the AI's own API, reachable by every run of it"], None, False
+            )
         else:
             decision = self.gate.evaluate(request)
             if decision.effect != "deny" and rel is not None and self._outside_locks(action, rel):

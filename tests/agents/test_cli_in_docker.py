@@ -71,9 +71,9 @@ def _probe(forbidden_port: int) -> str:
 
 
 def _hooked(capsys, tid: int) -> list[tuple[str, str]]:
-    """The decisions the run's PreToolUse hook asked for from inside the container (action, effect)."""
+    """The commands the run's PreToolUse hook asked about from inside the container (action, effect)."""
     decisions = cli_json(capsys, "audit", "decisions", "--task", str(tid))
-    return [(d["action"], d["effect"]) for d in decisions if d["action"] in ("run_command", "network")]
+    return [(d["action"], d["effect"]) for d in decisions if d["action"] == "run_command"]
 
 
 def _check(capsys, tid: int, fake_provider, forbidden, git_project) -> None:
@@ -93,6 +93,11 @@ def _check(capsys, tid: int, fake_provider, forbidden, git_project) -> None:
     assert ("127.0.0.1", fake_provider.port, True) in attempts  # the provider was reached through the proxy
     assert ("127.0.0.2", forbidden.server_address[1], False) in attempts
     assert KEY not in "".join(found.values())
+    # Every connection the container tried is a decision record: the provider allowed as the AI's own API, the
+    # forbidden server denied by the policy's network rules.
+    net = [d for d in cli_json(capsys, "audit", "decisions", "--task", str(tid)) if d["action"] == "network"]
+    assert any(d["effect"] == "allow" and d["matched_rules"] == ["aictl:ai-api"] for d in net), net
+    assert any(d["effect"] == "deny" and "127.0.0.2" in json.dumps(d) for d in net), net
 
 
 def test_claude_code_completes_a_task_inside_the_container(docker_project, fake_provider, forbidden, capsys):

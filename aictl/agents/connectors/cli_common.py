@@ -262,6 +262,8 @@ def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: Strea
         from aictl.agents.connectors.incontainer import container_spec
 
         spec = container_spec(ctx, spec)
+        if ctx.run_policy is not None and spec.egress is not None:
+            spec = recorded_egress(ctx.run_policy, spec)
 
     def on_output(stream: str, line: str) -> None:
         # The JSON events reach watchers as normalized events (ctx.on_event); only the rest is passed on as output.
@@ -276,6 +278,27 @@ def run_cli(ctx: RunContext, argv: list[str], env: dict[str, str], parser: Strea
     return ctx.sandbox.run(
         argv, workdir=ctx.workdir, spec=spec, on_output=on_output, cancel=ctx.cancel, labels=ctx.labels
     )
+
+
+def recorded_egress(run_policy: Any, spec: Any) -> Any:
+    """Every connection the container tries becomes a decision record: the listed pairs (the AI's own API) are
+    aictl's built-in allow; any other host:port is put to the policy's `network` rules, which may allow it."""
+    listed = set(spec.egress)
+    earlier = spec.on_egress
+
+    def on_egress(attempt: Any) -> None:
+        if f"{attempt.host}:{attempt.port}" in listed:
+            run_policy.decide("network", host=attempt.host, port=attempt.port, allowed_by=API_RULE)
+        if earlier is not None:
+            earlier(attempt)
+
+    def decide(host: str, port: int) -> bool:
+        return bool(run_policy.decide("network", host=host, port=port).allowed)
+
+    return spec.model_copy(update={"on_egress": on_egress, "egress_decide": decide})
+
+
+API_RULE = "aictl:ai-api"
 
 
 def finish(ctx: RunContext, res: RunResult, parser: StreamParser, spec: ConnectorSpec) -> ConnectorResult:
