@@ -563,6 +563,10 @@ class Executor:
         from aictl.sandbox import get_sandbox
 
         connector = get_connector(opts.connector or "command")
+        if plan.ai is not None and spec.backend == "docker":  # an agent's commands want git, python, a real shell
+            from aictl.sandbox.agents_image import for_agents
+
+            spec = for_agents(spec)
         ctx = RunContext(
             task=task,
             workdir=workdir,

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from aictl.domain.errors import AictlError
 from aictl.sandbox.agents_rootfs import CLI_PACKAGES, CLIS_IN_IMAGE, Rootfs, plan_rootfs, write_rootfs
 from aictl.sandbox.base import SandboxError
 from aictl.sandbox.image import SANDBOX_PATH, ImageInfo, Progress
@@ -130,6 +131,26 @@ def build_agents_image(
     )
 
 
+def for_agents(spec: Any, client: Any = None) -> Any:
+    """An AI's run in docker: the agents image (git, Python, Node, a shell, coreutils) instead of the default
+    busybox one, once `sandbox build --preset agents` made it; a sandbox_image the user named stays."""
+    from docker.errors import DockerException
+
+    from aictl.sandbox.image import DEFAULT_IMAGE
+
+    if spec.image != DEFAULT_IMAGE:
+        return spec
+    try:
+        if client is None:
+            from aictl.sandbox.docker import connect
+
+            client = connect()
+        client.images.get(AGENTS_IMAGE)
+    except (DockerException, AictlError):  # not built (or no engine: the run will say so itself)
+        return spec
+    return spec.model_copy(update={"image": AGENTS_IMAGE})
+
+
 def _image_labels(client: Any, name: str) -> dict[str, str]:
     from docker.errors import DockerException
 
@@ -159,6 +180,7 @@ __all__ = [
     "Rootfs",
     "agents_dockerfile",
     "build_agents_image",
+    "for_agents",
     "plan_rootfs",
     "write_rootfs",
 ]

@@ -78,3 +78,33 @@ def test_run_command_cannot_write_outside_or_reach_the_forbidden_server(
     assert "not allowed" in output and "leaked" not in output and "direct=0" not in output
     assert forbidden.hits == 0
     assert [(a.host, a.port, a.allowed) for a in seen] == [("127.0.0.2", port, False)]
+
+
+def test_an_agents_run_gets_the_agents_image_once_it_is_built(agents_image, docker_engine):
+    """An API connector's commands in docker: git, python and node once the agents image exists, busybox before."""
+    from aictl.sandbox.agents_image import AGENTS_IMAGE, for_agents
+    from aictl.sandbox.image import DEFAULT_IMAGE
+
+    named = SandboxSpec(backend="docker", image="my-own:1")
+    assert for_agents(named, docker_engine).image == "my-own:1"  # a sandbox_image the user chose stays
+    default = SandboxSpec(backend="docker", image=DEFAULT_IMAGE)
+    had = _tagged(docker_engine, AGENTS_IMAGE)
+    if not had:  # a fresh engine: lend it the test's build under the real name for the test's length
+        docker_engine.images.get(agents_image).tag(AGENTS_IMAGE)
+    try:
+        assert for_agents(default, docker_engine).image == AGENTS_IMAGE
+        docker_engine.images.remove(AGENTS_IMAGE, noprune=True)
+        assert for_agents(default, docker_engine).image == DEFAULT_IMAGE  # not built: the busybox image
+    finally:
+        if had:
+            docker_engine.images.get(had).tag(AGENTS_IMAGE)
+
+
+def _tagged(client, name: str) -> str | None:
+    """The id the tag points to now, if any."""
+    from docker.errors import DockerException
+
+    try:
+        return client.images.get(name).id
+    except DockerException:
+        return None
