@@ -30,7 +30,7 @@ def main() -> None:
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     try:
         for backend in backends:
-            for mode, strike in (("calm", 1e9), ("chaos", args.strike_every)):
+            for mode, strike in (("calm", float("inf")), ("chaos", args.strike_every)):
                 url = None
                 if backend == "postgres":
                     from tests.pgserver import PgServer

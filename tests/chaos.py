@@ -253,13 +253,15 @@ def run(
     chaos = Chaos(root, env, workers=workers, ttl=ttl, seed=seed)
     started = time.monotonic()
     deadline = started + 60 + tasks * 2.0  # liveness: a wedged queue fails here instead of hanging
+    next_strike = started + strike_every_s * rng.uniform(0.5, 1.5)
     try:
         while not chaos.done(store):
             if time.monotonic() > deadline:
                 raise AssertionError("the queue did not drain: wedged")
-            time.sleep(strike_every_s * rng.uniform(0.5, 1.5))
-            if not chaos.done(store):
+            time.sleep(0.1)  # how often the queue is looked at, not how often it is struck
+            if time.monotonic() >= next_strike and not chaos.done(store):
                 chaos.strike()
+                next_strike = time.monotonic() + strike_every_s * rng.uniform(0.5, 1.5)
         wall = time.monotonic() - started
     finally:
         chaos.finish()
