@@ -259,6 +259,10 @@ class Executor:
                 live.close()
                 self._rate_limited(report, opts, epoch, plan, result)
                 return
+            if result.pending_approval is None and plan.ai is not None:  # or one the agent asked for (MCP)
+                from aictl.tasks.approvals import agent_request
+
+                result.pending_approval = agent_request(self.store, task.id, epoch)
             if result.pending_approval is not None:  # a call the policy wants a person to approve: wait
                 live.close()
                 self._await(report, opts, epoch, result.pending_approval, "tool")

@@ -174,6 +174,65 @@ class ScopedOps:
         self.fence()
         return jsonable(TaskService(self.store, self.settings).create_many(specs))
 
+    def request_approval(
+        self,
+        action: str,
+        reason: str,
+        path: str | None = None,
+        command: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> dict[str, Any]:
+        """The agent asks a person before an action it may not take on its own: recorded as a require_approval
+        decision of this attempt (rule aictl:agent-request). When the run ends the task waits for a person
+        (awaiting_approval, naming the action); `aictl task approve` grants exactly that action to the next
+        attempt, `aictl task reject` fails the task."""
+        from aictl.policy.gate import GateDecision, GateRequest, GateResource, GateSubject
+        from aictl.policy.records import make_record, write_record
+        from aictl.policy.runtime import RUNTIME_ACTIONS
+        from aictl.tasks.queries import task_row
+        from aictl.tasks.service import task_facts
+
+        if action not in RUNTIME_ACTIONS:
+            raise UsageError(f"cannot ask approval for {action!r}", hint=f"one of: {', '.join(RUNTIME_ACTIONS)}")
+        target = path or command or (f"{host}:{port}" if host else None)
+        if not target:
+            raise UsageError("name what the approval is for: path, command, or host and port")
+        why = " ".join(str(reason).split())[:500] or "the agent asks"
+        task = self.fence()
+        with self.store.read() as tx:
+            facts = task_facts(task_row(tx, self.task_id))
+        extra = {k: v for k, v in (("host", host), ("port", int(port) if port is not None else None)) if v}
+        request = GateRequest(
+            subject=GateSubject(
+                ai=task.ai or self.owner, ai_labels=[], task_id=self.task_id, lease_epoch=self.epoch, actor=self.owner
+            ),
+            action=action,
+            resource=GateResource(task=facts, path=path, command=command, extra=extra),
+            context={"requested_by": "agent"},
+        )
+        from aictl.tasks.approvals import AGENT_REQUEST
+
+        if self.gate is not None:  # a deny is final: no person's approval can turn it into an allow
+            verdict = self.gate.evaluate(request)
+            if verdict.effect == "deny":
+                raise PolicyDenied(
+                    f"policy: {action} {target} is denied ({'; '.join(verdict.reasons)}); no approval can allow it",
+                    hint="do the work another way, or say in your summary why it cannot be done",
+                )
+        decision = GateDecision("require_approval", [AGENT_REQUEST], [f"the agent asks: {why}"], None, False)
+        sources = self.gate.sources if self.gate is not None else []
+        record = make_record(request, decision, sources)
+        with self.store.write() as tx:
+            write_record(tx, record)
+        return {
+            "decision_id": record.decision_id,
+            "action": action,
+            "target": target,
+            "next": "End your turn now. The task waits for a person; an approval lets the next attempt do "
+            "exactly this, a rejection fails the task.",
+        }
+
     def send_message(self, body: str, to_task: int | None = None, to_ai: str | None = None) -> dict[str, Any]:
         from aictl.execution import mailbox
 

@@ -103,6 +103,23 @@ def build_task_server(ops: ScopedOps) -> MCPServer:
     ) -> CallToolResult:
         return call(lambda: ops.send_message(body, to_task, to_ai))
 
+    @mcp.tool(
+        annotations=WRITE,
+        description="Ask a person before an action you may not take on your own (e.g. deleting a migration, running "
+        "a deploy): name the action (read_path, write_path, delete_path, run_command, network, use_tool) and what "
+        "it is for, then end your turn. The task waits for approval; once approved, the next attempt may do "
+        "exactly that.",
+    )
+    async def request_approval(
+        action: Annotated[str, Field(description="read_path, write_path, delete_path, run_command, network...")],
+        reason: Annotated[str, Field(description="Why it is needed, for the person who decides.")],
+        path: Annotated[str | None, Field(description="The repository path, for a path action.")] = None,
+        command: Annotated[str | None, Field(description="The command line, for run_command.")] = None,
+        host: Annotated[str | None, Field(description="The host, for network.")] = None,
+        port: Annotated[int | None, Field(description="The port, for network.")] = None,
+    ) -> CallToolResult:
+        return call(lambda: ops.request_approval(action, reason, path, command, host, port))
+
     @mcp.tool(annotations=WRITE, description="Messages sent to your task (or your AI) not read yet; marks them read.")
     async def read_messages(task_id: OwnTask = None) -> CallToolResult:
         return call(lambda: ops.read_messages(task_id))

@@ -129,3 +129,31 @@ def _latest(p: TaskPlane, task_id: int, since: float, actions: tuple[str, ...]) 
         "at": row["ts"],
         "comment": (json.loads(row["data"]) or {}).get("comment") if row["data"] else None,
     }
+
+
+AGENT_REQUEST = "aictl:agent-request"  # the rule of a require_approval an agent asked for itself (MCP)
+
+
+def agent_request(store: Any, task_id: int, epoch: int) -> dict[str, Any] | None:
+    """What this attempt's agent asked a person to approve (the task-scoped server's request_approval), as
+    ConnectorResult.pending_approval carries it; None when it asked nothing."""
+    with store.read() as tx:
+        rows = tx.all(
+            "SELECT decision_id, action, resource, reasons, matched_rules FROM decisions WHERE task_id = :t"
+            " AND lease_epoch = :e AND effect = 'require_approval' ORDER BY ts",
+            {"t": task_id, "e": epoch},
+        )
+    for row in rows:
+        if AGENT_REQUEST not in json.loads(row["matched_rules"]):
+            continue
+        resource = json.loads(row["resource"])
+        extra = resource.get("extra") or {}
+        host = f"{extra['host']}:{extra.get('port')}" if extra.get("host") else None
+        return {
+            "action": row["action"],
+            "target": resource.get("path") or resource.get("command") or host,
+            "rule": AGENT_REQUEST,
+            "reason": "; ".join(json.loads(row["reasons"])),
+            "decision_id": row["decision_id"],
+        }
+    return None

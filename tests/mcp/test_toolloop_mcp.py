@@ -107,3 +107,43 @@ def test_the_tool_loop_calls_mcp_tools_under_the_policy(fake_provider, git_proje
             ("aictl", "send_message", "allow"),
         ]
     )
+
+
+def test_an_agent_asks_for_approval_the_task_waits_and_the_next_attempt_may(fake_provider, git_project, capsys):
+    """request_approval on the run's task server: the run ends, the task waits naming the action; `task approve`
+    grants exactly that action to the next attempt. A denied action cannot be asked for: a deny is final."""
+    cli_json(capsys, "ai", "register", "api-1", "--connector", "anthropic", "--model", "claude-haiku-4-5",
+             "--base-url", fake_provider.url, "--api-key-env", "ANTHROPIC_API_KEY",
+             "--config", "retry_backoff_s=0.01")  # fmt: skip
+    tid = cli_json(capsys, "task", "create", "Fix CI", "--lock", ".github/**")["id"]
+    ci = ".github/workflows/ci.yml"  # aictl init's policy: CI changes need a person (protect-ci)
+    ask = {"action": "write_path", "path": ci, "reason": "the CI job needs a new step"}
+    fake_provider.script(
+        reply(
+            "I need two things.",
+            [
+                tool("mcp__aictl__request_approval", {"action": "run_command", "command": "git push", "reason": "x"}),
+                tool("mcp__aictl__request_approval", ask),
+            ],
+        ),
+        reply("Waiting for a person."),
+    )
+    code, rep, err = execute(capsys, str(tid), "--ai", "api-1")
+    assert rep["outcome"] == "awaiting_approval", (rep.get("reason"), err)
+    assert f"write_path {ci}" in rep["reason"]
+    first = fake_provider.calls("anthropic")[1].body["messages"]
+    assert "no approval can allow it" in json.dumps(first)  # the push: denied outright, not parked
+
+    cli_json(capsys, "task", "approve", str(tid), "--comment", "go ahead")
+    fake_provider.script(
+        reply("", [tool("write_file", {"path": ci, "content": "on: push\n"})]),
+        reply("Done."),
+    )
+    code, rep, err = execute(capsys, str(tid), "--ai", "api-1")
+    assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
+    writes = [
+        d
+        for d in cli_json(capsys, "audit", "decisions", "--task", str(tid))
+        if d["action"] == "write_path" and d["lease_epoch"] == rep["lease_epoch"] and d["resource"]["path"] == ci
+    ]
+    assert writes and writes[0]["effect"] == "allow", writes
