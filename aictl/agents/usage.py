@@ -30,7 +30,7 @@ from aictl.domain.models import ts_to_dt
 from aictl.store.base import Store
 from aictl.tasks.queries import task_rows
 
-GROUPINGS = ("ai", "task", "day")
+GROUPINGS = ("ai", "task", "day", "workflow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,7 @@ class UsageRun:
     total_tokens: int
     cost_usd: float | None
     verified: bool = True
+    workflow: str | None = None  # the workflow whose step the task was (its `workflow:NAME` label)
 
     @property
     def day(self) -> str:
@@ -92,7 +93,8 @@ class UsageReport(BaseModel):
 
 
 def group(runs: Iterable[UsageRun], by: str, *, since: float | None = None) -> UsageReport:
-    """Sum runs by `by` (ai, task, day); rows in key order (days ascending), the total last."""
+    """Sum runs by `by` (ai, task, day, workflow: "-" for tasks of none); rows in key order (days ascending),
+    the total last."""
     if by not in GROUPINGS:
         raise UsageError(f"cannot group usage by {by!r}", hint=f"use one of: {', '.join(GROUPINGS)}")
     rows: dict[str, UsageRow] = {}
@@ -104,6 +106,8 @@ def group(runs: Iterable[UsageRun], by: str, *, since: float | None = None) -> U
             key = run.ai or "-"
         elif by == "task":
             key = "-" if run.task_id is None else str(run.task_id)
+        elif by == "workflow":
+            key = run.workflow or "-"
         else:
             key = run.day
         rows.setdefault(key, UsageRow(key=key)).add(run)
@@ -159,6 +163,13 @@ def _cost(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _workflow(task: dict[str, Any] | None) -> str | None:
+    labels = (task or {}).get("labels") or []
+    if isinstance(labels, str):
+        labels = json.loads(labels)
+    return next((lab.split(":", 1)[1] for lab in labels if isinstance(lab, str) and lab.startswith("workflow:")), None)
+
+
 def _run(row: dict[str, Any], blob: bytes | None, task: dict[str, Any] | None) -> UsageRun:
     """One run from its row and blob; the agent wrote neither, but a tampered blob must not crash a report."""
     record: dict[str, Any] | None = None
@@ -173,6 +184,7 @@ def _run(row: dict[str, Any], blob: bytes | None, task: dict[str, Any] | None) -
         "task_id": row["task_id"],
         "lease_epoch": row["lease_epoch"],
         "at": row["created_at"],
+        "workflow": _workflow(task),
     }
     if record is not None:
         raw = record.get("tokens")

@@ -26,7 +26,7 @@ COLUMNS = [
 
 def usage(
     since: Annotated[str | None, typer.Option("--since", help="Only runs since: ISO 8601 or 30m, 2h, 7d.")] = None,
-    by: Annotated[str, typer.Option("--by", help="Group by: ai, task or day.")] = "ai",
+    by: Annotated[str, typer.Option("--by", help="Group by: ai, task, day or workflow.")] = "ai",
     output: OutputOpt = None,
 ) -> None:
     """Tokens and cost of every run, from its usage evidence, grouped by AI, task or day.

@@ -127,6 +127,11 @@ class Console:
             return reports.audit(store, self.verifier, filters=filters)
         if view == "usage":
             return {**reports.usage(store, self.ledger, self.gate()), "metric": _metric(query)}
+        if view == "workflows":
+            from aictl.workflows.engine import WorkflowEngine
+
+            runs = WorkflowEngine(store, self.settings).runs(limit=WORKFLOW_RUNS_SHOWN)
+            return {"runs": [r.model_dump() for r in runs]}
         raise NotFound(f"no view {view!r}")
 
     def fragment(self, view: str, query: dict[str, str], user: str) -> str:
@@ -161,7 +166,9 @@ PAGES = {
     "/approvals": ("approvals", "Approvals"),
     "/audit": ("audit", "Audit"),
     "/usage": ("usage", "Usage"),
+    "/workflows": ("workflows", "Workflows"),
 }
+WORKFLOW_RUNS_SHOWN = 50  # the newest runs, each with its steps
 
 
 def build_app(console: Console) -> Starlette:

@@ -1,8 +1,8 @@
 """One poller per console asks the store what changed, and wakes the pages' event streams.
 
-"What changed since" is two indexed reads in one read transaction: the audit head (every task
-transition, decision, evidence and AI change appends an event) and the held tasks' latest activity
-(written without an event, like a heartbeat). The poller runs only
+"What changed since" is three indexed reads in one read transaction: the audit head (every task
+transition, decision, evidence and AI change appends an event), the held tasks' latest activity
+(written without an event, like a heartbeat) and the latest move of a workflow run. The poller runs only
 while some page is open, every `interval` seconds; a change bumps `version` and sets every
 subscriber's asyncio event from the poller's thread. Pages never poll: their stream waits.
 """
@@ -22,7 +22,8 @@ POLL_S = 0.1  # a change reaches an open page within this plus one render (bench
 
 
 def change_token(tx: Tx) -> tuple[Any, ...]:
-    return (head_id(tx), tuple(held_activity(tx)))
+    flows = tx.one("SELECT MAX(updated_at) AS at FROM workflow_runs")  # a run's own moves append no event
+    return (head_id(tx), tuple(held_activity(tx)), flows["at"] if flows else None)
 
 
 class ChangeFeed:

@@ -26,10 +26,11 @@ def _register(capsys, fp, name: str, model: str) -> None:
     )  # fmt: skip
 
 
-def _run(capsys, fp, ai: str, path: str, usage: tuple[int, int]) -> int:
+def _run(capsys, fp, ai: str, path: str, usage: tuple[int, int], *labels: str) -> int:
     from tests.agents.cli_fixtures import cli_json, execute
 
-    tid = cli_json(capsys, "task", "create", f"create {path}", "--lock", path)["id"]
+    more = [x for label in labels for x in ("-l", label)]
+    tid = cli_json(capsys, "task", "create", f"create {path}", "--lock", path, *more)["id"]
     fp.script(reply("ok", [tool("write_file", {"path": path, "content": "x\n"})], usage=usage), reply("done"))
     code, rep, err = execute(capsys, str(tid), "--ai", ai)
     assert code == 0 and rep["outcome"] == "done", (rep.get("reason"), err)
@@ -43,7 +44,7 @@ def test_usage_totals_are_the_sum_of_the_usage_evidence(fake_provider, git_proje
     _register(capsys, fake_provider, "unpriced", "claude-from-the-future-9")
     tasks = [
         _run(capsys, fake_provider, "priced", "a.txt", (1000, 20)),
-        _run(capsys, fake_provider, "priced", "b.txt", (3000, 40)),
+        _run(capsys, fake_provider, "priced", "b.txt", (3000, 40), "workflow:feature", "workflow-run:1"),
         _run(capsys, fake_provider, "unpriced", "c.txt", (500, 7)),
     ]
     blobs = [json.loads(evidence_of(capsys, t)["usage"]) for t in tasks]
@@ -62,6 +63,11 @@ def test_usage_totals_are_the_sum_of_the_usage_evidence(fake_provider, git_proje
     by_task = cli_json(capsys, "usage", "--by", "task")
     assert [r["key"] for r in by_task["rows"]] == [str(t) for t in tasks]
     assert [r["total_tokens"] for r in by_task["rows"]] == [b["tokens"]["total"] for b in blobs]
+    by_flow = {r["key"]: r["total_tokens"] for r in cli_json(capsys, "usage", "--by", "workflow")["rows"]}
+    assert by_flow == {
+        "feature": blobs[1]["tokens"]["total"],
+        "-": blobs[0]["tokens"]["total"] + blobs[2]["tokens"]["total"],
+    }
     by_day = cli_json(capsys, "usage", "--by", "day")
     assert sum(r["total_tokens"] for r in by_day["rows"]) == by_ai["total"]["total_tokens"]
     later = cli_json(capsys, "usage", "--since", "2999-01-01")

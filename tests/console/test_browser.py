@@ -140,6 +140,7 @@ def test_a_task_appears_and_finishes_live_and_an_approval_resumes_it(
         ("/agents", "agents", "agents"),
         ("/usage", "usage", "chart"),
         ("/audit", "audit", "verify"),
+        ("/workflows", "workflows", "workflows"),
         ("/", "queue-final", "counts"),
     ):
         _get(browser, c.url + path)

@@ -182,3 +182,25 @@ def test_a_carriage_return_in_a_tasks_text_does_not_cut_the_stream(console_proje
         page = _first_update(s.iter_lines(), 'id="task-title"')
     assert "<h2>Evidence</h2>" in page  # the whole page arrived as one update
     assert "<b>injected</b>" not in page and "&lt;b&gt;injected&lt;/b&gt;" in page
+
+
+def test_workflows_page_shows_each_runs_steps_and_why_one_was_skipped(console_project, console, proc_cli):
+    flows = console_project / ".ai" / "workflows"
+    flows.mkdir(parents=True, exist_ok=True)
+    (flows / "hello.yaml").write_text(
+        "version: 1\nname: hello\nsteps:\n"
+        "  - id: greet\n    command: echo hi > src/hi.txt\n    locks: [src/hi.txt]\n"
+        "  - id: never\n    needs: [greet]\n    when: 'false'\n    command: 'false'\n"
+    )
+    ran = proc_cli("workflow", "run", "hello", "--foreground", "-o", "json", cwd=console_project)
+    assert ran.returncode == 0, ran.stderr
+    run = json.loads(ran.stdout)
+    c = console(console_project)
+    page = httpx.get(c.url + "/workflows").text
+    article = page.split(f'id="run-{run["id"]}"')[1].split("</article>")[0]
+    assert 'data-status="succeeded"' in page and "of hello" in article
+    assert f'id="run-{run["id"]}-greet" data-status="succeeded"' in article
+    never = article.split(f'id="run-{run["id"]}-never"')[1].split("</tr>")[0]
+    assert 'data-status="skipped"' in never and "when" in never
+    task = run["steps"][0]["task_id"]
+    assert f'href="/tasks/{task}"' in article
