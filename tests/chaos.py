@@ -1,4 +1,5 @@
-"""Chaos harness: N worker processes run a queue of command tasks while a controller SIGKILLs and SIGSTOPs them.
+"""Chaos harness: N worker processes (one of them a daemon) run a queue of command tasks, every tenth of them
+hostile, while a controller SIGKILLs and SIGSTOPs them.
 
 Used by tests/tasks/test_chaos.py (small) and bench/chaos.py (6 workers x 300 tasks, both backends).
 
@@ -11,7 +12,9 @@ fenced off when it wakes). Afterwards everything is judged from the store and th
 - every task is done and was completed exactly once (one `complete` event);
 - no two tasks whose lock globs overlap ever held their locks at the same time (claim .. lease end, by
   audit event ids, which are in commit order);
-- each task's result commit holds the file its command wrote;
+- each task's result commit holds the file its command wrote, and none of the FIFOs and /dev/zero links the
+  hostile tasks left behind;
+- the secret the hostile tasks printed is in no file aictl wrote (store, evidence, logs);
 - the audit chain verifies.
 """
 
@@ -76,6 +79,7 @@ def make_project(root: Path, database_url: str | None, ttl: float) -> dict[str, 
     subprocess.run([sys.executable, "-m", "aictl", "init"], cwd=root, env=env, check=True, capture_output=True)
     (root / ".ai" / "config.yaml").write_text(
         f"lease_ttl: {ttl}\nheartbeat_interval: {ttl / 4}\nbackoff_base: 0\nmax_attempts: 50\n"
+        "secret_patterns: ['CHAOS-SECRET-[0-9]+']\n"
     )
     return env
 
@@ -86,6 +90,27 @@ def output_of(k: int, locks: list[str]) -> str:
     return f"{first[:-3]}/out-{k}.txt" if first.endswith("/**") else f"out-{k}.toml"
 
 
+SECRET = "CHAOS-SECRET-7001"  # matches the config's secret_patterns: no sink may ever hold it
+# Every tenth task is hostile: it prints the secret (made at run time, so the task's command does not hold it),
+# leaves a FIFO and a link to /dev/zero in its worktree (the host's collector must neither hang nor read them)
+# and still does its work.
+HOSTILE = "echo CHAOS-SECRET-$((7000 + 1)); mkdir -p $(dirname {fifo}); mkfifo {fifo}; ln -s /dev/zero {zero}; "
+
+
+def junk_of(k: int, locks: list[str]) -> tuple[str, str]:
+    """Where hostile task k leaves its FIFO and its link to /dev/zero: inside its locks, so only the host's
+    handling of them is tested, not the lock check."""
+    first = locks[0]
+    return (
+        (f"{first[:-3]}/trap.fifo", f"{first[:-3]}/zero.bin")
+        if first.endswith("/**")
+        else (
+            f"trap-{k}.toml",
+            f"zero-{k}.toml",
+        )
+    )
+
+
 def create_tasks(root: Path, env: dict[str, str], n: int, rng: random.Random) -> dict[int, list[str]]:
     import yaml
 
@@ -93,7 +118,9 @@ def create_tasks(root: Path, env: dict[str, str], n: int, rng: random.Random) ->
     for k in range(n):
         locks = rng.sample(PATTERNS, rng.choice([1, 1, 2]))
         out = output_of(k, locks)
-        command = f"sleep 0.0{rng.randint(1, 9)}; mkdir -p $(dirname {out}); echo {k} > {out}"
+        fifo, zero = junk_of(k, locks)
+        hostile = HOSTILE.format(fifo=fifo, zero=zero) if k % 10 == 9 else ""
+        command = f"{hostile}sleep 0.0{rng.randint(1, 9)}; mkdir -p $(dirname {out}); echo {k} > {out}"
         specs.append({"title": f"t{k}", "locks": locks, "command": command})
     batch = root / "tasks.yaml"
     batch.write_text(yaml.safe_dump({"tasks": specs}))
@@ -120,8 +147,11 @@ class Chaos:
 
     def _start(self, slot: int) -> None:
         self.generation += 1
+        argv = [sys.executable, "-c", WORKER, f"w{slot}-g{self.generation}", str(self.ttl), str(self.ttl * 3)]
+        if slot == 0:  # one of the workers is a daemon (two of its own threads), killed and frozen like the rest
+            argv = [sys.executable, "-m", "aictl", "daemon", "start", "--foreground", "--workers", "2"]
         self.procs[slot] = subprocess.Popen(
-            [sys.executable, "-c", WORKER, f"w{slot}-g{self.generation}", str(self.ttl), str(self.ttl * 3)],
+            argv,
             cwd=self.root,
             env=self.env,
             stdout=subprocess.DEVNULL,
@@ -216,6 +246,19 @@ def judge(root: Path, store: Any, locks: dict[int, list[str]]) -> dict[str, Any]
     for t in tasks:
         result, k = json.loads(t["result"]), t["id"] - min(locks)
         assert int(git(root, "show", f"{result['commit']}:{output_of(k, locks[t['id']])}").strip()) == k, t["id"]
+    for t in tasks:  # no FIFO reached a result, and /dev/zero was never read: at most a link to it was kept
+        k = t["id"] - min(locks)
+        fifo, zero = junk_of(k, locks[t["id"]])
+        tree = git(root, "ls-tree", "-r", json.loads(t["result"])["commit"])
+        assert fifo not in tree, (t["id"], tree)
+        kept = [line for line in tree.splitlines() if line.endswith("\t" + zero)]
+        assert all(line.startswith("120000 ") for line in kept), kept  # a symlink object, never its target's bytes
+    leaks = [
+        str(p)
+        for p in (root / ".ai").rglob("*")
+        if p.is_file() and "workspaces" not in p.parts and SECRET.encode() in p.read_bytes()
+    ]
+    assert leaks == [], leaks
     from aictl.audit.chain import verify
 
     report = verify(store)
