@@ -21,7 +21,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,29 @@ def agents_image(docker_engine) -> str:
     except SandboxError as e:
         _unavailable(f"cannot build the agents image: {e.message} ({e.hint})")
     return AGENTS_TEST_IMAGE
+
+
+class _Secret(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.hits += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "6")
+        self.end_headers()
+        self.wfile.write(b"leaked")
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def forbidden():
+    """The "forbidden host" of the egress tests: a second local server (127.0.0.2) that counts its hits."""
+    try:
+        srv = ThreadingHTTPServer(("127.0.0.2", 0), _Secret)
+    except OSError:
+        pytest.skip("127.0.0.2 is not usable on this host")
+    srv.hits = 0
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()

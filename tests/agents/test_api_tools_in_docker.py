@@ -4,9 +4,6 @@ the model reads, the events and the egress proxy's record all say so."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from aictl.agents.connectors.anthropic_api import AnthropicConnector
@@ -16,31 +13,6 @@ from aictl.sandbox import SandboxSpec, get_sandbox
 from tests.fakeprovider import reply, tool
 
 pytestmark = pytest.mark.docker
-
-
-class _Secret(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.hits += 1
-        self.send_response(200)
-        self.send_header("Content-Length", "6")
-        self.end_headers()
-        self.wfile.write(b"leaked")
-
-    def log_message(self, *a):
-        pass
-
-
-@pytest.fixture
-def forbidden():
-    try:
-        srv = ThreadingHTTPServer(("127.0.0.2", 0), _Secret)
-    except OSError:
-        pytest.skip("127.0.0.2 is not usable on this host")
-    srv.hits = 0
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def test_run_command_cannot_write_outside_or_reach_the_forbidden_server(

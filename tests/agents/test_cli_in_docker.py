@@ -8,8 +8,6 @@ writable path, the forbidden server is refused and the refusal is in the run's e
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -21,31 +19,6 @@ pytestmark = pytest.mark.docker
 
 KEY_ENV = "FAKE_AGENT_KEY"
 KEY = "sk-ant-api03-fakeKEYforDOCKERtests0123456789abcdefghijkl"
-
-
-class _Secret(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.hits += 1
-        self.send_response(200)
-        self.send_header("Content-Length", "6")
-        self.end_headers()
-        self.wfile.write(b"leaked")
-
-    def log_message(self, *a):
-        pass
-
-
-@pytest.fixture
-def forbidden():
-    try:
-        srv = ThreadingHTTPServer(("127.0.0.2", 0), _Secret)
-    except OSError:
-        pytest.skip("127.0.0.2 is not usable on this host")
-    srv.hits = 0
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 @pytest.fixture

@@ -102,44 +102,45 @@ def test_sigkilled_local_run_is_killed_on_reclaim(git_project, tmp_path):
     reclaim_and_check(git_project, marker, tid)
 
 
-def test_the_daemons_sweep_kills_the_run_of_a_reaped_lease(git_project, tmp_path):
-    """Nobody reclaims the task (no worker free): the sweep that reaps the lease kills its run at once."""
-    from aictl.daemon.loop import Daemon
+def orphan_with_expired_lease(git_project, marker) -> int:
+    """A task whose executor was SIGKILLed mid-run, its agent still writing, waited on until its lease ran out."""
     from aictl.tasks.queries import TaskQueries
 
-    marker = tmp_path / "marker"
     tid = kill_executor_mid_run(git_project, marker, writer=WRITER.replace("seq 30", "seq 300"))
-    settings = load_settings(git_project)
-    with open_store(settings.resolved_database_url) as store:
+    with open_store(load_settings(git_project).resolved_database_url) as store:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if TaskQueries(store).get(tid).lease_expires_at < time.time():
-                break
+        while TaskQueries(store).get(tid).lease_expires_at >= time.time() and time.monotonic() < deadline:
             time.sleep(0.1)
-        Daemon(settings)._sweep(store)
+    return tid
+
+
+def assert_reaped_and_stopped(git_project, marker, tid: int) -> None:
     assert json.loads(run_cli("task", "get", str(tid), "-o", "json", cwd=git_project).stdout)["status"] == "queued"
     written = tags(marker)
     time.sleep(0.3)
     assert tags(marker) == written, "the reaped run kept writing"
+
+
+def test_the_daemons_sweep_kills_the_run_of_a_reaped_lease(git_project, tmp_path):
+    """Nobody reclaims the task (no worker free): the sweep that reaps the lease kills its run at once."""
+    from aictl.daemon.loop import Daemon
+
+    marker = tmp_path / "marker"
+    tid = orphan_with_expired_lease(git_project, marker)
+    settings = load_settings(git_project)
+    with open_store(settings.resolved_database_url) as store:
+        Daemon(settings)._sweep(store)
+    assert_reaped_and_stopped(git_project, marker, tid)
 
 
 def test_task_reap_kills_the_run_of_a_reaped_lease(git_project, tmp_path):
     """Without a daemon: `aictl task reap` gives the task back and stops its run on this host."""
-    from aictl.tasks.queries import TaskQueries
 
     marker = tmp_path / "marker"
-    tid = kill_executor_mid_run(git_project, marker, writer=WRITER.replace("seq 30", "seq 300"))
-    settings = load_settings(git_project)
-    with open_store(settings.resolved_database_url) as store:
-        deadline = time.monotonic() + 20
-        while TaskQueries(store).get(tid).lease_expires_at >= time.time() and time.monotonic() < deadline:
-            time.sleep(0.1)
+    tid = orphan_with_expired_lease(git_project, marker)
     r = run_cli("task", "reap", cwd=git_project)
     assert r.returncode == 0 and "stopped their runs on this host: local process group" in r.stderr, r.stderr
-    assert json.loads(run_cli("task", "get", str(tid), "-o", "json", cwd=git_project).stdout)["status"] == "queued"
-    written = tags(marker)
-    time.sleep(0.3)
-    assert tags(marker) == written, "the reaped run kept writing"
+    assert_reaped_and_stopped(git_project, marker, tid)
 
 
 @pytest.mark.docker
