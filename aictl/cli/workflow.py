@@ -35,6 +35,7 @@ def _summary(w: Any, path: Path | None = None) -> dict[str, Any]:
         "name": w.name,
         "description": w.description,
         "source": str(path or w.source),
+        "policy": w.policy,
         "inputs": {k: {"type": v.type, "required": v.required, "default": v.default} for k, v in w.inputs.items()},
         "steps": [{"id": s.id, "kind": s.kind, "needs": s.needs, "line": s.line} for s in w.steps],
     }
@@ -77,9 +78,12 @@ def validate(
     out = state.output(output)
     paths = list(files or listing(_project()))
     results, bad = [], 0
+    project = state.settings().project_dir
     for p in paths:
         try:
             w = load_file(p)
+            if w.policy is not None and project is not None:
+                _check_overlay(Path(project), p, w.policy)
             results.append({"file": str(p), "valid": True, "name": w.name, "issues": []})
         except AictlError as e:
             bad += 1
@@ -93,6 +97,25 @@ def validate(
         out.emit(results)
     if bad:
         raise typer.Exit(2)
+
+
+def _check_overlay(project: Path, path: Path, name: str) -> None:
+    """The overlay a workflow names must exist in the project (a run would not start without it)."""
+    import re
+
+    from aictl.domain.errors import ConfigError
+    from aictl.policy.sources import overlay_dir
+
+    overlay = overlay_dir(project) / f"{name}.yaml"
+    if overlay.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    line = next((n for n, text in enumerate(lines, 1) if re.match(r"^policy\s*:", text)), None)
+    message = f"policy overlay {name!r} does not exist ({overlay}); a run of this workflow would not start"
+    raise ConfigError(
+        f"{path}:{line}: {message}" if line else f"{path}: {message}",
+        details={"issues": [{"line": line, "message": message}]},
+    )
 
 
 @app.command("list")
@@ -124,7 +147,10 @@ def show(name: NameArg, output: OutputOpt = None) -> None:
     summary = _summary(w, path)
 
     def human(r: dict[str, Any]) -> str:
-        lines = [f"workflow {r['name']} ({r['source']})", f"  {r['description']}", "  inputs:"]
+        lines = [f"workflow {r['name']} ({r['source']})", f"  {r['description']}"]
+        if r["policy"]:
+            lines.append(f"  policy overlay: {r['policy']} (.ai/policies/workflows/{r['policy']}.yaml)")
+        lines.append("  inputs:")
         lines += [f"    {k}: {v}" for k, v in r["inputs"].items()]
         lines.append("  steps:")
         lines += [f"    {s['id']:<16} {s['kind']:<8} needs {s['needs'] or '-'}" for s in r["steps"]]
@@ -328,12 +354,33 @@ def create(
     else:
         text = SCAFFOLD.format(name=name, description=f"{name}: implement, test, review")
     w = load_text(text, str(target))
+    overlay = _overlay_to_copy(_project(), w.policy)
     if not dry_run:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
+        if overlay is not None:
+            overlay[1].parent.mkdir(parents=True, exist_ok=True)
+            overlay[1].write_bytes(overlay[0].read_bytes())
     if out.mode == "table":
         info(("would write " if dry_run else "wrote ") + str(target))
-    out.emit(_summary(w, target) | {"written": not dry_run}, human=lambda r: text.rstrip(), name=lambda r: r["name"])
+        if overlay is not None:
+            info(("would copy " if dry_run else "copied ") + f"the policy overlay it names to {overlay[1]}")
+        elif w.policy is not None and not (_project() / ".ai" / "policies" / "workflows" / f"{w.policy}.yaml").exists():
+            info(f"it names policy overlay {w.policy!r}: write .ai/policies/workflows/{w.policy}.yaml before a run")
+    summary = _summary(w, target) | {"written": not dry_run, "overlay": str(overlay[1]) if overlay else None}
+    out.emit(summary, human=lambda r: text.rstrip(), name=lambda r: r["name"])
+
+
+def _overlay_to_copy(project: Path, name: str | None) -> tuple[Path, Path] | None:
+    """(aictl's example overlay, where it goes) when the workflow names one the project lacks and aictl ships."""
+    from aictl.policy.sources import overlay_dir
+    from aictl.workflows.loader import EXAMPLES
+
+    if name is None:
+        return None
+    target = overlay_dir(project) / f"{name}.yaml"
+    shipped = EXAMPLES.parent / "policies" / "workflows" / f"{name}.yaml"
+    return (shipped, target) if shipped.is_file() and not target.exists() else None
 
 
 @app.command("suggest")

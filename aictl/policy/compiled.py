@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 from aictl import __version__
 from aictl.policy.paths import seed_paths
 from aictl.policy.resolve import ResolvedPolicy, resolve_layers
-from aictl.policy.sources import policy_files
+from aictl.policy.sources import overlay_files, policy_files
 from aictl.policy.vocab import Effect
 
 if TYPE_CHECKING:
     from aictl.policy.merge import EffectivePolicy
 
-FORMAT = 2  # bump when the cached shape changes
+FORMAT = 3  # bump when the cached shape changes
 _MATCH_FIELDS = ("ai", "ai_labels", "actions", "paths", "commands", "programs", "task_labels", "task_types")
 
 
@@ -100,6 +100,7 @@ class PlainLayer:
     default: Effect | None
     default_final: bool
     rules: list[PlainRule]
+    overlay: str | None = None  # a workflow overlay's task label
 
 
 class CompiledPolicy:
@@ -146,6 +147,7 @@ def compile_policy(policy: EffectivePolicy) -> tuple[CompiledPolicy, dict[str, A
                 "default": default,
                 "default_final": layer.default_final,
                 "rules": rules,
+                "overlay": layer.overlay,
             }
         )
     body = {
@@ -167,6 +169,7 @@ def from_json(body: dict[str, Any]) -> CompiledPolicy:
             default=Effect(layer["default"]) if layer["default"] is not None else None,
             default_final=layer["default_final"],
             rules=[_rule(r) for r in layer["rules"]],
+            overlay=layer.get("overlay"),
         )
         for layer in body["layers"]
     ]
@@ -197,14 +200,16 @@ def _rule(data: dict[str, Any]) -> PlainRule:
 
 
 def load_compiled(project_dir: str | Path, *, cache_dir: Path | None = None) -> CompiledPolicy:
-    """The project's effective policy (every per-AI file included), from the cache when its sources are unchanged.
+    """The project's effective policy (every per-AI file and workflow overlay included), from the cache
+    when its sources are unchanged.
 
     Raises exactly what `load_effective_policy` raises for a bad file. An empty policy has no sources.
     """
     project_dir = Path(project_dir)
     candidates, ai_candidates = policy_files(project_dir)
+    overlays = overlay_files(project_dir)
     sources = []
-    for path in [p for p, _ in candidates] + ai_candidates:
+    for path in [p for p, _ in candidates] + ai_candidates + overlays:
         try:
             raw = path.read_bytes()
         except OSError:
@@ -212,7 +217,7 @@ def load_compiled(project_dir: str | Path, *, cache_dir: Path | None = None) -> 
         sources.append({"path": str(path), "sha256": hashlib.sha256(raw).hexdigest()})
     if not sources:
         return CompiledPolicy([], [])
-    levels = [level for _, level in candidates] + ["ai"] * len(ai_candidates)
+    levels = [level for _, level in candidates] + ["ai"] * len(ai_candidates) + ["workflow"] * len(overlays)
     key = hashlib.sha256(json.dumps([FORMAT, __version__, sources, levels]).encode()).hexdigest()
     cache = (cache_dir or project_dir / ".ai" / "cache") / f"policy-{key[:32]}.json"
     cached = _read(cache, key, sources)

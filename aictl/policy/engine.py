@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from aictl.policy.matching import CompiledRule, RequestView
 from aictl.policy.merge import EffectivePolicy
 from aictl.policy.request import PolicyRequest, Resource, Subject
-from aictl.policy.resolve import decide, decide_matched, error_reason
+from aictl.policy.resolve import decide, decide_matched, error_reason, missing_overlay
 from aictl.policy.schema import Limits, Sandbox
 
 # The request types live in request.py (matching needs them below the engine); callers import them from here too.
@@ -114,7 +114,11 @@ def explain(policy: EffectivePolicy, request: PolicyRequest) -> Explanation:
                 condition_error=error,
             )
         )
-    decision = _decision(decide_matched(resolved.default, matched, errors, resolved.warnings))
+    missing = missing_overlay(resolved, view)
+    if missing is not None:
+        decision = _decision(decide(resolved, view))
+    else:
+        decision = _decision(decide_matched(resolved.default, matched, errors, resolved.warnings))
     decision.eval_ms = (time.perf_counter() - started) * 1000
     return Explanation(
         decision=decision,

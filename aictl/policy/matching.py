@@ -113,7 +113,8 @@ class RequestView:
 
 
 class CompiledRule:
-    """One rule ready to match. `scope` is the AI glob of the `ai:` section or per-AI file it came from."""
+    """One rule ready to match. `scope` is the AI glob of the `ai:` section or per-AI file it came from;
+    `overlay` the task label a workflow overlay's rule needs (an overlay's allow rule only adds limits)."""
 
     __slots__ = (
         "_program",
@@ -124,6 +125,8 @@ class CompiledRule:
         "effect",
         "id",
         "is_deny",
+        "limits_only",
+        "overlay",
         "paths",
         "programs",
         "rule",
@@ -132,13 +135,15 @@ class CompiledRule:
         "task_types",
     )
 
-    def __init__(self, rule: Rule | Any, scope: str | None = None):
+    def __init__(self, rule: Rule | Any, scope: str | None = None, overlay: str | None = None):
         m = rule.match
         self.rule = rule
         self.id = rule.id
         self.effect = rule.effect
         self.is_deny = rule.effect is Effect.deny
         self.scope = scope
+        self.overlay = overlay
+        self.limits_only = overlay is not None and rule.effect is Effect.allow
         self.ai = compile_globs(tuple(m.ai)) if m.ai is not None else None
         self.ai_labels = frozenset(m.ai_labels) if m.ai_labels is not None else None
         self.actions = frozenset(m.actions) if m.actions is not None else None
@@ -158,6 +163,8 @@ class CompiledRule:
 
     def check(self, view: RequestView) -> tuple[bool, str | None, str | None]:
         """(matched, the first field that failed, condition error). A condition error on a deny rule matches."""
+        if self.overlay is not None and self.overlay not in view.task_labels:
+            return False, "overlay", None
         if self.actions is not None and view.action not in self.actions:
             return False, "actions", None
         if self.ai is not None and (view.ai is None or self.ai.match(view.ai) is None):
@@ -195,6 +202,8 @@ class CompiledRule:
 
     def explain_failure(self, field: str, view: RequestView, error: str | None) -> str:
         m = self.rule.match
+        if field == "overlay":
+            return f"the task does not carry label {self.overlay!r} (the rule is a workflow overlay's)"
         if field == "actions":
             return f"action {view.action!r} is not one of {m.actions}"
         if field == "ai":

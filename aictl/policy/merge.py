@@ -7,9 +7,16 @@ Layers, in order (later layers override earlier ones, rule by rule id):
 3. the global file's `ai:` sections      (scoped: apply only to AIs matching the section key)
 4. the project file's `ai:` sections
 5. per-AI files <project>/.ai/policies/ai/<ai_id>.yaml (scoped to that AI)
+6. workflow overlays <project>/.ai/policies/workflows/<name>.yaml (scoped to tasks labelled
+   `policy-overlay:<name>`, which a workflow naming `policy: <name>` puts on its step tasks)
 
 Which scoped layers apply depends on the AI making the request, so the merged rule list is
 resolved per AI id (and cached). A final rule may only be replaced by a stricter one.
+
+An overlay only tightens: it cannot set a default or have `ai:` sections; its deny and
+require_approval rules apply as written to its tasks, and its allow rules only add limits (the
+stricter of each, like any matched rule's) without granting anything. Its rule ids are namespaced
+(`<name>/<id>`), so it never replaces a rule of the levels above.
 """
 
 from __future__ import annotations
@@ -25,7 +32,14 @@ from pydantic import BaseModel, PrivateAttr
 from aictl.policy.loader import PolicyIssue, issues_error, load_model_file
 from aictl.policy.resolve import ResolvedPolicy, resolve_layers
 from aictl.policy.schema import Effect, PolicyFile, PolicySource, Rule
-from aictl.policy.sources import FileLevel, default_global_policy_path, policy_files
+from aictl.policy.sources import (
+    OVERLAY_LABEL,
+    FileLevel,
+    default_global_policy_path,
+    overlay_files,
+    policy_files,
+    valid_overlay_name,
+)
 
 # Moved to resolve.py and sources.py (free of pydantic, for the fast gate); importers still find them here.
 __all__ = [
@@ -41,8 +55,9 @@ __all__ = [
 
 class PolicyLayer(BaseModel):
     source: str
-    level: Literal["global", "project", "ai"]
+    level: Literal["global", "project", "ai", "workflow"]
     scope: str | None = None  # an fnmatch glob on the AI id; None applies to every AI
+    overlay: str | None = None  # a workflow overlay's task label: its rules apply only to tasks carrying it
     default: Effect | None = None
     default_final: bool = False
     rules: list[Rule]
@@ -90,8 +105,10 @@ def merge_policies(
     ai_files: Mapping[str, PolicyFile] | None = None,
     ai_id: str | None = None,
     levels: Sequence[FileLevel] | None = None,
+    overlays: Mapping[str, PolicyFile] | None = None,
 ) -> EffectivePolicy:
-    """Merge already loaded files (in hierarchy order) and per-AI files; raises ConfigError on a conflict."""
+    """Merge already loaded files (in hierarchy order), per-AI files and workflow overlays (checked by
+    `overlay_issues`); raises ConfigError on a conflict."""
     levels = list(levels) if levels is not None else ["project"] * len(files)
     layers: list[PolicyLayer] = []
     for policy, level in zip(files, levels, strict=True):
@@ -127,7 +144,17 @@ def merge_policies(
                 rules=policy.rules,
             )
         )
-    sources = [p.source for p in [*files, *(ai_files or {}).values()] if p.source is not None]
+    for name, policy in (overlays or {}).items():
+        layers.append(
+            PolicyLayer(
+                source=_path(policy),
+                level="workflow",
+                overlay=OVERLAY_LABEL + name,
+                rules=[rule.model_copy(update={"id": f"{name}/{rule.id}"}) for rule in policy.rules],
+            )
+        )
+    every = [*files, *(ai_files or {}).values(), *(overlays or {}).values()]
+    sources = [p.source for p in every if p.source is not None]
     effective = EffectivePolicy(layers=layers, sources=sources, ai_id=ai_id)
     _check_conflicts(effective)
     return effective
@@ -154,23 +181,97 @@ def load_effective_policy(
         issues += found
         if policy is not None:
             loaded.append(policy)
+    ai_files = load_ai_files(ai_candidates, issues)
+    overlays = load_overlays(overlay_files(Path(project_dir)), issues)
+    if issues:
+        files = sorted({issue.file for issue in issues})
+        raise issues_error(", ".join(files), issues, what="policy files" if len(files) > 1 else "policy file")
+    levels = [level for _, level in candidates]
+    return merge_policies(loaded, ai_files=ai_files, ai_id=ai_id, levels=levels, overlays=overlays)
+
+
+def load_ai_files(paths: Sequence[Path], issues: list[PolicyIssue]) -> dict[str, PolicyFile]:
+    """Per-AI files by AI id; their problems are added to `issues`."""
     ai_files: dict[str, PolicyFile] = {}
-    for path in ai_candidates:
+    for path in paths:
         policy, found = _load(path)
         issues += found
         if policy is not None and policy.ai:
             issues.append(
                 PolicyIssue(
                     file=str(path),
+                    line=_key_line(path, "ai"),
                     message="a per-AI file cannot have an 'ai:' section; write its rules at the top level",
                 )
             )
         elif policy is not None:
             ai_files[path.stem] = policy
-    if issues:
-        files = sorted({issue.file for issue in issues})
-        raise issues_error(", ".join(files), issues, what="policy files" if len(files) > 1 else "policy file")
-    return merge_policies(loaded, ai_files=ai_files, ai_id=ai_id, levels=[level for _, level in candidates])
+    return ai_files
+
+
+def load_overlays(paths: Sequence[Path], issues: list[PolicyIssue]) -> dict[str, PolicyFile]:
+    """Workflow overlays by name; their problems (a loosening included) are added to `issues`."""
+    overlays: dict[str, PolicyFile] = {}
+    for path in paths:
+        policy, found = _load(path)
+        issues += found
+        if policy is None:
+            continue
+        problems = overlay_issues(path, policy)
+        issues += problems
+        if not problems:
+            overlays[path.stem] = policy
+    return overlays
+
+
+def overlay_issues(path: Path, policy: PolicyFile) -> list[PolicyIssue]:
+    """What makes `policy` unfit as a workflow overlay: anything that could loosen the levels above."""
+    found: list[PolicyIssue] = []
+    if not valid_overlay_name(path.stem):
+        found.append(
+            PolicyIssue(file=str(path), message=f"overlay name {path.stem!r}: use letters, digits and _.- in the name")
+        )
+    for key, present in (("default", policy.default is not None), ("default_final", policy.default_final)):
+        if present:
+            found.append(
+                PolicyIssue(
+                    file=str(path),
+                    line=_key_line(path, key),
+                    message=f"a workflow overlay only tightens and cannot set '{key}'; the project's default applies",
+                )
+            )
+    if policy.ai:
+        found.append(
+            PolicyIssue(
+                file=str(path),
+                line=_key_line(path, "ai"),
+                message="a workflow overlay cannot have 'ai:' sections; scope a rule with match.ai instead",
+            )
+        )
+    for rule in policy.rules:
+        if rule.effect is Effect.allow and rule.limits is None:
+            found.append(
+                PolicyIssue(
+                    file=str(path),
+                    line=rule.line,
+                    rule_id=rule.id,
+                    message=(
+                        "an allow rule in a workflow overlay grants nothing (an overlay only tightens); "
+                        "give it limits to cap its tasks, or use deny or require_approval"
+                    ),
+                )
+            )
+    return found
+
+
+def _key_line(path: Path, key: str) -> int | None:
+    """The line of a top-level key in a YAML file (for an issue the schema cannot place)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    pattern = re.compile(rf"^['\"]?{re.escape(key)}['\"]?\s*:")
+    return next((n for n, line in enumerate(lines, 1) if pattern.match(line)), None)
 
 
 def _load(path: Path) -> tuple[PolicyFile | None, list[PolicyIssue]]:

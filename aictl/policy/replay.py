@@ -35,9 +35,17 @@ from pydantic import BaseModel, Field, ValidationError, field_serializer
 from aictl.domain.errors import UsageError
 from aictl.policy.engine import PolicyRequest, evaluate
 from aictl.policy.loader import PolicyIssue, issues_error, load_model_file
-from aictl.policy.merge import EffectivePolicy, FileLevel, default_global_policy_path, merge_policies
+from aictl.policy.merge import (
+    EffectivePolicy,
+    FileLevel,
+    default_global_policy_path,
+    load_ai_files,
+    load_overlays,
+    merge_policies,
+)
 from aictl.policy.records import DecisionRecord
 from aictl.policy.schema import PolicyFile
+from aictl.policy.sources import overlay_files
 
 # The task plane appends these reasons when it turns a policy allow into a deny (tasks/service.py).
 _EVIDENCE_REASON = "completion requires"
@@ -122,13 +130,15 @@ def load_replay_policy(
         raise UsageError(f"policy file {new_path} does not exist")
     candidates: list[tuple[Path, FileLevel]] = []
     ai_candidates: list[Path] = []
+    overlay_candidates: list[Path] = []
     if not alone:
         global_file = Path(global_path) if global_path is not None else default_global_policy_path()
         if global_file.is_file():
             candidates.append((global_file, "global"))
-        ai_dir = Path(project_dir) / ".ai" / "policies" / "ai" if project_dir is not None else None
-        if ai_dir is not None and ai_dir.is_dir():
-            ai_candidates = sorted(ai_dir.glob("*.yaml"))
+        if project_dir is not None:
+            ai_dir = Path(project_dir) / ".ai" / "policies" / "ai"
+            ai_candidates = sorted(ai_dir.glob("*.yaml")) if ai_dir.is_dir() else []
+            overlay_candidates = overlay_files(Path(project_dir))
     candidates.append((new_path, "project"))
 
     issues: list[PolicyIssue] = []
@@ -138,22 +148,12 @@ def load_replay_policy(
         issues += found
         if policy is not None:
             files.append(policy)
-    ai_files: dict[str, PolicyFile] = {}
-    for path in ai_candidates:
-        policy, found = load_model_file(path, PolicyFile)
-        issues += found
-        if policy is not None and policy.ai:
-            issues.append(
-                PolicyIssue(
-                    file=str(path),
-                    message="a per-AI file cannot have an 'ai:' section; write its rules at the top level",
-                )
-            )
-        elif policy is not None:
-            ai_files[path.stem] = policy
+    ai_files = load_ai_files(ai_candidates, issues)
+    overlays = load_overlays(overlay_candidates, issues)
     if issues:
         raise issues_error(", ".join(sorted({i.file for i in issues})), issues)
-    return merge_policies(files, ai_files=ai_files, levels=[level for _, level in candidates])
+    levels = [level for _, level in candidates]
+    return merge_policies(files, ai_files=ai_files, levels=levels, overlays=overlays)
 
 
 def parse_when(text: str, *, now: float | None = None) -> float:

@@ -13,6 +13,7 @@ from typing import Any
 from aictl.policy.conditions import FieldTree, add_fields, referenced_fields
 from aictl.policy.limits import looser_limits, merged_limit_values
 from aictl.policy.matching import CompiledRule, RequestView
+from aictl.policy.sources import OVERLAY_LABEL
 from aictl.policy.vocab import Effect
 
 Problem = tuple[str, int | None, str, str | None]  # file, line, message, rule id
@@ -21,7 +22,7 @@ Problem = tuple[str, int | None, str, str | None]  # file, line, message, rule i
 class ResolvedPolicy:
     """The merged rules for one AI id, compiled for evaluation."""
 
-    __slots__ = ("ai", "cel_fields", "default", "default_source", "rules", "warnings")
+    __slots__ = ("ai", "cel_fields", "default", "default_source", "overlays", "rules", "warnings")
 
     def __init__(
         self,
@@ -30,8 +31,10 @@ class ResolvedPolicy:
         default_source: str | None,
         rules: list[CompiledRule],
         warnings: list[str],
+        overlays: frozenset[str] = frozenset(),
     ):
         self.ai = ai
+        self.overlays = overlays  # the task labels of the workflow overlays the policy has
         self.default = default
         self.default_source = default_source
         self.rules = rules
@@ -46,7 +49,7 @@ class ResolvedPolicy:
 def resolve_layers(
     layers: Sequence[Any], ai: str | None, applies: Callable[[str], bool]
 ) -> tuple[ResolvedPolicy, list[Problem]]:
-    merged: dict[str, tuple[Any, str | None]] = {}
+    merged: dict[str, tuple[Any, str | None, str | None]] = {}
     issues: list[Problem] = []
     warnings: list[str] = []
     default, default_final, default_source = Effect.deny, False, None
@@ -78,9 +81,10 @@ def resolve_layers(
                     warnings.append(f"rule {rule.id} at {rule.location} ignored: {message}")
                     continue
                 rule = rule.as_final()
-            merged[rule.id] = (rule, layer.scope)
-    compiled = [CompiledRule(rule, scope) for rule, scope in merged.values()]
-    return ResolvedPolicy(ai, default, default_source, compiled, warnings), issues
+            merged[rule.id] = (rule, layer.scope, getattr(layer, "overlay", None))
+    compiled = [CompiledRule(rule, scope, overlay) for rule, scope, overlay in merged.values()]
+    overlays = frozenset(label for layer in layers if (label := getattr(layer, "overlay", None)) is not None)
+    return ResolvedPolicy(ai, default, default_source, compiled, warnings, overlays), issues
 
 
 def _loosening(new: Any, old: Any) -> list[str]:
@@ -98,6 +102,15 @@ def _loosening(new: Any, old: Any) -> list[str]:
 
 def decide(resolved: ResolvedPolicy, view: RequestView) -> dict[str, Any]:
     """Match every rule and pick the effect: the fields of a Decision, `limits` as `merged_limit_values` gives them."""
+    missing = missing_overlay(resolved, view)
+    if missing is not None:
+        return {
+            "effect": Effect.deny.value,
+            "matched_rules": [],
+            "reasons": [missing],
+            "limits": None,
+            "default_applied": False,
+        }
     matched: list[CompiledRule] = []
     errors: list[str] = []
     for rule in resolved.rules:
@@ -109,6 +122,19 @@ def decide(resolved: ResolvedPolicy, view: RequestView) -> dict[str, Any]:
     return decide_matched(resolved.default, matched, errors, resolved.warnings)
 
 
+def missing_overlay(resolved: ResolvedPolicy, view: RequestView) -> str | None:
+    """Why a task is refused everything: it carries a workflow overlay's label the policy has no file for
+    (deleted or renamed since its run started). Fails closed, so a lost overlay never loosens its tasks."""
+    for label in view.task_labels:
+        if label.startswith(OVERLAY_LABEL) and label not in resolved.overlays:
+            name = label[len(OVERLAY_LABEL) :]
+            return (
+                f"the task carries label {label!r} but the policy has no workflow overlay {name!r} "
+                f"(.ai/policies/workflows/{name}.yaml); its tasks are refused until it is back"
+            )
+    return None
+
+
 def error_reason(rule: CompiledRule, error: str) -> str:
     outcome = "treated as matched (deny fails closed)" if rule.is_deny else "treated as not matched"
     return f"rule {rule.id}: condition error, {outcome}: {error}"
@@ -117,16 +143,24 @@ def error_reason(rule: CompiledRule, error: str) -> str:
 def decide_matched(
     default: Effect, matched: list[CompiledRule], errors: list[str], warnings: list[str]
 ) -> dict[str, Any]:
-    if not matched:
+    """The effect of the matched rules (a workflow overlay's allow rules only add their limits), else the default."""
+    granting = [rule for rule in matched if not rule.limits_only]
+    capping = [rule for rule in matched if rule.limits_only]
+    caps = [f"limits from {rule.id}" for rule in capping]
+    if not granting:
+        applied = default is not Effect.deny and bool(capping)
+        reasons = [f"no rule matched; the default is {default.value}", *(caps if applied else [])]
         return {
             "effect": default.value,
-            "matched_rules": [],
-            "reasons": [f"no rule matched; the default is {default.value}", *errors, *warnings],
-            "limits": None,  # no limits at all
+            "matched_rules": [rule.id for rule in capping] if applied else [],
+            "reasons": [*reasons, *errors, *warnings],
+            "limits": merged_limit_values(rule.rule.limits for rule in capping) if applied else None,
             "default_applied": True,
         }
-    effect = max((rule.effect for rule in matched), key=lambda e: e.strictness)
-    reasons = [rule.rule.display_reason() for rule in matched if rule.effect is effect]
+    effect = max((rule.effect for rule in granting), key=lambda e: e.strictness)
+    reasons = [rule.rule.display_reason() for rule in granting if rule.effect is effect]
+    if effect is not Effect.deny:
+        reasons += caps
     return {
         "effect": effect.value,
         "matched_rules": [rule.id for rule in matched],

@@ -106,7 +106,8 @@ class RunPolicy:
         self.bind_roots(*roots)
         self._open_store = open_store
         # Constant for the run: the rules' effects (naming the deciding rule), the masked subject and task.
-        self._effects = {r.id: r.effect.value for r in gate.policy.resolve(self.ai_id).rules}
+        rules = gate.policy.resolve(self.ai_id).rules
+        self._effects = {r.id: r.effect.value for r in rules if not r.limits_only}
         self._subject_dump = redact(
             {
                 "ai": self.ai_id,
@@ -333,8 +334,8 @@ class RunPolicy:
 
     def _deciding_rule(self, decision: GateDecision) -> str | None:
         """The first matched rule whose effect is the decision's (the one a refusal names)."""
-        if not decision.matched_rules:
-            return None
+        if not decision.matched_rules or decision.default_applied:
+            return None  # no rule decided (a workflow overlay's allow rule only capped the limits)
         for rule_id in decision.matched_rules:
             if self._effects.get(rule_id) == decision.effect:
                 return rule_id

@@ -50,3 +50,22 @@ def policy_files(
     else:
         ai_candidates = sorted(ai_dir.glob("*.yaml")) if ai_dir.is_dir() else []
     return candidates, ai_candidates
+
+
+OVERLAY_LABEL = "policy-overlay:"  # a workflow step's task carries OVERLAY_LABEL + the overlay's name
+_SAFE_OVERLAY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def overlay_dir(project_dir: Path) -> Path:
+    """Where workflow policy overlays live: <project>/.ai/policies/workflows/<name>.yaml."""
+    return project_dir / ".ai" / "policies" / "workflows"
+
+
+def overlay_files(project_dir: Path) -> list[Path]:
+    """Every workflow policy overlay file, in name order (they are merged after the per-AI files)."""
+    directory = overlay_dir(project_dir)
+    return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def valid_overlay_name(name: str) -> bool:
+    return bool(_SAFE_OVERLAY.match(name))

@@ -23,8 +23,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from aictl.domain.errors import AictlError
 from aictl.policy.engine import Decision, PolicyRequest, evaluate
-from aictl.policy.loader import PolicyIssue, find_node, load_model_file, load_policy_file
-from aictl.policy.merge import EffectivePolicy, merge_policies
+from aictl.policy.loader import PolicyIssue, find_node, issues_error, load_model_file, load_policy_file
+from aictl.policy.merge import EffectivePolicy, load_overlays, merge_policies
 from aictl.policy.schema import PolicyFile, PolicyTestCase, PolicyTestFile
 
 _HAS_TESTS = re.compile(r"^tests\s*:", re.MULTILINE)
@@ -150,7 +150,14 @@ def _load_policy(paths: list[Path], cache: dict[tuple[str, ...], EffectivePolicy
             if missing:
                 cache[key] = f"policy file {missing[0]} does not exist (give 'policy:' in the test file)"
             else:
-                cache[key] = merge_policies([load_policy_file(p) for p in paths])
+                # A file in a policies/workflows/ folder is a workflow overlay, as in .ai/policies/workflows/.
+                overlay = [p for p in paths if p.parent.name == "workflows" and p.parent.parent.name == "policies"]
+                issues: list[PolicyIssue] = []
+                overlays = load_overlays(overlay, issues)
+                if issues:
+                    raise issues_error(str(overlay[0]), issues, what="workflow overlay")
+                files = [load_policy_file(p) for p in paths if p not in overlay]
+                cache[key] = merge_policies(files, overlays=overlays)
         except AictlError as exc:
             cache[key] = exc.message
     return cache[key]

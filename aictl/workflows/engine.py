@@ -25,7 +25,8 @@ from typing import Any
 
 from aictl.audit.events import append_event
 from aictl.domain import limits
-from aictl.domain.errors import AictlError, UsageError
+from aictl.domain.errors import AictlError, ConfigError, UsageError
+from aictl.policy.sources import OVERLAY_LABEL
 from aictl.store.base import Store, Tx
 from aictl.workflows import expr, runs
 from aictl.workflows.model import GATE_CAPABILITY, STEP_DONE, RunStatus, Step, StepStatus, Workflow
@@ -130,6 +131,8 @@ class WorkflowEngine:
 
     def start(self, wf: Workflow, given: dict[str, Any]) -> Run:
         inputs = resolve_inputs(wf, given)
+        if wf.policy is not None:
+            self._check_overlay(wf)
 
         def fn(tx: Tx, now: float) -> int:
             run_id = runs.insert_run(tx, wf, inputs, self.settings.actor, now)
@@ -137,6 +140,22 @@ class WorkflowEngine:
             return run_id
 
         return self.advance(self._write(fn))
+
+    def _check_overlay(self, wf: Workflow) -> None:
+        """A run whose overlay is missing or invalid does not start (its steps would be refused anyway)."""
+        from aictl.policy.merge import load_effective_policy
+        from aictl.policy.sources import overlay_dir
+
+        if self.project is None:
+            raise ConfigError(f"workflow {wf.name} names policy overlay {wf.policy!r}, which needs a project")
+        path = overlay_dir(self.project) / f"{wf.policy}.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                f"workflow {wf.name} names policy overlay {wf.policy!r}, but {path} does not exist",
+                hint=f"write it (deny and require_approval rules, allow rules with limits), or drop 'policy:' "
+                f"from {wf.source or 'the workflow'}",
+            )
+        load_effective_policy(self.project)  # a bad overlay (or any bad policy file) is named with file and line
 
     def get(self, run_id: int) -> Run:
         with self.store.read() as tx:
@@ -476,6 +495,8 @@ class _Advance:
 
         wf, run = self.wf, self.run
         labels = [f"workflow:{wf.name}", run_label(run.id), f"workflow-step:{step.id}"]
+        if wf.policy is not None:
+            labels.append(OVERLAY_LABEL + wf.policy)  # the overlay's rules apply to tasks carrying it
         caps: list[str] = []
         command = verify = None
         if step.kind == "approval":

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from aictl.domain.errors import ConfigError, NotFound
+from aictl.policy.sources import valid_overlay_name
 from aictl.workflows import expr
 from aictl.workflows.model import INPUT_TYPES, InputSpec, Retry, Step, Workflow
 
-TOP_KEYS = ("version", "name", "description", "inputs", "steps")
+TOP_KEYS = ("version", "name", "description", "policy", "inputs", "steps")
 INPUT_KEYS = ("type", "required", "default", "description")
 STEP_KEYS = (
     "id", "title", "needs", "when", "prompt", "command", "ai", "locks", "verify", "retry", "goto", "approval",
@@ -160,6 +161,14 @@ def _build(data: dict[str, Any], issues: _Issues) -> Workflow | None:
     description = data.get("description") or ""
     if not isinstance(description, str):
         issues.add(("description",), "description must be text")
+    policy = data.get("policy")
+    if policy is not None and (not isinstance(policy, str) or not valid_overlay_name(policy)):
+        issues.add(
+            ("policy",),
+            f"policy names a workflow overlay (.ai/policies/workflows/NAME.yaml): letters, digits and _.-, "
+            f"got {policy!r}",
+        )
+        policy = None
     inputs = _inputs(data.get("inputs") or {}, issues)
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
@@ -178,7 +187,7 @@ def _build(data: dict[str, Any], issues: _Issues) -> Workflow | None:
         _expressions(s, i, known, issues)
     if not isinstance(name, str):
         return None
-    return Workflow(name=name, steps=steps, description=description, inputs=inputs)
+    return Workflow(name=name, steps=steps, description=description, inputs=inputs, policy=policy)
 
 
 def _inputs(raw: Any, issues: _Issues) -> dict[str, InputSpec]:

@@ -99,6 +99,7 @@ class Workflow:
     version: int = 1
     description: str = ""
     inputs: dict[str, InputSpec] = field(default_factory=dict)
+    policy: str | None = None  # a workflow overlay's name: its rules tighten the policy for the steps' tasks
     source: str = ""  # the file it was read from
     sha256: str = ""
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from aictl.domain.errors import ConfigError
-from aictl.policy import load_policy_file, merge_policies
 from aictl.policy.compiled import compile_policy, from_json
 from aictl.policy.engine import PolicyRequest, evaluate
 from aictl.policy.gate import GateRequest, GateResource, GateSubject, PolicyGate, load_gate
@@ -16,13 +15,13 @@ from aictl.policy.loader import load_model_file
 from aictl.policy.merge import load_effective_policy
 from aictl.policy.records import make_record
 from aictl.policy.schema import PolicyTestFile
-from aictl.policy.testing import _policy_paths
+from aictl.policy.testing import _load_policy, _policy_paths
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
 def _cases():
-    for test_file in sorted(POLICIES.glob("*_test.yaml")):
+    for test_file in sorted(POLICIES.rglob("*_test.yaml")):  # workflow overlays' (policies/workflows/) too
         tests, issues = load_model_file(test_file, PolicyTestFile)
         assert tests is not None, issues
         for case in tests.tests:
@@ -41,7 +40,8 @@ def _gate_request(request: PolicyRequest) -> GateRequest:
 
 @pytest.mark.parametrize(("paths", "case_input"), list(_cases()))
 def test_gate_decides_every_example_case_as_the_engine_does(paths, case_input):
-    policy = merge_policies([load_policy_file(p) for p in paths])
+    policy = _load_policy(paths, {})  # as `aictl policy test` merges them (a policies/workflows/ file as an overlay)
+    assert not isinstance(policy, str), policy
     # Through JSON, as a cache hit reads it.
     gate = PolicyGate(from_json(json.loads(json.dumps(compile_policy(policy)[1]))))
     request = PolicyRequest.model_validate(case_input)

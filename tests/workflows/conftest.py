@@ -43,9 +43,9 @@ class WF:
 
         return load_file(find(self.root, name_or_path))
 
-    def run(self, wf: Any, *, wait: bool = False, **inputs: Any) -> Any:
+    def run(self, wf: Any, *, wait: bool = False, policy: bool = False, **inputs: Any) -> Any:
         run = self.engine.start(wf, inputs)
-        return self.drive(run.id, wait=wait)
+        return self.drive(run.id, wait=wait, policy=policy)
 
     def drive(self, run_id: int, *, wait: bool = False, policy: bool = False) -> Any:
         import time

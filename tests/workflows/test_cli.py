@@ -86,3 +86,42 @@ def test_a_failed_run_exits_1_and_cancel_stops_a_running_one(tmp_path):
     gate = parked["steps"][0]["task_id"]
     r = run_cli("task", "get", str(gate), "-o", "json", cwd=root)
     assert json.loads(r.stdout)["status"] == "cancelled"  # its parked task went with it
+
+
+def test_a_workflow_policy_overlay_from_the_cli(tmp_path):
+    """create --from copies the overlay the example names; validate, run and policy validate refuse a bad one."""
+    root = make_project(tmp_path / "repo")
+
+    def cli(*args: str) -> tuple[int, object]:
+        r = run_cli(*args, "-o", "json", cwd=root)
+        assert "Traceback" not in r.stderr, r.stderr
+        return r.returncode, (json.loads(r.stdout) if r.stdout.strip() else r.stderr)
+
+    overlay = root / ".ai" / "policies" / "workflows" / "dependency-bump.yaml"
+    code, made = cli("workflow", "create", "bump", "--from", "dependency-bump")
+    assert code == 0 and made["policy"] == "dependency-bump" and made["overlay"] == str(overlay), made
+    assert "no-installs" in overlay.read_text()
+    code, shown = cli("workflow", "show", "bump")
+    assert code == 0 and shown["policy"] == "dependency-bump"
+    code, checked = cli("workflow", "validate")
+    assert code == 0 and all(c["valid"] for c in checked), checked
+    code, task = cli("task", "create", "adapt", "--label", "policy-overlay:dependency-bump")
+    assert code == 0, task
+    code, explained = cli("policy", "explain", "--ai", "codex", "--action", "run_command", "--command", "pip install x",
+                          "--task", str(task["id"]))  # fmt: skip
+    assert code == 0 and explained["decision"]["effect"] == "deny", explained
+    assert "dependency-bump/no-installs" in explained["decision"]["matched_rules"]
+
+    overlay.write_text("version: 1\nrules:\n  - id: grant\n    effect: allow\n")
+    code, err = cli("policy", "validate")
+    assert code != 0 and [(i["file"], i["line"]) for i in err] == [(str(overlay), 3)], err  # type: ignore[union-attr]
+    code, err = cli("workflow", "run", "bump", "--input", "package=x", "--input", "version=1")
+    assert code != 0 and "grants nothing" in str(err), err
+
+    overlay.unlink()
+    code, checked = cli("workflow", "validate", str(root / ".ai" / "workflows" / "bump.yaml"))
+    assert code == 2 and checked[0]["issues"][0]["line"] == 4, checked
+    code, err = cli("workflow", "run", "bump", "--input", "package=x", "--input", "version=1")
+    assert code != 0 and "dependency-bump.yaml does not exist" in str(err), err
+    code, runs = cli("workflow", "runs")
+    assert code == 0 and runs == []

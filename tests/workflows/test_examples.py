@@ -3,6 +3,7 @@ the scripted fake provider, command steps and verification for real, on SQLite a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -11,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from aictl.agents.registry import Registry
+from aictl.domain.errors import ConfigError
 from aictl.domain.models import AIRecord
 from tests.daemon.conftest import git
 from tests.fakeprovider import reply, tool
 from tests.workflows.conftest import EXAMPLES
 
 KEY = "sk-ant-test-KEYVALUE-0042"
+OVERLAYS = EXAMPLES.parent / "policies" / "workflows"
 
 
 @pytest.fixture
@@ -26,6 +29,11 @@ def ex(wf, fake_provider, monkeypatch):
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     for f in EXAMPLES.glob("*.yaml"):
         shutil.copy(f, wf.root / ".ai" / "workflows" / f.name)
+    overlays = wf.root / ".ai" / "policies" / "workflows"  # the policy overlays the examples name
+    overlays.mkdir(parents=True)
+    for f in OVERLAYS.glob("*.yaml"):
+        if not f.name.endswith("_test.yaml"):
+            shutil.copy(f, overlays / f.name)
     registry = Registry(wf.store, actor="ops")
     config = {"base_url": fake_provider.url, "api_key_env": "ANTHROPIC_API_KEY", "retry_backoff_s": 0.01}
     registry.register(AIRecord(id="coder", connector="anthropic", model="claude-haiku-4-5", capabilities=["python"],
@@ -122,12 +130,34 @@ def test_dependency_bump_pins_by_command_then_an_agent_adapts_the_code(ex):
                 "src/calc.py": "VERSION = '2.0'\n", "tests/__init__.py": "",
                 "tests/test_pin.py": "from src.calc import VERSION\n\n\ndef test_pin():\n"
                 "    assert f'requests=={VERSION}' in open('requirements.txt').read()\n"})  # fmt: skip
-    ex.fp.script(*write("src/calc.py", "VERSION = '2.31'\n"))
-    run = ex.run(ex.load("dependency-bump"), package="requests", version="2.31")
+    install = reply("Installing it first.", [tool("run_command", {"command": "pip install requests==2.31"})])
+    ex.fp.script(install, *write("src/calc.py", "VERSION = '2.31'\n"))
+    run = ex.run(ex.load("dependency-bump"), package="requests", version="2.31", policy=True)
     assert run.status == "succeeded", run.model_dump()
     adapt = ex.task(run.steps["adapt"].task_id)
     assert git(ex.root, "show", f"aictl/task-{adapt.id}:requirements.txt") == "attrs==23.1\nrequests==2.31\n"
     assert "requests==2.31" in adapt.description
+    # The workflow's policy overlay (policy: dependency-bump) tightened its steps, and only them.
+    assert "policy-overlay:dependency-bump" in adapt.labels
+    with ex.store.read() as tx:
+        rows = tx.all("SELECT task_id, action, effect, matched_rules, limits FROM decisions ORDER BY ts")
+    rows = [r | {k: json.loads(r[k]) if isinstance(r[k], str) else r[k] for k in ("matched_rules", "limits")}
+            for r in rows]  # fmt: skip
+    refused = [r for r in rows if r["action"] == "run_command" and r["effect"] == "deny"]
+    assert [r["task_id"] for r in refused] == [adapt.id]
+    assert "dependency-bump/no-installs" in refused[0]["matched_rules"]
+    assert "pip install" in str(ex.fp.calls()[1].messages)  # the refusal went back to the model, which went on
+    executes = [r for r in rows if r["action"] == "execute" and r["task_id"] == adapt.id]
+    assert executes and all(r["limits"]["max_runtime_s"] == 900 for r in executes), executes
+    bump = ex.task(run.steps["bump"].task_id)  # the overlay lets the bump step write the pin (its `when`)
+    assert not [r for r in rows if r["task_id"] == bump.id and r["effect"] == "deny"]
+
+
+def test_a_workflow_whose_policy_overlay_is_missing_does_not_start(ex):
+    (ex.root / ".ai" / "policies" / "workflows" / "dependency-bump.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"dependency-bump\.yaml does not exist"):
+        ex.run(ex.load("dependency-bump"), package="requests", version="2.31")
+    assert ex.engine.runs() == []
 
 
 def test_fan_out_runs_one_step_per_item_then_joins(ex):

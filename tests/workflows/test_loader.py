@@ -23,7 +23,7 @@ def test_every_example_loads():
 
 def test_unknown_keys_are_named_at_their_line():
     got = problems("version: 1\nname: x\nstep: []\nsteps:\n  - id: a\n    command: echo\n    retries: 3\n")
-    assert (3, "unknown key 'step'; allowed keys: version, name, description, inputs, steps") in got
+    assert (3, "unknown key 'step'; allowed keys: version, name, description, policy, inputs, steps") in got
     assert any(line == 7 and "step a: unknown key 'retries'" in msg for line, msg in got)
 
 
@@ -80,3 +80,8 @@ def test_templates_quote_values_for_the_shell_and_keep_lists_whole():
     assert render_value(["x/**", "${{ inputs.paths }}"], ctx) == ["x/**", "src/**", "docs/**"]
     with pytest.raises(ExpressionError, match=r"inputs\.nope"):
         render("${{ inputs.nope }}", ctx)
+
+
+def test_a_policy_overlay_name_is_checked_at_its_line():
+    got = problems("version: 1\nname: x\npolicy: ../etc\nsteps:\n  - id: a\n    command: echo\n")
+    assert [line for line, _ in got] == [3] and "policy names a workflow overlay" in got[0][1]
