@@ -118,7 +118,9 @@ class Executor:
         self.evidence = fenced_evidence(store, settings.home, actor=settings.actor)
         self.planner = Planner(store, claims=self.claims, registry=self.registry, evidence=self.evidence)
         self.recorder = Recorder(store, self.evidence, policy=policy, emit=self.emit)
-        self.workspaces = WorkspaceManager(Path(project), settings.project_home / "workspaces")
+        self.workspaces = WorkspaceManager(
+            Path(project), settings.project_home / "workspaces", pool_size=settings.workspace_pool
+        )
         self._open_store = open_store or self._default_open_store
 
     def _default_open_store(self) -> Store:
@@ -172,7 +174,10 @@ class Executor:
             **({"ai": plan.ai.id, "routed": plan.routed} if plan.ai is not None else {}),
         )
         timings = {"claim": time.monotonic() - t0}
-        with ExitStack() as resources:  # the workspace: removed or kept by the outcome, once it is known
+        from aictl.sandbox.docker import deferred_cleanup
+
+        # A run's container goes on a thread while the workspace is collected; the block waits for it.
+        with deferred_cleanup(), ExitStack() as resources:  # the workspace: removed or kept by the outcome
             try:
                 self._steps(plan, opts, report, resources, timings, t0)
             except _Stop as stop:

@@ -10,7 +10,9 @@ no-new-privileges, limits on processes, memory (no swap) and CPU; the process
 runs as the invoking uid:gid, so files it writes belong to the user who ran
 aictl (never as root: see ownership.py). Output is streamed over an attach made before start (nothing is kept in
 docker's log files), and the container is removed in every case, including
-KeyboardInterrupt. Containers carry the label aictl.managed=true plus the
+KeyboardInterrupt. Inside `deferred_cleanup()` (the executor's run) the removal of a container that
+has exited, and of its egress network, happens on a thread while the caller collects the workspace;
+leaving the block waits for it. Containers carry the label aictl.managed=true plus the
 owner's host and pid, so `cleanup_containers()` can find the ones whose owner
 died before its `finally` ran.
 
@@ -19,6 +21,7 @@ The docker SDK (and requests under it) is imported only inside these functions.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shutil
 import socket
@@ -26,7 +29,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +59,66 @@ class EngineUnavailable(SandboxError):
     code = "docker_unavailable"
 
 
+_DEFERRED: contextvars.ContextVar[list[threading.Thread] | None] = contextvars.ContextVar(
+    "aictl_docker_deferred", default=None
+)
+
+
+@contextmanager
+def deferred_cleanup() -> Iterator[None]:
+    """Within the block, a run's container (and network) is removed on a thread once the run has ended, so the
+    caller goes on at once; the block ends when every such removal has. A run interrupted by an exception, or
+    started on another thread than the block's, removes its container before it returns, as outside."""
+    pending: list[threading.Thread] = []
+    token = _DEFERRED.set(pending)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+        for thread in pending:
+            thread.join()
+
+
+def _dispose(cleanup: Callable[[], None], defer: bool) -> None:
+    pending = _DEFERRED.get() if defer else None
+    if pending is None:
+        cleanup()
+        return
+    # Not a daemon thread: an exiting process waits for it, so no container outlives its run's owner by design.
+    thread = threading.Thread(target=cleanup, name="aictl-docker-cleanup")
+    thread.start()
+    pending.append(thread)
+
+
+_API_VERSIONS: dict[str, str] = {}  # the API version each engine negotiated, by DOCKER_HOST, for this process
+
+
 def connect(timeout: int = API_TIMEOUT_S) -> Any:
-    """A docker client that has answered once (the API version handshake), or EngineUnavailable."""
+    """A docker client that has answered once, or EngineUnavailable.
+
+    The first client of a process negotiates the API version (GET /version, ~9 ms); later ones reuse that
+    version and only ping (~1 ms), which is what every run pays for its client."""
     try:
         import docker
         from docker.errors import DockerException
     except ImportError:  # pragma: no cover - docker is a dependency
         raise EngineUnavailable("the docker Python SDK is not installed", hint="pip install 'docker>=7'") from None
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        return docker.from_env(timeout=timeout)
-    except DockerException as e:
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        known = _API_VERSIONS.get(where)
+        if known is None:
+            client = docker.from_env(timeout=timeout)
+            _API_VERSIONS[where] = client.api.api_version
+            return client
+        client = docker.from_env(timeout=timeout, version=known)
+        try:
+            client.api.ping()
+        except BaseException:
+            client.close()
+            raise
+        return client
+    except (DockerException, OSError) as e:  # requests' connection errors are OSErrors
+        _API_VERSIONS.pop(where, None)  # an engine that comes back may be another version
         raise EngineUnavailable(f"docker engine not reachable at {where}: {_short(e)}", hint=ENGINE_HINT) from None
 
 
@@ -200,6 +253,7 @@ class DockerSandbox:
         api = client.api
         container_id: str | None = None
         blank_dir = tempfile.mkdtemp(prefix="aictl-mask-")
+        defer = True  # the container has exited or never started: its removal may wait (deferred_cleanup)
         try:
             if spec.egress is not None:
                 from aictl.sandbox.egressnet import RunNetwork
@@ -244,7 +298,8 @@ class DockerSandbox:
                 )
             try:
                 status, late = self._exit_status(api, container_id, started + spec.timeout_s)
-                state = api.inspect_container(container_id)["State"]
+                # The kernel's OOM killer sends SIGKILL (exit 137); only then is the state worth a round trip.
+                state = api.inspect_container(container_id)["State"] if status.get("StatusCode") == 137 else {}
             except (DockerException, OSError) as e:  # requests' errors are OSErrors
                 return result(
                     exit_code=None,
@@ -260,13 +315,23 @@ class DockerSandbox:
             if oom:
                 sink.note("stderr", f"out of memory: the kernel killed a process at the {spec.memory_mb} MB limit")
             return result(exit_code=status.get("StatusCode"), timed_out=timed_out, cancelled=cancelled, oom_killed=oom)
+        except BaseException:
+            defer = False  # interrupted (Ctrl-C, a bug): the container may still run; remove it before going on
+            raise
         finally:
-            if container_id is not None:
-                _remove(api, container_id)
-            if net is not None:
-                net.close()
-            client.close()
-            shutil.rmtree(blank_dir, ignore_errors=True)
+            run_net, run_id = net, container_id
+
+            def cleanup() -> None:
+                try:
+                    if run_id is not None:
+                        _remove(api, run_id)
+                    if run_net is not None:
+                        run_net.close()
+                finally:
+                    client.close()
+                    shutil.rmtree(blank_dir, ignore_errors=True)
+
+            _dispose(cleanup, defer)
 
     @staticmethod
     def _create(

@@ -76,6 +76,8 @@ def _kill_recorded(record: dict[str, Any]) -> bool:
 def stop_stale_runs(workspaces_dir: Path, task_id: int, epoch: int) -> list[str]:
     """Kill every recorded local run and stop every docker container of `task_id` from an epoch below `epoch`."""
     stopped: list[str] = []
+    if epoch <= 1:
+        return stopped  # the task's first claim (epochs count claims from 1): no earlier run can exist
     where = Path(workspaces_dir) / ".runs"
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(where):

@@ -596,10 +596,14 @@ class WorkspaceManager:
                     tip,
                     stale_locks=stale,
                 )
-            out = self._git(
-                ws.path, "diff", *DIFF_FLAGS, "--numstat", "-p", "-z", ws.base_commit, commit, until=until
-            ).stdout
-            paths, patch, stats = _parse_diff(out)
+            paths: builtins.list[str]
+            if commit == ws.base_commit:  # nothing changed and nothing committed: no diff to ask git for
+                paths, patch, stats = [], "", {"files": 0, "insertions": 0, "deletions": 0}
+            else:
+                out = self._git(
+                    ws.path, "diff", *DIFF_FLAGS, "--numstat", "-p", "-z", ws.base_commit, commit, until=until
+                ).stdout
+                paths, patch, stats = _parse_diff(out)
             return Changes(paths=paths, diff=patch, commit=commit if paths else None, stats=stats, refused=refused)
 
     def write_anchor(self, ref: str, text: str) -> None:

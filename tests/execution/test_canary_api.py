@@ -76,8 +76,10 @@ def everything_said(capsys, root: Path, tid: int, fp) -> str:
         parts.append(cli(capsys, "audit", "evidence", ev["digest"])[1])
     parts.append(json.dumps(cli_json(capsys, "audit", "decisions", "--task", str(tid))))
     parts.append(cli(capsys, "audit", "log", "-o", "json")[1])
+    # Worktrees (a pooled one included) are checkouts of the repository, where the committed secret is by design.
+    worktrees = {g.parent for g in (root / ".ai").rglob(".git")}
     for f in (root / ".ai").rglob("*"):
-        if f.is_file() and f.suffix in (".log", ".jsonl", ".json", ".txt", ".md"):
+        if f.is_file() and f.suffix in (".log", ".jsonl", ".json", ".txt", ".md") and worktrees.isdisjoint(f.parents):
             parts.append(f.read_text(errors="replace"))
     return "\n".join(parts)
 

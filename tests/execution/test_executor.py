@@ -365,3 +365,30 @@ def test_policy_sandbox_limits_only_tighten(git_project):
     small = tighten(SandboxSpec(backend="local", memory_mb=128), limits)
     assert (small.backend, small.memory_mb) == ("local", 128)  # the lower of the two
     assert tighten(SandboxSpec(backend="local"), {"backend": "docker"}).backend == "docker"
+
+
+def test_the_executor_takes_the_next_tasks_worktree_from_the_pool(git_project, capsys):
+    """workspace_pool (default 4): a finished task's worktree is cleaned and pooled, and the next task's workspace
+    is that same directory (moved, not checked out anew) with nothing of the last task in it."""
+    pool = git_project / ".ai" / "workspaces" / ".pool"
+    first = create(capsys, "first", "--lock", "src/**", "--command", "echo a > src/a.txt")
+    code, lines, err = jrun(capsys, "task", "execute", str(first), "--owner", "w1")
+    assert code == 0 and report_of(lines)["outcome"] == "done", err
+    slots = list(pool.iterdir())
+    assert len(slots) == 1
+    inode = slots[0].stat().st_ino
+    look = "ls -A src > src/seen.txt; stat -c %i . >> src/seen.txt"
+    second = create(capsys, "second", "--lock", "src/**", "--command", look)
+    code, lines, err = jrun(capsys, "task", "execute", str(second), "--owner", "w1")
+    assert code == 0 and report_of(lines)["outcome"] == "done", err
+    seen = git(git_project, "show", f"aictl/task-{second}:src/seen.txt").split()
+    assert seen[-1] == str(inode)  # the pooled directory itself
+    assert "a.txt" not in seen and "app.py" in seen  # the main line's files, not the last task's
+
+    (git_project / ".ai" / "config.yaml").write_text("lease_ttl: 30\nheartbeat_interval: 1\nworkspace_pool: 0\n")
+    for slot in pool.iterdir():
+        subprocess.run(["git", "-C", str(git_project), "worktree", "remove", "--force", str(slot)], check=True)
+    third = create(capsys, "third", "--lock", "src/**", "--command", "true")
+    code, lines, err = jrun(capsys, "task", "execute", str(third), "--owner", "w1")
+    assert code == 0 and report_of(lines)["outcome"] == "done", err
+    assert list(pool.iterdir()) == []  # pool off: removed as before

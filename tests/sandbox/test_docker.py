@@ -255,3 +255,43 @@ def test_masked_files_read_empty_and_cannot_be_written_removed_renamed_or_linked
 def test_a_masked_path_outside_the_workspace_is_refused_before_start(box, ws, spec):
     r = box.run(["cat", "/etc/hostname"], workdir=ws, spec=spec(masked_paths=["../etc/passwd"]))
     assert r.exit_code is None and "not a path inside the workspace" in r.start_error
+
+
+def test_inside_deferred_cleanup_removal_waits_for_the_block_and_an_interrupted_run_removes_at_once(
+    box, ws, spec, tag, aictl_containers, monkeypatch
+):
+    """The executor's run: the container goes on a thread while the caller collects, and is gone when the block
+    ends; a run that an exception interrupts removes its container before the exception leaves run()."""
+    from aictl.sandbox import docker
+
+    with docker.deferred_cleanup():
+        r = box.run(["sh", "-c", "echo done"], workdir=ws, spec=spec(), labels={"test": tag})
+        assert r.ok and r.stdout == "done\n"
+        pending = docker._DEFERRED.get()
+        assert pending is not None and len(pending) == 1  # the removal was handed to a thread
+    assert not pending[0].is_alive() and aictl_containers(tag) == []
+
+    class Boom(Exception):
+        pass
+
+    def broken_wait(*args, **kwargs):
+        raise Boom  # a bug (or Ctrl-C) while the container still runs
+
+    monkeypatch.setattr(docker.DockerSandbox, "_wait", staticmethod(broken_wait))
+    with docker.deferred_cleanup():
+        with pytest.raises(Boom):
+            box.run(["sleep", "30"], workdir=ws, spec=spec(), labels={"test": tag})
+        assert aictl_containers(tag) == []  # removed before run() gave the exception back, not at the block's end
+
+
+def test_a_client_with_a_remembered_api_version_still_reports_a_dead_engine(monkeypatch, tmp_path):
+    """connect() skips the version handshake once it knows the engine's version, but still pings: an engine that
+    went away is EngineUnavailable with its hint (not a raw connection error), and the version is forgotten."""
+    from aictl.sandbox import docker
+
+    where = f"unix://{tmp_path}/gone.sock"
+    monkeypatch.setenv("DOCKER_HOST", where)
+    monkeypatch.setitem(docker._API_VERSIONS, where, "1.41")
+    with pytest.raises(docker.EngineUnavailable, match="not reachable"):
+        docker.connect(timeout=2)
+    assert where not in docker._API_VERSIONS
