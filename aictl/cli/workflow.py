@@ -101,16 +101,13 @@ def validate(
 
 def _check_overlay(project: Path, path: Path, name: str) -> None:
     """The overlay a workflow names must exist in the project (a run would not start without it)."""
-    import re
-
     from aictl.domain.errors import ConfigError
-    from aictl.policy.sources import overlay_dir
+    from aictl.policy.sources import key_line, overlay_path
 
-    overlay = overlay_dir(project) / f"{name}.yaml"
+    overlay = overlay_path(project, name)
     if overlay.is_file():
         return
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    line = next((n for n, text in enumerate(lines, 1) if re.match(r"^policy\s*:", text)), None)
+    line = key_line(path, "policy")
     message = f"policy overlay {name!r} does not exist ({overlay}); a run of this workflow would not start"
     raise ConfigError(
         f"{path}:{line}: {message}" if line else f"{path}: {message}",
@@ -340,6 +337,7 @@ def create(
     import re
 
     from aictl.domain.errors import Conflict
+    from aictl.policy.sources import overlay_path
     from aictl.workflows.loader import NAME, find, load_text, workflow_dir
 
     out = state.output(output)
@@ -365,20 +363,20 @@ def create(
         info(("would write " if dry_run else "wrote ") + str(target))
         if overlay is not None:
             info(("would copy " if dry_run else "copied ") + f"the policy overlay it names to {overlay[1]}")
-        elif w.policy is not None and not (_project() / ".ai" / "policies" / "workflows" / f"{w.policy}.yaml").exists():
-            info(f"it names policy overlay {w.policy!r}: write .ai/policies/workflows/{w.policy}.yaml before a run")
+        elif w.policy is not None and not overlay_path(_project(), w.policy).exists():
+            info(f"it names policy overlay {w.policy!r}: write {overlay_path(_project(), w.policy)} before a run")
     summary = _summary(w, target) | {"written": not dry_run, "overlay": str(overlay[1]) if overlay else None}
     out.emit(summary, human=lambda r: text.rstrip(), name=lambda r: r["name"])
 
 
 def _overlay_to_copy(project: Path, name: str | None) -> tuple[Path, Path] | None:
     """(aictl's example overlay, where it goes) when the workflow names one the project lacks and aictl ships."""
-    from aictl.policy.sources import overlay_dir
+    from aictl.policy.sources import overlay_path
     from aictl.workflows.loader import EXAMPLES
 
     if name is None:
         return None
-    target = overlay_dir(project) / f"{name}.yaml"
+    target = overlay_path(project, name)
     shipped = EXAMPLES.parent / "policies" / "workflows" / f"{name}.yaml"
     return (shipped, target) if shipped.is_file() and not target.exists() else None
 

@@ -36,6 +36,7 @@ from aictl.policy.sources import (
     OVERLAY_LABEL,
     FileLevel,
     default_global_policy_path,
+    key_line,
     overlay_files,
     policy_files,
     valid_overlay_name,
@@ -200,7 +201,7 @@ def load_ai_files(paths: Sequence[Path], issues: list[PolicyIssue]) -> dict[str,
             issues.append(
                 PolicyIssue(
                     file=str(path),
-                    line=_key_line(path, "ai"),
+                    line=key_line(path, "ai"),
                     message="a per-AI file cannot have an 'ai:' section; write its rules at the top level",
                 )
             )
@@ -236,7 +237,7 @@ def overlay_issues(path: Path, policy: PolicyFile) -> list[PolicyIssue]:
             found.append(
                 PolicyIssue(
                     file=str(path),
-                    line=_key_line(path, key),
+                    line=key_line(path, key),
                     message=f"a workflow overlay only tightens and cannot set '{key}'; the project's default applies",
                 )
             )
@@ -244,7 +245,7 @@ def overlay_issues(path: Path, policy: PolicyFile) -> list[PolicyIssue]:
         found.append(
             PolicyIssue(
                 file=str(path),
-                line=_key_line(path, "ai"),
+                line=key_line(path, "ai"),
                 message="a workflow overlay cannot have 'ai:' sections; scope a rule with match.ai instead",
             )
         )
@@ -262,16 +263,6 @@ def overlay_issues(path: Path, policy: PolicyFile) -> list[PolicyIssue]:
                 )
             )
     return found
-
-
-def _key_line(path: Path, key: str) -> int | None:
-    """The line of a top-level key in a YAML file (for an issue the schema cannot place)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    pattern = re.compile(rf"^['\"]?{re.escape(key)}['\"]?\s*:")
-    return next((n for n, line in enumerate(lines, 1) if pattern.match(line)), None)
 
 
 def _load(path: Path) -> tuple[PolicyFile | None, list[PolicyIssue]]:

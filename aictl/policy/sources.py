@@ -61,6 +61,11 @@ def overlay_dir(project_dir: Path) -> Path:
     return project_dir / ".ai" / "policies" / "workflows"
 
 
+def overlay_path(project_dir: Path, name: str) -> Path:
+    """The overlay file a workflow's `policy: NAME` names."""
+    return overlay_dir(project_dir) / f"{name}.yaml"
+
+
 def overlay_files(project_dir: Path) -> list[Path]:
     """Every workflow policy overlay file, in name order (they are merged after the per-AI files)."""
     directory = overlay_dir(project_dir)
@@ -69,3 +74,13 @@ def overlay_files(project_dir: Path) -> list[Path]:
 
 def valid_overlay_name(name: str) -> bool:
     return bool(_SAFE_OVERLAY.match(name))
+
+
+def key_line(path: Path, key: str) -> int | None:
+    """The line of a top-level key in a YAML file, for a problem the schema cannot place (no YAML parsing here)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    pattern = re.compile(rf"^['\"]?{re.escape(key)}['\"]?\s*:")
+    return next((n for n, line in enumerate(lines, 1) if pattern.match(line)), None)

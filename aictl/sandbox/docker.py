@@ -319,14 +319,13 @@ class DockerSandbox:
             defer = False  # interrupted (Ctrl-C, a bug): the container may still run; remove it before going on
             raise
         finally:
-            run_net, run_id = net, container_id
 
             def cleanup() -> None:
                 try:
-                    if run_id is not None:
-                        _remove(api, run_id)
-                    if run_net is not None:
-                        run_net.close()
+                    if container_id is not None:
+                        _remove(api, container_id)
+                    if net is not None:
+                        net.close()
                 finally:
                     client.close()
                     shutil.rmtree(blank_dir, ignore_errors=True)

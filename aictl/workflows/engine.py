@@ -132,7 +132,7 @@ class WorkflowEngine:
     def start(self, wf: Workflow, given: dict[str, Any]) -> Run:
         inputs = resolve_inputs(wf, given)
         if wf.policy is not None:
-            self._check_overlay(wf)
+            self._check_overlay(wf, wf.policy)
 
         def fn(tx: Tx, now: float) -> int:
             run_id = runs.insert_run(tx, wf, inputs, self.settings.actor, now)
@@ -141,17 +141,17 @@ class WorkflowEngine:
 
         return self.advance(self._write(fn))
 
-    def _check_overlay(self, wf: Workflow) -> None:
+    def _check_overlay(self, wf: Workflow, name: str) -> None:
         """A run whose overlay is missing or invalid does not start (its steps would be refused anyway)."""
         from aictl.policy.merge import load_effective_policy
-        from aictl.policy.sources import overlay_dir
+        from aictl.policy.sources import overlay_path
 
         if self.project is None:
-            raise ConfigError(f"workflow {wf.name} names policy overlay {wf.policy!r}, which needs a project")
-        path = overlay_dir(self.project) / f"{wf.policy}.yaml"
+            raise ConfigError(f"workflow {wf.name} names policy overlay {name!r}, which needs a project")
+        path = overlay_path(self.project, name)
         if not path.is_file():
             raise ConfigError(
-                f"workflow {wf.name} names policy overlay {wf.policy!r}, but {path} does not exist",
+                f"workflow {wf.name} names policy overlay {name!r}, but {path} does not exist",
                 hint=f"write it (deny and require_approval rules, allow rules with limits), or drop 'policy:' "
                 f"from {wf.source or 'the workflow'}",
             )
